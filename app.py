@@ -1,0 +1,74 @@
+"""LoRA Studio: chat, apply and fine-tune language models from the browser.
+
+`python app.py` starts the web UI; `python app.py --help` lists the settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import secrets
+import sys
+
+import gradio as gr
+
+import config
+from models.device import set_threads
+from models.loading import ModelHub
+from tasks import TASKS
+from tasks.base import Context
+from ui import TABS, system_tab
+from ui.api import publish
+
+INTRO = ("# LoRA Studio\nChat with a language model, apply it to your texts, and fine-tune it with LoRA — "
+         "all from this page. Models load on first use.")
+
+
+def browser_secret(settings: config.Settings) -> str:
+    """A persistent key for the browser-stored chat history, so it survives an app restart."""
+    path = settings.path() / ".browser-secret"
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(secrets.token_hex(16))
+        tmp.replace(path)
+    return path.read_text().strip()
+
+
+def build_app(settings: config.Settings) -> gr.Blocks:
+    """The whole UI and its public API; importing this module never starts a server."""
+    ctx = Context(settings, ModelHub(settings))
+    tasks = [task_class(ctx) for task_class in TASKS.values()]
+    secret = browser_secret(settings)
+    with gr.Blocks(title="LoRA Studio") as demo:
+        gr.Markdown(INTRO)
+        with gr.Tabs():
+            for task in tasks:
+                TABS[task.id](task, secret)
+            system_tab.build(ctx)
+        for task in tasks:
+            publish(task.endpoints())
+    demo.queue(default_concurrency_limit=settings.concurrency)
+    demo.ctx = ctx  # tests and the CLI reach the shared services through the app
+    return demo
+
+
+def parse_settings(argv: list[str]) -> config.Settings:
+    parser = argparse.ArgumentParser(prog="app.py", description=__doc__)
+    config.add_arguments(parser)
+    try:
+        return config.from_namespace(parser.parse_args(argv))
+    except ValueError as error:
+        parser.error(str(error))
+
+
+def main(argv: list[str]) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = parse_settings(argv)
+    set_threads(settings.threads)
+    demo = build_app(settings)
+    demo.launch(server_name=settings.host, server_port=settings.port, auth=settings.auth,
+                max_file_size=f"{settings.max_upload_mb}mb", show_error=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

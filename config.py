@@ -1,0 +1,110 @@
+"""Typed settings, read once from environment variables and command-line flags."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+ENV_PREFIX = "LORA_STUDIO_"
+
+
+def _default_data_dir() -> Path:
+    # A Space with persistent storage mounts /data; everything else keeps data beside the app.
+    if os.environ.get("SPACE_ID") and Path("/data").is_dir():
+        return Path("/data/lora-studio")
+    return Path("data")
+
+
+@dataclass
+class Settings:
+    host: str = "127.0.0.1"  # interface the web server binds to; 0.0.0.0 on a Space or a shared box
+    port: int = 7860  # web server port
+    data_dir: Path = field(default_factory=_default_data_dir)  # models, adapters, jobs and collections all live under it
+    chat_model: str = ""  # default chat backbone ("" = the catalog default)
+    embedding_model: str = ""  # default sentence-embedding backbone ("" = the catalog default)
+    username: str = ""  # with a password: the UI asks for a login
+    password: str = ""
+    concurrency: int = 4  # requests the queue runs at once (chat requests share one batched engine)
+    memory_budget_gb: float = 8.0  # loaded models beyond this are evicted, least recently used first
+    threads: int = 0  # torch CPU threads (0 = all cores)
+    dtype: str = "auto"  # auto (bf16 on a capable GPU, else fp32), float32 or bfloat16
+    trust_remote_code: bool = False  # operator opt-in only: lets hub models run their own code
+    max_upload_mb: int = 20  # the largest file a user may upload
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir).expanduser()
+        if not 0 < self.port < 65536:
+            raise ValueError(f"port must be between 1 and 65535, not {self.port}")
+        if self.dtype not in ("auto", "float32", "bfloat16"):
+            raise ValueError(f"dtype must be auto, float32 or bfloat16, not {self.dtype!r}")
+        if bool(self.username) != bool(self.password):
+            raise ValueError("set both a username and a password, or neither")
+        if self.concurrency < 1 or self.memory_budget_gb <= 0 or self.max_upload_mb < 1:
+            raise ValueError("concurrency, memory budget and upload limit must be positive")
+
+    @property
+    def auth(self) -> tuple[str, str] | None:
+        return (self.username, self.password) if self.username else None
+
+    def path(self, *parts: str) -> Path:
+        """A folder under the data directory, created on first use."""
+        folder = self.data_dir.joinpath(*parts)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+
+_HELP = {
+    "host": "interface to bind (0.0.0.0 to serve the network)",
+    "port": "port of the web UI",
+    "data_dir": "where models, adapters, jobs and collections are stored",
+    "chat_model": "default chat backbone: a catalog name, hub id or local folder",
+    "embedding_model": "default embedding backbone: a catalog name, hub id or local folder",
+    "username": "login name for the UI (with --password)",
+    "password": "login password for the UI (with --username)",
+    "concurrency": "requests served at once",
+    "memory_budget_gb": "memory for loaded models before the least recently used is unloaded",
+    "threads": "CPU threads for torch (0 = all cores)",
+    "dtype": "weights dtype: auto, float32 or bfloat16",
+    "trust_remote_code": "allow hub models to run their own code (off unless you trust them)",
+    "max_upload_mb": "largest accepted upload in MB",
+}
+
+
+def _convert(kind: type, text: str):
+    if kind is bool:
+        return text.strip().lower() in ("1", "true", "yes", "on")
+    return kind(text)
+
+
+def _field_type(name: str) -> type:
+    defaults = Settings()
+    return type(getattr(defaults, name))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per setting; each defaults to its environment variable, then to the dataclass default."""
+    for f in fields(Settings):
+        kind = _field_type(f.name)
+        env = ENV_PREFIX + f.name.upper()
+        default = _convert(kind, os.environ[env]) if env in os.environ else getattr(Settings(), f.name)
+        flag = "--" + f.name.replace("_", "-")
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
+                                help=f"{_HELP[f.name]} (env {env})")
+        else:
+            parser.add_argument(flag, type=kind if kind is not Path else str, default=default,
+                                help=f"{_HELP[f.name]} (env {env}, default {default})")
+
+
+def from_namespace(ns: argparse.Namespace) -> Settings:
+    return Settings(**{f.name: getattr(ns, f.name) for f in fields(Settings)})
+
+
+def from_env() -> Settings:
+    """Settings from environment variables alone (for imports such as a Space or tests)."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return from_namespace(parser.parse_args([]))
+

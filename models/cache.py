@@ -1,0 +1,82 @@
+"""The one shared thing: loaded models, each loaded once, evicted least recently used first under a budget."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Entry:
+    value: Any
+    size: int  # bytes the entry holds (weights), as reported by the loader
+
+
+class ModelCache:
+    """Thread-safe LRU cache keyed by model location; concurrent requests for one key share a single load."""
+
+    def __init__(self, budget_bytes: int):
+        self.budget = budget_bytes
+        self._entries: OrderedDict[str, Entry] = OrderedDict()
+        self._lock = threading.Lock()  # guards _entries and _loading
+        self._loading: dict[str, threading.Lock] = {}
+        self.loads = 0  # how many loads ran (tests and the system panel read it)
+
+    def get(self, key: str, load: Callable[[], tuple[Any, int]]) -> Any:
+        """The cached value for key, or the result of load() -> (value, size_bytes), run once per key."""
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return self._entries[key].value
+            key_lock = self._loading.setdefault(key, threading.Lock())
+        with key_lock:
+            with self._lock:
+                if key in self._entries:  # another thread finished the load while we waited
+                    self._entries.move_to_end(key)
+                    return self._entries[key].value
+            value, size = load()
+            with self._lock:
+                self.loads += 1
+                self._entries[key] = Entry(value, size)
+                self._loading.pop(key, None)
+                evicted = self._evict_over_budget(keep=key)
+        for entry in evicted:
+            _close(entry.value)
+        return value
+
+    def _evict_over_budget(self, keep: str) -> list[Entry]:
+        evicted = []
+        while sum(e.size for e in self._entries.values()) > self.budget and len(self._entries) > 1:
+            oldest = next(k for k in self._entries if k != keep)
+            log.info("unloading %s to stay under the memory budget", oldest)
+            evicted.append(self._entries.pop(oldest))
+        return evicted
+
+    def peek(self, key: str) -> Any | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            return entry.value if entry else None
+
+    def items(self) -> list[tuple[str, int]]:
+        """(key, size in bytes) of every loaded model, most recently used last."""
+        with self._lock:
+            return [(k, e.size) for k, e in self._entries.items()]
+
+    def clear(self) -> None:
+        with self._lock:
+            entries = list(self._entries.values())
+            self._entries.clear()
+        for entry in entries:
+            _close(entry.value)
+
+
+def _close(value: Any) -> None:
+    close = getattr(value, "close", None)
+    if callable(close):
+        close()

@@ -1,0 +1,39 @@
+"""Where models run: the device (CUDA, then Apple MPS, then CPU), the dtype and the CPU thread budget."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+
+def pick_device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def pick_dtype(device: torch.device, requested: str = "auto") -> torch.dtype:
+    """bf16 on a GPU that supports it; fp32 elsewhere unless the operator asks for bf16."""
+    if requested == "float32":
+        return torch.float32
+    if requested == "bfloat16":
+        return torch.bfloat16
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def set_threads(threads: int) -> int:
+    """Give torch a fixed share of the cores so the server and a training worker never oversubscribe."""
+    count = threads if threads > 0 else (os.cpu_count() or 1)
+    torch.set_num_threads(count)
+    return count
+
+
+def describe() -> dict[str, str]:
+    device = pick_device()
+    name = torch.cuda.get_device_name(0) if device.type == "cuda" else device.type
+    return {"device": name, "threads": str(torch.get_num_threads()), "torch": torch.__version__}

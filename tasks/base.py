@@ -1,0 +1,41 @@
+"""What every task shares: the app context, input checks, and the shape of a task's public API."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from config import Settings
+from errors import UserError
+from models.loading import ModelHub
+
+
+@dataclass
+class Context:
+    """The shared services a task is built with (never per-user state)."""
+
+    settings: Settings
+    hub: ModelHub
+    extras: dict[str, Any] = field(default_factory=dict)  # services added by later layers (adapters, jobs)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    api_name: str  # fixed public name, without the slash
+    fn: Callable  # a fully typed function: JSON in, JSON out (a generator for streams)
+
+
+def require_text(value: object, what: str = "text", limit: int = 100_000) -> str:
+    """The stripped text, or a UserError when it is missing, blank or too long."""
+    if not isinstance(value, str) or not value.strip():
+        raise UserError(f"Please enter some {what}: it is empty.")
+    if len(value) > limit:
+        raise UserError(f"The {what} is too long ({len(value):,} characters); the limit is {limit:,}.")
+    return value.strip()
+
+
+def require_range(value: float, name: str, low: float, high: float) -> float:
+    if not isinstance(value, (int, float)) or not low <= value <= high:
+        raise UserError(f"{name} must be between {low} and {high}, not {value!r}.")
+    return value

@@ -1,0 +1,150 @@
+"""Chat with an instruction model (streaming), and continue-text for base models such as GPT-2."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from errors import UserError
+from models.engine import Request, SamplingParams
+from models.loading import LoadedLM
+from tasks.base import Context, Endpoint, require_range, require_text
+
+
+@dataclass
+class Reply:
+    """A reply being generated: the notice to show (if any) and the growing text."""
+
+    lm: LoadedLM
+    request: Request
+    notice: str = ""
+
+    def texts(self) -> Iterator[str]:
+        """The whole reply so far, once per new token; stopping the iteration stops generation."""
+        ids: list[int] = []
+        shown = ""
+        for token in self.request.token_ids():
+            ids.append(token)
+            text = self.lm.tokenizer.decode(ids, skip_special_tokens=True)
+            # A token can end inside a multi-byte character; wait for the rest.
+            if text != shown and not text.endswith("\ufffd"):
+                shown = text
+                yield shown
+
+    def text(self) -> str:
+        last = ""
+        for last in self.texts():
+            pass
+        return last
+
+
+def message_text(content: object) -> str:
+    """A message's text, whether content is a string or a list of parts (as Gradio's chatbot sends)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, dict):
+        return str(content.get("text") or content.get("content") or "")
+    if isinstance(content, list):
+        return "\n".join(message_text(part) for part in content)
+    return "" if content is None else str(content)
+
+
+def clean_history(history: object) -> list[dict]:
+    """History as [{role, content: str}], user/assistant turns only; a clear error for anything else."""
+    if history in (None, ""):
+        return []
+    if not isinstance(history, list):
+        raise UserError("The history must be a list of messages like {'role': 'user', 'content': '...'}.")
+    cleaned = []
+    for message in history:
+        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant", "system"):
+            raise UserError("Each history message needs a role (user or assistant) and a content.")
+        if message["role"] != "system":
+            cleaned.append({"role": message["role"], "content": message_text(message.get("content"))})
+    return cleaned
+
+
+def sampling(temperature: float, top_p: float, max_new_tokens: int, seed: int | None = None) -> SamplingParams:
+    require_range(temperature, "Temperature", 0.0, 2.0)
+    require_range(top_p, "Top-p", 0.01, 1.0)
+    require_range(max_new_tokens, "Max new tokens", 1, 4096)
+    return SamplingParams(int(max_new_tokens), float(temperature), float(top_p), seed)
+
+
+class ChatTask:
+    id = "chat"
+    title = "Chat"
+
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+
+    def endpoints(self) -> list[Endpoint]:
+        return [Endpoint("chat", self.chat), Endpoint("complete", self.complete)]
+
+    def chat(self, message: str, history: list[dict] | None = None, system_prompt: str = "", model: str = "",
+             adapter: str = "", temperature: float = 0.3, top_p: float = 0.9,
+             max_new_tokens: int = 256) -> Iterator[str]:
+        """Stream a reply to message, given the earlier turns; every yield is the whole reply so far."""
+        reply = self.reply(message, history, system_prompt, model, adapter, temperature, top_p, max_new_tokens)
+        yield from reply.texts()
+
+    def reply(self, message: str, history: list[dict] | None = None, system_prompt: str = "", model: str = "",
+              adapter: str = "", temperature: float = 0.3, top_p: float = 0.9,
+              max_new_tokens: int = 256) -> Reply:
+        """Start generating a reply; the Reply carries a notice when old turns were left out."""
+        message = require_text(message, "message")
+        params = sampling(temperature, top_p, max_new_tokens)
+        turns = clean_history(history)
+        lm = self.ctx.hub.lm(model, "chat")
+        adapter_name, defaults = self._adapter(lm, adapter)
+        system_prompt = (system_prompt or "").strip() or defaults.get("system_prompt", "")
+        if not lm.has_chat_template:
+            raise UserError(f"'{lm.name}' is a base model without a chat template: use 'Continue text' "
+                            "to have it continue your words, or pick an instruction model for chat.")
+        ids, dropped = fit_prompt(lm, system_prompt, turns, message, params.max_new_tokens)
+        notice = (f"The conversation was longer than {lm.name} can read, so the {dropped} oldest "
+                  f"message{'s were' if dropped != 1 else ' was'} left out of this reply.") if dropped else ""
+        return Reply(lm, lm.generate(ids, params, adapter_name), notice)
+
+    def complete(self, text: str, model: str = "", adapter: str = "", num_alternatives: int = 1,
+                 max_new_tokens: int = 64, temperature: float = 0.8, top_p: float = 0.95) -> list[str]:
+        """Continue text; with several alternatives, each is sampled independently (they run as one batch)."""
+        text = require_text(text, "text to continue")
+        require_range(num_alternatives, "Alternatives", 1, 8)
+        params = sampling(temperature, top_p, max_new_tokens)
+        lm = self.ctx.hub.lm(model, "complete")
+        adapter_name, _ = self._adapter(lm, adapter)
+        ids = lm.tokenizer(text)["input_ids"]
+        room = lm.context_length - params.max_new_tokens
+        if len(ids) > room:
+            raise UserError(f"The text is too long for {lm.name}: {len(ids)} tokens, and it reads at most "
+                            f"{room} before the continuation. Shorten it or ask for fewer new tokens.")
+        count = int(num_alternatives) if params.temperature > 0 else 1  # greedy alternatives would be equal
+        replies = [Reply(lm, lm.generate(ids, params, adapter_name)) for _ in range(count)]
+        return [reply.text() for reply in replies]
+
+    def _adapter(self, lm: LoadedLM, adapter: str) -> tuple[str | None, dict]:
+        """The adapter to apply (attached to lm if needed) and its defaults, such as its system prompt."""
+        if not (adapter or "").strip():
+            return None, {}
+        attach = self.ctx.extras.get("attach_adapter")
+        if attach is None:
+            raise UserError(f"There is no adapter named '{adapter}'.")
+        return attach(lm, adapter.strip(), "chat")
+
+
+def fit_prompt(lm: LoadedLM, system_prompt: str, turns: list[dict], message: str,
+               max_new_tokens: int) -> tuple[list[int], int]:
+    """The prompt's token ids with the oldest turns dropped until it fits; also how many were dropped."""
+    room = lm.context_length - min(max_new_tokens, lm.context_length // 4)
+    head = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    # Drop whole exchanges: some chat templates insist that the first turn is the user's.
+    starts = [0] + [i for i, turn in enumerate(turns) if turn["role"] == "user" and i > 0] + [len(turns)]
+    for dropped in starts:
+        messages = head + turns[dropped:] + [{"role": "user", "content": message}]
+        ids = lm.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                               return_dict=False)
+        if len(ids) <= room:
+            return list(ids), dropped
+    raise UserError(f"Your message is too long for {lm.name}: it reads at most {room} tokens with the system "
+                    "prompt. Shorten the message or the system prompt.")
