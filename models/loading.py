@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import (AutoModelForCausalLM, AutoModelForQuestionAnswering, AutoModelForSeq2SeqLM,
+                          AutoModelForSequenceClassification, AutoTokenizer)
 
 from config import Settings
 from errors import UserError
 from models import catalog
 from models.cache import ModelCache
 from models.device import pick_device, pick_dtype
+from models.embeddings import Embedder
 from models.engine import GenerationEngine, SamplingParams
 
 log = logging.getLogger(__name__)
@@ -46,6 +49,20 @@ class LoadedLM:
 
     def close(self) -> None:
         self.engine.close()
+
+
+@dataclass
+class LoadedModel:
+    """A model and its tokenizer; lock serialises use by concurrent requests (a model is not re-entrant)."""
+
+    source: catalog.ModelSource
+    model: torch.nn.Module
+    tokenizer: object
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def name(self) -> str:
+        return self.source.name
 
 
 def model_bytes(model: torch.nn.Module) -> int:
@@ -82,39 +99,89 @@ class ModelHub:
         return self.settings.path("models")
 
     def source(self, reference: str, task: str) -> catalog.ModelSource:
-        default = self.settings.chat_model if task in ("chat", "complete") else ""
-        return catalog.resolve(reference, task, self.models_dir, default=default)
+        defaults = {"chat": self.settings.chat_model, "complete": self.settings.chat_model,
+                    "embedding": self.settings.embedding_model}
+        return catalog.resolve(reference, task, self.models_dir, default=defaults.get(task, ""))
+
+    def get(self, kind: str, reference: str = "", task: str = "chat"):
+        """The loaded model of a kind (see LOADERS) for reference ("" = the task's default), loaded once."""
+        source = self.source(reference, task)
+        loader = LOADERS[kind]
+        return self.cache.get(f"{kind}:{source.key}", lambda: loader(self, source))
 
     def lm(self, reference: str = "", task: str = "chat") -> LoadedLM:
-        """The loaded causal LM for reference ("" = the task's default), loading it on first use."""
-        source = self.source(reference, task)
-        return self.cache.get(source.key, lambda: self._load_lm(source))
+        return self.get("lm", reference, task)
 
-    def _pretrained_kwargs(self, source: catalog.ModelSource) -> dict:
+    def embedder(self, reference: str = "", task: str = "embedding") -> Embedder:
+        return self.get("embedder", reference, task)
+
+    def pretrained_kwargs(self, source: catalog.ModelSource) -> dict:
         return {"trust_remote_code": self.settings.trust_remote_code,
                 "local_files_only": source.local or not catalog.hub_reachable()}
-
-    def _load_lm(self, source: catalog.ModelSource) -> tuple[LoadedLM, int]:
-        log.info("loading %s from %s", source.name, source.location)
-        kwargs = self._pretrained_kwargs(source)
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(source.location, **kwargs)
-            model = AutoModelForCausalLM.from_pretrained(source.location, dtype=self.dtype, **kwargs)
-        except ValueError as error:
-            if "trust_remote_code" in str(error):
-                raise UserError(f"The model '{source.name}' needs its own code to run; the operator can allow "
-                                "that with --trust-remote-code if they trust it.") from error
-            raise UserError(f"'{source.name}' is not a text-generation (GPT-family) model, so it cannot chat; "
-                            "pick a decoder model such as SmolLM2 or GPT-2.") from error
-        except OSError as error:
-            raise UserError(f"Could not load the model '{source.name}': {str(error).splitlines()[0]}") from error
-        model.to(self.device).eval()
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        engine = GenerationEngine(model, _eos_ids(model, tokenizer), tokenizer.pad_token_id or 0,
-                                  _context_length(model.config, tokenizer))
-        return LoadedLM(source, model, tokenizer, engine), model_bytes(model)
 
     def loaded(self) -> list[dict]:
         """Loaded models for the system panel."""
         return [{"model": key, "memory_mb": round(size / 2**20)} for key, size in self.cache.items()]
+
+
+def _load_error(source: catalog.ModelSource, error: Exception, wanted: str) -> UserError:
+    if "trust_remote_code" in str(error):
+        return UserError(f"The model '{source.name}' needs its own code to run; the operator can allow "
+                         "that with --trust-remote-code if they trust it.")
+    if isinstance(error, OSError):
+        return UserError(f"Could not load the model '{source.name}': {str(error).splitlines()[0]}")
+    return UserError(f"'{source.name}' is not {wanted}; pick another model.")
+
+
+def load_pretrained(hub: ModelHub, source: catalog.ModelSource, model_class, wanted: str):
+    """(model, tokenizer) of model_class from source, on the hub's device and dtype, in eval mode."""
+    kwargs = hub.pretrained_kwargs(source)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source.location, **kwargs)
+        model = model_class.from_pretrained(source.location, dtype=hub.dtype, **kwargs)
+    except (OSError, ValueError, KeyError) as error:
+        raise _load_error(source, error, wanted) from error
+    return model.to(hub.device).eval(), tokenizer
+
+
+def load_lm(hub: ModelHub, source: catalog.ModelSource) -> tuple[LoadedLM, int]:
+    log.info("loading %s from %s", source.name, source.location)
+    model, tokenizer = load_pretrained(hub, source, AutoModelForCausalLM,
+                                       "a text-generation (GPT-family) model, so it cannot chat")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    engine = GenerationEngine(model, _eos_ids(model, tokenizer), tokenizer.pad_token_id or 0,
+                              _context_length(model.config, tokenizer))
+    return LoadedLM(source, model, tokenizer, engine), model_bytes(model)
+
+
+def load_embedder(hub: ModelHub, source: catalog.ModelSource) -> tuple[Embedder, int]:
+    log.info("loading embeddings %s from %s", source.name, source.location)
+    from sentence_transformers import SentenceTransformer
+
+    kwargs = hub.pretrained_kwargs(source)
+    try:
+        model = SentenceTransformer(source.location, device=str(hub.device),
+                                    trust_remote_code=kwargs["trust_remote_code"],
+                                    local_files_only=kwargs["local_files_only"])
+    except (OSError, ValueError, KeyError) as error:
+        raise _load_error(source, error, "a sentence-embedding model") from error
+    return Embedder(source, model), model_bytes(model)
+
+
+def _loaded_with(model_class, wanted: str):
+    def load(hub: ModelHub, source: catalog.ModelSource) -> tuple[LoadedModel, int]:
+        log.info("loading %s from %s", source.name, source.location)
+        model, tokenizer = load_pretrained(hub, source, model_class, wanted)
+        return LoadedModel(source, model, tokenizer), model_bytes(model)
+    return load
+
+
+# One loader per kind of loaded model; a new kind is one entry here.
+LOADERS = {
+    "lm": load_lm,
+    "embedder": load_embedder,
+    "seq2seq": _loaded_with(AutoModelForSeq2SeqLM, "a sequence-to-sequence model (BART, T5, Marian)"),
+    "classifier": _loaded_with(AutoModelForSequenceClassification, "a text-classification model"),
+    "span": _loaded_with(AutoModelForQuestionAnswering, "an extractive question-answering model"),
+}

@@ -39,3 +39,17 @@ def require_range(value: float, name: str, low: float, high: float) -> float:
     if not isinstance(value, (int, float)) or not low <= value <= high:
         raise UserError(f"{name} must be between {low} and {high}, not {value!r}.")
     return value
+
+
+def attach_adapter(ctx: Context, loaded: object, adapter: str, task: str) -> tuple[str | None, dict]:
+    """The adapter name to use with a loaded model (attaching it if needed) and its training defaults.
+
+    "" means no adapter. The adapter store (training layer) provides the hook; without it no adapter exists.
+    """
+    adapter = (adapter or "").strip()
+    if not adapter or adapter == "none":
+        return None, {}
+    attach = ctx.extras.get("attach_adapter")
+    if attach is None:
+        raise UserError(f"There is no adapter named '{adapter}'.")
+    return attach(loaded, adapter, task)

