@@ -32,6 +32,7 @@ class Settings:
     dtype: str = "auto"  # auto (bf16 on a capable GPU, else fp32), float32 or bfloat16
     trust_remote_code: bool = False  # operator opt-in only: lets hub models run their own code
     max_upload_mb: int = 20  # the largest file a user may upload
+    context_limit: int = 0  # cap on a model's context in tokens (0 = the model's own); bounds prompt cost on CPU
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).expanduser()
@@ -69,6 +70,7 @@ _HELP = {
     "dtype": "weights dtype: auto, float32 or bfloat16",
     "trust_remote_code": "allow hub models to run their own code (off unless you trust them)",
     "max_upload_mb": "largest accepted upload in MB",
+    "context_limit": "cap on the tokens a model reads at once (0 = the model's own limit)",
 }
 
 

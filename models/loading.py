@@ -150,8 +150,10 @@ def load_lm(hub: ModelHub, source: catalog.ModelSource) -> tuple[LoadedLM, int]:
                                        "a text-generation (GPT-family) model, so it cannot chat")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    engine = GenerationEngine(model, _eos_ids(model, tokenizer), tokenizer.pad_token_id or 0,
-                              _context_length(model.config, tokenizer))
+    context = _context_length(model.config, tokenizer)
+    if hub.settings.context_limit > 0:
+        context = min(context, hub.settings.context_limit)
+    engine = GenerationEngine(model, _eos_ids(model, tokenizer), tokenizer.pad_token_id or 0, context)
     return LoadedLM(source, model, tokenizer, engine), model_bytes(model)
 
 

@@ -1,0 +1,70 @@
+"""The generation engine: batched decoding that matches plain generate, joins mid-flight, and stops."""
+
+import threading
+
+import torch
+
+from models.engine import SamplingParams
+
+
+def reference(lm, prompt, n):
+    out = lm.model.generate(torch.tensor([prompt]), max_new_tokens=n, do_sample=False,
+                            pad_token_id=lm.tokenizer.pad_token_id)
+    return [t for t in out[0, len(prompt):].tolist()]
+
+
+def prompts(lm):
+    texts = ["Hello there", "The quick brown fox jumps over", "A", "One two three four five six seven"]
+    return [lm.tokenizer(t)["input_ids"] for t in texts]
+
+
+def test_greedy_batched_decoding_matches_generate(ctx, tiny_gpt2_dir):
+    lm = ctx.hub.lm(str(tiny_gpt2_dir))
+    results = {}
+    gate = threading.Event()
+
+    def run(i, prompt):
+        gate.wait()
+        results[i] = list(lm.generate(prompt, SamplingParams(12, temperature=0)).token_ids())
+
+    threads = [threading.Thread(target=run, args=(i, p)) for i, p in enumerate(prompts(lm))]
+    [t.start() for t in threads]
+    gate.set()
+    [t.join() for t in threads]
+    for i, prompt in enumerate(prompts(lm)):
+        assert results[i] == reference(lm, prompt, 12)
+
+
+def test_requests_join_a_running_batch(ctx, tiny_chat_dir):
+    lm = ctx.hub.lm(str(tiny_chat_dir))
+    long_prompt, *others = prompts(lm)
+    first = lm.generate(long_prompt, SamplingParams(40, temperature=0))
+    tokens = first.token_ids()
+    head = [next(tokens) for _ in range(5)]  # the first request is mid-flight when the others join
+    joined = [lm.generate(p, SamplingParams(10, temperature=0)) for p in others]
+    rest = list(tokens)
+    eos = lm.engine.eos_ids
+    expected = [t for t in reference(lm, long_prompt, 40)]
+    got = head + rest
+    assert got == expected[:len(got)] and (len(got) == 40 or expected[len(got)] in eos)
+    for request, prompt in zip(joined, others):
+        got = list(request.token_ids())
+        assert got == reference(lm, prompt, 10)[:len(got)]
+
+
+def test_stop_ends_a_request_and_the_engine_keeps_serving(ctx, tiny_gpt2_dir):
+    lm = ctx.hub.lm(str(tiny_gpt2_dir))
+    request = lm.generate(prompts(lm)[0], SamplingParams(100, temperature=1.0, seed=1))
+    tokens = request.token_ids()
+    next(tokens)
+    tokens.close()  # what a closed browser tab or the Stop button does
+    assert request.stop.is_set()
+    after = list(lm.generate(prompts(lm)[1], SamplingParams(5, temperature=0)).token_ids())
+    assert len(after) == 5
+
+
+def test_seeded_sampling_is_reproducible(ctx, tiny_gpt2_dir):
+    lm = ctx.hub.lm(str(tiny_gpt2_dir))
+    params = SamplingParams(8, temperature=1.0, top_p=0.9, seed=7)
+    runs = [list(lm.generate(prompts(lm)[0], params).token_ids()) for _ in range(2)]
+    assert runs[0] == runs[1] and len(runs[0]) == 8

@@ -1,0 +1,74 @@
+"""The model cache: one load per key under concurrency, LRU eviction under a budget, clear errors."""
+
+import threading
+import time
+
+import pytest
+
+from errors import UserError
+from models.cache import ModelCache
+
+
+class Closable:
+    def __init__(self, name):
+        self.name, self.closed = name, False
+
+    def close(self):
+        self.closed = True
+
+
+def test_concurrent_requests_share_one_load():
+    cache = ModelCache(budget_bytes=100)
+    started = threading.Barrier(8)
+    calls = []
+
+    def load():
+        calls.append(1)
+        time.sleep(0.2)  # a slow load: the other threads must wait for it, not start their own
+        return Closable("m"), 10
+
+    results = []
+
+    def worker():
+        started.wait()
+        results.append(cache.get("m", load))
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert len(calls) == 1 and cache.loads == 1
+    assert len({id(r) for r in results}) == 1
+
+
+def test_least_recently_used_is_evicted_and_closed():
+    cache = ModelCache(budget_bytes=25)
+    a = cache.get("a", lambda: (Closable("a"), 10))
+    b = cache.get("b", lambda: (Closable("b"), 10))
+    cache.get("a", lambda: pytest.fail("a is cached"))  # a is now the most recently used
+    cache.get("c", lambda: (Closable("c"), 10))
+    assert [k for k, _ in cache.items()] == ["a", "c"]
+    assert b.closed and not a.closed
+
+
+def test_real_models_load_once_through_the_hub(ctx, tiny_gpt2_dir):
+    threads = [threading.Thread(target=ctx.hub.lm, args=(str(tiny_gpt2_dir),)) for _ in range(4)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert ctx.hub.cache.loads == 1
+    assert ctx.hub.loaded()[0]["memory_mb"] >= 1
+
+
+def test_budget_evicts_real_models(settings, tiny_gpt2_dir, tiny_chat_dir):
+    from models.loading import ModelHub
+    settings.memory_budget_gb = 0.001  # smaller than both tiny models: only the last one stays
+    hub = ModelHub(settings)
+    first = hub.lm(str(tiny_gpt2_dir))
+    hub.lm(str(tiny_chat_dir))
+    assert len(hub.cache.items()) == 1 and first.engine._closed
+    hub.cache.clear()
+
+
+def test_broken_model_folder_is_a_clear_message(ctx, tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "gpt2"}')  # a config, but no weights
+    with pytest.raises(UserError, match="Could not load the model"):
+        ctx.hub.lm(str(tmp_path))
