@@ -30,10 +30,19 @@ class LoadedLM:
     model: torch.nn.Module
     tokenizer: object
     engine: GenerationEngine
+    _fingerprint: str = ""
 
     @property
     def name(self) -> str:
         return self.source.name
+
+    @property
+    def fingerprint(self) -> str:
+        """The base weights' fingerprint (computed once; adapters check it before they attach)."""
+        if not self._fingerprint:
+            from models.lora import fingerprint
+            self._fingerprint = fingerprint(self.model)
+        return self._fingerprint
 
     @property
     def context_length(self) -> int:

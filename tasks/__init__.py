@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from tasks.answer import AnswerTask
 from tasks.chat import ChatTask
+from tasks.search import SearchTask
+from tasks.sentiment import SentimentTask
+from tasks.summarize import SummarizeTask
+from tasks.translate import TranslateTask
 
 # Order is the order of the tabs.
 TASKS: dict[str, type] = {}
@@ -16,3 +21,8 @@ def register(task_class: type) -> type:
 
 
 register(ChatTask)
+register(SummarizeTask)
+register(TranslateTask)
+register(SentimentTask)
+register(AnswerTask)
+register(SearchTask)

@@ -1,0 +1,190 @@
+"""Semantic search over the user's document collections, with sentence embeddings and exact nearest vectors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from errors import UserError
+from models import catalog
+from models.embeddings import Embedder
+from tasks.base import Context, Endpoint, attach_adapter, require_range, require_text
+from tasks.collections import LOCAL_OWNER, Collection, CollectionStore, VectorSpace, check_name, nearest
+from tasks.documents import Document, pasted_document, read_document
+
+Progress = Callable[[float, str], None]  # (fraction done, what is happening)
+MAX_RESULTS = 50
+QUERY_LIMIT = 2_000  # characters; the model reads ~256 word pieces of it anyway
+
+
+def _silent(fraction: float, message: str) -> None:
+    pass
+
+
+class SearchTask:
+    id = "search"
+    title = "Search"
+
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+        self.store = CollectionStore(ctx.settings.path("collections"))
+        ctx.extras["retrieve"] = self.retrieve  # question answering finds its context here
+        ctx.extras["list_collections"] = lambda: self.store.names(LOCAL_OWNER)  # for other tabs' pickers
+
+    def endpoints(self) -> list[Endpoint]:
+        # /add_documents takes uploaded files, so the UI layer publishes it (see ui/search_tab.py).
+        return [Endpoint("search", self.search), Endpoint("collections", self.collections),
+                Endpoint("remove_document", self.remove_document)]
+
+    # Public API (the owner is "local" until login exists; the owner-taking methods below stay the same).
+    def search(self, query: str, collection: str = "", k: int = 5, adapter: str = "") -> list[dict]:
+        """The k chunks closest in meaning to query, best first; collection "" searches all collections."""
+        return self.find(LOCAL_OWNER, query, collection, k, adapter)
+
+    def retrieve(self, query: str, collection: str = "", k: int = 5) -> list[dict]:
+        """Same as search, without an adapter: the passages question answering reads."""
+        return self.find(LOCAL_OWNER, query, collection, k)
+
+    def collections(self) -> list[dict]:
+        """Every collection with its number of documents and chunks and the embedding model(s) of its vectors."""
+        return self.summaries(LOCAL_OWNER)
+
+    def remove_document(self, collection: str, source: str) -> dict:
+        """Remove one document (by its source name) from a collection; returns what is left."""
+        return self.remove(LOCAL_OWNER, collection, source)
+
+    def add_documents(self, collection: str, files: list[tuple[str, str]] | None = None, text: str = "",
+                      progress: Progress | None = None) -> dict:
+        """Add files, given as (path, original name) pairs, and pasted text to a collection (created if new)."""
+        return self.add(LOCAL_OWNER, collection, files, text, progress)
+
+    @property
+    def model(self) -> str:
+        """The embedding model's catalog name (or what the operator configured)."""
+        return self.ctx.settings.embedding_model or catalog.TASK_DEFAULTS["search"]
+
+    # Per-owner work.
+    def encoder(self, adapter: str = "") -> tuple[Embedder, VectorSpace]:
+        """The embedding model (with the adapter attached) and the vector space it writes."""
+        embedder = self.ctx.hub.embedder("", "embedding")
+        adapter_name, _ = attach_adapter(self.ctx, embedder, adapter, "search")
+        source = embedder.source
+        # A catalog model is the same weights wherever it was installed from; other models are their location.
+        model_id = source.name if catalog.find(source.name) else source.location
+        return embedder, VectorSpace(source.name, model_id, adapter.strip() if adapter_name else "")
+
+    def add(self, owner: str, collection: str, files: list[tuple[str, str]] | None, text: str = "",
+            progress: Progress | None = None) -> dict:
+        """Read, chunk, embed and store; a bad file is skipped with its reason while the others go in.
+
+        Returns {added: [names], skipped: [{name, reason}], chunks: chunks added, replaced: [names]}.
+        """
+        progress = progress or _silent
+        target = self.store.open(owner, collection, must_exist=False)
+        files = list(files or [])
+        if not files and not (text or "").strip():
+            raise UserError("Please upload a file or paste some text to add.")
+        documents, skipped = self._read(files, text, progress)
+        known = {d["sha256"]: d["name"] for d in target.manifest()["documents"]}
+        fresh = []
+        for document in documents:
+            if document.sha256 in known:  # decided again under the lock on commit; this saves the embedding
+                skipped.append({"name": document.name, "reason": "already in the collection"})
+            else:
+                known[document.sha256] = document.name
+                fresh.append(document)
+        result = {"added": [], "replaced": [], "chunks": 0}
+        if fresh:
+            result = self._embed_and_store(target, fresh, progress)
+        progress(1.0, "Done")
+        return {"added": result["added"], "skipped": skipped + result.get("skipped", []),
+                "chunks": result["chunks"], "replaced": result["replaced"]}
+
+    def _read(self, files: list[tuple[str, str]], text: str, progress: Progress) -> tuple[list[Document], list]:
+        documents, skipped = [], []
+        limit = self.ctx.settings.max_upload_mb
+        if (text or "").strip():
+            documents.append(pasted_document(require_text(text, "text", limit * 2**20)))
+        for number, (path, name) in enumerate(files):
+            progress(0.1 * number / len(files), f"Reading {name}")
+            try:
+                documents.append(read_document(path, name, limit))
+            except UserError as error:
+                skipped.append({"name": name, "reason": str(error)})
+        return documents, skipped
+
+    def _embed_and_store(self, target: Collection, documents: list[Document], progress: Progress) -> dict:
+        embedder, space = self.encoder()
+        pieces = [document.chunks() for document in documents]
+        texts = [chunk.text for chunks in pieces for chunk in chunks]
+
+        def embedded(done: int, total: int) -> None:
+            progress(0.1 + 0.85 * done / total, f"Embedding chunk {done} of {total}")
+
+        vectors = embedder.encode(texts, progress=embedded)
+        progress(0.96, "Saving")
+        bounds = np.cumsum([0] + [len(chunks) for chunks in pieces])
+        triples = [(d, c, vectors[bounds[i]:bounds[i + 1]]) for i, (d, c) in enumerate(zip(documents, pieces))]
+        return target.add(triples, space)
+
+    def find(self, owner: str, query: str, collection: str = "", k: int = 5, adapter: str = "",
+             progress: Progress | None = None) -> list[dict]:
+        """Search one collection, or all the owner's collections when collection is ""."""
+        query = require_text(query, "query", QUERY_LIMIT)
+        require_range(k, "The number of results", 1, MAX_RESULTS)
+        if (collection or "").strip():
+            targets = [self.store.open(owner, collection)]
+        else:
+            targets = [self.store.open(owner, name) for name in self.store.names(owner)]
+            if not targets:
+                raise UserError("There are no collections yet: add documents first.")
+        embedder, space = self.encoder(adapter)
+        vector = embedder.encode([query])[0]
+        hits = [hit for target in targets
+                for hit in self._search_one(target, embedder, space, vector, int(k), progress or _silent)]
+        return sorted(hits, key=lambda hit: -hit["score"])[:int(k)]
+
+    def _search_one(self, target: Collection, embedder: Embedder, space: VectorSpace, vector: np.ndarray, k: int,
+                    progress: Progress) -> list[dict]:
+        manifest, ids, matrix = target.snapshot(space)
+        chunks = {chunk["id"]: chunk for chunk in manifest["chunks"]}
+        missing = sorted(set(chunks) - set(ids.tolist()))
+        if missing:  # first search with another model or adapter: embed the collection for it once
+            def embedded(done: int, total: int) -> None:
+                progress(done / total, f"Embedding '{target.name}' for {space.label}: {done} of {total}")
+
+            target.store_vectors(space, missing, embedder.encode([chunks[i]["text"] for i in missing],
+                                                                 progress=embedded))
+            manifest, ids, matrix = target.snapshot(space)
+            chunks = {chunk["id"]: chunk for chunk in manifest["chunks"]}
+        scores, rows = nearest(matrix, vector, k)
+        hits = []
+        for score, row in zip(scores.tolist(), rows.tolist()):
+            chunk = chunks.get(int(ids[row]))
+            if chunk is not None:
+                hits.append({"score": round(float(score), 4), "text": chunk["text"], "source": chunk["source"],
+                             "chunk": chunk["index"], "collection": target.name})
+        return hits
+
+    def summaries(self, owner: str) -> list[dict]:
+        """The owner's collections: {name, documents, chunks, model}."""
+        out = []
+        for name in self.store.names(owner):
+            target = self.store.open(owner, name)
+            manifest = target.manifest()
+            out.append({"name": name, "documents": len(manifest["documents"]), "chunks": len(manifest["chunks"]),
+                        "model": ", ".join(space.label for space in target.spaces())})
+        return out
+
+    def documents(self, owner: str, collection: str) -> list[dict]:
+        """The documents of a collection: name, chunks and when each was added ([] for a new collection)."""
+        if not (collection or "").strip() or check_name(collection) not in self.store.names(owner):
+            return []
+        manifest = self.store.open(owner, collection).manifest()
+        return [{"name": d["name"], "chunks": len(d["chunks"]), "added": d["added"]} for d in manifest["documents"]]
+
+    def remove(self, owner: str, collection: str, source: str) -> dict:
+        """Remove a document of the owner's; {removed, documents, chunks} left."""
+        source = require_text(source, "document name", 1_000)
+        return self.store.open(owner, collection).remove(source)

@@ -1,0 +1,191 @@
+"""Sentiment of many texts: a trained classifier when the model has one, else zero-shot on sentence embeddings."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from errors import UserError
+from models import catalog
+from tasks.base import Context, Endpoint, attach_adapter
+from tasks.text import read_text_file
+
+Progress = Callable[[float, str], None]
+
+MAX_TEXTS = 1_000  # one request; more would hold the model for minutes
+MAX_CHARS = 5_000  # per text; a classifier reads only its first ~512 tokens anyway
+BATCH = 32
+TEMPERATURE = 0.05  # cosine gaps between labels are ~0.05-0.2: this turns them into clear but not absolute odds
+TOP_K = 3  # a text is compared with its 3 nearest examples of each label (robust to one odd example)
+
+# Zero-shot prototypes: varied everyday examples per label, since a bare label word ("positive") is a poor
+# anchor for short sentence embeddings. Topics repeat across labels so that sentiment, not topic, decides.
+PROTOTYPES = {
+    "negative": [
+        "I hate it, this is awful.", "Terrible service and rude staff.",
+        "The movie was boring and a waste of time.", "Poor quality, do not buy.",
+        "I'm so disappointed with how it turned out.", "What a horrible experience.",
+        "It broke after one day, useless.", "Worst purchase I have made this year.",
+    ],
+    "neutral": [
+        "The meeting is scheduled for 3 pm on Tuesday.", "The package contains two cables and a manual.",
+        "The film is two hours long.", "The store opens at nine in the morning.",
+        "It is available in blue and black.", "The report was published last week.",
+        "He walked to the station and took the train.", "The river flows into the sea.",
+        "The city has a population of two million.", "Please send the form by email.",
+    ],
+    "positive": [
+        "I love it, this is wonderful.", "Great service and friendly staff.",
+        "The movie was fantastic and moving.", "Excellent quality, highly recommended!",
+        "I'm so happy with how it turned out.", "What a delightful experience.",
+        "This works perfectly, thank you!", "Best purchase I have made this year.",
+    ],
+}
+ZERO_SHOT_NOTE = ("Zero-shot (offline fallback): each text is compared with example sentences for positive, "
+                  "negative and neutral; a sentiment classifier or a trained adapter is more accurate.")
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    """Probabilities over the last axis."""
+    z = np.exp(x - x.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
+
+
+def split_texts(texts: list[str] | str) -> list[str]:
+    """The non-empty texts to classify (one per line for a single string), or a UserError."""
+    if isinstance(texts, str):
+        texts = texts.splitlines()
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        raise UserError("Texts must be a list of strings, or one string with one text per line.")
+    kept = [t.strip() for t in texts if t.strip()]
+    if not kept:
+        raise UserError("Please enter some text to analyse: every line is empty.")
+    if len(kept) > MAX_TEXTS:
+        raise UserError(f"There are {len(kept):,} texts; the limit is {MAX_TEXTS:,} per request. "
+                        "Split them into smaller batches.")
+    for number, text in enumerate(kept, 1):
+        if len(text) > MAX_CHARS:
+            raise UserError(f"Text {number} is too long ({len(text):,} characters); the limit is "
+                            f"{MAX_CHARS:,} per text.")
+    return kept
+
+
+def uses_head(ctx: Context, model: str, task: str, head: str, adapter: str = "") -> bool:
+    """Whether model runs a trained head (architecture name ending in head); False means sentence embeddings.
+
+    A bare encoder (e.g. BertModel, or any sentence-transformers folder) is used through its embeddings; a
+    model with some other head (a masked or causal LM) cannot do the task, which is a UserError.
+    """
+    if (adapter or "").strip() not in ("", "none"):
+        return True  # a trained adapter carries the head
+    source = ctx.hub.source(model, task)
+    if source.family == catalog.EMBEDDING:
+        return False
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
+
+    try:
+        config = AutoConfig.from_pretrained(source.location, **ctx.hub.pretrained_kwargs(source))
+    except (OSError, ValueError, KeyError) as error:
+        raise UserError(f"Could not read the model '{source.name}': {str(error).splitlines()[0]}") from error
+    names = list(config.architectures or [])
+    if any(name.endswith(head) for name in names):
+        return True
+    bare = {n for value in MODEL_MAPPING_NAMES.values() for n in ([value] if isinstance(value, str) else value)}
+    if all(name in bare for name in names) and not config.is_encoder_decoder:
+        return False
+    kind = {"ForSequenceClassification": "text classifier", "ForQuestionAnswering": "question-answering head"}
+    raise UserError(f"'{source.name}' has no {kind.get(head, head)}: pick a model that has one, train an "
+                    "adapter for it, or leave the model empty to use the offline method.")
+
+
+def read_csv(path: str, max_mb: float, name: str | None = None):
+    """A user's CSV file as a pandas DataFrame of strings, or a UserError naming the problem."""
+    import pandas as pd
+
+    text = read_text_file(path, max_mb, name)
+    try:
+        return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise UserError(f"The file could not be read as CSV: {str(error).splitlines()[0]}") from None
+
+
+def csv_texts(path: str, column: str, max_mb: float) -> list[str]:
+    """The texts of one column of a CSV file, or a UserError when the column is missing."""
+    frame = read_csv(path, max_mb)
+    if column not in frame.columns:
+        raise UserError(f"The file has no column '{column}'; its columns are: {', '.join(frame.columns)}.")
+    return frame[column].tolist()
+
+
+class SentimentTask:
+    id = "sentiment"
+    title = "Sentiment"
+
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+        self._prototypes: dict[str, list[np.ndarray]] = {}  # embedder key -> per label (examples, dim) vectors
+
+    def endpoints(self) -> list[Endpoint]:
+        return [Endpoint("sentiment", self.sentiment)]
+
+    def sentiment(self, texts: list[str] | str, model: str = "", adapter: str = "") -> list[dict]:
+        """The label and every label's probability for each text (a list, or one text per line)."""
+        return self.analyze(texts, model, adapter)[0]
+
+    def zero_shot(self, model: str = "", adapter: str = "") -> bool:
+        """Whether this model (and adapter) runs the offline zero-shot method rather than a classifier."""
+        return not uses_head(self.ctx, model, self.id, "ForSequenceClassification", adapter)
+
+    def analyze(self, texts: list[str] | str, model: str = "", adapter: str = "",
+                progress: Progress | None = None) -> tuple[list[dict], str]:
+        """The results and a note ("" with a classifier, the zero-shot note on the offline fallback)."""
+        kept = split_texts(texts)
+        if self.zero_shot(model, adapter):
+            return self._zero_shot(kept, model, progress), ZERO_SHOT_NOTE
+        return self._classify(kept, model, adapter, progress), ""
+
+    def _classify(self, texts: list[str], model: str, adapter: str, progress: Progress | None) -> list[dict]:
+        loaded = self.ctx.hub.get("classifier", model, self.id)
+        adapter_name, _ = attach_adapter(self.ctx, loaded, adapter, self.id)
+        config = loaded.model.config
+        labels = [str(config.id2label.get(i, f"LABEL_{i}")) for i in range(config.num_labels)]
+        limit = min(512, getattr(config, "max_position_embeddings", 512) or 512,
+                    loaded.tokenizer.model_max_length)
+        rows = []
+        for start in range(0, len(texts), BATCH):
+            batch = texts[start:start + BATCH]
+            inputs = loaded.tokenizer(batch, padding=True, truncation=True, max_length=limit,
+                                      return_tensors="pt").to(loaded.model.device)
+            # peft runs rows on an adapter named per row, so the base model stays shared with other requests.
+            extra = {"adapter_names": [adapter_name] * len(batch)} if adapter_name else {}
+            with loaded.lock, torch.inference_mode():
+                logits = loaded.model(**inputs, **extra).logits
+            probs = logits.float().softmax(-1).cpu().numpy()
+            rows += [result(text, labels, p) for text, p in zip(batch, probs)]
+            if progress is not None:
+                progress(len(rows) / len(texts), f"Classified {len(rows)} of {len(texts)} texts")
+        return rows
+
+    def _zero_shot(self, texts: list[str], model: str, progress: Progress | None) -> list[dict]:
+        embedder = self.ctx.hub.embedder(model, self.id)
+        key = embedder.source.key
+        if key not in self._prototypes:
+            self._prototypes[key] = [embedder.encode(examples) for examples in PROTOTYPES.values()]
+        report = None if progress is None else (
+            lambda done, total: progress(done / total, f"Embedded {done} of {total} texts"))
+        vectors = embedder.encode(texts, BATCH, report)  # (texts, dim) unit vectors
+        # Per label: the mean cosine of each text with its TOP_K nearest examples -> (texts, labels).
+        nearest = np.stack([np.sort(vectors @ examples.T, axis=1)[:, -TOP_K:].mean(1)
+                            for examples in self._prototypes[key]], axis=1)
+        probs = softmax(nearest / TEMPERATURE)
+        return [result(text, list(PROTOTYPES), p) for text, p in zip(texts, probs)]
+
+
+def result(text: str, labels: list[str], probs: np.ndarray) -> dict:
+    """One text's result in the API's shape: {text, label, scores: {label: probability}}."""
+    return {"text": text, "label": labels[int(np.argmax(probs))],
+            "scores": {label: float(p) for label, p in zip(labels, probs)}}

@@ -1,0 +1,1 @@
+"""Training: data formats, LoRA setup, the worker process and the job store."""

@@ -1,0 +1,102 @@
+"""The language-model recipe: chat examples → token ids with labels on the assistant's words only."""
+
+from __future__ import annotations
+
+import torch
+
+# For base models without a chat template (GPT-2): a plain question/answer layout. It is saved with the adapter
+# and applied in chat, so the adapter sees at inference the layout it was trained on.
+PLAIN_TEMPLATE = (
+    "{% for m in messages %}"
+    "{% if m['role'] == 'system' %}{{ m['content'] }}\n\n"
+    "{% elif m['role'] == 'user' %}### Question:\n{{ m['content'] }}\n\n### Answer:\n"
+    "{% else %}{{ m['content'] }}{{ eos_token }}\n\n{% endif %}"
+    "{% endfor %}"
+)
+IGNORE = -100  # label value the loss skips
+
+
+def ensure_chat_template(tokenizer) -> str:
+    """The tokenizer's chat template, installing the plain one on base models; returns it."""
+    if not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = PLAIN_TEMPLATE
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer.chat_template
+
+
+def _render(tokenizer, messages: list[dict], generation_prompt: bool = False) -> str:
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+
+
+def encode_messages(tokenizer, messages: list[dict], system_prompt: str, max_length: int) -> tuple[list, list]:
+    """(input_ids, labels) for one conversation; only assistant replies are learned."""
+    if system_prompt and messages[0]["role"] != "system":
+        messages = [{"role": "system", "content": system_prompt}] + messages
+    ids: list[int] = []
+    labels: list[int] = []
+    rendered = ""
+    for i, message in enumerate(messages):
+        if message["role"] == "assistant":
+            prompt = _render(tokenizer, messages[:i], generation_prompt=True)
+            _extend(tokenizer, prompt[len(rendered):], ids, labels, learn=False)
+            rendered = prompt
+        full = _render(tokenizer, messages[:i + 1])
+        _extend(tokenizer, full[len(rendered):], ids, labels, learn=message["role"] == "assistant")
+        rendered = full
+    return ids[:max_length], labels[:max_length]
+
+
+def _extend(tokenizer, text: str, ids: list, labels: list, learn: bool) -> None:
+    piece = tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+    ids.extend(piece)
+    labels.extend(piece if learn else [IGNORE] * len(piece))
+
+
+def encode_text(tokenizer, text: str, max_length: int) -> tuple[list, list]:
+    """(input_ids, labels) for continued pre-training on plain text."""
+    ids = tokenizer(text, add_special_tokens=True)["input_ids"] + [tokenizer.eos_token_id]
+    ids = ids[:max_length]
+    return ids, list(ids)
+
+
+def encode(tokenizer, fields: dict, system_prompt: str, max_length: int) -> tuple[list, list]:
+    if "messages" in fields:
+        return encode_messages(tokenizer, fields["messages"], system_prompt, max_length)
+    return encode_text(tokenizer, fields["text"], max_length)
+
+
+def collate(rows: list[tuple[list, list]], pad_id: int) -> dict:
+    """Right-padded tensors for a batch of (ids, labels)."""
+    width = max(len(ids) for ids, _ in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (ids, labs) in enumerate(rows):
+        input_ids[i, :len(ids)] = torch.tensor(ids)
+        labels[i, :len(labs)] = torch.tensor(labs)
+        mask[i, :len(ids)] = 1
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": mask}
+
+
+def prompt_and_expected(tokenizer, fields: dict, system_prompt: str) -> tuple[str, list[int], str] | None:
+    """For a report sample: (question shown, prompt ids, expected reply), or None for plain text rows."""
+    messages = fields.get("messages")
+    if not messages or messages[-1]["role"] != "assistant":
+        return None
+    head = messages[:-1]
+    if system_prompt and head[0]["role"] != "system":
+        head = [{"role": "system", "content": system_prompt}] + head
+    text = _render(tokenizer, head, generation_prompt=True)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    question = next(m["content"] for m in reversed(head) if m["role"] == "user")
+    return question, ids, messages[-1]["content"]
+
+
+@torch.inference_mode()
+def greedy_reply(model, tokenizer, prompt_ids: list[int], max_new_tokens: int = 48) -> str:
+    out = model.generate(input_ids=torch.tensor([prompt_ids], device=next(model.parameters()).device),
+                         attention_mask=torch.ones(1, len(prompt_ids), dtype=torch.long,
+                                                   device=next(model.parameters()).device),
+                         max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    return tokenizer.decode(out[0, len(prompt_ids):], skip_special_tokens=True).strip()

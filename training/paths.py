@@ -1,0 +1,21 @@
+"""Where training keeps things under the data directory (named once, used by the server and the worker)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from config import Settings
+from training.adapters import AdapterStore
+from training.store import JobStore
+
+
+def job_store(settings: Settings) -> JobStore:
+    return JobStore(settings.path("jobs") / "jobs.sqlite3")
+
+
+def job_folder(settings: Settings, job_id: str) -> Path:
+    return settings.path("jobs", job_id)
+
+
+def adapter_store(settings: Settings) -> AdapterStore:
+    return AdapterStore(settings.path("adapters"))

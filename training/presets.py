@@ -1,0 +1,74 @@
+"""Training settings: three presets that work on the offline models on 2 CPU cores, and their validation."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+
+from errors import UserError
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    rank: int = 16  # LoRA rank: how much the adapter can change; higher learns more, costs more
+    alpha: int = 32  # LoRA scaling; usually twice the rank
+    dropout: float = 0.05  # randomly drops adapter inputs during training to avoid memorising noise
+    target_modules: str = "all-linear"  # which layers get adapters: all-linear, or names like q_proj,v_proj
+    learning_rate: float = 1e-3  # step size; too high is unstable, too low learns slowly
+    epochs: float = 6.0  # passes over the training rows
+    max_steps: int = 0  # stop after this many optimizer steps (0 = use epochs)
+    batch_size: int = 4  # examples per step
+    grad_accum: int = 1  # steps whose gradients are summed before an update (a larger effective batch)
+    max_length: int = 512  # longest example in tokens; longer ones are cut
+    seed: int = 42  # makes the split, order and initialisation repeatable
+    checkpoint_every: int = 25  # optimizer steps between checkpoints (a restart resumes from the last one)
+    patience: int = 3  # evaluations without improvement before stopping early
+    system_prompt: str = ""  # chat: system prompt used in training and applied in chat by default
+
+    def __post_init__(self) -> None:
+        checks = [
+            (1 <= self.rank <= 256, "LoRA rank must be between 1 and 256."),
+            (1 <= self.alpha <= 1024, "LoRA alpha must be between 1 and 1024."),
+            (0 <= self.dropout < 1, "Dropout must be at least 0 and below 1."),
+            (1e-6 <= self.learning_rate <= 1e-1, "Learning rate must be between 0.000001 and 0.1."),
+            (0 < self.epochs <= 1000, "Epochs must be above 0 and at most 1000."),
+            (0 <= self.max_steps <= 100_000, "Max steps must be between 0 and 100000."),
+            (1 <= self.batch_size <= 256, "Batch size must be between 1 and 256."),
+            (1 <= self.grad_accum <= 64, "Gradient accumulation must be between 1 and 64."),
+            (16 <= self.max_length <= 8192, "Max sequence length must be between 16 and 8192 tokens."),
+            (1 <= self.checkpoint_every <= 100_000, "Checkpoint interval must be at least 1 step."),
+            (1 <= self.patience <= 100, "Patience must be between 1 and 100."),
+            (bool(self.target_modules.strip()), "Name the target modules, or use all-linear."),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(message)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+PRESETS: dict[str, TrainSettings] = {
+    # Measured on SmolLM2-135M, 2 CPU cores: teaches a handful of facts in about a minute.
+    "quick": TrainSettings(),
+    "balanced": TrainSettings(learning_rate=5e-4, epochs=10, patience=4),
+    "thorough": TrainSettings(rank=32, alpha=64, learning_rate=3e-4, epochs=20, patience=5),
+}
+
+def build(preset: str = "quick", overrides: dict | None = None) -> TrainSettings:
+    """A preset with the user's overrides; unknown presets or settings are named in the error."""
+    if (preset or "quick") not in PRESETS:
+        raise UserError(f"Unknown preset '{preset}': choose quick, balanced or thorough.")
+    overrides = {k: v for k, v in (overrides or {}).items() if v not in (None, "")}
+    known = {f.name: f.type for f in fields(TrainSettings)}
+    unknown = sorted(set(overrides) - set(known))
+    if unknown:
+        raise UserError(f"Unknown training setting{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}.")
+    base = PRESETS[preset or "quick"]
+    typed = {}
+    for key, value in overrides.items():
+        kind = type(getattr(base, key))
+        try:
+            typed[key] = kind(value)
+        except (TypeError, ValueError):
+            raise UserError(f"The setting {key} must be a {kind.__name__}, not {value!r}.") from None
+    return replace(base, **typed)

@@ -1,0 +1,53 @@
+"""The "did it learn?" report: loss before and after, answers side by side, and a verdict in plain words."""
+
+from __future__ import annotations
+
+import math
+
+from training import lm as recipe
+
+SAMPLES = 3
+
+
+def verdict(val_before: float, val_after: float, held_out: bool, loss_history: list) -> tuple[str, str]:
+    """(key, one plain sentence): learned, barely changed, or fits your examples but not new ones."""
+    train = [row[1] for row in loss_history if row[1] is not None]
+    train_fell = len(train) >= 2 and train[-1] < train[0]
+    vals = [row[2] for row in loss_history if row[2] is not None]
+    # Overfitting is called only with real held-out rows: teaching facts is meant to fit the examples.
+    if held_out and train_fell and len(vals) >= 2 and min(vals[1:]) > vals[0] * 1.02:
+        return "overfit", ("It fits your examples but not new ones: the training loss fell while the loss on "
+                           "held-out examples rose. Try fewer epochs, a lower learning rate or more data.")
+    gain = (val_before - val_after) / max(val_before, 1e-9)
+    checked = "held-out examples" if held_out else "your training examples (too few rows to hold some out)"
+    if gain >= 0.1:
+        return "learned", (f"It learned: the loss on {checked} fell by {gain:.0%} "
+                           f"(perplexity {_ppl(val_before)} → {_ppl(val_after)}).")
+    return "barely", (f"It barely changed: the loss on {checked} moved by {gain:.0%}. Try more epochs or a higher "
+                      "learning rate.")
+
+
+def _ppl(loss: float) -> str:
+    return f"{math.exp(min(loss, 50)):.1f}"
+
+
+def did_it_learn(model, tokenizer, rows, system_prompt: str, val_before: float, val_after: float, held_out: bool,
+                 loss_history: list) -> dict:
+    """The report shown after a run, with up to three prompts answered by the base model and the adapter."""
+    key, sentence = verdict(val_before, val_after, held_out, loss_history)
+    samples = []
+    for example in rows:
+        sample = recipe.prompt_and_expected(tokenizer, example.fields, system_prompt)
+        if sample is None:
+            continue
+        question, ids, expected = sample
+        with model.disable_adapter():
+            base_answer = recipe.greedy_reply(model, tokenizer, ids)
+        samples.append({"prompt": question, "expected": expected, "base": base_answer,
+                        "adapter": recipe.greedy_reply(model, tokenizer, ids)})
+        if len(samples) == SAMPLES:
+            break
+    return {"verdict": key, "summary": sentence, "held_out": held_out,
+            "loss_before": round(val_before, 4), "loss_after": round(val_after, 4),
+            "perplexity_before": float(_ppl(val_before)), "perplexity_after": float(_ppl(val_after)),
+            "samples": samples}

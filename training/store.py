@@ -1,0 +1,149 @@
+"""Job records in SQLite under the data directory: settings, state, progress, metrics, report and error.
+
+The web server and the worker process both open the store; each write is one short transaction (WAL mode),
+so a crashed process never leaves a half-written record.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+STATES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
+FINISHED = ("succeeded", "failed", "cancelled")
+
+# Each entry upgrades the schema from version i to i + 1; an older store is migrated, never dropped.
+MIGRATIONS = [
+    """CREATE TABLE jobs (
+        id TEXT PRIMARY KEY, owner TEXT NOT NULL, task TEXT NOT NULL, name TEXT NOT NULL, base TEXT NOT NULL,
+        state TEXT NOT NULL, spec TEXT NOT NULL, progress TEXT NOT NULL DEFAULT '{}',
+        metrics TEXT NOT NULL DEFAULT '{}', report TEXT NOT NULL DEFAULT '{}', error TEXT NOT NULL DEFAULT '',
+        adapter TEXT NOT NULL DEFAULT '', pid INTEGER NOT NULL DEFAULT 0, cancel INTEGER NOT NULL DEFAULT 0,
+        created REAL NOT NULL, updated REAL NOT NULL)""",
+]
+
+
+@dataclass
+class Job:
+    id: str
+    owner: str
+    task: str
+    name: str  # the adapter name asked for
+    base: str  # the base model reference as given
+    state: str
+    spec: dict  # everything the worker needs: data file, columns, hyperparameters
+    progress: dict = field(default_factory=dict)  # step, total_steps, epoch, eta_s, loss [[step, train, val]]
+    metrics: dict = field(default_factory=dict)
+    report: dict = field(default_factory=dict)
+    error: str = ""
+    adapter: str = ""  # the saved adapter's name once succeeded
+    pid: int = 0
+    cancel: int = 0
+    created: float = 0.0
+    updated: float = 0.0
+
+    def public(self) -> dict:
+        """The /job shape of DESIGN.md §1."""
+        p = self.progress
+        return {"job_id": self.id, "task": self.task, "name": self.name, "state": self.state,
+                "step": p.get("step", 0), "total_steps": p.get("total_steps", 0), "epoch": p.get("epoch", 0.0),
+                "eta_s": p.get("eta_s"), "loss": p.get("loss", []), "metrics": self.metrics,
+                "report": self.report, "error": self.error, "adapter": self.adapter}
+
+
+_JSON = ("spec", "progress", "metrics", "report")
+
+
+class JobStore:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        setup = sqlite3.connect(self.path, timeout=30)
+        setup.execute("PRAGMA journal_mode=WAL")  # readers never block the worker's writes
+        setup.close()
+        with self._db() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            for step in MIGRATIONS[version:]:
+                db.execute(step)
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    @contextmanager
+    def _db(self):
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        finally:
+            db.close()
+
+    def create(self, owner: str, task: str, name: str, base: str, spec: dict) -> Job:
+        now = time.time()
+        job = Job(uuid.uuid4().hex[:12], owner, task, name, base, "queued", spec, created=now, updated=now)
+        row = asdict(job)
+        for key in _JSON:
+            row[key] = json.dumps(row[key])
+        with self._db() as db:
+            db.execute(f"INSERT INTO jobs ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                       list(row.values()))
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        with self._db() as db:
+            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return _job(row) if row else None
+
+    def list(self, owner: str | None = None, states: tuple[str, ...] = STATES) -> list[Job]:
+        """Jobs, oldest first."""
+        query = f"SELECT * FROM jobs WHERE state IN ({', '.join('?' * len(states))})"
+        params: list = list(states)
+        if owner is not None:
+            query += " AND owner = ?"
+            params.append(owner)
+        with self._db() as db:
+            rows = db.execute(query + " ORDER BY created", params).fetchall()
+        return [_job(r) for r in rows]
+
+    def update(self, job_id: str, **changes) -> None:
+        for key in _JSON:
+            if key in changes:
+                changes[key] = json.dumps(changes[key])
+        changes["updated"] = time.time()
+        with self._db() as db:
+            db.execute(f"UPDATE jobs SET {', '.join(f'{k} = ?' for k in changes)} WHERE id = ?",
+                       [*changes.values(), job_id])
+
+    def transition(self, job_id: str, from_states: tuple[str, ...], **changes) -> bool:
+        """Update only if the job is in one of from_states (atomic); whether it was."""
+        for key in _JSON:
+            if key in changes:
+                changes[key] = json.dumps(changes[key])
+        changes["updated"] = time.time()
+        with self._db() as db:
+            cursor = db.execute(
+                f"UPDATE jobs SET {', '.join(f'{k} = ?' for k in changes)} WHERE id = ? "
+                f"AND state IN ({', '.join('?' * len(from_states))})",
+                [*changes.values(), job_id, *from_states])
+            return cursor.rowcount == 1
+
+    def position(self, job_id: str) -> int:
+        """1-based place in the queue of waiting jobs (0 when not waiting)."""
+        queued = [j.id for j in self.list(states=("queued",))]
+        return queued.index(job_id) + 1 if job_id in queued else 0
+
+
+def _job(row: sqlite3.Row) -> Job:
+    data = dict(row)
+    for key in _JSON:
+        data[key] = json.loads(data[key])
+    return Job(**data)

@@ -1,0 +1,216 @@
+"""The LoRA training run for language-model tasks: length-grouped batches, checkpoints, early stopping, report.
+
+It runs inside the worker process. `Hooks` connect it to the outside: progress reports, a stop check
+(cancel or SIGTERM) and the log. The checkpoint folder makes a run resumable after an interruption.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from training import lm as recipe
+from training.presets import TrainSettings
+from training.report import did_it_learn
+
+
+class Stopped(Exception):
+    """The run stopped early on request; `reason` is 'cancelled' or 'interrupted'."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class Hooks:
+    progress: Callable[[dict], None] = lambda p: None
+    stop_reason: Callable[[], str | None] = lambda: None  # None, 'cancelled' or 'interrupted'
+    log: Callable[[str], None] = print
+
+
+@dataclass
+class RunState:
+    step: int = 0
+    best_val: float = math.inf
+    evals_without_gain: int = 0
+    loss: list = field(default_factory=list)  # [[step, train, val-or-None]]
+
+
+def lora_config(settings: TrainSettings, task_type: str = "CAUSAL_LM"):
+    from peft import LoraConfig
+
+    targets = settings.target_modules.strip()
+    modules = "all-linear" if targets == "all-linear" else [m.strip() for m in targets.split(",") if m.strip()]
+    return LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                      target_modules=modules, task_type=task_type)
+
+
+def batches_for_epoch(lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """Shuffled batches of similar length (little padding), the same for the same seed and epoch."""
+    rng = random.Random(seed * 1000 + epoch)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    pool = batch_size * 32
+    batches = []
+    for start in range(0, len(order), pool):
+        group = sorted(order[start:start + pool], key=lambda i: lengths[i])
+        batches += [group[i:i + batch_size] for i in range(0, len(group), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+@torch.no_grad()
+def mean_loss(model, rows: list[tuple[list, list]], pad_id: int, batch_size: int) -> float:
+    """Mean loss per learned token over rows."""
+    model.eval()
+    total, count = 0.0, 0
+    for start in range(0, len(rows), batch_size):
+        batch = {k: v.to(model.device) for k, v in recipe.collate(rows[start:start + batch_size], pad_id).items()}
+        tokens = int((batch["labels"][:, 1:] != recipe.IGNORE).sum())
+        if tokens:
+            total += float(model(**batch).loss) * tokens
+            count += tokens
+    model.train()
+    return total / max(count, 1)
+
+
+def _lora_state(model) -> dict:
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items() if "lora_" in k}
+
+
+class Checkpoint:
+    """The latest checkpoint of a run: LoRA weights, best weights, optimizer state and progress."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+
+    def exists(self) -> bool:
+        return (self.folder / "state.pt").exists()
+
+    def save(self, model, optimizer, scheduler, state: RunState, best: dict) -> None:
+        tmp = self.folder.with_name(self.folder.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_file(_lora_state(model), tmp / "lora.safetensors")
+        if best:
+            save_file(best, tmp / "best.safetensors")
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "run": state.__dict__}, tmp / "state.pt")
+        old = self.folder.with_name(self.folder.name + ".old")
+        if self.folder.exists():
+            self.folder.rename(old)
+        tmp.rename(self.folder)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def load(self, model, optimizer, scheduler) -> tuple[RunState, dict]:
+        model.load_state_dict(load_file(self.folder / "lora.safetensors"), strict=False)
+        saved = torch.load(self.folder / "state.pt", weights_only=True)
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        best_path = self.folder / "best.safetensors"
+        return RunState(**saved["run"]), (load_file(best_path) if best_path.exists() else {})
+
+
+@dataclass
+class Outcome:
+    model: object  # the peft model with the best adapter weights loaded
+    tokenizer: object
+    chat_template: str
+    metrics: dict
+    report: dict
+    state: RunState
+
+
+def train_lm(model, tokenizer, train_rows: list, val_rows: list, settings: TrainSettings, checkpoint: Checkpoint,
+             hooks: Hooks) -> Outcome:
+    """Fine-tune model (a causal LM, modified in place into a peft model) on chat or text examples."""
+    from peft import get_peft_model
+
+    torch.manual_seed(settings.seed)
+    template = recipe.ensure_chat_template(tokenizer)
+    encode = lambda ex: recipe.encode(tokenizer, ex.fields, settings.system_prompt, settings.max_length)  # noqa: E731
+    train = [encode(ex) for ex in train_rows]
+    held_out = bool(val_rows)
+    val = [encode(ex) for ex in val_rows] if held_out else train
+    model = get_peft_model(model, lora_config(settings))
+    model.train()
+    pad_id = tokenizer.pad_token_id
+    lr = settings.learning_rate * (0.3 if model.num_parameters() > 1e9 else 1.0)  # large models need smaller steps
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+    lengths = [len(ids) for ids, _ in train]
+    per_epoch = math.ceil(len(train) / settings.batch_size)
+    total = settings.max_steps or max(1, math.ceil(settings.epochs * per_epoch / settings.grad_accum))
+    warmup = max(1, total // 20)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup))))
+    state, best = RunState(), {}
+    if checkpoint.exists():
+        state, best = checkpoint.load(model, optimizer, scheduler)
+        hooks.log(f"resumed from the checkpoint at step {state.step}")
+    val_before = state.loss[0][2] if state.loss else mean_loss(model, val, pad_id, settings.batch_size)
+    if not state.loss:
+        state.loss.append([0, None, val_before])
+    eval_every = max(1, math.ceil(per_epoch / settings.grad_accum))
+    started, first_step = time.monotonic(), state.step
+    while state.step < total:
+        train_loss = _optimizer_step(model, optimizer, scheduler, train, lengths, pad_id, settings, state.step,
+                                     per_epoch)
+        state.step += 1
+        val_loss = None
+        if state.step % eval_every == 0 or state.step == total:
+            val_loss = mean_loss(model, val, pad_id, settings.batch_size)
+            if val_loss < state.best_val - 1e-4:
+                state.best_val, state.evals_without_gain, best = val_loss, 0, _lora_state(model)
+            else:
+                state.evals_without_gain += 1
+        state.loss.append([state.step, round(train_loss, 4), None if val_loss is None else round(val_loss, 4)])
+        elapsed = time.monotonic() - started
+        eta = elapsed / (state.step - first_step) * (total - state.step)
+        hooks.progress({"step": state.step, "total_steps": total, "epoch": round(state.step * settings.grad_accum
+                        / per_epoch, 2), "eta_s": round(eta, 1), "loss": state.loss})
+        stop = hooks.stop_reason()
+        if stop or state.step % settings.checkpoint_every == 0:
+            checkpoint.save(model, optimizer, scheduler, state, best)
+        if stop:
+            raise Stopped(stop)
+        if held_out and state.evals_without_gain >= settings.patience:
+            hooks.log(f"stopped early at step {state.step}: held-out loss stopped improving")
+            break
+    if best:
+        model.load_state_dict(best, strict=False)
+    model.eval()
+    val_after = mean_loss(model, val, pad_id, settings.batch_size)
+    report = did_it_learn(model, tokenizer, val_rows or train_rows, settings.system_prompt, val_before,
+                          val_after, held_out, state.loss)
+    metrics = {"val_loss_before": round(val_before, 4), "val_loss_after": round(val_after, 4),
+               "perplexity_before": round(math.exp(min(val_before, 50)), 2),
+               "perplexity_after": round(math.exp(min(val_after, 50)), 2), "steps": state.step,
+               "held_out": len(val_rows), "train_rows": len(train_rows)}
+    return Outcome(model, tokenizer, template, metrics, report, state)
+
+
+def _optimizer_step(model, optimizer, scheduler, train, lengths, pad_id, settings, step, per_epoch) -> float:
+    """One optimizer step over grad_accum micro-batches; returns the mean training loss."""
+    losses = []
+    for micro in range(settings.grad_accum):
+        index = step * settings.grad_accum + micro
+        epoch, within = divmod(index, per_epoch)
+        batch_ids = batches_for_epoch(lengths, settings.batch_size, settings.seed, epoch)[within]
+        batch = {k: v.to(model.device) for k, v in recipe.collate([train[i] for i in batch_ids], pad_id).items()}
+        loss = model(**batch).loss
+        (loss / settings.grad_accum).backward()
+        losses.append(float(loss))
+    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return sum(losses) / len(losses)

@@ -1,0 +1,169 @@
+"""The worker process: runs one training job outside the web server, so a crash or OOM fails only that job.
+
+`python -m training.worker --data-dir DIR JOB_ID`. SIGTERM writes a checkpoint and marks the job interrupted
+(resumable); cancel (a flag in the job store) stops it cleanly; any error fails the job with a readable reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # started as a script by the server
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+
+from config import Settings  # noqa: E402
+from errors import UserError  # noqa: E402
+from models import catalog, lora  # noqa: E402
+from models.device import pick_device, set_threads  # noqa: E402
+from training import data, paths  # noqa: E402
+from training.presets import TrainSettings  # noqa: E402
+from training.trainer import Checkpoint, Hooks, Stopped, train_lm  # noqa: E402
+
+_signals = {"term": False}
+
+
+class JobLog:
+    """Appends timestamped lines to the job's log file (the UI tails it)."""
+
+    def __init__(self, path: Path, echo: bool = False):
+        self.path, self.echo = path, echo
+
+    def __call__(self, line: str) -> None:
+        stamped = f"{time.strftime('%H:%M:%S')} {line}"
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(stamped + "\n")
+        if self.echo:
+            print(stamped, file=sys.stderr)
+
+
+def load_base(settings: Settings, reference: str, task: str):
+    """(source, model, tokenizer) of the base model, in fp32 on the training device."""
+    source = catalog.resolve(reference, task, settings.path("models"),
+                             default=settings.chat_model if task == "chat" else "")
+    kwargs = {"trust_remote_code": settings.trust_remote_code,
+              "local_files_only": source.local or not catalog.hub_reachable()}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source.location, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source.location, dtype=torch.float32, **kwargs)
+    except (OSError, ValueError) as error:
+        raise UserError(f"Could not load the base model '{source.name}' for training: "
+                        f"{str(error).splitlines()[0]}") from error
+    return source, model.to(pick_device()), tokenizer
+
+
+def run_job(settings: Settings, job_id: str, echo: bool = False, progress=None) -> str:
+    """Run job_id to its end; returns the final state. Every outcome is written to the job store."""
+    store, folder = paths.job_store(settings), paths.job_folder(settings, job_id)
+    job = store.get(job_id)
+    log = JobLog(folder / "train.log", echo)
+    store.update(job_id, state="running", pid=os.getpid(), error="")
+    last_write = {"t": 0.0, "cancel_checked": 0.0}
+
+    def report_progress(p: dict) -> None:
+        if progress:
+            progress(p)
+        now = time.monotonic()
+        if now - last_write["t"] > 0.5 or p["step"] == p["total_steps"] or p["loss"][-1][2] is not None:
+            store.update(job_id, progress=p)
+            last_write["t"] = now
+            train = p["loss"][-1][1]
+            log(f"step {p['step']}/{p['total_steps']} epoch {p['epoch']} loss {train}")
+
+    def stop_reason() -> str | None:
+        if _signals["term"]:
+            return "interrupted"
+        now = time.monotonic()
+        if now - last_write["cancel_checked"] > 0.5:
+            last_write["cancel_checked"] = now
+            if store.get(job_id).cancel:
+                return "cancelled"
+        return None
+
+    checkpoint = Checkpoint(folder / "checkpoint")
+    try:
+        outcome, source, meta = _train(settings, job, log, Hooks(report_progress, stop_reason, log), checkpoint)
+        final = paths.adapter_store(settings).save(job.owner, job.name, outcome.model.save_pretrained, meta)
+        if final != job.name:
+            log(f"an adapter named '{job.name}' already existed, so this one is saved as '{final}'")
+        store.update(job_id, state="succeeded", adapter=final, metrics=outcome.metrics, report=outcome.report)
+        shutil.rmtree(checkpoint.folder, ignore_errors=True)
+        log(f"saved adapter '{final}': {outcome.report['summary']}")
+        return "succeeded"
+    except Stopped as stop:
+        if stop.reason == "cancelled":
+            shutil.rmtree(checkpoint.folder, ignore_errors=True)
+        store.update(job_id, state=stop.reason)
+        log(f"{stop.reason}")
+        return stop.reason
+    except BaseException as error:  # the job fails with a reason; the server is never affected
+        reason = readable(error)
+        log(reason)
+        log(traceback.format_exc())
+        store.update(job_id, state="failed", error=reason)
+        return "failed"
+
+
+def _train(settings: Settings, job, log, hooks: Hooks, checkpoint: Checkpoint):
+    spec = job.spec
+    train_settings = TrainSettings(**spec["settings"])
+    report = data.load_examples(spec["data"], job.task, spec.get("columns") or None, settings.max_upload_mb)
+    log(report.summary())
+    if spec.get("validation"):
+        train_rows = report.examples
+        val_rows = data.load_examples(spec["validation"], job.task, spec.get("columns") or None,
+                                      settings.max_upload_mb).examples
+    else:
+        train_rows, val_rows = data.split_validation(report.examples, train_settings.seed)
+    log(f"training on {len(train_rows)} rows, checking on {len(val_rows) or 'the training'} rows")
+    source, model, tokenizer = load_base(settings, job.base, job.task)
+    base_fingerprint = lora.fingerprint(model)
+    started = time.time()
+    outcome = train_lm(model, tokenizer, train_rows, val_rows, train_settings, checkpoint, hooks)
+    meta = {"task": job.task, "base_model": source.name, "base_location": source.location,
+            "base_fingerprint": base_fingerprint, "chat_template": outcome.chat_template,
+            "system_prompt": train_settings.system_prompt, "data_fingerprint": data.fingerprint(report.examples),
+            "rows": {"read": report.rows_read, "kept": len(report.examples), "train": len(train_rows),
+                     "validation": len(val_rows)},
+            "settings": train_settings.to_dict(), "metrics": outcome.metrics, "report": outcome.report,
+            "duration_s": round(time.time() - started, 1), "job_id": job.id, "owner": job.owner}
+    return outcome, source, meta
+
+
+def readable(error: BaseException) -> str:
+    """One sentence a user can act on."""
+    if isinstance(error, UserError):
+        return str(error)
+    if isinstance(error, (MemoryError, torch.OutOfMemoryError)):
+        return ("The machine ran out of memory while training: lower the batch size or the max sequence "
+                "length, or pick a smaller model.")
+    if isinstance(error, KeyboardInterrupt):
+        return "Training was interrupted."
+    return f"Training failed: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--settings", required=True, help="the server's settings as JSON")
+    parser.add_argument("job_id")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: _signals.__setitem__("term", True))
+    settings = Settings(**json.loads(args.settings))
+    set_threads(settings.threads)
+    state = run_job(settings, args.job_id)
+    return 0 if state == "succeeded" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,130 @@
+"""The Sentiment tab: label many texts (typed, or one column of a CSV), count the labels, download the results."""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+
+import gradio as gr
+import pandas as pd
+
+from errors import UserError
+from models import catalog
+from tasks.sentiment import ZERO_SHOT_NOTE, SentimentTask, csv_texts, read_csv
+
+NO_ADAPTER = "none"
+MODELS = ["all-MiniLM-L6-v2", "DistilBERT-SST-2"]  # the offline zero-shot default, and a trained classifier
+EXAMPLES = [
+    ["I absolutely loved this film, the acting was superb.\nThe food was cold and the waiter was rude.\n"
+     "The train leaves at 8 am from platform two."],
+    ["Fantastic product, it exceeded my expectations!\nIt stopped working after two days. Total waste of money."],
+]
+
+
+def adapter_value(choice: str | None) -> str:
+    """The API's adapter argument for a dropdown choice ("" for none)."""
+    return "" if choice in (None, "", NO_ADAPTER) else choice
+
+
+def adapter_choices(task: SentimentTask, model: str) -> list[str]:
+    """'none' plus the adapters trained for this task and model."""
+    lister = task.ctx.extras.get("list_adapters")
+    return [NO_ADAPTER] + (lister(task.id, model) if lister else [])
+
+
+def model_info(task: SentimentTask, model: str) -> str:
+    """The model's one-line description, and the note when it runs the offline zero-shot method."""
+    model = model or catalog.TASK_DEFAULTS[task.id]
+    try:
+        zero_shot = task.zero_shot(model)
+    except UserError as error:
+        return f"{catalog.describe(model)}\n\n⚠️ {error}"
+    return catalog.describe(model) + (f"\n\n*{ZERO_SHOT_NOTE}*" if zero_shot else "")
+
+
+def csv_columns(task: SentimentTask, path: str | None):
+    """UI handler: fill the column dropdown from an uploaded CSV's header (a 'text'-like column first)."""
+    if not path:
+        return gr.update(choices=[], value=None)
+    try:
+        columns = list(read_csv(path, task.ctx.settings.max_upload_mb).columns)
+    except UserError as error:
+        raise gr.Error(str(error)) from None
+    preferred = [c for c in columns if c.strip().lower() in ("text", "review", "sentence", "comment")]
+    return gr.update(choices=columns, value=(preferred or columns or [None])[0])
+
+
+def results_table(rows: list[dict]) -> pd.DataFrame:
+    """One row per text: the text, its label, and one score column per label."""
+    return pd.DataFrame([{"text": r["text"], "label": r["label"],
+                          **{f"{label} score": round(p, 3) for label, p in r["scores"].items()}} for r in rows])
+
+
+def label_counts(rows: list[dict]) -> pd.DataFrame:
+    """How many texts got each label (zeros included), for the bar chart."""
+    labels = list(rows[0]["scores"]) if rows else []
+    counts = {label: 0 for label in labels}
+    for r in rows:
+        counts[r["label"]] += 1
+    return pd.DataFrame({"label": list(counts), "count": list(counts.values())})
+
+
+def write_csv(table: pd.DataFrame) -> str:
+    """Write the results to a temporary CSV file and return its path for download."""
+    with tempfile.NamedTemporaryFile("w", suffix=".csv", prefix="sentiment-", delete=False,
+                                     encoding="utf-8", newline="") as f:
+        table.to_csv(f, index=False)
+    return f.name
+
+
+def analyze(task: SentimentTask, text: str, path: str | None, column: str | None, model: str, adapter: str,
+            progress=gr.Progress()):
+    """UI handler: the results table, the label counts, the CSV to download and the method note."""
+    try:
+        if path:
+            if not column:
+                raise UserError("Please choose the CSV column that holds the texts.")
+            texts = csv_texts(path, column, task.ctx.settings.max_upload_mb)
+        else:
+            texts = text
+        rows, note = task.analyze(texts, model, adapter_value(adapter), lambda f, msg: progress(f, desc=msg))
+    except UserError as error:
+        raise gr.Error(str(error)) from None
+    table = results_table(rows)
+    return table, label_counts(rows), gr.update(value=write_csv(table), visible=True), note
+
+
+def build(task: SentimentTask, browser_secret: str) -> dict:
+    """Build the tab; returns its components by name."""
+    default_model = catalog.TASK_DEFAULTS[task.id]
+    with gr.Tab(task.title, id=task.id):
+        info = gr.Markdown(model_info(task, default_model))
+        with gr.Row():
+            model = gr.Dropdown(MODELS, value=default_model, label="Model", allow_custom_value=True, scale=3,
+                                info="A sentiment classifier, or a sentence-embedding model for zero-shot; "
+                                     "a Hugging Face id or a local folder works too.")
+            adapter = gr.Dropdown([NO_ADAPTER], value=NO_ADAPTER, label="Adapter", scale=2,
+                                  info="A LoRA adapter you trained for sentiment.")
+        with gr.Row():
+            text = gr.Textbox(label="Texts, one per line", lines=8, scale=3,
+                              placeholder="I loved it!\nThe delivery was late and the box was damaged.")
+            with gr.Column(scale=2):
+                upload = gr.File(label="…or a CSV file", file_types=[".csv"], type="filepath")
+                column = gr.Dropdown([], label="Column with the texts", allow_custom_value=False,
+                                     info="When a CSV is uploaded, this column is analysed instead of the box.")
+        run = gr.Button("Analyse", variant="primary")
+        gr.Examples(EXAMPLES, [text], label="Examples")
+        note = gr.Markdown()
+        with gr.Row():
+            table = gr.Dataframe(label="Results", wrap=True, scale=3, interactive=False)
+            chart = gr.BarPlot(x="label", y="count", title="Labels", scale=2, label="Label counts")
+        download = gr.File(label="Download results (CSV)", visible=False)
+
+    hidden = {"api_visibility": "undocumented"}
+    run.click(functools.partial(analyze, task), [text, upload, column, model, adapter],
+              [table, chart, download, note], **hidden)
+    upload.change(functools.partial(csv_columns, task), upload, column, **hidden)
+    model.change(lambda m: (model_info(task, m), gr.update(choices=adapter_choices(task, m), value=NO_ADAPTER)),
+                 model, [info, adapter], **hidden)
+    return {"model": model, "adapter": adapter, "text": text, "upload": upload, "column": column,
+            "table": table, "chart": chart, "download": download, "note": note}
