@@ -16,8 +16,9 @@ import config
 from models.device import set_threads
 from models.loading import ModelHub
 from tasks import TASKS
-from tasks.base import Context
-from ui import TABS, system_tab
+from tasks.base import Context, Endpoint
+from training.service import TrainingService
+from ui import TABS, system_tab, train_tab
 from ui.api import publish
 
 INTRO = ("# LoRA Studio\nChat with a language model, apply it to your texts, and fine-tune it with LoRA — "
@@ -37,19 +38,36 @@ def browser_secret(settings: config.Settings) -> str:
 def build_app(settings: config.Settings) -> gr.Blocks:
     """The whole UI and its public API; importing this module never starts a server."""
     ctx = Context(settings, ModelHub(settings))
+    training = TrainingService(ctx)
     tasks = [task_class(ctx) for task_class in TASKS.values()]
     secret = browser_secret(settings)
     with gr.Blocks(title="LoRA Studio") as demo:
         gr.Markdown(INTRO)
-        with gr.Tabs():
-            for task in tasks:
-                TABS[task.id](task, secret)
+        with gr.Tabs() as tabs:
+            parts = {task.id: TABS[task.id](task, secret) for task in tasks}
+            trainer = train_tab.build(training, secret)
             system_tab.build(ctx)
         for task in tasks:
             publish(task.endpoints())
+        publish(training.endpoints() + [Endpoint("train", train_tab.api_train(training))])
+        wire_use_adapter(trainer, parts["chat"], tabs, training)
     demo.queue(default_concurrency_limit=settings.concurrency)
     demo.ctx = ctx  # tests and the CLI reach the shared services through the app
+    demo.training = training
     return demo
+
+
+def wire_use_adapter(trainer: dict, chat: dict, tabs: gr.Tabs, training: TrainingService) -> None:
+    """The report's button: open the chat tab with the new adapter on its base model."""
+    def use(job_id: str):
+        status = training.job(job_id)
+        base = training.store.get(job_id).base
+        choices = ["none"] + training.adapter_names("chat", base)
+        return (gr.Tabs(selected="chat"), gr.update(value=base),
+                gr.update(choices=choices, value=status["adapter"]))
+
+    trainer["use"].click(use, trainer["job_id"], [tabs, chat["model"], chat["adapter"]],
+                         api_visibility="undocumented")
 
 
 def parse_settings(argv: list[str]) -> config.Settings:

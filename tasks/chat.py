@@ -98,10 +98,11 @@ class ChatTask:
         lm = self.ctx.hub.lm(model, "chat")
         adapter_name, defaults = attach_adapter(self.ctx, lm, adapter, "chat")
         system_prompt = (system_prompt or "").strip() or defaults.get("system_prompt", "")
-        if not lm.has_chat_template:
+        template = defaults.get("chat_template") or getattr(lm.tokenizer, "chat_template", None)
+        if not template:
             raise UserError(f"'{lm.name}' is a base model without a chat template: use 'Continue text' "
                             "to have it continue your words, or pick an instruction model for chat.")
-        ids, dropped = fit_prompt(lm, system_prompt, turns, message, params.max_new_tokens)
+        ids, dropped = fit_prompt(lm, system_prompt, turns, message, params.max_new_tokens, template)
         notice = (f"The conversation was longer than {lm.name} can read, so the {dropped} oldest "
                   f"message{'s were' if dropped != 1 else ' was'} left out of this reply.") if dropped else ""
         return Reply(lm, lm.generate(ids, params, adapter_name), notice)
@@ -124,8 +125,8 @@ class ChatTask:
         return [reply.text() for reply in replies]
 
 
-def fit_prompt(lm: LoadedLM, system_prompt: str, turns: list[dict], message: str,
-               max_new_tokens: int) -> tuple[list[int], int]:
+def fit_prompt(lm: LoadedLM, system_prompt: str, turns: list[dict], message: str, max_new_tokens: int,
+               template: str | None = None) -> tuple[list[int], int]:
     """The prompt's token ids with the oldest turns dropped until it fits; also how many were dropped."""
     room = lm.context_length - min(max_new_tokens, lm.context_length // 4)
     head = [{"role": "system", "content": system_prompt}] if system_prompt else []
@@ -134,7 +135,7 @@ def fit_prompt(lm: LoadedLM, system_prompt: str, turns: list[dict], message: str
     for dropped in starts:
         messages = head + turns[dropped:] + [{"role": "user", "content": message}]
         ids = lm.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
-                                               return_dict=False)
+                                               return_dict=False, chat_template=template)
         if len(ids) <= room:
             return list(ids), dropped
     raise UserError(f"Your message is too long for {lm.name}: it reads at most {room} tokens with the system "

@@ -1,0 +1,80 @@
+"""Pre-flight estimate: trainable parameters, memory needed and duration from a few timed steps.
+
+The timed steps run in a short-lived subprocess (`python training/estimate.py ...`) so the web server never
+trains, and the answer reflects this machine.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from errors import UserError  # noqa: E402
+from training.presets import TrainSettings  # noqa: E402
+
+
+def measure(location: str, settings: TrainSettings, steps: int = 2) -> dict:
+    """Load the model, wrap it with LoRA and time optimizer steps on a full-size synthetic batch."""
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from training.trainer import lora_config
+
+    model = AutoModelForCausalLM.from_pretrained(location, dtype=torch.float32)
+    total_params = model.num_parameters()
+    model = get_peft_model(model, lora_config(settings))
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    length = min(settings.max_length, 128)  # typical chat rows are short; the full length would overstate
+    batch = torch.randint(0, model.config.vocab_size, (settings.batch_size, length))
+    timings = []
+    for _ in range(steps + 1):  # the first step warms up and is not counted
+        started = time.perf_counter()
+        model(input_ids=batch, labels=batch).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        timings.append(time.perf_counter() - started)
+    hidden = getattr(model.config, "hidden_size", 768)
+    layers = getattr(model.config, "num_hidden_layers", 12)
+    activations = settings.batch_size * length * hidden * layers * 34  # bytes, fp32, no checkpointing
+    memory = total_params * 4 + trainable * 16 + activations
+    return {"total_params": total_params, "trainable_params": trainable, "memory_gb": round(memory / 2**30, 2),
+            "step_s": round(sum(timings[1:]) / steps * settings.grad_accum, 2)}
+
+
+def estimate(location: str, settings: TrainSettings, rows: int, timeout: float = 180) -> dict:
+    """Run measure() in a subprocess and add the expected number of steps and duration."""
+    command = [sys.executable, str(Path(__file__).resolve()), location, json.dumps(settings.to_dict())]
+    try:
+        out = subprocess.run(command, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise UserError("The estimate took too long; the machine may be busy. Try again later.") from None
+    if out.returncode != 0:
+        last = (out.stderr.strip().splitlines() or ["unknown error"])[-1]
+        raise UserError(f"Could not estimate this training run: {last}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    per_epoch = -(-rows // settings.batch_size) / settings.grad_accum
+    steps = settings.max_steps or max(1, round(settings.epochs * per_epoch))
+    result.update(steps=steps, duration_s=round(steps * result["step_s"] * 1.15))  # +15%: evaluation and saving
+    return result
+
+
+def describe(result: dict) -> str:
+    minutes = result["duration_s"] / 60
+    length = f"about {minutes:.0f} min" if minutes >= 1.5 else f"about {result['duration_s']} s"
+    return (f"**Trainable parameters:** {result['trainable_params']:,} of {result['total_params']:,} "
+            f"({result['trainable_params'] / result['total_params']:.2%}) · **memory:** about "
+            f"{result['memory_gb']} GB · **duration:** {length} for {result['steps']} steps "
+            f"({result['step_s']} s per step measured on this machine)")
+
+
+if __name__ == "__main__":
+    print(json.dumps(measure(sys.argv[1], TrainSettings(**json.loads(sys.argv[2])))))

@@ -1,0 +1,93 @@
+"""The Summarize tab: extractive summaries offline, abstractive ones with a summarizer or an instruction model."""
+
+from __future__ import annotations
+
+import functools
+
+import gradio as gr
+
+from errors import UserError
+from models import catalog
+from tasks.summarize import LENGTHS, SummarizeTask
+
+NO_ADAPTER = "none"
+EXTRACTIVE_NOTE = ("*Offline, the summary is extractive: it keeps the text's most central sentences word for word. "
+                   "It is weaker than a real summarizer (BART-large-CNN) or an instruction model, which rewrite.*")
+EXAMPLES = [
+    ["Honeybees pollinate a large share of the crops that people eat, from apples to almonds. My neighbour "
+     "painted his fence blue last weekend.\n\nWithout bees, farmers would harvest far less fruit and many "
+     "vegetables would become expensive. The train to the city was ten minutes late on Tuesday.\n\n"
+     "Protecting bee colonies from pesticides and disease is therefore vital for the world's food supply. "
+     "The café on the corner now sells lemon cake. It rained during the night."],
+    ["The city council approved a new plan for public transport on Monday. The plan adds three tram lines and "
+     "doubles the number of night buses. Construction of the first tram line starts next spring and should take "
+     "two years. The council expects the new lines to cut car traffic in the centre by a fifth. Critics say the "
+     "plan is too expensive and that the money would be better spent on repairing roads. The mayor replied that "
+     "cleaner air and shorter journeys are worth the cost. Tickets will not become more expensive, the council "
+     "said, because the state pays half of the construction costs."],
+]
+
+
+def model_choices() -> list[str]:
+    """The offline embedding model (extractive), then summarizers, then instruction models (abstractive)."""
+    chat = [name for name in catalog.choices(catalog.DECODER) if catalog.CATALOG[name].chat]
+    return catalog.choices(catalog.EMBEDDING) + catalog.choices(catalog.SEQ2SEQ) + chat
+
+
+def adapter_value(choice: str | None) -> str:
+    return "" if choice in (None, "", NO_ADAPTER) else choice
+
+
+def adapter_choices(task: SummarizeTask, model: str) -> list[str]:
+    """'none' plus the adapters trained for this task and model."""
+    lister = task.ctx.extras.get("list_adapters")
+    return [NO_ADAPTER] + (lister(task.id, model) if lister else [])
+
+
+def model_info(model: str) -> str:
+    """The model's one-line description, and the note on the offline extractive fallback."""
+    model = model or catalog.TASK_DEFAULTS["summarize"]
+    backbone = catalog.find(model)
+    extractive = backbone is not None and backbone.family in (catalog.EMBEDDING, catalog.ENCODER)
+    return catalog.describe(model) + (f"\n\n{EXTRACTIVE_NOTE}" if extractive else "")
+
+
+def summarize(task: SummarizeTask, text: str, method: str, length: str, model: str, adapter: str,
+              progress=gr.Progress()) -> tuple[str, str]:
+    """UI handler: the summary and its note."""
+    try:
+        result = task.run(text, "" if method == "auto" else method, length, model, adapter_value(adapter),
+                          progress=lambda fraction, message: progress(fraction, desc=message))
+    except UserError as error:
+        raise gr.Error(str(error)) from None
+    return result["summary"], f"**{result['method'].title()}** · {result['model']} — {result['note']}"
+
+
+def build(task: SummarizeTask, browser_secret: str) -> dict:
+    """Build the tab; returns its components by name."""
+    default_model = catalog.TASK_DEFAULTS["summarize"]
+    with gr.Tab("Summarize", id="summarize"):
+        info = gr.Markdown(model_info(default_model))
+        with gr.Row():
+            model = gr.Dropdown(model_choices(), value=default_model, label="Model", allow_custom_value=True,
+                                scale=3, info="A catalog model, a Hugging Face id or a local model folder.")
+            adapter = gr.Dropdown([NO_ADAPTER], value=NO_ADAPTER, label="Adapter", scale=2,
+                                  info="A LoRA adapter you trained for this model.")
+        with gr.Row():
+            method = gr.Radio(["auto", "extractive", "abstractive"], value="auto", label="Method",
+                              info="Extractive keeps key sentences; abstractive rewrites. Auto follows the model.")
+            length = gr.Radio(list(LENGTHS), value="medium", label="Length",
+                              info="Short: 2-3 sentences; medium: about a quarter; bullets: a list.")
+        text = gr.Textbox(label="Text to summarize", lines=10, max_lines=30,
+                          placeholder="Paste an article, a report or notes")
+        go = gr.Button("Summarize", variant="primary")
+        summary = gr.Textbox(label="Summary", lines=6, buttons=["copy"])
+        note = gr.Markdown()
+        gr.Examples(EXAMPLES, inputs=[text], label="Try a sample", api_visibility="undocumented")
+
+    hidden = {"api_visibility": "undocumented"}
+    go.click(functools.partial(summarize, task), [text, method, length, model, adapter], [summary, note], **hidden)
+    model.change(lambda m: (model_info(m), gr.update(choices=adapter_choices(task, m), value=NO_ADAPTER)),
+                 model, [info, adapter], **hidden)
+    return {"text": text, "method": method, "length": length, "model": model, "adapter": adapter,
+            "summary": summary, "note": note}

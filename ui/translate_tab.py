@@ -1,0 +1,111 @@
+"""The Translate tab: the detected source language with its confidence, a target, and a translation that keeps
+the text's paragraphs and line breaks."""
+
+from __future__ import annotations
+
+import functools
+
+import gradio as gr
+
+from errors import UserError
+from models import catalog
+from tasks.summarize import offline_fallback
+from tasks.translate import LANGUAGES, TranslateTask
+
+NO_ADAPTER = "none"
+# Translation models on the hub (not in the catalog: they need the hub); {src}/{tgt} become the chosen pair.
+HUB_TRANSLATORS = ["Helsinki-NLP/opus-mt-{src}-{tgt}", "facebook/nllb-200-distilled-600M", "facebook/m2m100_418M"]
+WEAK_NOTE = ("*This small offline model is a weak translator: fine for short, simple sentences. With the hub "
+             "reachable, pick a translation model (Marian opus-mt, NLLB) for real work.*")
+EXAMPLES = [
+    ["Le marché ouvre tous les samedis à huit heures.\nOn y trouve des légumes, du fromage et du pain frais.\n\n"
+     "En hiver, les marchands vendent aussi du vin chaud."],
+    ["Der Zug nach Berlin fährt um neun Uhr ab.\nBitte seien Sie zehn Minuten vorher am Bahnsteig."],
+    ["El museo está cerrado los lunes.\n\nLas entradas cuestan diez euros y los niños entran gratis."],
+]
+
+
+def model_choices() -> list[str]:
+    """Instruction models (the offline default first), the catalog's seq2seq model, then hub translators."""
+    chat = [name for name in catalog.choices(catalog.DECODER) if catalog.CATALOG[name].chat]
+    return chat + ["Flan-T5-base"] + HUB_TRANSLATORS
+
+
+def adapter_value(choice: str | None) -> str:
+    return "" if choice in (None, "", NO_ADAPTER) else choice
+
+
+def adapter_choices(task: TranslateTask, model: str) -> list[str]:
+    """'none' plus the adapters trained for this task and model."""
+    lister = task.ctx.extras.get("list_adapters")
+    return [NO_ADAPTER] + (lister(task.id, model) if lister else [])
+
+
+def model_info(model: str) -> str:
+    """The model's one-line description, and the note when it is the weak offline fallback."""
+    model = model or catalog.TASK_DEFAULTS["translate"]
+    backbone = catalog.find(model)
+    weak = backbone is not None and backbone.family == catalog.DECODER and offline_fallback(backbone.name)
+    return catalog.describe(model) + (f"\n\n{WEAK_NOTE}" if weak else "")
+
+
+def detected(task: TranslateTask, text: str) -> str:
+    """UI handler: the language the text seems to be in, as it is typed."""
+    if not (text or "").strip():
+        return ""
+    try:
+        found = task.detect(text)
+    except UserError as error:
+        return f"*{error}*"
+    return f"Detected: **{found['name']}** ({found['code']}), {found['confidence']:.0%} sure"
+
+
+def translate(task: TranslateTask, text: str, source: str, target: str, model: str, adapter: str,
+              progress=gr.Progress()) -> tuple[str, str, str]:
+    """UI handler: the translation, the source language it used, and the note."""
+    try:
+        result = task.run(text, target, source, model, adapter_value(adapter),
+                          progress=lambda fraction, message: progress(fraction, desc=message))
+    except UserError as error:
+        raise gr.Error(str(error)) from None
+    name = LANGUAGES[result["source"]].name
+    how = "chosen by you" if source != "auto" else f"detected, {result['source_confidence']:.0%} sure"
+    return result["translation"], f"Source: **{name}** ({how})", result["note"]
+
+
+def build(task: TranslateTask, browser_secret: str) -> dict:
+    """Build the tab; returns its components by name."""
+    default_model = catalog.TASK_DEFAULTS["translate"]
+    languages = [(f"{lang.name} ({lang.code})", lang.code) for lang in LANGUAGES.values()]
+    with gr.Tab("Translate", id="translate"):
+        info = gr.Markdown(model_info(default_model))
+        with gr.Row():
+            model = gr.Dropdown(model_choices(), value=default_model, label="Model", allow_custom_value=True,
+                                scale=3, info="A catalog model, a Hugging Face id or a local model folder; "
+                                              "{src} and {tgt} in a name become the language codes.")
+            adapter = gr.Dropdown([NO_ADAPTER], value=NO_ADAPTER, label="Adapter", scale=2,
+                                  info="A LoRA adapter you trained for this model.")
+        with gr.Row():
+            source = gr.Dropdown([("Detect automatically", "auto")] + languages, value="auto", label="From",
+                                 info="Choose it yourself when the text is short or mixed.")
+            target = gr.Dropdown(languages, value="en", label="To")
+        with gr.Row():
+            with gr.Column():
+                text = gr.Textbox(label="Text to translate", lines=8, max_lines=30,
+                                  placeholder="Paragraphs and line breaks are kept")
+                found = gr.Markdown()
+            with gr.Column():
+                translation = gr.Textbox(label="Translation", lines=8, max_lines=30, buttons=["copy"])
+                used = gr.Markdown()
+        go = gr.Button("Translate", variant="primary")
+        note = gr.Markdown()
+        gr.Examples(EXAMPLES, inputs=[text], label="Try a sample", api_visibility="undocumented")
+
+    hidden = {"api_visibility": "undocumented"}
+    text.change(functools.partial(detected, task), text, found, trigger_mode="always_last", **hidden)
+    go.click(functools.partial(translate, task), [text, source, target, model, adapter], [translation, used, note],
+             **hidden)
+    model.change(lambda m: (model_info(m), gr.update(choices=adapter_choices(task, m), value=NO_ADAPTER)),
+                 model, [info, adapter], **hidden)
+    return {"text": text, "source": source, "target": target, "model": model, "adapter": adapter,
+            "detected": found, "translation": translation, "note": note}
