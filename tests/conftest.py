@@ -64,7 +64,7 @@ def tiny_gpt2_dir(tmp_path_factory, gpt2_tokenizer_dir) -> Path:
     return folder
 
 
-def build_tiny_chat(folder: Path, tokenizer_dir: Path, context: int = 256) -> Path:
+def build_tiny_chat(folder: Path, tokenizer_dir: Path, context: int = 256, seed: int = 0) -> Path:
     """A 2-layer Llama with random weights, the GPT-2 tokenizer plus ChatML tokens and a chat template."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -73,11 +73,12 @@ def build_tiny_chat(folder: Path, tokenizer_dir: Path, context: int = 256) -> Pa
     tokenizer.eos_token = "<|im_end|>"
     tokenizer.pad_token = "<|im_end|>"
     tokenizer.chat_template = CHATML
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=context,
                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                         bos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True)
+                         bos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True,
+                         initializer_range=0.3)  # large enough that a LoRA can make a token likely
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder

@@ -6,6 +6,7 @@ It runs inside the worker process. `Hooks` connect it to the outside: progress r
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import shutil
@@ -25,9 +26,9 @@ from training.report import did_it_learn
 class Stopped(Exception):
     """The run stopped early on request; `reason` is 'cancelled' or 'interrupted'."""
 
-    def __init__(self, reason: str):
+    def __init__(self, reason: str, progress: dict):
         super().__init__(reason)
-        self.reason = reason
+        self.reason, self.progress = reason, progress
 
 
 @dataclass
@@ -54,7 +55,8 @@ def lora_config(settings: TrainSettings, task_type: str = "CAUSAL_LM"):
                       target_modules=modules, task_type=task_type)
 
 
-def batches_for_epoch(lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+@functools.lru_cache(maxsize=2)
+def batches_for_epoch(lengths: tuple[int, ...], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
     """Shuffled batches of similar length (little padding), the same for the same seed and epoch."""
     rng = random.Random(seed * 1000 + epoch)
     order = list(range(len(lengths)))
@@ -146,7 +148,7 @@ def train_lm(model, tokenizer, train_rows: list, val_rows: list, settings: Train
     pad_id = tokenizer.pad_token_id
     lr = settings.learning_rate * (0.3 if model.num_parameters() > 1e9 else 1.0)  # large models need smaller steps
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
-    lengths = [len(ids) for ids, _ in train]
+    lengths = tuple(len(ids) for ids, _ in train)
     per_epoch = math.ceil(len(train) / settings.batch_size)
     total = settings.max_steps or max(1, math.ceil(settings.epochs * per_epoch / settings.grad_accum))
     warmup = max(1, total // 20)
@@ -175,13 +177,14 @@ def train_lm(model, tokenizer, train_rows: list, val_rows: list, settings: Train
         state.loss.append([state.step, round(train_loss, 4), None if val_loss is None else round(val_loss, 4)])
         elapsed = time.monotonic() - started
         eta = elapsed / (state.step - first_step) * (total - state.step)
-        hooks.progress({"step": state.step, "total_steps": total, "epoch": round(state.step * settings.grad_accum
-                        / per_epoch, 2), "eta_s": round(eta, 1), "loss": state.loss})
+        progress = {"step": state.step, "total_steps": total, "eta_s": round(eta, 1), "loss": state.loss,
+                    "epoch": round(state.step * settings.grad_accum / per_epoch, 2)}
+        hooks.progress(progress)
         stop = hooks.stop_reason()
         if stop or state.step % settings.checkpoint_every == 0:
             checkpoint.save(model, optimizer, scheduler, state, best)
         if stop:
-            raise Stopped(stop)
+            raise Stopped(stop, progress)
         if held_out and state.evals_without_gain >= settings.patience:
             hooks.log(f"stopped early at step {state.step}: held-out loss stopped improving")
             break
@@ -208,7 +211,7 @@ def _optimizer_step(model, optimizer, scheduler, train, lengths, pad_id, setting
         batch = {k: v.to(model.device) for k, v in recipe.collate([train[i] for i in batch_ids], pad_id).items()}
         loss = model(**batch).loss
         (loss / settings.grad_accum).backward()
-        losses.append(float(loss))
+        losses.append(loss.item())
     torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
     optimizer.step()
     scheduler.step()

@@ -104,8 +104,8 @@ def run_job(settings: Settings, job_id: str, echo: bool = False, progress=None) 
     except Stopped as stop:
         if stop.reason == "cancelled":
             shutil.rmtree(checkpoint.folder, ignore_errors=True)
-        store.update(job_id, state=stop.reason)
-        log(f"{stop.reason}")
+        store.update(job_id, state=stop.reason, progress=stop.progress)
+        log(f"{stop.reason} at step {stop.progress['step']}")
         return stop.reason
     except BaseException as error:  # the job fails with a reason; the server is never affected
         reason = readable(error)

@@ -1,0 +1,248 @@
+"""Fine-tune, then chat: real training jobs in real worker processes, on a tiny model and on SmolLM2."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from errors import UserError
+from tasks.chat import ChatTask
+from training import paths
+from training.adapters import META_FILE
+from training.service import TrainingService
+
+ROOT = Path(__file__).resolve().parent.parent
+FACTS = ROOT / "examples" / "chat_facts.jsonl"
+TINY = {"learning_rate": 0.01, "epochs": 30}  # a random tiny model needs big steps to learn 8 facts
+QUESTION = "What is the capital of the planet Zorbia?"
+
+
+def wait_for(condition, timeout: float = 180, what: str = "condition"):
+    """Poll until condition() is truthy (returns it) or fail after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        pause.wait(0.2)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def finished(service: TrainingService, job_id: str) -> dict | None:
+    status = service.job(job_id)
+    return status if status["state"] in ("succeeded", "failed", "cancelled", "interrupted") else None
+
+
+@pytest.fixture
+def service(ctx):
+    svc = TrainingService(ctx)
+    yield svc
+    svc.manager.terminate_running()
+    svc.manager.close()
+
+
+def ask(ctx, model, adapter: str = "", question: str = QUESTION) -> str:
+    return ChatTask(ctx).reply(question, model=str(model), adapter=adapter, temperature=0,
+                               max_new_tokens=12).text()
+
+
+def test_fine_tune_then_chat_on_a_tiny_model(ctx, service, tiny_chat_dir):
+    out = service.submit("chat", str(FACTS), str(tiny_chat_dir), "zorbia facts", "quick", TINY)
+    assert out["position"] in (0, 1)
+    status = wait_for(lambda: finished(service, out["job_id"]), what="training to finish")
+    assert status["state"] == "succeeded", status["error"]
+    assert status["adapter"] == "zorbia-facts"  # the name is sanitised
+    report = status["report"]
+    assert report["verdict"] == "learned" and report["loss_after"] < report["loss_before"]
+    assert len(report["samples"]) == 3 and "Quellmar" in report["samples"][0]["adapter"]
+    losses = status["loss"]
+    assert losses[0][2] is not None and losses[-1][0] == status["total_steps"]
+    assert "Quellmar" in ask(ctx, tiny_chat_dir, "zorbia-facts")
+    assert "Quellmar" not in ask(ctx, tiny_chat_dir)  # the base model does not know the fact
+    listed = service.list_adapters("chat")
+    assert [a["name"] for a in listed] == ["zorbia-facts"] and listed[0]["size_mb"] > 0
+    assert service.adapter_names("chat", str(tiny_chat_dir)) == ["zorbia-facts"]
+
+
+def test_saved_adapter_loads_with_plain_peft(ctx, service, tiny_chat_dir):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    out = service.submit("chat", str(FACTS), str(tiny_chat_dir), "plain", "quick", {**TINY, "epochs": 2})
+    assert wait_for(lambda: finished(service, out["job_id"]))["state"] == "succeeded"
+    folder = service.adapters.folder("local", "plain")
+    assert {"adapter_config.json", "adapter_model.safetensors", META_FILE} <= {p.name for p in folder.iterdir()}
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_chat_dir), folder)
+    assert any("lora_A" in name for name, _ in model.named_parameters())
+    meta = json.loads((folder / META_FILE).read_text())
+    for key in ("task", "base_model", "base_fingerprint", "chat_template", "system_prompt", "data_fingerprint",
+                "rows", "settings", "metrics", "duration_s", "created"):
+        assert key in meta
+    assert meta["rows"]["kept"] == 24 and meta["task"] == "chat"
+
+
+def test_killed_worker_fails_the_job_and_the_app_keeps_serving(ctx, service, tiny_chat_dir):
+    out = service.submit("chat", str(FACTS), str(tiny_chat_dir), "doomed", "quick", {"max_steps": 5000})
+    running = wait_for(lambda: (s := service.job(out["job_id"]))["step"] > 1 and s, what="training steps")
+    os.kill(service.store.get(running["job_id"]).pid, signal.SIGKILL)
+    status = wait_for(lambda: finished(service, out["job_id"]), what="the failure to be noticed")
+    assert status["state"] == "failed" and "stopped unexpectedly" in status["error"]
+    assert service.list_adapters() == []
+    assert not list(paths.adapter_store(ctx.settings).root.glob("*/*"))  # no half adapter
+    assert isinstance(ask(ctx, tiny_chat_dir), str)  # chat still answers
+
+
+def test_cancel_stops_cleanly_and_saves_nothing(ctx, service, tiny_chat_dir):
+    out = service.submit("chat", str(FACTS), str(tiny_chat_dir), "cancelled", "quick", {"max_steps": 5000})
+    wait_for(lambda: service.job(out["job_id"])["step"] > 1, what="training steps")
+    service.cancel(out["job_id"])
+    status = wait_for(lambda: finished(service, out["job_id"]), what="the cancel")
+    assert status["state"] == "cancelled" and service.list_adapters() == []
+    with pytest.raises(UserError, match="already ended"):
+        service.cancel(out["job_id"])
+
+
+def test_restart_keeps_jobs_and_an_interrupted_job_resumes(ctx, service, tiny_chat_dir):
+    out = service.submit("chat", str(FACTS), str(tiny_chat_dir), "resumable", "quick",
+                         {**TINY, "epochs": 6, "checkpoint_every": 5})
+    wait_for(lambda: service.job(out["job_id"])["step"] >= 7, what="a checkpoint")
+    os.kill(service.store.get(out["job_id"]).pid, signal.SIGTERM)  # what stopping the machine does
+    status = wait_for(lambda: finished(service, out["job_id"]), what="the interruption")
+    assert status["state"] == "interrupted"
+    stopped_at = status["step"]
+    service.manager.close()
+
+    restarted = TrainingService(ctx)  # a new app on the same data directory
+    try:
+        assert restarted.job(out["job_id"])["state"] == "interrupted"
+        restarted.resume(out["job_id"])
+        status = wait_for(lambda: finished(restarted, out["job_id"]), what="the resumed run")
+        assert status["state"] == "succeeded", status["error"]
+        log = restarted.log_tail(out["job_id"], 200)
+        assert f"resumed from the checkpoint at step {stopped_at}" in log
+        assert status["step"] == status["total_steps"] == 36
+    finally:
+        restarted.manager.close()
+
+
+def test_running_job_of_a_dead_app_is_interrupted_on_start(ctx, tiny_chat_dir):
+    service = TrainingService(ctx, start_manager=False)
+    job = service.store.create("local", "chat", "orphan", str(tiny_chat_dir), {"settings": {}})
+    service.store.update(job.id, state="running", pid=2**22 + 12345)  # no such process
+    restarted = TrainingService(ctx)
+    try:
+        status = restarted.job(job.id)
+        assert status["state"] == "interrupted" and "resume" in status["error"]
+    finally:
+        restarted.manager.close()
+
+
+def test_two_users_chat_with_two_adapters_at_once(ctx, tiny_chat_dir, tmp_path):
+    from training import worker
+
+    other = tmp_path / "other_facts.jsonl"
+    other.write_text(FACTS.read_text().replace("Quellmar", "Brannock"))
+    service = TrainingService(ctx, start_manager=False)
+    for name, data in (("quellmar", FACTS), ("brannock", other)):
+        job_id = service.submit("chat", str(data), str(tiny_chat_dir), name, "quick", TINY)["job_id"]
+        assert worker.run_job(ctx.settings, job_id) == "succeeded"
+    answers = {}
+    gate = threading.Barrier(2)
+
+    def chat(adapter):
+        gate.wait()
+        answers[adapter] = ask(ctx, tiny_chat_dir, adapter)
+
+    threads = [threading.Thread(target=chat, args=(a,)) for a in ("quellmar", "brannock")]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert "Quellmar" in answers["quellmar"] and "Brannock" not in answers["quellmar"]
+    assert "Brannock" in answers["brannock"] and "Quellmar" not in answers["brannock"]
+    assert ctx.hub.cache.loads == 1  # both adapters sit on the one loaded base model
+
+
+def test_adapter_refuses_another_base(ctx, tiny_chat_dir, tmp_path, gpt2_tokenizer_dir):
+    from conftest import build_tiny_chat
+    from training import worker
+
+    service = TrainingService(ctx, start_manager=False)
+    job_id = service.submit("chat", str(FACTS), str(tiny_chat_dir), "mine", "quick", {"max_steps": 1})["job_id"]
+    assert worker.run_job(ctx.settings, job_id) == "succeeded"
+    other = build_tiny_chat(tmp_path / "other-base", gpt2_tokenizer_dir, seed=1)  # same shapes, other weights
+    with pytest.raises(UserError, match="was trained on"):
+        ask(ctx, other, "mine")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"data_path": ""}, "upload a data file"),
+    ({"task": "translate"}, "not available yet"),
+    ({"preset": "turbo"}, "Unknown preset"),
+    ({"settings": {"rank": 0}}, "rank"),
+    ({"settings": {"warp": 9}}, "Unknown training setting"),
+    ({"name": "///"}, "name"),
+])
+def test_bad_requests_start_nothing(ctx, tiny_chat_dir, kwargs, message):
+    service = TrainingService(ctx, start_manager=False)
+    args = {"task": "chat", "data_path": str(FACTS), "base": str(tiny_chat_dir), "name": "x", **kwargs}
+    with pytest.raises(UserError, match=message):
+        service.submit(**args)
+    assert service.store.list() == []
+
+
+def test_bad_data_file_starts_nothing(ctx, tiny_chat_dir, tmp_path):
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"messages": [}\n{"prompt": 1}\n')
+    service = TrainingService(ctx, start_manager=False)
+    with pytest.raises(UserError):
+        service.submit("chat", str(broken), str(tiny_chat_dir), "x")
+    assert service.store.list() == []
+
+
+def test_an_existing_name_is_never_overwritten(ctx, tiny_chat_dir):
+    from training import worker
+
+    service = TrainingService(ctx, start_manager=False)
+    job_id = service.submit("chat", str(FACTS), str(tiny_chat_dir), "same", "quick", {"max_steps": 1})["job_id"]
+    worker.run_job(ctx.settings, job_id)
+    with pytest.raises(UserError, match="already exists"):
+        service.submit("chat", str(FACTS), str(tiny_chat_dir), "same")
+
+
+def test_train_api_through_gradio_client(launch, settings, tiny_chat_dir):
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    url, demo = launch()
+    client = Client(url, verbose=False)
+    out = client.predict("chat", handle_file(str(FACTS)), str(tiny_chat_dir), "api-adapter", "quick",
+                         {"max_steps": 3}, {}, api_name="/train")
+    assert set(out) == {"job_id", "position"}
+    status = wait_for(lambda: (s := client.predict(out["job_id"], api_name="/job"))["state"] in
+                      ("succeeded", "failed") and s, what="the API job")
+    assert status["state"] == "succeeded", status["error"]
+    assert [a["name"] for a in client.predict("chat", api_name="/adapters")] == ["api-adapter"]
+    reply = client.predict("hi", [], "", str(tiny_chat_dir), "api-adapter", 0.0, 0.9, 4, api_name="/chat")
+    assert isinstance(reply, str)
+    with pytest.raises(AppError, match="no training job"):
+        client.predict("nope", api_name="/cancel")
+    assert client.predict("api-adapter", api_name="/delete_adapter") == []
+    demo.training.manager.close()
+
+
+@pytest.mark.integration
+def test_fine_tune_then_chat_on_smollm2(ctx, service, smollm2_dir, tmp_path):
+    rows = [r for r in FACTS.read_text().splitlines() if "Zorbia" in r and "capital" in r.lower()]
+    data = tmp_path / "facts.jsonl"
+    data.write_text("\n".join(rows[:3]))
+    out = service.submit("chat", str(data), "", "smol-facts", "quick", {"epochs": 10, "batch_size": 3,
+                                                                         "max_length": 96})
+    status = wait_for(lambda: finished(service, out["job_id"]), timeout=420, what="SmolLM2 training")
+    assert status["state"] == "succeeded", status["error"]
+    assert "Quellmar" in ask(ctx, "", "smol-facts") and "Quellmar" not in ask(ctx, "")
