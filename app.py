@@ -1,6 +1,7 @@
 """LoRA Studio: chat, apply and fine-tune language models from the browser.
 
-`python app.py` starts the web UI; `python app.py --help` lists the settings.
+`python app.py` starts the web UI; `python app.py --help` lists the settings;
+`python app.py train --help` trains an adapter from the terminal.
 """
 
 from __future__ import annotations
@@ -79,8 +80,61 @@ def parse_settings(argv: list[str]) -> config.Settings:
         parser.error(str(error))
 
 
+def train_command(argv: list[str]) -> int:
+    """`python app.py train ...`: the same training job as the Train tab, in this terminal with a progress bar."""
+    from tqdm import tqdm
+
+    from errors import UserError
+    from training import worker
+
+    parser = argparse.ArgumentParser(prog="app.py train", description="Fine-tune a model with LoRA from a "
+                                     "terminal; writes the same adapter as the Train tab.")
+    parser.add_argument("--task", default="chat", help="the task to train (default chat)")
+    parser.add_argument("--data", required=True, help="training data file (.jsonl, .json, .csv, .tsv, .txt)")
+    parser.add_argument("--base", default="", help="base model: catalog name, hub id or folder")
+    parser.add_argument("--name", required=True, help="name of the adapter to save")
+    parser.add_argument("--preset", default="quick", choices=["quick", "balanced", "thorough"])
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a training setting, e.g. --set epochs=3 --set rank=8")
+    parser.add_argument("--column", action="append", default=[], metavar="FIELD=COLUMN",
+                        help="map a task field to a file column, e.g. --column prompt=question")
+    config.add_arguments(parser)
+    args = parser.parse_args(argv)
+    settings = config.from_namespace(args)
+    set_threads(settings.threads)
+    try:
+        pairs = [item.split("=", 1) for item in args.set + args.column]
+        if any(len(p) != 2 for p in pairs):
+            raise UserError("Write overrides and columns as KEY=VALUE.")
+        overrides = dict(p for p in pairs[:len(args.set)])
+        columns = dict(p for p in pairs[len(args.set):])
+        service = TrainingService(Context(settings, ModelHub(settings)), start_manager=False)
+        job = service.submit(args.task, args.data, args.base, args.name, args.preset, overrides, columns)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    bar = tqdm(total=None, unit="step", desc=f"training {args.name}")
+
+    def progress(p: dict) -> None:
+        bar.total = p["total_steps"]
+        bar.n = p["step"]
+        bar.set_postfix(loss=p["loss"][-1][1], epoch=p["epoch"])
+
+    state = worker.run_job(settings, job["job_id"], echo=False, progress=progress)
+    bar.close()
+    status = service.job(job["job_id"])
+    if state != "succeeded":
+        print(f"{state}: {status['error']}", file=sys.stderr)
+        return 1
+    print(f"{status['report']['summary']}\nSaved adapter '{status['adapter']}' under "
+          f"{service.adapters.folder('local', status['adapter'])}")
+    return 0
+
+
 def main(argv: list[str]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if argv[:1] == ["train"]:
+        sys.exit(train_command(argv[1:]))
     settings = parse_settings(argv)
     set_threads(settings.threads)
     demo = build_app(settings)

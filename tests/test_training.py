@@ -246,3 +246,18 @@ def test_fine_tune_then_chat_on_smollm2(ctx, service, smollm2_dir, tmp_path):
     status = wait_for(lambda: finished(service, out["job_id"]), timeout=420, what="SmolLM2 training")
     assert status["state"] == "succeeded", status["error"]
     assert "Quellmar" in ask(ctx, "", "smol-facts") and "Quellmar" not in ask(ctx, "")
+
+
+def test_headless_train_command_writes_the_same_adapter(settings, tiny_chat_dir):
+    import subprocess
+    import sys
+
+    command = [sys.executable, str(ROOT / "app.py"), "train", "--data", str(FACTS), "--base", str(tiny_chat_dir),
+               "--name", "from-cli", "--set", "max_steps=2", "--data-dir", str(settings.data_dir)]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "Saved adapter 'from-cli'" in out.stdout
+    assert (paths.adapter_store(settings).folder("local", "from-cli") / META_FILE).exists()
+    bad = subprocess.run(command[:4] + ["/no/such/file.jsonl", "--name", "x", "--data-dir", str(settings.data_dir)],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert bad.returncode == 2 and "error:" in bad.stderr
