@@ -53,3 +53,11 @@ def attach_adapter(ctx: Context, loaded: object, adapter: str, task: str) -> tup
     if attach is None:
         raise UserError(f"There is no adapter named '{adapter}'.")
     return attach(loaded, adapter, task)
+
+
+def model_for(ctx: Context, model: str, adapter: str) -> str:
+    """The model to use: the one asked for, or, when only an adapter is chosen, the base it was trained on."""
+    adapter = (adapter or "").strip()
+    if (model or "").strip() or not adapter or adapter == "none" or "adapter_base" not in ctx.extras:
+        return model
+    return ctx.extras["adapter_base"](adapter)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from errors import UserError
 from models.engine import Request, SamplingParams
 from models.loading import LoadedLM
-from tasks.base import Context, Endpoint, attach_adapter, require_range, require_text
+from tasks.base import Context, Endpoint, attach_adapter, model_for, require_range, require_text
 
 
 @dataclass
@@ -95,7 +95,7 @@ class ChatTask:
         message = require_text(message, "message")
         params = sampling(temperature, top_p, max_new_tokens)
         turns = clean_history(history)
-        lm = self.ctx.hub.lm(model, "chat")
+        lm = self.ctx.hub.lm(model_for(self.ctx, model, adapter), "chat")
         adapter_name, defaults = attach_adapter(self.ctx, lm, adapter, "chat")
         system_prompt = (system_prompt or "").strip() or defaults.get("system_prompt", "")
         template = defaults.get("chat_template") or getattr(lm.tokenizer, "chat_template", None)

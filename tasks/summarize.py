@@ -21,7 +21,7 @@ from errors import UserError
 from models import catalog
 from models.engine import SamplingParams
 from models.loading import LoadedLM, LoadedModel
-from tasks.base import Context, Endpoint, attach_adapter, require_text
+from tasks.base import Context, Endpoint, attach_adapter, model_for, require_text
 from tasks.chat import Reply
 from tasks.text import split_paragraphs, split_sentences
 
@@ -38,6 +38,11 @@ LM_INSTRUCTIONS = {
                "with '- '.",
 }
 T5_TYPES = ("t5", "mt5", "umt5", "longt5")  # they expect a task prefix such as "summarize: "
+
+
+def lm_prompt(text: str, length: str = "medium") -> str:
+    """The instruction an LM gets to summarize text (training uses the same, so adapters see what they learned)."""
+    return f"{LM_INSTRUCTIONS[length]}\n\n{text}"
 
 
 def no_progress(fraction: float, message: str) -> None:
@@ -266,6 +271,9 @@ class SummarizeTask:
             raise UserError(f"Unknown method '{method}': use extractive, abstractive, or leave it empty.")
         if length not in LENGTHS:
             raise UserError(f"Unknown length '{length}': use short, medium or bullets.")
+        if (adapter or "").strip() not in ("", "none"):
+            model = model_for(self.ctx, model, adapter)
+            method = method or "abstractive"  # adapters are trained on the abstractive (LM) path
         if method == "abstractive" and not (model or "").strip():
             model = self.ctx.settings.chat_model or catalog.TASK_DEFAULTS["chat"]  # the default model that writes
         source, family = backbone_family(self.ctx, model, "summarize")
@@ -335,7 +343,7 @@ class SummarizeTask:
                             "pick a model with a longer context.")
 
         def summarize_all(chunks: list[str], size: str, report: Progress) -> list[str]:
-            prompts = [f"{LM_INSTRUCTIONS[size]}\n\n{chunk}" for chunk in chunks]
+            prompts = [lm_prompt(chunk, size) for chunk in chunks]
             return lm_replies(lm, prompts, [min(cap, SUMMARY_TOKENS[size])] * len(chunks), adapter_name, report,
                               "Summarizing part")
 

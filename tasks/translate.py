@@ -14,7 +14,7 @@ from langdetect import DetectorFactory, LangDetectException, detect_langs
 
 from errors import UserError
 from models import catalog
-from tasks.base import Context, Endpoint, attach_adapter, require_text
+from tasks.base import Context, Endpoint, attach_adapter, model_for, require_text
 from tasks.summarize import (Counter, Progress, backbone_family, instruction_lm, lm_replies, no_progress,
                              offline_fallback, pack, prompt_ids, seq2seq_context, seq2seq_generate, token_counter)
 
@@ -66,6 +66,16 @@ class Backend:
 
     def split(self, line: str) -> list[str]:
         return pack(line, self.budget, self.count)
+
+
+def lm_instruction(source: Language, target: Language) -> str:
+    # Of the prompts tried on SmolLM2-135M, a short request with the text in quotes kept it closest to the text.
+    return f"Translate this {source.name} text into {target.name}:"
+
+
+def lm_prompt(text: str, source: Language, target: Language) -> str:
+    """The request an LM gets to translate text (training uses the same, so adapters see what they learned)."""
+    return f'{lm_instruction(source, target)} "{text}"'
 
 
 def language(value: str, role: str) -> Language:
@@ -137,6 +147,7 @@ class TranslateTask:
         """translate() with progress reports; max_new_tokens caps each piece's translation (tests keep it small)."""
         text = require_text(text, "text to translate")
         progress = progress or no_progress
+        model = model_for(self.ctx, model, adapter)
         target_lang = language(target, "target")
         if (source or "auto").strip().lower() == "auto":
             code, confidence = detect_language(text)
@@ -228,9 +239,7 @@ class TranslateTask:
     def _lm(self, model: str, adapter: str, source: Language, target: Language, cap: int) -> Backend:
         lm, adapter_name = instruction_lm(self.ctx, model, adapter, self.id, "translation")
         count = token_counter(lm.tokenizer)
-        # Of the prompts tried on SmolLM2-135M, a short request with the text in quotes kept it closest to the text.
-        instruction = f"Translate this {source.name} text into {target.name}:"
-        room = lm.context_length - len(prompt_ids(lm, instruction + ' ""')) - 8
+        room = lm.context_length - len(prompt_ids(lm, lm_prompt("", source, target))) - 8
         budget = min(PIECE_TOKENS, room // 3)  # the piece, and up to twice as much for its translation
         if budget < 16:
             raise UserError(f"'{lm.name}' reads too few tokens ({lm.context_length}) to translate with; "
@@ -238,7 +247,7 @@ class TranslateTask:
 
         def translate_all(pieces: list[str], progress: Progress) -> list[str]:
             limits = [min(cap, 2 * count(piece) + 16) for piece in pieces]
-            replies = lm_replies(lm, [f'{instruction} "{piece}"' for piece in pieces], limits, adapter_name,
+            replies = lm_replies(lm, [lm_prompt(piece, source, target) for piece in pieces], limits, adapter_name,
                                  progress, "Translating piece")
             return [clean_reply(reply, target) for reply in replies]
 

@@ -179,3 +179,17 @@ def launch(settings):
     for demo in demos:
         demo.ctx.hub.cache.clear()
         demo.close()
+
+
+@pytest.fixture(scope="session")
+def mute_chat_dir(tmp_path_factory, tiny_chat_dir) -> Path:
+    """The tiny chat model with every token counted as end-of-text: it always replies with nothing."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = tmp_path_factory.mktemp("mute-chat")
+    model = AutoModelForCausalLM.from_pretrained(tiny_chat_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_chat_dir)
+    model.generation_config.eos_token_id = list(range(len(tokenizer)))
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

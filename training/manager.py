@@ -17,7 +17,10 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
+
 from config import Settings
+from models.device import set_threads
 from training import paths
 from training.store import JobStore
 
@@ -86,6 +89,7 @@ class JobManager:
                 return
             self._finished(self._job_id, code)
             self._process, self._job_id = None, ""
+            set_threads(self.settings.threads)
         if any(alive(j.pid) for j in self.store.list(states=("running",))):
             return  # another app process on this data directory is training: one job per device
         for job in self.store.list(states=("queued",)):
@@ -103,6 +107,8 @@ class JobManager:
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         self._job_id = job_id
         self._cancel_sent = 0.0
+        # CPU threads are a budget: while the worker trains on the cores, the server keeps one for requests.
+        torch.set_num_threads(1)
         self.store.update(job_id, pid=self._process.pid)
         log.info("started training job %s (pid %s)", job_id, self._process.pid)
 

@@ -6,7 +6,8 @@ import math
 
 from training import lm as recipe
 
-SAMPLES = 3
+SAMPLES = 3  # shown side by side
+SCORED = 8  # rows answered to compute a task metric before → after
 
 
 def verdict(val_before: float, val_after: float, held_out: bool, loss_history: list) -> tuple[str, str]:
@@ -32,10 +33,11 @@ def _ppl(loss: float) -> str:
 
 
 def did_it_learn(model, tokenizer, rows, system_prompt: str, val_before: float, val_after: float, held_out: bool,
-                 loss_history: list) -> dict:
-    """The report shown after a run, with up to three prompts answered by the base model and the adapter."""
+                 loss_history: list, metric=None) -> dict:
+    """The report shown after a run: prompts answered by the base model and the adapter, and the task metric."""
     key, sentence = verdict(val_before, val_after, held_out, loss_history)
     samples = []
+    wanted = SCORED if metric else SAMPLES
     for example in rows:
         sample = recipe.prompt_and_expected(tokenizer, example.fields, system_prompt)
         if sample is None:
@@ -45,9 +47,16 @@ def did_it_learn(model, tokenizer, rows, system_prompt: str, val_before: float, 
             base_answer = recipe.greedy_reply(model, tokenizer, ids)
         samples.append({"prompt": question, "expected": expected, "base": base_answer,
                         "adapter": recipe.greedy_reply(model, tokenizer, ids)})
-        if len(samples) == SAMPLES:
+        if len(samples) == wanted:
             break
-    return {"verdict": key, "summary": sentence, "held_out": held_out,
+    scores = {}
+    if metric and samples:
+        expected = [s["expected"] for s in samples]
+        scores = {"metric_before": metric([s["base"] for s in samples], expected),
+                  "metric_after": metric([s["adapter"] for s in samples], expected)}
+        sentence += " " + ", ".join(f"{name} {scores['metric_before'][name]} → {value}"
+                                    for name, value in scores["metric_after"].items()) + "."
+    return {"verdict": key, "summary": sentence, "held_out": held_out, **scores,
             "loss_before": round(val_before, 4), "loss_after": round(val_after, 4),
             "perplexity_before": float(_ppl(val_before)), "perplexity_after": float(_ppl(val_after)),
-            "samples": samples}
+            "samples": samples[:SAMPLES]}

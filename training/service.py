@@ -12,12 +12,12 @@ from pathlib import Path
 from errors import UserError
 from models import catalog, lora
 from tasks.base import Context, Endpoint
-from training import data, paths, presets
+from training import data, paths, presets, recipes
 from training.adapters import engine_key, sanitize_name
 from training.manager import JobManager
 
 OWNER = "local"  # without login everything belongs to 'local' (DESIGN.md §2)
-TRAINABLE = ("chat",)  # tasks whose training recipe exists
+TRAINABLE = tuple(recipes.CONVERSATIONS)  # tasks whose training recipe exists
 
 
 class TrainingService:
@@ -32,6 +32,7 @@ class TrainingService:
         self.manager = JobManager(ctx.settings) if start_manager else None
         ctx.extras["attach_adapter"] = self.attach
         ctx.extras["list_adapters"] = self.adapter_names
+        ctx.extras["adapter_base"] = self.adapter_base
         ctx.extras["training"] = self
 
     def endpoints(self) -> list[Endpoint]:
@@ -136,6 +137,11 @@ class TrainingService:
         except UserError:
             return []
         return [a["name"] for a in self.list_adapters(task) if a["base"] in (wanted.name, wanted.location)]
+
+    def adapter_base(self, adapter: str) -> str:
+        """The base model an adapter was trained on: the model to load when only the adapter is chosen."""
+        meta = self.adapters.meta(OWNER, adapter)
+        return meta["base_model"] if catalog.find(meta["base_model"]) else meta.get("base_location", "")
 
     def attach(self, loaded, adapter: str, task: str) -> tuple[str, dict]:
         """Attach adapter to a loaded model (once) and return its engine key and training defaults."""

@@ -133,7 +133,7 @@ class Outcome:
 
 
 def train_lm(model, tokenizer, train_rows: list, val_rows: list, settings: TrainSettings, checkpoint: Checkpoint,
-             hooks: Hooks) -> Outcome:
+             hooks: Hooks, metric=None) -> Outcome:
     """Fine-tune model (a causal LM, modified in place into a peft model) on chat or text examples."""
     from peft import get_peft_model
 
@@ -192,12 +192,15 @@ def train_lm(model, tokenizer, train_rows: list, val_rows: list, settings: Train
         model.load_state_dict(best, strict=False)
     model.eval()
     val_after = mean_loss(model, val, pad_id, settings.batch_size)
+    hooks.log("writing the report: answering a few examples with and without the adapter")
     report = did_it_learn(model, tokenizer, val_rows or train_rows, settings.system_prompt, val_before,
-                          val_after, held_out, state.loss)
+                          val_after, held_out, state.loss, metric)
     metrics = {"val_loss_before": round(val_before, 4), "val_loss_after": round(val_after, 4),
                "perplexity_before": round(math.exp(min(val_before, 50)), 2),
                "perplexity_after": round(math.exp(min(val_after, 50)), 2), "steps": state.step,
-               "held_out": len(val_rows), "train_rows": len(train_rows)}
+               "held_out": len(val_rows), "train_rows": len(train_rows),
+               **{f"{k}_before": v for k, v in report.get("metric_before", {}).items()},
+               **{f"{k}_after": v for k, v in report.get("metric_after", {}).items()}}
     return Outcome(model, tokenizer, template, metrics, report, state)
 
 

@@ -27,7 +27,7 @@ from config import Settings  # noqa: E402
 from errors import UserError  # noqa: E402
 from models import catalog, lora  # noqa: E402
 from models.device import pick_device, set_threads  # noqa: E402
-from training import data, paths  # noqa: E402
+from training import data, paths, recipes  # noqa: E402
 from training.presets import TrainSettings  # noqa: E402
 from training.trainer import Checkpoint, Hooks, Stopped, train_lm  # noqa: E402
 
@@ -126,11 +126,13 @@ def _train(settings: Settings, job, log, hooks: Hooks, checkpoint: Checkpoint):
                                       settings.max_upload_mb).examples
     else:
         train_rows, val_rows = data.split_validation(report.examples, train_settings.seed)
+    train_rows, val_rows = as_conversations(job.task, train_rows), as_conversations(job.task, val_rows)
     log(f"training on {len(train_rows)} rows, checking on {len(val_rows) or 'the training'} rows")
     source, model, tokenizer = load_base(settings, job.base, job.task)
     base_fingerprint = lora.fingerprint(model)
     started = time.time()
-    outcome = train_lm(model, tokenizer, train_rows, val_rows, train_settings, checkpoint, hooks)
+    outcome = train_lm(model, tokenizer, train_rows, val_rows, train_settings, checkpoint, hooks,
+                       metric=recipes.METRICS.get(job.task))
     meta = {"task": job.task, "base_model": source.name, "base_location": source.location,
             "base_fingerprint": base_fingerprint, "chat_template": outcome.chat_template,
             "system_prompt": train_settings.system_prompt, "data_fingerprint": data.fingerprint(report.examples),
@@ -139,6 +141,10 @@ def _train(settings: Settings, job, log, hooks: Hooks, checkpoint: Checkpoint):
             "settings": train_settings.to_dict(), "metrics": outcome.metrics, "report": outcome.report,
             "duration_s": round(time.time() - started, 1), "job_id": job.id, "owner": job.owner}
     return outcome, source, meta
+
+
+def as_conversations(task: str, rows: list) -> list:
+    return [data.Example(row.line, recipes.conversation(task, row.fields, row.line)) for row in rows]
 
 
 def readable(error: BaseException) -> str:

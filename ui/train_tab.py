@@ -103,6 +103,20 @@ def start(service: TrainingService, task, file, base, name, preset, prompt_col, 
     return out["job_id"], out["job_id"]
 
 
+def advanced_field(key: str, value):
+    """One advanced setting's input, filled with the preset's value."""
+    label, info = key.replace("_", " "), HELP[key]
+    if isinstance(value, str):
+        return gr.Textbox(value=value, label=label, info=info)
+    return gr.Number(value=value, label=label, info=info, precision=0 if isinstance(value, int) else None)
+
+
+def preset_values(preset: str) -> list:
+    """The advanced fields' values for a preset, so choosing a preset shows what it sets."""
+    chosen = presets.PRESETS.get(preset or "quick", presets.PRESETS["quick"])
+    return [getattr(chosen, key) for key in ADVANCED]
+
+
 def loss_frame(loss: list) -> pd.DataFrame:
     rows = [(s, v, "training") for s, v, _ in loss if v is not None]
     rows += [(s, v, "validation") for s, _, v in loss if v is not None]
@@ -169,7 +183,7 @@ def adapters_table(service: TrainingService) -> pd.DataFrame:
 
 
 def build(service: TrainingService, browser_secret: str) -> dict:
-    default_base = catalog.TASK_DEFAULTS["chat"]
+    default_base = service.ctx.settings.chat_model or catalog.TASK_DEFAULTS["chat"]  # as the Chat tab does
     with gr.Tab("Train", id="train"):
         gr.Markdown("Teach a model from your own examples with LoRA. Training runs in the background: you can "
                     "close this page and come back.")
@@ -194,13 +208,8 @@ def build(service: TrainingService, browser_secret: str) -> dict:
         preset = gr.Radio(list(presets.PRESETS), value="quick", label="Preset",
                           info="quick: a few minutes on a CPU; balanced and thorough learn more, slower.")
         with gr.Accordion("Advanced settings", open=False):
-            defaults = presets.PRESETS["quick"]
-            advanced = []
-            for key in ADVANCED:
-                value = getattr(defaults, key)
-                kind = gr.Textbox if isinstance(value, str) else gr.Number
-                advanced.append(kind(value=None, label=key.replace("_", " "), info=HELP[key],
-                                     placeholder=f"preset: {value}" if isinstance(value, str) else None))
+            # The fields show the preset's values: a blank gr.Number reaches the server as 0, not None.
+            advanced = [advanced_field(key, getattr(presets.PRESETS["quick"], key)) for key in ADVANCED]
         with gr.Row():
             estimate_btn = gr.Button("Estimate")
             train_btn = gr.Button("Train", variant="primary")
@@ -232,6 +241,7 @@ def build(service: TrainingService, browser_secret: str) -> dict:
     inspect_inputs = [task, upload, prompt_col, response_col]
     for trigger in (upload.change, prompt_col.change, response_col.change):
         trigger(inspect_data, inspect_inputs, [preview, prompt_col, response_col, check], **hidden)
+    preset.change(preset_values, preset, advanced, **hidden)
     sample.click(lambda t: str(SAMPLES.get(t, SAMPLES["chat"])), task, upload, **hidden)
     estimate_btn.click(functools.partial(estimate, service),
                        [task, upload, base, preset, prompt_col, response_col, *advanced], estimate_out, **hidden)
