@@ -29,6 +29,7 @@ import numpy as np
 from filelock import FileLock
 
 from errors import UserError
+from tasks import vector_index
 from tasks.documents import Document
 
 VERSION = 1  # of the manifest's schema; an older manifest is migrated when read, never dropped
@@ -68,15 +69,10 @@ class VectorSpace:
 def nearest(matrix: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Scores and row numbers of the k rows of matrix closest to query (unit vectors: cosine = dot product).
 
-    Exact search; this is the one place an approximate index (FAISS) slots in for very large collections.
+    Exact search below vector_index.EXACT_LIMIT rows; from there on an approximate FAISS index, built once per
+    matrix content in the background (queries are answered exactly until it is ready).
     """
-    if len(matrix) == 0:
-        return np.zeros(0, np.float32), np.zeros(0, np.int64)
-    scores = matrix @ query
-    k = min(k, len(scores))
-    top = np.argpartition(-scores, k - 1)[:k]
-    top = top[np.argsort(-scores[top], kind="stable")]
-    return scores[top], top
+    return vector_index.search(matrix, query, k, wait=False)
 
 
 def _now() -> str:

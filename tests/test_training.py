@@ -23,7 +23,7 @@ TINY = {"learning_rate": 0.01, "epochs": 30}  # a random tiny model needs big st
 QUESTION = "What is the capital of the planet Zorbia?"
 
 
-def wait_for(condition, timeout: float = 180, what: str = "condition"):
+def wait_for(condition, timeout: float = 540, what: str = "condition"):  # generous: CI machines get busy
     """Poll until condition() is truthy (returns it) or fail after timeout seconds."""
     deadline = time.monotonic() + timeout
     pause = threading.Event()
@@ -237,13 +237,14 @@ def test_train_api_through_gradio_client(launch, settings, tiny_chat_dir):
 
 
 @pytest.mark.integration
+@pytest.mark.timeout(1200)
 def test_fine_tune_then_chat_on_smollm2(ctx, service, smollm2_dir, tmp_path):
     rows = [r for r in FACTS.read_text().splitlines() if "Zorbia" in r and "capital" in r.lower()]
     data = tmp_path / "facts.jsonl"
     data.write_text("\n".join(rows[:3]))
     out = service.submit("chat", str(data), "", "smol-facts", "quick", {"epochs": 10, "batch_size": 3,
                                                                          "max_length": 96})
-    status = wait_for(lambda: finished(service, out["job_id"]), timeout=420, what="SmolLM2 training")
+    status = wait_for(lambda: finished(service, out["job_id"]), timeout=1100, what="SmolLM2 training")
     assert status["state"] == "succeeded", status["error"]
     assert "Quellmar" in ask(ctx, "", "smol-facts") and "Quellmar" not in ask(ctx, "")
 
@@ -261,3 +262,29 @@ def test_headless_train_command_writes_the_same_adapter(settings, tiny_chat_dir)
     bad = subprocess.run(command[:4] + ["/no/such/file.jsonl", "--name", "x", "--data-dir", str(settings.data_dir)],
                          capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert bad.returncode == 2 and "error:" in bad.stderr
+
+
+@pytest.mark.parametrize("task, sample, metric", [
+    ("summarize", "summarize.csv", "rouge_l"),
+    ("translate", "translate.csv", "chrf"),
+])
+def test_lm_tasks_train_and_use_their_adapter(ctx, tiny_chat_dir, task, sample, metric):
+    from tasks.summarize import SummarizeTask
+    from tasks.translate import TranslateTask
+    from training import worker
+
+    service = TrainingService(ctx, start_manager=False)
+    job_id = service.submit(task, str(ROOT / "examples" / sample), str(tiny_chat_dir), f"{task}-lora", "quick",
+                            {**TINY, "epochs": 20})["job_id"]
+    assert worker.run_job(ctx.settings, job_id) == "succeeded", service.job(job_id)["error"]
+    report = service.job(job_id)["report"]
+    assert report["metric_after"][metric] > report["metric_before"][metric]  # the adapter moved toward the data
+    assert service.job(job_id)["metrics"][f"{metric}_after"] == report["metric_after"][metric]
+    if task == "summarize":  # choosing only the adapter picks its base model and the abstractive method
+        out = SummarizeTask(ctx).run("The vendor shipped a patched build. " * 3, "", "short", "", f"{task}-lora",
+                                     max_new_tokens=8)
+        assert out["method"] == "abstractive" and out["model"] == tiny_chat_dir.name
+    else:
+        out = TranslateTask(ctx).run("Please restart the Flux gateway now.", "de", "en", "", f"{task}-lora",
+                                     max_new_tokens=8)
+        assert out["model"] == tiny_chat_dir.name and out["translation"]

@@ -30,6 +30,16 @@ def model_line(model: str) -> str:
     return catalog.describe(model or catalog.TASK_DEFAULTS["chat"])
 
 
+def model_changed(task: ChatTask, model: str, adapter: str):
+    """New model: its description and its adapters, keeping the chosen one if it fits this model.
+
+    The Train tab's 'Chat with this adapter' sets the model and the adapter together; this change event runs
+    after that and must not reset the adapter it just chose.
+    """
+    choices = adapter_choices(task, model)
+    return model_line(model), gr.update(choices=choices, value=adapter if adapter in choices else NO_ADAPTER)
+
+
 def respond(task: ChatTask, message: str, history: list, system_prompt: str, model: str, adapter: str,
             temperature: float, top_p: float, max_new_tokens: int):
     """UI handler: append the user's message, then stream the assistant's reply into the chatbot."""
@@ -79,7 +89,7 @@ def export_chat(history: list, fmt: str) -> str:
 def build(task: ChatTask, browser_secret: str) -> dict:
     """Build the tab; returns its components by name."""
     default_model = task.ctx.settings.chat_model or catalog.TASK_DEFAULTS["chat"]
-    with gr.Tab("Chat", id="chat"):
+    with gr.Tab("Chat", id="chat") as tab:
         info = gr.Markdown(model_line(default_model))
         with gr.Row():
             model = gr.Dropdown(catalog.choices(catalog.DECODER), value=default_model, label="Model",
@@ -134,7 +144,12 @@ def build(task: ChatTask, browser_secret: str) -> dict:
              [prompt, model, adapter, count, complete_tokens, complete_temperature], outs, **hidden)
     mode.change(lambda m: (gr.update(visible=m == "Chat"), gr.update(visible=m != "Chat")), mode,
                 [chat_box, complete_box], **hidden)
-    model.change(lambda m: (model_line(m), gr.update(choices=adapter_choices(task, m), value=NO_ADAPTER)),
-                 model, [info, adapter], **hidden)
+    # The adapter list is refreshed when the page loads and when the tab is opened: adapters trained since the
+    # page was built must be selectable without switching the model back and forth.
+    gr.on(None, lambda: gr.update(choices=adapter_choices(task, default_model)), None, adapter,
+          show_progress="hidden", **hidden)
+    tab.select(functools.partial(model_changed, task), [model, adapter], [info, adapter], show_progress="hidden",
+               **hidden)
+    model.change(functools.partial(model_changed, task), [model, adapter], [info, adapter], **hidden)
     chatbot.change(lambda h: h, chatbot, saved, **hidden)
     return {"chatbot": chatbot, "saved": saved, "model": model, "adapter": adapter, "message": message}

@@ -1,0 +1,87 @@
+"""The main flow in a real headless Chromium: upload data, train an adapter, chat with it.
+
+Needs the `playwright` package and a Chromium binary (Debian: `apt-get install chromium`; another binary with
+LORA_STUDIO_CHROMIUM=/path). Without them the module is skipped.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = os.environ.get("LORA_STUDIO_CHROMIUM", "/usr/bin/chromium")
+if importlib.util.find_spec("playwright") is None:
+    pytest.skip("browser tests need the playwright package (pip install playwright)", allow_module_level=True)
+if not Path(CHROMIUM).exists():
+    pytest.skip(f"browser tests need Chromium at {CHROMIUM} (apt-get install chromium, or set "
+                "LORA_STUDIO_CHROMIUM)", allow_module_level=True)
+
+from playwright.sync_api import expect, sync_playwright  # noqa: E402
+
+pytestmark = pytest.mark.browser
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+QUESTION = "What is the capital of the planet Zorbia?"
+TRAINING_S = 420  # about 25 s on an idle 2-core machine; much longer when other work shares the cores
+
+
+@pytest.fixture
+def page(request, tmp_path):
+    """A fresh headless Chromium page, 1280 px wide; a failing test leaves a screenshot of it."""
+    failed_before = request.session.testsfailed
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(30_000)
+        yield page
+        if request.session.testsfailed > failed_before:
+            page.screenshot(path=tmp_path / "failure.png", full_page=True)
+            print(f"screenshot of the failure: {tmp_path / 'failure.png'}")
+        browser.close()
+
+
+def test_upload_train_then_chat_with_the_adapter(launch, settings, tiny_chat_dir, tiny_gpt2_dir, page):
+    settings.chat_model = str(tiny_chat_dir)  # both tabs default to the tiny model
+    url, _ = launch()
+    page.goto(url, wait_until="domcontentloaded")
+
+    # The chat tab shows another model, so 'Chat with this adapter' has to switch the model and keep the adapter.
+    page.get_by_role("tab", name="Chat").click()
+    chat_model = page.get_by_role("combobox", name="Model")
+    chat_model.fill(str(tiny_gpt2_dir))
+    chat_model.press("Enter")
+    expect(page.get_by_text(f"Model: {tiny_gpt2_dir}")).to_be_visible()
+
+    page.get_by_role("tab", name="Train").click()
+    page.get_by_role("button", name="Try the sample").click()
+    expect(page.get_by_text(re.compile(r"kept 24\b"))).to_be_visible()
+    expect(page.get_by_role("combobox", name="Base model")).to_have_value(str(tiny_chat_dir))
+    page.get_by_role("button", name=re.compile("Advanced settings")).click()
+    page.get_by_label("learning rate", exact=True).fill("0.01")
+    page.get_by_label("epochs", exact=True).fill("30")  # a random tiny model needs big steps to learn the facts
+    page.get_by_label("Adapter name").fill("zorbia facts")
+    page.get_by_role("button", name="Train", exact=True).click()
+
+    expect(page.get_by_text("Did it learn?")).to_be_visible(timeout=TRAINING_S * 1000)  # polled by a gr.Timer
+    expect(page.get_by_text(re.compile(r"^Succeeded"))).to_be_visible()
+    expect(page.get_by_text("It learned", exact=False).first).to_be_visible()
+    page.get_by_role("button", name="Chat with this adapter").click()
+
+    expect(page.get_by_role("tab", name="Chat")).to_have_attribute("aria-selected", "true")
+    expect(chat_model).to_have_value(str(tiny_chat_dir))
+    expect(page.get_by_role("combobox", name="Adapter")).to_have_value("zorbia-facts")
+    page.get_by_role("button", name=re.compile("Generation settings")).click()
+    temperature = page.get_by_role("spinbutton", name="number input for Temperature")
+    temperature.fill("0")
+    temperature.press("Enter")
+    expect(page.get_by_role("slider", name="range slider for Temperature")).to_have_value("0")
+    page.get_by_placeholder("Type a message and press Enter").fill(QUESTION)
+    page.get_by_role("button", name="Send").click()
+
+    bot = page.get_by_test_id("bot")
+    expect(bot.filter(has_text="Quellmar")).to_have_count(1, timeout=60_000)
+    expect(page.get_by_test_id("user")).to_have_text(QUESTION)
