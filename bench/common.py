@@ -61,7 +61,7 @@ def header(title: str, threads: int = 0) -> None:
     print("versions: " + ", ".join(f"{p} {version(p)}" for p in PACKAGES))
     print(f"torch threads: {torch.get_num_threads()}; load average at start: {load()}")
     busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    if busy > 0.5 * (os.cpu_count() or 1):
+    if busy > 0.75 * (os.cpu_count() or 1):
         print(f"note: the machine is busy (load {busy:.1f} on {os.cpu_count()} cores): timings are pessimistic")
     sys.stdout.flush()
 
@@ -87,6 +87,15 @@ def best_of(repeats: int, fn: Callable[[], object]) -> float:
             fn()
         times.append(elapsed())
     return min(times)
+
+
+def best_of_each(repeats: int, baseline: Callable[[], object], ours: Callable[[], object]) -> tuple[float, float]:
+    """Shortest time of each of two functions, run in turns (A B A B ...) so both see the same machine load."""
+    a, b = [], []
+    for _ in range(repeats):
+        a.append(best_of(1, baseline))
+        b.append(best_of(1, ours))
+    return min(a), min(b)
 
 
 def ratio(label: str, baseline: tuple[str, float], ours: tuple[str, float], unit: str,

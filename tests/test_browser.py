@@ -69,6 +69,10 @@ def test_upload_train_then_chat_with_the_adapter(launch, settings, tiny_chat_dir
     expect(page.get_by_text("Did it learn?")).to_be_visible(timeout=TRAINING_S * 1000)  # polled by a gr.Timer
     expect(page.get_by_text(re.compile(r"^Succeeded"))).to_be_visible()
     expect(page.get_by_text("It learned", exact=False).first).to_be_visible()
+    curves = page.locator('[aria-roledescription="line mark"]')  # the loss plot draws both curves
+    expect(curves).to_have_count(2)
+    for curve in curves.all():
+        expect(curve).to_have_attribute("d", re.compile(r"(L[^L]+){10}"))
     page.get_by_role("button", name="Chat with this adapter").click()
 
     expect(page.get_by_role("tab", name="Chat")).to_have_attribute("aria-selected", "true")
@@ -79,9 +83,12 @@ def test_upload_train_then_chat_with_the_adapter(launch, settings, tiny_chat_dir
     temperature.fill("0")
     temperature.press("Enter")
     expect(page.get_by_role("slider", name="range slider for Temperature")).to_have_value("0")
+    tokens = page.get_by_role("spinbutton", name="number input for Max new tokens")
+    tokens.fill("32")  # the answer is a dozen tokens; a short reply keeps the test quick
+    tokens.press("Enter")
     page.get_by_placeholder("Type a message and press Enter").fill(QUESTION)
     page.get_by_role("button", name="Send").click()
 
     bot = page.get_by_test_id("bot")
-    expect(bot.filter(has_text="Quellmar")).to_have_count(1, timeout=60_000)
+    expect(bot.filter(has_text="Quellmar")).to_have_count(1, timeout=120_000)
     expect(page.get_by_test_id("user")).to_have_text(QUESTION)

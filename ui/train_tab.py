@@ -33,6 +33,7 @@ HELP = {
     "system_prompt": "Chat: the system prompt used in training; chat applies it by default with this adapter.",
 }
 ACTIVE = ("queued", "running")
+LOG_LINES = 8
 
 
 def file_path(file) -> str:
@@ -118,9 +119,15 @@ def preset_values(preset: str) -> list:
 
 
 def loss_frame(loss: list) -> pd.DataFrame:
-    rows = [(s, v, "training") for s, v, _ in loss if v is not None]
+    """The loss curves for the plot, with an empty point per series.
+
+    Gradio's plot keeps the axis types and the series of the first value it draws and only swaps the data
+    afterwards: without numeric dtypes and both series in every frame, a plot first drawn empty stays blank.
+    """
+    rows = [(0, None, "training"), (0, None, "validation")]
+    rows += [(s, v, "training") for s, v, _ in loss if v is not None]
     rows += [(s, v, "validation") for s, _, v in loss if v is not None]
-    return pd.DataFrame(rows, columns=["step", "loss", "series"])
+    return pd.DataFrame(rows, columns=["step", "loss", "series"]).astype({"step": "int64", "loss": "float64"})
 
 
 def status_markdown(status: dict) -> str:
@@ -165,7 +172,7 @@ def refresh(service: TrainingService, job_id: str):
         return ("That job no longer exists.", loss_frame([]), "", "", *[gr.update(visible=False)] * 3,
                 gr.update(active=False))
     state = status["state"]
-    return (status_markdown(status), loss_frame(status["loss"]), service.log_tail(job_id),
+    return (status_markdown(status), loss_frame(status["loss"]), service.log_tail(job_id, LOG_LINES),
             report_markdown(status), gr.update(visible=state in ACTIVE), gr.update(visible=state == "interrupted"),
             gr.update(visible=state == "succeeded"), gr.update(active=state in ACTIVE))
 
@@ -216,8 +223,11 @@ def build(service: TrainingService, browser_secret: str) -> dict:
         estimate_out = gr.Markdown()
         gr.Markdown("### Progress")
         status = gr.Markdown("No training job yet.")
-        plot = gr.LinePlot(loss_frame([]), x="step", y="loss", color="series", height=260, label="Loss")
-        logs = gr.Textbox(label="Log", lines=6, max_lines=6, interactive=False)
+        # No block label: Gradio sizes the chart to the block's height without it, so a label clips the legend.
+        # The log box holds the whole tail, so the newest line shows without scrolling.
+        plot = gr.LinePlot(loss_frame([]), x="step", y="loss", color="series", height=300, show_label=False,
+                           color_title="loss on", x_axis_labels_visible=True)
+        logs = gr.Textbox(label="Log", lines=LOG_LINES, max_lines=LOG_LINES, interactive=False)
         with gr.Row():
             cancel = gr.Button("Cancel", variant="stop", visible=False)
             resume = gr.Button("Resume", visible=False)
