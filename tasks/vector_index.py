@@ -96,7 +96,7 @@ class ApproximateIndex:
         return built
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, rows) like exact_search; a query with fewer than k candidates is answered exactly."""
+        """(scores, rows) like exact_search; a query with fewer than k candidates searches every list."""
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         k = min(k, self.rows)
         if k == 0:
