@@ -1,7 +1,6 @@
 """The model cache: one load per key under concurrency, LRU eviction under a budget, clear errors."""
 
 import threading
-import time
 
 import pytest
 
@@ -20,17 +19,20 @@ class Closable:
 def test_concurrent_requests_share_one_load():
     cache = ModelCache(budget_bytes=100)
     started = threading.Barrier(8)
+    arrived = threading.Semaphore(0)
     calls = []
 
     def load():
         calls.append(1)
-        time.sleep(0.2)  # a slow load: the other threads must wait for it, not start their own
+        for _ in range(7):  # a slow load: it ends only once every other thread has asked for the model too
+            arrived.acquire(timeout=10)
         return Closable("m"), 10
 
     results = []
 
     def worker():
         started.wait()
+        arrived.release()
         results.append(cache.get("m", load))
 
     threads = [threading.Thread(target=worker) for _ in range(8)]
