@@ -61,8 +61,14 @@ def test_upload_train_then_chat_with_the_adapter(launch, settings, tiny_chat_dir
     expect(page.get_by_text(re.compile(r"kept 24\b"))).to_be_visible()
     expect(page.get_by_role("combobox", name="Base model")).to_have_value(str(tiny_chat_dir))
     page.get_by_role("button", name=re.compile("Advanced settings")).click()
-    page.get_by_label("learning rate", exact=True).fill("0.01")
-    page.get_by_label("epochs", exact=True).fill("30")  # a random tiny model needs big steps to learn the facts
+    learning_rate, epochs = page.get_by_label("learning rate", exact=True), page.get_by_label("epochs", exact=True)
+    expect(learning_rate).to_have_value("0.001")  # the preset has filled the fields: typing now is not overwritten
+    learning_rate.fill("0.01")
+    learning_rate.press("Tab")  # commit the value to the app's state, not just the input box
+    epochs.fill("30")  # a random tiny model needs big steps to learn the facts
+    epochs.press("Tab")
+    expect(learning_rate).to_have_value("0.01")
+    expect(epochs).to_have_value("30")
     page.get_by_label("Adapter name").fill("zorbia facts")
     page.get_by_role("button", name="Train", exact=True).click()
 
