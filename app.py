@@ -51,24 +51,33 @@ def build_app(settings: config.Settings) -> gr.Blocks:
         for task in tasks:
             publish(task.endpoints())
         publish(training.endpoints() + [Endpoint("train", train_tab.api_train(training))])
-        wire_use_adapter(trainer, parts["chat"], tabs, training)
+        wire_use_adapter(trainer, parts, tabs, training)
     demo.queue(default_concurrency_limit=settings.concurrency)
     demo.ctx = ctx  # tests and the CLI reach the shared services through the app
     demo.training = training
     return demo
 
 
-def wire_use_adapter(trainer: dict, chat: dict, tabs: gr.Tabs, training: TrainingService) -> None:
-    """The report's button: open the chat tab with the new adapter on its base model."""
-    def use(job_id: str):
-        status = training.job(job_id)
-        base = training.store.get(job_id).base
-        choices = ["none"] + training.adapter_names("chat", base)
-        return (gr.Tabs(selected="chat"), gr.update(value=base),
-                gr.update(choices=choices, value=status["adapter"]))
+def wire_use_adapter(trainer: dict, parts: dict, tabs: gr.Tabs, training: TrainingService) -> None:
+    """The report's button: open the trained task's tab with the new adapter chosen on its base model."""
+    pickers = [(task, part["adapter"], part.get("model")) for task, part in parts.items() if "adapter" in part]
+    outputs = [tabs] + [c for _, adapter, model in pickers for c in (adapter, model) if c is not None]
 
-    trainer["use"].click(use, trainer["job_id"], [tabs, chat["model"], chat["adapter"]],
-                         api_visibility="undocumented")
+    def use(job_id: str):
+        job = training.store.get(job_id)
+        base = training.adapter_base(job.adapter) or job.base
+        updates = [gr.Tabs(selected=job.task)]
+        for task, adapter, model in pickers:
+            if task != job.task:
+                updates += [gr.update()] * (2 if model is not None else 1)
+                continue
+            choices = ["none"] + training.adapter_names(task, base)
+            updates.append(gr.update(choices=choices, value=job.adapter))
+            if model is not None:
+                updates.append(gr.update(value=base))
+        return updates
+
+    trainer["use"].click(use, trainer["job_id"], outputs, api_visibility="undocumented")
 
 
 def parse_settings(argv: list[str]) -> config.Settings:

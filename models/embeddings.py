@@ -14,9 +14,10 @@ Progress = Callable[[int, int], None]  # (texts done, texts in all)
 class Embedder:
     """A loaded sentence-transformers model; encode() returns unit-length float32 vectors."""
 
-    def __init__(self, source, model):
+    def __init__(self, source, model, adapter=None):
         self.source = source
         self.model = model
+        self.adapter = adapter  # the lora.AdapterFiles merged into the model, if any
         self._lock = threading.Lock()  # one forward at a time: concurrent callers queue, not oversubscribe
 
     @property

@@ -13,7 +13,7 @@ from transformers import (AutoModelForCausalLM, AutoModelForQuestionAnswering, A
 
 from config import Settings
 from errors import UserError
-from models import catalog
+from models import catalog, lora
 from models.cache import ModelCache
 from models.device import pick_device, pick_dtype
 from models.embeddings import Embedder
@@ -109,14 +109,19 @@ class ModelHub:
 
     def source(self, reference: str, task: str) -> catalog.ModelSource:
         defaults = {"chat": self.settings.chat_model, "complete": self.settings.chat_model,
-                    "embedding": self.settings.embedding_model}
+                    "embedding": self.settings.embedding_model, "search": self.settings.embedding_model}
         return catalog.resolve(reference, task, self.models_dir, default=defaults.get(task, ""))
 
-    def get(self, kind: str, reference: str = "", task: str = "chat"):
-        """The loaded model of a kind (see LOADERS) for reference ("" = the task's default), loaded once."""
+    def get(self, kind: str, reference: str = "", task: str = "chat", adapter: lora.AdapterFiles | None = None):
+        """The loaded model of a kind (see LOADERS) for reference ("" = the task's default), loaded once.
+
+        An adapter (encoder kinds only) gives a separate copy with the adapter merged in.
+        """
         source = self.source(reference, task)
         loader = LOADERS[kind]
-        return self.cache.get(f"{kind}:{source.key}", lambda: loader(self, source))
+        if adapter is None:
+            return self.cache.get(f"{kind}:{source.key}", lambda: loader(self, source))
+        return self.cache.get(f"{kind}:{source.key}+{adapter.key}", lambda: loader(self, source, adapter))
 
     def lm(self, reference: str = "", task: str = "chat") -> LoadedLM:
         return self.get("lm", reference, task)
@@ -142,12 +147,12 @@ def _load_error(source: catalog.ModelSource, error: Exception, wanted: str) -> U
     return UserError(f"'{source.name}' is not {wanted}; pick another model.")
 
 
-def load_pretrained(hub: ModelHub, source: catalog.ModelSource, model_class, wanted: str):
+def load_pretrained(hub: ModelHub, source: catalog.ModelSource, model_class, wanted: str, **extra):
     """(model, tokenizer) of model_class from source, on the hub's device and dtype, in eval mode."""
     kwargs = hub.pretrained_kwargs(source)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source.location, **kwargs)
-        model = model_class.from_pretrained(source.location, dtype=hub.dtype, **kwargs)
+        model = model_class.from_pretrained(source.location, dtype=hub.dtype, **kwargs, **extra)
     except (OSError, ValueError, KeyError) as error:
         raise _load_error(source, error, wanted) from error
     return model.to(hub.device).eval(), tokenizer
@@ -166,7 +171,8 @@ def load_lm(hub: ModelHub, source: catalog.ModelSource) -> tuple[LoadedLM, int]:
     return LoadedLM(source, model, tokenizer, engine), model_bytes(model)
 
 
-def load_embedder(hub: ModelHub, source: catalog.ModelSource) -> tuple[Embedder, int]:
+def load_embedder(hub: ModelHub, source: catalog.ModelSource,
+                  adapter: lora.AdapterFiles | None = None) -> tuple[Embedder, int]:
     log.info("loading embeddings %s from %s", source.name, source.location)
     from sentence_transformers import SentenceTransformer
 
@@ -177,13 +183,19 @@ def load_embedder(hub: ModelHub, source: catalog.ModelSource) -> tuple[Embedder,
                                     local_files_only=kwargs["local_files_only"])
     except (OSError, ValueError, KeyError) as error:
         raise _load_error(source, error, "a sentence-embedding model") from error
-    return Embedder(source, model), model_bytes(model)
+    if adapter is not None:
+        model[0].model = lora.merged(model[0].auto_model, adapter, source.name)
+    return Embedder(source, model, adapter), model_bytes(model)
 
 
 def _loaded_with(model_class, wanted: str):
-    def load(hub: ModelHub, source: catalog.ModelSource) -> tuple[LoadedModel, int]:
+    def load(hub: ModelHub, source: catalog.ModelSource,
+             adapter: lora.AdapterFiles | None = None) -> tuple[LoadedModel, int]:
         log.info("loading %s from %s", source.name, source.location)
-        model, tokenizer = load_pretrained(hub, source, model_class, wanted)
+        extra = lora.head_options(adapter) if adapter else {}
+        model, tokenizer = load_pretrained(hub, source, model_class, wanted, **extra)
+        if adapter is not None:
+            model = lora.merged(model, adapter, source.name)
         return LoadedModel(source, model, tokenizer), model_bytes(model)
     return load
 

@@ -3,8 +3,21 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, field
 
 import torch
+
+from errors import UserError
+
+
+@dataclass(frozen=True)
+class AdapterFiles:
+    """A trained adapter on disk: its name, its version key, its folder and its metadata (lora_studio.json)."""
+
+    name: str
+    key: str  # unique per owner, name and version: loaded copies of two versions never mix
+    folder: str
+    meta: dict = field(compare=False, hash=False)
 
 
 def base_parameter_name(name: str) -> str:
@@ -13,7 +26,7 @@ def base_parameter_name(name: str) -> str:
     return name.replace(".base_layer.", ".")
 
 
-def fingerprint(model: torch.nn.Module) -> str:
+def fingerprint(model: torch.nn.Module, skip: tuple[str, ...] = ()) -> str:
     """A hash equal for the same weights in any dtype or on any device, different for other weights.
 
     Built from parameter names, shapes and the first values of each tensor rounded to bf16, so an fp32 copy and
@@ -21,12 +34,18 @@ def fingerprint(model: torch.nn.Module) -> str:
     """
     digest = hashlib.sha256()
     named = [(base_parameter_name(n), p) for n, p in model.named_parameters() if "lora_" not in n
-             and "modules_to_save" not in n]
+             and "modules_to_save" not in n and not n.startswith(skip)]
     for name, param in sorted(named, key=lambda item: item[0]):
         values = param.detach().flatten()[:16].to("cpu", torch.bfloat16).float()
         digest.update(f"{name}{tuple(param.shape)}".encode())
         digest.update(values.numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def body_fingerprint(model: torch.nn.Module) -> str:
+    """The fingerprint of an encoder's body, without any head: the same whether the weights were loaded as a
+    bare encoder, a sentence-transformers model, a classifier or a QA model (which drops the pooler)."""
+    return fingerprint(model.base_model, skip=("pooler.",))
 
 
 def attach(lm, key: str, folder: str) -> None:
@@ -45,3 +64,26 @@ def attach(lm, key: str, folder: str) -> None:
         model.eval()
 
     lm.engine.call(load)
+
+
+def head_options(adapter: AdapterFiles) -> dict:
+    """from_pretrained options that give a model the adapter's head: its label map, for a classifier."""
+    labels = adapter.meta.get("labels")
+    if not labels:
+        return {}
+    return {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
+            "label2id": {label: i for i, label in enumerate(labels)}, "ignore_mismatched_sizes": True}
+
+
+def merged(model: torch.nn.Module, adapter: AdapterFiles, base_name: str) -> torch.nn.Module:
+    """model with the adapter's LoRA (and head) merged into its weights, after checking it is the adapter's base.
+
+    Encoder models get one merged copy per adapter: they serve whole requests, so merging costs nothing per
+    token, and a head with its own labels could not share a model with another adapter's head anyway.
+    """
+    from peft import PeftModel
+
+    if body_fingerprint(model) != adapter.meta.get("base_fingerprint"):
+        raise UserError(f"The adapter '{adapter.name}' was trained on {adapter.meta.get('base_model')}, not on "
+                        f"{base_name}: pick {adapter.meta.get('base_model')} as the model to use it.")
+    return PeftModel.from_pretrained(model, adapter.folder).merge_and_unload().eval()

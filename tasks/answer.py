@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from errors import UserError
-from tasks.base import Context, Endpoint, attach_adapter, require_text
+from tasks.base import Context, Endpoint, encoder_model, require_text
 from tasks.sentiment import uses_head
 from tasks.text import split_sentences
 
@@ -135,11 +135,10 @@ class AnswerTask:
 
     def _best_span(self, question: str, passages: list[str], model: str, adapter: str,
                    progress: Progress | None) -> Candidate | None:
-        loaded = self.ctx.hub.get("span", model, self.id)
-        adapter_name, _ = attach_adapter(self.ctx, loaded, adapter, self.id)
+        loaded = encoder_model(self.ctx, "span", model, adapter, self.id)
         best = None
         for index, passage in enumerate(passages):
-            for score, start, end in span_scores(loaded, question, passage, adapter_name, progress):
+            for score, start, end in span_scores(loaded, question, passage, progress):
                 if best is None or score > best.score:
                     best = Candidate(score, start, end, index)
         return best
@@ -167,8 +166,7 @@ def window_limit(loaded) -> int:
     return min(WINDOW_TOKENS, positions, loaded.tokenizer.model_max_length)
 
 
-def span_scores(loaded, question: str, passage: str, adapter_name: str | None,
-                progress: Progress | None = None) -> list[tuple[float, int, int]]:
+def span_scores(loaded, question: str, passage: str, progress: Progress | None = None) -> list[tuple[float, int, int]]:
     """(probability, start char, end char) of the best span in each window over passage."""
     tokenizer = loaded.tokenizer
     if not getattr(tokenizer, "is_fast", False):
@@ -187,9 +185,8 @@ def span_scores(loaded, question: str, passage: str, adapter_name: str | None,
     for first in range(0, windows, WINDOW_BATCH):
         batch = {k: v[first:first + WINDOW_BATCH].to(loaded.model.device) for k, v in inputs.items()}
         rows = len(batch["input_ids"])
-        extra = {"adapter_names": [adapter_name] * rows} if adapter_name else {}
         with loaded.lock, torch.inference_mode():
-            output = loaded.model(**batch, **extra)
+            output = loaded.model(**batch)
         for row in range(rows):
             window = first + row
             in_context = [i == 1 for i in inputs.sequence_ids(window)]

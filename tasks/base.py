@@ -55,6 +55,17 @@ def attach_adapter(ctx: Context, loaded: object, adapter: str, task: str) -> tup
     return attach(loaded, adapter, task)
 
 
+def encoder_model(ctx: Context, kind: str, model: str, adapter: str, task: str):
+    """The loaded encoder model of kind for a task, with the trained adapter (LoRA and head) merged in if chosen."""
+    adapter = (adapter or "").strip()
+    if not adapter or adapter == "none":
+        return ctx.hub.get(kind, model, task)
+    adapted = ctx.extras.get("adapted_model")
+    if adapted is None:
+        raise UserError(f"There is no adapter named '{adapter}'.")
+    return adapted(kind, model, adapter, task)
+
+
 def model_for(ctx: Context, model: str, adapter: str) -> str:
     """The model to use: the one asked for, or, when only an adapter is chosen, the base it was trained on."""
     adapter = (adapter or "").strip()

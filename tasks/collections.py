@@ -56,10 +56,12 @@ class VectorSpace:
     model: str  # the name users see
     model_id: str  # what identifies the weights: catalog name, hub id or resolved folder
     adapter: str = ""
+    adapter_key: str = ""  # the adapter's version: retraining under the same name gives new vectors
 
     @property
     def key(self) -> str:
-        return hashlib.sha256(f"{self.model_id}\n{self.adapter}".encode()).hexdigest()[:16]
+        version = f"\n{self.adapter_key}" if self.adapter_key else ""
+        return hashlib.sha256(f"{self.model_id}\n{self.adapter}{version}".encode()).hexdigest()[:16]
 
     @property
     def label(self) -> str:
@@ -126,7 +128,8 @@ class Collection:
         found = []
         for meta in sorted((self.folder / "vectors").glob("*/space.json")):
             fields = json.loads(meta.read_text(encoding="utf-8"))
-            found.append(VectorSpace(fields["model"], fields["model_id"], fields.get("adapter", "")))
+            found.append(VectorSpace(fields["model"], fields["model_id"], fields.get("adapter", ""),
+                                     fields.get("adapter_key", "")))
         return found
 
     def vectors(self, space: VectorSpace) -> tuple[np.ndarray, np.ndarray]:

@@ -9,7 +9,7 @@ import numpy as np
 from errors import UserError
 from models import catalog
 from models.embeddings import Embedder
-from tasks.base import Context, Endpoint, attach_adapter, require_range, require_text
+from tasks.base import Context, Endpoint, encoder_model, require_range, require_text
 from tasks.collections import LOCAL_OWNER, Collection, CollectionStore, VectorSpace, check_name, nearest
 from tasks.documents import Document, pasted_document, read_document
 
@@ -67,12 +67,12 @@ class SearchTask:
     # Per-owner work.
     def encoder(self, adapter: str = "") -> tuple[Embedder, VectorSpace]:
         """The embedding model (with the adapter attached) and the vector space it writes."""
-        embedder = self.ctx.hub.embedder("", "embedding")
-        adapter_name, _ = attach_adapter(self.ctx, embedder, adapter, "search")
-        source = embedder.source
+        embedder = encoder_model(self.ctx, "embedder", "", adapter, self.id)
+        source, trained = embedder.source, embedder.adapter
         # A catalog model is the same weights wherever it was installed from; other models are their location.
         model_id = source.name if catalog.find(source.name) else source.location
-        return embedder, VectorSpace(source.name, model_id, adapter.strip() if adapter_name else "")
+        return embedder, VectorSpace(source.name, model_id, trained.name if trained else "",
+                                     trained.key if trained else "")
 
     def add(self, owner: str, collection: str, files: list[tuple[str, str]] | None, text: str = "",
             progress: Progress | None = None) -> dict:

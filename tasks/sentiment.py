@@ -10,7 +10,7 @@ import torch
 
 from errors import UserError
 from models import catalog
-from tasks.base import Context, Endpoint, attach_adapter
+from tasks.base import Context, Endpoint, encoder_model
 from tasks.text import read_text_file
 
 Progress = Callable[[float, str], None]
@@ -149,8 +149,7 @@ class SentimentTask:
         return self._classify(kept, model, adapter, progress), ""
 
     def _classify(self, texts: list[str], model: str, adapter: str, progress: Progress | None) -> list[dict]:
-        loaded = self.ctx.hub.get("classifier", model, self.id)
-        adapter_name, _ = attach_adapter(self.ctx, loaded, adapter, self.id)
+        loaded = encoder_model(self.ctx, "classifier", model, adapter, self.id)
         config = loaded.model.config
         labels = [str(config.id2label.get(i, f"LABEL_{i}")) for i in range(config.num_labels)]
         limit = min(512, getattr(config, "max_position_embeddings", 512) or 512,
@@ -160,10 +159,8 @@ class SentimentTask:
             batch = texts[start:start + BATCH]
             inputs = loaded.tokenizer(batch, padding=True, truncation=True, max_length=limit,
                                       return_tensors="pt").to(loaded.model.device)
-            # peft runs rows on an adapter named per row, so the base model stays shared with other requests.
-            extra = {"adapter_names": [adapter_name] * len(batch)} if adapter_name else {}
             with loaded.lock, torch.inference_mode():
-                logits = loaded.model(**inputs, **extra).logits
+                logits = loaded.model(**inputs).logits
             probs = logits.float().softmax(-1).cpu().numpy()
             rows += [result(text, labels, p) for text, p in zip(batch, probs)]
             if progress is not None:

@@ -182,7 +182,7 @@ def test_adapter_refuses_another_base(ctx, tiny_chat_dir, tmp_path, gpt2_tokeniz
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"data_path": ""}, "upload a data file"),
-    ({"task": "sentiment"}, "not available yet"),
+    ({"task": "poetry"}, "not available"),
     ({"preset": "turbo"}, "Unknown preset"),
     ({"settings": {"rank": 0}}, "rank"),
     ({"settings": {"warp": 9}}, "Unknown training setting"),

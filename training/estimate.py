@@ -20,25 +20,31 @@ from errors import UserError  # noqa: E402
 from training.presets import TrainSettings  # noqa: E402
 
 
-def measure(location: str, settings: TrainSettings, steps: int = 2) -> dict:
+def measure(location: str, settings: TrainSettings, task: str = "chat", steps: int = 2) -> dict:
     """Load the model, wrap it with LoRA and time optimizer steps on a full-size synthetic batch."""
     import torch
     from peft import get_peft_model
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModel, AutoModelForCausalLM
 
+    from training import recipes
+    from training.encoders import encoder_lora
     from training.trainer import lora_config
 
-    model = AutoModelForCausalLM.from_pretrained(location, dtype=torch.float32)
+    language_task = task in recipes.CONVERSATIONS
+    model = (AutoModelForCausalLM if language_task else AutoModel).from_pretrained(location, dtype=torch.float32)
     total_params = model.num_parameters()
-    model = get_peft_model(model, lora_config(settings))
+    model = get_peft_model(model, lora_config(settings) if language_task
+                           else encoder_lora(settings, "FEATURE_EXTRACTION"))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    length = min(settings.max_length, 128)  # typical chat rows are short; the full length would overstate
+    length = min(settings.max_length, 128)  # typical rows are short; the full length would overstate
     batch = torch.randint(0, model.config.vocab_size, (settings.batch_size, length))
     timings = []
     for _ in range(steps + 1):  # the first step warms up and is not counted
         started = time.perf_counter()
-        model(input_ids=batch, labels=batch).loss.backward()
+        # An encoder's head is tiny next to its body: the mean of its output stands in for the task's loss.
+        loss = model(input_ids=batch, labels=batch).loss if language_task else model(input_ids=batch)[0].mean()
+        loss.backward()
         optimizer.step()
         optimizer.zero_grad()
         timings.append(time.perf_counter() - started)
@@ -50,9 +56,9 @@ def measure(location: str, settings: TrainSettings, steps: int = 2) -> dict:
             "step_s": round(sum(timings[1:]) / steps * settings.grad_accum, 2)}
 
 
-def estimate(location: str, settings: TrainSettings, rows: int, timeout: float = 180) -> dict:
+def estimate(location: str, settings: TrainSettings, rows: int, task: str = "chat", timeout: float = 180) -> dict:
     """Run measure() in a subprocess and add the expected number of steps and duration."""
-    command = [sys.executable, str(Path(__file__).resolve()), location, json.dumps(settings.to_dict())]
+    command = [sys.executable, str(Path(__file__).resolve()), location, json.dumps(settings.to_dict()), task]
     try:
         out = subprocess.run(command, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
@@ -77,4 +83,4 @@ def describe(result: dict) -> str:
 
 
 if __name__ == "__main__":
-    print(json.dumps(measure(sys.argv[1], TrainSettings(**json.loads(sys.argv[2])))))
+    print(json.dumps(measure(sys.argv[1], TrainSettings(**json.loads(sys.argv[2])), sys.argv[3])))

@@ -12,12 +12,12 @@ from pathlib import Path
 from errors import UserError
 from models import catalog, lora
 from tasks.base import Context, Endpoint
-from training import data, paths, presets, recipes
+from training import data, encoders, paths, presets, recipes
 from training.adapters import engine_key, sanitize_name
 from training.manager import JobManager
 
 OWNER = "local"  # without login everything belongs to 'local' (DESIGN.md §2)
-TRAINABLE = tuple(recipes.CONVERSATIONS)  # tasks whose training recipe exists
+TRAINABLE = (*recipes.CONVERSATIONS, *encoders.TRAINERS)  # tasks whose training recipe exists
 
 
 class TrainingService:
@@ -33,6 +33,7 @@ class TrainingService:
         ctx.extras["attach_adapter"] = self.attach
         ctx.extras["list_adapters"] = self.adapter_names
         ctx.extras["adapter_base"] = self.adapter_base
+        ctx.extras["adapted_model"] = self.adapted
         ctx.extras["training"] = self
 
     def endpoints(self) -> list[Endpoint]:
@@ -46,13 +47,13 @@ class TrainingService:
         """Validate everything, copy the data into the job folder and queue the job: {job_id, position}."""
         task = (task or "chat").strip()
         if task not in TRAINABLE:
-            raise UserError(f"Training for '{task}' is not available yet; choose one of: {', '.join(TRAINABLE)}.")
+            raise UserError(f"Training for '{task}' is not available; choose one of: {', '.join(TRAINABLE)}.")
         if not data_path:
             raise UserError("Please upload a data file to train on.")
         name = sanitize_name(name or f"{task}-adapter")
         self._check_name_free(owner, name)
         train_settings = presets.build(preset, settings)
-        source = self.ctx.hub.source(base, task)
+        source = self.base_source(base, task)
         report = data.load_examples(data_path, task, columns or None, self.settings.max_upload_mb)
         # A catalog model is stored by name (its offline source may move); anything else by its location.
         base_ref = source.name if catalog.find(source.name) else source.location
@@ -67,6 +68,19 @@ class TrainingService:
         if self.manager:
             self.manager.wake()
         return {"job_id": job.id, "position": self.store.position(job.id)}
+
+    def base_source(self, base: str, task: str) -> catalog.ModelSource:
+        """The model a task trains on: a causal LM for the language tasks, an encoder for the others."""
+        language_task = task in recipes.CONVERSATIONS
+        source = self.ctx.hub.source(base, "chat" if language_task else task)
+        family = source.family  # None for a folder or hub id: the worker finds out, with a readable reason
+        if language_task and family not in (None, catalog.DECODER):
+            raise UserError(f"{source.name} cannot be trained for {task}: pick a GPT-family model such as "
+                            f"{catalog.TASK_DEFAULTS['chat']}.")
+        if not language_task and family not in (None, catalog.ENCODER, catalog.EMBEDDING):
+            raise UserError(f"{source.name} cannot be trained for {task}: pick a BERT-family model such as "
+                            f"{catalog.TASK_DEFAULTS[task]}.")
+        return source
 
     def _check_name_free(self, owner: str, name: str) -> None:
         if self.adapters.exists(owner, name):
@@ -143,11 +157,25 @@ class TrainingService:
         meta = self.adapters.meta(OWNER, adapter)
         return meta["base_model"] if catalog.find(meta["base_model"]) else meta.get("base_location", "")
 
-    def attach(self, loaded, adapter: str, task: str) -> tuple[str, dict]:
-        """Attach adapter to a loaded model (once) and return its engine key and training defaults."""
+    def _meta_for(self, adapter: str, task: str) -> dict:
         meta = self.adapters.meta(OWNER, adapter)
         if meta["task"] != task:
             raise UserError(f"The adapter '{adapter}' was trained for {meta['task']}, not {task}.")
+        return meta
+
+    def adapted(self, kind: str, model: str, adapter: str, task: str):
+        """The encoder model of kind (see models.loading.LOADERS) with adapter merged in, loaded once.
+
+        model "" means the base the adapter was trained on; another model is refused unless its weights match.
+        """
+        meta = self._meta_for(adapter, task)
+        files = lora.AdapterFiles(adapter, engine_key(OWNER, adapter, meta["created"]),
+                                  str(self.adapters.folder(OWNER, adapter)), meta)
+        return self.ctx.hub.get(kind, model or self.adapter_base(adapter), task, files)
+
+    def attach(self, loaded, adapter: str, task: str) -> tuple[str, dict]:
+        """Attach adapter to a loaded model (once) and return its engine key and training defaults."""
+        meta = self._meta_for(adapter, task)
         if meta["base_fingerprint"] != loaded.fingerprint:
             raise UserError(f"The adapter '{adapter}' was trained on {meta['base_model']}, not on "
                             f"{loaded.name}: pick {meta['base_model']} as the model to use it.")

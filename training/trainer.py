@@ -1,4 +1,5 @@
-"""The LoRA training run for language-model tasks: length-grouped batches, checkpoints, early stopping, report.
+"""The LoRA training loop every task shares (length-grouped batches, checkpoints, early stopping), and the
+language-model recipe built on it; the encoder recipes are in training/encoders.py.
 
 It runs inside the worker process. `Hooks` connect it to the outside: progress reports, a stop check
 (cancel or SIGTERM) and the log. The checkpoint folder makes a run resumable after an interruption.
@@ -38,6 +39,10 @@ class Hooks:
     log: Callable[[str], None] = print
 
 
+# (model, a batch of encoded items) -> (mean loss, its weight: learned tokens or rows)
+LossOf = Callable[[object, list], tuple[torch.Tensor, int]]
+
+
 @dataclass
 class RunState:
     step: int = 0
@@ -71,22 +76,22 @@ def batches_for_epoch(lengths: tuple[int, ...], batch_size: int, seed: int, epoc
 
 
 @torch.no_grad()
-def mean_loss(model, rows: list[tuple[list, list]], pad_id: int, batch_size: int) -> float:
-    """Mean loss per learned token over rows."""
+def mean_loss(model, items: list, loss_of: LossOf, batch_size: int) -> float:
+    """Mean loss over items, weighted as loss_of says (learned tokens, or rows)."""
     model.eval()
     total, count = 0.0, 0
-    for start in range(0, len(rows), batch_size):
-        batch = {k: v.to(model.device) for k, v in recipe.collate(rows[start:start + batch_size], pad_id).items()}
-        tokens = int((batch["labels"][:, 1:] != recipe.IGNORE).sum())
-        if tokens:
-            total += float(model(**batch).loss) * tokens
-            count += tokens
+    for start in range(0, len(items), batch_size):
+        loss, weight = loss_of(model, items[start:start + batch_size])
+        if weight:
+            total += float(loss) * weight
+            count += weight
     model.train()
     return total / max(count, 1)
 
 
-def _lora_state(model) -> dict:
-    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items() if "lora_" in k}
+def _trainable_state(model) -> dict:
+    """The weights training changes: LoRA matrices and any new head."""
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.named_parameters() if v.requires_grad}
 
 
 class Checkpoint:
@@ -102,7 +107,7 @@ class Checkpoint:
         tmp = self.folder.with_name(self.folder.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        save_file(_lora_state(model), tmp / "lora.safetensors")
+        save_file(_trainable_state(model), tmp / "lora.safetensors")
         if best:
             save_file(best, tmp / "best.safetensors")
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -124,31 +129,34 @@ class Checkpoint:
 
 @dataclass
 class Outcome:
-    model: object  # the peft model with the best adapter weights loaded
-    tokenizer: object
-    chat_template: str
+    model: object  # the peft model with the best adapter weights loaded; save_pretrained writes the adapter
     metrics: dict
     report: dict
+    meta: dict  # what the adapter carries besides the common fields: template, label map, base fingerprint
+
+
+@dataclass
+class Fitted:
     state: RunState
+    val_before: float
+    val_after: float
+    held_out: bool
 
 
-def train_lm(model, tokenizer, train_rows: list, val_rows: list, settings: TrainSettings, checkpoint: Checkpoint,
-             hooks: Hooks, metric=None) -> Outcome:
-    """Fine-tune model (a causal LM, modified in place into a peft model) on chat or text examples."""
-    from peft import get_peft_model
+def fit(model, train: list, val: list, lengths: tuple[int, ...], settings: TrainSettings, checkpoint: Checkpoint,
+        hooks: Hooks, loss_of: LossOf) -> Fitted:
+    """Train model's trainable weights on encoded items; keeps the best by validation loss (val = [] uses train).
 
-    torch.manual_seed(settings.seed)
-    template = recipe.ensure_chat_template(tokenizer)
-    encode = lambda ex: recipe.encode(tokenizer, ex.fields, settings.system_prompt, settings.max_length)  # noqa: E731
-    train = [encode(ex) for ex in train_rows]
-    held_out = bool(val_rows)
-    val = [encode(ex) for ex in val_rows] if held_out else train
-    model = get_peft_model(model, lora_config(settings))
+    Resumes from checkpoint when it exists, reports progress through hooks, stops early without gain on
+    held-out items, and raises Stopped on cancel or interruption (after saving a checkpoint).
+    """
+    held_out = bool(val)
+    val = val if held_out else train
     model.train()
-    pad_id = tokenizer.pad_token_id
-    lr = settings.learning_rate * (0.3 if model.num_parameters() > 1e9 else 1.0)  # large models need smaller steps
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
-    lengths = tuple(len(ids) for ids, _ in train)
+    params = [p for p in model.parameters() if p.requires_grad]
+    size = sum(p.numel() for p in model.parameters())
+    lr = settings.learning_rate * (0.3 if size > 1e9 else 1.0)  # large models need smaller steps
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     per_epoch = math.ceil(len(train) / settings.batch_size)
     total = settings.max_steps or max(1, math.ceil(settings.epochs * per_epoch / settings.grad_accum))
     warmup = max(1, total // 20)
@@ -158,20 +166,19 @@ def train_lm(model, tokenizer, train_rows: list, val_rows: list, settings: Train
     if checkpoint.exists():
         state, best = checkpoint.load(model, optimizer, scheduler)
         hooks.log(f"resumed from the checkpoint at step {state.step}")
-    val_before = state.loss[0][2] if state.loss else mean_loss(model, val, pad_id, settings.batch_size)
+    val_before = state.loss[0][2] if state.loss else mean_loss(model, val, loss_of, settings.batch_size)
     if not state.loss:
         state.loss.append([0, None, val_before])
     eval_every = max(1, math.ceil(per_epoch / settings.grad_accum))
     started, first_step = time.monotonic(), state.step
     while state.step < total:
-        train_loss = _optimizer_step(model, optimizer, scheduler, train, lengths, pad_id, settings, state.step,
-                                     per_epoch)
+        train_loss = optimizer_step(model, optimizer, scheduler, train, lengths, settings, state.step, loss_of)
         state.step += 1
         val_loss = None
         if state.step % eval_every == 0 or state.step == total:
-            val_loss = mean_loss(model, val, pad_id, settings.batch_size)
+            val_loss = mean_loss(model, val, loss_of, settings.batch_size)
             if val_loss < state.best_val - 1e-4:
-                state.best_val, state.evals_without_gain, best = val_loss, 0, _lora_state(model)
+                state.best_val, state.evals_without_gain, best = val_loss, 0, _trainable_state(model)
             else:
                 state.evals_without_gain += 1
         state.loss.append([state.step, round(train_loss, 4), None if val_loss is None else round(val_loss, 4)])
@@ -191,28 +198,18 @@ def train_lm(model, tokenizer, train_rows: list, val_rows: list, settings: Train
     if best:
         model.load_state_dict(best, strict=False)
     model.eval()
-    val_after = mean_loss(model, val, pad_id, settings.batch_size)
-    hooks.log("writing the report: answering a few examples with and without the adapter")
-    report = did_it_learn(model, tokenizer, val_rows or train_rows, settings.system_prompt, val_before,
-                          val_after, held_out, state.loss, metric)
-    metrics = {"val_loss_before": round(val_before, 4), "val_loss_after": round(val_after, 4),
-               "perplexity_before": round(math.exp(min(val_before, 50)), 2),
-               "perplexity_after": round(math.exp(min(val_after, 50)), 2), "steps": state.step,
-               "held_out": len(val_rows), "train_rows": len(train_rows),
-               **{f"{k}_before": v for k, v in report.get("metric_before", {}).items()},
-               **{f"{k}_after": v for k, v in report.get("metric_after", {}).items()}}
-    return Outcome(model, tokenizer, template, metrics, report, state)
+    return Fitted(state, val_before, mean_loss(model, val, loss_of, settings.batch_size), held_out)
 
 
-def _optimizer_step(model, optimizer, scheduler, train, lengths, pad_id, settings, step, per_epoch) -> float:
-    """One optimizer step over grad_accum micro-batches; returns the mean training loss."""
+def optimizer_step(model, optimizer, scheduler, train: list, lengths: tuple[int, ...], settings: TrainSettings,
+                   step: int, loss_of: LossOf) -> float:
+    """Optimizer step number `step` over grad_accum length-grouped micro-batches; returns the mean loss."""
+    per_epoch = math.ceil(len(train) / settings.batch_size)
     losses = []
     for micro in range(settings.grad_accum):
-        index = step * settings.grad_accum + micro
-        epoch, within = divmod(index, per_epoch)
-        batch_ids = batches_for_epoch(lengths, settings.batch_size, settings.seed, epoch)[within]
-        batch = {k: v.to(model.device) for k, v in recipe.collate([train[i] for i in batch_ids], pad_id).items()}
-        loss = model(**batch).loss
+        epoch, within = divmod(step * settings.grad_accum + micro, per_epoch)
+        batch = batches_for_epoch(lengths, settings.batch_size, settings.seed, epoch)[within]
+        loss, _ = loss_of(model, [train[i] for i in batch])
         (loss / settings.grad_accum).backward()
         losses.append(loss.item())
     torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
@@ -220,3 +217,51 @@ def _optimizer_step(model, optimizer, scheduler, train, lengths, pad_id, setting
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return sum(losses) / len(losses)
+
+
+def lm_loss(model, train: list, pad_id: int) -> LossOf:
+    """The LM recipe's loss: over learned tokens only, skipping the output layer elsewhere when that is exact."""
+    to_batch = lambda items: {k: v.to(model.device) for k, v in recipe.collate(items, pad_id).items()}  # noqa: E731
+    fast = recipe.fast_loss_matches(model, to_batch(train[:2]))
+
+    def loss_of(model, items: list) -> tuple[torch.Tensor, int]:
+        batch = to_batch(items)
+        learned = int((batch["labels"][:, 1:] != recipe.IGNORE).sum())
+        return (recipe.learned_loss(model, batch) if fast else model(**batch).loss), learned
+    return loss_of
+
+
+def loss_metrics(fitted: Fitted, train_rows: int, held_out_rows: int) -> dict:
+    """The metrics every run reports: validation loss before and after, steps and rows."""
+    return {"val_loss_before": round(fitted.val_before, 4), "val_loss_after": round(fitted.val_after, 4),
+            "steps": fitted.state.step, "held_out": held_out_rows, "train_rows": train_rows}
+
+
+def train_lm(model, tokenizer, train_rows: list, val_rows: list, settings: TrainSettings, checkpoint: Checkpoint,
+             hooks: Hooks, metric=None) -> Outcome:
+    """Fine-tune model (a causal LM, modified in place into a peft model) on chat or text examples."""
+    from peft import get_peft_model
+
+    from models import lora
+
+    torch.manual_seed(settings.seed)
+    base_fingerprint = lora.fingerprint(model)
+    template = recipe.ensure_chat_template(tokenizer)
+    encode = lambda ex: recipe.encode(tokenizer, ex.fields, settings.system_prompt, settings.max_length)  # noqa: E731
+    train = [encode(ex) for ex in train_rows]
+    val = [encode(ex) for ex in val_rows]
+    model = get_peft_model(model, lora_config(settings))
+    pad_id = tokenizer.pad_token_id
+
+    loss_of = lm_loss(model, train, pad_id)
+
+    fitted = fit(model, train, val, tuple(len(ids) for ids, _ in train), settings, checkpoint, hooks, loss_of)
+    hooks.log("writing the report: answering a few examples with and without the adapter")
+    report = did_it_learn(model, tokenizer, val_rows or train_rows, settings.system_prompt, fitted.val_before,
+                          fitted.val_after, fitted.held_out, fitted.state.loss, metric)
+    metrics = {**loss_metrics(fitted, len(train_rows), len(val_rows)),
+               "perplexity_before": round(math.exp(min(fitted.val_before, 50)), 2),
+               "perplexity_after": round(math.exp(min(fitted.val_after, 50)), 2),
+               **{f"{k}_before": v for k, v in report.get("metric_before", {}).items()},
+               **{f"{k}_after": v for k, v in report.get("metric_after", {}).items()}}
+    return Outcome(model, metrics, report, {"chat_template": template, "base_fingerprint": base_fingerprint})

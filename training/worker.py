@@ -25,9 +25,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from config import Settings  # noqa: E402
 from errors import UserError  # noqa: E402
-from models import catalog, lora  # noqa: E402
+from models import catalog  # noqa: E402
 from models.device import pick_device, set_threads  # noqa: E402
-from training import data, paths, recipes  # noqa: E402
+from training import data, encoders, paths, recipes  # noqa: E402
 from training.presets import TrainSettings  # noqa: E402
 from training.trainer import Checkpoint, Hooks, Stopped, train_lm  # noqa: E402
 
@@ -48,19 +48,35 @@ class JobLog:
             print(stamped, file=sys.stderr)
 
 
-def load_base(settings: Settings, reference: str, task: str):
-    """(source, model, tokenizer) of the base model, in fp32 on the training device."""
-    source = catalog.resolve(reference, task, settings.path("models"),
-                             default=settings.chat_model if task == "chat" else "")
-    kwargs = {"trust_remote_code": settings.trust_remote_code,
-              "local_files_only": source.local or not catalog.hub_reachable()}
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source.location, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(source.location, dtype=torch.float32, **kwargs)
-    except (OSError, ValueError) as error:
-        raise UserError(f"Could not load the base model '{source.name}' for training: "
-                        f"{str(error).splitlines()[0]}") from error
-    return source, model.to(pick_device()), tokenizer
+def base_source(settings: Settings, reference: str, task: str) -> tuple[catalog.ModelSource, dict]:
+    """The base model to train and the options to load it with."""
+    language_task = task in recipes.CONVERSATIONS
+    source = catalog.resolve(reference, "chat" if language_task else task, settings.path("models"),
+                             default=settings.chat_model if language_task else "")
+    return source, {"trust_remote_code": settings.trust_remote_code,
+                    "local_files_only": source.local or not catalog.hub_reachable()}
+
+
+def train_language_model(task: str):
+    """The trainer of an LM task: LoRA on a causal LM, each row as a conversation, the task's metric."""
+    def train(source, options: dict, train_rows: list, val_rows: list, settings: TrainSettings,
+              checkpoint: Checkpoint, hooks: Hooks):
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source.location, **options)
+            model = AutoModelForCausalLM.from_pretrained(source.location, dtype=torch.float32, **options)
+        except (OSError, ValueError) as error:
+            raise UserError(f"Could not load the base model '{source.name}' for training: "
+                            f"{str(error).splitlines()[0]}") from error
+        train_rows, val_rows = as_conversations(task, train_rows), as_conversations(task, val_rows)
+        return train_lm(model.to(pick_device()), tokenizer, train_rows, val_rows, settings, checkpoint, hooks,
+                        metric=recipes.METRICS.get(task))
+    return train
+
+
+def trainer_for(task: str):
+    if task in recipes.CONVERSATIONS:
+        return train_language_model(task)
+    return encoders.TRAINERS[task]
 
 
 def run_job(settings: Settings, job_id: str, echo: bool = False, progress=None) -> str:
@@ -126,16 +142,13 @@ def _train(settings: Settings, job, log, hooks: Hooks, checkpoint: Checkpoint):
                                       settings.max_upload_mb).examples
     else:
         train_rows, val_rows = data.split_validation(report.examples, train_settings.seed)
-    train_rows, val_rows = as_conversations(job.task, train_rows), as_conversations(job.task, val_rows)
     log(f"training on {len(train_rows)} rows, checking on {len(val_rows) or 'the training'} rows")
-    source, model, tokenizer = load_base(settings, job.base, job.task)
-    base_fingerprint = lora.fingerprint(model)
+    source, options = base_source(settings, job.base, job.task)
     started = time.time()
-    outcome = train_lm(model, tokenizer, train_rows, val_rows, train_settings, checkpoint, hooks,
-                       metric=recipes.METRICS.get(job.task))
+    outcome = trainer_for(job.task)(source, options, train_rows, val_rows, train_settings, checkpoint, hooks)
     meta = {"task": job.task, "base_model": source.name, "base_location": source.location,
-            "base_fingerprint": base_fingerprint, "chat_template": outcome.chat_template,
-            "system_prompt": train_settings.system_prompt, "data_fingerprint": data.fingerprint(report.examples),
+            "chat_template": None, "system_prompt": train_settings.system_prompt, **outcome.meta,
+            "data_fingerprint": data.fingerprint(report.examples),
             "rows": {"read": report.rows_read, "kept": len(report.examples), "train": len(train_rows),
                      "validation": len(val_rows)},
             "settings": train_settings.to_dict(), "metrics": outcome.metrics, "report": outcome.report,

@@ -11,8 +11,8 @@ from errors import UserError
 from models import catalog
 from tasks.answer import SENTENCE_NOTE, AnswerTask
 from tasks.text import highlight
+from ui.adapters import NO_ADAPTER, adapter_value, fresh, keep_fresh
 
-NO_ADAPTER = "none"
 MODELS = ["all-MiniLM-L6-v2", "DistilBERT-SQuAD"]  # the offline sentence-level default, and a span model
 PARAGRAPH = ("The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France. It is named "
              "after the engineer Gustave Eiffel, whose company designed and built the tower. It was constructed "
@@ -24,15 +24,6 @@ EXAMPLES = [
 ]
 
 
-def adapter_value(choice: str | None) -> str:
-    """The API's adapter argument for a dropdown choice ("" for none)."""
-    return "" if choice in (None, "", NO_ADAPTER) else choice
-
-
-def adapter_choices(task: AnswerTask, model: str) -> list[str]:
-    """'none' plus the adapters trained for this task and model."""
-    lister = task.ctx.extras.get("list_adapters")
-    return [NO_ADAPTER] + (lister(task.id, model) if lister else [])
 
 
 def model_info(task: AnswerTask, model: str) -> str:
@@ -65,7 +56,7 @@ def ask(task: AnswerTask, question: str, context: str, collection: str, model: s
 def build(task: AnswerTask, browser_secret: str) -> dict:
     """Build the tab; returns its components by name."""
     default_model = catalog.TASK_DEFAULTS[task.id]
-    with gr.Tab(task.title, id=task.id):
+    with gr.Tab(task.title, id=task.id) as tab:
         info = gr.Markdown(model_info(task, default_model))
         with gr.Row():
             model = gr.Dropdown(MODELS, value=default_model, label="Model", allow_custom_value=True, scale=3,
@@ -88,7 +79,8 @@ def build(task: AnswerTask, browser_secret: str) -> dict:
     hidden = {"api_visibility": "undocumented"}
     gr.on([ask_button.click, question.submit], functools.partial(ask, task),
           [question, context, collection, model, adapter], [answer, details, marked], **hidden)
-    model.change(lambda m: (model_info(task, m), gr.update(choices=adapter_choices(task, m), value=NO_ADAPTER)),
-                 model, [info, adapter], **hidden)
+    model.change(lambda m, a: (model_info(task, m), fresh(task, m, a)),
+                 [model, adapter], [info, adapter], **hidden)
+    keep_fresh(tab, task, model, adapter)
     return {"model": model, "adapter": adapter, "question": question, "context": context,
             "collection": collection, "answer": answer, "details": details, "marked": marked}

@@ -11,19 +11,11 @@ import gradio as gr
 from errors import UserError
 from models import catalog
 from tasks.chat import ChatTask, message_text
+from ui.adapters import NO_ADAPTER, adapter_choices, adapter_value
 
 MAX_ALTERNATIVES = 4
-NO_ADAPTER = "none"
 
 
-def adapter_value(choice: str | None) -> str:
-    return "" if choice in (None, "", NO_ADAPTER) else choice
-
-
-def adapter_choices(task: ChatTask, model: str) -> list[str]:
-    """'none' plus the adapters trained for this base model."""
-    lister = task.ctx.extras.get("list_adapters")
-    return [NO_ADAPTER] + (lister("chat", model) if lister else [])
 
 
 def model_line(model: str) -> str:

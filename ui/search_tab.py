@@ -17,10 +17,10 @@ from models import catalog
 from tasks.collections import LOCAL_OWNER
 from tasks.search import MAX_RESULTS, SearchTask
 from tasks.text import snippet
+from ui.adapters import NO_ADAPTER, adapter_choices, adapter_value, keep_fresh
 from ui.api import expose
 
 OWNER = LOCAL_OWNER  # without login everything is the local user's; login will take it from the request
-NO_ADAPTER = "none"
 FILE_TYPES = [".txt", ".md", ".csv", ".pdf"]
 EXAMPLE_QUERIES = ["how do I get my money back", "when is the office open", "I forgot my password"]
 
@@ -51,13 +51,6 @@ def api_add_documents(task: SearchTask) -> Callable:
     return add_documents
 
 
-def adapter_value(choice: str | None) -> str:
-    return "" if choice in (None, "", NO_ADAPTER) else choice
-
-
-def adapter_choices(task: SearchTask) -> list[str]:
-    lister = task.ctx.extras.get("list_adapters")
-    return [NO_ADAPTER] + (lister("search", task.model) if lister else [])
 
 
 def result_cards(hits: list[dict], query: str) -> str:
@@ -145,7 +138,7 @@ def build(task: SearchTask, browser_secret: str) -> dict:
             collection = gr.Dropdown(names, value=names[0] if names else "my documents", label="Collection",
                                      allow_custom_value=True, scale=3,
                                      info="Pick a collection, or type a new name to create one.")
-            adapter = gr.Dropdown(adapter_choices(task), value=NO_ADAPTER, label="Adapter", scale=1,
+            adapter = gr.Dropdown(adapter_choices(task, task.model), value=NO_ADAPTER, label="Adapter", scale=1,
                                   info="An embedding adapter you trained for search.")
         with gr.Row():
             with gr.Column():
@@ -171,6 +164,7 @@ def build(task: SearchTask, browser_secret: str) -> dict:
     hidden = {"api_visibility": "undocumented"}
     shown = [collection, documents, doomed]
     tab.select(functools.partial(refresh, task), collection, shown, **hidden)
+    keep_fresh(tab, task, task.model, adapter)
     # Only the documents follow the collection: updating the dropdown from its own change event could loop.
     collection.change(lambda c: _documents_view(task, c), collection, [documents, doomed], **hidden)
     add.click(functools.partial(add_files, task), [collection, files, pasted],

@@ -11,8 +11,8 @@ import pandas as pd
 from errors import UserError
 from models import catalog
 from tasks.sentiment import ZERO_SHOT_NOTE, SentimentTask, csv_texts, read_csv
+from ui.adapters import NO_ADAPTER, adapter_value, fresh, keep_fresh
 
-NO_ADAPTER = "none"
 MODELS = ["all-MiniLM-L6-v2", "DistilBERT-SST-2"]  # the offline zero-shot default, and a trained classifier
 EXAMPLES = [
     ["I absolutely loved this film, the acting was superb.\nThe food was cold and the waiter was rude.\n"
@@ -21,15 +21,6 @@ EXAMPLES = [
 ]
 
 
-def adapter_value(choice: str | None) -> str:
-    """The API's adapter argument for a dropdown choice ("" for none)."""
-    return "" if choice in (None, "", NO_ADAPTER) else choice
-
-
-def adapter_choices(task: SentimentTask, model: str) -> list[str]:
-    """'none' plus the adapters trained for this task and model."""
-    lister = task.ctx.extras.get("list_adapters")
-    return [NO_ADAPTER] + (lister(task.id, model) if lister else [])
 
 
 def model_info(task: SentimentTask, model: str) -> str:
@@ -97,7 +88,7 @@ def analyze(task: SentimentTask, text: str, path: str | None, column: str | None
 def build(task: SentimentTask, browser_secret: str) -> dict:
     """Build the tab; returns its components by name."""
     default_model = catalog.TASK_DEFAULTS[task.id]
-    with gr.Tab(task.title, id=task.id):
+    with gr.Tab(task.title, id=task.id) as tab:
         info = gr.Markdown(model_info(task, default_model))
         with gr.Row():
             model = gr.Dropdown(MODELS, value=default_model, label="Model", allow_custom_value=True, scale=3,
@@ -124,7 +115,8 @@ def build(task: SentimentTask, browser_secret: str) -> dict:
     run.click(functools.partial(analyze, task), [text, upload, column, model, adapter],
               [table, chart, download, note], **hidden)
     upload.change(functools.partial(csv_columns, task), upload, column, **hidden)
-    model.change(lambda m: (model_info(task, m), gr.update(choices=adapter_choices(task, m), value=NO_ADAPTER)),
-                 model, [info, adapter], **hidden)
+    model.change(lambda m, a: (model_info(task, m), fresh(task, m, a)),
+                 [model, adapter], [info, adapter], **hidden)
+    keep_fresh(tab, task, model, adapter)
     return {"model": model, "adapter": adapter, "text": text, "upload": upload, "column": column,
             "table": table, "chart": chart, "download": download, "note": note}

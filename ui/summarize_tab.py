@@ -9,8 +9,8 @@ import gradio as gr
 from errors import UserError
 from models import catalog
 from tasks.summarize import LENGTHS, SummarizeTask
+from ui.adapters import NO_ADAPTER, adapter_value, fresh, keep_fresh
 
-NO_ADAPTER = "none"
 EXTRACTIVE_NOTE = ("*Offline, the summary is extractive: it keeps the text's most central sentences word for word. "
                    "It is weaker than a real summarizer (BART-large-CNN) or an instruction model, which rewrite.*")
 EXAMPLES = [
@@ -34,14 +34,6 @@ def model_choices() -> list[str]:
     return catalog.choices(catalog.EMBEDDING) + catalog.choices(catalog.SEQ2SEQ) + chat
 
 
-def adapter_value(choice: str | None) -> str:
-    return "" if choice in (None, "", NO_ADAPTER) else choice
-
-
-def adapter_choices(task: SummarizeTask, model: str) -> list[str]:
-    """'none' plus the adapters trained for this task and model."""
-    lister = task.ctx.extras.get("list_adapters")
-    return [NO_ADAPTER] + (lister(task.id, model) if lister else [])
 
 
 def model_info(model: str) -> str:
@@ -66,7 +58,7 @@ def summarize(task: SummarizeTask, text: str, method: str, length: str, model: s
 def build(task: SummarizeTask, browser_secret: str) -> dict:
     """Build the tab; returns its components by name."""
     default_model = catalog.TASK_DEFAULTS["summarize"]
-    with gr.Tab("Summarize", id="summarize"):
+    with gr.Tab("Summarize", id="summarize") as tab:
         info = gr.Markdown(model_info(default_model))
         with gr.Row():
             model = gr.Dropdown(model_choices(), value=default_model, label="Model", allow_custom_value=True,
@@ -87,7 +79,8 @@ def build(task: SummarizeTask, browser_secret: str) -> dict:
 
     hidden = {"api_visibility": "undocumented"}
     go.click(functools.partial(summarize, task), [text, method, length, model, adapter], [summary, note], **hidden)
-    model.change(lambda m: (model_info(m), gr.update(choices=adapter_choices(task, m), value=NO_ADAPTER)),
-                 model, [info, adapter], **hidden)
+    model.change(lambda m, a: (model_info(m), fresh(task, m, a)),
+                 [model, adapter], [info, adapter], **hidden)
+    keep_fresh(tab, task, model, adapter)
     return {"text": text, "method": method, "length": length, "model": model, "adapter": adapter,
             "summary": summary, "note": note}

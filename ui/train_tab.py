@@ -10,12 +10,24 @@ import pandas as pd
 
 from errors import UserError
 from models import catalog
-from training import data, presets
+from training import data, presets, recipes
 from training.service import TRAINABLE, TrainingService
 from ui.api import expose
 
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLES = {"chat": ROOT / "examples" / "chat_facts.jsonl"}
+SAMPLES = {"chat": ROOT / "examples" / "chat_facts.jsonl", "summarize": ROOT / "examples" / "summarize.csv",
+           "translate": ROOT / "examples" / "translate.csv", "sentiment": ROOT / "examples" / "sentiment.csv",
+           "answer": ROOT / "examples" / "answer.csv", "search": ROOT / "examples" / "search.csv"}
+FORMATS = {
+    "chat": "Chat data: `messages`, ShareGPT `conversations`, Alpaca `instruction`/`output`, two columns (prompt, "
+            "response), or plain text.",
+    "summarize": "Columns `text` and `summary` (CSV or JSONL).",
+    "translate": "Columns `source` and `target`; optional `source_lang` and `target_lang` (detected if absent).",
+    "sentiment": "Columns `text` and `label`: any labels you like, at least two different ones.",
+    "answer": "Columns `question`, `context` and `answer`; the answer must appear word for word in the context.",
+    "search": "Columns `query` and `positive` (the passage it should find); optional `negative` (one it should not).",
+}
+SLOTS = max(len(required) + len(optional) for required, optional in data.TASK_FIELDS.values())
 ADVANCED = ["rank", "alpha", "dropout", "target_modules", "learning_rate", "epochs", "max_steps", "batch_size",
             "grad_accum", "max_length", "seed", "system_prompt"]
 HELP = {
@@ -56,47 +68,73 @@ def api_train(service: TrainingService):
     return train
 
 
-def inspect_data(task: str, file, prompt_col: str | None, response_col: str | None):
+def task_fields(task: str) -> tuple[str, ...]:
+    required, optional = data.TASK_FIELDS[task]
+    return required + optional
+
+
+def column_mapping(task: str, chosen: list) -> dict | None:
+    """The task field -> file column mapping the dropdowns set (None when nothing is mapped)."""
+    mapping = {f: c for f, c in zip(task_fields(task), chosen) if c}
+    return mapping or None
+
+
+def task_changed(service: TrainingService, task: str) -> list:
+    """A new task: its base models, its data format and one mapping dropdown per field."""
+    language_task = task in recipes.CONVERSATIONS
+    families = [catalog.DECODER] if language_task else [catalog.EMBEDDING, catalog.ENCODER]
+    default = service.base_source("", task).name
+    required, optional = data.TASK_FIELDS[task]
+    slots = [gr.update(visible=i < len(required + optional), value=None,
+                       label=(f"{(required + optional)[i]} column" + (" (optional)" if i >= len(required) else "")
+                              if i < len(required + optional) else ""))
+             for i in range(SLOTS)]
+    return [gr.update(choices=[c for f in families for c in catalog.choices(f)], value=default), FORMATS[task],
+            *slots]
+
+
+def inspect_data(task: str, file, *chosen):
     """Preview the file, offer its columns for mapping, and report what would be kept."""
     path = file_path(file)
     if not path:
-        return gr.update(value=None), gr.update(choices=[]), gr.update(choices=[]), "Upload a data file."
+        return gr.update(value=None), *[gr.update(choices=[])] * SLOTS, "Upload a data file."
+    columns, rows = [], []
     try:
         columns, rows = data.preview(path)
-        mapping = {"prompt": prompt_col, "response": response_col} if prompt_col and response_col else None
-        report = data.load_examples(path, task, mapping)
+        report = data.load_examples(path, task, column_mapping(task, list(chosen)))
         summary = f"**Format:** {report.format}. {report.summary()}"
     except UserError as error:
-        columns, rows = (columns if "columns" in locals() else []), (rows if "rows" in locals() else [])
         summary = f"⚠️ {error}"
     table = pd.DataFrame(rows, columns=columns) if columns and rows else None
-    return (gr.update(value=table), gr.update(choices=columns, value=prompt_col),
-            gr.update(choices=columns, value=response_col), summary)
+    return gr.update(value=table), *[gr.update(choices=columns, value=c) for c in chosen], summary
 
 
 def overrides(values: list) -> dict:
     return {key: value for key, value in zip(ADVANCED, values) if value not in (None, "")}
 
 
-def estimate(service: TrainingService, task: str, file, base: str, preset: str, prompt_col, response_col,
-             *values, progress=gr.Progress()) -> str:
+def estimate(service: TrainingService, task: str, file, base: str, preset: str, *values,
+             progress=gr.Progress()) -> str:
     """Pre-flight: trainable parameters, memory, and the duration from a few steps timed on this machine."""
     from training import estimate as preflight
 
+    chosen, values = list(values[:SLOTS]), list(values[SLOTS:])
     try:
-        settings = presets.build(preset, overrides(list(values)))
-        columns = {"prompt": prompt_col, "response": response_col} if prompt_col and response_col else None
+        settings = presets.build(preset, overrides(values))
+        columns = column_mapping(task, chosen)
         rows = len(data.load_examples(file_path(file), task, columns).examples) if file_path(file) else 24
         progress(0.2, desc="Timing a few training steps on this machine")
-        return preflight.describe(preflight.estimate(service.ctx.hub.source(base, task).location, settings, rows))
+        location = service.base_source(base, task).location
+        return preflight.describe(preflight.estimate(location, settings, rows, task))
     except UserError as error:
         return f"⚠️ {error}"
 
 
-def start(service: TrainingService, task, file, base, name, preset, prompt_col, response_col, *values):
-    columns = {"prompt": prompt_col, "response": response_col} if prompt_col and response_col else None
+def start(service: TrainingService, task, file, base, name, preset, *values):
+    chosen, values = list(values[:SLOTS]), list(values[SLOTS:])
     try:
-        out = service.submit(task, file_path(file), base, name, preset, overrides(list(values)), columns)
+        out = service.submit(task, file_path(file), base, name, preset, overrides(values),
+                             column_mapping(task, chosen))
     except UserError as error:
         raise gr.Error(str(error)) from None
     where = "starting now" if out["position"] <= 1 else f"number {out['position']} in the queue"
@@ -149,16 +187,33 @@ def report_markdown(status: dict) -> str:
     report = status.get("report") or {}
     if not report:
         return ""
-    text = (f"### Did it learn?\n**{report['summary']}**\n\n"
-            f"Loss {report['loss_before']} → {report['loss_after']} · perplexity {report['perplexity_before']} → "
-            f"{report['perplexity_after']} · adapter saved as **{status['adapter']}**\n\n")
+    figures = f"Loss {report['loss_before']} → {report['loss_after']}"
+    if "perplexity_before" in report:
+        figures += f" · perplexity {report['perplexity_before']} → {report['perplexity_after']}"
+    text = (f"### Did it learn?\n**{report['summary']}**\n\n{figures} · adapter saved as "
+            f"**{status['adapter']}**\n\n")
+    if report.get("metric_after"):
+        names = list(report["metric_after"])
+        text += ("| | " + " | ".join(n.replace("_at_", "@").replace("_", " ") for n in names) + " |\n|---|"
+                 + "---|" * len(names) + "\n")
+        for row, key in (("before", "metric_before"), ("after", "metric_after")):
+            text += f"| {row} | " + " | ".join(str(report[key].get(n, "")) for n in names) + " |\n"
+        text += "\n"
+    if report.get("confusion"):
+        labels, matrix = report["confusion"]["labels"], report["confusion"]["matrix"]
+        text += ("**Confusion on the checked rows** (rows: true label, columns: predicted)\n\n| | "
+                 + " | ".join(map(_cell, labels)) + " |\n|---|" + "---|" * len(labels) + "\n")
+        text += "".join(f"| **{_cell(label)}** | " + " | ".join(map(str, counts)) + " |\n"
+                        for label, counts in zip(labels, matrix)) + "\n"
     if report.get("samples"):
-        text += "| prompt | expected | base model | with the adapter |\n|---|---|---|---|\n"
-        for s in report["samples"]:
-            cells = [str(s[k]).replace("|", "\\|").replace("\n", " ") for k in ("prompt", "expected", "base",
-                                                                                  "adapter")]
-            text += "| " + " | ".join(cells) + " |\n"
+        text += "| input | expected | base model | with the adapter |\n|---|---|---|---|\n"
+        for sample in report["samples"]:
+            text += "| " + " | ".join(_cell(sample[k]) for k in ("prompt", "expected", "base", "adapter")) + " |\n"
     return text
+
+
+def _cell(value) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
 
 
 def refresh(service: TrainingService, job_id: str):
@@ -204,14 +259,14 @@ def build(service: TrainingService, browser_secret: str) -> dict:
                              file_types=list(data.EXTENSIONS), scale=3)
             with gr.Column(scale=1):
                 sample = gr.Button("Try the sample", size="sm")
-                gr.Markdown("Chat data: `messages`, ShareGPT `conversations`, Alpaca `instruction`/`output`, "
-                            "two columns (prompt, response), or plain text.")
+                formats = gr.Markdown(FORMATS["chat"])
         check = gr.Markdown("Upload a data file.")
         with gr.Accordion("Preview and column mapping", open=False):
             preview = gr.Dataframe(label="First rows", interactive=False)
             with gr.Row():
-                prompt_col = gr.Dropdown([], label="Prompt column", allow_custom_value=False)
-                response_col = gr.Dropdown([], label="Response column", allow_custom_value=False)
+                fields = task_fields("chat")
+                slots = [gr.Dropdown([], label=f"{fields[i]} column" if i < len(fields) else "",
+                                     visible=i < len(fields), allow_custom_value=False) for i in range(SLOTS)]
         preset = gr.Radio(list(presets.PRESETS), value="quick", label="Preset",
                           info="quick: a few minutes on a CPU; balanced and thorough learn more, slower.")
         with gr.Accordion("Advanced settings", open=False):
@@ -231,7 +286,7 @@ def build(service: TrainingService, browser_secret: str) -> dict:
         with gr.Row():
             cancel = gr.Button("Cancel", variant="stop", visible=False)
             resume = gr.Button("Resume", visible=False)
-            use = gr.Button("Chat with this adapter", variant="primary", visible=False)
+            use = gr.Button("Use this adapter", variant="primary", visible=False)
         report = gr.Markdown()
         with gr.Accordion("Jobs and adapters", open=False):
             jobs = gr.Dataframe(lambda: jobs_table(service), label="Recent jobs (select one to view it)",
@@ -248,16 +303,16 @@ def build(service: TrainingService, browser_secret: str) -> dict:
 
     hidden = {"api_visibility": "undocumented"}
     view = [status, plot, logs, report, cancel, resume, use, timer]
-    inspect_inputs = [task, upload, prompt_col, response_col]
-    for trigger in (upload.change, prompt_col.change, response_col.change):
-        trigger(inspect_data, inspect_inputs, [preview, prompt_col, response_col, check], **hidden)
+    gr.on([upload.change, *[slot.input for slot in slots]], inspect_data, [task, upload, *slots],
+          [preview, *slots, check], **hidden)
+    task.change(functools.partial(task_changed, service), task, [base, formats, *slots], **hidden).then(
+        inspect_data, [task, upload, *slots], [preview, *slots, check], **hidden)
     preset.change(preset_values, preset, advanced, **hidden)
-    sample.click(lambda t: str(SAMPLES.get(t, SAMPLES["chat"])), task, upload, **hidden)
-    estimate_btn.click(functools.partial(estimate, service),
-                       [task, upload, base, preset, prompt_col, response_col, *advanced], estimate_out, **hidden)
-    train_btn.click(lambda *a: start(service, *a),
-                    [task, upload, base, name, preset, prompt_col, response_col, *advanced], [job_id, saved_job],
-                    **hidden).then(lambda j: refresh(service, j), job_id, view, **hidden)
+    sample.click(lambda t: str(SAMPLES[t]), task, upload, **hidden)
+    estimate_btn.click(functools.partial(estimate, service), [task, upload, base, preset, *slots, *advanced],
+                       estimate_out, **hidden)
+    train_btn.click(lambda *a: start(service, *a), [task, upload, base, name, preset, *slots, *advanced],
+                    [job_id, saved_job], **hidden).then(lambda j: refresh(service, j), job_id, view, **hidden)
     timer.tick(lambda j: refresh(service, j), job_id, view, **hidden)
     saved_job.change(lambda j: j, saved_job, job_id, **hidden)
     job_id.change(lambda j: refresh(service, j), job_id, view, **hidden)

@@ -11,8 +11,8 @@ from errors import UserError
 from models import catalog
 from tasks.summarize import offline_fallback
 from tasks.translate import LANGUAGES, TranslateTask
+from ui.adapters import NO_ADAPTER, adapter_value, fresh, keep_fresh
 
-NO_ADAPTER = "none"
 # Translation models on the hub (not in the catalog: they need the hub); {src}/{tgt} become the chosen pair.
 HUB_TRANSLATORS = ["Helsinki-NLP/opus-mt-{src}-{tgt}", "facebook/nllb-200-distilled-600M", "facebook/m2m100_418M"]
 WEAK_NOTE = ("*This small offline model is a weak translator: fine for short, simple sentences. With the hub "
@@ -31,14 +31,6 @@ def model_choices() -> list[str]:
     return chat + ["Flan-T5-base"] + HUB_TRANSLATORS
 
 
-def adapter_value(choice: str | None) -> str:
-    return "" if choice in (None, "", NO_ADAPTER) else choice
-
-
-def adapter_choices(task: TranslateTask, model: str) -> list[str]:
-    """'none' plus the adapters trained for this task and model."""
-    lister = task.ctx.extras.get("list_adapters")
-    return [NO_ADAPTER] + (lister(task.id, model) if lister else [])
 
 
 def model_info(model: str) -> str:
@@ -77,7 +69,7 @@ def build(task: TranslateTask, browser_secret: str) -> dict:
     """Build the tab; returns its components by name."""
     default_model = catalog.TASK_DEFAULTS["translate"]
     languages = [(f"{lang.name} ({lang.code})", lang.code) for lang in LANGUAGES.values()]
-    with gr.Tab("Translate", id="translate"):
+    with gr.Tab("Translate", id="translate") as tab:
         info = gr.Markdown(model_info(default_model))
         with gr.Row():
             model = gr.Dropdown(model_choices(), value=default_model, label="Model", allow_custom_value=True,
@@ -105,7 +97,8 @@ def build(task: TranslateTask, browser_secret: str) -> dict:
     text.change(functools.partial(detected, task), text, found, trigger_mode="always_last", **hidden)
     go.click(functools.partial(translate, task), [text, source, target, model, adapter], [translation, used, note],
              **hidden)
-    model.change(lambda m: (model_info(m), gr.update(choices=adapter_choices(task, m), value=NO_ADAPTER)),
-                 model, [info, adapter], **hidden)
+    model.change(lambda m, a: (model_info(m), fresh(task, m, a)),
+                 [model, adapter], [info, adapter], **hidden)
+    keep_fresh(tab, task, model, adapter)
     return {"text": text, "source": source, "target": target, "model": model, "adapter": adapter,
             "detected": found, "translation": translation, "note": note}
