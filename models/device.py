@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -24,6 +25,21 @@ def pick_dtype(device: torch.device, requested: str = "auto") -> torch.dtype:
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float32
+
+
+@functools.lru_cache(maxsize=4)
+def fast_bf16(device: torch.device) -> bool:
+    """Whether bf16 matrix products run faster than fp32 here: a GPU with bf16, or a CPU with bf16 instructions
+    (AVX512-BF16 or AMX; without them a CPU emulates bf16 and is several times slower than fp32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    try:
+        flags = next(line for line in open("/proc/cpuinfo", encoding="utf-8") if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return False
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
 
 
 def set_threads(threads: int) -> int:

@@ -12,6 +12,7 @@ to a temporary name and renamed into place; writers hold the collection's lock (
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -77,6 +78,17 @@ def nearest(matrix: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, 
     return vector_index.search(matrix, query, k, wait=False)
 
 
+@functools.lru_cache(maxsize=4)
+def _load_vectors(ids: str, vectors: str, written_ns: int) -> tuple[np.ndarray, np.ndarray]:
+    """A generation's (ids, vectors), read once: generation files never change after they are written, so
+    searches reuse the matrix in memory instead of reading it again (the write time guards a reused name)."""
+    matrix = np.load(vectors)
+    matrix.flags.writeable = False  # shared by every search of this generation
+    found = np.load(ids)
+    found.flags.writeable = False
+    return found, matrix
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -138,7 +150,8 @@ class Collection:
         if not (folder / "space.json").is_file():
             return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
         generation = json.loads((folder / "space.json").read_text(encoding="utf-8"))["generation"]
-        return np.load(folder / f"ids.{generation}.npy"), np.load(folder / f"vectors.{generation}.npy")
+        vectors = folder / f"vectors.{generation}.npy"
+        return _load_vectors(str(folder / f"ids.{generation}.npy"), str(vectors), vectors.stat().st_mtime_ns)
 
     def snapshot(self, space: VectorSpace) -> tuple[dict, np.ndarray, np.ndarray]:
         """Manifest, chunk ids and vectors read together, so they belong to each other."""

@@ -49,7 +49,7 @@ def test_upload_train_then_chat_with_the_adapter(launch, settings, tiny_chat_dir
     url, _ = launch()
     page.goto(url, wait_until="domcontentloaded")
 
-    # The chat tab shows another model, so 'Chat with this adapter' has to switch the model and keep the adapter.
+    # The chat tab shows another model, so "Use this adapter" has to switch the model and keep the adapter.
     page.get_by_role("tab", name="Chat").click()
     chat_model = page.get_by_role("combobox", name="Model")
     chat_model.fill(str(tiny_gpt2_dir))
@@ -79,7 +79,7 @@ def test_upload_train_then_chat_with_the_adapter(launch, settings, tiny_chat_dir
     expect(curves).to_have_count(2)
     for curve in curves.all():
         expect(curve).to_have_attribute("d", re.compile(r"(L[^L]+){10}"))
-    page.get_by_role("button", name="Chat with this adapter").click()
+    page.get_by_role("button", name="Use this adapter").click()
 
     expect(page.get_by_role("tab", name="Chat")).to_have_attribute("aria-selected", "true")
     expect(chat_model).to_have_value(str(tiny_chat_dir))

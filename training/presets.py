@@ -23,6 +23,7 @@ class TrainSettings:
     checkpoint_every: int = 25  # optimizer steps between checkpoints (a restart resumes from the last one)
     patience: int = 3  # evaluations without improvement before stopping early
     system_prompt: str = ""  # chat: system prompt used in training and applied in chat by default
+    precision: str = "auto"  # auto: bf16 autocast where the hardware runs it fast; fp32 or bf16 to force one
 
     def __post_init__(self) -> None:
         checks = [
@@ -38,6 +39,7 @@ class TrainSettings:
             (1 <= self.checkpoint_every <= 100_000, "Checkpoint interval must be at least 1 step."),
             (1 <= self.patience <= 100, "Patience must be between 1 and 100."),
             (bool(self.target_modules.strip()), "Name the target modules, or use all-linear."),
+            (self.precision in ("auto", "fp32", "bf16"), "Precision must be auto, fp32 or bf16."),
         ]
         for ok, message in checks:
             if not ok:

@@ -76,12 +76,13 @@ def batches_for_epoch(lengths: tuple[int, ...], batch_size: int, seed: int, epoc
 
 
 @torch.no_grad()
-def mean_loss(model, items: list, loss_of: LossOf, batch_size: int) -> float:
+def mean_loss(model, items: list, loss_of: LossOf, batch_size: int, bf16: bool = False) -> float:
     """Mean loss over items, weighted as loss_of says (learned tokens, or rows)."""
     model.eval()
     total, count = 0.0, 0
     for start in range(0, len(items), batch_size):
-        loss, weight = loss_of(model, items[start:start + batch_size])
+        with autocast(model, bf16):
+            loss, weight = loss_of(model, items[start:start + batch_size])
         if weight:
             total += float(loss) * weight
             count += weight
@@ -163,10 +164,11 @@ def fit(model, train: list, val: list, lengths: tuple[int, ...], settings: Train
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup))))
     state, best = RunState(), {}
+    bf16 = use_bf16(settings, model)
     if checkpoint.exists():
         state, best = checkpoint.load(model, optimizer, scheduler)
         hooks.log(f"resumed from the checkpoint at step {state.step}")
-    val_before = state.loss[0][2] if state.loss else mean_loss(model, val, loss_of, settings.batch_size)
+    val_before = state.loss[0][2] if state.loss else mean_loss(model, val, loss_of, settings.batch_size, bf16)
     if not state.loss:
         state.loss.append([0, None, val_before])
     eval_every = max(1, math.ceil(per_epoch / settings.grad_accum))
@@ -176,7 +178,7 @@ def fit(model, train: list, val: list, lengths: tuple[int, ...], settings: Train
         state.step += 1
         val_loss = None
         if state.step % eval_every == 0 or state.step == total:
-            val_loss = mean_loss(model, val, loss_of, settings.batch_size)
+            val_loss = mean_loss(model, val, loss_of, settings.batch_size, bf16)
             if val_loss < state.best_val - 1e-4:
                 state.best_val, state.evals_without_gain, best = val_loss, 0, _trainable_state(model)
             else:
@@ -198,7 +200,20 @@ def fit(model, train: list, val: list, lengths: tuple[int, ...], settings: Train
     if best:
         model.load_state_dict(best, strict=False)
     model.eval()
-    return Fitted(state, val_before, mean_loss(model, val, loss_of, settings.batch_size), held_out)
+    return Fitted(state, val_before, mean_loss(model, val, loss_of, settings.batch_size, bf16), held_out)
+
+
+def use_bf16(settings: TrainSettings, model) -> bool:
+    """Whether this run computes in bf16 autocast: asked for, or 'auto' where the hardware runs bf16 fast."""
+    from models.device import fast_bf16
+
+    device = next(model.parameters()).device
+    return settings.precision == "bf16" or (settings.precision == "auto" and fast_bf16(device))
+
+
+def autocast(model, enabled: bool):
+    """bf16 autocast on the model's device (the weights and the LoRA matrices stay fp32)."""
+    return torch.autocast(next(model.parameters()).device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
 def optimizer_step(model, optimizer, scheduler, train: list, lengths: tuple[int, ...], settings: TrainSettings,
@@ -206,10 +221,12 @@ def optimizer_step(model, optimizer, scheduler, train: list, lengths: tuple[int,
     """Optimizer step number `step` over grad_accum length-grouped micro-batches; returns the mean loss."""
     per_epoch = math.ceil(len(train) / settings.batch_size)
     losses = []
+    bf16 = use_bf16(settings, model)
     for micro in range(settings.grad_accum):
         epoch, within = divmod(step * settings.grad_accum + micro, per_epoch)
         batch = batches_for_epoch(lengths, settings.batch_size, settings.seed, epoch)[within]
-        loss, _ = loss_of(model, [train[i] for i in batch])
+        with autocast(model, bf16):
+            loss, _ = loss_of(model, [train[i] for i in batch])
         (loss / settings.grad_accum).backward()
         losses.append(loss.item())
     torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
