@@ -288,3 +288,15 @@ def test_question_answering_reads_passages_from_a_collection(search, tmp_path):
     search.add_documents("help", write_corpus(tmp_path))
     found = AnswerTask(search.ctx).answer("How long does international delivery take?", collection="help")
     assert found["found"] and found["source"] == "shipping.txt" and "three weeks" in found["answer"]
+
+
+def test_vectors_are_read_once_per_generation_and_a_change_is_seen(search, tmp_path):
+    search.add_documents("c", write_corpus(tmp_path, {"a.txt": CORPUS["recipe.txt"]}))
+    target = search.store.open("local", "c")
+    space = target.spaces()[0]
+    first_ids, first = target.vectors(space)
+    assert target.vectors(space)[1] is first  # the same matrix in memory: no second read
+    search.add_documents("c", write_corpus(tmp_path, {"b.txt": CORPUS["volcano.txt"]}))
+    ids, matrix = target.vectors(space)
+    assert len(ids) == len(first_ids) + 1 and matrix is not first
+    assert "lava" in search.search("erupting mountain", "c", 1)[0]["text"]

@@ -218,3 +218,23 @@ def test_search_adapter_trains_on_a_tiny_encoder(ctx, tiny_bert_dir, tmp_path):
     assert worker.run_job(ctx.settings, job_id) == "succeeded", service.job(job_id)["error"]
     status = service.job(job_id)
     assert status["step"] == 2 and set(status["report"]["metric_after"]) == {"recall_at_1", "recall_at_5", "mrr"}
+
+
+def test_an_interrupted_encoder_run_resumes_from_its_checkpoint(ctx, tiny_bert_dir, tmp_path):
+    service = TrainingService(ctx, start_manager=False)
+    job_id = service.submit("sentiment", str(synthetic.sentiment_csv(tmp_path)), str(tiny_bert_dir), "resumed",
+                            "quick", {"max_steps": 6, "learning_rate": 0.005})["job_id"]
+
+    def stop_at_three(progress: dict) -> None:  # what SIGTERM does to a worker process, at a known step
+        worker._signals["term"] = progress["step"] == 3
+
+    try:
+        assert worker.run_job(ctx.settings, job_id, progress=stop_at_three) == "interrupted"
+    finally:
+        worker._signals["term"] = False
+    assert service.job(job_id)["step"] == 3
+    service.resume(job_id)
+    assert worker.run_job(ctx.settings, job_id) == "succeeded", service.job(job_id)["error"]
+    status = service.job(job_id)
+    assert status["step"] == 6 and [row[0] for row in status["loss"]] == list(range(7))  # no step twice
+    assert "resumed from the checkpoint at step 3" in service.log_tail(job_id, 50)

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from errors import UserError
 from tasks.chat import ChatTask
@@ -288,3 +289,36 @@ def test_lm_tasks_train_and_use_their_adapter(ctx, tiny_chat_dir, task, sample, 
         out = TranslateTask(ctx).run("Please restart the Flux gateway now.", "de", "en", "", f"{task}-lora",
                                      max_new_tokens=8)
         assert out["model"] == tiny_chat_dir.name and out["translation"]
+
+
+def test_fast_loss_equals_the_models_own_loss(tiny_chat_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from training import lm as recipe
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_chat_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_chat_dir)
+    rows = [recipe.encode(tokenizer, {"messages": [{"role": "user", "content": q},
+                                                   {"role": "assistant", "content": a}]}, "", 128)
+            for q, a in [("What is the capital of Zorbia?", "Quellmar."), ("Hi", "Hello there, how are you?")]]
+    batch = recipe.collate(rows, tokenizer.pad_token_id)
+    assert recipe.fast_loss_matches(model, batch)
+    with torch.no_grad():
+        assert float(recipe.learned_loss(model, batch)) == pytest.approx(float(model(**batch).loss), rel=1e-4)
+    nothing = dict(batch, labels=torch.full_like(batch["labels"], recipe.IGNORE))
+    assert float(recipe.learned_loss(model, nothing)) == 0.0  # replies cut off: no NaN
+
+
+def test_precision_setting(tiny_chat_dir):
+    from transformers import AutoModelForCausalLM
+
+    from models.device import fast_bf16
+    from training.presets import build
+    from training.trainer import use_bf16
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_chat_dir)
+    assert not use_bf16(build("quick", {"precision": "fp32"}), model)
+    assert use_bf16(build("quick", {"precision": "bf16"}), model)
+    assert use_bf16(build("quick"), model) == fast_bf16(torch.device("cpu"))
+    with pytest.raises(UserError, match="Precision"):
+        build("quick", {"precision": "fp8"})
