@@ -98,3 +98,35 @@ def test_upload_train_then_chat_with_the_adapter(launch, settings, tiny_chat_dir
     bot = page.get_by_test_id("bot")
     expect(bot.filter(has_text="Quellmar")).to_have_count(1, timeout=120_000)
     expect(page.get_by_test_id("user")).to_have_text(QUESTION)
+
+
+def test_train_a_classifier_then_use_it_in_the_sentiment_tab(launch, page):
+    url, _ = launch()
+    page.goto(url, wait_until="domcontentloaded")
+    page.get_by_role("tab", name="Train").click()
+    task = page.get_by_role("combobox", name="Task")
+    task.fill("sentiment")
+    task.press("Enter")
+    expect(page.get_by_role("combobox", name="Base model")).to_have_value("all-MiniLM-L6-v2")
+    expect(page.get_by_text(re.compile(r"^Columns\s*text\s*and\s*label"))).to_be_visible()
+    page.get_by_role("button", name="Try the sample").click()
+    expect(page.get_by_text(re.compile(r"kept 42\b"))).to_be_visible()
+    page.get_by_role("button", name=re.compile("Preview and column mapping")).click()
+    expect(page.get_by_role("combobox", name="label column")).to_be_visible()
+    expect(page.get_by_role("combobox", name="response column")).to_be_hidden()
+    page.get_by_label("Adapter name").fill("support tickets")
+    page.get_by_role("button", name="Train", exact=True).click()
+
+    expect(page.get_by_text("Did it learn?")).to_be_visible(timeout=TRAINING_S * 1000)
+    expect(page.get_by_text("Confusion on the checked rows")).to_be_visible()
+    expect(page.get_by_role("columnheader", name="accuracy")).to_be_visible()
+    page.get_by_role("button", name="Use this adapter").click()
+
+    expect(page.get_by_role("tab", name="Sentiment")).to_have_attribute("aria-selected", "true")
+    sentiment = page.locator('[role="tabpanel"]:visible')
+    expect(sentiment.get_by_role("combobox", name="Adapter")).to_have_value("support-tickets")
+    sentiment.get_by_label("Texts, one per line").fill("I was charged twice for the same order.")
+    expect(sentiment.get_by_text("Zero-shot (offline fallback)")).to_be_hidden()  # the adapter's classifier now
+    sentiment.get_by_role("button", name="Analyse").click()
+    results = page.get_by_role("grid", name="Results")
+    expect(results.get_by_role("gridcell", name="billing", exact=True)).to_be_visible(timeout=60_000)

@@ -54,7 +54,7 @@ def test_sentiment_head_trained_from_the_api_replaces_zero_shot(launch, settings
     assert {row["label"] for row in base} <= {"positive", "negative", "neutral"}  # the zero-shot default
     status = train_through_api(client, "sentiment", synthetic.sentiment_csv(tmp_path), "tickets")
     assert improved(status, "accuracy") >= 80 and status["report"]["confusion"]["labels"] == ["quillon", "zorbex"]
-    assert "accuracy" in status["report"]["summary"]
+    assert "Accuracy" in status["report"]["summary"]
     rows = client.predict(NEW_TICKETS, "", "tickets", api_name="/sentiment")
     assert [row["label"] for row in rows] == ["zorbex", "quillon", "zorbex", "quillon"]
     assert set(rows[0]["scores"]) == {"quillon", "zorbex"}

@@ -63,10 +63,19 @@ def did_it_learn(model, tokenizer, rows, system_prompt: str, val_before: float, 
             "samples": samples[:SAMPLES]}
 
 
+METRIC_NAMES = {"rouge_l": "ROUGE-L", "chrf": "chrF", "bleu": "BLEU", "accuracy": "accuracy", "macro_f1": "macro-F1",
+                "exact_match": "exact match", "f1": "F1", "recall_at_1": "recall@1", "recall_at_5": "recall@5",
+                "mrr": "MRR"}
+
+
+def metric_name(key: str) -> str:
+    return METRIC_NAMES.get(key, key.replace("_", " "))
+
+
 def metric_sentence(before: dict, after: dict) -> str:
-    """'accuracy 33.3 → 91.7, macro f1 ...' for the summary."""
-    return ", ".join(f"{name.replace('_at_', '@').replace('_', ' ')} {before[name]} → {value}"
-                     for name, value in after.items()) + "."
+    """'Accuracy 33.3 → 91.7, macro-F1 ...' for the summary."""
+    text = ", ".join(f"{metric_name(name)} {before[name]} → {value}" for name, value in after.items()) + "."
+    return text[0].upper() + text[1:]
 
 
 def encoder_report(fitted, before: dict, after: dict, samples: list[dict], extra: dict | None = None) -> dict:

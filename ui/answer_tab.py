@@ -26,11 +26,11 @@ EXAMPLES = [
 
 
 
-def model_info(task: AnswerTask, model: str) -> str:
+def model_info(task: AnswerTask, model: str, adapter: str = NO_ADAPTER) -> str:
     """The model's one-line description, and the note when it answers at sentence level (offline fallback)."""
     model = model or catalog.TASK_DEFAULTS[task.id]
     try:
-        sentence_level = task.sentence_level(model)
+        sentence_level = task.sentence_level(model, adapter_value(adapter))
     except UserError as error:
         return f"{catalog.describe(model)}\n\n⚠️ {error}"
     return catalog.describe(model) + (f"\n\n*{SENTENCE_NOTE}*" if sentence_level else "")
@@ -79,6 +79,7 @@ def build(task: AnswerTask, browser_secret: str) -> dict:
     hidden = {"api_visibility": "undocumented"}
     gr.on([ask_button.click, question.submit], functools.partial(ask, task),
           [question, context, collection, model, adapter], [answer, details, marked], **hidden)
+    adapter.change(lambda m, a: model_info(task, m, a), [model, adapter], info, show_progress="hidden", **hidden)
     model.change(lambda m, a: (model_info(task, m), fresh(task, m, a)),
                  [model, adapter], [info, adapter], **hidden)
     keep_fresh(tab, task, model, adapter)

@@ -23,11 +23,11 @@ EXAMPLES = [
 
 
 
-def model_info(task: SentimentTask, model: str) -> str:
+def model_info(task: SentimentTask, model: str, adapter: str = NO_ADAPTER) -> str:
     """The model's one-line description, and the note when it runs the offline zero-shot method."""
     model = model or catalog.TASK_DEFAULTS[task.id]
     try:
-        zero_shot = task.zero_shot(model)
+        zero_shot = task.zero_shot(model, adapter_value(adapter))
     except UserError as error:
         return f"{catalog.describe(model)}\n\n⚠️ {error}"
     return catalog.describe(model) + (f"\n\n*{ZERO_SHOT_NOTE}*" if zero_shot else "")
@@ -115,6 +115,7 @@ def build(task: SentimentTask, browser_secret: str) -> dict:
     run.click(functools.partial(analyze, task), [text, upload, column, model, adapter],
               [table, chart, download, note], **hidden)
     upload.change(functools.partial(csv_columns, task), upload, column, **hidden)
+    adapter.change(lambda m, a: model_info(task, m, a), [model, adapter], info, show_progress="hidden", **hidden)
     model.change(lambda m, a: (model_info(task, m), fresh(task, m, a)),
                  [model, adapter], [info, adapter], **hidden)
     keep_fresh(tab, task, model, adapter)

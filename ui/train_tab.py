@@ -11,6 +11,7 @@ import pandas as pd
 from errors import UserError
 from models import catalog
 from training import data, presets, recipes
+from training.report import metric_name
 from training.service import TRAINABLE, TrainingService
 from ui.api import expose
 
@@ -197,7 +198,7 @@ def report_markdown(status: dict) -> str:
             f"**{status['adapter']}**\n\n")
     if report.get("metric_after"):
         names = list(report["metric_after"])
-        text += ("| | " + " | ".join(n.replace("_at_", "@").replace("_", " ") for n in names) + " |\n|---|"
+        text += ("| | " + " | ".join(map(metric_name, names)) + " |\n|---|"
                  + "---|" * len(names) + "\n")
         for row, key in (("before", "metric_before"), ("after", "metric_after")):
             text += f"| {row} | " + " | ".join(str(report[key].get(n, "")) for n in names) + " |\n"
