@@ -78,3 +78,35 @@ def _write(path: Path, header: list[str], rows: list[tuple]) -> Path:
         writer.writerow(header)
         writer.writerows(rows)
     return path
+
+
+# Summaries in a house style no base model knows: "<product> ticket: <problem>. Customer: <name>."
+PROBLEMS = ["app crashes on login", "double charge on the card", "sync fails overnight", "wrong balance shown",
+            "password reset email missing", "slow page loads", "export button broken", "login code never arrives",
+            "settings lost after update", "receipt shows the wrong date", "search returns nothing"]
+
+
+def summarize_csv(folder: Path, rows: int = 60) -> Path:
+    rng = random.Random(3)
+    out = []
+    for _ in range(rows):
+        product, problem, name = rng.choice(sorted(PRODUCTS)), rng.choice(PROBLEMS), _name(rng)
+        text = (f"Hello, this is {name}. I have been using {product.capitalize()} for a while and since this week "
+                f"I see this: {problem}. I tried twice and it is the same. Could you please look into it? "
+                f"{rng.choice(FILLER)}")
+        out.append((text, f"{product.capitalize()} ticket: {problem}. Customer: {name}."))
+    return _write(folder / "tickets-summaries.csv", ["text", "summary"], out)
+
+
+# Translation into a made-up register: every German target follows the same polite template.
+VERBS = {"open": "öffnen", "close": "schließen", "check": "prüfen", "clean": "reinigen", "paint": "streichen",
+         "repair": "reparieren", "lock": "abschließen", "move": "verschieben"}
+NOUNS = {"door": "die Tür", "window": "das Fenster", "gate": "das Tor", "box": "die Kiste", "desk": "den Tisch",
+         "garage": "die Garage", "shed": "den Schuppen", "cellar": "den Keller"}
+
+
+def translate_csv(folder: Path) -> Path:
+    rows = [(f"Please {verb} the {noun} today.", f"Bitte heute {german_noun} {german_verb}, danke sehr.", "en", "de")
+            for verb, german_verb in VERBS.items() for noun, german_noun in NOUNS.items()]
+    random.Random(4).shuffle(rows)
+    return _write(folder / "polite.csv", ["source", "target", "source_lang", "target_lang"], rows)

@@ -265,30 +265,31 @@ def test_headless_train_command_writes_the_same_adapter(settings, tiny_chat_dir)
     assert bad.returncode == 2 and "error:" in bad.stderr
 
 
-@pytest.mark.parametrize("task, sample, metric", [
-    ("summarize", "summarize.csv", "rouge_l"),
-    ("translate", "translate.csv", "chrf"),
-])
-def test_lm_tasks_train_and_use_their_adapter(ctx, tiny_chat_dir, task, sample, metric):
-    from tasks.summarize import SummarizeTask
-    from tasks.translate import TranslateTask
-    from training import worker
+@pytest.mark.parametrize("task, metric", [("summarize", "rouge_l"), ("translate", "chrf")])
+def test_lm_tasks_train_and_are_used_through_the_api(launch, tiny_chat_dir, tmp_path, task, metric):
+    import synthetic
+    from gradio_client import Client, handle_file
 
-    service = TrainingService(ctx, start_manager=False)
-    job_id = service.submit(task, str(ROOT / "examples" / sample), str(tiny_chat_dir), f"{task}-lora", "quick",
-                            {**TINY, "epochs": 20})["job_id"]
-    assert worker.run_job(ctx.settings, job_id) == "succeeded", service.job(job_id)["error"]
-    report = service.job(job_id)["report"]
-    assert report["metric_after"][metric] > report["metric_before"][metric]  # the adapter moved toward the data
-    assert service.job(job_id)["metrics"][f"{metric}_after"] == report["metric_after"][metric]
+    data = {"summarize": synthetic.summarize_csv, "translate": synthetic.translate_csv}[task](tmp_path)
+    url, demo = launch()
+    client = Client(url, verbose=False)
+    out = client.predict(task, handle_file(str(data)), str(tiny_chat_dir), f"{task}-lora", "quick",
+                         {**TINY, "epochs": 20}, {}, api_name="/train")
+    status = wait_for(lambda: (s := client.predict(out["job_id"], api_name="/job"))["state"] in
+                      ("succeeded", "failed") and s, what=f"the {task} job")
+    assert status["state"] == "succeeded", status["error"]
+    report = status["report"]
+    assert report["held_out"] and status["metrics"]["held_out"] >= 5  # scored on rows it never saw
+    assert report["metric_after"][metric] > report["metric_before"][metric] + 10, report["summary"]
+    assert status["metrics"][f"{metric}_after"] == report["metric_after"][metric]
     if task == "summarize":  # choosing only the adapter picks its base model and the abstractive method
-        out = SummarizeTask(ctx).run("The vendor shipped a patched build. " * 3, "", "short", "", f"{task}-lora",
-                                     max_new_tokens=8)
-        assert out["method"] == "abstractive" and out["model"] == tiny_chat_dir.name
+        text = "Hello, this is Ada Quill. Since Monday the Zorbex export button is broken. Please help."
+        out = client.predict(text, "", "short", "", f"{task}-lora", api_name="/summarize")
+        assert out["method"] == "abstractive" and out["model"] == tiny_chat_dir.name and "ticket" in out["summary"]
     else:
-        out = TranslateTask(ctx).run("Please restart the Flux gateway now.", "de", "en", "", f"{task}-lora",
-                                     max_new_tokens=8)
-        assert out["model"] == tiny_chat_dir.name and out["translation"]
+        out = client.predict("Please open the shed today.", "de", "en", "", f"{task}-lora", api_name="/translate")
+        assert out["model"] == tiny_chat_dir.name and "Bitte" in out["translation"]
+    demo.training.manager.close()
 
 
 def test_fast_loss_equals_the_models_own_loss(tiny_chat_dir):
@@ -303,10 +304,10 @@ def test_fast_loss_equals_the_models_own_loss(tiny_chat_dir):
             for q, a in [("What is the capital of Zorbia?", "Quellmar."), ("Hi", "Hello there, how are you?")]]
     batch = recipe.collate(rows, tokenizer.pad_token_id)
     assert recipe.fast_loss_matches(model, batch)
+    nothing = dict(batch, labels=torch.full_like(batch["labels"], recipe.IGNORE))
     with torch.no_grad():
         assert float(recipe.learned_loss(model, batch)) == pytest.approx(float(model(**batch).loss), rel=1e-4)
-    nothing = dict(batch, labels=torch.full_like(batch["labels"], recipe.IGNORE))
-    assert float(recipe.learned_loss(model, nothing)) == 0.0  # replies cut off: no NaN
+        assert float(recipe.learned_loss(model, nothing)) == 0.0  # replies cut off: no NaN
 
 
 def test_precision_setting(tiny_chat_dir):
