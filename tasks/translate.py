@@ -15,8 +15,8 @@ from langdetect import DetectorFactory, LangDetectException, detect_langs
 from errors import UserError
 from models import catalog
 from tasks.base import Context, Endpoint, attach_adapter, model_for, require_text
-from tasks.summarize import (Counter, Progress, backbone_family, instruction_lm, lm_replies, no_progress,
-                             offline_fallback, pack, prompt_ids, seq2seq_context, seq2seq_generate, token_counter)
+from tasks.generation import (Counter, Progress, backbone_family, instruction_lm, lm_replies, no_progress,
+                              offline_fallback, pack, prompt_ids, seq2seq_context, seq2seq_generate, token_counter)
 
 MIN_LETTERS = 20  # below this, langdetect's guess is not worth showing
 MIN_CONFIDENCE = 0.7

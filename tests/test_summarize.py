@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from errors import UserError
-from tasks.summarize import SummarizeTask, as_bullets, pack, sentence_count
+from tasks.generation import pack
+from tasks.summarize import SummarizeTask, as_bullets, sentence_count
 from tasks.text import split_sentences
 from ui import summarize_tab
 

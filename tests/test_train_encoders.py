@@ -238,3 +238,18 @@ def test_an_interrupted_encoder_run_resumes_from_its_checkpoint(ctx, tiny_bert_d
     status = service.job(job_id)
     assert status["step"] == 6 and [row[0] for row in status["loss"]] == list(range(7))  # no step twice
     assert "resumed from the checkpoint at step 3" in service.log_tail(job_id, 50)
+
+
+def test_a_validation_file_is_scored_instead_of_held_out_rows(ctx, tiny_bert_dir, tmp_path):
+    from ui.train_tab import api_train
+
+    rows = synthetic.sentiment_csv(tmp_path).read_text().splitlines()
+    train_file, val_file = tmp_path / "train.csv", tmp_path / "val.csv"
+    train_file.write_text("\n".join(rows[:41]) + "\n")  # the header and 40 rows
+    val_file.write_text("\n".join([rows[0], *rows[41:]]) + "\n")  # the header and the other 20
+    service = TrainingService(ctx, start_manager=False)
+    job_id = api_train(service)("sentiment", {"path": str(train_file)}, str(tiny_bert_dir), "with-validation",
+                                "quick", {"max_steps": 2}, {}, {"path": str(val_file)})["job_id"]
+    assert worker.run_job(ctx.settings, job_id) == "succeeded", service.job(job_id)["error"]
+    metrics = service.job(job_id)["metrics"]
+    assert (metrics["train_rows"], metrics["held_out"]) == (40, 20)

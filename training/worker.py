@@ -14,6 +14,7 @@ import signal
 import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,6 +33,8 @@ from training.presets import TrainSettings  # noqa: E402
 from training.trainer import Checkpoint, Hooks, Stopped, train_lm  # noqa: E402
 
 _signals = {"term": False}
+# peft 0.21 calls a transformers method that 5.24 deprecates; the warning means nothing to the user.
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
 class JobLog:

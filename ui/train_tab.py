@@ -63,9 +63,12 @@ def api_train(service: TrainingService):
     """The public /train function (gr.FileData in, so it lives at the UI edge)."""
 
     def train(task: str, data: gr.FileData, base: str = "", name: str = "", preset: str = "quick",
-              settings: dict | None = None, columns: dict | None = None) -> dict:
-        """Start a LoRA training job; returns {job_id, position} (poll /job with the id)."""
-        return service.submit(task, file_path(data), base, name, preset, settings, columns)
+              settings: dict | None = None, columns: dict | None = None,
+              validation: gr.FileData | None = None) -> dict:
+        """Start a LoRA training job; returns {job_id, position} (poll /job with the id).
+
+        validation: an optional file of held-out rows (same format) to score on instead of 10% of data."""
+        return service.submit(task, file_path(data), base, name, preset, settings, columns, file_path(validation))
 
     return train
 
@@ -132,11 +135,11 @@ def estimate(service: TrainingService, task: str, file, base: str, preset: str, 
         return f"⚠️ {error}"
 
 
-def start(service: TrainingService, task, file, base, name, preset, *values):
+def start(service: TrainingService, task, file, validation, base, name, preset, *values):
     chosen, values = list(values[:SLOTS]), list(values[SLOTS:])
     try:
         out = service.submit(task, file_path(file), base, name, preset, overrides(values),
-                             column_mapping(task, chosen))
+                             column_mapping(task, chosen), file_path(validation))
     except UserError as error:
         raise gr.Error(str(error)) from None
     where = "starting now" if out["position"] <= 1 else f"number {out['position']} in the queue"
@@ -261,6 +264,8 @@ def build(service: TrainingService, browser_secret: str) -> dict:
         with gr.Row():
             upload = gr.File(label="Training data (.jsonl, .json, .csv, .tsv, .txt)",
                              file_types=list(data.EXTENSIONS), scale=3)
+            validation = gr.File(label="Validation data (optional: rows to score on instead of 10% held out)",
+                                 file_types=list(data.EXTENSIONS), scale=2)
             with gr.Column(scale=1):
                 sample = gr.Button("Try the sample", size="sm")
                 formats = gr.Markdown(FORMATS["chat"])
@@ -315,8 +320,9 @@ def build(service: TrainingService, browser_secret: str) -> dict:
     sample.click(lambda t: str(SAMPLES[t]), task, upload, **hidden)
     estimate_btn.click(functools.partial(estimate, service), [task, upload, base, preset, *slots, *advanced],
                        estimate_out, **hidden)
-    train_btn.click(lambda *a: start(service, *a), [task, upload, base, name, preset, *slots, *advanced],
-                    [job_id, saved_job], **hidden).then(lambda j: refresh(service, j), job_id, view, **hidden)
+    train_btn.click(lambda *a: start(service, *a),
+                    [task, upload, validation, base, name, preset, *slots, *advanced], [job_id, saved_job],
+                    **hidden).then(lambda j: refresh(service, j), job_id, view, **hidden)
     timer.tick(lambda j: refresh(service, j), job_id, view, **hidden)
     saved_job.change(lambda j: j, saved_job, job_id, **hidden)
     job_id.change(lambda j: refresh(service, j), job_id, view, **hidden)

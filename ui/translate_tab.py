@@ -9,7 +9,7 @@ import gradio as gr
 
 from errors import UserError
 from models import catalog
-from tasks.summarize import offline_fallback
+from tasks.generation import offline_fallback
 from tasks.translate import LANGUAGES, TranslateTask
 from ui.adapters import NO_ADAPTER, adapter_value, fresh, keep_fresh
 

@@ -1,0 +1,167 @@
+"""The generation plumbing LM- and seq2seq-backed tasks share (summarization, translation): a model's family,
+cutting text to a token budget, seq2seq generation under the model's lock, and instruction-LM replies through the
+generation engine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import torch
+from transformers import AutoConfig
+
+from errors import UserError
+from models import catalog
+from models.engine import SamplingParams
+from models.loading import LoadedLM, LoadedModel
+from tasks.base import Context, attach_adapter
+from tasks.chat import Reply
+from tasks.text import split_paragraphs, split_sentences
+
+Progress = Callable[[float, str], None]  # (fraction done, what is happening)
+Counter = Callable[[str], int]  # tokens in a text
+
+
+def no_progress(fraction: float, message: str) -> None:
+    pass
+
+
+def backbone_family(ctx: Context, model: str, task: str) -> tuple[catalog.ModelSource, str]:
+    """The resolved model and its family (decoder, encoder, embedding, seq2seq), read from the config if typed."""
+    source = ctx.hub.source(model, task)
+    if source.family:
+        return source, source.family
+    try:
+        config = AutoConfig.from_pretrained(source.location, **ctx.hub.pretrained_kwargs(source))
+    except (OSError, ValueError, KeyError) as error:
+        raise UserError(f"Could not read the configuration of '{source.name}': "
+                        f"{str(error).splitlines()[0]}") from error
+    architectures = " ".join(getattr(config, "architectures", None) or [])
+    if getattr(config, "is_encoder_decoder", False):
+        return source, catalog.SEQ2SEQ
+    if "CausalLM" in architectures or "LMHead" in architectures:
+        return source, catalog.DECODER
+    return source, catalog.ENCODER  # a BERT-like encoder: sentence-transformers mean-pools it into embeddings
+
+
+def offline_fallback(name: str) -> bool:
+    """Whether a model is one of the small ones that ship offline (weaker than the hub's choices)."""
+    backbone = catalog.find(name)
+    return backbone is not None and backbone.offline is not None
+
+
+def token_counter(tokenizer) -> Counter:
+    return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def pack(text: str, budget: int, count: Counter) -> list[str]:
+    """Text cut into chunks of at most ~budget tokens: whole paragraphs where they fit, else sentences, else words."""
+    chunks: list[str] = []
+    current, used = "", 0
+    for piece, new_paragraph in _pieces(text, budget, count):
+        size = count(piece)
+        if current and used + size > budget:
+            chunks.append(current)
+            current, used = "", 0
+        joiner = ("\n\n" if new_paragraph else " ") if current else ""
+        current, used = current + joiner + piece, used + size
+    return chunks + [current] if current else chunks
+
+
+def _pieces(text: str, budget: int, count: Counter) -> list[tuple[str, bool]]:
+    """(piece, starts a paragraph), each piece within the budget."""
+    pieces = []
+    for paragraph in split_paragraphs(text):
+        if count(paragraph) <= budget:
+            pieces.append((paragraph, True))
+            continue
+        first = True
+        for sentence in split_sentences(paragraph):
+            for part in [sentence] if count(sentence) <= budget else _windows(sentence, budget, count):
+                pieces.append((part, first))
+                first = False
+    return pieces
+
+
+def _windows(sentence: str, budget: int, count: Counter) -> list[str]:
+    """A sentence too long for the budget, cut between words (between characters for unspaced scripts)."""
+    joiner = " " if " " in sentence.strip() else ""
+    words = sentence.split() if joiner else list(sentence)
+    windows, current, used = [], [], 0
+    for word in words:
+        size = count(word) + 1  # +1: a word alone can count a token fewer than inside the sentence
+        if current and used + size > budget:
+            windows.append(joiner.join(current))
+            current, used = [], 0
+        current.append(word)
+        used += size
+    return windows + [joiner.join(current)] if current else windows
+
+
+def seq2seq_context(loaded: LoadedModel) -> int:
+    """How many input tokens an encoder-decoder reads."""
+    limit = getattr(loaded.tokenizer, "model_max_length", 0)
+    if isinstance(limit, int) and 0 < limit < 100_000:
+        return limit
+    for attr in ("max_position_embeddings", "n_positions"):
+        value = getattr(loaded.model.config, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 512
+
+
+@contextlib.contextmanager
+def _adapter_scope(model, adapter_name: str | None):
+    """Run a (possibly peft) seq2seq model with the given adapter, or with none."""
+    if not hasattr(model, "peft_config"):
+        yield
+    elif adapter_name is None:
+        with model.disable_adapter():
+            yield
+    else:
+        model.set_adapter(adapter_name)
+        yield
+
+
+def seq2seq_generate(loaded: LoadedModel, text: str, max_new_tokens: int, adapter_name: str | None = None,
+                     src_lang: str | None = None, **generate_kwargs) -> str:
+    """The encoder-decoder's output for one input, run under the model's lock (models are not re-entrant)."""
+    tokenizer, model = loaded.tokenizer, loaded.model
+    with loaded.lock, torch.inference_mode(), _adapter_scope(model, adapter_name):
+        if src_lang is not None:
+            tokenizer.src_lang = src_lang  # NLLB/M2M tokenizers mark the source language; shared, hence the lock
+        inputs = tokenizer(text, return_tensors="pt", truncation=True, max_length=seq2seq_context(loaded))
+        out = model.generate(**inputs.to(model.device), max_new_tokens=max_new_tokens, **generate_kwargs)
+    return tokenizer.decode(out[0], skip_special_tokens=True).strip()
+
+
+def prompt_ids(lm: LoadedLM, prompt: str) -> list[int]:
+    return list(lm.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                                 tokenize=True, return_dict=False))
+
+
+def lm_replies(lm: LoadedLM, prompts: list[str], max_new_tokens: list[int], adapter_name: str | None,
+               progress: Progress, label: str) -> list[str]:
+    """Greedy replies of an instruction LM, one user message each; submitted together so the engine batches them."""
+    requests = [lm.generate(prompt_ids(lm, p), SamplingParams(max_new_tokens=n, temperature=0), adapter_name)
+                for p, n in zip(prompts, max_new_tokens)]
+    replies = []
+    try:
+        for i, request in enumerate(requests):
+            replies.append(Reply(lm, request).text().strip())
+            progress((i + 1) / len(requests), f"{label} {i + 1} of {len(requests)}")
+    finally:
+        for request in requests:  # after an error, the rest must not keep the engine busy
+            request.stop.set()
+    return replies
+
+
+def instruction_lm(ctx: Context, model: str, adapter: str, task: str, what: str) -> tuple[LoadedLM, str | None]:
+    """The instruction LM and adapter for an LM-backed task, or a UserError for a base model."""
+    lm = ctx.hub.lm(model, task)
+    if not lm.has_chat_template:
+        raise UserError(f"'{lm.name}' is a base model without a chat template, so it cannot follow a {what} "
+                        "request; pick an instruction model or a sequence-to-sequence model.")
+    adapter_name, _ = attach_adapter(ctx, lm, adapter, task)
+    return lm, adapter_name
