@@ -15,7 +15,7 @@ from config import Settings
 from errors import UserError
 from models import catalog, lora
 from models.cache import ModelCache
-from models.device import pick_device, pick_dtype
+from models.device import fast_bf16, pick_device, pick_dtype
 from models.embeddings import Embedder
 from models.engine import GenerationEngine, SamplingParams
 
@@ -185,7 +185,8 @@ def load_embedder(hub: ModelHub, source: catalog.ModelSource,
         raise _load_error(source, error, "a sentence-embedding model") from error
     if adapter is not None:
         model[0].model = lora.merged(model[0].auto_model, adapter, source.name)
-    return Embedder(source, model, adapter), model_bytes(model)
+    fast = hub.dtype == torch.bfloat16 or (hub.settings.dtype == "auto" and fast_bf16(hub.device))
+    return Embedder(source, model, adapter, bf16=fast), model_bytes(model)
 
 
 def _loaded_with(model_class, wanted: str):

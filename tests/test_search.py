@@ -300,3 +300,18 @@ def test_vectors_are_read_once_per_generation_and_a_change_is_seen(search, tmp_p
     ids, matrix = target.vectors(space)
     assert len(ids) == len(first_ids) + 1 and matrix is not first
     assert "lava" in search.search("erupting mountain", "c", 1)[0]["text"]
+
+
+def test_embeddings_in_bf16_stay_close_to_fp32(settings):
+    from dataclasses import replace
+
+    from models.device import fast_bf16
+    from models.embeddings import Embedder
+
+    fp32 = ModelHub(replace(settings, dtype="float32")).embedder()
+    assert not fp32.bf16  # the operator asked for fp32
+    assert ModelHub(settings).embedder().bf16 == fast_bf16(fp32.model.device)  # auto: bf16 where it is fast
+    fast = Embedder(fp32.source, fp32.model, bf16=True)
+    texts = list(CORPUS.values())
+    a, b = fp32.encode(texts), fast.encode(texts)
+    assert b.dtype == a.dtype and float((a * b).sum(axis=1).min()) > 0.999
