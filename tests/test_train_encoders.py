@@ -253,3 +253,17 @@ def test_a_validation_file_is_scored_instead_of_held_out_rows(ctx, tiny_bert_dir
     assert worker.run_job(ctx.settings, job_id) == "succeeded", service.job(job_id)["error"]
     metrics = service.job(job_id)["metrics"]
     assert (metrics["train_rows"], metrics["held_out"]) == (40, 20)
+
+
+@pytest.mark.parametrize("task, model", [("sentiment", "tiny_bert_dir"), ("chat", "tiny_chat_dir")])
+def test_preflight_estimate_times_real_steps(request, task, model):
+    from training import estimate
+    from training.presets import build
+
+    location = str(request.getfixturevalue(model))
+    result = estimate.estimate(location, build("quick", {"batch_size": 2, "max_length": 32}), 10, task)
+    assert 0 < result["trainable_params"] < result["total_params"] and result["step_s"] >= 0
+    assert result["steps"] == 30  # 6 epochs of 5 batches
+    assert "Trainable parameters" in estimate.describe(result)
+    with pytest.raises(UserError, match="Could not estimate"):
+        estimate.estimate(location + "-missing", build("quick"), 10, task)
