@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
 import pytest
 from pypdf import PdfWriter
 
@@ -315,3 +316,24 @@ def test_embeddings_in_bf16_stay_close_to_fp32(settings):
     texts = list(CORPUS.values())
     a, b = fp32.encode(texts), fast.encode(texts)
     assert b.dtype == a.dtype and float((a * b).sum(axis=1).min()) > 0.999
+
+
+def test_concurrent_short_requests_share_forward_passes(ctx):
+    embedder = ctx.hub.embedder()
+    queries = [f"question number {i} about {topic}" for i, topic in
+               enumerate(["refunds", "opening hours", "passwords", "parcels", "volcanoes", "privacy"] * 4)]
+    alone = np.stack([embedder.encode([q])[0] for q in queries])
+    before = embedder.forward_passes
+    results: dict[int, np.ndarray] = {}
+    start = threading.Barrier(len(queries))
+
+    def ask(i: int) -> None:
+        start.wait()
+        results[i] = embedder.encode([queries[i]])[0]
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(queries))]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    together = np.stack([results[i] for i in range(len(queries))])
+    assert embedder.forward_passes - before < len(queries)  # some requests rode along with others
+    assert float((alone * together).sum(axis=1).min()) > 0.999  # and each got its own vector
