@@ -34,7 +34,7 @@ class Embedder:
         self._lock = threading.Lock()  # one forward at a time: concurrent callers queue, not oversubscribe
         self._waiting_lock = threading.Lock()
         self._waiting: list[_Request] = []  # short requests not yet run
-        self.forward_passes = 0  # for the system panel and tests
+        self.forward_passes = 0  # how many batches ran: shows that concurrent requests share them
 
     @property
     def name(self) -> str:

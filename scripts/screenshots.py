@@ -1,7 +1,9 @@
-"""Re-take the README screenshots: docs/chat.png, docs/train.png and docs/report.png, 1280 px wide.
+"""Re-take the README screenshots: docs/chat.png, docs/train.png, docs/report.png and docs/report-sentiment.png,
+1280 px wide.
 
 Starts the app on the offline SmolLM2 with a fresh data folder (or uses --url), chats in headless Chromium,
-uploads the sample data and trains a short adapter on it. Needs the playwright package and a Chromium binary
+uploads the sample data and trains a short adapter on it, then a sentiment classifier on its sample. Needs the
+playwright package and a Chromium binary
 (Debian: apt-get install chromium; never `playwright install`). Takes a few minutes on a CPU.
 
     .venv/bin/python scripts/screenshots.py [--url http://127.0.0.1:7860] [--max-steps 20] [--no-report]
@@ -115,6 +117,23 @@ def train_shots(page: Page, out: Path, max_steps: int, report: bool = True) -> N
     shoot(page, out / "report.png", page.get_by_role("heading", name="Progress"), page.locator("table").last)
 
 
+def sentiment_report_shot(page: Page, out: Path) -> None:
+    """Train a classifier on the sentiment sample and shoot its report: metric table and confusion matrix."""
+    page.get_by_role("tab", name="Train").click()
+    task = page.get_by_role("combobox", name="Task")
+    task.fill("sentiment")
+    task.press("Enter")
+    expect(page.get_by_role("combobox", name="Base model")).to_have_value("all-MiniLM-L6-v2")
+    page.get_by_role("button", name="Try the sample").click()
+    expect(page.get_by_text(re.compile(r"kept \d+"))).to_be_visible(timeout=60_000)
+    page.get_by_label("Adapter name").fill("support-tickets")
+    page.get_by_role("button", name="Train", exact=True).click()
+    expect(page.get_by_text("Confusion on the checked rows")).to_be_visible(timeout=600_000)
+    page.wait_for_timeout(1500)  # the last timer tick redraws the plot
+    shoot(page, out / "report-sentiment.png", page.get_by_role("heading", name="Did it learn?"),
+          page.locator("table").last)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", help="use this running app instead of starting one")
@@ -138,6 +157,8 @@ def main() -> None:
             page.goto(url, wait_until="domcontentloaded")
             chat_shot(page, out)
             train_shots(page, out, args.max_steps, not args.no_report)
+            if not args.no_report:
+                sentiment_report_shot(page, out)
             browser.close()
     finally:
         if app is not None:

@@ -78,6 +78,14 @@ def task_fields(task: str) -> tuple[str, ...]:
     return required + optional
 
 
+def slot_label(task: str, i: int) -> str:
+    """The label of mapping dropdown i for a task: its field, marked when optional ("" for an unused slot)."""
+    required, optional = data.TASK_FIELDS[task]
+    if i >= len(required + optional):
+        return ""
+    return f"{(required + optional)[i]} column" + (" (optional)" if i >= len(required) else "")
+
+
 def column_mapping(task: str, chosen: list) -> dict | None:
     """The task field -> file column mapping the dropdowns set (None when nothing is mapped)."""
     mapping = {f: c for f, c in zip(task_fields(task), chosen) if c}
@@ -89,10 +97,7 @@ def task_changed(service: TrainingService, task: str) -> list:
     language_task = task in recipes.CONVERSATIONS
     families = [catalog.DECODER] if language_task else [catalog.EMBEDDING, catalog.ENCODER]
     default = service.base_source("", task).name
-    required, optional = data.TASK_FIELDS[task]
-    slots = [gr.update(visible=i < len(required + optional), value=None,
-                       label=(f"{(required + optional)[i]} column" + (" (optional)" if i >= len(required) else "")
-                              if i < len(required + optional) else ""))
+    slots = [gr.update(visible=i < len(task_fields(task)), value=None, label=slot_label(task, i))
              for i in range(SLOTS)]
     return [gr.update(choices=[c for f in families for c in catalog.choices(f)], value=default), FORMATS[task],
             *slots]
@@ -273,9 +278,8 @@ def build(service: TrainingService, browser_secret: str) -> dict:
         with gr.Accordion("Preview and column mapping", open=False):
             preview = gr.Dataframe(label="First rows", interactive=False)
             with gr.Row():
-                fields = task_fields("chat")
-                slots = [gr.Dropdown([], label=f"{fields[i]} column" if i < len(fields) else "",
-                                     visible=i < len(fields), allow_custom_value=False) for i in range(SLOTS)]
+                slots = [gr.Dropdown([], label=slot_label("chat", i), visible=i < len(task_fields("chat")),
+                                     allow_custom_value=False) for i in range(SLOTS)]
         preset = gr.Radio(list(presets.PRESETS), value="quick", label="Preset",
                           info="quick: a few minutes on a CPU; balanced and thorough learn more, slower.")
         with gr.Accordion("Advanced settings", open=False):
