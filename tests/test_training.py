@@ -323,3 +323,23 @@ def test_precision_setting(tiny_chat_dir):
     assert use_bf16(build("quick"), model) == fast_bf16(torch.device("cpu"))
     with pytest.raises(UserError, match="Precision"):
         build("quick", {"precision": "fp8"})
+
+
+def test_fast_loss_check_ignores_dropout(tiny_chat_dir):
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from training import lm as recipe
+    from training.presets import TrainSettings
+    from training.trainer import lora_config
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_chat_dir)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_chat_dir), lora_config(TrainSettings(dropout=0.5)))
+    with torch.no_grad():  # a trained adapter: with zero B matrices dropout would change nothing
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    rows = [recipe.encode(tokenizer, {"messages": [{"role": "user", "content": "Hi"},
+                                                   {"role": "assistant", "content": "Hello there!"}]}, "", 64)]
+    model.train()
+    assert recipe.fast_loss_matches(model, recipe.collate(rows, tokenizer.pad_token_id)) and model.training

@@ -100,11 +100,15 @@ def learned_loss(model, batch: dict) -> torch.Tensor:
 @torch.no_grad()
 def fast_loss_matches(model, batch: dict) -> bool:
     """Whether learned_loss gives the model's own loss on batch (it does unless the model reshapes its logits)."""
+    training = model.training
+    model.eval()  # no dropout: both losses must see the same computation
     try:
         fast = float(learned_loss(model, batch))
+        return abs(fast - float(model(**batch).loss)) <= 1e-3 * max(1.0, abs(fast))
     except (AttributeError, TypeError):
         return False
-    return abs(fast - float(model(**batch).loss)) <= 1e-3 * max(1.0, abs(fast))
+    finally:
+        model.train(training)
 
 
 def prompt_and_expected(tokenizer, fields: dict, system_prompt: str) -> tuple[str, list[int], str] | None:
