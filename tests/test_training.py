@@ -296,6 +296,7 @@ def test_fast_loss_equals_the_models_own_loss(tiny_chat_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from training import lm as recipe
+    from training.trainer import fast_loss_matches
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_chat_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_chat_dir)
@@ -303,7 +304,7 @@ def test_fast_loss_equals_the_models_own_loss(tiny_chat_dir):
                                                    {"role": "assistant", "content": a}]}, "", 128)
             for q, a in [("What is the capital of Zorbia?", "Quellmar."), ("Hi", "Hello there, how are you?")]]
     batch = recipe.collate(rows, tokenizer.pad_token_id)
-    assert recipe.fast_loss_matches(model, batch)
+    assert fast_loss_matches(model, batch)
     nothing = dict(batch, labels=torch.full_like(batch["labels"], recipe.IGNORE))
     with torch.no_grad():
         assert float(recipe.learned_loss(model, batch)) == pytest.approx(float(model(**batch).loss), rel=1e-4)
@@ -331,7 +332,7 @@ def test_fast_loss_check_ignores_dropout(tiny_chat_dir):
 
     from training import lm as recipe
     from training.presets import TrainSettings
-    from training.trainer import lora_config
+    from training.trainer import fast_loss_matches, lora_config
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_chat_dir)
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_chat_dir), lora_config(TrainSettings(dropout=0.5)))
@@ -342,4 +343,4 @@ def test_fast_loss_check_ignores_dropout(tiny_chat_dir):
     rows = [recipe.encode(tokenizer, {"messages": [{"role": "user", "content": "Hi"},
                                                    {"role": "assistant", "content": "Hello there!"}]}, "", 64)]
     model.train()
-    assert recipe.fast_loss_matches(model, recipe.collate(rows, tokenizer.pad_token_id)) and model.training
+    assert fast_loss_matches(model, recipe.collate(rows, tokenizer.pad_token_id)) and model.training

@@ -19,7 +19,7 @@ from models import catalog, lora
 from models.device import pick_device
 from training.presets import TrainSettings
 from training.report import encoder_report
-from training.trainer import Checkpoint, Hooks, Outcome, fit, loss_metrics
+from training.trainer import Checkpoint, Hooks, Outcome, evaluating, fit, loss_metrics
 
 # LoRA goes on the encoder's layers only (never on a head, which trains in full). BERT/RoBERTa/MiniLM name their
 # linear layers query/key/value/dense, DistilBERT q_lin/k_lin/v_lin/out_lin/lin1/lin2.
@@ -149,15 +149,13 @@ def train_sentiment(source, options: dict, train_rows: list, val_rows: list, set
                     {"confusion": confusion(after, expected, labels)})
 
 
-@torch.no_grad()
 def predict_labels(model, tokenizer, texts: list[str], labels: list[str], limit: int, batch_size: int) -> list[str]:
-    model.eval()
     out = []
-    for start in range(0, len(texts), batch_size):
-        batch = tokenizer(texts[start:start + batch_size], truncation=True, max_length=limit, padding=True,
-                          return_tensors="pt").to(model.device)
-        out += [labels[i] for i in model(**batch).logits.argmax(-1).tolist()]
-    model.train()
+    with evaluating(model):
+        for start in range(0, len(texts), batch_size):
+            batch = tokenizer(texts[start:start + batch_size], truncation=True, max_length=limit, padding=True,
+                              return_tensors="pt").to(model.device)
+            out += [labels[i] for i in model(**batch).logits.argmax(-1).tolist()]
     return out
 
 
@@ -235,14 +233,12 @@ def train_answer(source, options: dict, train_rows: list, val_rows: list, settin
                     {"base_fingerprint": base_fingerprint})
 
 
-@torch.no_grad()
 def best_span(loaded, fields: dict) -> str:
     """The likeliest answer span in the row's context, as the Question answering tab would find it."""
     from tasks.answer import span_scores as scored_windows
 
-    loaded.model.eval()
-    score, start, end = max(scored_windows(loaded, fields["question"], fields["context"]))
-    loaded.model.train()
+    with evaluating(loaded.model):
+        score, start, end = max(scored_windows(loaded, fields["question"], fields["context"]))
     return fields["context"][start:end]
 
 
@@ -307,15 +303,13 @@ def train_search(source, options: dict, train_rows: list, val_rows: list, settin
                     _samples(queries, expected, top(before), top(after)), {"base_fingerprint": base_fingerprint})
 
 
-@torch.no_grad()
 def passage_ranks(model, queries: list[str], expected: list[str], corpus: list[str],
                   batch_size: int) -> list[tuple[int, int]]:
     """Per query: (1-based rank of its expected passage in corpus, index of the top passage)."""
-    model.eval()
     encode = lambda texts: torch.cat([embed(model, texts[i:i + batch_size])  # noqa: E731
                                       for i in range(0, len(texts), batch_size)])
-    scores = encode(queries) @ encode(corpus).T
-    model.train()
+    with evaluating(model):
+        scores = encode(queries) @ encode(corpus).T
     position = {text: i for i, text in enumerate(corpus)}
     out = []
     for row, wanted in zip(scores, expected):

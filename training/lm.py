@@ -84,7 +84,7 @@ def learned_loss(model, batch: dict) -> torch.Tensor:
 
     Over a ~50k-word vocabulary the output layer is about a fifth of a small model's compute and most of its
     activation memory, and prompt tokens never need it. Models that post-process their logits (soft-capping,
-    scaling) must not take this path: `fast_loss_matches` checks that once per run.
+    scaling) must not take this path: `trainer.fast_loss_matches` checks that once per run.
     """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     hidden = base.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
@@ -95,20 +95,6 @@ def learned_loss(model, batch: dict) -> torch.Tensor:
         return hidden.sum() * 0.0
     logits = base.get_output_embeddings()(hidden[:, :-1][learned])
     return torch.nn.functional.cross_entropy(logits.float(), targets[learned])
-
-
-@torch.no_grad()
-def fast_loss_matches(model, batch: dict) -> bool:
-    """Whether learned_loss gives the model's own loss on batch (it does unless the model reshapes its logits)."""
-    training = model.training
-    model.eval()  # no dropout: both losses must see the same computation
-    try:
-        fast = float(learned_loss(model, batch))
-        return abs(fast - float(model(**batch).loss)) <= 1e-3 * max(1.0, abs(fast))
-    except (AttributeError, TypeError):
-        return False
-    finally:
-        model.train(training)
 
 
 def prompt_and_expected(tokenizer, fields: dict, system_prompt: str) -> tuple[str, list[int], str] | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from errors import UserError
+from models import catalog
 
 
 def _chat(fields: dict) -> dict:
@@ -37,6 +38,16 @@ CONVERSATIONS: dict[str, Callable[[dict], dict]] = {
     "summarize": _summarize,
     "translate": _translate,
 }
+
+
+def base_families(task: str) -> tuple[str, ...]:
+    """The model families a task trains on: GPT-family for the tasks trained as conversations, else BERT-family."""
+    return (catalog.DECODER,) if task in CONVERSATIONS else (catalog.EMBEDDING, catalog.ENCODER)
+
+
+def model_task(task: str) -> str:
+    """The task whose default model a task trains when no base is given (the chat model for the LM tasks)."""
+    return "chat" if task in CONVERSATIONS else task
 
 
 def conversation(task: str, fields: dict, line: int) -> dict:

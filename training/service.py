@@ -71,15 +71,12 @@ class TrainingService:
 
     def base_source(self, base: str, task: str) -> catalog.ModelSource:
         """The model a task trains on: a causal LM for the language tasks, an encoder for the others."""
-        language_task = task in recipes.CONVERSATIONS
-        source = self.ctx.hub.source(base, "chat" if language_task else task)
-        family = source.family  # None for a folder or hub id: the worker finds out, with a readable reason
-        if language_task and family not in (None, catalog.DECODER):
-            raise UserError(f"{source.name} cannot be trained for {task}: pick a GPT-family model such as "
-                            f"{catalog.TASK_DEFAULTS['chat']}.")
-        if not language_task and family not in (None, catalog.ENCODER, catalog.EMBEDDING):
-            raise UserError(f"{source.name} cannot be trained for {task}: pick a BERT-family model such as "
-                            f"{catalog.TASK_DEFAULTS[task]}.")
+        source = self.ctx.hub.source(base, recipes.model_task(task))
+        # family is None for a folder or hub id: the worker finds out, with a readable reason
+        if source.family not in (None, *recipes.base_families(task)):
+            kind = "GPT-family" if catalog.DECODER in recipes.base_families(task) else "BERT-family"
+            raise UserError(f"{source.name} cannot be trained for {task}: pick a {kind} model such as "
+                            f"{catalog.TASK_DEFAULTS[recipes.model_task(task)]}.")
         return source
 
     def _check_name_free(self, owner: str, name: str) -> None:

@@ -53,9 +53,9 @@ class JobLog:
 
 def base_source(settings: Settings, reference: str, task: str) -> tuple[catalog.ModelSource, dict]:
     """The base model to train and the options to load it with."""
-    language_task = task in recipes.CONVERSATIONS
-    source = catalog.resolve(reference, "chat" if language_task else task, settings.path("models"),
-                             default=settings.chat_model if language_task else "")
+    model_task = recipes.model_task(task)
+    source = catalog.resolve(reference, model_task, settings.path("models"),
+                             default=settings.chat_model if model_task == "chat" else "")
     return source, {"trust_remote_code": settings.trust_remote_code,
                     "local_files_only": source.local or not catalog.hub_reachable()}
 

@@ -29,9 +29,8 @@ def keep_fresh(tab: gr.Tab, task, model, adapter: gr.Dropdown) -> None:
 
     model is the tab's model component, or a fixed model name for tabs without a model picker.
     """
-    def refresh(*values):
-        chosen_model, current = values if len(values) == 2 else (model, values[0])
-        return fresh(task, chosen_model, current)
-
-    inputs = [model, adapter] if isinstance(model, gr.components.Component) else [adapter]
-    tab.select(refresh, inputs, adapter, show_progress="hidden", api_visibility="undocumented")
+    quiet = {"show_progress": "hidden", "api_visibility": "undocumented"}
+    if isinstance(model, gr.components.Component):
+        tab.select(lambda m, a: fresh(task, m, a), [model, adapter], adapter, **quiet)
+    else:
+        tab.select(lambda a: fresh(task, model, a), adapter, adapter, **quiet)

@@ -94,12 +94,11 @@ def column_mapping(task: str, chosen: list) -> dict | None:
 
 def task_changed(service: TrainingService, task: str) -> list:
     """A new task: its base models, its data format and one mapping dropdown per field."""
-    language_task = task in recipes.CONVERSATIONS
-    families = [catalog.DECODER] if language_task else [catalog.EMBEDDING, catalog.ENCODER]
     default = service.base_source("", task).name
     slots = [gr.update(visible=i < len(task_fields(task)), value=None, label=slot_label(task, i))
              for i in range(SLOTS)]
-    return [gr.update(choices=[c for f in families for c in catalog.choices(f)], value=default), FORMATS[task],
+    choices = [name for family in recipes.base_families(task) for name in catalog.choices(family)]
+    return [gr.update(choices=choices, value=default), FORMATS[task],
             *slots]
 
 
