@@ -44,13 +44,15 @@ def build_app(settings: config.Settings) -> gr.Blocks:
     secret = browser_secret(settings)
     with gr.Blocks(title="LoRA Studio") as demo:
         gr.Markdown(INTRO)
+        # The public API first: it takes the plain names (/cancel), and UI events that call the same functions
+        # get suffixed ones (/cancel_1) instead of the other way round.
+        for task in tasks:
+            publish(task.endpoints())
+        publish(training.endpoints() + [Endpoint("train", train_tab.api_train(training))])
         with gr.Tabs() as tabs:
             parts = {task.id: TABS[task.id](task, secret) for task in tasks}
             trainer = train_tab.build(training, secret)
             system_tab.build(ctx)
-        for task in tasks:
-            publish(task.endpoints())
-        publish(training.endpoints() + [Endpoint("train", train_tab.api_train(training))])
         wire_use_adapter(trainer, parts, tabs, training)
     demo.queue(default_concurrency_limit=settings.concurrency)
     demo.ctx = ctx  # tests and the CLI reach the shared services through the app

@@ -11,7 +11,8 @@ import random
 from pathlib import Path
 
 # Sentiment with labels no zero-shot method knows: ticket routing by the made-up product each text is about.
-PRODUCTS = {"zorbex": ["Zorbex", "the Zorbex app", "my Zorbex"], "quillon": ["Quillon", "the Quillon card", "my Quillon"]}
+PRODUCTS = {"zorbex": ["Zorbex", "the Zorbex app", "my Zorbex"],
+            "quillon": ["Quillon", "the Quillon card", "my Quillon"]}
 COMPLAINTS = ["keeps crashing when I open it", "charged me twice this month", "will not sync with my laptop",
               "lost all my saved settings", "is very slow since the update", "shows the wrong balance",
               "sent me the same email five times", "stopped working this morning", "asks for my password again",

@@ -50,3 +50,28 @@ def test_two_clients_chat_at_once_and_each_gets_its_own_answer(launch, settings,
         assert word in outputs[-1], (question, outputs[-1])
         assert len(outputs) > 1  # it streamed
     assert demo.ctx.hub.cache.loads == 1  # both chats shared one loaded model
+
+
+def test_public_api_names_are_the_contracts(settings):
+    from app import build_app
+
+    demo = build_app(settings)
+    try:
+        named = demo.get_api_info()["named_endpoints"]
+    finally:
+        demo.training.manager.close()
+    # DESIGN.md §1: every operation under its plain name (a UI event calling the same function must not take it).
+    for name, parameters in {
+        "/chat": ["message", "history", "system_prompt", "model", "adapter", "temperature", "top_p",
+                  "max_new_tokens"],
+        "/summarize": ["text", "method", "length", "model", "adapter"],
+        "/translate": ["text", "target", "source", "model", "adapter"],
+        "/sentiment": ["texts", "model", "adapter"],
+        "/answer": ["question", "context", "collection", "model", "adapter"],
+        "/add_documents": ["collection", "files", "text"], "/search": ["query", "collection", "k", "adapter"],
+        "/collections": [], "/remove_document": ["collection", "source"],
+        "/train": ["task", "data", "base", "name", "preset", "settings", "columns", "validation"],
+        "/job": ["job_id"], "/cancel": ["job_id"], "/resume": ["job_id"], "/adapters": ["task"],
+        "/delete_adapter": ["name"],
+    }.items():
+        assert [p["parameter_name"] for p in named[name]["parameters"]] == parameters, name
