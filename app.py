@@ -17,10 +17,12 @@ import config
 from models.device import set_threads
 from models.loading import ModelHub
 from tasks import TASKS
-from tasks.base import Context, Endpoint
+from tasks.base import Context
+from tasks.spec import resolve
 from training.service import TrainingService
-from ui import TABS, system_tab, train_tab
+from ui import system_tab, train_tab
 from ui.api import publish
+from ui.picker import Picker
 
 INTRO = ("# LoRA Studio\nChat with a language model, apply it to your texts, and fine-tune it with LoRA — "
          "all from this page. Models load on first use.")
@@ -48,35 +50,36 @@ def build_app(settings: config.Settings) -> gr.Blocks:
         # get suffixed ones (/cancel_1) instead of the other way round.
         for task in tasks:
             publish(task.endpoints())
-        publish(training.endpoints() + [Endpoint("train", train_tab.api_train(training))])
+        publish(training.endpoints())
         with gr.Tabs() as tabs:
-            parts = {task.id: TABS[task.id](task, secret) for task in tasks}
+            pickers = {task.id: build_tab(task, secret) for task in tasks}
             trainer = train_tab.build(training, secret)
             system_tab.build(ctx)
-        wire_use_adapter(trainer, parts, tabs, training)
+        wire_use_adapter(trainer, pickers, tabs, training)
     demo.queue(default_concurrency_limit=settings.concurrency)
     demo.ctx = ctx  # tests and the CLI reach the shared services through the app
     demo.training = training
     return demo
 
 
-def wire_use_adapter(trainer: dict, parts: dict, tabs: gr.Tabs, training: TrainingService) -> None:
+def build_tab(task, secret: str) -> Picker | None:
+    """The task's tab: Gradio's tab around what its spec's builder adds; returns the builder's picker."""
+    with gr.Tab(task.title, id=task.id) as tab:
+        return resolve(task.spec.tab)(task, tab, secret)
+
+
+def wire_use_adapter(trainer: dict, pickers: dict[str, Picker | None], tabs: gr.Tabs,
+                     training: TrainingService) -> None:
     """The report's button: open the trained task's tab with the new adapter chosen on its base model."""
-    pickers = [(task, part["adapter"], part.get("model")) for task, part in parts.items() if "adapter" in part]
-    outputs = [tabs] + [c for _, adapter, model in pickers for c in (adapter, model) if c is not None]
+    chosen = [(task, p) for task, p in pickers.items() if p is not None]
+    outputs = [tabs] + [c for _, p in chosen for c in p.outputs]
 
     def use(job_id: str):
         job = training.store.get(job_id)
         base = training.adapter_base(job.adapter) or job.base
         updates = [gr.Tabs(selected=job.task)]
-        for task, adapter, model in pickers:
-            if task != job.task:
-                updates += [gr.update()] * (2 if model is not None else 1)
-                continue
-            choices = ["none"] + training.adapter_names(task, base)
-            updates.append(gr.update(choices=choices, value=job.adapter))
-            if model is not None:
-                updates.append(gr.update(value=base))
+        for task, p in chosen:
+            updates += p.hand_over(base, job.adapter) if task == job.task else p.unchanged()
         return updates
 
     trainer["use"].click(use, trainer["job_id"], outputs, api_visibility="undocumented")
@@ -138,7 +141,7 @@ def train_command(argv: list[str]) -> int:
         print(f"{state}: {status['error']}", file=sys.stderr)
         return 1
     print(f"{status['report']['summary']}\nSaved adapter '{status['adapter']}' under "
-          f"{service.adapters.folder('local', status['adapter'])}")
+          f"{service.adapters.folder(config.LOCAL_USER, status['adapter'])}")
     return 0
 
 

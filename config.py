@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 ENV_PREFIX = "LORA_STUDIO_"
+LOCAL_USER = "local"  # who owns everything when the app has no accounts (DESIGN.md §2)
 
 
 def _default_data_dir() -> Path:
@@ -102,11 +103,3 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def from_namespace(ns: argparse.Namespace) -> Settings:
     return Settings(**{f.name: getattr(ns, f.name) for f in fields(Settings)})
-
-
-def from_env() -> Settings:
-    """Settings from environment variables alone (for imports such as a Space or tests)."""
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    return from_namespace(parser.parse_args([]))
-

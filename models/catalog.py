@@ -64,16 +64,12 @@ for _b in (
 ):
     register(_b)
 
-# The backbone each task uses when the user leaves the model empty; offline-capable where one exists.
-TASK_DEFAULTS: dict[str, str] = {
-    "chat": "SmolLM2-135M-Instruct",
-    "complete": "SmolLM2-135M-Instruct",
-    "summarize": "all-MiniLM-L6-v2",
-    "translate": "SmolLM2-135M-Instruct",
-    "sentiment": "all-MiniLM-L6-v2",
-    "answer": "all-MiniLM-L6-v2",
-    "search": "all-MiniLM-L6-v2",
-    "embedding": "all-MiniLM-L6-v2",
+# The backbone of each family used when nothing else names one (a task's spec names its own per family).
+DEFAULTS: dict[str, str] = {
+    DECODER: "SmolLM2-135M-Instruct",
+    EMBEDDING: "all-MiniLM-L6-v2",
+    ENCODER: "DistilBERT",
+    SEQ2SEQ: "Flan-T5-base",
 }
 
 
@@ -128,9 +124,9 @@ def find(name: str) -> Backbone | None:
     return None
 
 
-def resolve(reference: str, task: str, models_dir: Path, default: str = "") -> ModelSource:
-    """Turn what the user typed (catalog name, hub id, folder, or "" for the default) into a ModelSource."""
-    reference = (reference or "").strip() or default or TASK_DEFAULTS[task]
+def resolve(reference: str, models_dir: Path, default: str = DEFAULTS[DECODER]) -> ModelSource:
+    """Turn what the user typed (catalog name, hub id, folder, or "" for default) into a ModelSource."""
+    reference = (reference or "").strip() or default
     backbone = find(reference)
     if backbone is not None:
         return _from_catalog(backbone, models_dir)

@@ -40,8 +40,7 @@ class LoadedLM:
     def fingerprint(self) -> str:
         """The base weights' fingerprint (computed once; adapters check it before they attach)."""
         if not self._fingerprint:
-            from models.lora import fingerprint
-            self._fingerprint = fingerprint(self.model)
+            self._fingerprint = lora.weights_fingerprint(self.model)
         return self._fingerprint
 
     @property
@@ -78,13 +77,18 @@ def model_bytes(model: torch.nn.Module) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
-def _context_length(config, tokenizer) -> int:
-    for attr in ("max_position_embeddings", "n_positions", "max_sequence_length"):
-        value = getattr(config, attr, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    limit = getattr(tokenizer, "model_max_length", 0)
-    return limit if 0 < limit < 1_000_000 else 2048
+_POSITIONS = ("max_position_embeddings", "n_positions", "max_sequence_length")
+
+
+def token_limit(config, tokenizer=None, cap: int = 0, fallback: int = 2048) -> int:
+    """How many tokens a model reads at once: the least of its position table and its tokenizer's limit (either
+    may be unknown; fallback then), capped at cap when cap > 0. The one place a model's limit is computed."""
+    limits = [v for v in (getattr(config, a, None) for a in _POSITIONS) if isinstance(v, int) and v > 0][:1]
+    tokenizer_limit = getattr(tokenizer, "model_max_length", 0)
+    if isinstance(tokenizer_limit, int) and 0 < tokenizer_limit < 1_000_000:  # "unknown" is a huge sentinel
+        limits.append(tokenizer_limit)
+    limit = min(limits) if limits else fallback
+    return min(limit, cap) if cap > 0 else limit
 
 
 def _eos_ids(model, tokenizer) -> set[int]:
@@ -92,6 +96,60 @@ def _eos_ids(model, tokenizer) -> set[int]:
     configured = getattr(model.generation_config, "eos_token_id", None)
     ids.update(configured if isinstance(configured, list) else [configured])
     return {i for i in ids if i is not None}
+
+
+def operator_default(settings: Settings, family: str) -> str:
+    """The backbone the operator chose for a family (--chat-model, --embedding-model), or ""."""
+    return {catalog.DECODER: settings.chat_model, catalog.EMBEDDING: settings.embedding_model}.get(family, "")
+
+
+def pretrained_options(settings: Settings, source: catalog.ModelSource) -> dict:
+    """from_pretrained options for a source: remote code only if the operator allows it, no hub when offline."""
+    return {"trust_remote_code": settings.trust_remote_code,
+            "local_files_only": source.local or not catalog.hub_reachable()}
+
+
+def load_error(source: catalog.ModelSource, error: Exception, wanted: str) -> UserError:
+    """The sentence a failed load gives, wherever the model was loaded (server, worker, estimate)."""
+    if "trust_remote_code" in str(error):
+        return UserError(f"The model '{source.name}' needs its own code to run; the operator can allow "
+                         "that with --trust-remote-code if they trust it.")
+    if isinstance(error, OSError):
+        return UserError(f"Could not load the model '{source.name}': {str(error).splitlines()[0]}")
+    return UserError(f"'{source.name}' is not {wanted}; pick another model.")
+
+
+def read_config(source: catalog.ModelSource, options: dict):
+    """A model's configuration (architectures, sizes) without loading its weights."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(source.location, **options)
+    except (OSError, ValueError, KeyError) as error:
+        raise UserError(f"Could not read the model '{source.name}': {str(error).splitlines()[0]}") from error
+
+
+def load_pretrained(source: catalog.ModelSource, model_class, options: dict, wanted: str,
+                    dtype: torch.dtype = torch.float32, device: torch.device | None = None, **extra):
+    """(model, tokenizer) of model_class from source on device, in eval mode: the one loader of the app."""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source.location, **options)
+        model = model_class.from_pretrained(source.location, dtype=dtype, **options, **extra)
+    except (OSError, ValueError, KeyError) as error:
+        raise load_error(source, error, wanted) from error
+    return model.to(device or pick_device()).eval(), tokenizer
+
+
+def load_sentence_transformer(source: catalog.ModelSource, options: dict, device: torch.device | None = None):
+    """A sentence-transformers model from source (its pooling and normalisation as its folder says)."""
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        return SentenceTransformer(source.location, device=str(device or pick_device()),
+                                   trust_remote_code=options["trust_remote_code"],
+                                   local_files_only=options["local_files_only"])
+    except (OSError, ValueError, KeyError) as error:
+        raise load_error(source, error, "a sentence-embedding model") from error
 
 
 class ModelHub:
@@ -107,66 +165,49 @@ class ModelHub:
     def models_dir(self) -> Path:
         return self.settings.path("models")
 
-    def source(self, reference: str, task: str) -> catalog.ModelSource:
-        defaults = {"chat": self.settings.chat_model, "complete": self.settings.chat_model,
-                    "embedding": self.settings.embedding_model, "search": self.settings.embedding_model}
-        return catalog.resolve(reference, task, self.models_dir, default=defaults.get(task, ""))
+    def operator_default(self, family: str) -> str:
+        return operator_default(self.settings, family)
 
-    def get(self, kind: str, reference: str = "", task: str = "chat", adapter: lora.AdapterFiles | None = None):
-        """The loaded model of a kind (see LOADERS) for reference ("" = the task's default), loaded once.
+    def default(self, family: str) -> str:
+        """The backbone of a family used when nothing else is named: the operator's choice, else the catalog's."""
+        return self.operator_default(family) or catalog.DEFAULTS[family]
 
-        An adapter (encoder kinds only) gives a separate copy with the adapter merged in.
+    def source(self, reference: str, default: str = "") -> catalog.ModelSource:
+        """What reference names ("" = default, itself "" = the default chat model)."""
+        return catalog.resolve(reference, self.models_dir, default or self.default(catalog.DECODER))
+
+    def get(self, kind: str, reference: str = "", default: str = "", adapter: lora.AdapterFiles | None = None):
+        """The loaded model of a kind (see LOADERS) for reference ("" = default, itself "" = the kind's family
+        default), loaded once. An adapter (encoder kinds only) gives a separate copy with the adapter merged in.
         """
-        source = self.source(reference, task)
+        source = self.source(reference, default or self.default(KIND_FAMILY.get(kind, catalog.DECODER)))
         loader = LOADERS[kind]
         if adapter is None:
             return self.cache.get(f"{kind}:{source.key}", lambda: loader(self, source))
         return self.cache.get(f"{kind}:{source.key}+{adapter.key}", lambda: loader(self, source, adapter))
 
-    def lm(self, reference: str = "", task: str = "chat") -> LoadedLM:
-        return self.get("lm", reference, task)
+    def lm(self, reference: str = "", default: str = "") -> LoadedLM:
+        return self.get("lm", reference, default)
 
-    def embedder(self, reference: str = "", task: str = "embedding") -> Embedder:
-        return self.get("embedder", reference, task)
+    def embedder(self, reference: str = "", default: str = "") -> Embedder:
+        return self.get("embedder", reference, default)
 
-    def pretrained_kwargs(self, source: catalog.ModelSource) -> dict:
-        return {"trust_remote_code": self.settings.trust_remote_code,
-                "local_files_only": source.local or not catalog.hub_reachable()}
+    def options(self, source: catalog.ModelSource) -> dict:
+        return pretrained_options(self.settings, source)
 
     def loaded(self) -> list[dict]:
         """Loaded models for the system panel."""
         return [{"model": key, "memory_mb": round(size / 2**20)} for key, size in self.cache.items()]
 
 
-def _load_error(source: catalog.ModelSource, error: Exception, wanted: str) -> UserError:
-    if "trust_remote_code" in str(error):
-        return UserError(f"The model '{source.name}' needs its own code to run; the operator can allow "
-                         "that with --trust-remote-code if they trust it.")
-    if isinstance(error, OSError):
-        return UserError(f"Could not load the model '{source.name}': {str(error).splitlines()[0]}")
-    return UserError(f"'{source.name}' is not {wanted}; pick another model.")
-
-
-def load_pretrained(hub: ModelHub, source: catalog.ModelSource, model_class, wanted: str, **extra):
-    """(model, tokenizer) of model_class from source, on the hub's device and dtype, in eval mode."""
-    kwargs = hub.pretrained_kwargs(source)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source.location, **kwargs)
-        model = model_class.from_pretrained(source.location, dtype=hub.dtype, **kwargs, **extra)
-    except (OSError, ValueError, KeyError) as error:
-        raise _load_error(source, error, wanted) from error
-    return model.to(hub.device).eval(), tokenizer
-
-
 def load_lm(hub: ModelHub, source: catalog.ModelSource) -> tuple[LoadedLM, int]:
     log.info("loading %s from %s", source.name, source.location)
-    model, tokenizer = load_pretrained(hub, source, AutoModelForCausalLM,
-                                       "a text-generation (GPT-family) model, so it cannot chat")
+    model, tokenizer = load_pretrained(source, AutoModelForCausalLM, hub.options(source),
+                                       "a text-generation (GPT-family) model, so it cannot chat", hub.dtype,
+                                       hub.device)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    context = _context_length(model.config, tokenizer)
-    if hub.settings.context_limit > 0:
-        context = min(context, hub.settings.context_limit)
+    context = token_limit(model.config, tokenizer, hub.settings.context_limit)
     engine = GenerationEngine(model, _eos_ids(model, tokenizer), tokenizer.pad_token_id or 0, context)
     return LoadedLM(source, model, tokenizer, engine), model_bytes(model)
 
@@ -174,15 +215,7 @@ def load_lm(hub: ModelHub, source: catalog.ModelSource) -> tuple[LoadedLM, int]:
 def load_embedder(hub: ModelHub, source: catalog.ModelSource,
                   adapter: lora.AdapterFiles | None = None) -> tuple[Embedder, int]:
     log.info("loading embeddings %s from %s", source.name, source.location)
-    from sentence_transformers import SentenceTransformer
-
-    kwargs = hub.pretrained_kwargs(source)
-    try:
-        model = SentenceTransformer(source.location, device=str(hub.device),
-                                    trust_remote_code=kwargs["trust_remote_code"],
-                                    local_files_only=kwargs["local_files_only"])
-    except (OSError, ValueError, KeyError) as error:
-        raise _load_error(source, error, "a sentence-embedding model") from error
+    model = load_sentence_transformer(source, hub.options(source), hub.device)
     if adapter is not None:
         model[0].model = lora.merged(model[0].auto_model, adapter, source.name)
     fast = hub.dtype == torch.bfloat16 or (hub.settings.dtype == "auto" and fast_bf16(hub.device))
@@ -194,14 +227,15 @@ def _loaded_with(model_class, wanted: str):
              adapter: lora.AdapterFiles | None = None) -> tuple[LoadedModel, int]:
         log.info("loading %s from %s", source.name, source.location)
         extra = lora.head_options(adapter) if adapter else {}
-        model, tokenizer = load_pretrained(hub, source, model_class, wanted, **extra)
+        model, tokenizer = load_pretrained(source, model_class, hub.options(source), wanted, hub.dtype, hub.device,
+                                           **extra)
         if adapter is not None:
             model = lora.merged(model, adapter, source.name)
         return LoadedModel(source, model, tokenizer), model_bytes(model)
     return load
 
 
-# One loader per kind of loaded model; a new kind is one entry here.
+# One loader per kind of loaded model; a new kind is one entry here (with its family, for its default model).
 LOADERS = {
     "lm": load_lm,
     "embedder": load_embedder,
@@ -209,3 +243,5 @@ LOADERS = {
     "classifier": _loaded_with(AutoModelForSequenceClassification, "a text-classification model"),
     "span": _loaded_with(AutoModelForQuestionAnswering, "an extractive question-answering model"),
 }
+KIND_FAMILY = {"lm": catalog.DECODER, "embedder": catalog.EMBEDDING, "seq2seq": catalog.SEQ2SEQ,
+               "classifier": catalog.ENCODER, "span": catalog.ENCODER}

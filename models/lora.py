@@ -26,7 +26,7 @@ def base_parameter_name(name: str) -> str:
     return name.replace(".base_layer.", ".")
 
 
-def fingerprint(model: torch.nn.Module, skip: tuple[str, ...] = ()) -> str:
+def weights_fingerprint(model: torch.nn.Module, skip: tuple[str, ...] = ()) -> str:
     """A hash equal for the same weights in any dtype or on any device, different for other weights.
 
     Built from parameter names, shapes and the first values of each tensor rounded to bf16, so an fp32 copy and
@@ -42,10 +42,10 @@ def fingerprint(model: torch.nn.Module, skip: tuple[str, ...] = ()) -> str:
     return digest.hexdigest()[:16]
 
 
-def body_fingerprint(model: torch.nn.Module) -> str:
+def encoder_fingerprint(model: torch.nn.Module) -> str:
     """The fingerprint of an encoder's body, without any head: the same whether the weights were loaded as a
     bare encoder, a sentence-transformers model, a classifier or a QA model (which drops the pooler)."""
-    return fingerprint(model.base_model, skip=("pooler.",))
+    return weights_fingerprint(model.base_model, skip=("pooler.",))
 
 
 def attach(lm, key: str, folder: str) -> None:
@@ -83,7 +83,7 @@ def merged(model: torch.nn.Module, adapter: AdapterFiles, base_name: str) -> tor
     """
     from peft import PeftModel
 
-    if body_fingerprint(model) != adapter.meta.get("base_fingerprint"):
+    if encoder_fingerprint(model) != adapter.meta.get("base_fingerprint"):
         raise UserError(f"The adapter '{adapter.name}' was trained on {adapter.meta.get('base_model')}, not on "
                         f"{base_name}: pick {adapter.meta.get('base_model')} as the model to use it.")
     return PeftModel.from_pretrained(model, adapter.folder).merge_and_unload().eval()

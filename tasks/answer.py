@@ -1,7 +1,7 @@
 """Extractive question answering: the exact span with a QA model, else the best sentence by embeddings.
 
-The answer comes from a pasted context, or from the top passages of a document collection, found through the
-search task's `retrieve` hook in `ctx.extras`.
+The answer comes from a pasted context, or from the top passages of a document collection, found by the search
+task's retrieval.
 """
 
 from __future__ import annotations
@@ -14,8 +14,11 @@ import numpy as np
 import torch
 
 from errors import UserError
-from tasks.base import Context, Endpoint, encoder_model, require_text
-from tasks.sentiment import uses_head
+from models import catalog
+from models.loading import token_limit
+from tasks.base import Endpoint, Task, require_text
+from tasks.search import SearchTask
+from tasks.spec import DataField, TaskSpec
 from tasks.text import split_sentences
 
 Progress = Callable[[float, str], None]
@@ -75,12 +78,19 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
     return spans
 
 
-class AnswerTask:
-    id = "answer"
-    title = "Question answering"
+class AnswerTask(Task):
+    spec = TaskSpec(
+        id="answer", title="Question answering", endpoints=("answer",), tab="ui.answer_tab:build",
+        defaults={catalog.EMBEDDING: "all-MiniLM-L6-v2", catalog.ENCODER: "DistilBERT-SQuAD"},
+        fields=(DataField("question", "the question"), DataField("context", "the text that holds the answer"),
+                DataField("answer", "the answer, word for word as it occurs in the context")),
+        sample="answer.csv",
+        formats="Columns `question`, `context` and `answer`; the answer must appear word for word in the context.",
+        metrics={"exact_match": "exact match", "f1": "F1"}, recipe="training.encoders:AnswerRecipe")
 
-    def __init__(self, ctx: Context):
-        self.ctx = ctx
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self.search = SearchTask(ctx)  # answers from a collection come from its best passages
 
     def endpoints(self) -> list[Endpoint]:
         return [Endpoint("answer", self.answer)]
@@ -92,7 +102,7 @@ class AnswerTask:
 
     def sentence_level(self, model: str = "", adapter: str = "") -> bool:
         """Whether this model (and adapter) answers with whole sentences (the offline fallback), not spans."""
-        return not uses_head(self.ctx, model, self.id, "ForQuestionAnswering", adapter)
+        return not self.has_head(model, adapter, "ForQuestionAnswering")
 
     def find(self, question: str, context: str = "", collection: str = "", model: str = "", adapter: str = "",
              progress: Progress | None = None, threshold: float | None = None) -> Answer:
@@ -123,11 +133,7 @@ class AnswerTask:
             return [(context, "")]
         if not collection:
             raise UserError("Please paste a context to answer from, or name a document collection.")
-        retrieve = self.ctx.extras.get("retrieve")
-        if retrieve is None:
-            raise UserError("Answering from a collection needs document search, which this app does not offer; "
-                            "paste the text as context instead.")
-        hits = retrieve(question, collection, PASSAGES)
+        hits = self.search.retrieve(question, collection, PASSAGES)
         passages = [(hit["text"], hit["source"]) for hit in hits if hit.get("text", "").strip()]
         if not passages:
             raise UserError(f"The collection '{collection}' has no documents to answer from.")
@@ -135,17 +141,17 @@ class AnswerTask:
 
     def _best_span(self, question: str, passages: list[str], model: str, adapter: str,
                    progress: Progress | None) -> Candidate | None:
-        loaded = encoder_model(self.ctx, "span", model, adapter, self.id)
+        loaded = self.encoder("span", model, adapter)
         best = None
         for index, passage in enumerate(passages):
-            for score, start, end in span_scores(loaded, question, passage, progress):
+            for score, start, end in window_spans(loaded, question, passage, progress):
                 if best is None or score > best.score:
                     best = Candidate(score, start, end, index)
         return best
 
     def _best_sentence(self, question: str, passages: list[str], model: str,
                        progress: Progress | None) -> Candidate | None:
-        embedder = self.ctx.hub.embedder(model, self.id)
+        embedder = self.ctx.hub.embedder(model, self.default(catalog.EMBEDDING))
         spans = [(index, start, end) for index, passage in enumerate(passages)
                  for start, end in sentence_spans(passage)]
         if not spans:
@@ -162,11 +168,10 @@ class AnswerTask:
 
 def window_limit(loaded) -> int:
     """Tokens per window: WINDOW_TOKENS, or less for a model that reads fewer."""
-    positions = getattr(loaded.model.config, "max_position_embeddings", None) or WINDOW_TOKENS
-    return min(WINDOW_TOKENS, positions, loaded.tokenizer.model_max_length)
+    return token_limit(loaded.model.config, loaded.tokenizer, cap=WINDOW_TOKENS, fallback=WINDOW_TOKENS)
 
 
-def span_scores(loaded, question: str, passage: str, progress: Progress | None = None) -> list[tuple[float, int, int]]:
+def window_spans(loaded, question: str, passage: str, progress: Progress | None = None) -> list[tuple[float, int, int]]:
     """(probability, start char, end char) of the best span in each window over passage."""
     tokenizer = loaded.tokenizer
     if not getattr(tokenizer, "is_fast", False):

@@ -1,14 +1,18 @@
-"""What every task shares: the app context, input checks, and the shape of a task's public API."""
+"""What every task shares: the app's services, input checks, the shape of a public endpoint, and the Task base
+class that turns a request's model and adapter choice into a loaded model."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import ClassVar, NamedTuple
 
-from config import Settings
+from config import LOCAL_USER, Settings
 from errors import UserError
-from models.loading import ModelHub
+from models import catalog
+from models.adapters import AdapterService, adapter_store, selected
+from models.loading import LoadedLM, ModelHub, read_config
+from tasks.spec import TaskSpec
 
 
 @dataclass
@@ -17,13 +21,27 @@ class Context:
 
     settings: Settings
     hub: ModelHub
-    extras: dict[str, Any] = field(default_factory=dict)  # services added by later layers (adapters, jobs)
+    adapters: AdapterService | None = None  # built from the settings when not given
+
+    def __post_init__(self) -> None:
+        if self.adapters is None:
+            self.adapters = AdapterService(adapter_store(self.settings), self.hub)
 
 
 @dataclass(frozen=True)
 class Endpoint:
     api_name: str  # fixed public name, without the slash
     fn: Callable  # a fully typed function: JSON in, JSON out (a generator for streams)
+
+
+class Upload(NamedTuple):
+    """A file a user uploaded: where the server keeps it, and the name it had on the user's machine.
+
+    A public endpoint's parameter typed Upload (or a list of them) takes a file upload; the API edge checks it is
+    one (ui/api.py) and hands the task this plain pair."""
+
+    path: str
+    name: str
 
 
 def require_text(value: object, what: str = "text", limit: int = 100_000) -> str:
@@ -36,39 +54,86 @@ def require_text(value: object, what: str = "text", limit: int = 100_000) -> str
 
 
 def require_range(value: float, name: str, low: float, high: float) -> float:
-    if not isinstance(value, (int, float)) or not low <= value <= high:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
         raise UserError(f"{name} must be between {low} and {high}, not {value!r}.")
     return value
 
 
-def attach_adapter(ctx: Context, loaded: object, adapter: str, task: str) -> tuple[str | None, dict]:
-    """The adapter name to use with a loaded model (attaching it if needed) and its training defaults.
+class Task:
+    """A task's logic: built with the app's services, described by its class's spec."""
 
-    "" means no adapter. The adapter store (training layer) provides the hook; without it no adapter exists.
-    """
-    adapter = (adapter or "").strip()
-    if not adapter or adapter == "none":
-        return None, {}
-    attach = ctx.extras.get("attach_adapter")
-    if attach is None:
-        raise UserError(f"There is no adapter named '{adapter}'.")
-    return attach(loaded, adapter, task)
+    spec: ClassVar[TaskSpec]
 
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
 
-def encoder_model(ctx: Context, kind: str, model: str, adapter: str, task: str):
-    """The loaded encoder model of kind for a task, with the trained adapter (LoRA and head) merged in if chosen."""
-    adapter = (adapter or "").strip()
-    if not adapter or adapter == "none":
-        return ctx.hub.get(kind, model, task)
-    adapted = ctx.extras.get("adapted_model")
-    if adapted is None:
-        raise UserError(f"There is no adapter named '{adapter}'.")
-    return adapted(kind, model, adapter, task)
+    @property
+    def id(self) -> str:
+        return self.spec.id
 
+    @property
+    def title(self) -> str:
+        return self.spec.title
 
-def model_for(ctx: Context, model: str, adapter: str) -> str:
-    """The model to use: the one asked for, or, when only an adapter is chosen, the base it was trained on."""
-    adapter = (adapter or "").strip()
-    if (model or "").strip() or not adapter or adapter == "none" or "adapter_base" not in ctx.extras:
-        return model
-    return ctx.extras["adapter_base"](adapter)
+    def endpoints(self) -> list[Endpoint]:
+        raise NotImplementedError
+
+    def default(self, family: str | None = None) -> str:
+        """The model used when the box is empty: the operator's choice for the family, else the spec's."""
+        family = family or self.spec.families[0]
+        return self.ctx.hub.operator_default(family) or self.spec.defaults.get(family) or catalog.DEFAULTS[family]
+
+    def source(self, model: str, family: str | None = None) -> catalog.ModelSource:
+        return self.ctx.hub.source(model, self.default(family))
+
+    def model_for(self, model: str, adapter: str, owner: str = LOCAL_USER) -> str:
+        """The model asked for, or, when only an adapter is chosen, the base it was trained on."""
+        return self.ctx.adapters.model_for(owner, model, adapter)
+
+    def adapter_names(self, model: str, owner: str = LOCAL_USER) -> list[str]:
+        """The owner's adapters for this task trained on model ("" = the task's default); [] for a bad model.
+
+        A catalog model is matched by name, so listing never loads or converts it."""
+        backbone = catalog.find(model or self.default())
+        if backbone is not None:
+            return self.ctx.adapters.names(owner, self.id, {backbone.name})
+        try:
+            source = self.source(model)
+        except UserError:
+            return []
+        return self.ctx.adapters.names(owner, self.id, {source.name, source.location})
+
+    def lm(self, model: str, adapter: str, owner: str = LOCAL_USER) -> tuple[LoadedLM, str | None, dict]:
+        """The loaded language model (the adapter's base when only an adapter is chosen), the adapter's engine key
+        on it (None without one) and the adapter's training defaults (system prompt, chat template)."""
+        lm = self.ctx.hub.lm(self.model_for(model, adapter, owner), self.default(catalog.DECODER))
+        key, defaults = self.ctx.adapters.attach(owner, lm, adapter, self.id)
+        return lm, key, defaults
+
+    def encoder(self, kind: str, model: str, adapter: str, owner: str = LOCAL_USER, family: str | None = None):
+        """The loaded encoder of kind, with the adapter's LoRA and head merged in when one is chosen."""
+        return self.ctx.adapters.encoder(owner, kind, model, adapter, self.id, self.default(family))
+
+    def has_head(self, model: str, adapter: str, head: str) -> bool:
+        """Whether model runs a trained head (an architecture name ending in head); False means embeddings.
+
+        A bare encoder (e.g. BertModel, or any sentence-transformers folder) is used through its embeddings; a
+        model with some other head (a masked or causal LM) cannot do the task, which is a UserError.
+        """
+        if selected(adapter):
+            return True  # a trained adapter carries the head
+        source = self.source(model)
+        if source.family == catalog.EMBEDDING:
+            return False
+        from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
+
+        config = read_config(source, self.ctx.hub.options(source))
+        names = list(config.architectures or [])
+        if any(name.endswith(head) for name in names):
+            return True
+        bare = {n for value in MODEL_MAPPING_NAMES.values() for n in ([value] if isinstance(value, str) else value)}
+        if all(name in bare for name in names) and not config.is_encoder_decoder:
+            return False
+        kind = {"ForSequenceClassification": "text classifier", "ForQuestionAnswering": "question-answering head"}
+        raise UserError(f"'{source.name}' has no {kind.get(head, head)}: pick a model that has one, train an "
+                        "adapter for it, or leave the model empty to use the offline method.")

@@ -6,9 +6,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from errors import UserError
+from models import catalog
 from models.engine import Request, SamplingParams
 from models.loading import LoadedLM
-from tasks.base import Context, Endpoint, attach_adapter, model_for, require_range, require_text
+from tasks.base import Endpoint, Task, require_range, require_text
+from tasks.spec import DataField, TaskSpec
 
 
 @dataclass
@@ -71,12 +73,16 @@ def sampling(temperature: float, top_p: float, max_new_tokens: int, seed: int | 
     return SamplingParams(int(max_new_tokens), float(temperature), float(top_p), seed)
 
 
-class ChatTask:
-    id = "chat"
-    title = "Chat"
-
-    def __init__(self, ctx: Context):
-        self.ctx = ctx
+class ChatTask(Task):
+    spec = TaskSpec(
+        id="chat", title="Chat", defaults={catalog.DECODER: "SmolLM2-135M-Instruct"},
+        endpoints=("chat", "complete"), tab="ui.chat_tab:build",
+        fields=(DataField("prompt", "what the user says"), DataField("response", "the reply the model should give"),
+                DataField("system", "a system prompt for this row", required=False)),
+        sample="chat_facts.jsonl", conversations=True,
+        formats="Chat data: `messages`, ShareGPT `conversations`, Alpaca `instruction`/`output`, two columns "
+                "(prompt, response), or plain text.",
+        recipe="training.language:ChatRecipe")
 
     def endpoints(self) -> list[Endpoint]:
         return [Endpoint("chat", self.chat), Endpoint("complete", self.complete)]
@@ -95,8 +101,7 @@ class ChatTask:
         message = require_text(message, "message")
         params = sampling(temperature, top_p, max_new_tokens)
         turns = clean_history(history)
-        lm = self.ctx.hub.lm(model_for(self.ctx, model, adapter), "chat")
-        adapter_name, defaults = attach_adapter(self.ctx, lm, adapter, "chat")
+        lm, adapter_name, defaults = self.lm(model, adapter)
         system_prompt = (system_prompt or "").strip() or defaults.get("system_prompt", "")
         template = defaults.get("chat_template") or getattr(lm.tokenizer, "chat_template", None)
         if not template:
@@ -113,8 +118,7 @@ class ChatTask:
         text = require_text(text, "text to continue")
         require_range(num_alternatives, "Alternatives", 1, 8)
         params = sampling(temperature, top_p, max_new_tokens)
-        lm = self.ctx.hub.lm(model, "complete")
-        adapter_name, _ = attach_adapter(self.ctx, lm, adapter, "chat")
+        lm, adapter_name, _ = self.lm(model, adapter)
         ids = lm.tokenizer(text)["input_ids"]
         room = lm.context_length - params.max_new_tokens
         if len(ids) > room:

@@ -5,17 +5,16 @@ generation engine.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 
 import torch
-from transformers import AutoConfig
 
 from errors import UserError
 from models import catalog
+from models.adapters import selected
 from models.engine import SamplingParams
-from models.loading import LoadedLM, LoadedModel
-from tasks.base import Context, attach_adapter
+from models.loading import LoadedLM, LoadedModel, ModelHub, read_config, token_limit
+from tasks.base import Task
 from tasks.chat import Reply
 from tasks.text import split_paragraphs, split_sentences
 
@@ -27,22 +26,23 @@ def no_progress(fraction: float, message: str) -> None:
     pass
 
 
-def backbone_family(ctx: Context, model: str, task: str) -> tuple[catalog.ModelSource, str]:
+def backbone_family(task: Task, model: str) -> tuple[catalog.ModelSource, str]:
     """The resolved model and its family (decoder, encoder, embedding, seq2seq), read from the config if typed."""
-    source = ctx.hub.source(model, task)
+    source = task.source(model)
+    return source, family_of(task.ctx.hub, source)
+
+
+def family_of(hub: ModelHub, source: catalog.ModelSource) -> str:
+    """A source's family: the catalog's, or for a typed model what its configuration says."""
     if source.family:
-        return source, source.family
-    try:
-        config = AutoConfig.from_pretrained(source.location, **ctx.hub.pretrained_kwargs(source))
-    except (OSError, ValueError, KeyError) as error:
-        raise UserError(f"Could not read the configuration of '{source.name}': "
-                        f"{str(error).splitlines()[0]}") from error
+        return source.family
+    config = read_config(source, hub.options(source))
     architectures = " ".join(getattr(config, "architectures", None) or [])
     if getattr(config, "is_encoder_decoder", False):
-        return source, catalog.SEQ2SEQ
+        return catalog.SEQ2SEQ
     if "CausalLM" in architectures or "LMHead" in architectures:
-        return source, catalog.DECODER
-    return source, catalog.ENCODER  # a BERT-like encoder: sentence-transformers mean-pools it into embeddings
+        return catalog.DECODER
+    return catalog.ENCODER  # a BERT-like encoder: sentence-transformers mean-pools it into embeddings
 
 
 def offline_fallback(name: str) -> bool:
@@ -101,34 +101,21 @@ def _windows(sentence: str, budget: int, count: Counter) -> list[str]:
 
 def seq2seq_context(loaded: LoadedModel) -> int:
     """How many input tokens an encoder-decoder reads."""
-    limit = getattr(loaded.tokenizer, "model_max_length", 0)
-    if isinstance(limit, int) and 0 < limit < 100_000:
-        return limit
-    for attr in ("max_position_embeddings", "n_positions"):
-        value = getattr(loaded.model.config, attr, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return 512
+    return token_limit(loaded.model.config, loaded.tokenizer, fallback=512)
 
 
-@contextlib.contextmanager
-def _adapter_scope(model, adapter_name: str | None):
-    """Run a (possibly peft) seq2seq model with the given adapter, or with none."""
-    if not hasattr(model, "peft_config"):
-        yield
-    elif adapter_name is None:
-        with model.disable_adapter():
-            yield
-    else:
-        model.set_adapter(adapter_name)
-        yield
+def refuse_adapter(adapter: str, model_name: str) -> None:
+    """Adapters are trained on GPT-family models: a sequence-to-sequence model takes none."""
+    if selected(adapter):
+        raise UserError(f"The adapter '{adapter}' was trained on a GPT-family model, not on {model_name}: leave "
+                        "the model empty to use the adapter with its own base model.")
 
 
-def seq2seq_generate(loaded: LoadedModel, text: str, max_new_tokens: int, adapter_name: str | None = None,
-                     src_lang: str | None = None, **generate_kwargs) -> str:
+def seq2seq_generate(loaded: LoadedModel, text: str, max_new_tokens: int, src_lang: str | None = None,
+                     **generate_kwargs) -> str:
     """The encoder-decoder's output for one input, run under the model's lock (models are not re-entrant)."""
     tokenizer, model = loaded.tokenizer, loaded.model
-    with loaded.lock, torch.inference_mode(), _adapter_scope(model, adapter_name):
+    with loaded.lock, torch.inference_mode():
         if src_lang is not None:
             tokenizer.src_lang = src_lang  # NLLB/M2M tokenizers mark the source language; shared, hence the lock
         inputs = tokenizer(text, return_tensors="pt", truncation=True, max_length=seq2seq_context(loaded))
@@ -157,11 +144,10 @@ def lm_replies(lm: LoadedLM, prompts: list[str], max_new_tokens: list[int], adap
     return replies
 
 
-def instruction_lm(ctx: Context, model: str, adapter: str, task: str, what: str) -> tuple[LoadedLM, str | None]:
+def instruction_lm(task: Task, model: str, adapter: str, what: str) -> tuple[LoadedLM, str | None]:
     """The instruction LM and adapter for an LM-backed task, or a UserError for a base model."""
-    lm = ctx.hub.lm(model, task)
+    lm, adapter_name, _ = task.lm(model, adapter)
     if not lm.has_chat_template:
         raise UserError(f"'{lm.name}' is a base model without a chat template, so it cannot follow a {what} "
                         "request; pick an instruction model or a sequence-to-sequence model.")
-    adapter_name, _ = attach_adapter(ctx, lm, adapter, task)
     return lm, adapter_name

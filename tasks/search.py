@@ -1,4 +1,5 @@
-"""Semantic search over the user's document collections, with sentence embeddings and exact nearest vectors."""
+"""Semantic search over the user's document collections with sentence embeddings: exact nearest vectors for
+small collections, an approximate index for large ones (tasks/vector_index.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import numpy as np
 from errors import UserError
 from models import catalog
 from models.embeddings import Embedder
-from tasks.base import Context, Endpoint, encoder_model, require_range, require_text
-from tasks.collections import LOCAL_OWNER, Collection, CollectionStore, VectorSpace, check_name, nearest
+from config import LOCAL_USER
+from tasks.base import Endpoint, Task, Upload, require_range, require_text
+from tasks.collections import Collection, CollectionStore, VectorSpace, check_name, nearest
+from tasks.spec import DataField, TaskSpec
 from tasks.documents import Document, pasted_document, read_document
 
 Progress = Callable[[float, str], None]  # (fraction done, what is happening)
@@ -22,52 +25,57 @@ def _silent(fraction: float, message: str) -> None:
     pass
 
 
-class SearchTask:
-    id = "search"
-    title = "Search"
+class SearchTask(Task):
+    spec = TaskSpec(
+        id="search", title="Search", endpoints=("add_documents", "search", "collections", "remove_document"),
+        tab="ui.search_tab:build", defaults={catalog.EMBEDDING: "all-MiniLM-L6-v2"},
+        fields=(DataField("query", "what someone searches for"),
+                DataField("positive", "the passage it should find"),
+                DataField("negative", "a passage it should not find", required=False)),
+        sample="search.csv",
+        formats="Columns `query` and `positive` (the passage it should find); optional `negative` (one it should "
+                "not).",
+        metrics={"recall_at_1": "recall@1", "recall_at_5": "recall@5", "mrr": "MRR"},
+        recipe="training.encoders:SearchRecipe")
 
-    def __init__(self, ctx: Context):
-        self.ctx = ctx
+    def __init__(self, ctx):
+        super().__init__(ctx)
         self.store = CollectionStore(ctx.settings.path("collections"))
-        ctx.extras["retrieve"] = self.retrieve  # question answering finds its context here
-        ctx.extras["list_collections"] = lambda: self.store.names(LOCAL_OWNER)  # for other tabs' pickers
 
     def endpoints(self) -> list[Endpoint]:
-        # /add_documents takes uploaded files, so the UI layer publishes it (see ui/search_tab.py).
-        return [Endpoint("search", self.search), Endpoint("collections", self.collections),
-                Endpoint("remove_document", self.remove_document)]
+        return [Endpoint("add_documents", self.add_documents), Endpoint("search", self.search),
+                Endpoint("collections", self.collections), Endpoint("remove_document", self.remove_document)]
 
     # Public API (the owner is "local" until login exists; the owner-taking methods below stay the same).
     def search(self, query: str, collection: str = "", k: int = 5, adapter: str = "") -> list[dict]:
         """The k chunks closest in meaning to query, best first; collection "" searches all collections."""
-        return self.find(LOCAL_OWNER, query, collection, k, adapter)
+        return self.find(LOCAL_USER, query, collection, k, adapter)
 
     def retrieve(self, query: str, collection: str = "", k: int = 5) -> list[dict]:
         """Same as search, without an adapter: the passages question answering reads."""
-        return self.find(LOCAL_OWNER, query, collection, k)
+        return self.find(LOCAL_USER, query, collection, k)
 
     def collections(self) -> list[dict]:
         """Every collection with its number of documents and chunks and the embedding model(s) of its vectors."""
-        return self.summaries(LOCAL_OWNER)
+        return self.summaries(LOCAL_USER)
 
     def remove_document(self, collection: str, source: str) -> dict:
         """Remove one document (by its source name) from a collection; returns what is left."""
-        return self.remove(LOCAL_OWNER, collection, source)
+        return self.remove(LOCAL_USER, collection, source)
 
-    def add_documents(self, collection: str, files: list[tuple[str, str]] | None = None, text: str = "",
-                      progress: Progress | None = None) -> dict:
-        """Add files, given as (path, original name) pairs, and pasted text to a collection (created if new)."""
-        return self.add(LOCAL_OWNER, collection, files, text, progress)
+    def add_documents(self, collection: str, files: list[Upload] | None = None, text: str = "") -> dict:
+        """Add .txt, .md, .csv and .pdf files and/or pasted text to a collection, creating it if it is new."""
+        return self.add(LOCAL_USER, collection, files, text)
 
     @property
     def model(self) -> str:
         """The embedding model's catalog name (or what the operator configured)."""
-        return self.ctx.settings.embedding_model or catalog.TASK_DEFAULTS["search"]
+        return self.default()
 
     # Per-owner work.
-    def encoder(self, adapter: str = "") -> tuple[Embedder, VectorSpace]:
+    def embedding(self, adapter: str = "") -> tuple[Embedder, VectorSpace]:
         """The embedding model (with the adapter attached) and the vector space it writes."""
-        embedder = encoder_model(self.ctx, "embedder", "", adapter, self.id)
+        embedder = self.encoder("embedder", "", adapter)
         source, trained = embedder.source, embedder.adapter
         # A catalog model is the same weights wherever it was installed from; other models are their location.
         model_id = source.name if catalog.find(source.name) else source.location
@@ -115,7 +123,7 @@ class SearchTask:
         return documents, skipped
 
     def _embed_and_store(self, target: Collection, documents: list[Document], progress: Progress) -> dict:
-        embedder, space = self.encoder()
+        embedder, space = self.embedding()
         pieces = [document.chunks() for document in documents]
         texts = [chunk.text for chunks in pieces for chunk in chunks]
 
@@ -139,7 +147,7 @@ class SearchTask:
             targets = [self.store.open(owner, name) for name in self.store.names(owner)]
             if not targets:
                 raise UserError("There are no collections yet: add documents first.")
-        embedder, space = self.encoder(adapter)
+        embedder, space = self.embedding(adapter)
         vector = embedder.encode([query])[0]
         hits = [hit for target in targets
                 for hit in self._search_one(target, embedder, space, vector, int(k), progress or _silent)]

@@ -10,7 +10,9 @@ import torch
 
 from errors import UserError
 from models import catalog
-from tasks.base import Context, Endpoint, encoder_model
+from models.loading import token_limit
+from tasks.base import Endpoint, Task
+from tasks.spec import DataField, TaskSpec
 from tasks.text import read_text_file
 
 Progress = Callable[[float, str], None]
@@ -73,35 +75,6 @@ def split_texts(texts: list[str] | str) -> list[str]:
     return kept
 
 
-def uses_head(ctx: Context, model: str, task: str, head: str, adapter: str = "") -> bool:
-    """Whether model runs a trained head (architecture name ending in head); False means sentence embeddings.
-
-    A bare encoder (e.g. BertModel, or any sentence-transformers folder) is used through its embeddings; a
-    model with some other head (a masked or causal LM) cannot do the task, which is a UserError.
-    """
-    if (adapter or "").strip() not in ("", "none"):
-        return True  # a trained adapter carries the head
-    source = ctx.hub.source(model, task)
-    if source.family == catalog.EMBEDDING:
-        return False
-    from transformers import AutoConfig
-    from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
-
-    try:
-        config = AutoConfig.from_pretrained(source.location, **ctx.hub.pretrained_kwargs(source))
-    except (OSError, ValueError, KeyError) as error:
-        raise UserError(f"Could not read the model '{source.name}': {str(error).splitlines()[0]}") from error
-    names = list(config.architectures or [])
-    if any(name.endswith(head) for name in names):
-        return True
-    bare = {n for value in MODEL_MAPPING_NAMES.values() for n in ([value] if isinstance(value, str) else value)}
-    if all(name in bare for name in names) and not config.is_encoder_decoder:
-        return False
-    kind = {"ForSequenceClassification": "text classifier", "ForQuestionAnswering": "question-answering head"}
-    raise UserError(f"'{source.name}' has no {kind.get(head, head)}: pick a model that has one, train an "
-                    "adapter for it, or leave the model empty to use the offline method.")
-
-
 def read_csv(path: str, max_mb: float, name: str | None = None):
     """A user's CSV file as a pandas DataFrame of strings, or a UserError naming the problem."""
     import pandas as pd
@@ -121,12 +94,16 @@ def csv_texts(path: str, column: str, max_mb: float) -> list[str]:
     return frame[column].tolist()
 
 
-class SentimentTask:
-    id = "sentiment"
-    title = "Sentiment"
+class SentimentTask(Task):
+    spec = TaskSpec(
+        id="sentiment", title="Sentiment", endpoints=("sentiment",), tab="ui.sentiment_tab:build",
+        defaults={catalog.EMBEDDING: "all-MiniLM-L6-v2", catalog.ENCODER: "DistilBERT-SST-2"},
+        fields=(DataField("text", "the text"), DataField("label", "its label: any labels, at least two different")),
+        sample="sentiment.csv", formats="Columns `text` and `label`: any labels you like, at least two different ones.",
+        metrics={"accuracy": "accuracy", "macro_f1": "macro-F1"}, recipe="training.encoders:SentimentRecipe")
 
-    def __init__(self, ctx: Context):
-        self.ctx = ctx
+    def __init__(self, ctx):
+        super().__init__(ctx)
         self._prototypes: dict[str, list[np.ndarray]] = {}  # embedder key -> per label (examples, dim) vectors
 
     def endpoints(self) -> list[Endpoint]:
@@ -138,7 +115,7 @@ class SentimentTask:
 
     def zero_shot(self, model: str = "", adapter: str = "") -> bool:
         """Whether this model (and adapter) runs the offline zero-shot method rather than a classifier."""
-        return not uses_head(self.ctx, model, self.id, "ForSequenceClassification", adapter)
+        return not self.has_head(model, adapter, "ForSequenceClassification")
 
     def analyze(self, texts: list[str] | str, model: str = "", adapter: str = "",
                 progress: Progress | None = None) -> tuple[list[dict], str]:
@@ -149,11 +126,10 @@ class SentimentTask:
         return self._classify(kept, model, adapter, progress), ""
 
     def _classify(self, texts: list[str], model: str, adapter: str, progress: Progress | None) -> list[dict]:
-        loaded = encoder_model(self.ctx, "classifier", model, adapter, self.id)
+        loaded = self.encoder("classifier", model, adapter)
         config = loaded.model.config
         labels = [str(config.id2label.get(i, f"LABEL_{i}")) for i in range(config.num_labels)]
-        limit = min(512, getattr(config, "max_position_embeddings", 512) or 512,
-                    loaded.tokenizer.model_max_length)
+        limit = token_limit(config, loaded.tokenizer, cap=512, fallback=512)
         rows = []
         for start in range(0, len(texts), BATCH):
             batch = texts[start:start + BATCH]
@@ -168,7 +144,7 @@ class SentimentTask:
         return rows
 
     def _zero_shot(self, texts: list[str], model: str, progress: Progress | None) -> list[dict]:
-        embedder = self.ctx.hub.embedder(model, self.id)
+        embedder = self.ctx.hub.embedder(model, self.default(catalog.EMBEDDING))
         key = embedder.source.key
         if key not in self._prototypes:
             self._prototypes[key] = [embedder.encode(examples) for examples in PROTOTYPES.values()]

@@ -13,7 +13,8 @@ import numpy as np
 
 from errors import UserError
 from models import catalog
-from tasks.base import Context, Endpoint, attach_adapter, model_for, require_text
+from models.adapters import selected
+from tasks.base import Endpoint, Task, require_text
 from tasks.generation import (
     Counter,
     Progress,
@@ -24,10 +25,12 @@ from tasks.generation import (
     offline_fallback,
     pack,
     prompt_ids,
+    refuse_adapter,
     seq2seq_context,
     seq2seq_generate,
     token_counter,
 )
+from tasks.spec import DataField, TaskSpec
 from tasks.text import split_sentences
 
 LENGTHS = ("short", "medium", "bullets")
@@ -96,12 +99,14 @@ def as_bullets(text: str) -> str:
 
 # ---- the task ----------------------------------------------------------------------------------------------------
 
-class SummarizeTask:
-    id = "summarize"
-    title = "Summarize"
-
-    def __init__(self, ctx: Context):
-        self.ctx = ctx
+class SummarizeTask(Task):
+    spec = TaskSpec(
+        id="summarize", title="Summarize", endpoints=("summarize",), tab="ui.summarize_tab:build",
+        defaults={catalog.EMBEDDING: "all-MiniLM-L6-v2", catalog.SEQ2SEQ: "BART-large-CNN",
+                  catalog.DECODER: "SmolLM2-135M-Instruct"},
+        fields=(DataField("text", "the text to summarize"), DataField("summary", "the summary it should get")),
+        sample="summarize.csv", formats="Columns `text` and `summary` (CSV or JSONL).",
+        metrics={"rouge_l": "ROUGE-L"}, recipe="training.language:SummarizeRecipe")
 
     def endpoints(self) -> list[Endpoint]:
         return [Endpoint("summarize", self.summarize)]
@@ -127,12 +132,12 @@ class SummarizeTask:
             raise UserError(f"Unknown method '{method}': use extractive, abstractive, or leave it empty.")
         if length not in LENGTHS:
             raise UserError(f"Unknown length '{length}': use short, medium or bullets.")
-        if (adapter or "").strip() not in ("", "none"):
-            model = model_for(self.ctx, model, adapter)
+        if selected(adapter):
+            model = self.model_for(model, adapter)
             method = method or "abstractive"  # adapters are trained on the abstractive (LM) path
         if method == "abstractive" and not (model or "").strip():
-            model = self.ctx.settings.chat_model or catalog.TASK_DEFAULTS["chat"]  # the default model that writes
-        source, family = backbone_family(self.ctx, model, "summarize")
+            model = self.default(catalog.DECODER)  # the default model that writes
+        source, family = backbone_family(self, model)
         picks_sentences = family in (catalog.EMBEDDING, catalog.ENCODER)
         # Auto: a model that writes text writes the summary; an embedding model (the offline default) picks sentences.
         if method in ("", "auto"):
@@ -152,8 +157,8 @@ class SummarizeTask:
 
     def _extractive(self, text: str, length: str, model: str, adapter: str, instead_of: str | None,
                     progress: Progress) -> dict:
-        embedder = self.ctx.hub.embedder(model)
-        if attach_adapter(self.ctx, embedder, adapter, self.id)[0] is not None:
+        embedder = self.ctx.hub.embedder(model, self.default(catalog.EMBEDDING))
+        if selected(adapter):
             raise UserError("Adapters change how a model writes: use them with the abstractive method.")
         sentences = split_sentences(text)
         keep = sentence_count(len(sentences), length)
@@ -174,8 +179,8 @@ class SummarizeTask:
         return {"summary": summary, "method": "extractive", "model": embedder.name, "note": note}
 
     def _seq2seq(self, text: str, length: str, model: str, adapter: str, cap: int, progress: Progress) -> dict:
-        loaded = self.ctx.hub.get("seq2seq", model, self.id)
-        adapter_name, _ = attach_adapter(self.ctx, loaded, adapter, self.id)
+        loaded = self.ctx.hub.get("seq2seq", model, self.default(catalog.SEQ2SEQ))
+        refuse_adapter(adapter, loaded.name)
         prefix = "summarize: " if loaded.model.config.model_type in T5_TYPES else ""
         count = token_counter(loaded.tokenizer)
         budget = seq2seq_context(loaded) - count(prefix) - 8  # room for special tokens
@@ -183,14 +188,14 @@ class SummarizeTask:
         def summarize_all(chunks: list[str], size: str, report: Progress) -> list[str]:
             outs = []
             for i, chunk in enumerate(chunks):
-                outs.append(seq2seq_generate(loaded, prefix + chunk, min(cap, SUMMARY_TOKENS[size]), adapter_name))
+                outs.append(seq2seq_generate(loaded, prefix + chunk, min(cap, SUMMARY_TOKENS[size])))
                 report((i + 1) / len(chunks), f"Summarizing part {i + 1} of {len(chunks)}")
             return outs
 
         return self._abstractive(text, length, loaded.name, budget, count, summarize_all, progress)
 
     def _lm(self, text: str, length: str, model: str, adapter: str, cap: int, progress: Progress) -> dict:
-        lm, adapter_name = instruction_lm(self.ctx, model, adapter, self.id, "summarization")
+        lm, adapter_name = instruction_lm(self, model, adapter, "summarization")
         count = token_counter(lm.tokenizer)
         overhead = len(prompt_ids(lm, LM_INSTRUCTIONS["bullets"] + "\n\n")) + 8
         budget = lm.context_length - overhead - cap

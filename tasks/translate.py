@@ -14,9 +14,11 @@ from langdetect import DetectorFactory, LangDetectException, detect_langs
 
 from errors import UserError
 from models import catalog
-from tasks.base import Context, Endpoint, attach_adapter, model_for, require_text
+from tasks.base import Endpoint, Task, require_text
 from tasks.generation import (Counter, Progress, backbone_family, instruction_lm, lm_replies, no_progress,
-                              offline_fallback, pack, prompt_ids, seq2seq_context, seq2seq_generate, token_counter)
+                              offline_fallback, pack, prompt_ids, refuse_adapter, seq2seq_context, seq2seq_generate,
+                              token_counter)
+from tasks.spec import DataField, TaskSpec
 
 MIN_LETTERS = 20  # below this, langdetect's guess is not worth showing
 MIN_CONFIDENCE = 0.7
@@ -122,12 +124,16 @@ def clean_reply(reply: str, target: Language) -> str:
     return " ".join(reply.split())
 
 
-class TranslateTask:
-    id = "translate"
-    title = "Translate"
-
-    def __init__(self, ctx: Context):
-        self.ctx = ctx
+class TranslateTask(Task):
+    spec = TaskSpec(
+        id="translate", title="Translate", endpoints=("translate",), tab="ui.translate_tab:build",
+        defaults={catalog.DECODER: "SmolLM2-135M-Instruct", catalog.SEQ2SEQ: "Flan-T5-base"},
+        fields=(DataField("source", "the text to translate"), DataField("target", "its translation"),
+                DataField("source_lang", "the source's ISO code (detected when absent)", required=False),
+                DataField("target_lang", "the target's ISO code (detected when absent)", required=False)),
+        sample="translate.csv",
+        formats="Columns `source` and `target`; optional `source_lang` and `target_lang` (detected if absent).",
+        metrics={"chrf": "chrF", "bleu": "BLEU"}, recipe="training.language:TranslateRecipe")
 
     def endpoints(self) -> list[Endpoint]:
         return [Endpoint("translate", self.translate)]
@@ -147,7 +153,7 @@ class TranslateTask:
         """translate() with progress reports; max_new_tokens caps each piece's translation (tests keep it small)."""
         text = require_text(text, "text to translate")
         progress = progress or no_progress
-        model = model_for(self.ctx, model, adapter)
+        model = self.model_for(model, adapter)
         target_lang = language(target, "target")
         if (source or "auto").strip().lower() == "auto":
             code, confidence = detect_language(text)
@@ -164,7 +170,7 @@ class TranslateTask:
         # "Helsinki-NLP/opus-mt-{src}-{tgt}" names the Marian model for whichever pair is asked for.
         model = (model or "").replace("{src}", source_lang.code).replace("{tgt}", target_lang.code)
         cap = min(max_new_tokens or MAX_NEW_TOKENS, MAX_NEW_TOKENS)
-        resolved, family = backbone_family(self.ctx, model, self.id)
+        resolved, family = backbone_family(self, model)
         if family == catalog.SEQ2SEQ:
             backend = self._seq2seq(model, adapter, source_lang, target_lang, cap)
             note = f"Translated by {backend.name}, line by line."
@@ -203,8 +209,8 @@ class TranslateTask:
         return translation, empty
 
     def _seq2seq(self, model: str, adapter: str, source: Language, target: Language, cap: int) -> Backend:
-        loaded = self.ctx.hub.get("seq2seq", model, self.id)
-        adapter_name, _ = attach_adapter(self.ctx, loaded, adapter, self.id)
+        loaded = self.ctx.hub.get("seq2seq", model, self.default(catalog.SEQ2SEQ))
+        refuse_adapter(adapter, loaded.name)
         config, tokenizer = loaded.model.config, loaded.tokenizer
         prefix, src_lang, generate_kwargs = "", None, {}
         pair = _MARIAN_PAIR.search(model.rstrip("/")) or _MARIAN_PAIR.search(loaded.name)
@@ -229,7 +235,7 @@ class TranslateTask:
             outs = []
             for i, piece in enumerate(pieces):
                 room = min(cap, 2 * count(piece) + 16)  # a translation is rarely twice as long as its source
-                outs.append(" ".join(seq2seq_generate(loaded, prefix + piece, room, adapter_name, src_lang,
+                outs.append(" ".join(seq2seq_generate(loaded, prefix + piece, room, src_lang,
                                                       **generate_kwargs).split()))
                 progress((i + 1) / len(pieces), f"Translating piece {i + 1} of {len(pieces)}")
             return outs
@@ -237,7 +243,7 @@ class TranslateTask:
         return Backend(loaded.name, budget, count, translate_all)
 
     def _lm(self, model: str, adapter: str, source: Language, target: Language, cap: int) -> Backend:
-        lm, adapter_name = instruction_lm(self.ctx, model, adapter, self.id, "translation")
+        lm, adapter_name = instruction_lm(self, model, adapter, "translation")
         count = token_counter(lm.tokenizer)
         room = lm.context_length - len(prompt_ids(lm, lm_prompt("", source, target))) - 8
         budget = min(PIECE_TOKENS, room // 3)  # the piece, and up to twice as much for its translation

@@ -6,7 +6,7 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 
 from errors import UserError
-from tasks.answer import AnswerTask, best_in_window, sentence_spans, span_scores
+from tasks.answer import AnswerTask, best_in_window, sentence_spans, window_spans
 from ui import answer_tab
 
 PARAGRAPH = """The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France. It is named after
@@ -72,7 +72,7 @@ def test_span_model_plumbing(qa, tiny_qa_dir):
 def test_long_context_slides_a_window_over_all_of_it(qa, tiny_qa_dir):
     context = " ".join(f"Sentence number {i} talks about topic {i % 7}." for i in range(300))  # ~3,000 tokens
     loaded = qa.ctx.hub.get("span", str(tiny_qa_dir), "answer")
-    windows = span_scores(loaded, "Which topic?", context, None)
+    windows = window_spans(loaded, "Which topic?", context, None)
     assert len(windows) > 8
     for score, start, end in windows:
         assert 0 <= score <= 1 and 0 <= start < end <= len(context)
@@ -95,19 +95,11 @@ def test_best_span_stays_in_the_context_and_within_length():
     assert first <= last and (first, last) == (0, 5)
 
 
-def test_collection_answers_name_their_source(qa):
-    passages = {"notes": [
-        {"score": 0.5, "text": "Bananas are yellow. They grow in warm places.", "source": "fruit.txt", "chunk": 0},
-        {"score": 0.4, "text": "The capital of Italy is Rome. It has many old churches.", "source": "italy.md",
-         "chunk": 3},
-    ]}
-
-    def retrieve(query: str, collection: str, k: int) -> list[dict]:
-        if collection not in passages:
-            raise UserError(f"There is no collection named '{collection}'.")
-        return passages[collection][:k]
-
-    qa.ctx.extras["retrieve"] = retrieve
+def test_collection_answers_name_their_source(qa, tmp_path):
+    (tmp_path / "fruit.txt").write_text("Bananas are yellow. They grow in warm places.", encoding="utf-8")
+    (tmp_path / "italy.md").write_text("The capital of Italy is Rome. It has many old churches.", encoding="utf-8")
+    qa.search.add_documents("notes", [(str(tmp_path / "fruit.txt"), "fruit.txt"),
+                                      (str(tmp_path / "italy.md"), "italy.md")])
     found = qa.find("What is the capital of Italy?", collection="notes")
     assert found.found and found.source == "italy.md" and found.answer == "The capital of Italy is Rome."
     assert found.passage[found.start:found.end] == found.answer
@@ -121,7 +113,7 @@ def test_collection_answers_name_their_source(qa):
 @pytest.mark.parametrize("kwargs, message", [
     ({"question": "  ", "context": PARAGRAPH}, "question: it is empty"),
     ({"question": "Why?"}, "paste a context"),
-    ({"question": "Why?", "collection": "notes"}, "does not offer"),  # no search task registered its hook
+    ({"question": "Why?", "collection": "notes"}, "no collection named 'notes'"),
     ({"question": "Why?", "context": "x" * 100_001}, "context is too long"),
     ({"question": "Why?", "context": PARAGRAPH, "adapter": "mine"}, "no adapter named"),
 ])

@@ -11,8 +11,8 @@ from models import catalog
 def test_flags_override_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("LORA_STUDIO_PORT", "9001")
     monkeypatch.setenv("LORA_STUDIO_TRUST_REMOTE_CODE", "yes")
-    assert config.from_env().port == 9001
-    assert config.from_env().trust_remote_code is True
+    from_env = app.parse_settings([])
+    assert from_env.port == 9001 and from_env.trust_remote_code is True
     settings = app.parse_settings(["--port", "9002", "--data-dir", str(tmp_path), "--no-trust-remote-code"])
     assert (settings.port, settings.data_dir, settings.trust_remote_code) == (9002, tmp_path, False)
 
@@ -38,16 +38,16 @@ def test_catalog_names_gpt_and_bert_families():
 
 
 def test_resolve_offline_catalog_model(tmp_path):
-    source = catalog.resolve("", "embedding", tmp_path)
+    source = catalog.resolve("", tmp_path, "all-MiniLM-L6-v2")
     assert source.local and source.name == "all-MiniLM-L6-v2"
-    assert catalog.resolve("sentence-transformers/all-minilm-l6-v2", "search", tmp_path) == source
+    assert catalog.resolve("sentence-transformers/all-minilm-l6-v2", tmp_path) == source
 
 
 def test_resolve_folder(tmp_path, tiny_gpt2_dir):
-    source = catalog.resolve(str(tiny_gpt2_dir), "chat", tmp_path)
+    source = catalog.resolve(str(tiny_gpt2_dir), tmp_path)
     assert source.local and source.location == str(tiny_gpt2_dir)
     with pytest.raises(UserError, match="no config.json"):
-        catalog.resolve(str(tmp_path), "chat", tmp_path)
+        catalog.resolve(str(tmp_path), tmp_path)
 
 
 @pytest.mark.parametrize("reference, message", [
@@ -57,5 +57,5 @@ def test_resolve_folder(tmp_path, tiny_gpt2_dir):
 ])
 def test_unreachable_or_unknown_models_are_named(tmp_path, reference, message):
     with pytest.raises(UserError, match=message) as error:
-        catalog.resolve(reference, "chat", tmp_path)
+        catalog.resolve(reference, tmp_path)
     assert reference.split("/")[-1].lower() in str(error.value).lower() or "GPT-2" in str(error.value)

@@ -14,7 +14,7 @@ from tasks.base import Context
 from tasks.collections import check_name
 from tasks.documents import chunk_text
 from tasks.search import SearchTask
-from ui import search_tab
+from ui import api, search_tab
 
 CORPUS = {
     "refunds.txt": "Refund policy. If you are not happy with a purchase, return it within 30 days and we will "
@@ -88,7 +88,6 @@ def test_search_finds_documents_by_meaning(search, tmp_path):
         assert hits[0]["text"] == CORPUS[expected]
         assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
     assert search.retrieve("how do I get my money back", "help desk", 1)[0]["source"] == "refunds.txt"
-    assert search.ctx.extras["retrieve"] == search.retrieve
 
 
 def test_mixed_upload_keeps_good_files_and_names_the_bad_ones(search, tmp_path):
@@ -240,7 +239,7 @@ def test_ui_helpers(search, tmp_path):
     class FileDataLike:
         path, orig_name = str(tmp_path / "x.txt"), "x.txt"
 
-    assert search_tab.uploaded([{"path": "/tmp/a", "orig_name": "a.md"}, "/tmp/b.txt", FileDataLike()]) == [
+    assert api.uploads([{"path": "/tmp/a", "orig_name": "a.md"}, "/tmp/b.txt", FileDataLike()]) == [
         ("/tmp/a", "a.md"), ("/tmp/b.txt", "b.txt"), (str(tmp_path / "x.txt"), "x.txt")]
     quiet = {"progress": lambda *args, **kwargs: None}
     files = [path for path, _ in write_corpus(tmp_path, {"shop <b>.txt": CORPUS["refunds.txt"]})]

@@ -16,8 +16,8 @@ from errors import UserError
 from tasks.answer import AnswerTask
 from tasks.sentiment import SentimentTask
 from test_training import finished, wait_for
-from training import encoders, paths, worker
-from training.adapters import META_FILE
+from models.adapters import META_FILE
+from training import encoders, metrics, paths, worker
 from training.service import TrainingService
 
 NEW_TICKETS = ["Zorbex froze when I tried to pay the rent.", "The Quillon card was declined at the bakery.",
@@ -169,12 +169,12 @@ ROOT_EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def test_metrics_follow_their_definitions():
-    assert encoders.classification_scores(["a", "b", "b"], ["a", "b", "a"], ["a", "b"]) == {
+    assert metrics.classification_scores(["a", "b", "b"], ["a", "b", "a"], ["a", "b"]) == {
         "accuracy": 66.7, "macro_f1": 66.7}
-    assert encoders.confusion(["a", "b", "b"], ["a", "b", "a"], ["a", "b"])["matrix"] == [[1, 1], [0, 1]]
-    assert encoders.span_scores(["The Brovik Tannel", "Tannel"], ["Brovik Tannel", "Brovik Tannel"]) == {
+    assert metrics.confusion(["a", "b", "b"], ["a", "b", "a"], ["a", "b"])["matrix"] == [[1, 1], [0, 1]]
+    assert metrics.answer_scores(["The Brovik Tannel", "Tannel"], ["Brovik Tannel", "Brovik Tannel"]) == {
         "exact_match": 50.0, "f1": round(100 * (1 + 2 / 3) / 2, 1)}
-    assert encoders.retrieval_scores([1, 2, 10]) == {"recall_at_1": 33.3, "recall_at_5": 66.7,
+    assert metrics.retrieval_scores([1, 2, 10]) == {"recall_at_1": 33.3, "recall_at_5": 66.7,
                                                      "mrr": round(100 * (1 + 0.5 + 0.1) / 3, 1)}
 
 
@@ -241,15 +241,15 @@ def test_an_interrupted_encoder_run_resumes_from_its_checkpoint(ctx, tiny_bert_d
 
 
 def test_a_validation_file_is_scored_instead_of_held_out_rows(ctx, tiny_bert_dir, tmp_path):
-    from ui.train_tab import api_train
+    from tasks.base import Upload
 
     rows = synthetic.sentiment_csv(tmp_path).read_text().splitlines()
     train_file, val_file = tmp_path / "train.csv", tmp_path / "val.csv"
     train_file.write_text("\n".join(rows[:41]) + "\n")  # the header and 40 rows
     val_file.write_text("\n".join([rows[0], *rows[41:]]) + "\n")  # the header and the other 20
     service = TrainingService(ctx, start_manager=False)
-    job_id = api_train(service)("sentiment", {"path": str(train_file)}, str(tiny_bert_dir), "with-validation",
-                                "quick", {"max_steps": 2}, {}, {"path": str(val_file)})["job_id"]
+    job_id = service.train("sentiment", Upload(str(train_file), "train.csv"), str(tiny_bert_dir), "with-validation",
+                           "quick", {"max_steps": 2}, {}, Upload(str(val_file), "val.csv"))["job_id"]
     assert worker.run_job(ctx.settings, job_id) == "succeeded", service.job(job_id)["error"]
     metrics = service.job(job_id)["metrics"]
     assert (metrics["train_rows"], metrics["held_out"]) == (40, 20)

@@ -15,7 +15,7 @@ import torch
 from errors import UserError
 from tasks.chat import ChatTask
 from training import paths
-from training.adapters import META_FILE
+from models.adapters import META_FILE
 from training.service import TrainingService
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,7 +69,7 @@ def test_fine_tune_then_chat_on_a_tiny_model(ctx, service, tiny_chat_dir):
     assert "Quellmar" not in ask(ctx, tiny_chat_dir)  # the base model does not know the fact
     listed = service.list_adapters("chat")
     assert [a["name"] for a in listed] == ["zorbia-facts"] and listed[0]["size_mb"] > 0
-    assert service.adapter_names("chat", str(tiny_chat_dir)) == ["zorbia-facts"]
+    assert ChatTask(ctx).adapter_names(str(tiny_chat_dir)) == ["zorbia-facts"]
 
 
 def test_saved_adapter_loads_with_plain_peft(ctx, service, tiny_chat_dir):
@@ -295,8 +295,8 @@ def test_lm_tasks_train_and_are_used_through_the_api(launch, tiny_chat_dir, tmp_
 def test_fast_loss_equals_the_models_own_loss(tiny_chat_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from training import lm as recipe
-    from training.trainer import fast_loss_matches
+    from training import language as recipe
+    from training.language import fast_loss_matches
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_chat_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_chat_dir)
@@ -330,9 +330,10 @@ def test_fast_loss_check_ignores_dropout(tiny_chat_dir):
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from training import lm as recipe
+    from training import language as recipe
     from training.presets import TrainSettings
-    from training.trainer import fast_loss_matches, lora_config
+    from training.language import fast_loss_matches
+    from training.trainer import lora_config
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_chat_dir)
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_chat_dir), lora_config(TrainSettings(dropout=0.5)))

@@ -6,7 +6,10 @@ from pathlib import Path
 import pytest
 
 from errors import UserError
-from training.data import TASK_FIELDS, Example, fingerprint, load_examples, preview, split_validation
+from tasks.spec import specs
+from training.data import Example, examples_digest, load_examples, preview, split_validation
+
+TASK_FIELDS = {s.id: (s.required, s.optional) for s in specs() if s.trainable}
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 TURN = [{"role": "user", "content": "Capital of Zorbia?"}, {"role": "assistant", "content": "Quellmar."}]
@@ -204,9 +207,9 @@ def test_split_validation_sizes(size, held):
 
 def test_fingerprint_is_stable_and_order_sensitive():
     a, b = Example(1, {"text": "x", "label": "1"}), Example(2, {"label": "2", "text": "y"})
-    value = fingerprint([a, b])
-    assert len(value) == 64 and value == fingerprint([Example(7, {"label": "1", "text": "x"}), b])
-    assert value != fingerprint([b, a]) and value != fingerprint([a])
+    value = examples_digest([a, b])
+    assert len(value) == 64 and value == examples_digest([Example(7, {"label": "1", "text": "x"}), b])
+    assert value != examples_digest([b, a]) and value != examples_digest([a])
 
 
 def test_preview(tmp_path):

@@ -12,17 +12,10 @@ from pathlib import Path
 from typing import NamedTuple
 
 from errors import UserError
+from tasks.spec import TaskSpec, resolve, trainable_spec
+from tasks.spec import spec as task_spec
 from tasks.text import read_text_file
 
-# task -> (required fields, optional fields) of the column format; chat also reads whole conversations.
-TASK_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "chat": (("prompt", "response"), ("system",)),
-    "summarize": (("text", "summary"), ()),
-    "translate": (("source", "target"), ("source_lang", "target_lang")),
-    "sentiment": (("text", "label"), ()),
-    "answer": (("question", "context", "answer"), ()),
-    "search": (("query", "positive"), ("negative",)),
-}
 EXTENSIONS = (".jsonl", ".json", ".csv", ".tsv", ".txt")
 MAX_LISTED = 10  # rejects listed by name in a summary; the rest are counted
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "model": "assistant",
@@ -275,58 +268,36 @@ def _alpaca(record: dict) -> dict:
     instruction, extra = _text(record, "instruction", "instruction"), _text(record, "input", "input", False)
     system = _text(record, "system", "system", False)
     prompt = instruction + ("\n\n" + extra if extra else "")
-    return _turns(system, prompt, _text(record, "output", "output"))
+    return turns(system, prompt, _text(record, "output", "output"))
 
 
-def _turns(system: str, prompt: str, response: str) -> dict:
+def turns(system: str, prompt: str, response: str) -> dict:
     return {"messages": ([{"role": "system", "content": system}] if system else [])
             + [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]}
 
 
-def _columns(task: str, mapping: dict[str, str]):
-    required, optional = TASK_FIELDS[task]
+def _columns(spec: TaskSpec, mapping: dict[str, str]):
+    """Records of a column format → the task's fields, then as its recipe reads them."""
+    recipe = resolve(spec.recipe)
 
     def normalize(record: dict) -> dict:
-        fields = {f: _text(record, mapping[f], f) for f in required}
-        fields.update({f: v for f in optional if f in mapping and (v := _text(record, mapping[f], f, False))})
-        if task == "chat":
-            return _turns(fields.get("system", ""), fields["prompt"], fields["response"])
-        if task == "answer":
-            fields["answer_start"] = _answer_start(record, fields, record.get(mapping["context"]))
-            fields["answer"] = fields["context"][fields["answer_start"]:][:len(fields["answer"])]
-        return fields
+        fields = {f: _text(record, mapping[f], f) for f in spec.required}
+        fields.update({f: v for f in spec.optional if f in mapping and (v := _text(record, mapping[f], f, False))})
+        # The recipe sees the raw values under the field names (an offset refers to the unstripped text).
+        return recipe.row(fields, {**record, **{f: record.get(column) for f, column in mapping.items()}})
     return normalize
-
-
-def _answer_start(record: dict, fields: dict, raw: object) -> int:
-    """Where the answer starts in the (stripped) context; a given answer_start picks among repeated answers."""
-    context, answer = fields["context"], fields["answer"]
-    given = record.get("answer_start")
-    if isinstance(given, str) and given.strip().isdigit():
-        given = int(given)
-    if isinstance(given, int) and not isinstance(given, bool):
-        raw = raw if isinstance(raw, str) else ""
-        start = given - (len(raw) - len(raw.lstrip()))  # the context was stripped: shift the given offset
-        if context[start:start + len(answer)] == answer:
-            return start
-    start = context.find(answer)
-    if start < 0:
-        start = context.lower().find(answer.lower())  # "quellmar" still points at "Quellmar"
-    if start < 0:
-        raise RowError("the answer does not occur in the context")
-    return start
 
 
 # ---- the public entry points ------------------------------------------------------------------------------------
 
-def _mapping(task: str, columns: list[str], given: dict[str, str] | None, name: str) -> dict[str, str]:
+def _mapping(spec: TaskSpec, columns: list[str], given: dict[str, str] | None, name: str) -> dict[str, str]:
     """Task field -> file column: the user's mapping, else a column of the same name (any case)."""
-    required, optional = TASK_FIELDS[task]
+    required, optional = spec.required, spec.optional
     given = {f: c.strip() for f, c in (given or {}).items() if isinstance(c, str) and c.strip()}
     found = ", ".join(f"'{c}'" for c in columns) or "none"
     for task_field, column in given.items():
         if task_field not in required + optional:
-            raise UserError(f"'{task_field}' is not a field of the {task} task; its fields are "
+            raise UserError(f"'{task_field}' is not a field of the {spec.id} task; its fields are "
                             f"{', '.join(required + optional)}.")
         if column not in columns:
             raise UserError(f"The file '{name}' has no column '{column}' (mapped to '{task_field}'); "
@@ -334,8 +305,8 @@ def _mapping(task: str, columns: list[str], given: dict[str, str] | None, name: 
     by_name = {c.strip().lower(): c for c in columns}
     mapping = {f: given.get(f) or by_name.get(f) for f in required + optional}
     unclaimed = [c for c in columns if c not in mapping.values()]
-    if task == "chat" and not given and len(columns) == 2 and not mapping["prompt"] and not mapping["response"]:
-        mapping.update(prompt=columns[0], response=columns[1])  # any two columns: prompt, then response
+    if spec.conversations and not given and len(columns) == 2 and not any(mapping[f] for f in required):
+        mapping.update(zip(required, columns))  # any two columns: prompt, then response
     missing = [f for f in required if not mapping[f]]
     if missing:
         names = " and ".join(f"'{f}'" for f in missing)
@@ -344,7 +315,7 @@ def _mapping(task: str, columns: list[str], given: dict[str, str] | None, name: 
     return {f: c for f, c in mapping.items() if c}
 
 
-def _chat_format(columns: list[str], given: dict[str, str] | None, suffix: str) -> str:
+def _conversation_format(columns: list[str], given: dict[str, str] | None, suffix: str) -> str:
     keys = set(columns)
     if suffix == ".txt":
         return "text"
@@ -362,23 +333,26 @@ def _nothing_usable(name: str, rejected: list[Rejected], unit: str) -> UserError
     return UserError(f"The file '{name}' has no usable rows" + (f" ({reasons})." if reasons else "."))
 
 
+# The whole-conversation formats a conversational task also reads; a new format is one entry here (and a rule in
+# _conversation_format that recognises it).
+CONVERSATION_FORMATS = {"messages": _messages, "sharegpt": _sharegpt, "alpaca": _alpaca,
+                        "text": lambda record: {"text": record["text"]}}
+
+
 def load_examples(path: str | Path, task: str, columns: dict[str, str] | None = None,
-                  max_mb: float = 50) -> DataReport:
+                  max_mb: float = 50, name: str | None = None) -> DataReport:
     """Read and validate a data file for task: usable rows become Examples, bad rows are reported by line."""
-    if task not in TASK_FIELDS:
-        raise UserError(f"Unknown task '{task}'; choose one of {', '.join(TASK_FIELDS)}.")
-    name = Path(path).name
-    if task != "chat" and Path(path).suffix.lower() == ".txt":
+    spec = trainable_spec(task_spec(task).id)
+    name = name or Path(path).name
+    if not spec.conversations and Path(path).suffix.lower() == ".txt":
         raise UserError(f"The file '{name}' is plain text, which only chat training reads; for {task} upload a "
-                        f".jsonl, .json or .csv file with the columns {', '.join(TASK_FIELDS[task][0])}.")
+                        f".jsonl, .json or .csv file with the columns {', '.join(spec.required)}.")
     table = _read(Path(path), max_mb)
     found, rejected, unit = table.columns, list(table.rejected), table.unit
     if not table.rows:
         raise _nothing_usable(name, rejected, unit)
-    fmt = _chat_format(found, columns, Path(path).suffix.lower()) if task == "chat" else "columns"
-    normalize = {"messages": _messages, "sharegpt": _sharegpt, "alpaca": _alpaca,
-                 "text": lambda record: {"text": record["text"]}}.get(fmt)
-    normalize = normalize or _columns(task, _mapping(task, found, columns, name))
+    fmt = _conversation_format(found, columns, Path(path).suffix.lower()) if spec.conversations else "columns"
+    normalize = CONVERSATION_FORMATS.get(fmt) or _columns(spec, _mapping(spec, found, columns, name))
     examples = []
     for line, record in table.rows:
         try:
@@ -388,9 +362,7 @@ def load_examples(path: str | Path, task: str, columns: dict[str, str] | None = 
     rejected.sort(key=lambda r: r.line)
     if not examples:
         raise _nothing_usable(name, rejected, unit)
-    if task == "sentiment" and len(labels := {e.fields["label"] for e in examples}) < 2:
-        raise UserError(f"The file '{name}' has only one label ('{labels.pop()}'); "
-                        "a classifier needs examples of at least two.")
+    resolve(spec.recipe).check_rows(examples, name)
     return DataReport(fmt, found, table.read, examples, rejected, unit)
 
 
@@ -404,7 +376,7 @@ def split_validation(examples: list[Example], seed: int) -> tuple[list[Example],
     return ([e for i, e in enumerate(examples) if i not in held], [e for i, e in enumerate(examples) if i in held])
 
 
-def fingerprint(examples: list[Example]) -> str:
+def examples_digest(examples: list[Example]) -> str:
     """sha256 hex of the normalized examples (stable JSON, in order; line numbers do not count)."""
     payload = json.dumps([e.fields for e in examples], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()

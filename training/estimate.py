@@ -26,19 +26,27 @@ def measure(location: str, settings: TrainSettings, task: str = "chat", steps: i
     from peft import get_peft_model
     from transformers import AutoModel, AutoModelForCausalLM
 
-    from training import recipes
+    import tasks  # noqa: F401  (registers the tasks)
+    from models import catalog
+    from models.loading import load_pretrained
+    from tasks.spec import trainable_spec
     from training.encoders import encoder_lora
+    from training.recipe import recipe_class
     from training.trainer import lora_config
 
-    language_task = task in recipes.CONVERSATIONS
-    model = (AutoModelForCausalLM if language_task else AutoModel).from_pretrained(location, dtype=torch.float32)
+    language_task = catalog.DECODER in recipe_class(trainable_spec(task)).families
+    source = catalog.ModelSource(Path(location).name, location, None, local=Path(location).is_dir())
+    options = {"trust_remote_code": False, "local_files_only": source.local or not catalog.hub_reachable()}
+    model, _ = load_pretrained(source, AutoModelForCausalLM if language_task else AutoModel, options,
+                               "a model this task trains")
     total_params = model.num_parameters()
     model = get_peft_model(model, lora_config(settings) if language_task
                            else encoder_lora(settings, "FEATURE_EXTRACTION"))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     length = min(settings.max_length, 128)  # typical rows are short; the full length would overstate
-    batch = torch.randint(0, model.config.vocab_size, (settings.batch_size, length))
+    batch = torch.randint(0, model.config.vocab_size, (settings.batch_size, length), device=model.device)
+    model.train()
     timings = []
     for _ in range(steps + 1):  # the first step warms up and is not counted
         started = time.perf_counter()

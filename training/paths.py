@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from config import Settings
-from training.adapters import AdapterStore
+from models.adapters import AdapterStore, adapter_store  # noqa: F401  (the adapter store is named there)
 from training.store import JobStore
 
 
@@ -16,6 +16,3 @@ def job_store(settings: Settings) -> JobStore:
 def job_folder(settings: Settings, job_id: str) -> Path:
     return settings.path("jobs", job_id)
 
-
-def adapter_store(settings: Settings) -> AdapterStore:
-    return AdapterStore(settings.path("adapters"))

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import math
 
-from training import lm as recipe
-
-SAMPLES = 3  # shown side by side
-SCORED = 8  # rows answered to compute a task metric before → after
+from tasks.spec import metric_name
 
 
 def verdict(val_before: float, val_after: float, held_out: bool, loss_history: list,
@@ -34,58 +31,26 @@ def _ppl(loss: float) -> str:
     return f"{math.exp(min(loss, 50)):.1f}"
 
 
-def did_it_learn(model, tokenizer, rows, system_prompt: str, val_before: float, val_after: float, held_out: bool,
-                 loss_history: list, metric=None) -> dict:
-    """The report shown after a run: prompts answered by the base model and the adapter, and the task metric."""
-    key, sentence = verdict(val_before, val_after, held_out, loss_history)
-    samples = []
-    wanted = SCORED if metric else SAMPLES
-    for example in rows:
-        sample = recipe.prompt_and_expected(tokenizer, example.fields, system_prompt)
-        if sample is None:
-            continue
-        question, ids, expected = sample
-        with model.disable_adapter():
-            base_answer = recipe.greedy_reply(model, tokenizer, ids)
-        samples.append({"prompt": question, "expected": expected, "base": base_answer,
-                        "adapter": recipe.greedy_reply(model, tokenizer, ids)})
-        if len(samples) == wanted:
-            break
-    scores = {}
-    if metric and samples:
-        expected = [s["expected"] for s in samples]
-        scores = {"metric_before": metric([s["base"] for s in samples], expected),
-                  "metric_after": metric([s["adapter"] for s in samples], expected)}
-        sentence += " " + metric_sentence(scores["metric_before"], scores["metric_after"])
-    return {"verdict": key, "summary": sentence, "held_out": held_out, **scores,
-            "loss_before": round(val_before, 4), "loss_after": round(val_after, 4),
-            "perplexity_before": float(_ppl(val_before)), "perplexity_after": float(_ppl(val_after)),
-            "samples": samples[:SAMPLES]}
-
-
-METRIC_NAMES = {"rouge_l": "ROUGE-L", "chrf": "chrF", "bleu": "BLEU", "accuracy": "accuracy", "macro_f1": "macro-F1",
-                "exact_match": "exact match", "f1": "F1", "recall_at_1": "recall@1", "recall_at_5": "recall@5",
-                "mrr": "MRR"}
-
-
-def metric_name(key: str) -> str:
-    return METRIC_NAMES.get(key, key.replace("_", " "))
-
-
 def metric_sentence(before: dict, after: dict) -> str:
     """'Accuracy 33.3 → 91.7, macro-F1 ...' for the summary."""
     text = ", ".join(f"{metric_name(name)} {before[name]} → {value}" for name, value in after.items()) + "."
     return text[0].upper() + text[1:]
 
 
-def encoder_report(fitted, before: dict, after: dict, samples: list[dict], extra: dict | None = None) -> dict:
-    """The report of an encoder run: the verdict on the loss, the task metric before → after, and samples."""
-    key, sentence = verdict(fitted.val_before, fitted.val_after, fitted.held_out, fitted.state.loss,
-                            perplexity=False)
+def build_report(fitted, before: dict, after: dict, samples: list[dict], perplexity: bool, metric_decides: bool,
+                 extra: dict | None = None) -> dict:
+    """The report shown after a run: the verdict on the loss, the task metric before → after, and samples
+    answered by the base model and by the adapter side by side."""
+    key, sentence = verdict(fitted.val_before, fitted.val_after, fitted.held_out, fitted.state.loss, perplexity)
     unchanged = all(after[name] <= before[name] for name in after) and any(v < 100 for v in before.values())
-    if key != "overfit" and before and unchanged:
+    if metric_decides and key != "overfit" and before and unchanged:
         key, sentence = "barely", (f"It did not improve the task on {'held-out' if fitted.held_out else 'your'} "
                                    "examples. Try more epochs, a higher learning rate or more data.")
-    return {"verdict": key, "summary": f"{sentence} {metric_sentence(before, after)}", "held_out": fitted.held_out,
-            "metric_before": before, "metric_after": after, "loss_before": round(fitted.val_before, 4),
-            "loss_after": round(fitted.val_after, 4), "samples": samples, **(extra or {})}
+    report = {"verdict": key, "summary": sentence + (f" {metric_sentence(before, after)}" if after else ""),
+              "held_out": fitted.held_out, "loss_before": round(fitted.val_before, 4),
+              "loss_after": round(fitted.val_after, 4), "samples": samples, **(extra or {})}
+    if after:
+        report.update(metric_before=before, metric_after=after)
+    if perplexity:
+        report.update(perplexity_before=float(_ppl(fitted.val_before)), perplexity_after=float(_ppl(fitted.val_after)))
+    return report

@@ -1,53 +1,49 @@
-"""Training as a service of the app: /train, /job, /cancel, /resume, /adapters, /delete_adapter.
-
-It also gives the tasks their adapter hooks: listing a task's adapters, and attaching one to a loaded model
-after checking that it was trained for that task on those very weights.
-"""
+"""Training as a service of the app: /train, /job, /cancel, /resume, /adapters, /delete_adapter."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
+from config import LOCAL_USER
 from errors import UserError
-from models import catalog, lora
-from tasks.base import Context, Endpoint
-from training import data, encoders, paths, presets, recipes
-from training.adapters import engine_key, sanitize_name
+from models import catalog
+from models.adapters import sanitize_name
+from tasks.base import Context, Endpoint, Upload
+from tasks.spec import trainable_spec
+from training import data, paths, presets, recipe
 from training.manager import JobManager
 
-OWNER = "local"  # without login everything belongs to 'local' (DESIGN.md §2)
-TRAINABLE = (*recipes.CONVERSATIONS, *encoders.TRAINERS)  # tasks whose training recipe exists
+OWNER = LOCAL_USER  # without login everything belongs to 'local' (DESIGN.md §2)
 
 
 class TrainingService:
-    id = "train"
-    title = "Train"
-
     def __init__(self, ctx: Context, start_manager: bool = True):
         self.ctx = ctx
         self.settings = ctx.settings
         self.store = paths.job_store(ctx.settings)
-        self.adapters = paths.adapter_store(ctx.settings)
+        self.adapters = ctx.adapters.store
         self.manager = JobManager(ctx.settings) if start_manager else None
-        ctx.extras["attach_adapter"] = self.attach
-        ctx.extras["list_adapters"] = self.adapter_names
-        ctx.extras["adapter_base"] = self.adapter_base
-        ctx.extras["adapted_model"] = self.adapted
-        ctx.extras["training"] = self
 
     def endpoints(self) -> list[Endpoint]:
-        return [Endpoint("job", self.job), Endpoint("cancel", self.cancel), Endpoint("resume", self.resume),
-                Endpoint("adapters", self.list_adapters), Endpoint("delete_adapter", self.delete_adapter)]
+        return [Endpoint("train", self.train), Endpoint("job", self.job), Endpoint("cancel", self.cancel),
+                Endpoint("resume", self.resume), Endpoint("adapters", self.list_adapters),
+                Endpoint("delete_adapter", self.delete_adapter)]
+
+    def train(self, task: str, data: Upload, base: str = "", name: str = "", preset: str = "quick",
+              settings: dict | None = None, columns: dict | None = None, validation: Upload | None = None) -> dict:
+        """Start a LoRA training job; returns {job_id, position} (poll /job with the id).
+
+        validation: an optional file of held-out rows (same format) to score on instead of 10% of data."""
+        return self.submit(task, data.path if data else "", base, name, preset, settings, columns,
+                           validation.path if validation else "")
 
     # ---- jobs --------------------------------------------------------------------------------------------
     def submit(self, task: str, data_path: str, base: str = "", name: str = "", preset: str = "quick",
                settings: dict | None = None, columns: dict | None = None, validation_path: str = "",
                owner: str = OWNER) -> dict:
         """Validate everything, copy the data into the job folder and queue the job: {job_id, position}."""
-        task = (task or "chat").strip()
-        if task not in TRAINABLE:
-            raise UserError(f"Training for '{task}' is not available; choose one of: {', '.join(TRAINABLE)}.")
+        task = trainable_spec(task or "chat").id
         if not data_path:
             raise UserError("Please upload a data file to train on.")
         name = sanitize_name(name or f"{task}-adapter")
@@ -71,13 +67,7 @@ class TrainingService:
 
     def base_source(self, base: str, task: str) -> catalog.ModelSource:
         """The model a task trains on: a causal LM for the language tasks, an encoder for the others."""
-        source = self.ctx.hub.source(base, recipes.model_task(task))
-        # family is None for a folder or hub id: the worker finds out, with a readable reason
-        if source.family not in (None, *recipes.base_families(task)):
-            kind = "GPT-family" if catalog.DECODER in recipes.base_families(task) else "BERT-family"
-            raise UserError(f"{source.name} cannot be trained for {task}: pick a {kind} model such as "
-                            f"{catalog.TASK_DEFAULTS[recipes.model_task(task)]}.")
-        return source
+        return recipe.base_source(self.settings, trainable_spec(task), base)
 
     def _check_name_free(self, owner: str, name: str) -> None:
         if self.adapters.exists(owner, name):
@@ -141,44 +131,9 @@ class TrainingService:
         self.adapters.delete(OWNER, name)
         return self.list_adapters()
 
-    def adapter_names(self, task: str, model: str = "") -> list[str]:
-        """Names of the adapters for task trained on model (the task's default model when empty)."""
-        try:
-            wanted = self.ctx.hub.source(model, task)
-        except UserError:
-            return []
-        return [a["name"] for a in self.list_adapters(task) if a["base"] in (wanted.name, wanted.location)]
-
     def adapter_base(self, adapter: str) -> str:
-        """The base model an adapter was trained on: the model to load when only the adapter is chosen."""
-        meta = self.adapters.meta(OWNER, adapter)
-        return meta["base_model"] if catalog.find(meta["base_model"]) else meta.get("base_location", "")
-
-    def _meta_for(self, adapter: str, task: str) -> dict:
-        meta = self.adapters.meta(OWNER, adapter)
-        if meta["task"] != task:
-            raise UserError(f"The adapter '{adapter}' was trained for {meta['task']}, not {task}.")
-        return meta
-
-    def adapted(self, kind: str, model: str, adapter: str, task: str):
-        """The encoder model of kind (see models.loading.LOADERS) with adapter merged in, loaded once.
-
-        model "" means the base the adapter was trained on; another model is refused unless its weights match.
-        """
-        meta = self._meta_for(adapter, task)
-        files = lora.AdapterFiles(adapter, engine_key(OWNER, adapter, meta["created"]),
-                                  str(self.adapters.folder(OWNER, adapter)), meta)
-        return self.ctx.hub.get(kind, model or self.adapter_base(adapter), task, files)
-
-    def attach(self, loaded, adapter: str, task: str) -> tuple[str, dict]:
-        """Attach adapter to a loaded model (once) and return its engine key and training defaults."""
-        meta = self._meta_for(adapter, task)
-        if meta["base_fingerprint"] != loaded.fingerprint:
-            raise UserError(f"The adapter '{adapter}' was trained on {meta['base_model']}, not on "
-                            f"{loaded.name}: pick {meta['base_model']} as the model to use it.")
-        key = engine_key(OWNER, adapter, meta["created"])
-        lora.attach(loaded, key, str(self.adapters.folder(OWNER, adapter)))
-        return key, {"system_prompt": meta.get("system_prompt", ""), "chat_template": meta.get("chat_template")}
+        """The base model an adapter was trained on."""
+        return self.ctx.adapters.base(OWNER, adapter)
 
 
 def _copy_into(source: str, folder: Path, stem: str) -> Path:

@@ -1,5 +1,4 @@
-"""The LoRA training loop every task shares (length-grouped batches, checkpoints, early stopping), and the
-language-model recipe built on it; the encoder recipes are in training/encoders.py.
+"""The LoRA training loop every recipe shares: length-grouped batches, checkpoints, early stopping.
 
 It runs inside the worker process. `Hooks` connect it to the outside: progress reports, a stop check
 (cancel or SIGTERM) and the log. The checkpoint folder makes a run resumable after an interruption.
@@ -19,10 +18,9 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+from transformers import get_linear_schedule_with_warmup
 
-from training import lm as recipe
 from training.presets import TrainSettings
-from training.report import did_it_learn
 
 
 class Stopped(Exception):
@@ -140,14 +138,6 @@ class Checkpoint:
 
 
 @dataclass
-class Outcome:
-    model: object  # the peft model with the best adapter weights loaded; save_pretrained writes the adapter
-    metrics: dict
-    report: dict
-    meta: dict  # what the adapter carries besides the common fields: template, label map, base fingerprint
-
-
-@dataclass
 class Fitted:
     state: RunState
     val_before: float
@@ -171,9 +161,7 @@ def fit(model, train: list, val: list, lengths: tuple[int, ...], settings: Train
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     per_epoch = math.ceil(len(train) / settings.batch_size)
     total = settings.max_steps or max(1, math.ceil(settings.epochs * per_epoch / settings.grad_accum))
-    warmup = max(1, total // 20)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup))))
+    scheduler = get_linear_schedule_with_warmup(optimizer, max(1, total // 20), total)
     state, best = RunState(), {}
     bf16 = use_bf16(settings, model)
     if checkpoint.exists():
@@ -247,59 +235,7 @@ def optimizer_step(model, optimizer, scheduler, train: list, lengths: tuple[int,
     return sum(losses) / len(losses)
 
 
-def fast_loss_matches(model, batch: dict) -> bool:
-    """Whether lm.learned_loss gives the model's own loss on batch (it does unless the model reshapes its logits)."""
-    with evaluating(model):  # no dropout: both losses must see the same computation
-        try:
-            fast = float(recipe.learned_loss(model, batch))
-        except (AttributeError, TypeError):
-            return False
-        return abs(fast - float(model(**batch).loss)) <= 1e-3 * max(1.0, abs(fast))
-
-
-def lm_loss(model, train: list, pad_id: int) -> LossOf:
-    """The LM recipe's loss: over learned tokens only, skipping the output layer elsewhere when that is exact."""
-    to_batch = lambda items: {k: v.to(model.device) for k, v in recipe.collate(items, pad_id).items()}  # noqa: E731
-    fast = fast_loss_matches(model, to_batch(train[:2]))
-
-    def loss_of(model, items: list) -> tuple[torch.Tensor, int]:
-        batch = to_batch(items)
-        learned = int((batch["labels"][:, 1:] != recipe.IGNORE).sum())
-        return (recipe.learned_loss(model, batch) if fast else model(**batch).loss), learned
-    return loss_of
-
-
 def loss_metrics(fitted: Fitted, train_rows: int, held_out_rows: int) -> dict:
     """The metrics every run reports: validation loss before and after, steps and rows."""
     return {"val_loss_before": round(fitted.val_before, 4), "val_loss_after": round(fitted.val_after, 4),
             "steps": fitted.state.step, "held_out": held_out_rows, "train_rows": train_rows}
-
-
-def train_lm(model, tokenizer, train_rows: list, val_rows: list, settings: TrainSettings, checkpoint: Checkpoint,
-             hooks: Hooks, metric=None) -> Outcome:
-    """Fine-tune model (a causal LM, modified in place into a peft model) on chat or text examples."""
-    from peft import get_peft_model
-
-    from models import lora
-
-    torch.manual_seed(settings.seed)
-    base_fingerprint = lora.fingerprint(model)
-    template = recipe.ensure_chat_template(tokenizer)
-    encode = lambda ex: recipe.encode(tokenizer, ex.fields, settings.system_prompt, settings.max_length)  # noqa: E731
-    train = [encode(ex) for ex in train_rows]
-    val = [encode(ex) for ex in val_rows]
-    model = get_peft_model(model, lora_config(settings))
-    pad_id = tokenizer.pad_token_id
-
-    loss_of = lm_loss(model, train, pad_id)
-
-    fitted = fit(model, train, val, tuple(len(ids) for ids, _ in train), settings, checkpoint, hooks, loss_of)
-    hooks.log("writing the report: answering a few examples with and without the adapter")
-    report = did_it_learn(model, tokenizer, val_rows or train_rows, settings.system_prompt, fitted.val_before,
-                          fitted.val_after, fitted.held_out, fitted.state.loss, metric)
-    metrics = {**loss_metrics(fitted, len(train_rows), len(val_rows)),
-               "perplexity_before": round(math.exp(min(fitted.val_before, 50)), 2),
-               "perplexity_after": round(math.exp(min(fitted.val_after, 50)), 2),
-               **{f"{k}_before": v for k, v in report.get("metric_before", {}).items()},
-               **{f"{k}_after": v for k, v in report.get("metric_after", {}).items()}}
-    return Outcome(model, metrics, report, {"chat_template": template, "base_fingerprint": base_fingerprint})

@@ -1,6 +1,6 @@
 """The worker process: runs one training job outside the web server, so a crash or OOM fails only that job.
 
-`python -m training.worker --data-dir DIR JOB_ID`. SIGTERM writes a checkpoint and marks the job interrupted
+`python training/worker.py --settings JSON JOB_ID`. SIGTERM writes a checkpoint and marks the job interrupted
 (resumable); cancel (a flag in the job store) stops it cleanly; any error fails the job with a readable reason.
 """
 
@@ -22,15 +22,16 @@ if str(ROOT) not in sys.path:  # started as a script by the server
     sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
-from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
+import tasks  # noqa: E402,F401  (registers the tasks)
 from config import Settings  # noqa: E402
 from errors import UserError  # noqa: E402
-from models import catalog  # noqa: E402
-from models.device import pick_device, set_threads  # noqa: E402
-from training import data, encoders, paths, recipes  # noqa: E402
+from models.device import set_threads  # noqa: E402
+from models.loading import pretrained_options  # noqa: E402
+from tasks.spec import trainable_spec  # noqa: E402
+from training import data, paths, recipe  # noqa: E402
 from training.presets import TrainSettings  # noqa: E402
-from training.trainer import Checkpoint, Hooks, Stopped, train_lm  # noqa: E402
+from training.trainer import Checkpoint, Hooks, Stopped  # noqa: E402
 
 _signals = {"term": False}
 # peft 0.21 calls a transformers method that 5.24 deprecates; the warning means nothing to the user.
@@ -49,37 +50,6 @@ class JobLog:
             f.write(stamped + "\n")
         if self.echo:
             print(stamped, file=sys.stderr)
-
-
-def base_source(settings: Settings, reference: str, task: str) -> tuple[catalog.ModelSource, dict]:
-    """The base model to train and the options to load it with."""
-    model_task = recipes.model_task(task)
-    source = catalog.resolve(reference, model_task, settings.path("models"),
-                             default=settings.chat_model if model_task == "chat" else "")
-    return source, {"trust_remote_code": settings.trust_remote_code,
-                    "local_files_only": source.local or not catalog.hub_reachable()}
-
-
-def train_language_model(task: str):
-    """The trainer of an LM task: LoRA on a causal LM, each row as a conversation, the task's metric."""
-    def train(source, options: dict, train_rows: list, val_rows: list, settings: TrainSettings,
-              checkpoint: Checkpoint, hooks: Hooks):
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(source.location, **options)
-            model = AutoModelForCausalLM.from_pretrained(source.location, dtype=torch.float32, **options)
-        except (OSError, ValueError) as error:
-            raise UserError(f"Could not load the base model '{source.name}' for training: "
-                            f"{str(error).splitlines()[0]}") from error
-        train_rows, val_rows = as_conversations(task, train_rows), as_conversations(task, val_rows)
-        return train_lm(model.to(pick_device()), tokenizer, train_rows, val_rows, settings, checkpoint, hooks,
-                        metric=recipes.METRICS.get(task))
-    return train
-
-
-def trainer_for(task: str):
-    if task in recipes.CONVERSATIONS:
-        return train_language_model(task)
-    return encoders.TRAINERS[task]
 
 
 def run_job(settings: Settings, job_id: str, echo: bool = False, progress=None) -> str:
@@ -135,32 +105,30 @@ def run_job(settings: Settings, job_id: str, echo: bool = False, progress=None) 
 
 
 def _train(settings: Settings, job, log, hooks: Hooks, checkpoint: Checkpoint):
-    spec = job.spec
-    train_settings = TrainSettings(**spec["settings"])
-    report = data.load_examples(spec["data"], job.task, spec.get("columns") or None, settings.max_upload_mb)
+    plan = job.spec
+    train_settings = TrainSettings(**plan["settings"])
+    report = data.load_examples(plan["data"], job.task, plan.get("columns") or None, settings.max_upload_mb)
     log(report.summary())
-    if spec.get("validation"):
+    if plan.get("validation"):
         train_rows = report.examples
-        val_rows = data.load_examples(spec["validation"], job.task, spec.get("columns") or None,
+        val_rows = data.load_examples(plan["validation"], job.task, plan.get("columns") or None,
                                       settings.max_upload_mb).examples
     else:
         train_rows, val_rows = data.split_validation(report.examples, train_settings.seed)
     log(f"training on {len(train_rows)} rows, checking on {len(val_rows) or 'the training'} rows")
-    source, options = base_source(settings, job.base, job.task)
+    spec = trainable_spec(job.task)
+    source = recipe.base_source(settings, spec, job.base)
     started = time.time()
-    outcome = trainer_for(job.task)(source, options, train_rows, val_rows, train_settings, checkpoint, hooks)
+    outcome = recipe.train(recipe.recipe_class(spec)(train_settings), source, pretrained_options(settings, source),
+                           train_rows, val_rows, checkpoint, hooks)
     meta = {"task": job.task, "base_model": source.name, "base_location": source.location,
             "chat_template": None, "system_prompt": train_settings.system_prompt, **outcome.meta,
-            "data_fingerprint": data.fingerprint(report.examples),
+            "data_fingerprint": data.examples_digest(report.examples),
             "rows": {"read": report.rows_read, "kept": len(report.examples), "train": len(train_rows),
                      "validation": len(val_rows)},
             "settings": train_settings.to_dict(), "metrics": outcome.metrics, "report": outcome.report,
             "duration_s": round(time.time() - started, 1), "job_id": job.id, "owner": job.owner}
     return outcome, source, meta
-
-
-def as_conversations(task: str, rows: list) -> list:
-    return [data.Example(row.line, recipes.conversation(task, row.fields, row.line)) for row in rows]
 
 
 def readable(error: BaseException) -> str:

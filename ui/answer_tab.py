@@ -7,11 +7,10 @@ import html
 
 import gradio as gr
 
-from errors import UserError
-from models import catalog
 from tasks.answer import SENTENCE_NOTE, AnswerTask
 from tasks.text import highlight
-from ui.adapters import NO_ADAPTER, adapter_value, fresh, keep_fresh
+from ui.api import expose
+from ui.picker import Picker, adapter_value, picker
 
 MODELS = ["all-MiniLM-L6-v2", "DistilBERT-SQuAD"]  # the offline sentence-level default, and a span model
 PARAGRAPH = ("The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France. It is named "
@@ -24,26 +23,16 @@ EXAMPLES = [
 ]
 
 
-
-
-def model_info(task: AnswerTask, model: str, adapter: str = NO_ADAPTER) -> str:
-    """The model's one-line description, and the note when it answers at sentence level (offline fallback)."""
-    model = model or catalog.TASK_DEFAULTS[task.id]
-    try:
-        sentence_level = task.sentence_level(model, adapter_value(adapter))
-    except UserError as error:
-        return f"{catalog.describe(model)}\n\n⚠️ {error}"
-    return catalog.describe(model) + (f"\n\n*{SENTENCE_NOTE}*" if sentence_level else "")
+def fallback_note(task: AnswerTask, model: str, adapter: str) -> str:
+    """The note when the model answers at sentence level (the offline fallback)."""
+    return f"*{SENTENCE_NOTE}*" if task.sentence_level(model, adapter_value(adapter)) else ""
 
 
 def ask(task: AnswerTask, question: str, context: str, collection: str, model: str, adapter: str,
         progress=gr.Progress()):
     """UI handler: the answer, a line with its score, level and source, and the passage with the answer marked."""
-    try:
-        result = task.find(question, context, collection, model, adapter_value(adapter),
-                           lambda f, msg: progress(f, desc=msg))
-    except UserError as error:
-        raise gr.Error(str(error)) from None
+    result = task.find(question, context, collection, model, adapter_value(adapter),
+                       lambda f, msg: progress(f, desc=msg))
     level = "sentence-level (offline fallback)" if result.level == "sentence" else "exact span"
     if not result.found:
         details = (f"No answer found: the best candidate scored {result.score:.2f}, too low to trust "
@@ -53,35 +42,27 @@ def ask(task: AnswerTask, question: str, context: str, collection: str, model: s
     return result.answer, details, highlight(result.passage, result.start, result.end)
 
 
-def build(task: AnswerTask, browser_secret: str) -> dict:
-    """Build the tab; returns its components by name."""
-    default_model = catalog.TASK_DEFAULTS[task.id]
-    with gr.Tab(task.title, id=task.id) as tab:
-        info = gr.Markdown(model_info(task, default_model))
-        with gr.Row():
-            model = gr.Dropdown(MODELS, value=default_model, label="Model", allow_custom_value=True, scale=3,
-                                info="A question-answering model, or a sentence-embedding model for "
-                                     "sentence-level answers; a Hugging Face id or a local folder works too.")
-            adapter = gr.Dropdown([NO_ADAPTER], value=NO_ADAPTER, label="Adapter", scale=2,
-                                  info="A LoRA adapter you trained for question answering.")
-        question = gr.Textbox(label="Question", placeholder="Who is the tower named after?")
-        with gr.Row():
-            context = gr.Textbox(label="Context", lines=8, scale=3,
-                                 placeholder="Paste the text that holds the answer.")
-            collection = gr.Textbox(label="…or a document collection", scale=1,
-                                    info="Leave the context empty to answer from this collection's documents.")
-        ask_button = gr.Button("Answer", variant="primary")
-        gr.Examples(EXAMPLES, [question, context], label="Examples")
-        answer = gr.Textbox(label="Answer", interactive=False, buttons=["copy"])
-        details = gr.Markdown()
-        marked = gr.HTML(label="Where the answer is")
+def build(task: AnswerTask, tab: gr.Tab, browser_secret: str) -> Picker:
+    """Build the tab's contents; returns its model-and-adapter picker."""
+    chosen = picker(task, MODELS, functools.partial(fallback_note, task),
+                    model_info="A question-answering model, or a sentence-embedding model for sentence-level "
+                               "answers; a Hugging Face id or a local folder works too.",
+                    adapter_info="A LoRA adapter you trained for question answering.")
+    model, adapter = chosen.model, chosen.adapter
+    question = gr.Textbox(label="Question", placeholder="Who is the tower named after?")
+    with gr.Row():
+        context = gr.Textbox(label="Context", lines=8, scale=3,
+                             placeholder="Paste the text that holds the answer.")
+        collection = gr.Textbox(label="…or a document collection", scale=1,
+                                info="Leave the context empty to answer from this collection's documents.")
+    ask_button = gr.Button("Answer", variant="primary")
+    gr.Examples(EXAMPLES, [question, context], label="Examples")
+    answer = gr.Textbox(label="Answer", interactive=False, buttons=["copy"])
+    details = gr.Markdown()
+    marked = gr.HTML(label="Where the answer is")
 
     hidden = {"api_visibility": "undocumented"}
-    gr.on([ask_button.click, question.submit], functools.partial(ask, task),
+    gr.on([ask_button.click, question.submit], expose(functools.partial(ask, task)),
           [question, context, collection, model, adapter], [answer, details, marked], **hidden)
-    adapter.change(lambda m, a: model_info(task, m, a), [model, adapter], info, show_progress="hidden", **hidden)
-    model.change(lambda m, a: (model_info(task, m), fresh(task, m, a)),
-                 [model, adapter], [info, adapter], **hidden)
-    keep_fresh(tab, task, model, adapter)
-    return {"model": model, "adapter": adapter, "question": question, "context": context,
-            "collection": collection, "answer": answer, "details": details, "marked": marked}
+    chosen.wire(tab)
+    return chosen

@@ -1,56 +1,22 @@
-"""The Search tab: build collections from files and pasted text, then search them by meaning.
-
-It also publishes /add_documents, whose file parameter is a Gradio type (tasks/ never import gradio).
-"""
+"""The Search tab: build collections from files and pasted text, then search them by meaning."""
 
 from __future__ import annotations
 
 import functools
 import html
-from collections.abc import Callable
-from pathlib import Path
 
 import gradio as gr
 
+from config import LOCAL_USER
 from errors import UserError
-from models import catalog
-from tasks.collections import LOCAL_OWNER
 from tasks.search import MAX_RESULTS, SearchTask
 from tasks.text import snippet
-from ui.adapters import NO_ADAPTER, adapter_choices, adapter_value, keep_fresh
-from ui.api import expose
+from ui.api import expose, uploads
+from ui.picker import Picker, adapter_value, picker
 
-OWNER = LOCAL_OWNER  # without login everything is the local user's; login will take it from the request
+OWNER = LOCAL_USER  # without login everything is the local user's; login will take it from the request
 FILE_TYPES = [".txt", ".md", ".csv", ".pdf"]
 EXAMPLE_QUERIES = ["how do I get my money back", "when is the office open", "I forgot my password"]
-
-
-def uploaded(files: object) -> list[tuple[str, str]]:
-    """(path, original name) of each upload, whether Gradio passed FileData, dicts with a "path" or plain paths."""
-    pairs = []
-    for item in files if isinstance(files, list) else ([files] if files else []):
-        if isinstance(item, dict):
-            path, name = item.get("path"), item.get("orig_name")
-        elif isinstance(item, (str, Path)):
-            path, name = str(item), None
-        else:
-            path, name = getattr(item, "path", None), getattr(item, "orig_name", None)
-        if not path:
-            raise UserError("An uploaded file arrived without its content; please upload it again.")
-        pairs.append((str(path), name or Path(str(path)).name))
-    return pairs
-
-
-def api_add_documents(task: SearchTask) -> Callable:
-    """The public /add_documents function for this task (a closure: gr.api needs a plain typed function)."""
-
-    def add_documents(collection: str, files: list[gr.FileData] | None = None, text: str = "") -> dict:
-        """Add .txt, .md, .csv and .pdf files and/or pasted text to a collection, creating it if it is new."""
-        return task.add(OWNER, collection, uploaded(files), text)
-
-    return add_documents
-
-
 
 
 def result_cards(hits: list[dict], query: str) -> str:
@@ -86,11 +52,8 @@ def refresh(task: SearchTask, collection: str | None):
 
 def add_files(task: SearchTask, collection: str, files: list | None, text: str, progress=gr.Progress()):
     """UI handler: add the uploads and pasted text, with progress; report what went in and what did not."""
-    try:
-        result = task.add(OWNER, collection, uploaded(files), text,
-                          lambda fraction, message: progress(fraction, desc=message))
-    except UserError as error:
-        raise gr.Error(str(error)) from None
+    result = task.add(OWNER, collection, uploads(files), text,
+                      lambda fraction, message: progress(fraction, desc=message))
     lines = []
     if result["added"]:
         count = len(result["added"])
@@ -107,11 +70,8 @@ def add_files(task: SearchTask, collection: str, files: list | None, text: str, 
 def remove_document(task: SearchTask, collection: str, source: str | None):
     """UI handler: remove the chosen document and show what is left."""
     if not source:
-        raise gr.Error("Pick a document to remove first.")
-    try:
-        result = task.remove(OWNER, collection, source)
-    except UserError as error:
-        raise gr.Error(str(error)) from None
+        raise UserError("Pick a document to remove first.")
+    result = task.remove(OWNER, collection, source)
     status = f"Removed {html.escape(source)}; {result['documents']} document(s) and {result['chunks']} chunks left."
     if not result["documents"]:
         status = f"Removed {html.escape(source)}; the collection was empty, so it is gone too."
@@ -121,56 +81,49 @@ def remove_document(task: SearchTask, collection: str, source: str | None):
 
 def run_search(task: SearchTask, query: str, collection: str, k: int, adapter: str, progress=gr.Progress()) -> str:
     """UI handler: search and show the results as cards."""
-    try:
-        hits = task.find(OWNER, query, collection, int(k), adapter_value(adapter),
-                         lambda fraction, message: progress(fraction, desc=message))
-    except UserError as error:
-        raise gr.Error(str(error)) from None
+    hits = task.find(OWNER, query, collection, int(k), adapter_value(adapter),
+                     lambda fraction, message: progress(fraction, desc=message))
     return result_cards(hits, query)
 
 
-def build(task: SearchTask, browser_secret: str) -> dict:
-    """Build the tab and publish /add_documents; returns its components by name."""
+def build(task: SearchTask, tab: gr.Tab, browser_secret: str) -> Picker:
+    """Build the tab's contents; returns its adapter picker (the embedding model is the operator's)."""
     names = task.store.names(OWNER)
-    with gr.Tab("Search", id="search") as tab:
-        gr.Markdown(catalog.describe(task.model) + " · finds passages by meaning, not just matching words")
-        with gr.Row():
-            collection = gr.Dropdown(names, value=names[0] if names else "my documents", label="Collection",
-                                     allow_custom_value=True, scale=3,
-                                     info="Pick a collection, or type a new name to create one.")
-            adapter = gr.Dropdown(adapter_choices(task, task.model), value=NO_ADAPTER, label="Adapter", scale=1,
-                                  info="An embedding adapter you trained for search.")
-        with gr.Row():
-            with gr.Column():
-                files = gr.File(file_count="multiple", file_types=FILE_TYPES, type="filepath",
-                                label="Upload .txt, .md, .csv or .pdf files")
-                pasted = gr.Textbox(label="Or paste text", lines=4, placeholder="Paste a document here")
-                add = gr.Button("Add to collection", variant="primary")
-                status = gr.Markdown()
-            with gr.Column():
-                documents = gr.Dataframe(headers=["Document", "Chunks", "Added (UTC)"], value=[],
-                                         interactive=False, label="Documents in this collection")
-                with gr.Row():
-                    doomed = gr.Dropdown([], label="Document", scale=3)
-                    remove = gr.Button("Remove", variant="stop", scale=1)
-        with gr.Row():
-            query = gr.Textbox(label="Query", placeholder="Ask in your own words", scale=5)
-            k = gr.Slider(1, MAX_RESULTS, value=5, step=1, label="Results", scale=2)
-            go = gr.Button("Search", variant="primary", scale=1)
-        gr.Examples([[q] for q in EXAMPLE_QUERIES], inputs=[query], api_visibility="undocumented")
-        results = gr.HTML()
-        gr.api(expose(api_add_documents(task)), api_name="add_documents")  # inside the tab: Tabs hold only tabs
+    chosen = picker(task, None, lambda m, a: "Finds passages by meaning, not just matching words.",
+                    adapter_info="An embedding adapter you trained for search.", extra=lambda: gr.Dropdown(
+                        names, value=names[0] if names else "my documents", label="Collection",
+                        allow_custom_value=True, scale=3, info="Pick a collection, or type a new name to create one."))
+    adapter, collection = chosen.adapter, chosen.extra
+    with gr.Row():
+        with gr.Column():
+            files = gr.File(file_count="multiple", file_types=FILE_TYPES, type="filepath",
+                            label="Upload .txt, .md, .csv or .pdf files")
+            pasted = gr.Textbox(label="Or paste text", lines=4, placeholder="Paste a document here")
+            add = gr.Button("Add to collection", variant="primary")
+            status = gr.Markdown()
+        with gr.Column():
+            documents = gr.Dataframe(headers=["Document", "Chunks", "Added (UTC)"], value=[],
+                                     interactive=False, label="Documents in this collection")
+            with gr.Row():
+                doomed = gr.Dropdown([], label="Document", scale=3)
+                remove = gr.Button("Remove", variant="stop", scale=1)
+    with gr.Row():
+        query = gr.Textbox(label="Query", placeholder="Ask in your own words", scale=5)
+        k = gr.Slider(1, MAX_RESULTS, value=5, step=1, label="Results", scale=2)
+        go = gr.Button("Search", variant="primary", scale=1)
+    gr.Examples([[q] for q in EXAMPLE_QUERIES], inputs=[query], api_visibility="undocumented")
+    results = gr.HTML()
 
     hidden = {"api_visibility": "undocumented"}
     shown = [collection, documents, doomed]
     tab.select(functools.partial(refresh, task), collection, shown, **hidden)
-    keep_fresh(tab, task, task.model, adapter)
+    chosen.wire(tab)
     # Only the documents follow the collection: updating the dropdown from its own change event could loop.
     collection.change(lambda c: _documents_view(task, c), collection, [documents, doomed], **hidden)
-    add.click(functools.partial(add_files, task), [collection, files, pasted],
+    add.click(expose(functools.partial(add_files, task)), [collection, files, pasted],
               [status, *shown, files, pasted], **hidden)
-    remove.click(functools.partial(remove_document, task), [collection, doomed], [status, *shown], **hidden)
-    gr.on([query.submit, go.click], functools.partial(run_search, task), [query, collection, k, adapter], results,
-          **hidden)
-    return {"collection": collection, "files": files, "pasted": pasted, "documents": documents, "remove": doomed,
-            "query": query, "k": k, "results": results, "status": status, "adapter": adapter}
+    remove.click(expose(functools.partial(remove_document, task)), [collection, doomed], [status, *shown],
+                 **hidden)
+    gr.on([query.submit, go.click], expose(functools.partial(run_search, task)), [query, collection, k, adapter],
+          results, **hidden)
+    return chosen

@@ -9,9 +9,9 @@ import gradio as gr
 import pandas as pd
 
 from errors import UserError
-from models import catalog
 from tasks.sentiment import ZERO_SHOT_NOTE, SentimentTask, csv_texts, read_csv
-from ui.adapters import NO_ADAPTER, adapter_value, fresh, keep_fresh
+from ui.api import expose
+from ui.picker import Picker, adapter_value, picker
 
 MODELS = ["all-MiniLM-L6-v2", "DistilBERT-SST-2"]  # the offline zero-shot default, and a trained classifier
 EXAMPLES = [
@@ -21,26 +21,16 @@ EXAMPLES = [
 ]
 
 
-
-
-def model_info(task: SentimentTask, model: str, adapter: str = NO_ADAPTER) -> str:
-    """The model's one-line description, and the note when it runs the offline zero-shot method."""
-    model = model or catalog.TASK_DEFAULTS[task.id]
-    try:
-        zero_shot = task.zero_shot(model, adapter_value(adapter))
-    except UserError as error:
-        return f"{catalog.describe(model)}\n\n⚠️ {error}"
-    return catalog.describe(model) + (f"\n\n*{ZERO_SHOT_NOTE}*" if zero_shot else "")
+def fallback_note(task: SentimentTask, model: str, adapter: str) -> str:
+    """The note when the model runs the offline zero-shot method."""
+    return f"*{ZERO_SHOT_NOTE}*" if task.zero_shot(model, adapter_value(adapter)) else ""
 
 
 def csv_columns(task: SentimentTask, path: str | None):
     """UI handler: fill the column dropdown from an uploaded CSV's header (a 'text'-like column first)."""
     if not path:
         return gr.update(choices=[], value=None)
-    try:
-        columns = list(read_csv(path, task.ctx.settings.max_upload_mb).columns)
-    except UserError as error:
-        raise gr.Error(str(error)) from None
+    columns = list(read_csv(path, task.ctx.settings.max_upload_mb).columns)
     preferred = [c for c in columns if c.strip().lower() in ("text", "review", "sentence", "comment")]
     return gr.update(choices=columns, value=(preferred or columns or [None])[0])
 
@@ -71,53 +61,42 @@ def write_csv(table: pd.DataFrame) -> str:
 def analyze(task: SentimentTask, text: str, path: str | None, column: str | None, model: str, adapter: str,
             progress=gr.Progress()):
     """UI handler: the results table, the label counts, the CSV to download and the method note."""
-    try:
-        if path:
-            if not column:
-                raise UserError("Please choose the CSV column that holds the texts.")
-            texts = csv_texts(path, column, task.ctx.settings.max_upload_mb)
-        else:
-            texts = text
-        rows, note = task.analyze(texts, model, adapter_value(adapter), lambda f, msg: progress(f, desc=msg))
-    except UserError as error:
-        raise gr.Error(str(error)) from None
+    if path:
+        if not column:
+            raise UserError("Please choose the CSV column that holds the texts.")
+        texts = csv_texts(path, column, task.ctx.settings.max_upload_mb)
+    else:
+        texts = text
+    rows, note = task.analyze(texts, model, adapter_value(adapter), lambda f, msg: progress(f, desc=msg))
     table = results_table(rows)
     return table, label_counts(rows), gr.update(value=write_csv(table), visible=True), note
 
 
-def build(task: SentimentTask, browser_secret: str) -> dict:
-    """Build the tab; returns its components by name."""
-    default_model = catalog.TASK_DEFAULTS[task.id]
-    with gr.Tab(task.title, id=task.id) as tab:
-        info = gr.Markdown(model_info(task, default_model))
-        with gr.Row():
-            model = gr.Dropdown(MODELS, value=default_model, label="Model", allow_custom_value=True, scale=3,
-                                info="A sentiment classifier, or a sentence-embedding model for zero-shot; "
-                                     "a Hugging Face id or a local folder works too.")
-            adapter = gr.Dropdown([NO_ADAPTER], value=NO_ADAPTER, label="Adapter", scale=2,
-                                  info="A LoRA adapter you trained for sentiment.")
-        with gr.Row():
-            text = gr.Textbox(label="Texts, one per line", lines=8, scale=3,
-                              placeholder="I loved it!\nThe delivery was late and the box was damaged.")
-            with gr.Column(scale=2):
-                upload = gr.File(label="…or a CSV file", file_types=[".csv"], type="filepath")
-                column = gr.Dropdown([], label="Column with the texts", allow_custom_value=False,
-                                     info="When a CSV is uploaded, this column is analysed instead of the box.")
-        run = gr.Button("Analyse", variant="primary")
-        gr.Examples(EXAMPLES, [text], label="Examples")
-        note = gr.Markdown()
-        with gr.Row():
-            table = gr.Dataframe(label="Results", wrap=True, scale=3, interactive=False)
-            chart = gr.BarPlot(x="label", y="count", title="Labels", scale=2, label="Label counts")
-        download = gr.File(label="Download results (CSV)", visible=False)
+def build(task: SentimentTask, tab: gr.Tab, browser_secret: str) -> Picker:
+    """Build the tab's contents; returns its model-and-adapter picker."""
+    chosen = picker(task, MODELS, functools.partial(fallback_note, task),
+                    model_info="A sentiment classifier, or a sentence-embedding model for zero-shot; a Hugging Face "
+                               "id or a local folder works too.",
+                    adapter_info="A LoRA adapter you trained for sentiment.")
+    model, adapter = chosen.model, chosen.adapter
+    with gr.Row():
+        text = gr.Textbox(label="Texts, one per line", lines=8, scale=3,
+                          placeholder="I loved it!\nThe delivery was late and the box was damaged.")
+        with gr.Column(scale=2):
+            upload = gr.File(label="…or a CSV file", file_types=[".csv"], type="filepath")
+            column = gr.Dropdown([], label="Column with the texts", allow_custom_value=False,
+                                 info="When a CSV is uploaded, this column is analysed instead of the box.")
+    run = gr.Button("Analyse", variant="primary")
+    gr.Examples(EXAMPLES, [text], label="Examples")
+    note = gr.Markdown()
+    with gr.Row():
+        table = gr.Dataframe(label="Results", wrap=True, scale=3, interactive=False)
+        chart = gr.BarPlot(x="label", y="count", title="Labels", scale=2, label="Label counts")
+    download = gr.File(label="Download results (CSV)", visible=False)
 
     hidden = {"api_visibility": "undocumented"}
-    run.click(functools.partial(analyze, task), [text, upload, column, model, adapter],
+    run.click(expose(functools.partial(analyze, task)), [text, upload, column, model, adapter],
               [table, chart, download, note], **hidden)
-    upload.change(functools.partial(csv_columns, task), upload, column, **hidden)
-    adapter.change(lambda m, a: model_info(task, m, a), [model, adapter], info, show_progress="hidden", **hidden)
-    model.change(lambda m, a: (model_info(task, m), fresh(task, m, a)),
-                 [model, adapter], [info, adapter], **hidden)
-    keep_fresh(tab, task, model, adapter)
-    return {"model": model, "adapter": adapter, "text": text, "upload": upload, "column": column,
-            "table": table, "chart": chart, "download": download, "note": note}
+    upload.change(expose(functools.partial(csv_columns, task)), upload, column, **hidden)
+    chosen.wire(tab)
+    return chosen

@@ -6,10 +6,10 @@ import functools
 
 import gradio as gr
 
-from errors import UserError
 from models import catalog
 from tasks.summarize import LENGTHS, SummarizeTask
-from ui.adapters import NO_ADAPTER, adapter_value, fresh, keep_fresh
+from ui.api import expose
+from ui.picker import Picker, adapter_value, info_line, picker
 
 EXTRACTIVE_NOTE = ("*Offline, the summary is extractive: it keeps the text's most central sentences word for word. "
                    "It is weaker than a real summarizer (BART-large-CNN) or an instruction model, which rewrite.*")
@@ -34,53 +34,45 @@ def model_choices() -> list[str]:
     return catalog.choices(catalog.EMBEDDING) + catalog.choices(catalog.SEQ2SEQ) + chat
 
 
+def fallback_note(model: str, adapter: str = "") -> str:
+    """The note on the offline extractive fallback, for a model that can only pick sentences."""
+    backbone = catalog.find(model)
+    extractive = backbone is not None and backbone.family in (catalog.EMBEDDING, catalog.ENCODER)
+    return EXTRACTIVE_NOTE if extractive else ""
 
 
 def model_info(model: str) -> str:
     """The model's one-line description, and the note on the offline extractive fallback."""
-    model = model or catalog.TASK_DEFAULTS["summarize"]
-    backbone = catalog.find(model)
-    extractive = backbone is not None and backbone.family in (catalog.EMBEDDING, catalog.ENCODER)
-    return catalog.describe(model) + (f"\n\n{EXTRACTIVE_NOTE}" if extractive else "")
+    model = model or SummarizeTask.spec.defaults[catalog.EMBEDDING]
+    return info_line(model, fallback_note(model))
 
 
 def summarize(task: SummarizeTask, text: str, method: str, length: str, model: str, adapter: str,
               progress=gr.Progress()) -> tuple[str, str]:
     """UI handler: the summary and its note."""
-    try:
-        result = task.run(text, "" if method == "auto" else method, length, model, adapter_value(adapter),
-                          progress=lambda fraction, message: progress(fraction, desc=message))
-    except UserError as error:
-        raise gr.Error(str(error)) from None
+    result = task.run(text, "" if method == "auto" else method, length, model, adapter_value(adapter),
+                      progress=lambda fraction, message: progress(fraction, desc=message))
     return result["summary"], f"**{result['method'].title()}** · {result['model']} — {result['note']}"
 
 
-def build(task: SummarizeTask, browser_secret: str) -> dict:
-    """Build the tab; returns its components by name."""
-    default_model = catalog.TASK_DEFAULTS["summarize"]
-    with gr.Tab("Summarize", id="summarize") as tab:
-        info = gr.Markdown(model_info(default_model))
-        with gr.Row():
-            model = gr.Dropdown(model_choices(), value=default_model, label="Model", allow_custom_value=True,
-                                scale=3, info="A catalog model, a Hugging Face id or a local model folder.")
-            adapter = gr.Dropdown([NO_ADAPTER], value=NO_ADAPTER, label="Adapter", scale=2,
-                                  info="A LoRA adapter you trained for this model.")
-        with gr.Row():
-            method = gr.Radio(["auto", "extractive", "abstractive"], value="auto", label="Method",
-                              info="Extractive keeps key sentences; abstractive rewrites. Auto follows the model.")
-            length = gr.Radio(list(LENGTHS), value="medium", label="Length",
-                              info="Short: 2-3 sentences; medium: about a quarter; bullets: a list.")
-        text = gr.Textbox(label="Text to summarize", lines=10, max_lines=30,
-                          placeholder="Paste an article, a report or notes")
-        go = gr.Button("Summarize", variant="primary")
-        summary = gr.Textbox(label="Summary", lines=6, buttons=["copy"])
-        note = gr.Markdown()
-        gr.Examples(EXAMPLES, inputs=[text], label="Try a sample", api_visibility="undocumented")
+def build(task: SummarizeTask, tab: gr.Tab, browser_secret: str) -> Picker:
+    """Build the tab's contents; returns its model-and-adapter picker."""
+    chosen = picker(task, model_choices(), fallback_note)
+    model, adapter = chosen.model, chosen.adapter
+    with gr.Row():
+        method = gr.Radio(["auto", "extractive", "abstractive"], value="auto", label="Method",
+                          info="Extractive keeps key sentences; abstractive rewrites. Auto follows the model.")
+        length = gr.Radio(list(LENGTHS), value="medium", label="Length",
+                          info="Short: 2-3 sentences; medium: about a quarter; bullets: a list.")
+    text = gr.Textbox(label="Text to summarize", lines=10, max_lines=30,
+                      placeholder="Paste an article, a report or notes")
+    go = gr.Button("Summarize", variant="primary")
+    summary = gr.Textbox(label="Summary", lines=6, buttons=["copy"])
+    note = gr.Markdown()
+    gr.Examples(EXAMPLES, inputs=[text], label="Try a sample", api_visibility="undocumented")
 
     hidden = {"api_visibility": "undocumented"}
-    go.click(functools.partial(summarize, task), [text, method, length, model, adapter], [summary, note], **hidden)
-    model.change(lambda m, a: (model_info(m), fresh(task, m, a)),
-                 [model, adapter], [info, adapter], **hidden)
-    keep_fresh(tab, task, model, adapter)
-    return {"text": text, "method": method, "length": length, "model": model, "adapter": adapter,
-            "summary": summary, "note": note}
+    go.click(expose(functools.partial(summarize, task)), [text, method, length, model, adapter], [summary, note],
+             **hidden)
+    chosen.wire(tab)
+    return chosen

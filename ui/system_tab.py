@@ -29,6 +29,7 @@ def system_report(ctx: Context) -> str:
 
 def build(ctx: Context) -> None:
     with gr.Tab("System") as tab:
-        report = gr.Markdown(lambda: system_report(ctx))  # a callable value is read at each page load
+        report = gr.Markdown()
         refresh = gr.Button("Refresh", size="sm")
+    # Read when the tab opens and on Refresh (not when the page loads: nobody is looking at it then).
     gr.on([refresh.click, tab.select], lambda: system_report(ctx), None, report, api_visibility="undocumented")

@@ -3,32 +3,20 @@
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 
+from config import LOCAL_USER
 from errors import UserError
 from models import catalog
-from training import data, presets, recipes
-from training.report import metric_name
-from training.service import TRAINABLE, TrainingService
-from ui.api import expose
+from tasks.spec import metric_name, specs, trainable_spec
+from training import data, presets
+from training.recipe import default_base as default_base_name
+from training.recipe import recipe_class
+from training.service import TrainingService
+from ui.api import expose, upload
 
-ROOT = Path(__file__).resolve().parent.parent
-SAMPLES = {"chat": ROOT / "examples" / "chat_facts.jsonl", "summarize": ROOT / "examples" / "summarize.csv",
-           "translate": ROOT / "examples" / "translate.csv", "sentiment": ROOT / "examples" / "sentiment.csv",
-           "answer": ROOT / "examples" / "answer.csv", "search": ROOT / "examples" / "search.csv"}
-FORMATS = {
-    "chat": "Chat data: `messages`, ShareGPT `conversations`, Alpaca `instruction`/`output`, two columns (prompt, "
-            "response), or plain text.",
-    "summarize": "Columns `text` and `summary` (CSV or JSONL).",
-    "translate": "Columns `source` and `target`; optional `source_lang` and `target_lang` (detected if absent).",
-    "sentiment": "Columns `text` and `label`: any labels you like, at least two different ones.",
-    "answer": "Columns `question`, `context` and `answer`; the answer must appear word for word in the context.",
-    "search": "Columns `query` and `positive` (the passage it should find); optional `negative` (one it should not).",
-}
-SLOTS = max(len(required) + len(optional) for required, optional in data.TASK_FIELDS.values())
 ADVANCED = ["rank", "alpha", "dropout", "target_modules", "learning_rate", "epochs", "max_steps", "batch_size",
             "grad_accum", "max_length", "seed", "precision", "system_prompt"]
 HELP = {
@@ -50,40 +38,30 @@ ACTIVE = ("queued", "running")
 LOG_LINES = 8
 
 
+def trainable() -> list[str]:
+    return [spec.id for spec in specs() if spec.trainable]
+
+
+def slots() -> int:
+    """Mapping dropdowns: as many as the task with the most data fields has."""
+    return max(len(spec.fields) for spec in specs() if spec.trainable)
+
+
 def file_path(file) -> str:
-    """The local path of an uploaded file, whatever shape Gradio gives it."""
-    if file is None:
-        return ""
-    if isinstance(file, dict):
-        return file.get("path") or ""
-    return str(getattr(file, "path", file))
-
-
-def api_train(service: TrainingService):
-    """The public /train function (gr.FileData in, so it lives at the UI edge)."""
-
-    def train(task: str, data: gr.FileData, base: str = "", name: str = "", preset: str = "quick",
-              settings: dict | None = None, columns: dict | None = None,
-              validation: gr.FileData | None = None) -> dict:
-        """Start a LoRA training job; returns {job_id, position} (poll /job with the id).
-
-        validation: an optional file of held-out rows (same format) to score on instead of 10% of data."""
-        return service.submit(task, file_path(data), base, name, preset, settings, columns, file_path(validation))
-
-    return train
+    """The local path of an uploaded file, whatever shape Gradio gives it ("" for none)."""
+    return upload(file).path if file not in (None, "") else ""
 
 
 def task_fields(task: str) -> tuple[str, ...]:
-    required, optional = data.TASK_FIELDS[task]
-    return required + optional
+    return tuple(f.name for f in trainable_spec(task).fields)
 
 
 def slot_label(task: str, i: int) -> str:
     """The label of mapping dropdown i for a task: its field, marked when optional ("" for an unused slot)."""
-    required, optional = data.TASK_FIELDS[task]
-    if i >= len(required + optional):
+    fields = trainable_spec(task).fields
+    if i >= len(fields):
         return ""
-    return f"{(required + optional)[i]} column" + (" (optional)" if i >= len(required) else "")
+    return f"{fields[i].name} column" + ("" if fields[i].required else " (optional)")
 
 
 def column_mapping(task: str, chosen: list) -> dict | None:
@@ -94,19 +72,20 @@ def column_mapping(task: str, chosen: list) -> dict | None:
 
 def task_changed(service: TrainingService, task: str) -> list:
     """A new task: its base models, its data format and one mapping dropdown per field."""
-    default = service.base_source("", task).name
-    slots = [gr.update(visible=i < len(task_fields(task)), value=None, label=slot_label(task, i))
-             for i in range(SLOTS)]
-    choices = [name for family in recipes.base_families(task) for name in catalog.choices(family)]
-    return [gr.update(choices=choices, value=default), FORMATS[task],
-            *slots]
+    default = default_base_name(service.settings, trainable_spec(task))
+    mapping = [gr.update(visible=i < len(task_fields(task)), value=None, label=slot_label(task, i),
+                         info=trainable_spec(task).fields[i].help if i < len(task_fields(task)) else None)
+               for i in range(slots())]
+    spec = trainable_spec(task)
+    choices = [name for family in recipe_class(spec).families for name in catalog.choices(family)]
+    return [gr.update(choices=choices, value=default), spec.formats, *mapping]
 
 
 def inspect_data(task: str, file, *chosen):
     """Preview the file, offer its columns for mapping, and report what would be kept."""
     path = file_path(file)
     if not path:
-        return gr.update(value=None), *[gr.update(choices=[])] * SLOTS, "Upload a data file."
+        return gr.update(value=None), *[gr.update(choices=[])] * slots(), "Upload a data file."
     columns, rows = [], []
     try:
         columns, rows = data.preview(path)
@@ -127,7 +106,7 @@ def estimate(service: TrainingService, task: str, file, base: str, preset: str, 
     """Pre-flight: trainable parameters, memory, and the duration from a few steps timed on this machine."""
     from training import estimate as preflight
 
-    chosen, values = list(values[:SLOTS]), list(values[SLOTS:])
+    chosen, values = list(values[:slots()]), list(values[slots():])
     try:
         settings = presets.build(preset, overrides(values))
         columns = column_mapping(task, chosen)
@@ -140,12 +119,9 @@ def estimate(service: TrainingService, task: str, file, base: str, preset: str, 
 
 
 def start(service: TrainingService, task, file, validation, base, name, preset, *values):
-    chosen, values = list(values[:SLOTS]), list(values[SLOTS:])
-    try:
-        out = service.submit(task, file_path(file), base, name, preset, overrides(values),
-                             column_mapping(task, chosen), file_path(validation))
-    except UserError as error:
-        raise gr.Error(str(error)) from None
+    chosen, values = list(values[:slots()]), list(values[slots():])
+    out = service.submit(task, file_path(file), base, name, preset, overrides(values),
+                         column_mapping(task, chosen), file_path(validation))
     where = "starting now" if out["position"] <= 1 else f"number {out['position']} in the queue"
     gr.Info(f"Training job {out['job_id']} created ({where}).")
     return out["job_id"], out["job_id"]
@@ -256,29 +232,31 @@ def adapters_table(service: TrainingService) -> pd.DataFrame:
 
 
 def build(service: TrainingService, browser_secret: str) -> dict:
-    default_base = service.ctx.settings.chat_model or catalog.TASK_DEFAULTS["chat"]  # as the Chat tab does
+    default_base = default_base_name(service.settings, trainable_spec("chat"))  # as the Chat tab does
+    first = trainable_spec("chat")
     with gr.Tab("Train", id="train"):
         gr.Markdown("Teach a model from your own examples with LoRA. Training runs in the background: you can "
                     "close this page and come back.")
         with gr.Row():
-            task = gr.Dropdown(list(TRAINABLE), value="chat", label="Task", scale=1)
+            task = gr.Dropdown(trainable(), value="chat", label="Task", scale=1)
             base = gr.Dropdown(catalog.choices(catalog.DECODER), value=default_base, label="Base model",
                                allow_custom_value=True, scale=2)
             name = gr.Textbox(label="Adapter name", placeholder="my-adapter", scale=2)
         with gr.Row():
-            upload = gr.File(label="Training data (.jsonl, .json, .csv, .tsv, .txt)",
+            uploaded = gr.File(label="Training data (.jsonl, .json, .csv, .tsv, .txt)",
                              file_types=list(data.EXTENSIONS), scale=3)
             validation = gr.File(label="Validation data (optional: rows to score on instead of 10% held out)",
                                  file_types=list(data.EXTENSIONS), scale=2)
             with gr.Column(scale=1):
                 sample = gr.Button("Try the sample", size="sm")
-                formats = gr.Markdown(FORMATS["chat"])
+                formats = gr.Markdown(first.formats)
         check = gr.Markdown("Upload a data file.")
         with gr.Accordion("Preview and column mapping", open=False):
             preview = gr.Dataframe(label="First rows", interactive=False)
             with gr.Row():
-                slots = [gr.Dropdown([], label=slot_label("chat", i), visible=i < len(task_fields("chat")),
-                                     allow_custom_value=False) for i in range(SLOTS)]
+                mapping = [gr.Dropdown([], label=slot_label("chat", i), visible=i < len(first.fields),
+                                       info=first.fields[i].help if i < len(first.fields) else None,
+                                       allow_custom_value=False) for i in range(slots())]
         preset = gr.Radio(list(presets.PRESETS), value="quick", label="Preset",
                           info="quick: a few minutes on a CPU; balanced and thorough learn more, slower.")
         with gr.Accordion("Advanced settings", open=False):
@@ -301,9 +279,8 @@ def build(service: TrainingService, browser_secret: str) -> dict:
             use = gr.Button("Use this adapter", variant="primary", visible=False)
         report = gr.Markdown()
         with gr.Accordion("Jobs and adapters", open=False):
-            jobs = gr.Dataframe(lambda: jobs_table(service), label="Recent jobs (select one to view it)",
-                                interactive=False)
-            adapters = gr.Dataframe(lambda: adapters_table(service), label="Your adapters", interactive=False)
+            jobs = gr.Dataframe(label="Recent jobs (select one to view it)", interactive=False)
+            adapters = gr.Dataframe(label="Your adapters", interactive=False)
             with gr.Row():
                 adapter_name = gr.Textbox(label="Adapter", scale=2)
                 new_name = gr.Textbox(label="New name", scale=2)
@@ -315,16 +292,16 @@ def build(service: TrainingService, browser_secret: str) -> dict:
 
     hidden = {"api_visibility": "undocumented"}
     view = [status, plot, logs, report, cancel, resume, use, timer]
-    gr.on([upload.change, *[slot.input for slot in slots]], inspect_data, [task, upload, *slots],
-          [preview, *slots, check], **hidden)
-    task.change(functools.partial(task_changed, service), task, [base, formats, *slots], **hidden).then(
-        inspect_data, [task, upload, *slots], [preview, *slots, check], **hidden)
+    gr.on([uploaded.change, *[slot.input for slot in mapping]], inspect_data, [task, uploaded, *mapping],
+          [preview, *mapping, check], **hidden)
+    task.change(expose(functools.partial(task_changed, service)), task, [base, formats, *mapping], **hidden).then(
+        inspect_data, [task, uploaded, *mapping], [preview, *mapping, check], **hidden)
     preset.change(preset_values, preset, advanced, **hidden)
-    sample.click(lambda t: str(SAMPLES[t]), task, upload, **hidden)
-    estimate_btn.click(functools.partial(estimate, service), [task, upload, base, preset, *slots, *advanced],
+    sample.click(lambda t: str(trainable_spec(t).sample_path), task, uploaded, **hidden)
+    estimate_btn.click(functools.partial(estimate, service), [task, uploaded, base, preset, *mapping, *advanced],
                        estimate_out, **hidden)
-    train_btn.click(lambda *a: start(service, *a),
-                    [task, upload, validation, base, name, preset, *slots, *advanced], [job_id, saved_job],
+    train_btn.click(expose(functools.partial(start, service)),
+                    [task, uploaded, validation, base, name, preset, *mapping, *advanced], [job_id, saved_job],
                     **hidden).then(lambda j: refresh(service, j), job_id, view, **hidden)
     timer.tick(lambda j: refresh(service, j), job_id, view, **hidden)
     saved_job.change(lambda j: j, saved_job, job_id, **hidden)
@@ -332,6 +309,7 @@ def build(service: TrainingService, browser_secret: str) -> dict:
     cancel.click(expose(service.cancel), job_id, None, **hidden)
     resume.click(expose(service.resume), job_id, None, **hidden).then(
         lambda j: refresh(service, j), job_id, view, **hidden)
+    gr.on(None, lambda: (jobs_table(service), adapters_table(service)), None, [jobs, adapters], **hidden)  # load
     jobs.select(_selected_row, None, job_id, **hidden)
     adapters.select(_selected_row, None, adapter_name, **hidden)
     rename_btn.click(expose(lambda old, new: _rename(service, old, new)), [adapter_name, new_name], adapters,
@@ -346,7 +324,7 @@ def _selected_row(evt: gr.SelectData) -> str:
 
 
 def _rename(service: TrainingService, old: str, new: str) -> pd.DataFrame:
-    service.adapters.rename("local", old, new)
+    service.adapters.rename(LOCAL_USER, old, new)
     gr.Info(f"Renamed '{old}'.")
     return adapters_table(service)
 

@@ -11,7 +11,8 @@ from errors import UserError
 from models import catalog
 from tasks.generation import offline_fallback
 from tasks.translate import LANGUAGES, TranslateTask
-from ui.adapters import NO_ADAPTER, adapter_value, fresh, keep_fresh
+from ui.api import expose
+from ui.picker import Picker, adapter_value, info_line, picker
 
 # Translation models on the hub (not in the catalog: they need the hub); {src}/{tgt} become the chosen pair.
 HUB_TRANSLATORS = ["Helsinki-NLP/opus-mt-{src}-{tgt}", "facebook/nllb-200-distilled-600M", "facebook/m2m100_418M"]
@@ -31,14 +32,17 @@ def model_choices() -> list[str]:
     return chat + ["Flan-T5-base"] + HUB_TRANSLATORS
 
 
+def fallback_note(model: str, adapter: str = "") -> str:
+    """The note when the model is the weak offline fallback."""
+    backbone = catalog.find(model)
+    weak = backbone is not None and backbone.family == catalog.DECODER and offline_fallback(backbone.name)
+    return WEAK_NOTE if weak else ""
 
 
 def model_info(model: str) -> str:
     """The model's one-line description, and the note when it is the weak offline fallback."""
-    model = model or catalog.TASK_DEFAULTS["translate"]
-    backbone = catalog.find(model)
-    weak = backbone is not None and backbone.family == catalog.DECODER and offline_fallback(backbone.name)
-    return catalog.describe(model) + (f"\n\n{WEAK_NOTE}" if weak else "")
+    model = model or TranslateTask.spec.defaults[catalog.DECODER]
+    return info_line(model, fallback_note(model))
 
 
 def detected(task: TranslateTask, text: str) -> str:
@@ -55,50 +59,39 @@ def detected(task: TranslateTask, text: str) -> str:
 def translate(task: TranslateTask, text: str, source: str, target: str, model: str, adapter: str,
               progress=gr.Progress()) -> tuple[str, str, str]:
     """UI handler: the translation, the source language it used, and the note."""
-    try:
-        result = task.run(text, target, source, model, adapter_value(adapter),
-                          progress=lambda fraction, message: progress(fraction, desc=message))
-    except UserError as error:
-        raise gr.Error(str(error)) from None
+    result = task.run(text, target, source, model, adapter_value(adapter),
+                      progress=lambda fraction, message: progress(fraction, desc=message))
     name = LANGUAGES[result["source"]].name
     how = "chosen by you" if source != "auto" else f"detected, {result['source_confidence']:.0%} sure"
     return result["translation"], f"Source: **{name}** ({how})", result["note"]
 
 
-def build(task: TranslateTask, browser_secret: str) -> dict:
-    """Build the tab; returns its components by name."""
-    default_model = catalog.TASK_DEFAULTS["translate"]
+def build(task: TranslateTask, tab: gr.Tab, browser_secret: str) -> Picker:
+    """Build the tab's contents; returns its model-and-adapter picker."""
     languages = [(f"{lang.name} ({lang.code})", lang.code) for lang in LANGUAGES.values()]
-    with gr.Tab("Translate", id="translate") as tab:
-        info = gr.Markdown(model_info(default_model))
-        with gr.Row():
-            model = gr.Dropdown(model_choices(), value=default_model, label="Model", allow_custom_value=True,
-                                scale=3, info="A catalog model, a Hugging Face id or a local model folder; "
-                                              "{src} and {tgt} in a name become the language codes.")
-            adapter = gr.Dropdown([NO_ADAPTER], value=NO_ADAPTER, label="Adapter", scale=2,
-                                  info="A LoRA adapter you trained for this model.")
-        with gr.Row():
-            source = gr.Dropdown([("Detect automatically", "auto")] + languages, value="auto", label="From",
-                                 info="Choose it yourself when the text is short or mixed.")
-            target = gr.Dropdown(languages, value="en", label="To")
-        with gr.Row():
-            with gr.Column():
-                text = gr.Textbox(label="Text to translate", lines=8, max_lines=30,
-                                  placeholder="Paragraphs and line breaks are kept")
-                found = gr.Markdown()
-            with gr.Column():
-                translation = gr.Textbox(label="Translation", lines=8, max_lines=30, buttons=["copy"])
-                used = gr.Markdown()
-        go = gr.Button("Translate", variant="primary")
-        note = gr.Markdown()
-        gr.Examples(EXAMPLES, inputs=[text], label="Try a sample", api_visibility="undocumented")
+    chosen = picker(task, model_choices(), fallback_note,
+                    model_info="A catalog model, a Hugging Face id or a local model folder; {src} and {tgt} in a "
+                               "name become the language codes.")
+    model, adapter = chosen.model, chosen.adapter
+    with gr.Row():
+        source = gr.Dropdown([("Detect automatically", "auto")] + languages, value="auto", label="From",
+                             info="Choose it yourself when the text is short or mixed.")
+        target = gr.Dropdown(languages, value="en", label="To")
+    with gr.Row():
+        with gr.Column():
+            text = gr.Textbox(label="Text to translate", lines=8, max_lines=30,
+                              placeholder="Paragraphs and line breaks are kept")
+            found = gr.Markdown()
+        with gr.Column():
+            translation = gr.Textbox(label="Translation", lines=8, max_lines=30, buttons=["copy"])
+            used = gr.Markdown()
+    go = gr.Button("Translate", variant="primary")
+    note = gr.Markdown()
+    gr.Examples(EXAMPLES, inputs=[text], label="Try a sample", api_visibility="undocumented")
 
     hidden = {"api_visibility": "undocumented"}
     text.change(functools.partial(detected, task), text, found, trigger_mode="always_last", **hidden)
-    go.click(functools.partial(translate, task), [text, source, target, model, adapter], [translation, used, note],
-             **hidden)
-    model.change(lambda m, a: (model_info(m), fresh(task, m, a)),
-                 [model, adapter], [info, adapter], **hidden)
-    keep_fresh(tab, task, model, adapter)
-    return {"text": text, "source": source, "target": target, "model": model, "adapter": adapter,
-            "detected": found, "translation": translation, "note": note}
+    go.click(expose(functools.partial(translate, task)), [text, source, target, model, adapter],
+             [translation, used, note], **hidden)
+    chosen.wire(tab)
+    return chosen

@@ -1,4 +1,5 @@
-"""The adapter store: trained adapters on disk, per owner, with the metadata that travels with them.
+"""Trained adapters: the store on disk (per owner, with the metadata that travels with them) and the service
+the tasks use them through.
 
 An adapter folder holds standard PEFT files (adapter_config.json + adapter_model.safetensors, loadable by plain
 `PeftModel.from_pretrained`), any trained heads (safetensors), and `lora_studio.json`: task, base model and its
@@ -16,9 +17,11 @@ import time
 from pathlib import Path
 
 from errors import UserError
+from models import catalog, lora
 
 META_FILE = "lora_studio.json"
 META_VERSION = 1
+NO_ADAPTER = "none"  # what pickers show for "no adapter"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}[a-z0-9]$|^[a-z0-9]$")
 
 
@@ -28,6 +31,11 @@ def sanitize_name(name: str) -> str:
     if not cleaned or not _NAME.match(cleaned):
         raise UserError("Please give the adapter a name made of letters, digits, '-', '_' or '.'.")
     return cleaned
+
+
+def adapter_store(settings) -> "AdapterStore":
+    """The adapter store under a data directory (the server and the worker open the same one)."""
+    return AdapterStore(settings.path("adapters"))
 
 
 class AdapterStore:
@@ -115,3 +123,69 @@ class AdapterStore:
 def engine_key(owner: str, name: str, created: float) -> str:
     """The adapter's name inside a loaded model: unique per owner, name and version, safe for peft."""
     return "a" + hashlib.sha1(f"{owner}/{name}/{created}".encode()).hexdigest()[:12]
+
+
+def selected(adapter: object) -> str | None:
+    """The adapter name a request asks for, or None for none ("", "none" or nothing): the one place that decides."""
+    name = adapter.strip() if isinstance(adapter, str) else ""
+    return None if name in ("", NO_ADAPTER) else name
+
+
+class AdapterService:
+    """Trained adapters as the tasks use them: found by name for an owner, attached to a loaded language model
+    (in its engine), or merged into a copy of an encoder; every use checks the adapter's task and base weights."""
+
+    def __init__(self, store: AdapterStore, hub):
+        self.store = store
+        self.hub = hub  # models.loading.ModelHub
+
+    def meta(self, owner: str, name: str, task: str) -> dict:
+        """The adapter's metadata, or a UserError when there is none by that name or it is for another task."""
+        meta = self.store.meta(owner, name)
+        if meta["task"] != task:
+            raise UserError(f"The adapter '{name}' was trained for {meta['task']}, not {task}.")
+        return meta
+
+    def files(self, owner: str, name: str, task: str) -> lora.AdapterFiles:
+        meta = self.meta(owner, name, task)
+        return lora.AdapterFiles(name, engine_key(owner, name, meta["created"]), str(self.store.folder(owner, name)),
+                                 meta)
+
+    def names(self, owner: str, task: str, bases: set[str]) -> list[str]:
+        """The owner's adapters for task trained on a model known by any of the names in bases."""
+        return [a["name"] for a in self.store.list(owner, task) if a["base"] in bases]
+
+    def base(self, owner: str, name: str) -> str:
+        """The model an adapter was trained on, as a reference the model hub resolves."""
+        meta = self.store.meta(owner, name)
+        return meta["base_model"] if catalog.find(meta["base_model"]) else meta.get("base_location", "")
+
+    def model_for(self, owner: str, model: str, adapter: object) -> str:
+        """The model to load: the one asked for, or, when only an adapter is chosen, the base it was trained on."""
+        name = selected(adapter)
+        if (model or "").strip() or name is None:
+            return model
+        return self.base(owner, name)
+
+    def attach(self, owner: str, lm, adapter: object, task: str) -> tuple[str | None, dict]:
+        """The engine key of the adapter on a loaded LM (attached once) and its training defaults; (None, {})
+        without an adapter. The adapter must have been trained on these very weights."""
+        name = selected(adapter)
+        if name is None:
+            return None, {}
+        files = self.files(owner, name, task)
+        if files.meta["base_fingerprint"] != lm.fingerprint:
+            raise UserError(f"The adapter '{name}' was trained on {files.meta['base_model']}, not on {lm.name}: "
+                            f"pick {files.meta['base_model']} as the model to use it.")
+        lora.attach(lm, files.key, files.folder)
+        return files.key, {"system_prompt": files.meta.get("system_prompt", ""),
+                           "chat_template": files.meta.get("chat_template")}
+
+    def encoder(self, owner: str, kind: str, model: str, adapter: object, task: str, default: str = ""):
+        """The loaded encoder of kind (see models.loading.LOADERS), with the adapter's LoRA and head merged into
+        its own copy when one is chosen; model "" means the adapter's base (or default without an adapter)."""
+        name = selected(adapter)
+        if name is None:
+            return self.hub.get(kind, model, default)
+        files = self.files(owner, name, task)
+        return self.hub.get(kind, model or self.base(owner, name), default, files)

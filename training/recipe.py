@@ -1,0 +1,171 @@
+"""The one interface every training recipe implements, and the run every task's training goes through.
+
+A recipe says how one task trains: which model families it trains, how a validated row becomes what the model
+reads, the loss, how to predict a row for scoring, and the metric. `train` does the rest the same way for every
+task: load the base with LoRA, encode the rows, predict the checked rows, fit (trainer.fit: batches, checkpoints,
+early stopping), predict again, score both, and write the "did it learn?" report.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from config import Settings
+from errors import UserError
+from models import catalog
+from models.loading import operator_default
+from tasks.spec import TaskSpec, resolve
+from training.data import Example
+from training.presets import TrainSettings
+from training.report import build_report
+from training.trainer import Checkpoint, Hooks, fit, loss_metrics
+
+
+SAMPLES = 3  # rows a report shows side by side
+
+
+class Recipe:
+    """How one task trains; subclasses fill in the steps `train` calls."""
+
+    families: tuple[str, ...] = (catalog.DECODER,)  # the model families it trains on; the first gives the default
+    perplexity = False  # the report shows perplexity (language models)
+    metric_decides = False  # a task metric that did not improve makes the verdict "barely changed"
+    checked_rows: int | None = None  # rows predicted for the report before and after (None: every checked row)
+    nothing_to_learn = "None of the training rows can be read by this model."  # when no row gives an item
+
+    def __init__(self, settings: TrainSettings):
+        self.settings = settings
+        self.model = None  # the peft model being trained (set by load)
+        self.tokenizer = None
+
+    # ---- reading data (also used by the Train tab's check, in the server) ---------------------------------
+    @classmethod
+    def row(cls, fields: dict, record: dict) -> dict:
+        """A row's fields as this recipe reads them; raise RowError for a row it cannot use."""
+        return fields
+
+    @classmethod
+    def check_rows(cls, examples: list[Example], name: str) -> None:
+        """Refuse a whole file (UserError) that no run could learn from."""
+
+    # ---- training -------------------------------------------------------------------------------------------
+    def prepare(self, rows: list[Example]) -> list[Example]:
+        """The rows as this recipe trains on them (a UserError naming a row that cannot be used)."""
+        return rows
+
+    def load(self, source: catalog.ModelSource, options: dict, rows: list[Example]) -> None:
+        """Load the base model from source, wrap it with LoRA (self.model) and remember what meta() reports."""
+        raise NotImplementedError
+
+    def encode(self, row: Example) -> list:
+        """The training items of one row (none, one or several)."""
+        raise NotImplementedError
+
+    def length(self, item) -> int:
+        """An item's size, so batches group similar lengths."""
+        raise NotImplementedError
+
+    def loss(self, model, items: list) -> tuple[torch.Tensor, int]:
+        """(mean loss over the items, its weight: learned tokens or rows)."""
+        raise NotImplementedError
+
+    # ---- scoring ----------------------------------------------------------------------------------------------
+    def checkable(self, row: Example) -> bool:
+        return True
+
+    def shown(self, row: Example) -> str:
+        """What a report sample shows as its input."""
+        raise NotImplementedError
+
+    def expected(self, row: Example) -> str:
+        raise NotImplementedError
+
+    def predict(self, rows: list[Example]) -> list:
+        """The model's output for each row, as the task's tab would give it."""
+        raise NotImplementedError
+
+    def as_text(self, prediction) -> str:
+        """A prediction as a report sample shows it."""
+        return prediction
+
+    def score(self, predicted: list, expected: list[str]) -> dict:
+        """The task metric ({} when the loss and the samples say it all)."""
+        return {}
+
+    def extra(self, predicted: list[str], expected: list[str]) -> dict:
+        """More for the report (a confusion matrix)."""
+        return {}
+
+    def meta(self) -> dict:
+        """What the adapter carries besides the common fields: base fingerprint, template, label map."""
+        raise NotImplementedError
+
+    @property
+    def trained(self):
+        """The peft model whose save_pretrained writes the adapter."""
+        return self.model
+
+
+def recipe_class(spec: TaskSpec) -> type[Recipe]:
+    return resolve(spec.recipe)
+
+
+@dataclass
+class Outcome:
+    model: object  # the peft model with the best adapter weights loaded; save_pretrained writes the adapter
+    metrics: dict
+    report: dict
+    meta: dict
+
+
+def train(recipe: Recipe, source: catalog.ModelSource, options: dict, train_rows: list[Example],
+          val_rows: list[Example], checkpoint: Checkpoint, hooks: Hooks) -> Outcome:
+    """Fine-tune with recipe on the rows; scores on val_rows (the training rows when there are none)."""
+    settings = recipe.settings
+    train_rows, val_rows = recipe.prepare(train_rows), recipe.prepare(val_rows)
+    torch.manual_seed(settings.seed)  # a new head's initial weights are part of a resumable run
+    recipe.load(source, options, train_rows + val_rows)
+    train_items = [item for row in train_rows for item in recipe.encode(row)]
+    val_items = [item for row in val_rows for item in recipe.encode(row)]
+    if not train_items:
+        raise UserError(recipe.nothing_to_learn)
+    checked = [row for row in (val_rows or train_rows) if recipe.checkable(row)][:recipe.checked_rows]
+    expected = [recipe.expected(row) for row in checked]
+    before = recipe.predict(checked)
+    lengths = tuple(recipe.length(item) for item in train_items)
+    fitted = fit(recipe.model, train_items, val_items, lengths, settings, checkpoint, hooks, recipe.loss)
+    hooks.log("writing the report: checking examples with the trained adapter")
+    after = recipe.predict(checked)
+    scores = (recipe.score(before, expected), recipe.score(after, expected)) if checked else ({}, {})
+    samples = [{"prompt": recipe.shown(row), "expected": e, "base": recipe.as_text(b), "adapter": recipe.as_text(a)}
+               for row, e, b, a in zip(checked, expected, before, after)][:SAMPLES]
+    report = build_report(fitted, scores[0], scores[1], samples, recipe.perplexity, recipe.metric_decides,
+                          recipe.extra(after, expected) if checked else {})
+    metrics = {**loss_metrics(fitted, len(train_rows), len(val_rows)),
+               **({"perplexity_before": round(math.exp(min(fitted.val_before, 50)), 2),
+                   "perplexity_after": round(math.exp(min(fitted.val_after, 50)), 2)} if recipe.perplexity else {}),
+               **{f"{k}_before": v for k, v in scores[0].items()},
+               **{f"{k}_after": v for k, v in scores[1].items()}}
+    return Outcome(recipe.trained, metrics, report, recipe.meta())
+
+
+def default_base(settings: Settings, spec: TaskSpec) -> str:
+    """The model a task trains when none is named: the operator's or the spec's for the recipe's first family."""
+    family = recipe_class(spec).families[0]
+    return operator_default(settings, family) or spec.defaults.get(family) or catalog.DEFAULTS[family]
+
+
+def base_source(settings: Settings, spec: TaskSpec, reference: str) -> catalog.ModelSource:
+    """The model a task trains on ("" = the recipe's default); a model of another family is refused."""
+    families = recipe_class(spec).families
+    default = default_base(settings, spec)
+    source = catalog.resolve(reference, settings.path("models"), default)
+    # family is None for a folder or hub id: loading it finds out, with a readable reason
+    if source.family not in (None, *families):
+        kind = "GPT-family" if catalog.DECODER in families else "BERT-family"
+        raise UserError(f"{source.name} cannot be trained for {spec.id}: pick a {kind} model such as {default}.")
+    return source
+

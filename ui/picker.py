@@ -1,0 +1,107 @@
+"""The model-and-adapter picker every task tab shares: a line describing the model (with the tab's one-line note on
+an offline fallback), the model box, the adapter box, and their wiring."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import gradio as gr
+
+from models import catalog
+from errors import UserError
+from models.adapters import NO_ADAPTER, selected
+from tasks.base import Task
+
+MODEL_INFO = "A catalog model, a Hugging Face id or a local model folder."
+QUIET = {"show_progress": "hidden", "api_visibility": "undocumented"}
+
+
+def adapter_value(choice: str | None) -> str:
+    """The API's adapter argument for a dropdown choice ("" for none)."""
+    return selected(choice) or ""
+
+
+@dataclass
+class Picker:
+    """The picker's components; `model` is None for a tab whose model is fixed (it uses the task's default)."""
+
+    task: Task
+    info: gr.Markdown
+    model: gr.Dropdown | None
+    adapter: gr.Dropdown
+    describe: Callable[[str, str], str]  # (model, adapter choice) -> the info line
+    extra: gr.Component | None = None  # the tab's own component in the picker's row
+
+    def choices(self, model: str) -> list[str]:
+        """'none' plus the adapters trained for this task on model."""
+        return [NO_ADAPTER] + self.task.adapter_names(model or "")
+
+    def fresh(self, model: str, current: str | None):
+        """The adapter box's update for model: its adapters, keeping the current choice when it still applies."""
+        choices = self.choices(model)
+        return gr.update(choices=choices, value=current if current in choices else NO_ADAPTER)
+
+    @property
+    def outputs(self) -> list:
+        """The components "Use this adapter" sets (see hand_over)."""
+        return [self.adapter] + ([self.model] if self.model is not None else [])
+
+    def hand_over(self, base: str, adapter: str) -> list:
+        """Updates that choose adapter on its base model (for the Train tab's "Use this adapter")."""
+        updates = [gr.update(choices=self.choices(base), value=adapter)]
+        return updates + ([gr.update(value=base)] if self.model is not None else [])
+
+    def unchanged(self) -> list:
+        return [gr.update() for _ in self.outputs]
+
+    def wire(self, tab: gr.Tab) -> None:
+        """Keep the info line and the adapter list current: when the model or adapter changes, when the page
+        loads and whenever the tab opens (an adapter trained since the page was built must be selectable)."""
+        default = self.task.default()
+        gr.on(None, lambda: gr.update(choices=self.choices(default)), None, self.adapter, **QUIET)  # page load
+        if self.model is None:
+            tab.select(lambda a: self.fresh(default, a), self.adapter, self.adapter, **QUIET)
+            return
+        self.model.change(lambda m, a: self.fresh(m, a), [self.model, self.adapter], self.adapter, **QUIET)
+        gr.on([self.model.change, self.adapter.change], self.describe, [self.model, self.adapter], self.info,
+              **QUIET)
+        tab.select(lambda m, a: self.fresh(m, a), [self.model, self.adapter], self.adapter, **QUIET)
+
+
+def info_line(model: str, note: str = "") -> str:
+    """The line above the model box: the model, its licence and where it runs, then the tab's note if any."""
+    return catalog.describe(model) + (f"\n\n{note}" if note else "")
+
+
+def describer(task: Task, note: Callable[[str, str], str] | None) -> Callable[[str, str], str]:
+    """The info line for (model, adapter): note(model, adapter) is the tab's line on an offline fallback ("" for
+    none); a model it cannot read gives its one sentence instead."""
+    def describe(model: str, adapter: str = NO_ADAPTER) -> str:
+        model = model or task.default()
+        try:
+            return info_line(model, note(model, adapter) if note else "")
+        except UserError as error:
+            return info_line(model, f"⚠️ {error}")
+    return describe
+
+
+def picker(task: Task, choices: list[str] | None, note: Callable[[str, str], str] | None = None,
+           model_info: str = MODEL_INFO, adapter_info: str = "A LoRA adapter you trained for this model.",
+           extra: Callable[[], gr.Component] | None = None) -> Picker:
+    """Build the picker (call inside the tab); choices None means the model is fixed to the task's default.
+
+    note(model, adapter) gives the tab's line on an offline fallback ("" for none); extra, if given, adds the
+    tab's own component to the picker's row (the Chat tab's mode)."""
+    default = task.default()
+    describe = describer(task, note)
+    info = gr.Markdown(describe(default, NO_ADAPTER))
+    with gr.Row():
+        model = None
+        if choices is not None:
+            model = gr.Dropdown(choices, value=default, label="Model", allow_custom_value=True, scale=3,
+                                info=model_info)
+        adapter = gr.Dropdown([NO_ADAPTER] + (task.adapter_names(default) if model is None else []),
+                              value=NO_ADAPTER, label="Adapter", scale=2, info=adapter_info)
+        own = extra() if extra is not None else None
+    return Picker(task, info, model, adapter, describe, own)
