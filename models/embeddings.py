@@ -105,6 +105,3 @@ class Embedder:
             vectors = self.model.encode(texts, batch_size=len(texts), convert_to_numpy=True,
                                         normalize_embeddings=True, show_progress_bar=False)
         return vectors.astype(np.float32)
-
-    def close(self) -> None:
-        pass

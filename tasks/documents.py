@@ -4,25 +4,17 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from errors import UserError
-from tasks.text import read_text_file, split_paragraphs, split_sentences
+from tasks.text import Chunk, chunk_text, csv_rows, read_text_file
 
 MIN_WORDS = 80  # a chunk shorter than this grows by the next paragraph (when it fits)
 MAX_WORDS = 200  # all-MiniLM-L6-v2 reads ~256 word pieces: longer chunks would be cut silently
 NAME_LIMIT = 200  # characters kept of a document's name
-
-
-@dataclass(frozen=True)
-class Chunk:
-    text: str
-    start: int  # character offsets of the chunk in its document's text
-    end: int
 
 
 @dataclass(frozen=True)
@@ -35,7 +27,8 @@ class Document:
         return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
 
     def chunks(self) -> list[Chunk]:
-        return chunk_text(self.text)
+        """Chunks of MIN_WORDS to MAX_WORDS words, each repeating the last sentence of the one before."""
+        return chunk_text(self.text, MAX_WORDS, MIN_WORDS)
 
 
 def document_name(name: str) -> str:
@@ -66,16 +59,11 @@ def read_plain(path: Path, name: str, max_mb: float) -> str:
 def read_csv(path: Path, name: str, max_mb: float) -> str:
     """Each row becomes a paragraph of its cells that hold words; numbers and ids alone say little to a search."""
     text = read_text_file(path, max_mb, name)
-    sample = text[:8192]
-    try:
-        dialect = csv.Sniffer().sniff(sample, delimiters=",;\t|")
+    rows = [values for _, values in csv_rows(text, name)]
+    try:  # a header names columns, which says nothing about the document
+        header = len(rows) > 1 and csv.Sniffer().has_header(text[:8192])
     except csv.Error:
-        dialect = csv.excel
-    try:
-        rows = list(csv.reader(io.StringIO(text), dialect))
-        header = csv.Sniffer().has_header(sample) if len(rows) > 1 else False
-    except csv.Error as error:
-        raise UserError(f"The file '{name}' could not be read as CSV ({error}).") from None
+        header = False
     rows = rows[1:] if header else rows
     paragraphs = [" — ".join(c.strip() for c in row if re.search(r"[^\W\d_]", c)) for row in rows]
     paragraphs = [p for p in paragraphs if p]
@@ -116,56 +104,3 @@ def read_document(path: str | Path, name: str, max_mb: float) -> Document:
         kinds = ", ".join(READERS)
         raise UserError(f"The file '{name}' is not a supported type; upload {kinds} files.")
     return Document(name, reader(Path(path), name, max_mb).strip())
-
-
-@dataclass(frozen=True)
-class _Unit:
-    start: int
-    end: int
-    words: int
-    paragraph: int
-
-
-def _sentence_units(text: str) -> list[_Unit]:
-    """Sentences with their offsets in text; sentences over MAX_WORDS are cut into word windows."""
-    units, position = [], 0
-    for number, paragraph in enumerate(split_paragraphs(text)):
-        position = max(text.find(paragraph, position), position)
-        for sentence in split_sentences(paragraph):
-            # split_sentences joins lines with spaces: find the sentence with any whitespace between words.
-            pattern = r"\s+".join(map(re.escape, sentence.split()))
-            found = re.compile(pattern).search(text, position)
-            start, end = (found.start(), found.end()) if found else (position, min(position + len(sentence),
-                                                                                    len(text)))
-            words = [m.span() for m in re.finditer(r"\S+", text[start:end])]
-            for i in range(0, max(len(words), 1), MAX_WORDS):
-                window = words[i:i + MAX_WORDS] or [(0, end - start)]
-                units.append(_Unit(start + window[0][0], start + window[-1][1], len(window), number))
-            position = end
-        position = max(position, text.find(paragraph, position) + len(paragraph))
-    return units
-
-
-def chunk_text(text: str, min_words: int = MIN_WORDS, max_words: int = MAX_WORDS) -> list[Chunk]:
-    """Chunks of about min_words..max_words words, cut at paragraph ends when long enough, else at sentence
-    ends; each chunk after the first repeats the previous chunk's last sentence, so no idea is cut in two."""
-    groups: list[list[_Unit]] = []
-    current: list[_Unit] = []
-    for unit in _sentence_units(text):
-        size = sum(u.words for u in current)
-        full = size + unit.words > max_words
-        paragraph_end = bool(current) and size >= min_words and unit.paragraph != current[-1].paragraph
-        if current and (full or paragraph_end):
-            groups.append(current)
-            overlap = current[-1:] if len(current) > 1 and current[-1].words + unit.words <= max_words else []
-            current = list(overlap)
-        current.append(unit)
-    if current:
-        previous = groups[-1] if groups else None
-        fresh = [u for u in current if previous is None or u not in previous]
-        small = sum(u.words for u in current) < min_words
-        if previous is not None and small and sum(u.words for u in previous + fresh) <= max_words:
-            previous.extend(fresh)  # a short tail reads better inside the chunk before it
-        elif fresh:
-            groups.append(current)
-    return [Chunk(text[g[0].start:g[-1].end], g[0].start, g[-1].end) for g in groups]

@@ -16,7 +16,7 @@ from models.engine import SamplingParams
 from models.loading import LoadedLM, LoadedModel, ModelHub, read_config, token_limit
 from tasks.base import Task
 from tasks.chat import Reply
-from tasks.text import split_paragraphs, split_sentences
+from tasks.text import chunk_text
 
 Progress = Callable[[float, str], None]  # (fraction done, what is happening)
 Counter = Callable[[str], int]  # tokens in a text
@@ -56,47 +56,8 @@ def token_counter(tokenizer) -> Counter:
 
 
 def pack(text: str, budget: int, count: Counter) -> list[str]:
-    """Text cut into chunks of at most ~budget tokens: whole paragraphs where they fit, else sentences, else words."""
-    chunks: list[str] = []
-    current, used = "", 0
-    for piece, new_paragraph in _pieces(text, budget, count):
-        size = count(piece)
-        if current and used + size > budget:
-            chunks.append(current)
-            current, used = "", 0
-        joiner = ("\n\n" if new_paragraph else " ") if current else ""
-        current, used = current + joiner + piece, used + size
-    return chunks + [current] if current else chunks
-
-
-def _pieces(text: str, budget: int, count: Counter) -> list[tuple[str, bool]]:
-    """(piece, starts a paragraph), each piece within the budget."""
-    pieces = []
-    for paragraph in split_paragraphs(text):
-        if count(paragraph) <= budget:
-            pieces.append((paragraph, True))
-            continue
-        first = True
-        for sentence in split_sentences(paragraph):
-            for part in [sentence] if count(sentence) <= budget else _windows(sentence, budget, count):
-                pieces.append((part, first))
-                first = False
-    return pieces
-
-
-def _windows(sentence: str, budget: int, count: Counter) -> list[str]:
-    """A sentence too long for the budget, cut between words (between characters for unspaced scripts)."""
-    joiner = " " if " " in sentence.strip() else ""
-    words = sentence.split() if joiner else list(sentence)
-    windows, current, used = [], [], 0
-    for word in words:
-        size = count(word) + 1  # +1: a word alone can count a token fewer than inside the sentence
-        if current and used + size > budget:
-            windows.append(joiner.join(current))
-            current, used = [], 0
-        current.append(word)
-        used += size
-    return windows + [joiner.join(current)] if current else windows
+    """Text cut into chunks of at most budget tokens: whole paragraphs where they fit, else sentences, else words."""
+    return [chunk.text for chunk in chunk_text(text, budget, size=count, overlap=False)]
 
 
 def seq2seq_context(loaded: LoadedModel) -> int:

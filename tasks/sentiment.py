@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 
 import numpy as np
@@ -13,7 +12,6 @@ from models import catalog
 from models.loading import token_limit
 from tasks.base import Endpoint, Task
 from tasks.spec import DataField, TaskSpec
-from tasks.text import read_text_file
 
 Progress = Callable[[float, str], None]
 
@@ -73,25 +71,6 @@ def split_texts(texts: list[str] | str) -> list[str]:
             raise UserError(f"Text {number} is too long ({len(text):,} characters); the limit is "
                             f"{MAX_CHARS:,} per text.")
     return kept
-
-
-def read_csv(path: str, max_mb: float, name: str | None = None):
-    """A user's CSV file as a pandas DataFrame of strings, or a UserError naming the problem."""
-    import pandas as pd
-
-    text = read_text_file(path, max_mb, name)
-    try:
-        return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
-        raise UserError(f"The file could not be read as CSV: {str(error).splitlines()[0]}") from None
-
-
-def csv_texts(path: str, column: str, max_mb: float) -> list[str]:
-    """The texts of one column of a CSV file, or a UserError when the column is missing."""
-    frame = read_csv(path, max_mb)
-    if column not in frame.columns:
-        raise UserError(f"The file has no column '{column}'; its columns are: {', '.join(frame.columns)}.")
-    return frame[column].tolist()
 
 
 class SentimentTask(Task):

@@ -1,9 +1,14 @@
-"""Text helpers shared by the tasks: sentences, paragraphs, highlighting and reading user files safely."""
+"""Text helpers shared by the tasks: sentences, paragraphs, highlighting, and reading user files (text, CSV)
+safely."""
 
 from __future__ import annotations
 
+import csv
 import html
+import io
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from errors import UserError
@@ -67,3 +72,131 @@ def read_text_file(path: str | Path, max_mb: float, name: str | None = None) -> 
     if not text.strip():
         raise UserError(f"The file '{name}' is empty.")
     return text
+
+
+def csv_rows(text: str, name: str, delimiter: str = ",") -> list[tuple[int, list[str]]]:
+    """The non-blank rows of CSV (or TSV) text with the line each starts on (a quoted value may span lines).
+
+    The one CSV reader of the app. A first line without the delimiter is read with ';', tab or '|' if it has one
+    (European spreadsheets save with ';'); a long document is one value, never an error."""
+    first = text.lstrip("\r\n").split("\n", 1)[0]
+    if delimiter not in first:
+        delimiter = next((d for d in ";\t|," if d in first), delimiter)
+    csv.field_size_limit(max(csv.field_size_limit(), len(text)))
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    rows, line = [], 1
+    try:
+        for values in reader:
+            start, line = line, reader.line_num + 1  # a row starts on the line after the previous one ended
+            if any(v.strip() for v in values):
+                rows.append((start, values))
+    except csv.Error as error:
+        raise UserError(f"The file '{name}' is not a readable CSV file (line {reader.line_num}: {error}).") from None
+    return rows
+
+
+def csv_column(path: str | Path, column: str, max_mb: float, name: str | None = None) -> list[str]:
+    """The values of one column of a CSV file (by its header), or a UserError naming the columns there are."""
+    header, rows = csv_table(path, max_mb, name)
+    if column not in header:
+        raise UserError(f"The file has no column '{column}'; its columns are: {', '.join(header)}.")
+    index = header.index(column)
+    return [values[index] if index < len(values) else "" for _, values in rows]
+
+
+def csv_table(path: str | Path, max_mb: float, name: str | None = None) -> tuple[list[str], list]:
+    """(header, [(line, values)]) of a CSV file whose first row names its columns."""
+    rows = csv_rows(read_text_file(path, max_mb, name), name or Path(path).name)
+    if not rows:
+        raise UserError(f"The file '{name or Path(path).name}' is empty.")
+    header = [v.strip() or f"column {i}" for i, v in enumerate(rows[0][1], 1)]
+    return header, rows[1:]
+
+
+# ---- the one text chunker ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Chunk:
+    text: str
+    start: int  # character offsets of the chunk in the text it was cut from
+    end: int
+
+
+@dataclass(frozen=True)
+class _Unit:
+    start: int
+    end: int
+    size: int
+    paragraph: int
+
+
+def word_count(text: str) -> int:
+    return len(text.split())
+
+
+def _windows(text: str, start: int, end: int, max_size: int, size: Callable[[str], int]) -> list[tuple[int, int, int]]:
+    """A sentence too big for max_size as (start, end, size) windows cut between words, or between characters
+    for a word (or an unspaced script) that alone is too big."""
+    atoms = []
+    for match in re.finditer(r"\S+", text[start:end]):
+        a, b = start + match.start(), start + match.end()
+        atoms += [(a, b)] if size(text[a:b]) <= max_size else [(i, i + 1) for i in range(a, b)]
+    windows, first, last, used = [], None, 0, 0
+    for a, b in atoms:
+        # A word counts as it does inside the sentence: with its leading space (one BPE token, not two).
+        cost = size((" " if first is not None and a > 0 and text[a - 1].isspace() else "") + text[a:b])
+        if first is not None and used + cost > max_size:
+            windows.append((first, last, used))
+            first, used = None, 0
+        first = a if first is None else first
+        last, used = b, used + cost
+    return windows + [(first, last, used)] if first is not None else windows
+
+
+def _units(text: str, max_size: int, size: Callable[[str], int]) -> list[_Unit]:
+    """Sentences with their offsets in text; a sentence over max_size is cut into windows."""
+    units, position = [], 0
+    for number, paragraph in enumerate(split_paragraphs(text)):
+        begins = text.find(paragraph, position)
+        position = max(begins, position)
+        for sentence in split_sentences(paragraph):
+            # split_sentences joins lines with spaces: find the sentence with any whitespace between words.
+            found = re.compile(r"\s+".join(map(re.escape, sentence.split()))).search(text, position)
+            start, end = (found.start(), found.end()) if found else (position, min(position + len(sentence),
+                                                                                    len(text)))
+            whole = size(text[start:end])
+            parts = [(start, end, whole)] if whole <= max_size else _windows(text, start, end, max_size, size)
+            units += [_Unit(a, b, n, number) for a, b, n in parts]
+            position = end
+        position = max(position, begins + len(paragraph))  # searched again, a repeated paragraph is found later
+    return units
+
+
+def chunk_text(text: str, max_size: int, min_size: int | None = None, size: Callable[[str], int] = word_count,
+               overlap: bool = True) -> list[Chunk]:
+    """text cut into chunks of at most max_size (as size measures: words, or a tokenizer's tokens).
+
+    Chunks end at a paragraph once they hold min_size (default max_size: as full as they can be), else at a
+    sentence; a sentence too big alone is cut between words. With overlap, each chunk after the first repeats
+    the previous chunk's last sentence, so no idea is cut in two."""
+    min_size = max_size if min_size is None else min_size
+    groups: list[list[_Unit]] = []
+    current: list[_Unit] = []
+    for unit in _units(text, max_size, size):
+        used = sum(u.size for u in current)
+        full = used + unit.size > max_size
+        paragraph_end = bool(current) and used >= min_size and unit.paragraph != current[-1].paragraph
+        if current and (full or paragraph_end):
+            groups.append(current)
+            repeat = overlap and len(current) > 1 and current[-1].size + unit.size <= max_size
+            current = current[-1:] if repeat else []
+        current.append(unit)
+    if current:
+        previous = groups[-1] if groups else None
+        fresh = [u for u in current if previous is None or u not in previous]
+        small = sum(u.size for u in current) < min_size
+        if previous is not None and small and sum(u.size for u in previous + fresh) <= max_size:
+            previous.extend(fresh)  # a short tail reads better inside the chunk before it
+        elif fresh:
+            groups.append(current)
+    return [Chunk(text[g[0].start:g[-1].end], g[0].start, g[-1].end) for g in groups]

@@ -12,7 +12,12 @@ from errors import UserError
 from models.loading import ModelHub
 from tasks.base import Context
 from tasks.collections import check_name
-from tasks.documents import chunk_text
+from tasks.documents import MAX_WORDS, MIN_WORDS
+from tasks.text import chunk_text as cut
+
+
+def chunk_text(text: str):
+    return cut(text, MAX_WORDS, MIN_WORDS)
 from tasks.search import SearchTask
 from ui import api, search_tab
 

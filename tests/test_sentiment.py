@@ -7,7 +7,8 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 
 from errors import UserError
-from tasks.sentiment import MAX_TEXTS, SentimentTask, csv_texts
+from tasks.sentiment import MAX_TEXTS, SentimentTask
+from tasks.text import csv_column as csv_texts
 from ui import sentiment_tab
 
 POSITIVE = ["I absolutely loved this film, the acting was superb.", "Fantastic product, it exceeded my expectations.",

@@ -15,6 +15,7 @@ import synthetic
 from errors import UserError
 from tasks.answer import AnswerTask
 from tasks.sentiment import SentimentTask
+from tasks.spec import spec
 from test_training import finished, wait_for
 from models.adapters import META_FILE
 from training import encoders, metrics, paths, worker
@@ -41,6 +42,7 @@ def improved(status: dict, metric: str) -> float:
     report = status["report"]
     assert report["held_out"] and status["metrics"]["held_out"] >= 5
     assert report["metric_after"][metric] > report["metric_before"][metric], report["summary"]
+    assert set(report["metric_after"]) == set(spec(status["task"]).metrics)  # the spec names what is reported
     return report["metric_after"][metric]
 
 

@@ -14,6 +14,7 @@ import torch
 
 from errors import UserError
 from tasks.chat import ChatTask
+from tasks.spec import spec
 from training import paths
 from models.adapters import META_FILE
 from training.service import TrainingService
@@ -282,6 +283,7 @@ def test_lm_tasks_train_and_are_used_through_the_api(launch, tiny_chat_dir, tmp_
     assert report["held_out"] and status["metrics"]["held_out"] >= 5  # scored on rows it never saw
     assert report["metric_after"][metric] > report["metric_before"][metric] + 10, report["summary"]
     assert status["metrics"][f"{metric}_after"] == report["metric_after"][metric]
+    assert set(report["metric_after"]) == set(spec(task).metrics)  # the spec names what is reported
     if task == "summarize":  # choosing only the adapter picks its base model and the abstractive method
         text = "Hello, this is Ada Quill. Since Monday the Zorbex export button is broken. Please help."
         out = client.predict(text, "", "short", "", f"{task}-lora", api_name="/summarize")

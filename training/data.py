@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import random
 from dataclasses import dataclass, field
@@ -14,7 +12,7 @@ from typing import NamedTuple
 from errors import UserError
 from tasks.spec import TaskSpec, resolve, trainable_spec
 from tasks.spec import spec as task_spec
-from tasks.text import read_text_file
+from tasks.text import csv_rows, read_text_file
 
 EXTENSIONS = (".jsonl", ".json", ".csv", ".tsv", ".txt")
 MAX_LISTED = 10  # rejects listed by name in a summary; the rest are counted
@@ -110,29 +108,18 @@ def _json_rows(text: str, name: str) -> tuple[list[tuple[int, dict]], list[Rejec
 
 
 def _csv_rows(text: str, name: str, delimiter: str) -> tuple[list[str], list[tuple[int, dict]], list[Rejected], int]:
-    first = text.lstrip("\r\n").split("\n", 1)[0]
-    if delimiter == "," and "," not in first:  # European spreadsheets save with ';'
-        delimiter = next((d for d in ";\t|" if d in first), delimiter)
-    csv.field_size_limit(max(csv.field_size_limit(), len(text)))  # a long document is one value, not an error
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    header, rows, rejected, read, line = None, [], [], 0, 1
-    try:
-        for values in reader:
-            start, line = line, reader.line_num + 1  # a quoted value may span lines: a row starts after the last
-            if not any(v.strip() for v in values):
-                continue
-            if header is None:
-                header = [v.strip() or f"column {i}" for i, v in enumerate(values, 1)]
-                continue
-            read += 1
-            if len(values) > len(header):
-                rejected.append(Rejected(start, f"has {len(values)} values but the header names {len(header)} "
-                                                "columns (quote values that contain the delimiter)"))
-                continue
-            rows.append((start, dict(zip(header, values))))
-    except csv.Error as error:
-        raise UserError(f"The file '{name}' is not a readable CSV file (line {reader.line_num}: {error}).") from None
-    return header or [], rows, rejected, read
+    rows = csv_rows(text, name, delimiter)
+    if not rows:
+        return [], [], [], 0
+    header = [v.strip() or f"column {i}" for i, v in enumerate(rows[0][1], 1)]
+    kept, rejected = [], []
+    for line, values in rows[1:]:
+        if len(values) > len(header):
+            rejected.append(Rejected(line, f"has {len(values)} values but the header names {len(header)} "
+                                           "columns (quote values that contain the delimiter)"))
+        else:
+            kept.append((line, dict(zip(header, values))))
+    return header, kept, rejected, len(rows) - 1
 
 
 def _paragraphs(text: str) -> list[tuple[int, str]]:

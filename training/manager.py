@@ -17,6 +17,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import psutil
 import torch
 
 from config import Settings
@@ -29,19 +30,11 @@ WORKER = Path(__file__).resolve().parent / "worker.py"
 
 
 def alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
+    """Whether a process runs under pid (a finished child that is not reaped yet, a zombie, does not)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return pid > 0 and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
         return False
-    except PermissionError:
-        return True
-    try:  # a finished child stays a zombie until reaped: that is not alive
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 class JobManager:

@@ -9,7 +9,8 @@ import gradio as gr
 import pandas as pd
 
 from errors import UserError
-from tasks.sentiment import ZERO_SHOT_NOTE, SentimentTask, csv_texts, read_csv
+from tasks.sentiment import ZERO_SHOT_NOTE, SentimentTask
+from tasks.text import csv_column, csv_table
 from ui.api import expose
 from ui.picker import Picker, adapter_value, picker
 
@@ -30,7 +31,7 @@ def csv_columns(task: SentimentTask, path: str | None):
     """UI handler: fill the column dropdown from an uploaded CSV's header (a 'text'-like column first)."""
     if not path:
         return gr.update(choices=[], value=None)
-    columns = list(read_csv(path, task.ctx.settings.max_upload_mb).columns)
+    columns = csv_table(path, task.ctx.settings.max_upload_mb)[0]
     preferred = [c for c in columns if c.strip().lower() in ("text", "review", "sentence", "comment")]
     return gr.update(choices=columns, value=(preferred or columns or [None])[0])
 
@@ -64,7 +65,7 @@ def analyze(task: SentimentTask, text: str, path: str | None, column: str | None
     if path:
         if not column:
             raise UserError("Please choose the CSV column that holds the texts.")
-        texts = csv_texts(path, column, task.ctx.settings.max_upload_mb)
+        texts = csv_column(path, column, task.ctx.settings.max_upload_mb)
     else:
         texts = text
     rows, note = task.analyze(texts, model, adapter_value(adapter), lambda f, msg: progress(f, desc=msg))

@@ -296,7 +296,7 @@ def build(service: TrainingService, browser_secret: str) -> dict:
           [preview, *mapping, check], **hidden)
     task.change(expose(functools.partial(task_changed, service)), task, [base, formats, *mapping], **hidden).then(
         inspect_data, [task, uploaded, *mapping], [preview, *mapping, check], **hidden)
-    preset.change(preset_values, preset, advanced, **hidden)
+    preset.input(preset_values, preset, advanced, **hidden)  # only a choice by the user resets the fields
     sample.click(lambda t: str(trainable_spec(t).sample_path), task, uploaded, **hidden)
     estimate_btn.click(functools.partial(estimate, service), [task, uploaded, base, preset, *mapping, *advanced],
                        estimate_out, **hidden)
