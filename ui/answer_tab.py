@@ -17,6 +17,9 @@ PARAGRAPH = ("The Eiffel Tower is a wrought-iron lattice tower on the Champ de M
              "after the engineer Gustave Eiffel, whose company designed and built the tower. It was constructed "
              "from 1887 to 1889 as the centrepiece of the 1889 World's Fair. The tower is 330 metres tall, about "
              "the same height as an 81-storey building.")
+MODEL_INFO = ("A question-answering model, or a sentence-embedding model for sentence-level "
+              "answers; a Hugging Face id or a local folder works too.")
+ADAPTER_INFO = "A LoRA adapter you trained for question answering."
 EXAMPLES = [
     ["Who is the Eiffel Tower named after?", PARAGRAPH],
     ["How tall is the tower?", PARAGRAPH],
@@ -44,10 +47,7 @@ def ask(task: AnswerTask, question: str, context: str, collection: str, model: s
 
 def build(task: AnswerTask, tab: gr.Tab, browser_secret: str) -> Picker:
     """Build the tab's contents; returns its model-and-adapter picker."""
-    chosen = picker(task, MODELS, functools.partial(fallback_note, task),
-                    model_info="A question-answering model, or a sentence-embedding model for sentence-level "
-                               "answers; a Hugging Face id or a local folder works too.",
-                    adapter_info="A LoRA adapter you trained for question answering.")
+    chosen = picker(task, MODELS, functools.partial(fallback_note, task), MODEL_INFO, ADAPTER_INFO)
     model, adapter = chosen.model, chosen.adapter
     question = gr.Textbox(label="Question", placeholder="Who is the tower named after?")
     with gr.Row():

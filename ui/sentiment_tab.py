@@ -15,6 +15,9 @@ from ui.api import expose
 from ui.picker import Picker, adapter_value, picker
 
 MODELS = ["all-MiniLM-L6-v2", "DistilBERT-SST-2"]  # the offline zero-shot default, and a trained classifier
+MODEL_INFO = ("A sentiment classifier, or a sentence-embedding model for zero-shot; a Hugging Face "
+              "id or a local folder works too.")
+ADAPTER_INFO = "A LoRA adapter you trained for sentiment."
 EXAMPLES = [
     ["I absolutely loved this film, the acting was superb.\nThe food was cold and the waiter was rude.\n"
      "The train leaves at 8 am from platform two."],
@@ -75,10 +78,7 @@ def analyze(task: SentimentTask, text: str, path: str | None, column: str | None
 
 def build(task: SentimentTask, tab: gr.Tab, browser_secret: str) -> Picker:
     """Build the tab's contents; returns its model-and-adapter picker."""
-    chosen = picker(task, MODELS, functools.partial(fallback_note, task),
-                    model_info="A sentiment classifier, or a sentence-embedding model for zero-shot; a Hugging Face "
-                               "id or a local folder works too.",
-                    adapter_info="A LoRA adapter you trained for sentiment.")
+    chosen = picker(task, MODELS, functools.partial(fallback_note, task), MODEL_INFO, ADAPTER_INFO)
     model, adapter = chosen.model, chosen.adapter
     with gr.Row():
         text = gr.Textbox(label="Texts, one per line", lines=8, scale=3,
