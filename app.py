@@ -21,7 +21,7 @@ from tasks.base import Context
 from tasks.spec import resolve
 from training.service import TrainingService
 from ui import system_tab, train_tab
-from ui.api import publish
+from ui.api import expose, publish, user_of
 from ui.picker import Picker
 
 INTRO = ("# LoRA Studio\nChat with a language model, apply it to your texts, and fine-tune it with LoRA — "
@@ -74,15 +74,16 @@ def wire_use_adapter(trainer: dict, pickers: dict[str, Picker | None], tabs: gr.
     chosen = [(task, p) for task, p in pickers.items() if p is not None]
     outputs = [tabs] + [c for _, p in chosen for c in p.outputs]
 
-    def use(job_id: str):
-        job = training.store.get(job_id)
-        base = training.adapter_base(job.adapter) or job.base
+    def use(job_id: str, request: gr.Request = None):
+        owner = user_of(request)
+        job = training.store.get(training.job(job_id, owner=owner)["job_id"])  # the caller's own job only
+        base = training.adapter_base(job.adapter, owner) or job.base
         updates = [gr.Tabs(selected=job.task)]
         for task, p in chosen:
-            updates += p.hand_over(base, job.adapter) if task == job.task else p.unchanged()
+            updates += p.hand_over(base, job.adapter, owner) if task == job.task else p.unchanged()
         return updates
 
-    trainer["use"].click(use, trainer["job_id"], outputs, api_visibility="undocumented")
+    trainer["use"].click(expose(use), trainer["job_id"], outputs, api_visibility="undocumented")
 
 
 def parse_settings(argv: list[str]) -> config.Settings:

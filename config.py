@@ -34,6 +34,15 @@ class Settings:
     trust_remote_code: bool = False  # operator opt-in only: lets hub models run their own code
     max_upload_mb: int = 20  # the largest file a user may upload
     context_limit: int = 0  # cap on a model's context in tokens (0 = the model's own); bounds prompt cost on CPU
+    # Limits that keep one user from starving or breaking the others (each says so in one sentence when hit).
+    max_chars: int = 100_000  # characters of text one request may bring (a message with its history, a document)
+    max_history: int = 200  # chat messages of history read per reply (older ones are left out, and it says so)
+    summary_sentences: int = 2_000  # sentences an extractive summary ranks (more are sampled evenly across the text)
+    lines_in_flight: int = 4  # pieces one translation or summary keeps in the generation engine at once
+    jobs_per_user: int = 3  # training jobs one user may have waiting or running
+    max_train_steps: int = 20_000  # the most optimizer steps one training job may take
+    estimates: int = 1  # pre-flight estimates running at once (each loads a model in a subprocess)
+    queue_size: int = 100  # requests waiting in the server's queue before new ones are turned away
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).expanduser()
@@ -45,6 +54,11 @@ class Settings:
             raise ValueError("set both a username and a password, or neither")
         if self.concurrency < 1 or self.memory_budget_gb <= 0 or self.max_upload_mb < 1:
             raise ValueError("concurrency, memory budget and upload limit must be positive")
+        limits = ("max_chars", "max_history", "summary_sentences", "lines_in_flight", "jobs_per_user",
+                  "max_train_steps", "estimates", "queue_size")
+        for name in limits:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
 
     @property
     def auth(self) -> tuple[str, str] | None:
@@ -72,6 +86,14 @@ _HELP = {
     "trust_remote_code": "allow hub models to run their own code (off unless you trust them)",
     "max_upload_mb": "largest accepted upload in MB",
     "context_limit": "cap on the tokens a model reads at once (0 = the model's own limit)",
+    "max_chars": "characters of text one request may bring (a message with its history, a document)",
+    "max_history": "chat messages of history read per reply (older ones are left out)",
+    "summary_sentences": "sentences an extractive summary ranks (more are sampled evenly)",
+    "lines_in_flight": "pieces one translation or summary keeps in the generation engine at once",
+    "jobs_per_user": "training jobs one user may have waiting or running",
+    "max_train_steps": "the most optimizer steps one training job may take",
+    "estimates": "pre-flight training estimates running at once",
+    "queue_size": "requests waiting in the server's queue before new ones are turned away",
 }
 
 

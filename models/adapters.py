@@ -17,7 +17,9 @@ import time
 from pathlib import Path
 
 from errors import UserError
+from accounts import Shares
 from models import catalog, lora
+from models.engine import EngineClosed
 
 META_FILE = "lora_studio.json"
 META_VERSION = 1
@@ -35,39 +37,75 @@ def sanitize_name(name: str) -> str:
 
 def adapter_store(settings) -> "AdapterStore":
     """The adapter store under a data directory (the server and the worker open the same one)."""
-    return AdapterStore(settings.path("adapters"))
+    return AdapterStore(settings.path("adapters"), Shares(settings.data_dir))
+
+
+def _unknown(name: str) -> UserError:
+    # Another user's adapter answers exactly as one that does not exist: names never leak.
+    return UserError(f"There is no adapter named '{str(name)[:80]}'.")
 
 
 class AdapterStore:
-    def __init__(self, root: Path):
+    """Adapters per owner; an owner sees their own and those an admin shared with everyone (read-only)."""
+
+    def __init__(self, root: Path, shares: Shares | None = None):
         self.root = Path(root)
+        self.shares = shares
 
     def folder(self, owner: str, name: str) -> Path:
+        """Where owner's own adapter of that name lives (or would be saved)."""
         owner_dir = self.root / sanitize_name(owner)
         return owner_dir / sanitize_name(name)
 
     def exists(self, owner: str, name: str) -> bool:
         return (self.folder(owner, name) / META_FILE).exists()
 
-    def meta(self, owner: str, name: str) -> dict:
-        """The metadata of an adapter, or a UserError naming it."""
-        path = self.folder(owner, name) / META_FILE
-        if not path.exists():
-            raise UserError(f"There is no adapter named '{name}'.")
-        return json.loads(path.read_text())
+    def locate(self, owner: str, name: str) -> tuple[str, Path]:
+        """(whose adapter it is, its folder): the owner's own, else one shared with everyone; else a UserError."""
+        try:
+            if self.exists(owner, name):
+                return owner, self.folder(owner, name)
+            for sharer in self.shares.owners_sharing("adapter", sanitize_name(name)) if self.shares else []:
+                if self.exists(sharer, name):
+                    return sharer, self.folder(sharer, name)
+        except UserError:  # not even a possible name
+            pass
+        raise _unknown(name)
 
-    def list(self, owner: str, task: str = "") -> list[dict]:
-        """Adapters of owner (optionally for one task), newest first, in the /adapters shape."""
-        owner_dir = self.root / sanitize_name(owner)
+    def meta(self, owner: str, name: str) -> dict:
+        """The metadata of an adapter the owner may use, or a UserError naming it."""
+        return json.loads((self.locate(owner, name)[1] / META_FILE).read_text())
+
+    def own(self, owner: str, name: str) -> Path:
+        """The folder of an adapter the owner may change: their own (a shared one says whose it is)."""
+        sharer, folder = self.locate(owner, name)
+        if sharer != owner:
+            raise UserError(f"The adapter '{folder.name}' is shared with you by {sharer}; only they can change "
+                            "or delete it.")
+        return folder
+
+    def list(self, owner: str, task: str = "", everyone: bool = False) -> list[dict]:
+        """The adapters owner may use (every owner's with everyone=True, for an admin), newest first, in the
+        /adapters shape with who owns each and whether it is shared."""
+        shared = self.shares.items("adapter") if self.shares else set()
+        if everyone:
+            places = [(o.name, p) for o in self.root.iterdir() if o.is_dir() for p in o.glob(f"*/{META_FILE}")]
+        else:
+            owner_dir = self.root / sanitize_name(owner)
+            places = [(owner, p) for p in owner_dir.glob(f"*/{META_FILE}")] if owner_dir.exists() else []
+            places += [(o, self.folder(o, n) / META_FILE) for o, n in shared if o != owner]
         found = []
-        for meta_path in owner_dir.glob(f"*/{META_FILE}") if owner_dir.exists() else []:
+        for whose, meta_path in places:
+            if not meta_path.exists() or (meta_path.parent.name.startswith(".")):
+                continue
             meta = json.loads(meta_path.read_text())
             if task and meta.get("task") != task:
                 continue
             size = sum(p.stat().st_size for p in meta_path.parent.iterdir() if p.is_file())
             found.append({"name": meta_path.parent.name, "task": meta["task"], "base": meta["base_model"],
                           "created": meta["created"], "metrics": meta.get("metrics", {}),
-                          "size_mb": round(size / 2**20, 2)})
+                          "size_mb": round(size / 2**20, 2), "owner": whose,
+                          "shared": (whose, meta_path.parent.name) in shared})
         return sorted(found, key=lambda a: a["created"], reverse=True)
 
     def save(self, owner: str, name: str, write, meta: dict) -> str:
@@ -96,21 +134,38 @@ class AdapterStore:
             shutil.rmtree(tmp, ignore_errors=True)
 
     def delete(self, owner: str, name: str) -> None:
-        folder = self.folder(owner, name)
-        if not (folder / META_FILE).exists():
-            raise UserError(f"There is no adapter named '{name}'.")
+        folder = self.own(owner, name)
+        if self.shares:
+            self.shares.set("adapter", owner, folder.name, False)
         trash = folder.with_name(f".deleting-{folder.name}-{time.time_ns()}")
         folder.rename(trash)  # gone from the list at once, even if the removal below is slow
         shutil.rmtree(trash, ignore_errors=True)
 
     def rename(self, owner: str, name: str, new_name: str) -> str:
-        folder, target = self.folder(owner, name), self.folder(owner, new_name)
-        if not (folder / META_FILE).exists():
-            raise UserError(f"There is no adapter named '{name}'.")
+        folder, target = self.own(owner, name), self.folder(owner, new_name)
         if target.exists():
             raise UserError(f"An adapter named '{target.name}' already exists; choose another name.")
         folder.rename(target)
+        if self.shares and (owner, folder.name) in self.shares.items("adapter"):
+            self.shares.set("adapter", owner, folder.name, False)
+            self.shares.set("adapter", owner, target.name, True)
         return target.name
+
+    def move_owner(self, old: str, new: str) -> int:
+        """Give every adapter of old to new (the migration to accounts); a taken name gets a suffix."""
+        source, target = self.root / sanitize_name(old), self.root / sanitize_name(new)
+        moved = 0
+        for meta_path in sorted(source.glob(f"*/{META_FILE}")) if source.exists() else []:
+            meta = json.loads(meta_path.read_text())
+            meta_path.write_text(json.dumps({**meta, "owner": new}, indent=2, ensure_ascii=False))
+            name, suffix = meta_path.parent.name, 1
+            while (target / name).exists():
+                suffix += 1
+                name = f"{meta_path.parent.name}-{suffix}"
+            target.mkdir(parents=True, exist_ok=True)
+            meta_path.parent.rename(target / name)
+            moved += 1
+        return moved
 
     def clean_partial(self) -> None:
         """Remove temporary folders a crashed save left behind."""
@@ -123,6 +178,11 @@ class AdapterStore:
 def engine_key(owner: str, name: str, created: float) -> str:
     """The adapter's name inside a loaded model: unique per owner, name and version, safe for peft."""
     return "a" + hashlib.sha1(f"{owner}/{name}/{created}".encode()).hexdigest()[:12]
+
+
+def weights_size(folder: str) -> int:
+    """Bytes an adapter's weights take (as saved: LoRA matrices and any trained head)."""
+    return sum(p.stat().st_size for p in Path(folder).glob("*.safetensors"))
 
 
 def selected(adapter: object) -> str | None:
@@ -148,12 +208,13 @@ class AdapterService:
 
     def files(self, owner: str, name: str, task: str) -> lora.AdapterFiles:
         meta = self.meta(owner, name, task)
-        return lora.AdapterFiles(name, engine_key(owner, name, meta["created"]), str(self.store.folder(owner, name)),
-                                 meta)
+        whose, folder = self.store.locate(owner, name)
+        # Keyed by its real owner: users of one shared adapter share its loaded copy.
+        return lora.AdapterFiles(folder.name, engine_key(whose, folder.name, meta["created"]), str(folder), meta)
 
     def names(self, owner: str, task: str, bases: set[str]) -> list[str]:
-        """The owner's adapters for task trained on a model known by any of the names in bases."""
-        return [a["name"] for a in self.store.list(owner, task) if a["base"] in bases]
+        """The adapters the owner may use for task, trained on a model known by any of the names in bases."""
+        return list(dict.fromkeys(a["name"] for a in self.store.list(owner, task) if a["base"] in bases))
 
     def base(self, owner: str, name: str) -> str:
         """The model an adapter was trained on, as a reference the model hub resolves."""
@@ -177,7 +238,12 @@ class AdapterService:
         if files.meta["base_fingerprint"] != lm.fingerprint:
             raise UserError(f"The adapter '{name}' was trained on {files.meta['base_model']}, not on {lm.name}: "
                             f"pick {files.meta['base_model']} as the model to use it.")
-        lora.attach(lm, files.key, files.folder)
+        try:
+            if lora.attach(lm, files.key, files.folder):
+                self.hub.cache.grow(lm.cache_key, weights_size(files.folder))
+        except EngineClosed:
+            raise UserError(f"The model '{lm.name}' was just unloaded to make room for another; "
+                            "please try again.") from None
         return files.key, {"system_prompt": files.meta.get("system_prompt", ""),
                            "chat_template": files.meta.get("chat_template")}
 

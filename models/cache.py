@@ -1,4 +1,8 @@
-"""The one shared thing: loaded models, each loaded once, evicted least recently used first under a budget."""
+"""The one shared thing: loaded models, each loaded once, evicted least recently used first under a budget.
+
+A model in use (its engine still has requests) is never unloaded; a model bigger than the whole budget is
+refused with a sentence naming both sizes.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +34,9 @@ class ModelCache:
         self._loading: dict[str, threading.Lock] = {}
         self.loads = 0  # how many loads ran (tests and the system panel read it)
 
-    def get(self, key: str, load: Callable[[], tuple[Any, int]]) -> Any:
-        """The cached value for key, or the result of load() -> (value, size_bytes), run once per key."""
+    def get(self, key: str, load: Callable[[], tuple[Any, int]], name: str = "") -> Any:
+        """The cached value for key, or the result of load() -> (value, size_bytes), run once per key; a value
+        bigger than the whole budget is refused (named as name)."""
         with self._lock:
             if key in self._entries:
                 self._entries.move_to_end(key)
@@ -41,6 +48,11 @@ class ModelCache:
                     self._entries.move_to_end(key)
                     return self._entries[key].value
             value, size = load()
+            if size > self.budget:
+                _close(value)
+                with self._lock:
+                    self._loading.pop(key, None)
+                raise too_big(name or key, size, self.budget)
             with self._lock:
                 self.loads += 1
                 self._entries[key] = Entry(value, size)
@@ -51,12 +63,26 @@ class ModelCache:
         return value
 
     def _evict_over_budget(self, keep: str) -> list[Entry]:
+        """Unload the least recently used models that are not in use until the rest fit the budget."""
         evicted = []
-        while sum(e.size for e in self._entries.values()) > self.budget and len(self._entries) > 1:
-            oldest = next(k for k in self._entries if k != keep)
-            log.info("unloading %s to stay under the memory budget", oldest)
-            evicted.append(self._entries.pop(oldest))
+        while sum(e.size for e in self._entries.values()) > self.budget:
+            idle = [k for k, e in self._entries.items() if k != keep and not getattr(e.value, "busy", False)]
+            if not idle:  # every other model is serving requests: stay over budget until they finish
+                log.warning("over the memory budget: the other models are in use")
+                break
+            log.info("unloading %s to stay under the memory budget", idle[0])
+            evicted.append(self._entries.pop(idle[0]))
         return evicted
+
+    def grow(self, key: str, size: int) -> None:
+        """Count size more bytes for a loaded model (an adapter attached to it), unloading others if need be."""
+        with self._lock:
+            if key not in self._entries:
+                return
+            self._entries[key].size += size
+            evicted = self._evict_over_budget(keep=key)
+        for entry in evicted:
+            _close(entry.value)
 
     def peek(self, key: str) -> Any | None:
         with self._lock:
@@ -80,3 +106,9 @@ def _close(value: Any) -> None:
     close = getattr(value, "close", None)
     if callable(close):
         close()
+
+
+def too_big(name: str, size: int, budget: int) -> UserError:
+    return UserError(f"The model '{name}' needs about {size / 2**30:.1f} GB, more than this "
+                     f"server's whole memory budget of {budget / 2**30:.1f} GB; pick a smaller model (the operator "
+                     "sets the budget with --memory-budget-gb).")

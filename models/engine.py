@@ -4,13 +4,19 @@ Its single worker thread owns the model. Requests enter a queue with their own s
 stop flag; the loop runs batched decode steps over every active request (each row may use a different LoRA
 adapter), hands each new token to its request as soon as it exists, and lets requests join and leave between
 steps. Commands that change the model (attaching an adapter) run in the same thread, between steps.
+
+Admission is fair: waiting requests are taken round-robin across callers (one caller is one task request: a chat,
+or a whole translation's lines), so one caller's thousand requests never delay another's first token by more than
+a few steps. A row whose sampling fails fails alone. Closing drains: requests already submitted still finish.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import threading
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -21,7 +27,18 @@ from transformers import DynamicCache
 log = logging.getLogger(__name__)
 
 BASE = "__base__"  # peft's name for "no adapter" in a mixed-adapter batch
+GREEDY_BELOW = 0.01  # a temperature under this is greedy: dividing logits by ~0 overflows to inf/nan
 _END = object()
+_callers = itertools.count()
+
+
+def new_caller() -> int:
+    """An id for one task request, so the engine can take turns between requests."""
+    return next(_callers)
+
+
+class EngineClosed(RuntimeError):
+    """The model was unloaded: the engine takes no new requests."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +54,7 @@ class Request:
     prompt_ids: list[int]
     params: SamplingParams
     adapter: str | None = None
+    caller: int = field(default_factory=new_caller)  # requests of one caller take turns with other callers'
     stop: threading.Event = field(default_factory=threading.Event)
     tokens: queue.Queue = field(default_factory=queue.Queue)  # token ids, then _END or an exception
 
@@ -74,25 +92,44 @@ class GenerationEngine:
         self.context_length = context_length
         self.max_batch = max_batch
         self._inbox: queue.Queue = queue.Queue()
+        self._waiting: OrderedDict[int, deque[Request]] = OrderedDict()  # caller -> requests, in turn order
+        self._unfinished = 0  # requests submitted and not yet ended (guarded by _count_lock)
+        self._count_lock = threading.Lock()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="generation-engine", daemon=True)
         self._thread.start()
 
     # ---- called from request threads ------------------------------------------------------------------
-    def submit(self, prompt_ids: list[int], params: SamplingParams, adapter: str | None = None) -> Request:
+    def submit(self, prompt_ids: list[int], params: SamplingParams, adapter: str | None = None,
+               caller: int | None = None) -> Request:
         if self._closed:
-            raise RuntimeError("the engine is closed")
-        request = Request(list(prompt_ids), params, adapter)
+            raise EngineClosed("the engine is closed")
+        request = Request(list(prompt_ids), params, adapter, **({} if caller is None else {"caller": caller}))
+        with self._count_lock:
+            self._unfinished += 1
         self._inbox.put(request)
         return request
 
+    @property
+    def busy(self) -> bool:
+        """Whether requests are waiting or being generated (an engine in use must not be unloaded)."""
+        return self._unfinished > 0
+
     def call(self, command: Callable[[], object]) -> object:
         """Run command in the engine thread between decode steps and return its result."""
+        if self._closed:
+            raise EngineClosed("the engine is closed")
         future: Future = Future()
         self._inbox.put((command, future))
-        return future.result()
+        while True:
+            try:
+                return future.result(timeout=1.0)
+            except TimeoutError:
+                if not self._thread.is_alive():  # closed while the command waited
+                    raise EngineClosed("the engine is closed") from None
 
     def close(self) -> None:
+        """Take no new requests; the ones submitted still finish, then the thread ends."""
         self._closed = True
         self._inbox.put(None)
 
@@ -101,10 +138,12 @@ class GenerationEngine:
         rows: list[_Row] = []
         cache: DynamicCache | None = None
         mask = torch.zeros(0, 0, dtype=torch.long, device=self.device)
-        while True:
-            newcomers = self._collect(block=not rows, room=self.max_batch - len(rows))
-            if newcomers is None:
-                break
+        draining = False
+        while not (draining and not rows and not self._waiting):
+            draining = self._receive(block=not rows and not self._waiting and not draining) or draining
+            newcomers = self._admit_waiting(rows)
+            if not newcomers and not rows:
+                continue
             try:
                 with torch.inference_mode():
                     if newcomers:
@@ -115,32 +154,75 @@ class GenerationEngine:
             except Exception as error:  # a failed step fails its requests, never the engine
                 log.exception("generation step failed")
                 for row in rows + newcomers:
-                    row.request.tokens.put(RuntimeError(f"generation failed: {error}"))
+                    self._finish(row.request, RuntimeError(f"generation failed: {error}"))
                 rows, cache = [], None
                 mask = torch.zeros(0, 0, dtype=torch.long, device=self.device)
-        for row in rows:
-            row.request.tokens.put(_END)
+        self._refuse_late()
 
-    def _collect(self, block: bool, room: int) -> list[_Row] | None:
-        """New requests waiting in the inbox (running commands on the way); None once the engine is closed."""
-        newcomers: list[_Row] = []
-        while room > len(newcomers):
+    def _finish(self, request: Request, outcome: object = _END) -> None:
+        """End a request with its last item: _END, or the exception its reader raises."""
+        request.tokens.put(outcome)
+        with self._count_lock:
+            self._unfinished -= 1
+
+    def _receive(self, block: bool) -> bool:
+        """Move what is in the inbox to the waiting lines (running commands on the way); True once closed."""
+        closed = False
+        while True:
             try:
-                item = self._inbox.get(block=block and not newcomers)
+                item = self._inbox.get(block=block)
             except queue.Empty:
-                break
+                return closed
+            block = False
             if item is None:
-                return None
-            if isinstance(item, tuple):
+                closed = True
+            elif isinstance(item, tuple):
                 command, future = item
                 try:
                     future.set_result(command())
                 except Exception as error:
                     future.set_exception(error)
-                continue
-            if not item.stop.is_set():
-                newcomers.append(_Row(item, _generator(item.params.seed, self.device)))
+            else:
+                self._waiting.setdefault(item.caller, deque()).append(item)
+
+    def _admit_waiting(self, rows: list[_Row]) -> list[_Row]:
+        """Waiting requests for the free rows, one per caller in turn (a caller just served goes to the back).
+
+        No caller holds more than half the rows, so another caller's request always finds one free soon."""
+        newcomers: list[_Row] = []
+        held = Counter(row.request.caller for row in rows)
+        for caller in list(self._waiting):
+            line = self._waiting[caller]
+            while line and line[0].stop.is_set():  # stopped before it started
+                self._finish(line.popleft())
+            if not line:
+                del self._waiting[caller]
+        while len(rows) + len(newcomers) < self.max_batch:
+            ready = [c for c in self._waiting if held[c] < max(1, self.max_batch // 2)]
+            if not ready:
+                break
+            caller = ready[0]
+            line = self._waiting[caller]
+            request = line.popleft()
+            held[caller] += 1
+            if line:
+                self._waiting.move_to_end(caller)
+            else:
+                del self._waiting[caller]
+            newcomers.append(_Row(request, _generator(request.params.seed, self.device)))
         return newcomers
+
+    def _refuse_late(self) -> None:
+        """Requests that raced close() into the inbox after the engine's last step end with EngineClosed."""
+        while True:
+            try:
+                item = self._inbox.get(block=False)
+            except queue.Empty:
+                return
+            if isinstance(item, Request):
+                self._finish(item, EngineClosed("the model was unloaded"))
+            elif isinstance(item, tuple):
+                item[1].set_exception(EngineClosed("the model was unloaded"))
 
     def _forward(self, rows: list[_Row], input_ids, mask, cache, positions):
         kwargs = {}
@@ -178,7 +260,12 @@ class GenerationEngine:
 
     def _emit(self, rows: list[_Row], logits: torch.Tensor) -> None:
         for row, row_logits in zip(rows, logits):
-            token = _sample(row_logits.float(), row.request.params, row.generator)
+            try:
+                token = _sample(row_logits.float(), row.request.params, row.generator)
+            except (RuntimeError, ValueError) as error:  # this row's settings failed: only this row ends
+                row.request.tokens.put(RuntimeError(f"sampling failed: {error}"))
+                row.done = True
+                continue
             row.last = token
             row.produced += 1
             if token in self.eos_ids:
@@ -193,7 +280,7 @@ class GenerationEngine:
         for i, row in enumerate(rows):
             length = int(mask[i].sum()) + 1
             if row.done or row.request.stop.is_set() or length >= self.context_length:
-                row.request.tokens.put(_END)
+                self._finish(row.request)
             else:
                 keep.append(i)
         if not keep:
@@ -236,9 +323,11 @@ def _generator(seed: int | None, device: torch.device) -> torch.Generator | None
 
 
 def _sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> int:
-    if params.temperature <= 0:
+    if params.temperature < GREEDY_BELOW:
         return int(logits.argmax())
     probs = torch.softmax(logits / params.temperature, dim=-1)
+    if not torch.isfinite(probs).all():
+        raise ValueError("the temperature gave no valid probabilities")
     if params.top_p < 1.0:
         sorted_probs, order = probs.sort(descending=True)
         # keep the smallest set of tokens whose mass reaches top_p (always at least the most likely one)

@@ -14,10 +14,10 @@ from transformers import (AutoModelForCausalLM, AutoModelForQuestionAnswering, A
 from config import Settings
 from errors import UserError
 from models import catalog, lora
-from models.cache import ModelCache
+from models.cache import ModelCache, too_big
 from models.device import fast_bf16, pick_device, pick_dtype
 from models.embeddings import Embedder
-from models.engine import GenerationEngine, SamplingParams
+from models.engine import EngineClosed, GenerationEngine, SamplingParams
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,7 @@ class LoadedLM:
     tokenizer: object
     engine: GenerationEngine
     _fingerprint: str = ""
+    cache_key: str = ""  # its key in the model cache (set by the hub)
 
     @property
     def name(self) -> str:
@@ -51,9 +52,19 @@ class LoadedLM:
     def has_chat_template(self) -> bool:
         return bool(getattr(self.tokenizer, "chat_template", None))
 
-    def generate(self, prompt_ids: list[int], params: SamplingParams, adapter: str | None = None):
-        """Submit a prompt to the engine; iterate the returned request's token_ids()."""
-        return self.engine.submit(prompt_ids, params, adapter)
+    def generate(self, prompt_ids: list[int], params: SamplingParams, adapter: str | None = None,
+                 caller: int | None = None):
+        """Submit a prompt to the engine; iterate the returned request's token_ids(). Requests of one caller (one
+        task request) take turns with other callers'."""
+        try:
+            return self.engine.submit(prompt_ids, params, adapter, caller)
+        except EngineClosed:
+            raise UserError(f"The model '{self.name}' was just unloaded to make room for another; "
+                            "please try again.") from None
+
+    @property
+    def busy(self) -> bool:
+        return self.engine.busy
 
     def close(self) -> None:
         self.engine.close()
@@ -89,6 +100,14 @@ def token_limit(config, tokenizer=None, cap: int = 0, fallback: int = 2048) -> i
         limits.append(tokenizer_limit)
     limit = min(limits) if limits else fallback
     return min(limit, cap) if cap > 0 else limit
+
+
+def weights_on_disk(source: catalog.ModelSource) -> int:
+    """Bytes of a local model's weight files (0 for a hub model not downloaded yet)."""
+    if not source.local:
+        return 0
+    folder = Path(source.location)
+    return sum(p.stat().st_size for pattern in ("*.safetensors", "*.bin", "*.gguf") for p in folder.glob(pattern))
 
 
 def _eos_ids(model, tokenizer) -> set[int]:
@@ -182,9 +201,14 @@ class ModelHub:
         """
         source = self.source(reference, default or self.default(KIND_FAMILY.get(kind, catalog.DECODER)))
         loader = LOADERS[kind]
-        if adapter is None:
-            return self.cache.get(f"{kind}:{source.key}", lambda: loader(self, source))
-        return self.cache.get(f"{kind}:{source.key}+{adapter.key}", lambda: loader(self, source, adapter))
+        on_disk = weights_on_disk(source)
+        if on_disk > self.cache.budget:  # refused before loading: a load alone could exhaust the machine
+            raise too_big(source.name, on_disk, self.cache.budget)
+        key = f"{kind}:{source.key}" + (f"+{adapter.key}" if adapter else "")
+        value = self.cache.get(key, lambda: loader(self, source, *([adapter] if adapter else [])), source.name)
+        if isinstance(value, LoadedLM):
+            value.cache_key = key  # adapters attached to it count towards its size
+        return value
 
     def lm(self, reference: str = "", default: str = "") -> LoadedLM:
         return self.get("lm", reference, default)

@@ -48,22 +48,24 @@ def encoder_fingerprint(model: torch.nn.Module) -> str:
     return weights_fingerprint(model.base_model, skip=("pooler.",))
 
 
-def attach(lm, key: str, folder: str) -> None:
-    """Load the adapter in folder onto lm's model under key, in the engine thread, without reloading the base."""
+def attach(lm, key: str, folder: str) -> bool:
+    """Load the adapter in folder onto lm's model under key, in the engine thread, without reloading the base;
+    whether it was loaded now (False when it was attached already)."""
     from peft import PeftModel
 
-    def load() -> None:
+    def load() -> bool:
         model = lm.engine.model
         if key in getattr(model, "peft_config", {}):
-            return
+            return False
         if isinstance(model, PeftModel):
             model.load_adapter(folder, adapter_name=key)
         else:
             model = PeftModel.from_pretrained(model, folder, adapter_name=key)
             lm.engine.model = lm.model = model
         model.eval()
+        return True
 
-    lm.engine.call(load)
+    return lm.engine.call(load)
 
 
 def head_options(adapter: AdapterFiles) -> dict:

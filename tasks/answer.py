@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from config import LOCAL_USER
 from errors import UserError
 from models import catalog
 from models.loading import token_limit
@@ -23,7 +24,6 @@ from tasks.text import split_sentences
 
 Progress = Callable[[float, str], None]
 
-MAX_CONTEXT = 100_000  # characters of pasted context
 MAX_QUESTION = 1_000
 SPAN_THRESHOLD = 0.1  # P(start) * P(end) below this means the model is guessing: report no answer
 SENTENCE_THRESHOLD = 0.3  # MiniLM cosine: unrelated question/sentence pairs stay below ~0.2, answers ~0.45+
@@ -95,26 +95,27 @@ class AnswerTask(Task):
     def endpoints(self) -> list[Endpoint]:
         return [Endpoint("answer", self.answer)]
 
-    def answer(self, question: str, context: str = "", collection: str = "", model: str = "",
-               adapter: str = "") -> dict:
+    def answer(self, question: str, context: str = "", collection: str = "", model: str = "", adapter: str = "",
+               *, owner: str = LOCAL_USER, progress: Progress | None = None) -> dict:
         """The answer to question from context (or from a collection's best passages), or found=False."""
-        return self.find(question, context, collection, model, adapter).public()
+        return self.find(question, context, collection, model, adapter, progress, owner=owner).public()
 
     def sentence_level(self, model: str = "", adapter: str = "") -> bool:
         """Whether this model (and adapter) answers with whole sentences (the offline fallback), not spans."""
         return not self.has_head(model, adapter, "ForQuestionAnswering")
 
     def find(self, question: str, context: str = "", collection: str = "", model: str = "", adapter: str = "",
-             progress: Progress | None = None, threshold: float | None = None) -> Answer:
+             progress: Progress | None = None, threshold: float | None = None, *,
+             owner: str = LOCAL_USER) -> Answer:
         """The best answer with the passage it comes from; threshold overrides the level's default."""
         question = require_text(question, "question", MAX_QUESTION)
-        passages = self._passages(question, context, collection)
+        passages = self._passages(question, context, collection, owner)
         texts = [text for text, _ in passages]
         if self.sentence_level(model, adapter):
             level, best = "sentence", self._best_sentence(question, texts, model, progress)
             threshold = SENTENCE_THRESHOLD if threshold is None else threshold
         else:
-            level, best = "span", self._best_span(question, texts, model, adapter, progress)
+            level, best = "span", self._best_span(question, texts, model, adapter, progress, owner)
             threshold = SPAN_THRESHOLD if threshold is None else threshold
         if best is None or best.score < threshold:
             score = 0.0 if best is None else best.score
@@ -122,26 +123,26 @@ class AnswerTask(Task):
         text, source = passages[best.passage]
         return Answer(True, text[best.start:best.end], best.score, best.start, best.end, level, source, text)
 
-    def _passages(self, question: str, context: str, collection: str) -> list[tuple[str, str]]:
+    def _passages(self, question: str, context: str, collection: str, owner: str) -> list[tuple[str, str]]:
         """(text, source) pairs to answer from: the pasted context, or passages retrieved from a collection."""
         has_context = isinstance(context, str) and bool(context.strip())
         collection = (collection or "").strip() if isinstance(collection, str) else ""
         if has_context and collection:
             raise UserError("Give either a context or a collection to answer from, not both.")
         if has_context:
-            require_text(context, "context", MAX_CONTEXT)
+            require_text(context, "context", self.ctx.settings.max_chars)
             return [(context, "")]
         if not collection:
             raise UserError("Please paste a context to answer from, or name a document collection.")
-        hits = self.search.retrieve(question, collection, PASSAGES)
+        hits = self.search.retrieve(question, collection, PASSAGES, owner=owner)
         passages = [(hit["text"], hit["source"]) for hit in hits if hit.get("text", "").strip()]
         if not passages:
             raise UserError(f"The collection '{collection}' has no documents to answer from.")
         return passages
 
     def _best_span(self, question: str, passages: list[str], model: str, adapter: str,
-                   progress: Progress | None) -> Candidate | None:
-        loaded = self.encoder("span", model, adapter)
+                   progress: Progress | None, owner: str) -> Candidate | None:
+        loaded = self.encoder("span", model, adapter, owner)
         best = None
         for index, passage in enumerate(passages):
             for score, start, end in window_spans(loaded, question, passage, progress):

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, NamedTuple
 
+from accounts import Accounts
 from config import LOCAL_USER, Settings
 from errors import UserError
 from models import catalog
@@ -22,10 +23,13 @@ class Context:
     settings: Settings
     hub: ModelHub
     adapters: AdapterService | None = None  # built from the settings when not given
+    accounts: Accounts | None = None  # who may log in and who is an admin (built from the settings)
 
     def __post_init__(self) -> None:
         if self.adapters is None:
             self.adapters = AdapterService(adapter_store(self.settings), self.hub)
+        if self.accounts is None:
+            self.accounts = Accounts(self.settings)
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from config import LOCAL_USER
 from errors import UserError
 from models import catalog
-from models.engine import Request, SamplingParams
+from models.engine import GREEDY_BELOW, Request, SamplingParams, new_caller
 from models.loading import LoadedLM
 from tasks.base import Endpoint, Task, require_range, require_text
 from tasks.spec import DataField, TaskSpec
@@ -70,7 +71,8 @@ def sampling(temperature: float, top_p: float, max_new_tokens: int, seed: int | 
     require_range(temperature, "Temperature", 0.0, 2.0)
     require_range(top_p, "Top-p", 0.01, 1.0)
     require_range(max_new_tokens, "Max new tokens", 1, 4096)
-    return SamplingParams(int(max_new_tokens), float(temperature), float(top_p), seed)
+    temperature = 0.0 if temperature < GREEDY_BELOW else float(temperature)  # near 0 means greedy
+    return SamplingParams(int(max_new_tokens), temperature, float(top_p), seed)
 
 
 class ChatTask(Task):
@@ -88,59 +90,87 @@ class ChatTask(Task):
         return [Endpoint("chat", self.chat), Endpoint("complete", self.complete)]
 
     def chat(self, message: str, history: list[dict] | None = None, system_prompt: str = "", model: str = "",
-             adapter: str = "", temperature: float = 0.3, top_p: float = 0.9,
-             max_new_tokens: int = 256) -> Iterator[str]:
+             adapter: str = "", temperature: float = 0.3, top_p: float = 0.9, max_new_tokens: int = 256, *,
+             owner: str = LOCAL_USER) -> Iterator[str]:
         """Stream a reply to message, given the earlier turns; every yield is the whole reply so far."""
-        reply = self.reply(message, history, system_prompt, model, adapter, temperature, top_p, max_new_tokens)
+        reply = self.reply(message, history, system_prompt, model, adapter, temperature, top_p, max_new_tokens,
+                           owner=owner)
         yield from reply.texts()
 
     def reply(self, message: str, history: list[dict] | None = None, system_prompt: str = "", model: str = "",
-              adapter: str = "", temperature: float = 0.3, top_p: float = 0.9,
-              max_new_tokens: int = 256) -> Reply:
+              adapter: str = "", temperature: float = 0.3, top_p: float = 0.9, max_new_tokens: int = 256, *,
+              owner: str = LOCAL_USER) -> Reply:
         """Start generating a reply; the Reply carries a notice when old turns were left out."""
-        message = require_text(message, "message")
+        limit = self.ctx.settings.max_chars
+        message = require_text(message, "message", limit)
         params = sampling(temperature, top_p, max_new_tokens)
         turns = clean_history(history)
-        lm, adapter_name, defaults = self.lm(model, adapter)
+        kept = turns[-self.ctx.settings.max_history:]  # the newest: older ones could never fit anyway
+        if sum(len(turn["content"]) for turn in kept) + len(message) > limit:
+            raise UserError(f"The conversation is too long: with its history it has more than {limit:,} "
+                            "characters. Clear the conversation (or some of it) and ask again.")
+        lm, adapter_name, defaults = self.lm(model, adapter, owner)
         system_prompt = (system_prompt or "").strip() or defaults.get("system_prompt", "")
         template = defaults.get("chat_template") or getattr(lm.tokenizer, "chat_template", None)
         if not template:
             raise UserError(f"'{lm.name}' is a base model without a chat template: use 'Continue text' "
                             "to have it continue your words, or pick an instruction model for chat.")
-        ids, dropped = fit_prompt(lm, system_prompt, turns, message, params.max_new_tokens, template)
+        ids, dropped = fit_prompt(lm, system_prompt, kept, message, params.max_new_tokens, template)
+        dropped += len(turns) - len(kept)
         notice = (f"The conversation was longer than {lm.name} can read, so the {dropped} oldest "
                   f"message{'s were' if dropped != 1 else ' was'} left out of this reply.") if dropped else ""
         return Reply(lm, lm.generate(ids, params, adapter_name), notice)
 
     def complete(self, text: str, model: str = "", adapter: str = "", num_alternatives: int = 1,
-                 max_new_tokens: int = 64, temperature: float = 0.8, top_p: float = 0.95) -> list[str]:
+                 max_new_tokens: int = 64, temperature: float = 0.8, top_p: float = 0.95, *,
+                 owner: str = LOCAL_USER) -> list[str]:
         """Continue text; with several alternatives, each is sampled independently (they run as one batch)."""
-        text = require_text(text, "text to continue")
+        text = require_text(text, "text to continue", self.ctx.settings.max_chars)
         require_range(num_alternatives, "Alternatives", 1, 8)
         params = sampling(temperature, top_p, max_new_tokens)
-        lm, adapter_name, _ = self.lm(model, adapter)
+        lm, adapter_name, _ = self.lm(model, adapter, owner)
         ids = lm.tokenizer(text)["input_ids"]
         room = lm.context_length - params.max_new_tokens
         if len(ids) > room:
             raise UserError(f"The text is too long for {lm.name}: {len(ids)} tokens, and it reads at most "
                             f"{room} before the continuation. Shorten it or ask for fewer new tokens.")
         count = int(num_alternatives) if params.temperature > 0 else 1  # greedy alternatives would be equal
-        replies = [Reply(lm, lm.generate(ids, params, adapter_name)) for _ in range(count)]
+        caller = new_caller()  # the alternatives take one turn in the engine, like one request
+        replies = [Reply(lm, lm.generate(ids, params, adapter_name, caller)) for _ in range(count)]
         return [reply.text() for reply in replies]
 
 
 def fit_prompt(lm: LoadedLM, system_prompt: str, turns: list[dict], message: str, max_new_tokens: int,
                template: str | None = None) -> tuple[list[int], int]:
-    """The prompt's token ids with the oldest turns dropped until it fits; also how many were dropped."""
+    """The prompt's token ids with the oldest exchanges dropped until it fits; also how many turns were dropped.
+
+    Linear in the history: each turn's words are tokenized once (in one batch) to guess where to start, and the
+    template is rendered only from there (again from the next exchange while the guess was short)."""
     room = lm.context_length - min(max_new_tokens, lm.context_length // 4)
     head = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    tail = [{"role": "user", "content": message}]
     # Drop whole exchanges: some chat templates insist that the first turn is the user's.
     starts = [0] + [i for i, turn in enumerate(turns) if turn["role"] == "user" and i > 0] + [len(turns)]
-    for dropped in starts:
-        messages = head + turns[dropped:] + [{"role": "user", "content": message}]
-        ids = lm.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
-                                               return_dict=False, chat_template=template)
+    overhead = _template_overhead(lm, template)
+    sizes = [len(ids) + overhead for ids in
+             lm.tokenizer([t["content"] for t in head + turns + tail], add_special_tokens=False)["input_ids"]]
+    fixed = sum(sizes[:len(head)]) + sizes[-1]
+    suffix = [0] * (len(turns) + 1)  # suffix[i]: the guessed tokens of turns[i:]
+    for i in range(len(turns) - 1, -1, -1):
+        suffix[i] = suffix[i + 1] + sizes[len(head) + i]
+    first = next((k for k, start in enumerate(starts) if fixed + suffix[start] <= room), len(starts) - 1)
+    for dropped in starts[first:]:
+        ids = lm.tokenizer.apply_chat_template(head + turns[dropped:] + tail, add_generation_prompt=True,
+                                               tokenize=True, return_dict=False, chat_template=template)
         if len(ids) <= room:
             return list(ids), dropped
     raise UserError(f"Your message is too long for {lm.name}: it reads at most {room} tokens with the system "
                     "prompt. Shorten the message or the system prompt.")
+
+
+def _template_overhead(lm: LoadedLM, template: str | None) -> int:
+    """Tokens the chat template adds around one message's words (its role markers), measured on a short one."""
+    probe = [{"role": "user", "content": "x"}]
+    rendered = lm.tokenizer.apply_chat_template(probe * 2, tokenize=True, return_dict=False, chat_template=template)
+    alone = lm.tokenizer.apply_chat_template(probe, tokenize=True, return_dict=False, chat_template=template)
+    return max(1, len(rendered) - len(alone) - 1)  # the second message's cost, less its one word

@@ -29,12 +29,12 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock
 
+from accounts import Shares
 from errors import UserError
 from tasks import vector_index
 from tasks.documents import Document
 
 VERSION = 1  # of the manifest's schema; an older manifest is migrated when read, never dropped
-LOCAL_OWNER = "local"  # everything belongs to this owner until login exists
 NAME_LIMIT = 64
 _NAME = re.compile(r"\w[\w .-]*")  # \w: letters and digits of any script, and underscore
 
@@ -265,30 +265,66 @@ def _drop_document(manifest: dict, name: str) -> None:
 
 
 class CollectionStore:
-    """All collections under one folder, one subfolder per owner."""
+    """All collections under one folder, one subfolder per owner; an owner also reads the collections an admin
+    shared with everyone (read-only)."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, shares: Shares | None = None):
         self.root = Path(root)
+        self.shares = shares
         self._guard = threading.Lock()
         self._locks: dict[tuple[str, str], threading.Lock] = {}  # one per collection, made on first use
 
-    def names(self, owner: str) -> list[str]:
-        """The owner's collections, sorted by name."""
+    def own_names(self, owner: str) -> list[str]:
+        """The owner's own collections, sorted by name."""
         folder = self.root / check_name(owner, "owner")
         if not folder.is_dir():
             return []
         return sorted(p.name for p in folder.iterdir()
                       if _NAME.fullmatch(p.name) and len(p.name) <= NAME_LIMIT and (p / "manifest.json").is_file())
 
-    def open(self, owner: str, name: str, must_exist: bool = True) -> Collection:
-        """A collection of owner's; a UserError when must_exist and there is none by that name."""
+    def names(self, owner: str) -> list[str]:
+        """The collections owner may search (their own, then those shared with everyone), sorted by name."""
+        own = self.own_names(owner)
+        shared = {name for whose, name in self.shares.items("collection") if whose != owner} if self.shares else set()
+        return own + sorted(shared - set(own))
+
+    def owners(self) -> list[str]:
+        """Everyone who has collections (an admin lists them all)."""
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir()) if self.root.is_dir() else []
+
+    def open(self, owner: str, name: str, must_exist: bool = True, writable: bool = False) -> Collection:
+        """A collection owner may read (their own, else one shared with everyone), or with writable one they may
+        change (their own; a new one when must_exist is False); a UserError when there is none by that name."""
         owner, name = check_name(owner, "owner"), check_name(name)
+        collection = self._collection(owner, name)
+        if collection.exists() or (writable and not must_exist):
+            return collection
+        for sharer in self.shares.owners_sharing("collection", name) if self.shares else []:
+            shared = self._collection(sharer, name)
+            if shared.exists():
+                if writable:
+                    raise UserError(f"The collection '{name}' is shared with you by {sharer}, read-only; only they "
+                                    "can change it.")
+                return shared
+        raise UserError(f"There is no collection named '{name}'; add documents to create it.")
+
+    def _collection(self, owner: str, name: str) -> Collection:
         folder = (self.root / owner / name).resolve()
         if folder.parent != (self.root / owner).resolve():  # defence in depth: the name check already ensures it
             raise UserError(f"'{name}' cannot be a collection name.")
         with self._guard:
             lock = self._locks.setdefault((owner, name), threading.Lock())
-        collection = Collection(folder, self.root / owner / ".locks" / f"{name}.lock", lock, owner, name)
-        if must_exist and not collection.exists():
-            raise UserError(f"There is no collection named '{name}'; add documents to create it.")
-        return collection
+        return Collection(folder, self.root / owner / ".locks" / f"{name}.lock", lock, owner, name)
+
+    def move_owner(self, old: str, new: str) -> int:
+        """Give every collection of old to new (the migration to accounts); a taken name gets a suffix."""
+        moved = 0
+        for name in self.own_names(old):
+            target, suffix = name, 1
+            while (self.root / new / target).exists():
+                suffix += 1
+                target = f"{name}-{suffix}"
+            (self.root / new).mkdir(parents=True, exist_ok=True)
+            (self.root / old / name).rename(self.root / new / target)
+            moved += 1
+        return moved

@@ -5,6 +5,7 @@ generation engine.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 
 import torch
@@ -12,7 +13,7 @@ import torch
 from errors import UserError
 from models import catalog
 from models.adapters import selected
-from models.engine import SamplingParams
+from models.engine import SamplingParams, new_caller
 from models.loading import LoadedLM, LoadedModel, ModelHub, read_config, token_limit
 from tasks.base import Task
 from tasks.chat import Reply
@@ -90,24 +91,31 @@ def prompt_ids(lm: LoadedLM, prompt: str) -> list[int]:
 
 
 def lm_replies(lm: LoadedLM, prompts: list[str], max_new_tokens: list[int], adapter_name: str | None,
-               progress: Progress, label: str) -> list[str]:
-    """Greedy replies of an instruction LM, one user message each; submitted together so the engine batches them."""
-    requests = [lm.generate(prompt_ids(lm, p), SamplingParams(max_new_tokens=n, temperature=0), adapter_name)
-                for p, n in zip(prompts, max_new_tokens)]
+               progress: Progress, in_flight_limit: int, label: str) -> list[str]:
+    """Greedy replies of an instruction LM, one user message each, in_flight_limit at a time so they batch in the
+    engine without crowding out other users; the rest wait here, not in the engine. Progress may raise to stop
+    (the client went away): the requests in flight stop too."""
+    caller = new_caller()  # one turn-taker in the engine for all of this request's pieces
+    submit = lambda i: lm.generate(prompt_ids(lm, prompts[i]),  # noqa: E731
+                                   SamplingParams(max_new_tokens=max_new_tokens[i], temperature=0), adapter_name,
+                                   caller)
+    in_flight = deque(submit(i) for i in range(min(in_flight_limit, len(prompts))))
     replies = []
     try:
-        for i, request in enumerate(requests):
-            replies.append(Reply(lm, request).text().strip())
-            progress((i + 1) / len(requests), f"{label} {i + 1} of {len(requests)}")
+        while in_flight:
+            replies.append(Reply(lm, in_flight.popleft()).text().strip())
+            if len(replies) + len(in_flight) < len(prompts):
+                in_flight.append(submit(len(replies) + len(in_flight)))
+            progress(len(replies) / len(prompts), f"{label} {len(replies)} of {len(prompts)}")
     finally:
-        for request in requests:  # after an error, the rest must not keep the engine busy
+        for request in in_flight:  # after an error or a stop, the rest must not keep the engine busy
             request.stop.set()
     return replies
 
 
-def instruction_lm(task: Task, model: str, adapter: str, what: str) -> tuple[LoadedLM, str | None]:
+def instruction_lm(task: Task, model: str, adapter: str, what: str, owner: str) -> tuple[LoadedLM, str | None]:
     """The instruction LM and adapter for an LM-backed task, or a UserError for a base model."""
-    lm, adapter_name, _ = task.lm(model, adapter)
+    lm, adapter_name, _ = task.lm(model, adapter, owner)
     if not lm.has_chat_template:
         raise UserError(f"'{lm.name}' is a base model without a chat template, so it cannot follow a {what} "
                         "request; pick an instruction model or a sequence-to-sequence model.")

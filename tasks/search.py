@@ -10,6 +10,7 @@ import numpy as np
 from errors import UserError
 from models import catalog
 from models.embeddings import Embedder
+from accounts import Shares
 from config import LOCAL_USER
 from tasks.base import Endpoint, Task, Upload, require_range, require_text
 from tasks.collections import Collection, CollectionStore, VectorSpace, check_name, nearest
@@ -40,32 +41,34 @@ class SearchTask(Task):
 
     def __init__(self, ctx):
         super().__init__(ctx)
-        self.store = CollectionStore(ctx.settings.path("collections"))
+        self.store = CollectionStore(ctx.settings.path("collections"), Shares(ctx.settings.data_dir))
 
     def endpoints(self) -> list[Endpoint]:
         return [Endpoint("add_documents", self.add_documents), Endpoint("search", self.search),
                 Endpoint("collections", self.collections), Endpoint("remove_document", self.remove_document)]
 
-    # Public API (the owner is "local" until login exists; the owner-taking methods below stay the same).
-    def search(self, query: str, collection: str = "", k: int = 5, adapter: str = "") -> list[dict]:
-        """The k chunks closest in meaning to query, best first; collection "" searches all collections."""
-        return self.find(LOCAL_USER, query, collection, k, adapter)
+    # The public API: the owner comes from the request (ui/api.py), never from a parameter.
+    def search(self, query: str, collection: str = "", k: int = 5, adapter: str = "", *, owner: str = LOCAL_USER,
+               progress: Progress | None = None) -> list[dict]:
+        """The k chunks closest in meaning to query, best first; collection "" searches all your collections."""
+        return self.find(owner, query, collection, k, adapter, progress)
 
-    def retrieve(self, query: str, collection: str = "", k: int = 5) -> list[dict]:
+    def retrieve(self, query: str, collection: str = "", k: int = 5, *, owner: str = LOCAL_USER) -> list[dict]:
         """Same as search, without an adapter: the passages question answering reads."""
-        return self.find(LOCAL_USER, query, collection, k)
+        return self.find(owner, query, collection, k)
 
-    def collections(self) -> list[dict]:
-        """Every collection with its number of documents and chunks and the embedding model(s) of its vectors."""
-        return self.summaries(LOCAL_USER)
+    def collections(self, *, owner: str = LOCAL_USER) -> list[dict]:
+        """Your collections (and those shared with everyone) with their documents, chunks and embedding models."""
+        return self.summaries(owner)
 
-    def remove_document(self, collection: str, source: str) -> dict:
-        """Remove one document (by its source name) from a collection; returns what is left."""
-        return self.remove(LOCAL_USER, collection, source)
+    def remove_document(self, collection: str, source: str, *, owner: str = LOCAL_USER) -> dict:
+        """Remove one document (by its source name) from one of your collections; returns what is left."""
+        return self.remove(owner, collection, source)
 
-    def add_documents(self, collection: str, files: list[Upload] | None = None, text: str = "") -> dict:
+    def add_documents(self, collection: str, files: list[Upload] | None = None, text: str = "", *,
+                      owner: str = LOCAL_USER, progress: Progress | None = None) -> dict:
         """Add .txt, .md, .csv and .pdf files and/or pasted text to a collection, creating it if it is new."""
-        return self.add(LOCAL_USER, collection, files, text)
+        return self.add(owner, collection, files, text, progress)
 
     @property
     def model(self) -> str:
@@ -73,9 +76,9 @@ class SearchTask(Task):
         return self.default()
 
     # Per-owner work.
-    def embedding(self, adapter: str = "") -> tuple[Embedder, VectorSpace]:
+    def embedding(self, adapter: str = "", owner: str = LOCAL_USER) -> tuple[Embedder, VectorSpace]:
         """The embedding model (with the adapter attached) and the vector space it writes."""
-        embedder = self.encoder("embedder", "", adapter)
+        embedder = self.encoder("embedder", "", adapter, owner)
         source, trained = embedder.source, embedder.adapter
         # A catalog model is the same weights wherever it was installed from; other models are their location.
         model_id = source.name if catalog.find(source.name) else source.location
@@ -89,7 +92,7 @@ class SearchTask(Task):
         Returns {added: [names], skipped: [{name, reason}], chunks: chunks added, replaced: [names]}.
         """
         progress = progress or _silent
-        target = self.store.open(owner, collection, must_exist=False)
+        target = self.store.open(owner, collection, must_exist=False, writable=True)
         files = list(files or [])
         if not files and not (text or "").strip():
             raise UserError("Please upload a file or paste some text to add.")
@@ -147,7 +150,7 @@ class SearchTask(Task):
             targets = [self.store.open(owner, name) for name in self.store.names(owner)]
             if not targets:
                 raise UserError("There are no collections yet: add documents first.")
-        embedder, space = self.embedding(adapter)
+        embedder, space = self.embedding(adapter, owner)
         vector = embedder.encode([query])[0]
         hits = [hit for target in targets
                 for hit in self._search_one(target, embedder, space, vector, int(k), progress or _silent)]
@@ -175,14 +178,19 @@ class SearchTask(Task):
                              "chunk": chunk["index"], "collection": target.name})
         return hits
 
-    def summaries(self, owner: str) -> list[dict]:
-        """The owner's collections: {name, documents, chunks, model}."""
+    def summaries(self, owner: str, everyone: bool = False) -> list[dict]:
+        """The collections owner may search (every owner's with everyone=True, for an admin):
+        {name, documents, chunks, model, owner, shared}."""
+        shared = self.store.shares.items("collection") if self.store.shares else set()
+        places = ([(whose, name) for whose in self.store.owners() for name in self.store.own_names(whose)]
+                  if everyone else [(owner, name) for name in self.store.names(owner)])
         out = []
-        for name in self.store.names(owner):
-            target = self.store.open(owner, name)
+        for whose, name in places:
+            target = self.store.open(whose, name)
             manifest = target.manifest()
             out.append({"name": name, "documents": len(manifest["documents"]), "chunks": len(manifest["chunks"]),
-                        "model": ", ".join(space.label for space in target.spaces())})
+                        "model": ", ".join(space.label for space in target.spaces()), "owner": target.owner,
+                        "shared": (target.owner, name) in shared})
         return out
 
     def documents(self, owner: str, collection: str) -> list[dict]:
@@ -195,4 +203,4 @@ class SearchTask(Task):
     def remove(self, owner: str, collection: str, source: str) -> dict:
         """Remove a document of the owner's; {removed, documents, chunks} left."""
         source = require_text(source, "document name", 1_000)
-        return self.store.open(owner, collection).remove(source)
+        return self.store.open(owner, collection, writable=True).remove(source)

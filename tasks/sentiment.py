@@ -7,6 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from config import LOCAL_USER
 from errors import UserError
 from models import catalog
 from models.loading import token_limit
@@ -88,24 +89,26 @@ class SentimentTask(Task):
     def endpoints(self) -> list[Endpoint]:
         return [Endpoint("sentiment", self.sentiment)]
 
-    def sentiment(self, texts: list[str] | str, model: str = "", adapter: str = "") -> list[dict]:
+    def sentiment(self, texts: list[str] | str, model: str = "", adapter: str = "", *, owner: str = LOCAL_USER,
+                  progress: Progress | None = None) -> list[dict]:
         """The label and every label's probability for each text (a list, or one text per line)."""
-        return self.analyze(texts, model, adapter)[0]
+        return self.analyze(texts, model, adapter, progress, owner=owner)[0]
 
     def zero_shot(self, model: str = "", adapter: str = "") -> bool:
         """Whether this model (and adapter) runs the offline zero-shot method rather than a classifier."""
         return not self.has_head(model, adapter, "ForSequenceClassification")
 
     def analyze(self, texts: list[str] | str, model: str = "", adapter: str = "",
-                progress: Progress | None = None) -> tuple[list[dict], str]:
+                progress: Progress | None = None, *, owner: str = LOCAL_USER) -> tuple[list[dict], str]:
         """The results and a note ("" with a classifier, the zero-shot note on the offline fallback)."""
         kept = split_texts(texts)
         if self.zero_shot(model, adapter):
             return self._zero_shot(kept, model, progress), ZERO_SHOT_NOTE
-        return self._classify(kept, model, adapter, progress), ""
+        return self._classify(kept, model, adapter, progress, owner), ""
 
-    def _classify(self, texts: list[str], model: str, adapter: str, progress: Progress | None) -> list[dict]:
-        loaded = self.encoder("classifier", model, adapter)
+    def _classify(self, texts: list[str], model: str, adapter: str, progress: Progress | None,
+                  owner: str) -> list[dict]:
+        loaded = self.encoder("classifier", model, adapter, owner)
         config = loaded.model.config
         labels = [str(config.id2label.get(i, f"LABEL_{i}")) for i in range(config.num_labels)]
         limit = token_limit(config, loaded.tokenizer, cap=512, fallback=512)

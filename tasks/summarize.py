@@ -14,6 +14,7 @@ import numpy as np
 from errors import UserError
 from models import catalog
 from models.adapters import selected
+from config import LOCAL_USER
 from tasks.base import Endpoint, Task, require_text
 from tasks.generation import (
     Counter,
@@ -71,6 +72,15 @@ def centrality(vectors: np.ndarray, damping: float = 0.85, steps: int = 60) -> n
     return rank
 
 
+def considered(sentences: list[str], limit: int) -> tuple[list[str], int]:
+    """At most limit sentences, spread evenly over the text (in order), and how many there were: ranking compares
+    every pair, so memory and time grow with the square of this number."""
+    if len(sentences) <= limit:
+        return sentences, len(sentences)
+    step = len(sentences) / limit
+    return [sentences[int(i * step)] for i in range(limit)], len(sentences)
+
+
 def pick_sentences(sentences: list[str], vectors: np.ndarray, keep: int) -> list[int]:
     """Indexes of the keep most central sentences, in document order, skipping fragments and near-repeats."""
     order = list(np.argsort(-centrality(vectors), kind="stable"))
@@ -111,20 +121,21 @@ class SummarizeTask(Task):
     def endpoints(self) -> list[Endpoint]:
         return [Endpoint("summarize", self.summarize)]
 
-    def summarize(self, text: str, method: str = "", length: str = "medium", model: str = "",
-                  adapter: str = "") -> dict:
+    def summarize(self, text: str, method: str = "", length: str = "medium", model: str = "", adapter: str = "",
+                  *, owner: str = LOCAL_USER, progress: Progress | None = None) -> dict:
         """Summarize text: method extractive/abstractive ("" = decided by the model), length short/medium/bullets.
 
         With method "" a model that writes (seq2seq or instruction LM) summarizes abstractively and an embedding
         model (the offline default, all-MiniLM-L6-v2) picks the most central sentences; "abstractive" with no
         model uses the default chat model.
         """
-        return self.run(text, method, length, model, adapter)
+        return self.run(text, method, length, model, adapter, progress, owner=owner)
 
     def run(self, text: str, method: str = "", length: str = "medium", model: str = "", adapter: str = "",
-            progress: Progress | None = None, max_new_tokens: int | None = None) -> dict:
+            progress: Progress | None = None, max_new_tokens: int | None = None, *,
+            owner: str = LOCAL_USER) -> dict:
         """summarize() with progress reports; max_new_tokens caps each abstractive generation (tests keep it small)."""
-        text = require_text(text, "text to summarize")
+        text = require_text(text, "text to summarize", self.ctx.settings.max_chars)
         progress = progress or no_progress
         method = (method or "").strip().lower()
         length = (length or "medium").strip().lower()
@@ -133,7 +144,7 @@ class SummarizeTask(Task):
         if length not in LENGTHS:
             raise UserError(f"Unknown length '{length}': use short, medium or bullets.")
         if selected(adapter):
-            model = self.model_for(model, adapter)
+            model = self.model_for(model, adapter, owner)
             method = method or "abstractive"  # adapters are trained on the abstractive (LM) path
         if method == "abstractive" and not (model or "").strip():
             model = self.default(catalog.DECODER)  # the default model that writes
@@ -153,14 +164,14 @@ class SummarizeTask(Task):
         cap = max_new_tokens or SUMMARY_TOKENS[length]
         if family == catalog.SEQ2SEQ:
             return self._seq2seq(text, length, model, adapter, cap, progress)
-        return self._lm(text, length, model, adapter, cap, progress)
+        return self._lm(text, length, model, adapter, cap, progress, owner)
 
     def _extractive(self, text: str, length: str, model: str, adapter: str, instead_of: str | None,
                     progress: Progress) -> dict:
         embedder = self.ctx.hub.embedder(model, self.default(catalog.EMBEDDING))
         if selected(adapter):
             raise UserError("Adapters change how a model writes: use them with the abstractive method.")
-        sentences = split_sentences(text)
+        sentences, total = considered(split_sentences(text), self.ctx.settings.summary_sentences)
         keep = sentence_count(len(sentences), length)
         if len(sentences) <= keep:
             chosen = list(range(len(sentences)))
@@ -171,7 +182,10 @@ class SummarizeTask(Task):
         kept = [sentences[i] for i in chosen]
         summary = "\n".join(f"- {s}" for s in kept) if length == "bullets" else " ".join(kept)
         note = (f"Extractive summary, the offline fallback: the {len(kept)} most central of the text's "
-                f"{len(sentences)} sentences, picked with {embedder.name} and kept word for word.")
+                f"{total} sentences, picked with {embedder.name} and kept word for word.")
+        if total > len(sentences):
+            note += (f" The text is long, so {len(sentences):,} of its sentences, spread evenly over it, were "
+                     "compared.")
         if instead_of:
             note += f" {instead_of} writes abstractive summaries only, so {embedder.name} ranked the sentences."
         else:
@@ -194,8 +208,9 @@ class SummarizeTask(Task):
 
         return self._abstractive(text, length, loaded.name, budget, count, summarize_all, progress)
 
-    def _lm(self, text: str, length: str, model: str, adapter: str, cap: int, progress: Progress) -> dict:
-        lm, adapter_name = instruction_lm(self, model, adapter, "summarization")
+    def _lm(self, text: str, length: str, model: str, adapter: str, cap: int, progress: Progress,
+            owner: str) -> dict:
+        lm, adapter_name = instruction_lm(self, model, adapter, "summarization", owner)
         count = token_counter(lm.tokenizer)
         overhead = len(prompt_ids(lm, LM_INSTRUCTIONS["bullets"] + "\n\n")) + 8
         budget = lm.context_length - overhead - cap
@@ -206,6 +221,7 @@ class SummarizeTask(Task):
         def summarize_all(chunks: list[str], size: str, report: Progress) -> list[str]:
             prompts = [lm_prompt(chunk, size) for chunk in chunks]
             return lm_replies(lm, prompts, [min(cap, SUMMARY_TOKENS[size])] * len(chunks), adapter_name, report,
+                              self.ctx.settings.lines_in_flight,
                               "Summarizing part")
 
         return self._abstractive(text, length, lm.name, budget, count, summarize_all, progress)

@@ -14,6 +14,7 @@ from langdetect import DetectorFactory, LangDetectException, detect_langs
 
 from errors import UserError
 from models import catalog
+from config import LOCAL_USER
 from tasks.base import Endpoint, Task, require_text
 from tasks.generation import (Counter, Progress, backbone_family, instruction_lm, lm_replies, no_progress,
                               offline_fallback, pack, prompt_ids, refuse_adapter, seq2seq_context, seq2seq_generate,
@@ -138,10 +139,10 @@ class TranslateTask(Task):
     def endpoints(self) -> list[Endpoint]:
         return [Endpoint("translate", self.translate)]
 
-    def translate(self, text: str, target: str = "en", source: str = "auto", model: str = "",
-                  adapter: str = "") -> dict:
+    def translate(self, text: str, target: str = "en", source: str = "auto", model: str = "", adapter: str = "",
+                  *, owner: str = LOCAL_USER, progress: Progress | None = None) -> dict:
         """Translate text into target (a language code); source "auto" detects it. Line breaks are kept."""
-        return self.run(text, target, source, model, adapter)
+        return self.run(text, target, source, model, adapter, progress, owner=owner)
 
     def detect(self, text: str) -> dict:
         """The detected language of text: {code, name, confidence} (a UserError when it cannot tell)."""
@@ -149,11 +150,12 @@ class TranslateTask(Task):
         return {"code": code, "name": LANGUAGES[code].name if code in LANGUAGES else code, "confidence": confidence}
 
     def run(self, text: str, target: str = "en", source: str = "auto", model: str = "", adapter: str = "",
-            progress: Progress | None = None, max_new_tokens: int | None = None) -> dict:
+            progress: Progress | None = None, max_new_tokens: int | None = None, *,
+            owner: str = LOCAL_USER) -> dict:
         """translate() with progress reports; max_new_tokens caps each piece's translation (tests keep it small)."""
-        text = require_text(text, "text to translate")
+        text = require_text(text, "text to translate", self.ctx.settings.max_chars)
         progress = progress or no_progress
-        model = self.model_for(model, adapter)
+        model = self.model_for(model, adapter, owner)
         target_lang = language(target, "target")
         if (source or "auto").strip().lower() == "auto":
             code, confidence = detect_language(text)
@@ -175,7 +177,7 @@ class TranslateTask(Task):
             backend = self._seq2seq(model, adapter, source_lang, target_lang, cap)
             note = f"Translated by {backend.name}, line by line."
         elif family == catalog.DECODER:
-            backend = self._lm(model, adapter, source_lang, target_lang, cap)
+            backend = self._lm(model, adapter, source_lang, target_lang, cap, owner)
             note = f"Translated by {backend.name} with a translation prompt, line by line."
             if offline_fallback(backend.name):
                 note += (" It is a small offline model and a weak translator: check the result, or pick a "
@@ -242,8 +244,9 @@ class TranslateTask(Task):
 
         return Backend(loaded.name, budget, count, translate_all)
 
-    def _lm(self, model: str, adapter: str, source: Language, target: Language, cap: int) -> Backend:
-        lm, adapter_name = instruction_lm(self, model, adapter, "translation")
+    def _lm(self, model: str, adapter: str, source: Language, target: Language, cap: int,
+            owner: str) -> Backend:
+        lm, adapter_name = instruction_lm(self, model, adapter, "translation", owner)
         count = token_counter(lm.tokenizer)
         room = lm.context_length - len(prompt_ids(lm, lm_prompt("", source, target))) - 8
         budget = min(PIECE_TOKENS, room // 3)  # the piece, and up to twice as much for its translation
@@ -254,7 +257,7 @@ class TranslateTask(Task):
         def translate_all(pieces: list[str], progress: Progress) -> list[str]:
             limits = [min(cap, 2 * count(piece) + 16) for piece in pieces]
             replies = lm_replies(lm, [lm_prompt(piece, source, target) for piece in pieces], limits, adapter_name,
-                                 progress, "Translating piece")
+                                 progress, self.ctx.settings.lines_in_flight, "Translating piece")
             return [clean_reply(reply, target) for reply in replies]
 
         return Backend(lm.name, budget, count, translate_all)

@@ -193,3 +193,17 @@ def mute_chat_dir(tmp_path_factory, tiny_chat_dir) -> Path:
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture
+def upload_dir():
+    """A folder inside Gradio's upload folder: files here count as uploads Gradio received (the UI's handlers
+    accept only those)."""
+    import uuid
+
+    from gradio.utils import get_upload_folder
+
+    folder = Path(get_upload_folder()) / f"test-{uuid.uuid4().hex}"
+    folder.mkdir(parents=True)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)

@@ -1,6 +1,7 @@
 """The generation engine: batched decoding that matches plain generate, joins mid-flight, and stops."""
 
 import threading
+import time
 
 import torch
 
@@ -68,3 +69,36 @@ def test_seeded_sampling_is_reproducible(ctx, tiny_gpt2_dir):
     params = SamplingParams(8, temperature=1.0, top_p=0.9, seed=7)
     runs = [list(lm.generate(prompts(lm)[0], params).token_ids()) for _ in range(2)]
     assert runs[0] == runs[1] and len(runs[0]) == 8
+
+
+def test_a_row_whose_sampling_fails_fails_alone(ctx, tiny_gpt2_dir):
+    import pytest
+
+    lm = ctx.hub.lm(str(tiny_gpt2_dir))
+    prompt = prompts(lm)[1]
+    broken = lm.generate(prompt, SamplingParams(12, temperature=float("nan")))  # no valid probabilities
+    greedy = lm.generate(prompt, SamplingParams(12, temperature=0))
+    with pytest.raises(RuntimeError, match="sampling failed"):
+        list(broken.token_ids())
+    assert list(greedy.token_ids()) == reference(lm, prompt, 12)
+
+
+def test_one_callers_flood_does_not_delay_anothers_first_token(ctx, tiny_gpt2_dir):
+    lm = ctx.hub.lm(str(tiny_gpt2_dir))
+    flood = [lm.generate(prompts(lm)[0], SamplingParams(40, temperature=1.0, seed=i), caller=-1)
+             for i in range(200)]
+    produced = []  # tokens the flood produced, counted by a reader per request
+    readers = [threading.Thread(target=lambda r=r: [produced.append(t) for t in r.token_ids()]) for r in flood]
+    [t.start() for t in readers]
+    while len(produced) < 50:  # the flood is generating
+        time.sleep(0.01)
+    before = len(produced)
+    first = next(lm.generate(prompts(lm)[1], SamplingParams(3, temperature=0), caller=-2).token_ids())
+    waited_rows = len(produced) - before
+    for request in flood:
+        request.stop.set()
+    [t.join(timeout=60) for t in readers]
+    assert isinstance(first, int)
+    # The flood holds at most half the rows (8), so the newcomer joins at the next step: a few steps of the
+    # flood's rows at most, not the 200 x 40 tokens queued before it.
+    assert waited_rows <= 8 * 4, waited_rows

@@ -61,8 +61,11 @@ def test_real_models_load_once_through_the_hub(ctx, tiny_gpt2_dir):
 
 
 def test_budget_evicts_real_models(settings, tiny_gpt2_dir, tiny_chat_dir):
-    from models.loading import ModelHub
-    settings.memory_budget_gb = 0.001  # smaller than both tiny models: only the last one stays
+    from models.loading import ModelHub, weights_on_disk
+    from models.catalog import resolve
+
+    sizes = [weights_on_disk(resolve(str(folder), settings.path("models"))) for folder in (tiny_gpt2_dir, tiny_chat_dir)]
+    settings.memory_budget_gb = max(sizes) * 1.2 / 2**30  # room for either tiny model, not for both
     hub = ModelHub(settings)
     first = hub.lm(str(tiny_gpt2_dir))
     hub.lm(str(tiny_chat_dir))
@@ -70,7 +73,53 @@ def test_budget_evicts_real_models(settings, tiny_gpt2_dir, tiny_chat_dir):
     hub.cache.clear()
 
 
+def test_a_model_bigger_than_the_budget_is_refused(settings, tiny_chat_dir):
+    from models.loading import ModelHub
+
+    settings.memory_budget_gb = 0.001
+    hub = ModelHub(settings)
+    with pytest.raises(UserError, match=r"needs about 0\.0 GB, more than this server's whole memory budget"):
+        hub.lm(str(tiny_chat_dir))
+    assert hub.cache.items() == []
+
+
+def test_a_model_in_use_is_not_unloaded(settings, tiny_gpt2_dir, tiny_chat_dir):
+    from models.engine import SamplingParams
+    from models.loading import ModelHub, weights_on_disk
+    from models.catalog import resolve
+
+    sizes = [weights_on_disk(resolve(str(folder), settings.path("models"))) for folder in (tiny_gpt2_dir, tiny_chat_dir)]
+    settings.memory_budget_gb = max(sizes) * 1.2 / 2**30
+    hub = ModelHub(settings)
+    busy = hub.lm(str(tiny_gpt2_dir))
+    request = busy.generate([1, 2, 3], SamplingParams(100, temperature=1.0, seed=0))
+    tokens = request.token_ids()
+    next(tokens)  # generating: the model is in use
+    hub.lm(str(tiny_chat_dir))
+    assert not busy.engine._closed and len(hub.cache.items()) == 2  # over budget until its requests finish
+    assert len(list(tokens)) >= 1
+    hub.lm(str(tiny_chat_dir))
+    hub.cache.clear()
+
+
 def test_broken_model_folder_is_a_clear_message(ctx, tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "gpt2"}')  # a config, but no weights
     with pytest.raises(UserError, match="Could not load the model"):
         ctx.hub.lm(str(tmp_path))
+
+
+def test_unloading_under_load_hangs_nothing(ctx, tiny_gpt2_dir):
+    from models.engine import SamplingParams
+
+    lm = ctx.hub.lm(str(tiny_gpt2_dir))
+    requests = [lm.generate([1, 2, 3 + i], SamplingParams(30, temperature=1.0, seed=i)) for i in range(6)]
+    attach = threading.Thread(target=lambda: lm.engine.call(lambda: None))  # a command waiting its turn
+    attach.start()
+    ctx.hub.cache.clear()  # unloads the model while its requests run and wait
+    finished = []
+    readers = [threading.Thread(target=lambda r=r: finished.append(list(r.token_ids()))) for r in requests]
+    [t.start() for t in readers]
+    [t.join(timeout=60) for t in readers + [attach]]
+    assert len(finished) == 6 and not attach.is_alive()  # every request ended: they were drained, not dropped
+    with pytest.raises(UserError, match="was just unloaded"):
+        lm.generate([1, 2, 3], SamplingParams(5, temperature=0))

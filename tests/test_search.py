@@ -141,7 +141,8 @@ def test_same_content_is_not_added_twice_and_a_new_version_replaces_the_old(sear
     assert [s["reason"] for s in again["skipped"]] == ["already in the collection"] * 2
     (tmp_path / "a.txt").write_text(CORPUS["volcano.txt"], encoding="utf-8")
     assert search.add_documents("c", files)["replaced"] == ["a.txt"]
-    assert search.collections() == [{"name": "c", "documents": 1, "chunks": 1, "model": "all-MiniLM-L6-v2"}]
+    assert search.collections() == [{"name": "c", "documents": 1, "chunks": 1, "model": "all-MiniLM-L6-v2",
+                                     "owner": "local", "shared": False}]
     assert "lava" in search.search("soup", "c", 5)[0]["text"]
 
 
@@ -240,18 +241,25 @@ def test_chunks_keep_offsets_sizes_and_a_sentence_of_overlap():
     assert [len(c.text.split()) for c in chunk_text("word " * 450)] == [200, 200, 50]
 
 
-def test_ui_helpers(search, tmp_path):
-    class FileDataLike:
-        path, orig_name = str(tmp_path / "x.txt"), "x.txt"
+def test_ui_helpers(search, upload_dir, tmp_path):
+    for name in ("a", "b.txt", "x.txt"):
+        (upload_dir / name).write_text("words", encoding="utf-8")
 
-    assert api.uploads([{"path": "/tmp/a", "orig_name": "a.md"}, "/tmp/b.txt", FileDataLike()]) == [
-        ("/tmp/a", "a.md"), ("/tmp/b.txt", "b.txt"), (str(tmp_path / "x.txt"), "x.txt")]
+    class FileDataLike:
+        path, orig_name = str(upload_dir / "x.txt"), "x.txt"
+
+    assert api.uploads([{"path": str(upload_dir / "a"), "orig_name": "a.md"}, str(upload_dir / "b.txt"),
+                        FileDataLike()]) == [(str(upload_dir / "a"), "a.md"), (str(upload_dir / "b.txt"), "b.txt"),
+                                             (str(upload_dir / "x.txt"), "x.txt")]
+    (tmp_path / "secret.txt").write_text("not uploaded", encoding="utf-8")
+    with pytest.raises(UserError, match="paths on the server are not accepted"):
+        api.uploads([{"path": str(tmp_path / "secret.txt"), "orig_name": "a.txt"}])
     quiet = {"progress": lambda *args, **kwargs: None}
-    files = [path for path, _ in write_corpus(tmp_path, {"shop <b>.txt": CORPUS["refunds.txt"]})]
-    (tmp_path / "blob.txt").write_bytes(b"\x00binary")
+    files = [path for path, _ in write_corpus(upload_dir, {"shop <b>.txt": CORPUS["refunds.txt"]})]
+    (upload_dir / "blob.txt").write_bytes(b"\x00binary")
     with pytest.warns(UserWarning, match="1 item"):  # gr.Warning outside a request
         status, choices, rows, removable, *cleared = search_tab.add_files(
-            search, "c", files + [str(tmp_path / "blob.txt")], "Pasted words.", **quiet)
+            search, "c", files + [str(upload_dir / "blob.txt")], "Pasted words.", **quiet)
     assert "Added 2 documents (2 chunks) to 'c'" in status and "Skipped **blob.txt**" in status
     assert choices["choices"] == ["c"] and cleared == [None, ""]
     assert sorted(row[0] for row in rows)[1] == "shop <b>.txt" and len(removable["choices"]) == 2
@@ -278,7 +286,8 @@ def test_public_api_through_gradio_client(launch, tmp_path):
     hits = client.predict("how do I get my money back", "api docs", 2, "", api_name="/search")
     assert hits[0]["source"] == "refunds.txt" and len(hits) == 2
     assert client.predict(api_name="/collections") == [
-        {"name": "api docs", "documents": 3, "chunks": 3, "model": "all-MiniLM-L6-v2"}]
+        {"name": "api docs", "documents": 3, "chunks": 3, "model": "all-MiniLM-L6-v2", "owner": "local",
+         "shared": False}]
     left = client.predict("api docs", "recipe.txt", api_name="/remove_document")
     assert left == {"removed": "recipe.txt", "documents": 2, "chunks": 2}
     with pytest.raises(AppError, match="cannot be a collection name"):

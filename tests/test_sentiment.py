@@ -107,8 +107,8 @@ def test_csv_column_is_read_and_problems_are_explained(tmp_path):
         csv_texts(str(big), "text", 1)
 
 
-def test_tab_handlers_read_a_csv_and_give_table_chart_and_download(sentiment, tmp_path):
-    path = tmp_path / "reviews.csv"
+def test_tab_handlers_read_a_csv_and_give_table_chart_and_download(sentiment, upload_dir):
+    path = upload_dir / "reviews.csv"
     pd.DataFrame({"stars": [5, 1], "text": POSITIVE[:1] + NEGATIVE[:1]}).to_csv(path, index=False)
     assert sentiment_tab.csv_columns(sentiment, str(path))["value"] == "text"
     table, counts, download, note = sentiment_tab.analyze(sentiment, "ignored", str(path), "text", "", "none")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import shutil
+import threading
 from pathlib import Path
 
 from config import LOCAL_USER
@@ -24,6 +26,7 @@ class TrainingService:
         self.store = paths.job_store(ctx.settings)
         self.adapters = ctx.adapters.store
         self.manager = JobManager(ctx.settings) if start_manager else None
+        self._estimates = threading.BoundedSemaphore(ctx.settings.estimates)
 
     def endpoints(self) -> list[Endpoint]:
         return [Endpoint("train", self.train), Endpoint("job", self.job), Endpoint("cancel", self.cancel),
@@ -31,12 +34,13 @@ class TrainingService:
                 Endpoint("delete_adapter", self.delete_adapter)]
 
     def train(self, task: str, data: Upload, base: str = "", name: str = "", preset: str = "quick",
-              settings: dict | None = None, columns: dict | None = None, validation: Upload | None = None) -> dict:
+              settings: dict | None = None, columns: dict | None = None, validation: Upload | None = None, *,
+              owner: str = OWNER) -> dict:
         """Start a LoRA training job; returns {job_id, position} (poll /job with the id).
 
         validation: an optional file of held-out rows (same format) to score on instead of 10% of data."""
         return self.submit(task, data.path if data else "", base, name, preset, settings, columns,
-                           validation.path if validation else "")
+                           validation.path if validation else "", owner)
 
     # ---- jobs --------------------------------------------------------------------------------------------
     def submit(self, task: str, data_path: str, base: str = "", name: str = "", preset: str = "quick",
@@ -48,9 +52,12 @@ class TrainingService:
             raise UserError("Please upload a data file to train on.")
         name = sanitize_name(name or f"{task}-adapter")
         self._check_name_free(owner, name)
-        train_settings = presets.build(preset, settings)
+        self._check_room(owner)
+        train_settings = presets.build(preset, settings if isinstance(settings, dict) else None)
+        columns = _mapping(columns)
         source = self.base_source(base, task)
         report = data.load_examples(data_path, task, columns or None, self.settings.max_upload_mb)
+        self._check_steps(train_settings, len(report.examples))
         # A catalog model is stored by name (its offline source may move); anything else by its location.
         base_ref = source.name if catalog.find(source.name) else source.location
         job = self.store.create(owner, task, name, base_ref,
@@ -65,6 +72,22 @@ class TrainingService:
             self.manager.wake()
         return {"job_id": job.id, "position": self.store.position(job.id)}
 
+    def estimate(self, task: str, data_path: str, base: str, preset: str, settings: dict | None,
+                 columns: dict | None) -> dict:
+        """The pre-flight estimate (parameters, memory, duration from steps timed here), one at a time per
+        server setting: each loads the model in a subprocess."""
+        from training import estimate as preflight
+
+        if not self._estimates.acquire(blocking=False):
+            raise UserError("Other estimates are running on this server right now; try again in a minute.")
+        try:
+            train_settings = presets.build(preset, settings)
+            rows = len(data.load_examples(data_path, task, columns, self.settings.max_upload_mb).examples) \
+                if data_path else 24
+            return preflight.estimate(self.base_source(base, task).location, train_settings, rows, task)
+        finally:
+            self._estimates.release()
+
     def base_source(self, base: str, task: str) -> catalog.ModelSource:
         """The model a task trains on: a causal LM for the language tasks, an encoder for the others."""
         return recipe.base_source(self.settings, trainable_spec(task), base)
@@ -76,42 +99,59 @@ class TrainingService:
             if job.name == name:
                 raise UserError(f"A training job for an adapter named '{name}' is already waiting or running.")
 
+    def _check_room(self, owner: str) -> None:
+        waiting = self.store.list(owner, states=("queued", "running"))
+        if len(waiting) >= self.settings.jobs_per_user:
+            raise UserError(f"You already have {len(waiting)} training jobs waiting or running (the limit is "
+                            f"{self.settings.jobs_per_user}); wait for one to finish or cancel one.")
+
+    def _check_steps(self, settings: presets.TrainSettings, rows: int) -> None:
+        per_epoch = math.ceil(rows / settings.batch_size) / settings.grad_accum
+        steps = settings.max_steps or math.ceil(settings.epochs * per_epoch)
+        if steps > self.settings.max_train_steps:
+            raise UserError(f"This run would take {steps:,} training steps; this server allows at most "
+                            f"{self.settings.max_train_steps:,}. Lower the epochs or set max steps.")
+
     def _job(self, job_id: str, owner: str):
-        job = self.store.get((job_id or "").strip())
-        if job is None or job.owner != owner:
-            raise UserError(f"There is no training job '{job_id}'.")
+        job = self.store.get(job_id.strip()) if isinstance(job_id, str) and job_id.strip() else None
+        if job is None or (job.owner != owner and not self.ctx.accounts.is_admin(owner)):
+            raise UserError(f"There is no training job '{str(job_id)[:40]}'.")  # another's answers as unknown
         return job
 
-    def job(self, job_id: str) -> dict:
+    def job(self, job_id: str, *, owner: str = OWNER) -> dict:
         """The job's state, progress, loss curve, metrics and report."""
-        job = self._job(job_id, OWNER)
+        job = self._job(job_id, owner)
         status = job.public()
         status["position"] = self.store.position(job.id)
         return status
 
     def jobs(self, owner: str = OWNER) -> list[dict]:
-        return [j.public() for j in reversed(self.store.list(owner))]
+        """The owner's jobs, newest first (every job for an admin)."""
+        everyone = self.ctx.accounts.is_admin(owner)
+        return [j.public() for j in reversed(self.store.list(None if everyone else owner))]
 
-    def cancel(self, job_id: str) -> dict:
+    def cancel(self, job_id: str, *, owner: str = OWNER) -> dict:
         """Cancel a waiting or running job; a running one stops at its next step and saves nothing."""
-        job = self._job(job_id, OWNER)
+        job = self._job(job_id, owner)
         if job.state in ("succeeded", "failed", "cancelled"):
             raise UserError(f"The job '{job.id}' has already ended ({job.state}).")
         (self.manager.cancel if self.manager else self._cancel_offline)(job.id)
-        return self.job(job.id)
+        return self.job(job.id, owner=owner)
 
     def _cancel_offline(self, job_id: str) -> None:
         if not self.store.transition(job_id, ("queued", "interrupted"), state="cancelled"):
             self.store.update(job_id, cancel=1)
 
-    def resume(self, job_id: str) -> dict:
+    def resume(self, job_id: str, *, owner: str = OWNER) -> dict:
         """Queue an interrupted job again; it continues from its last checkpoint."""
-        job = self._job(job_id, OWNER)
+        job = self._job(job_id, owner)
+        if job.state == "interrupted":
+            self._check_room(job.owner)
         if not self.store.transition(job.id, ("interrupted",), state="queued", error="", cancel=0):
             raise UserError(f"Only an interrupted job can be resumed; this one is {job.state}.")
         if self.manager:
             self.manager.wake()
-        return self.job(job.id)
+        return self.job(job.id, owner=owner)
 
     def log_tail(self, job_id: str, lines: int = 12) -> str:
         path = paths.job_folder(self.settings, job_id) / "train.log"
@@ -122,18 +162,30 @@ class TrainingService:
         return "\n".join(text[-lines:])
 
     # ---- adapters ---------------------------------------------------------------------------------------
-    def list_adapters(self, task: str = "") -> list[dict]:
-        """Your adapters (optionally for one task), newest first."""
-        return self.adapters.list(OWNER, (task or "").strip())
+    def list_adapters(self, task: str = "", *, owner: str = OWNER) -> list[dict]:
+        """Your adapters and those shared with everyone (every adapter for an admin), optionally for one task,
+        newest first."""
+        task = task.strip() if isinstance(task, str) else ""
+        return self.adapters.list(owner, task, everyone=self.ctx.accounts.is_admin(owner))
 
-    def delete_adapter(self, name: str) -> list[dict]:
-        """Delete an adapter; returns the remaining list."""
-        self.adapters.delete(OWNER, name)
-        return self.list_adapters()
+    def delete_adapter(self, name: str, *, owner: str = OWNER) -> list[dict]:
+        """Delete one of your adapters; returns the remaining list."""
+        self.adapters.delete(owner, name if isinstance(name, str) else "")
+        return self.list_adapters(owner=owner)
 
-    def adapter_base(self, adapter: str) -> str:
+    def adapter_base(self, adapter: str, owner: str = OWNER) -> str:
         """The base model an adapter was trained on."""
-        return self.ctx.adapters.base(OWNER, adapter)
+        return self.ctx.adapters.base(owner, adapter)
+
+
+def _mapping(columns: object) -> dict | None:
+    """/train's columns as {field: column} (a UserError for anything else)."""
+    if columns in (None, "", {}):
+        return None
+    if not isinstance(columns, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                for k, v in columns.items()):
+        raise UserError("Columns must map task fields to file columns, like {\"text\": \"review\"}.")
+    return columns
 
 
 def _copy_into(source: str, folder: Path, stem: str) -> Path:

@@ -9,7 +9,7 @@ import gradio as gr
 
 from tasks.answer import SENTENCE_NOTE, AnswerTask
 from tasks.text import highlight
-from ui.api import expose
+from ui.api import handler, progress_for, user_of
 from ui.picker import Picker, adapter_value, picker
 
 MODELS = ["all-MiniLM-L6-v2", "DistilBERT-SQuAD"]  # the offline sentence-level default, and a span model
@@ -32,10 +32,10 @@ def fallback_note(task: AnswerTask, model: str, adapter: str) -> str:
 
 
 def ask(task: AnswerTask, question: str, context: str, collection: str, model: str, adapter: str,
-        progress=gr.Progress()):
+        progress=gr.Progress(), request: gr.Request = None):
     """UI handler: the answer, a line with its score, level and source, and the passage with the answer marked."""
-    result = task.find(question, context, collection, model, adapter_value(adapter),
-                       lambda f, msg: progress(f, desc=msg))
+    result = task.find(question, context, collection, model, adapter_value(adapter), progress_for(progress),
+                       owner=user_of(request))
     level = "sentence-level (offline fallback)" if result.level == "sentence" else "exact span"
     if not result.found:
         details = (f"No answer found: the best candidate scored {result.score:.2f}, too low to trust "
@@ -62,7 +62,7 @@ def build(task: AnswerTask, tab: gr.Tab, browser_secret: str) -> Picker:
     marked = gr.HTML(label="Where the answer is")
 
     hidden = {"api_visibility": "undocumented"}
-    gr.on([ask_button.click, question.submit], expose(functools.partial(ask, task)),
+    gr.on([ask_button.click, question.submit], handler(ask, task),
           [question, context, collection, model, adapter], [answer, details, marked], **hidden)
     chosen.wire(tab)
     return chosen

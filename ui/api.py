@@ -1,10 +1,21 @@
-"""The edge between plain task functions and Gradio: user errors become gr.Error with the same sentence, and
-parameters typed Upload take Gradio file uploads."""
+"""The edge between plain task functions and Gradio, the same for the public API and the UI's own events.
+
+- A UserError reaches the caller as gr.Error with its one sentence; any other error as one plain sentence with
+  a reference that is also in the server's log (never a traceback or a server path).
+- The caller is taken from the request (the login, the Hugging Face profile on a Space), never from a parameter:
+  a task function's `owner` parameter is filled in here and is not part of the public API.
+- A task function's `progress` parameter gets the caller's progress bar, and stops the work (raises ClientGone)
+  once the client has gone away.
+- A parameter typed `Upload` takes a file upload: only a file Gradio received (in its upload folder) is accepted.
+"""
 
 from __future__ import annotations
 
 import functools
 import inspect
+import logging
+import os
+import secrets
 import types
 import typing
 from collections.abc import Callable
@@ -12,50 +23,105 @@ from pathlib import Path
 
 import gradio as gr
 
+from config import LOCAL_USER
 from errors import UserError
 from tasks.base import Upload
+from tasks.spec import EXAMPLES
+
+log = logging.getLogger("lora_studio")
+HIDDEN = ("owner", "progress")  # task parameters the edge fills in
+NOT_UPLOADED = "Upload the file; paths on the server are not accepted."
+
+
+class ClientGone(Exception):
+    """The client that asked went away (closed the page, cancelled): the work it asked for stops."""
+
+
+def internal_error(error: BaseException) -> gr.Error:
+    """One plain sentence for an error the user did not cause, with a reference to find it in the log."""
+    reference = secrets.token_hex(4)
+    log.error("internal error %s", reference, exc_info=(type(error), error, error.__traceback__))
+    return gr.Error(f"Something went wrong on the server (reference {reference}); please try again, or tell the "
+                    "operator the reference.")
+
+
+def _translated(error: BaseException) -> BaseException:
+    if isinstance(error, UserError):
+        return gr.Error(str(error))
+    if isinstance(error, (gr.Error, ClientGone)):
+        return error
+    return internal_error(error)
 
 
 def expose(fn: Callable) -> Callable:
-    """Wrap fn (a function or a generator function) so a UserError reaches the caller as gr.Error."""
+    """Wrap fn (a function or a generator function) so errors reach the caller as one sentence (see above)."""
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def stream(*args, **kwargs):
             try:
                 yield from fn(*args, **kwargs)
-            except UserError as error:
-                raise gr.Error(str(error)) from None
+            except Exception as error:  # noqa: BLE001  (every error becomes one sentence)
+                raise _translated(error) from None
         return stream
 
     @functools.wraps(fn)
     def call(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except UserError as error:
-            raise gr.Error(str(error)) from None
+        except Exception as error:  # noqa: BLE001
+            raise _translated(error) from None
     return call
 
 
+# ---- who is asking -------------------------------------------------------------------------------------------
+
+def user_of(request: gr.Request | None) -> str:
+    """The caller's name: the login, else the Hugging Face profile (a Space with hf_oauth), else `local`."""
+    name = getattr(request, "username", None) if request is not None else None
+    if not name and request is not None:
+        try:
+            info = request.session.get("oauth_info") or {}
+        except (AttributeError, AssertionError, KeyError):  # no session: no OAuth on this server
+            info = {}
+        profile = (info.get("userinfo") or {}).get("preferred_username")
+        name = f"hf-{profile.lower()}" if profile else None
+    if not name and os.environ.get("OAUTH_CLIENT_ID"):  # a Space with Hugging Face login: anonymous owns nothing
+        raise UserError("Please sign in with Hugging Face first (the button at the top of the page).")
+    return name or LOCAL_USER
+
+
+# ---- uploads -------------------------------------------------------------------------------------------------
+
+def _received(path: str) -> bool:
+    """Whether path is a file Gradio received (its upload folder) or one of the app's samples."""
+    real = Path(os.path.realpath(path))
+    roots = [Path(os.path.realpath(gr.utils.get_upload_folder())), Path(os.path.realpath(EXAMPLES))]
+    return real.is_file() and any(real.is_relative_to(root) for root in roots)
+
+
 def upload(item: object) -> Upload:
-    """An uploaded file as the task's plain (path, name), from what Gradio passes (FileData, a dict or a path)."""
-    if isinstance(item, Upload):
-        return item
+    """An uploaded file as the task's plain (path, name), from what Gradio passes (FileData, a dict or a path);
+    anything that is not a real upload is refused with one sentence."""
     if isinstance(item, dict):
         path, name = item.get("path"), item.get("orig_name")
     elif isinstance(item, (str, Path)):
         path, name = str(item), None
     else:
         path, name = getattr(item, "path", None), getattr(item, "orig_name", None)
-    if not isinstance(path, (str, Path)) or not str(path):
+    if not isinstance(path, (str, Path)) or not str(path) or "\x00" in str(path):
         raise UserError("An uploaded file arrived without its content; please upload it again.")
-    return Upload(str(path), name if isinstance(name, str) and name else Path(str(path)).name)
+    if not _received(str(path)):
+        raise UserError(NOT_UPLOADED)
+    return Upload(str(path), name if isinstance(name, str) and name.strip() else Path(str(path)).name)
 
 
 def uploads(value: object) -> list[Upload]:
     """Every upload in a file parameter (one file, a list of files, or nothing)."""
-    items = value if isinstance(value, (list, tuple)) and not isinstance(value, Upload) else [value]
+    items = value if isinstance(value, (list, tuple)) else [value]
     return [upload(item) for item in items if item not in (None, "")]
 
+
+# ---- public endpoints ----------------------------------------------------------------------------------------
 
 def _gradio_type(hint):
     """The Gradio type of a task parameter's type: Upload becomes gr.FileData, inside lists and optionals too."""
@@ -78,48 +144,85 @@ def _converter(hint) -> Callable | None:
     if hint is Upload:
         return upload
     args = typing.get_args(hint)
-    if Upload in args and typing.get_origin(hint) is list:
-        return uploads
-    if Upload in args:  # Upload | None
-        return lambda value: None if value in (None, "") else upload(value)
-    if any(typing.get_origin(arg) is list and Upload in typing.get_args(arg) for arg in args):  # list | None
-        return uploads
+    if any(arg is Upload or Upload in typing.get_args(arg) for arg in args):
+        lists = typing.get_origin(hint) is list or any(typing.get_origin(arg) is list for arg in args)
+        return uploads if lists else (lambda value: None if value in (None, "") else upload(value))
     return None
 
 
-def endpoint_function(fn: Callable) -> Callable:
-    """fn as a public endpoint: its Upload parameters typed for Gradio and converted, its UserErrors as gr.Error."""
+def progress_for(progress=None) -> Callable[[float, str], None]:
+    """A task's progress callback: it moves the caller's progress bar and raises ClientGone once the client went
+    away (closed the page or cancelled), so long work stops instead of running for nobody."""
+    from gradio.context import LocalContext
+
+    blocks, event_id = LocalContext.blocks.get(None), LocalContext.event_id.get(None)
+
+    def report(fraction: float, message: str) -> None:
+        if blocks is not None and event_id is not None and not _event_alive(blocks, event_id):
+            raise ClientGone(message)
+        if progress is not None:
+            progress(fraction, desc=message)
+    return report
+
+
+def _event_alive(blocks, event_id: str) -> bool:
+    for job in blocks._queue.active_jobs:  # Gradio marks an event dead when its client disconnects
+        for event in job or []:
+            if event._id == event_id:
+                return event.alive
+    return True
+
+
+def endpoint_function(fn: Callable, exposed: Callable | None = None) -> Callable:
+    """fn as Gradio calls it: upload parameters typed for Gradio and checked, the caller and a progress callback
+    filled in from the request (they are not API parameters), errors as one sentence."""
     hints = typing.get_type_hints(fn)
     signature = inspect.signature(fn)
     converters = {name: c for name in signature.parameters if (c := _converter(hints.get(name))) is not None}
-    exposed = expose(fn)
-    if not converters:
-        return exposed
+    hidden = [name for name in HIDDEN if name in signature.parameters]
+    run = exposed or expose(fn)
 
-    def convert(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-        bound = signature.bind(*args, **kwargs)
+    def prepare(args: tuple, kwargs: dict, request: gr.Request | None) -> tuple[tuple, dict]:
+        bound = signature.bind_partial(*args, **kwargs)
         for name, to_task in converters.items():
             if name in bound.arguments:
                 bound.arguments[name] = to_task(bound.arguments[name])
-        return bound.args, bound.kwargs
+        extra = {}
+        if "owner" in hidden:
+            extra["owner"] = user_of(request)
+        if "progress" in hidden:
+            extra["progress"] = progress_for(None)  # an API call has no progress bar; it can still be cancelled
+        return bound.args, {**bound.kwargs, **extra}
+
+    public = [p.replace(annotation=_gradio_type(hints.get(name, p.annotation)))
+              for name, p in signature.parameters.items() if name not in hidden]
+    count = len(public)
+
+    def arguments(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        # Gradio passes the request positionally after the public parameters (see the signature below).
+        request = args[count] if len(args) > count else kwargs.pop("request", None)
+        try:
+            return prepare(args[:count], kwargs, request)
+        except Exception as error:  # noqa: BLE001
+            raise _translated(error) from None
 
     if inspect.isgeneratorfunction(fn):
         def wrapper(*args, **kwargs):
-            args, kwargs = convert(args, kwargs)
-            yield from exposed(*args, **kwargs)
+            args, kwargs = arguments(args, kwargs)
+            yield from run(*args, **kwargs)
     else:
         def wrapper(*args, **kwargs):
-            try:
-                args, kwargs = convert(args, kwargs)
-            except UserError as error:
-                raise gr.Error(str(error)) from None
-            return exposed(*args, **kwargs)
+            args, kwargs = arguments(args, kwargs)
+            return run(*args, **kwargs)
     functools.update_wrapper(wrapper, fn)
     del wrapper.__wrapped__  # Gradio must read the signature below, not fn's
-    wrapper.__annotations__ = {name: _gradio_type(hint) for name, hint in hints.items()}
-    wrapper.__signature__ = signature.replace(parameters=[
-        p.replace(annotation=_gradio_type(hints.get(name, p.annotation))) for name, p in signature.parameters.items()],
-        return_annotation=hints.get("return", signature.return_annotation))
+    request = inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=gr.Request,
+                                default=None)
+    wrapper.__signature__ = signature.replace(parameters=[p.replace(kind=inspect.Parameter.POSITIONAL_OR_KEYWORD)
+                                                          for p in public] + [request],
+                                              return_annotation=hints.get("return", signature.return_annotation))
+    wrapper.__annotations__ = {**{p.name: _gradio_type(hints[p.name]) for p in public if p.name in hints},
+                               "request": gr.Request, **({"return": hints["return"]} if "return" in hints else {})}
     return wrapper
 
 
@@ -127,3 +230,23 @@ def publish(endpoints) -> None:
     """Register each task endpoint under its fixed api_name (call inside the Blocks context)."""
     for endpoint in endpoints:
         gr.api(endpoint_function(endpoint.fn), api_name=endpoint.api_name)
+
+
+def handler(fn: Callable, *bound) -> Callable:
+    """A UI event handler: fn with its first arguments bound (the task), errors as one sentence, and its
+    gr.Request / gr.Progress parameters still filled in by Gradio."""
+    hints = typing.get_type_hints(fn)
+    signature = inspect.signature(fn)
+    params = list(signature.parameters.values())[len(bound):]
+    wrapper = expose(functools.partial(fn, *bound))
+    del wrapper.__wrapped__
+    wrapper.__signature__ = signature.replace(parameters=params)
+    wrapper.__annotations__ = {p.name: hints[p.name] for p in params if p.name in hints}
+    return wrapper
+
+
+def on_load(fn: Callable, inputs, outputs) -> None:
+    """Run fn when the page loads (inside a tab builder, which has no handle on the whole page)."""
+    from gradio.context import get_blocks_context
+
+    get_blocks_context().root_block.load(fn, inputs, outputs, show_progress="hidden", api_visibility="undocumented")

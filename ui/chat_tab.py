@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import tempfile
 
@@ -10,19 +9,19 @@ import gradio as gr
 
 from models import catalog
 from tasks.chat import ChatTask, message_text
-from ui.api import expose
+from ui.api import expose, handler, user_of
 from ui.picker import Picker, adapter_value, picker
 
 MAX_ALTERNATIVES = 4
 
 
 def respond(task: ChatTask, message: str, history: list, system_prompt: str, model: str, adapter: str,
-            temperature: float, top_p: float, max_new_tokens: int):
+            temperature: float, top_p: float, max_new_tokens: int, request: gr.Request = None):
     """UI handler: append the user's message, then stream the assistant's reply into the chatbot."""
     if not (message or "").strip():
         raise gr.Error("Please type a message first.")
     reply = task.reply(message, history, system_prompt, model, adapter_value(adapter),
-                       temperature, top_p, int(max_new_tokens))
+                       temperature, top_p, int(max_new_tokens), owner=user_of(request))
     if reply.notice:
         gr.Warning(reply.notice)
     history = list(history or []) + [{"role": "user", "content": message},
@@ -34,9 +33,10 @@ def respond(task: ChatTask, message: str, history: list, system_prompt: str, mod
 
 
 def alternatives(task: ChatTask, text: str, model: str, adapter: str, count: int, max_new_tokens: int,
-                 temperature: float):
+                 temperature: float, request: gr.Request = None):
     """UI handler: several continuations side by side, one box each."""
-    outs = task.complete(text, model, adapter_value(adapter), int(count), int(max_new_tokens), temperature)
+    outs = task.complete(text, model, adapter_value(adapter), int(count), int(max_new_tokens), temperature,
+                         owner=user_of(request))
     return [gr.update(value=text + (outs[i] if i < len(outs) else ""), visible=i < len(outs))
             for i in range(MAX_ALTERNATIVES)]
 
@@ -97,13 +97,12 @@ def build(task: ChatTask, tab: gr.Tab, browser_secret: str) -> Picker:
 
     hidden = {"api_visibility": "undocumented"}
     inputs = [message, chatbot, system_prompt, model, adapter, temperature, top_p, max_new_tokens]
-    sending = gr.on([message.submit, send.click], expose(functools.partial(respond, task)), inputs,
-                    [chatbot, message], **hidden)
+    sending = gr.on([message.submit, send.click], handler(respond, task), inputs, [chatbot, message], **hidden)
     stop.click(None, None, None, cancels=[sending], **hidden)
     clear.click(lambda: [], None, chatbot, **hidden)
     export.click(expose(lambda h, f: gr.update(value=export_chat(h, f), visible=True)), [chatbot, export_format],
                  export_file, **hidden)
-    go.click(expose(functools.partial(alternatives, task)),
+    go.click(handler(alternatives, task),
              [prompt, model, adapter, count, complete_tokens, complete_temperature], outs, **hidden)
     mode.change(lambda m: (gr.update(visible=m == "Chat"), gr.update(visible=m != "Chat")), mode,
                 [chat_box, complete_box], **hidden)

@@ -12,6 +12,7 @@ from models import catalog
 from errors import UserError
 from models.adapters import NO_ADAPTER, selected
 from tasks.base import Task
+from ui.api import expose, on_load, user_of
 
 MODEL_INFO = "A catalog model, a Hugging Face id or a local model folder."
 QUIET = {"show_progress": "hidden", "api_visibility": "undocumented"}
@@ -33,23 +34,30 @@ class Picker:
     describe: Callable[[str, str], str]  # (model, adapter choice) -> the info line
     extra: gr.Component | None = None  # the tab's own component in the picker's row
 
-    def choices(self, model: str) -> list[str]:
-        """'none' plus the adapters trained for this task on model."""
-        return [NO_ADAPTER] + self.task.adapter_names(model or "")
+    def choices(self, model: str, owner: str) -> list[str]:
+        """'none' plus the adapters the owner may use for this task on model."""
+        return [NO_ADAPTER] + self.task.adapter_names(model or "", owner)
 
-    def fresh(self, model: str, current: str | None):
+    def fresh(self, model: str, current: str | None, request: gr.Request = None):
         """The adapter box's update for model: its adapters, keeping the current choice when it still applies."""
-        choices = self.choices(model)
+        choices = self.choices(model, user_of(request))
         return gr.update(choices=choices, value=current if current in choices else NO_ADAPTER)
+
+    def fresh_fixed(self, current: str | None, request: gr.Request = None):
+        """fresh() for a tab whose model is fixed."""
+        return self.fresh(self.task.default(), current, request)
+
+    def on_load(self, request: gr.Request = None):
+        return gr.update(choices=self.choices(self.task.default(), user_of(request)))
 
     @property
     def outputs(self) -> list:
         """The components "Use this adapter" sets (see hand_over)."""
         return [self.adapter] + ([self.model] if self.model is not None else [])
 
-    def hand_over(self, base: str, adapter: str) -> list:
+    def hand_over(self, base: str, adapter: str, owner: str) -> list:
         """Updates that choose adapter on its base model (for the Train tab's "Use this adapter")."""
-        updates = [gr.update(choices=self.choices(base), value=adapter)]
+        updates = [gr.update(choices=self.choices(base, owner), value=adapter)]
         return updates + ([gr.update(value=base)] if self.model is not None else [])
 
     def unchanged(self) -> list:
@@ -58,15 +66,14 @@ class Picker:
     def wire(self, tab: gr.Tab) -> None:
         """Keep the info line and the adapter list current: when the model or adapter changes, when the page
         loads and whenever the tab opens (an adapter trained since the page was built must be selectable)."""
-        default = self.task.default()
-        gr.on(None, lambda: gr.update(choices=self.choices(default)), None, self.adapter, **QUIET)  # page load
+        on_load(self.on_load, None, self.adapter)
         if self.model is None:
-            tab.select(lambda a: self.fresh(default, a), self.adapter, self.adapter, **QUIET)
+            tab.select(self.fresh_fixed, self.adapter, self.adapter, **QUIET)
             return
-        self.model.change(lambda m, a: self.fresh(m, a), [self.model, self.adapter], self.adapter, **QUIET)
-        gr.on([self.model.change, self.adapter.change], self.describe, [self.model, self.adapter], self.info,
-              **QUIET)
-        tab.select(lambda m, a: self.fresh(m, a), [self.model, self.adapter], self.adapter, **QUIET)
+        self.model.change(self.fresh, [self.model, self.adapter], self.adapter, **QUIET)
+        gr.on([self.model.change, self.adapter.change], expose(self.describe), [self.model, self.adapter],
+              self.info, **QUIET)
+        tab.select(self.fresh, [self.model, self.adapter], self.adapter, **QUIET)
 
 
 def info_line(model: str, note: str = "") -> str:
@@ -101,7 +108,6 @@ def picker(task: Task, choices: list[str] | None, note: Callable[[str, str], str
         if choices is not None:
             model = gr.Dropdown(choices, value=default, label="Model", allow_custom_value=True, scale=3,
                                 info=model_info)
-        adapter = gr.Dropdown([NO_ADAPTER] + (task.adapter_names(default) if model is None else []),
-                              value=NO_ADAPTER, label="Adapter", scale=2, info=adapter_info)
+        adapter = gr.Dropdown([NO_ADAPTER], value=NO_ADAPTER, label="Adapter", scale=2, info=adapter_info)
         own = extra() if extra is not None else None
     return Picker(task, info, model, adapter, describe, own)

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import functools
 import html
 
 import gradio as gr
 
-from config import LOCAL_USER
 from errors import UserError
 from tasks.search import MAX_RESULTS, SearchTask
 from tasks.text import snippet
-from ui.api import expose, uploads
+from ui.api import handler, on_load, progress_for, uploads, user_of
 from ui.picker import Picker, adapter_value, picker
 
-OWNER = LOCAL_USER  # without login everything is the local user's; login will take it from the request
 FILE_TYPES = [".txt", ".md", ".csv", ".pdf"]
 EXAMPLE_QUERIES = ["how do I get my money back", "when is the office open", "I forgot my password"]
 
@@ -33,9 +30,9 @@ def result_cards(hits: list[dict], query: str) -> str:
     return "\n".join(cards)
 
 
-def _documents_view(task: SearchTask, collection: str | None) -> tuple[list[list], dict]:
+def _documents_view(task: SearchTask, collection: str | None, request: gr.Request = None) -> tuple[list[list], dict]:
     try:
-        documents = task.documents(OWNER, collection or "")
+        documents = task.documents(user_of(request), collection or "")
     except UserError:
         documents = []
     rows = [[d["name"], d["chunks"], d["added"].replace("T", " ")[:16]] for d in documents]
@@ -43,17 +40,17 @@ def _documents_view(task: SearchTask, collection: str | None) -> tuple[list[list
     return rows, gr.update(choices=names, value=names[0] if names else None)
 
 
-def refresh(task: SearchTask, collection: str | None):
+def refresh(task: SearchTask, collection: str | None, request: gr.Request = None):
     """UI handler: the collection list and the chosen collection's documents."""
-    names = task.store.names(OWNER)
-    rows, removable = _documents_view(task, collection)
+    names = task.store.names(user_of(request))
+    rows, removable = _documents_view(task, collection, request)
     return gr.update(choices=names), rows, removable
 
 
-def add_files(task: SearchTask, collection: str, files: list | None, text: str, progress=gr.Progress()):
+def add_files(task: SearchTask, collection: str, files: list | None, text: str, progress=gr.Progress(),
+              request: gr.Request = None):
     """UI handler: add the uploads and pasted text, with progress; report what went in and what did not."""
-    result = task.add(OWNER, collection, uploads(files), text,
-                      lambda fraction, message: progress(fraction, desc=message))
+    result = task.add(user_of(request), collection, uploads(files), text, progress_for(progress))
     lines = []
     if result["added"]:
         count = len(result["added"])
@@ -63,36 +60,35 @@ def add_files(task: SearchTask, collection: str, files: list | None, text: str, 
     lines += [f"Skipped **{html.escape(s['name'])}**: {html.escape(s['reason'])}" for s in result["skipped"]]
     if result["skipped"]:
         gr.Warning(f"{len(result['skipped'])} item(s) were skipped; see the list below the button.")
-    choices, rows, removable = refresh(task, collection)
+    choices, rows, removable = refresh(task, collection, request)
     return "\n\n".join(f"- {line}" for line in lines), choices, rows, removable, None, ""
 
 
-def remove_document(task: SearchTask, collection: str, source: str | None):
+def remove_document(task: SearchTask, collection: str, source: str | None, request: gr.Request = None):
     """UI handler: remove the chosen document and show what is left."""
     if not source:
         raise UserError("Pick a document to remove first.")
-    result = task.remove(OWNER, collection, source)
+    result = task.remove(user_of(request), collection, source)
     status = f"Removed {html.escape(source)}; {result['documents']} document(s) and {result['chunks']} chunks left."
     if not result["documents"]:
         status = f"Removed {html.escape(source)}; the collection was empty, so it is gone too."
-    choices, rows, removable = refresh(task, collection)
+    choices, rows, removable = refresh(task, collection, request)
     return status, choices, rows, removable
 
 
-def run_search(task: SearchTask, query: str, collection: str, k: int, adapter: str, progress=gr.Progress()) -> str:
+def run_search(task: SearchTask, query: str, collection: str, k: int, adapter: str, progress=gr.Progress(),
+               request: gr.Request = None) -> str:
     """UI handler: search and show the results as cards."""
-    hits = task.find(OWNER, query, collection, int(k), adapter_value(adapter),
-                     lambda fraction, message: progress(fraction, desc=message))
+    hits = task.find(user_of(request), query, collection, int(k), adapter_value(adapter), progress_for(progress))
     return result_cards(hits, query)
 
 
 def build(task: SearchTask, tab: gr.Tab, browser_secret: str) -> Picker:
     """Build the tab's contents; returns its adapter picker (the embedding model is the operator's)."""
-    names = task.store.names(OWNER)
     chosen = picker(task, None, lambda m, a: "Finds passages by meaning, not just matching words.",
                     adapter_info="An embedding adapter you trained for search.", extra=lambda: gr.Dropdown(
-                        names, value=names[0] if names else "my documents", label="Collection",
-                        allow_custom_value=True, scale=3, info="Pick a collection, or type a new name to create one."))
+                        [], value="my documents", label="Collection", allow_custom_value=True, scale=3,
+                        info="Pick a collection, or type a new name to create one."))
     adapter, collection = chosen.adapter, chosen.extra
     with gr.Row():
         with gr.Column():
@@ -116,14 +112,13 @@ def build(task: SearchTask, tab: gr.Tab, browser_secret: str) -> Picker:
 
     hidden = {"api_visibility": "undocumented"}
     shown = [collection, documents, doomed]
-    tab.select(functools.partial(refresh, task), collection, shown, **hidden)
+    # The user's collections are listed when the page loads and the tab opens (never built into the page).
+    tab.select(handler(refresh, task), collection, shown, **hidden)
+    on_load(handler(refresh, task), collection, shown)
     chosen.wire(tab)
     # Only the documents follow the collection: updating the dropdown from its own change event could loop.
-    collection.change(lambda c: _documents_view(task, c), collection, [documents, doomed], **hidden)
-    add.click(expose(functools.partial(add_files, task)), [collection, files, pasted],
-              [status, *shown, files, pasted], **hidden)
-    remove.click(expose(functools.partial(remove_document, task)), [collection, doomed], [status, *shown],
-                 **hidden)
-    gr.on([query.submit, go.click], expose(functools.partial(run_search, task)), [query, collection, k, adapter],
-          results, **hidden)
+    collection.change(handler(_documents_view, task), collection, [documents, doomed], **hidden)
+    add.click(handler(add_files, task), [collection, files, pasted], [status, *shown, files, pasted], **hidden)
+    remove.click(handler(remove_document, task), [collection, doomed], [status, *shown], **hidden)
+    gr.on([query.submit, go.click], handler(run_search, task), [query, collection, k, adapter], results, **hidden)
     return chosen

@@ -11,7 +11,7 @@ import pandas as pd
 from errors import UserError
 from tasks.sentiment import ZERO_SHOT_NOTE, SentimentTask
 from tasks.text import csv_column, csv_table
-from ui.api import expose
+from ui.api import handler, progress_for, upload, user_of
 from ui.picker import Picker, adapter_value, picker
 
 MODELS = ["all-MiniLM-L6-v2", "DistilBERT-SST-2"]  # the offline zero-shot default, and a trained classifier
@@ -34,7 +34,7 @@ def csv_columns(task: SentimentTask, path: str | None):
     """UI handler: fill the column dropdown from an uploaded CSV's header (a 'text'-like column first)."""
     if not path:
         return gr.update(choices=[], value=None)
-    columns = csv_table(path, task.ctx.settings.max_upload_mb)[0]
+    columns = csv_table(upload(path).path, task.ctx.settings.max_upload_mb)[0]
     preferred = [c for c in columns if c.strip().lower() in ("text", "review", "sentence", "comment")]
     return gr.update(choices=columns, value=(preferred or columns or [None])[0])
 
@@ -63,15 +63,15 @@ def write_csv(table: pd.DataFrame) -> str:
 
 
 def analyze(task: SentimentTask, text: str, path: str | None, column: str | None, model: str, adapter: str,
-            progress=gr.Progress()):
+            progress=gr.Progress(), request: gr.Request = None):
     """UI handler: the results table, the label counts, the CSV to download and the method note."""
     if path:
         if not column:
             raise UserError("Please choose the CSV column that holds the texts.")
-        texts = csv_column(path, column, task.ctx.settings.max_upload_mb)
+        texts = csv_column(upload(path).path, column, task.ctx.settings.max_upload_mb)
     else:
         texts = text
-    rows, note = task.analyze(texts, model, adapter_value(adapter), lambda f, msg: progress(f, desc=msg))
+    rows, note = task.analyze(texts, model, adapter_value(adapter), progress_for(progress), owner=user_of(request))
     table = results_table(rows)
     return table, label_counts(rows), gr.update(value=write_csv(table), visible=True), note
 
@@ -84,7 +84,7 @@ def build(task: SentimentTask, tab: gr.Tab, browser_secret: str) -> Picker:
         text = gr.Textbox(label="Texts, one per line", lines=8, scale=3,
                           placeholder="I loved it!\nThe delivery was late and the box was damaged.")
         with gr.Column(scale=2):
-            upload = gr.File(label="…or a CSV file", file_types=[".csv"], type="filepath")
+            uploaded = gr.File(label="…or a CSV file", file_types=[".csv"], type="filepath")
             column = gr.Dropdown([], label="Column with the texts", allow_custom_value=False,
                                  info="When a CSV is uploaded, this column is analysed instead of the box.")
     run = gr.Button("Analyse", variant="primary")
@@ -96,8 +96,8 @@ def build(task: SentimentTask, tab: gr.Tab, browser_secret: str) -> Picker:
     download = gr.File(label="Download results (CSV)", visible=False)
 
     hidden = {"api_visibility": "undocumented"}
-    run.click(expose(functools.partial(analyze, task)), [text, upload, column, model, adapter],
-              [table, chart, download, note], **hidden)
-    upload.change(expose(functools.partial(csv_columns, task)), upload, column, **hidden)
+    run.click(handler(analyze, task), [text, uploaded, column, model, adapter], [table, chart, download, note],
+              **hidden)
+    uploaded.change(handler(csv_columns, task), uploaded, column, **hidden)
     chosen.wire(tab)
     return chosen

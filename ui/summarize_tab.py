@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 
 import gradio as gr
 
 from models import catalog
 from tasks.summarize import LENGTHS, SummarizeTask
-from ui.api import expose
+from ui.api import handler, progress_for, user_of
 from ui.picker import Picker, adapter_value, info_line, picker
 
 EXTRACTIVE_NOTE = ("*Offline, the summary is extractive: it keeps the text's most central sentences word for word. "
@@ -48,10 +47,10 @@ def model_info(model: str) -> str:
 
 
 def summarize(task: SummarizeTask, text: str, method: str, length: str, model: str, adapter: str,
-              progress=gr.Progress()) -> tuple[str, str]:
+              progress=gr.Progress(), request: gr.Request = None) -> tuple[str, str]:
     """UI handler: the summary and its note."""
     result = task.run(text, "" if method == "auto" else method, length, model, adapter_value(adapter),
-                      progress=lambda fraction, message: progress(fraction, desc=message))
+                      progress=progress_for(progress), owner=user_of(request))
     return result["summary"], f"**{result['method'].title()}** · {result['model']} — {result['note']}"
 
 
@@ -72,7 +71,6 @@ def build(task: SummarizeTask, tab: gr.Tab, browser_secret: str) -> Picker:
     gr.Examples(EXAMPLES, inputs=[text], label="Try a sample", api_visibility="undocumented")
 
     hidden = {"api_visibility": "undocumented"}
-    go.click(expose(functools.partial(summarize, task)), [text, method, length, model, adapter], [summary, note],
-             **hidden)
+    go.click(handler(summarize, task), [text, method, length, model, adapter], [summary, note], **hidden)
     chosen.wire(tab)
     return chosen

@@ -7,7 +7,6 @@ import functools
 import gradio as gr
 import pandas as pd
 
-from config import LOCAL_USER
 from errors import UserError
 from models import catalog
 from tasks.spec import metric_name, specs, trainable_spec
@@ -15,7 +14,7 @@ from training import data, presets
 from training.recipe import default_base as default_base_name
 from training.recipe import recipe_class
 from training.service import TrainingService
-from ui.api import expose, upload
+from ui.api import endpoint_function, expose, handler, on_load, upload, user_of
 
 ADVANCED = ["rank", "alpha", "dropout", "target_modules", "learning_rate", "epochs", "max_steps", "batch_size",
             "grad_accum", "max_length", "seed", "precision", "system_prompt"]
@@ -83,11 +82,11 @@ def task_changed(service: TrainingService, task: str) -> list:
 
 def inspect_data(task: str, file, *chosen):
     """Preview the file, offer its columns for mapping, and report what would be kept."""
-    path = file_path(file)
-    if not path:
+    if file in (None, ""):
         return gr.update(value=None), *[gr.update(choices=[])] * slots(), "Upload a data file."
     columns, rows = [], []
     try:
+        path = file_path(file)
         columns, rows = data.preview(path)
         report = data.load_examples(path, task, column_mapping(task, list(chosen)))
         summary = f"**Format:** {report.format}. {report.summary()}"
@@ -101,27 +100,25 @@ def overrides(values: list) -> dict:
     return {key: value for key, value in zip(ADVANCED, values) if value not in (None, "")}
 
 
-def estimate(service: TrainingService, task: str, file, base: str, preset: str, *values,
-             progress=gr.Progress()) -> str:
+def estimate(service: TrainingService, task: str, file, base: str, preset: str, progress=gr.Progress(),
+             *values) -> str:
     """Pre-flight: trainable parameters, memory, and the duration from a few steps timed on this machine."""
     from training import estimate as preflight
 
     chosen, values = list(values[:slots()]), list(values[slots():])
     try:
-        settings = presets.build(preset, overrides(values))
-        columns = column_mapping(task, chosen)
-        rows = len(data.load_examples(file_path(file), task, columns).examples) if file_path(file) else 24
         progress(0.2, desc="Timing a few training steps on this machine")
-        location = service.base_source(base, task).location
-        return preflight.describe(preflight.estimate(location, settings, rows, task))
+        result = service.estimate(task, file_path(file), base, preset, overrides(values),
+                                  column_mapping(task, chosen))
+        return preflight.describe(result)
     except UserError as error:
         return f"⚠️ {error}"
 
 
-def start(service: TrainingService, task, file, validation, base, name, preset, *values):
+def start(service: TrainingService, request: gr.Request, task, file, validation, base, name, preset, *values):
     chosen, values = list(values[:slots()]), list(values[slots():])
     out = service.submit(task, file_path(file), base, name, preset, overrides(values),
-                         column_mapping(task, chosen), file_path(validation))
+                         column_mapping(task, chosen), file_path(validation), owner=user_of(request))
     where = "starting now" if out["position"] <= 1 else f"number {out['position']} in the queue"
     gr.Info(f"Training job {out['job_id']} created ({where}).")
     return out["job_id"], out["job_id"]
@@ -203,13 +200,13 @@ def _cell(value) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
-def refresh(service: TrainingService, job_id: str):
+def refresh(service: TrainingService, job_id: str, request: gr.Request = None):
     """The view of one job: status, loss plot, log tail, report, and which buttons apply."""
     if not job_id:
         return ("No training job yet.", loss_frame([]), "", "", gr.update(visible=False),
                 gr.update(visible=False), gr.update(visible=False), gr.update(active=False))
     try:
-        status = service.job(job_id)
+        status = service.job(job_id, owner=user_of(request))
     except UserError:
         return ("That job no longer exists.", loss_frame([]), "", "", *[gr.update(visible=False)] * 3,
                 gr.update(active=False))
@@ -219,16 +216,22 @@ def refresh(service: TrainingService, job_id: str):
             gr.update(visible=state == "succeeded"), gr.update(active=state in ACTIVE))
 
 
-def jobs_table(service: TrainingService) -> pd.DataFrame:
+def jobs_table(service: TrainingService, owner: str) -> pd.DataFrame:
     rows = [(j["job_id"], j["name"], j["task"], j["state"], f"{j['step']}/{j['total_steps']}")
-            for j in service.jobs()[:20]]
+            for j in service.jobs(owner)[:20]]
     return pd.DataFrame(rows, columns=["job", "adapter", "task", "state", "steps"])
 
 
-def adapters_table(service: TrainingService) -> pd.DataFrame:
-    rows = [(a["name"], a["task"], a["base"], a["metrics"].get("val_loss_after", ""), a["size_mb"])
-            for a in service.list_adapters()]
-    return pd.DataFrame(rows, columns=["adapter", "task", "base model", "loss after", "MB"])
+def adapters_table(service: TrainingService, owner: str) -> pd.DataFrame:
+    rows = [(a["name"], a["task"], a["base"], a["metrics"].get("val_loss_after", ""), a["size_mb"], a["owner"],
+             "yes" if a["shared"] else "") for a in service.list_adapters(owner=owner)]
+    return pd.DataFrame(rows, columns=["adapter", "task", "base model", "loss after", "MB", "owner", "shared"])
+
+
+def tables(service: TrainingService, request: gr.Request = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The caller's jobs and adapters."""
+    owner = user_of(request)
+    return jobs_table(service, owner), adapters_table(service, owner)
 
 
 def build(service: TrainingService, browser_secret: str) -> dict:
@@ -298,23 +301,21 @@ def build(service: TrainingService, browser_secret: str) -> dict:
         inspect_data, [task, uploaded, *mapping], [preview, *mapping, check], **hidden)
     preset.input(preset_values, preset, advanced, **hidden)  # only a choice by the user resets the fields
     sample.click(lambda t: str(trainable_spec(t).sample_path), task, uploaded, **hidden)
-    estimate_btn.click(functools.partial(estimate, service), [task, uploaded, base, preset, *mapping, *advanced],
+    estimate_btn.click(handler(estimate, service), [task, uploaded, base, preset, *mapping, *advanced],
                        estimate_out, **hidden)
-    train_btn.click(expose(functools.partial(start, service)),
-                    [task, uploaded, validation, base, name, preset, *mapping, *advanced], [job_id, saved_job],
-                    **hidden).then(lambda j: refresh(service, j), job_id, view, **hidden)
-    timer.tick(lambda j: refresh(service, j), job_id, view, **hidden)
+    show = handler(refresh, service)
+    train_btn.click(handler(start, service), [task, uploaded, validation, base, name, preset, *mapping, *advanced],
+                    [job_id, saved_job], **hidden).then(show, job_id, view, **hidden)
+    timer.tick(show, job_id, view, **hidden)
     saved_job.change(lambda j: j, saved_job, job_id, **hidden)
-    job_id.change(lambda j: refresh(service, j), job_id, view, **hidden)
-    cancel.click(expose(service.cancel), job_id, None, **hidden)
-    resume.click(expose(service.resume), job_id, None, **hidden).then(
-        lambda j: refresh(service, j), job_id, view, **hidden)
-    gr.on(None, lambda: (jobs_table(service), adapters_table(service)), None, [jobs, adapters], **hidden)  # load
+    job_id.change(show, job_id, view, **hidden)
+    cancel.click(endpoint_function(service.cancel), job_id, None, **hidden)
+    resume.click(endpoint_function(service.resume), job_id, None, **hidden).then(show, job_id, view, **hidden)
+    on_load(handler(tables, service), None, [jobs, adapters])
     jobs.select(_selected_row, None, job_id, **hidden)
     adapters.select(_selected_row, None, adapter_name, **hidden)
-    rename_btn.click(expose(lambda old, new: _rename(service, old, new)), [adapter_name, new_name], adapters,
-                     **hidden)
-    delete_btn.click(expose(lambda name: _delete(service, name)), adapter_name, adapters, **hidden)
+    rename_btn.click(handler(_rename, service), [adapter_name, new_name], adapters, **hidden)
+    delete_btn.click(handler(_delete, service), adapter_name, adapters, **hidden)
     return {"use": use, "job_id": job_id, "base": base, "task": task}
 
 
@@ -323,13 +324,13 @@ def _selected_row(evt: gr.SelectData) -> str:
     return str(evt.row_value[0]) if evt.row_value else ""
 
 
-def _rename(service: TrainingService, old: str, new: str) -> pd.DataFrame:
-    service.adapters.rename(LOCAL_USER, old, new)
+def _rename(service: TrainingService, old: str, new: str, request: gr.Request = None) -> pd.DataFrame:
+    service.adapters.rename(user_of(request), old, new)
     gr.Info(f"Renamed '{old}'.")
-    return adapters_table(service)
+    return adapters_table(service, user_of(request))
 
 
-def _delete(service: TrainingService, name: str) -> pd.DataFrame:
-    service.delete_adapter(name)
+def _delete(service: TrainingService, name: str, request: gr.Request = None) -> pd.DataFrame:
+    service.delete_adapter(name, owner=user_of(request))
     gr.Info(f"Deleted '{name}'.")
-    return adapters_table(service)
+    return adapters_table(service, user_of(request))

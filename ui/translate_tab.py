@@ -11,7 +11,7 @@ from errors import UserError
 from models import catalog
 from tasks.generation import offline_fallback
 from tasks.translate import LANGUAGES, TranslateTask
-from ui.api import expose
+from ui.api import handler, progress_for, user_of
 from ui.picker import Picker, adapter_value, info_line, picker
 
 # Translation models on the hub (not in the catalog: they need the hub); {src}/{tgt} become the chosen pair.
@@ -57,10 +57,10 @@ def detected(task: TranslateTask, text: str) -> str:
 
 
 def translate(task: TranslateTask, text: str, source: str, target: str, model: str, adapter: str,
-              progress=gr.Progress()) -> tuple[str, str, str]:
+              progress=gr.Progress(), request: gr.Request = None) -> tuple[str, str, str]:
     """UI handler: the translation, the source language it used, and the note."""
-    result = task.run(text, target, source, model, adapter_value(adapter),
-                      progress=lambda fraction, message: progress(fraction, desc=message))
+    result = task.run(text, target, source, model, adapter_value(adapter), progress=progress_for(progress),
+                      owner=user_of(request))
     name = LANGUAGES[result["source"]].name
     how = "chosen by you" if source != "auto" else f"detected, {result['source_confidence']:.0%} sure"
     return result["translation"], f"Source: **{name}** ({how})", result["note"]
@@ -91,7 +91,7 @@ def build(task: TranslateTask, tab: gr.Tab, browser_secret: str) -> Picker:
 
     hidden = {"api_visibility": "undocumented"}
     text.change(functools.partial(detected, task), text, found, trigger_mode="always_last", **hidden)
-    go.click(expose(functools.partial(translate, task)), [text, source, target, model, adapter],
-             [translation, used, note], **hidden)
+    go.click(handler(translate, task), [text, source, target, model, adapter], [translation, used, note],
+             **hidden)
     chosen.wire(tab)
     return chosen
