@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import secrets
+import signal
 import sys
 
 import gradio as gr
@@ -20,7 +21,8 @@ from tasks import TASKS
 from tasks.base import Context
 from tasks.spec import resolve
 from training.service import TrainingService
-from ui import system_tab, train_tab
+from tasks.account import AccountService
+from ui import account_tab, system_tab, train_tab
 from ui.api import expose, publish, user_of
 from ui.picker import Picker
 
@@ -43,6 +45,9 @@ def build_app(settings: config.Settings) -> gr.Blocks:
     ctx = Context(settings, ModelHub(settings))
     training = TrainingService(ctx)
     tasks = [task_class(ctx) for task_class in TASKS.values()]
+    search = next(task for task in tasks if task.id == "search")
+    account = AccountService(ctx, search.store)
+    claim_local_data(ctx, training, search.store)
     secret = browser_secret(settings)
     with gr.Blocks(title="LoRA Studio") as demo:
         gr.Markdown(INTRO)
@@ -50,16 +55,29 @@ def build_app(settings: config.Settings) -> gr.Blocks:
         # get suffixed ones (/cancel_1) instead of the other way round.
         for task in tasks:
             publish(task.endpoints())
-        publish(training.endpoints())
+        publish(training.endpoints() + account.endpoints())
         with gr.Tabs() as tabs:
             pickers = {task.id: build_tab(task, secret) for task in tasks}
             trainer = train_tab.build(training, secret)
+            account_tab.build(account)
             system_tab.build(ctx)
         wire_use_adapter(trainer, pickers, tabs, training)
-    demo.queue(default_concurrency_limit=settings.concurrency)
+    demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_size)
     demo.ctx = ctx  # tests and the CLI reach the shared services through the app
     demo.training = training
     return demo
+
+
+def claim_local_data(ctx: Context, training: TrainingService, collections) -> None:
+    """Once accounts exist, what was made before them (owned by `local`) goes to the first admin."""
+    admin = ctx.accounts.first_admin() if ctx.accounts.enabled else None
+    if admin is None:
+        return
+    moved = (ctx.adapters.store.move_owner(config.LOCAL_USER, admin), collections.move_owner(config.LOCAL_USER, admin),
+             training.store.move_owner(config.LOCAL_USER, admin))
+    if any(moved):
+        logging.getLogger(__name__).info("gave %d adapters, %d collections and %d jobs made before accounts to %s",
+                                         *moved, admin)
 
 
 def build_tab(task, secret: str) -> Picker | None:
@@ -95,66 +113,29 @@ def parse_settings(argv: list[str]) -> config.Settings:
         parser.error(str(error))
 
 
-def train_command(argv: list[str]) -> int:
-    """`python app.py train ...`: the same training job as the Train tab, in this terminal with a progress bar."""
-    from tqdm import tqdm
-
-    from errors import UserError
-    from training import worker
-
-    parser = argparse.ArgumentParser(prog="app.py train", description="Fine-tune a model with LoRA from a "
-                                     "terminal; writes the same adapter as the Train tab.")
-    parser.add_argument("--task", default="chat", help="the task to train (default chat)")
-    parser.add_argument("--data", required=True, help="training data file (.jsonl, .json, .csv, .tsv, .txt)")
-    parser.add_argument("--base", default="", help="base model: catalog name, hub id or folder")
-    parser.add_argument("--name", required=True, help="name of the adapter to save")
-    parser.add_argument("--preset", default="quick", choices=["quick", "balanced", "thorough"])
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a training setting, e.g. --set epochs=3 --set rank=8")
-    parser.add_argument("--column", action="append", default=[], metavar="FIELD=COLUMN",
-                        help="map a task field to a file column, e.g. --column prompt=question")
-    config.add_arguments(parser)
-    args = parser.parse_args(argv)
-    settings = config.from_namespace(args)
-    set_threads(settings.threads)
-    try:
-        pairs = [item.split("=", 1) for item in args.set + args.column]
-        if any(len(p) != 2 for p in pairs):
-            raise UserError("Write overrides and columns as KEY=VALUE.")
-        overrides = dict(p for p in pairs[:len(args.set)])
-        columns = dict(p for p in pairs[len(args.set):])
-        service = TrainingService(Context(settings, ModelHub(settings)), start_manager=False)
-        job = service.submit(args.task, args.data, args.base, args.name, args.preset, overrides, columns)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    bar = tqdm(total=None, unit="step", desc=f"training {args.name}")
-
-    def progress(p: dict) -> None:
-        bar.total = p["total_steps"]
-        bar.n = p["step"]
-        bar.set_postfix(loss=p["loss"][-1][1], epoch=p["epoch"])
-
-    state = worker.run_job(settings, job["job_id"], echo=False, progress=progress)
-    bar.close()
-    status = service.job(job["job_id"])
-    if state != "succeeded":
-        print(f"{state}: {status['error']}", file=sys.stderr)
-        return 1
-    print(f"{status['report']['summary']}\nSaved adapter '{status['adapter']}' under "
-          f"{service.adapters.folder(config.LOCAL_USER, status['adapter'])}")
-    return 0
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if argv[:1] == ["train"]:
-        sys.exit(train_command(argv[1:]))
+    if argv[:1] in (["train"], ["users"]):
+        import cli
+
+        sys.exit(cli.COMMANDS[argv[0]](argv[1:]))
     settings = parse_settings(argv)
     set_threads(settings.threads)
     demo = build_app(settings)
-    demo.launch(server_name=settings.host, server_port=settings.port, auth=settings.auth,
-                max_file_size=f"{settings.max_upload_mb}mb", show_error=True)
+    # SIGTERM (a service manager, `docker stop`) stops the app like Ctrl-C: the training job is interrupted cleanly.
+    signal.signal(signal.SIGTERM, _interrupt)
+    accounts = demo.ctx.accounts
+    try:
+        demo.launch(server_name=settings.host, server_port=settings.port,
+                    auth=accounts.check if accounts.enabled else None,
+                    auth_message="Log in with your LoRA Studio account.",
+                    max_file_size=f"{settings.max_upload_mb}mb", show_error=False)
+    finally:
+        demo.training.manager.shutdown()
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ class Context:
 class Endpoint:
     api_name: str  # fixed public name, without the slash
     fn: Callable  # a fully typed function: JSON in, JSON out (a generator for streams)
+    generates: bool = False  # served by a generation engine, which batches: many run at once, apart from the rest
 
 
 class Upload(NamedTuple):

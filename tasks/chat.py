@@ -87,7 +87,7 @@ class ChatTask(Task):
         recipe="training.language:ChatRecipe")
 
     def endpoints(self) -> list[Endpoint]:
-        return [Endpoint("chat", self.chat), Endpoint("complete", self.complete)]
+        return [Endpoint("chat", self.chat, generates=True), Endpoint("complete", self.complete, generates=True)]
 
     def chat(self, message: str, history: list[dict] | None = None, system_prompt: str = "", model: str = "",
              adapter: str = "", temperature: float = 0.3, top_p: float = 0.9, max_new_tokens: int = 256, *,

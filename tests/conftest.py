@@ -171,12 +171,15 @@ def launch(settings):
 
     def start(app_settings: Settings | None = None):
         demo = build_app(app_settings or settings)
-        demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+        accounts = demo.ctx.accounts  # as app.main launches it: a login when the data directory has users
+        demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
+                    auth=accounts.check if accounts.enabled else None, show_error=False)
         demos.append(demo)
         return demo.local_url, demo
 
     yield start
     for demo in demos:
+        demo.training.manager.shutdown()
         demo.ctx.hub.cache.clear()
         demo.close()
 

@@ -46,8 +46,7 @@ def finished(service: TrainingService, job_id: str) -> dict | None:
 def service(ctx):
     svc = TrainingService(ctx)
     yield svc
-    svc.manager.terminate_running()
-    svc.manager.close()
+    svc.manager.shutdown()
 
 
 def ask(ctx, model, adapter: str = "", question: str = QUESTION) -> str:
@@ -144,6 +143,37 @@ def test_running_job_of_a_dead_app_is_interrupted_on_start(ctx, tiny_chat_dir):
         assert status["state"] == "interrupted" and "resume" in status["error"]
     finally:
         restarted.manager.close()
+
+
+def test_a_reused_pid_does_not_keep_a_dead_job_running(ctx, tiny_chat_dir):
+    service = TrainingService(ctx, start_manager=False)
+    job = service.store.create("local", "chat", "reused", str(tiny_chat_dir), {"settings": {}})
+    # This very test process is alive under that pid, but it started long after the recorded worker did.
+    service.store.update(job.id, state="running", pid=os.getpid(), started=1_000_000.0)
+    restarted = TrainingService(ctx)
+    try:
+        assert restarted.job(job.id)["state"] == "interrupted"
+    finally:
+        restarted.manager.close()
+
+
+def test_a_store_made_by_the_first_schema_is_migrated(tmp_path):
+    import sqlite3
+
+    from training.store import MIGRATIONS, JobStore
+
+    path = tmp_path / "jobs.sqlite3"
+    old = sqlite3.connect(path)
+    old.execute(MIGRATIONS[0])  # exactly what the first version of the app created
+    old.execute("INSERT INTO jobs (id, owner, task, name, base, state, spec, created, updated) "
+                "VALUES ('j1', 'local', 'chat', 'kept', 'm', 'succeeded', '{}', 1, 1)")
+    old.execute("PRAGMA user_version=1")
+    old.commit()
+    old.close()
+    store = JobStore(path)
+    job = store.get("j1")
+    assert (job.name, job.state, job.started) == ("kept", "succeeded", 0.0)
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
 
 
 def test_two_users_chat_with_two_adapters_at_once(ctx, tiny_chat_dir, tmp_path):

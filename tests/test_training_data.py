@@ -94,9 +94,13 @@ def test_csv_two_columns_default_names_mapping_and_quoted_newlines(tmp_path):
     mapped = write(tmp_path, "qa.csv", "id,question,reply\n1,Capital of Zorbia?,Quellmar.\n")
     report = load_examples(mapped, "chat", {"prompt": "question", "response": "reply"})
     assert report.examples[0].fields == {"messages": TURN}
-    # Exactly two columns with other names: the first is the prompt, the second the response.
-    report = load_examples(write(tmp_path, "two.csv", "q,a\nCapital of Zorbia?,Quellmar.\n"), "chat")
-    assert report.examples[0].fields == {"messages": TURN}
+    # Columns with other names are never guessed: the file is refused with what was found and what is expected,
+    # and mapping them (the Train tab's preview, or `columns`) reads it.
+    two = write(tmp_path, "two.csv", "colA,colB\nCapital of Zorbia?,Quellmar.\n")
+    with pytest.raises(UserError, match=r"no 'prompt' and 'response' column \(columns found: 'colA', 'colB'; "
+                                        r"expected: 'prompt' and 'response'\)"):
+        load_examples(two, "chat")
+    assert load_examples(two, "chat", {"prompt": "colA", "response": "colB"}).examples[0].fields == {"messages": TURN}
 
 
 def test_txt_paragraphs_for_chat_only(tmp_path):

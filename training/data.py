@@ -292,13 +292,13 @@ def _mapping(spec: TaskSpec, columns: list[str], given: dict[str, str] | None, n
     by_name = {c.strip().lower(): c for c in columns}
     mapping = {f: given.get(f) or by_name.get(f) for f in required + optional}
     unclaimed = [c for c in columns if c not in mapping.values()]
-    if spec.conversations and not given and len(columns) == 2 and not any(mapping[f] for f in required):
-        mapping.update(zip(required, columns))  # any two columns: prompt, then response
     missing = [f for f in required if not mapping[f]]
     if missing:
         names = " and ".join(f"'{f}'" for f in missing)
         hint = f"; map {'them' if len(missing) > 1 else 'it'} to one of: {', '.join(unclaimed)}" if unclaimed else ""
-        raise UserError(f"The file '{name}' has no {names} column (columns found: {found}){hint}.")
+        expected = " and ".join(f"'{f}'" for f in required)
+        raise UserError(f"The file '{name}' has no {names} column (columns found: {found}; expected: "
+                        f"{expected}){hint}.")
     return {f: c for f, c in mapping.items() if c}
 
 

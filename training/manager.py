@@ -29,12 +29,23 @@ log = logging.getLogger(__name__)
 WORKER = Path(__file__).resolve().parent / "worker.py"
 
 
-def alive(pid: int) -> bool:
-    """Whether a process runs under pid (a finished child that is not reaped yet, a zombie, does not)."""
+def alive(pid: int, started: float = 0.0) -> bool:
+    """Whether the process pid runs, and, with started (its start time as recorded), is that very process: a
+    reused pid belongs to a process started later. A finished child not reaped yet (a zombie) does not run."""
     try:
-        return pid > 0 and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        process = psutil.Process(pid) if pid > 0 else None
+        if process is None or process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return not started or abs(process.create_time() - started) < 1.0
     except psutil.Error:
         return False
+
+
+def start_time(pid: int) -> float:
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return 0.0
 
 
 class JobManager:
@@ -54,7 +65,7 @@ class JobManager:
     def recover(self) -> None:
         """Jobs left running by a previous app whose worker is gone are interrupted (resumable)."""
         for job in self.store.list(states=("running",)):
-            if not alive(job.pid):
+            if not alive(job.pid, job.started):
                 self.store.update(job.id, state="interrupted",
                                   error="The app stopped while this job was training; resume it to continue.")
 
@@ -83,7 +94,7 @@ class JobManager:
             self._finished(self._job_id, code)
             self._process, self._job_id = None, ""
             set_threads(self.settings.threads)
-        if any(alive(j.pid) for j in self.store.list(states=("running",))):
+        if any(alive(j.pid, j.started) for j in self.store.list(states=("running",))):
             return  # another app process on this data directory is training: one job per device
         for job in self.store.list(states=("queued",)):
             if self.store.transition(job.id, ("queued",), state="running", error=""):
@@ -91,18 +102,18 @@ class JobManager:
                 return
 
     def _start(self, job_id: str) -> None:
-        settings = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self.settings).items()}
-        settings["data_dir"] = str(self.settings.data_dir.resolve())
-        logfile = paths.job_folder(self.settings, job_id) / "worker.out"
+        folder = paths.job_folder(self.settings, job_id)
+        logfile = folder / "worker.out"
         with logfile.open("ab") as out:
+            # Its own session: Ctrl-C in the app's terminal reaches the app, which then stops the worker cleanly.
             self._process = subprocess.Popen(
-                [sys.executable, str(WORKER), "--settings", json.dumps(settings), job_id],
+                [sys.executable, str(WORKER), "--settings", str(write_settings(self.settings, folder)), job_id],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         self._job_id = job_id
         self._cancel_sent = 0.0
         # CPU threads are a budget: while the worker trains on the cores, the server keeps one for requests.
         torch.set_num_threads(1)
-        self.store.update(job_id, pid=self._process.pid)
+        self.store.update(job_id, pid=self._process.pid, started=start_time(self._process.pid))
         log.info("started training job %s (pid %s)", job_id, self._process.pid)
 
     def _enforce_cancel(self) -> None:
@@ -130,7 +141,32 @@ class JobManager:
         self.store.update(job_id, cancel=1)
         self.wake()
 
-    def terminate_running(self) -> None:
-        """SIGTERM to the worker: it writes a checkpoint and marks the job interrupted (used at shutdown)."""
-        if self._process is not None and self._process.poll() is None:
-            os.kill(self._process.pid, signal.SIGTERM)
+    def shutdown(self, wait_s: float = 60.0) -> None:
+        """At app shutdown: SIGTERM to the worker, which writes a checkpoint and marks its job interrupted
+        (resumable), then wait for it; the queue starts nothing more."""
+        self.close()
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        log.info("stopping training job %s: it saves a checkpoint and can be resumed", self._job_id)
+        os.kill(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            self.store.transition(self._job_id, ("running",), state="interrupted",
+                                  error="The app stopped while this job was training; resume it to continue.")
+
+
+def write_settings(settings: Settings, folder: Path) -> Path:
+    """The server's settings for a worker, in a file only this user can read (never on a command line, where
+    `ps` shows it to everyone); the login password is left out: a worker needs none."""
+    values = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()}
+    values.update(data_dir=str(settings.data_dir.resolve()), password="", username="")
+    path = folder / "settings.json"
+    tmp = folder / ".settings.json.tmp"
+    descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as f:
+        json.dump(values, f)
+    os.replace(tmp, path)
+    return path

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STATES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
 FINISHED = ("succeeded", "failed", "cancelled")
 
@@ -26,6 +26,8 @@ MIGRATIONS = [
         metrics TEXT NOT NULL DEFAULT '{}', report TEXT NOT NULL DEFAULT '{}', error TEXT NOT NULL DEFAULT '',
         adapter TEXT NOT NULL DEFAULT '', pid INTEGER NOT NULL DEFAULT 0, cancel INTEGER NOT NULL DEFAULT 0,
         created REAL NOT NULL, updated REAL NOT NULL)""",
+    # 2: the worker's process start time beside its pid, so a reused pid is never taken for the worker.
+    "ALTER TABLE jobs ADD COLUMN started REAL NOT NULL DEFAULT 0",
 ]
 
 
@@ -44,6 +46,7 @@ class Job:
     error: str = ""
     adapter: str = ""  # the saved adapter's name once succeeded
     pid: int = 0
+    started: float = 0.0  # the worker process's start time (with pid: that very process)
     cancel: int = 0
     created: float = 0.0
     updated: float = 0.0
@@ -135,6 +138,11 @@ class JobStore:
                 f"AND state IN ({', '.join('?' * len(from_states))})",
                 [*changes.values(), job_id, *from_states])
             return cursor.rowcount == 1
+
+    def move_owner(self, old: str, new: str) -> int:
+        """Give every job of old to new (the migration to accounts); how many moved."""
+        with self._db() as db:
+            return db.execute("UPDATE jobs SET owner = ? WHERE owner = ?", (new, old)).rowcount
 
     def position(self, job_id: str) -> int:
         """1-based place in the queue of waiting jobs (0 when not waiting)."""

@@ -1,6 +1,6 @@
 """The worker process: runs one training job outside the web server, so a crash or OOM fails only that job.
 
-`python training/worker.py --settings JSON JOB_ID`. SIGTERM writes a checkpoint and marks the job interrupted
+`python training/worker.py --settings FILE JOB_ID` (FILE: the server's settings as JSON, readable only by its user). SIGTERM writes a checkpoint and marks the job interrupted
 (resumable); cancel (a flag in the job store) stops it cleanly; any error fails the job with a readable reason.
 """
 
@@ -31,6 +31,7 @@ from models.loading import pretrained_options  # noqa: E402
 from tasks.spec import trainable_spec  # noqa: E402
 from training import data, paths, recipe  # noqa: E402
 from training.presets import TrainSettings  # noqa: E402
+from training.manager import start_time  # noqa: E402
 from training.trainer import Checkpoint, Hooks, Stopped  # noqa: E402
 
 _signals = {"term": False}
@@ -57,7 +58,7 @@ def run_job(settings: Settings, job_id: str, echo: bool = False, progress=None) 
     store, folder = paths.job_store(settings), paths.job_folder(settings, job_id)
     job = store.get(job_id)
     log = JobLog(folder / "train.log", echo)
-    store.update(job_id, state="running", pid=os.getpid(), error="")
+    store.update(job_id, state="running", pid=os.getpid(), started=start_time(os.getpid()), error="")
     last_write = {"t": 0.0, "cancel_checked": 0.0}
 
     def report_progress(p: dict) -> None:
@@ -70,8 +71,11 @@ def run_job(settings: Settings, job_id: str, echo: bool = False, progress=None) 
             train = p["loss"][-1][1]
             log(f"step {p['step']}/{p['total_steps']} epoch {p['epoch']} loss {train}")
 
+    parent = os.getppid()
+
     def stop_reason() -> str | None:
-        if _signals["term"]:
+        # SIGTERM, or the app that started us is gone (killed): save a checkpoint and stop, resumable.
+        if _signals["term"] or (parent != 1 and os.getppid() != parent):
             return "interrupted"
         now = time.monotonic()
         if now - last_write["cancel_checked"] > 0.5:
@@ -145,11 +149,11 @@ def readable(error: BaseException) -> str:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--settings", required=True, help="the server's settings as JSON")
+    parser.add_argument("--settings", required=True, help="a file with the server's settings as JSON")
     parser.add_argument("job_id")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: _signals.__setitem__("term", True))
-    settings = Settings(**json.loads(args.settings))
+    settings = Settings(**json.loads(Path(args.settings).read_text(encoding="utf-8")))
     set_threads(settings.threads)
     state = run_job(settings, args.job_id)
     return 0 if state == "succeeded" else 1

@@ -226,10 +226,17 @@ def endpoint_function(fn: Callable, exposed: Callable | None = None) -> Callable
     return wrapper
 
 
+GENERATION = {"concurrency_id": "generation", "concurrency_limit": 16}  # the engine batches up to 16 rows
+
+
 def publish(endpoints) -> None:
-    """Register each task endpoint under its fixed api_name (call inside the Blocks context)."""
+    """Register each task endpoint under its fixed api_name (call inside the Blocks context).
+
+    Chats have a queue of their own: they batch in the engine, so a long summary or translation holding the
+    general queue's slots never keeps a one-line chat waiting."""
     for endpoint in endpoints:
-        gr.api(endpoint_function(endpoint.fn), api_name=endpoint.api_name)
+        gr.api(endpoint_function(endpoint.fn), api_name=endpoint.api_name,
+               **(GENERATION if endpoint.generates else {}))
 
 
 def handler(fn: Callable, *bound) -> Callable:

@@ -9,7 +9,7 @@ import gradio as gr
 
 from models import catalog
 from tasks.chat import ChatTask, message_text
-from ui.api import expose, handler, user_of
+from ui.api import GENERATION, expose, handler, user_of
 from ui.picker import Picker, adapter_value, picker
 
 MAX_ALTERNATIVES = 4
@@ -97,7 +97,8 @@ def build(task: ChatTask, tab: gr.Tab, browser_secret: str) -> Picker:
 
     hidden = {"api_visibility": "undocumented"}
     inputs = [message, chatbot, system_prompt, model, adapter, temperature, top_p, max_new_tokens]
-    sending = gr.on([message.submit, send.click], handler(respond, task), inputs, [chatbot, message], **hidden)
+    sending = gr.on([message.submit, send.click], handler(respond, task), inputs, [chatbot, message], **hidden,
+                    **GENERATION)
     stop.click(None, None, None, cancels=[sending], **hidden)
     clear.click(lambda: [], None, chatbot, **hidden)
     export.click(expose(lambda h, f: gr.update(value=export_chat(h, f), visible=True)), [chatbot, export_format],

@@ -1,0 +1,84 @@
+"""The Account panel: who is logged in (and the way out); for an admin, the users and what is shared."""
+
+from __future__ import annotations
+
+import gradio as gr
+import pandas as pd
+
+from errors import UserError
+from tasks.account import AccountService
+from ui.api import handler, on_load, user_of
+
+HIDDEN = {"api_visibility": "undocumented"}
+
+
+def who(account: AccountService, request: gr.Request = None):
+    """The login line, and whether the admin tools show."""
+    me = account.whoami(owner=user_of(request))
+    if not me["accounts"]:
+        line = ("This server has no accounts: everything here is yours. An operator adds users with "
+                "`python app.py users add NAME`.")
+    else:
+        line = f"Logged in as **{me['name']}**" + (" (admin)" if me["admin"] else "") + "."
+    return line, gr.update(visible=me["accounts"]), gr.update(visible=me["accounts"] and me["admin"])
+
+
+def users_table(account: AccountService, request: gr.Request = None) -> pd.DataFrame:
+    rows = [(u["name"], "yes" if u["admin"] else "") for u in account.users(owner=user_of(request))]
+    return pd.DataFrame(rows, columns=["user", "admin"])
+
+
+def add_user(account: AccountService, name: str, password: str, admin: bool, request: gr.Request = None):
+    user = account.add_user(name, password, admin, owner=user_of(request))
+    gr.Info(f"Added {user['name']}.")
+    return users_table(account, request), "", ""
+
+
+def remove_user(account: AccountService, name: str, request: gr.Request = None):
+    if not (name or "").strip():
+        raise UserError("Type the name of the user to remove.")
+    account.remove_user(name.strip(), owner=user_of(request))
+    gr.Info(f"Removed {name.strip()}.")
+    return users_table(account, request)
+
+
+def share(account: AccountService, kind: str, name: str, whose: str, shared: bool, request: gr.Request = None):
+    done = account.share(kind, name, whose, shared, owner=user_of(request))
+    return (f"The {done['kind']} **{done['name']}** of {done['owner']} is "
+            f"{'now shared with everyone (read-only)' if done['shared'] else 'no longer shared'}.")
+
+
+def build(account: AccountService) -> None:
+    with gr.Tab("Account", id="account"):
+        line = gr.Markdown()
+        logout = gr.Button("Log out", link="/logout", size="sm", visible=False)
+        with gr.Column(visible=False) as admin:
+            gr.Markdown("### Users")
+            users = gr.Dataframe(label="Who may log in", interactive=False)
+            with gr.Row():
+                name = gr.Textbox(label="Username", scale=2)
+                password = gr.Textbox(label="Password", type="password", scale=2, info="At least 8 characters.")
+                is_admin = gr.Checkbox(label="Admin", scale=1)
+                add = gr.Button("Add user", scale=1)
+                remove = gr.Button("Remove user", variant="stop", scale=1)
+            gr.Markdown("### Share with everyone\nOthers can use a shared adapter or search a shared collection; "
+                        "only its owner can change or delete it.")
+            with gr.Row():
+                kind = gr.Radio(["adapter", "collection"], value="adapter", label="What")
+                item = gr.Textbox(label="Name")
+                whose = gr.Textbox(label="Owner", info="Empty: your own.")
+                shared = gr.Checkbox(value=True, label="Shared")
+                apply = gr.Button("Apply")
+            shared_status = gr.Markdown()
+    on_load(handler(who, account), None, [line, logout, admin])
+    add.click(handler(add_user, account), [name, password, is_admin], [users, name, password], **HIDDEN)
+    remove.click(handler(remove_user, account), name, users, **HIDDEN)
+    apply.click(handler(share, account), [kind, item, whose, shared], shared_status, **HIDDEN)
+    on_load(handler(_users_if_admin, account), None, users)
+
+
+def _users_if_admin(account: AccountService, request: gr.Request = None):
+    try:
+        return users_table(account, request)
+    except UserError:
+        return pd.DataFrame(columns=["user", "admin"])
