@@ -377,3 +377,57 @@ def test_fast_loss_check_ignores_dropout(tiny_chat_dir):
                                                    {"role": "assistant", "content": "Hello there!"}]}, "", 64)]
     model.train()
     assert fast_loss_matches(model, recipe.collate(rows, tokenizer.pad_token_id)) and model.training
+
+
+def test_sigterm_to_the_app_leaves_the_job_interrupted_and_resumable(settings, tiny_chat_dir, tmp_path):
+    """The real app in its own process, stopped as a service manager stops it; then started again."""
+    import subprocess
+    import sys
+
+    from gradio_client import Client, handle_file
+
+    from conftest import free_port
+    from training import paths
+
+    def start_app():
+        port = free_port()
+        process = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--data-dir", str(settings.data_dir),
+                                    "--port", str(port), "--threads", "2"], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        url = f"http://127.0.0.1:{port}/"
+        client = wait_for(lambda: _connect(url), what="the app to start")
+        return process, client
+
+    process, client = start_app()
+    try:
+        job = client.predict("chat", handle_file(str(FACTS)), str(tiny_chat_dir), "survivor", "quick",
+                             {**TINY, "checkpoint_every": 3}, {}, api_name="/train")
+        wait_for(lambda: client.predict(job["job_id"], api_name="/job")["step"] >= 4, what="a checkpoint")
+        worker_pid = paths.job_store(settings).get(job["job_id"]).pid
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=120) is not None
+    finally:
+        process.kill()
+    stored = paths.job_store(settings).get(job["job_id"])
+    assert stored.state == "interrupted" and stored.progress["step"] >= 3
+    with pytest.raises(ProcessLookupError):  # the worker did not outlive the app
+        os.kill(worker_pid, 0)
+
+    process, client = start_app()
+    try:
+        assert client.predict(job["job_id"], api_name="/resume")["state"] in ("queued", "running")
+        status = wait_for(lambda: (s := client.predict(job["job_id"], api_name="/job"))["state"] in
+                          ("succeeded", "failed") and s, what="the resumed run")
+        assert status["state"] == "succeeded", status["error"]
+    finally:
+        process.terminate()
+        process.wait(timeout=120)
+
+
+def _connect(url: str):
+    from gradio_client import Client
+
+    try:
+        return Client(url, verbose=False)
+    except Exception:  # noqa: BLE001  (not up yet)
+        return None
