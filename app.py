@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import secrets
 import signal
 import sys
@@ -51,6 +52,8 @@ def build_app(settings: config.Settings) -> gr.Blocks:
     secret = browser_secret(settings)
     with gr.Blocks(title="LoRA Studio") as demo:
         gr.Markdown(INTRO)
+        if os.environ.get("OAUTH_CLIENT_ID"):  # a Space with `hf_oauth: true`: its visitors sign in with Hugging Face
+            gr.LoginButton()
         # The public API first: it takes the plain names (/cancel), and UI events that call the same functions
         # get suffixed ones (/cancel_1) instead of the other way round.
         for task in tasks:

@@ -384,7 +384,7 @@ def test_sigterm_to_the_app_leaves_the_job_interrupted_and_resumable(settings, t
     import subprocess
     import sys
 
-    from gradio_client import Client, handle_file
+    from gradio_client import handle_file
 
     from conftest import free_port
     from training import paths

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gradio as gr
 
 from models import device
 from tasks.base import Context
+from ui.api import handler, user_of
 
 
 def disk_used_mb(ctx: Context) -> float:
@@ -15,15 +18,18 @@ def disk_used_mb(ctx: Context) -> float:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) / 2**20
 
 
-def system_report(ctx: Context) -> str:
+def system_report(ctx: Context, request: gr.Request = None) -> str:
+    """The panel; server paths (the data directory, model folders) only for an admin, the server's operator."""
+    operator = ctx.accounts.is_admin(user_of(request))
     facts = device.describe()
-    loaded = ctx.hub.loaded()
-    models = "\n".join(f"| {m['model']} | {m['memory_mb']} MB |" for m in loaded) or "| (none yet) | |"
-    budget = ctx.settings.memory_budget_gb
+    shown = (lambda key: key) if operator else (lambda key: Path(key.split(":", 1)[-1].split("+")[0]).name)
+    models = "\n".join(f"| {shown(m['model'])} | {m['memory_mb']} MB |" for m in ctx.hub.loaded()) or \
+        "| (none yet) | |"
+    where = (f"**Data directory** `{ctx.settings.data_dir.resolve()}` ({disk_used_mb(ctx):.0f} MB used)\n\n"
+             if operator else "")
     return (f"**Device** {facts['device']} · **dtype** {str(ctx.hub.dtype).removeprefix('torch.')} · "
-            f"**CPU threads** {facts['threads']} · **torch** {facts['torch']}\n\n"
-            f"**Data directory** `{ctx.settings.data_dir.resolve()}` ({disk_used_mb(ctx):.0f} MB used)\n\n"
-            f"**Loaded models** (budget {budget:g} GB; models load on first use)\n\n"
+            f"**CPU threads** {facts['threads']} · **torch** {facts['torch']}\n\n{where}"
+            f"**Loaded models** (budget {ctx.settings.memory_budget_gb:g} GB; models load on first use)\n\n"
             f"| model | memory |\n|---|---|\n{models}")
 
 
@@ -32,4 +38,4 @@ def build(ctx: Context) -> None:
         report = gr.Markdown()
         refresh = gr.Button("Refresh", size="sm")
     # Read when the tab opens and on Refresh (not when the page loads: nobody is looking at it then).
-    gr.on([refresh.click, tab.select], lambda: system_report(ctx), None, report, api_visibility="undocumented")
+    gr.on([refresh.click, tab.select], handler(system_report, ctx), None, report, api_visibility="undocumented")
