@@ -58,8 +58,9 @@ class SearchTask(Task):
         return self.find(owner, query, collection, k)
 
     def collections(self, *, owner: str = LOCAL_USER) -> list[dict]:
-        """Your collections (and those shared with everyone) with their documents, chunks and embedding models."""
-        return self.summaries(owner)
+        """Your collections (and those shared with everyone; every user's for an admin) with their documents,
+        chunks and embedding models."""
+        return self.summaries(owner, everyone=self.ctx.accounts.enabled and self.ctx.accounts.is_admin(owner))
 
     def remove_document(self, collection: str, source: str, *, owner: str = LOCAL_USER) -> dict:
         """Remove one document (by its source name) from one of your collections; returns what is left."""

@@ -99,6 +99,7 @@ def test_users_see_only_their_own_work_and_an_admin_shares(accounts_app, tiny_be
     _refused(lambda: bob.predict(api_name="/users"), "Only an admin")
     _refused(lambda: bob.predict("adapter", "tickets", "alice", True, api_name="/share"), "Only an admin")
 
+    assert [(c["name"], c["owner"]) for c in carol.predict(api_name="/collections")] == [("plans", "alice")]
     everything = carol.predict("", api_name="/adapters")  # an admin sees all
     assert [(a["name"], a["owner"]) for a in everything] == [("tickets", "alice")]
     assert carol.predict(job["job_id"], api_name="/job")["state"] == "succeeded"
