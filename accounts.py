@@ -1,7 +1,7 @@
 """Accounts: who may log in, who is an admin, and what an admin shared with everyone.
 
 Users live in `users.json` under the data directory with salted, slow password hashes (scrypt); shares in
-`shared.json`. Both are written to a temporary file and renamed into place, under a file lock, so the app and the
+`shared.json`; API keys (hashed) in `api_keys.json`. Both are written to a temporary file and renamed into place, under a file lock, so the app and the
 `python app.py users ...` command never see half a file. With no users (and no --username), the app is the
 single-user app: everything belongs to `local`.
 """
@@ -14,6 +14,7 @@ import hmac
 import json
 import os
 import re
+import secrets
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,7 +22,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from config import LOCAL_USER, Settings
-from errors import UserError
+from errors import NotFound, UserError
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")
 MIN_PASSWORD = 8
@@ -70,6 +71,7 @@ class Accounts:
         self.settings = settings
         self.path = Path(settings.data_dir) / "users.json"
         self._lock = FileLock(str(self.path) + ".lock")
+        self.keys = ApiKeys(settings.data_dir)
 
     # ---- reading ---------------------------------------------------------------------------------------------
     def users(self) -> dict[str, dict]:
@@ -88,6 +90,10 @@ class Accounts:
             return hmac.compare_digest((password or "").encode(), self.settings.password.encode())
         user = self.users().get(name or "")
         return bool(user) and password_matches(password or "", user["password"])
+
+    def exists(self, name: str) -> bool:
+        """Whether name can log in now (a removed user's API keys stop working with the account)."""
+        return name == self.settings.username or name in self.users()
 
     def is_admin(self, name: str) -> bool:
         if not self.enabled:
@@ -128,14 +134,14 @@ class Accounts:
     def remove(self, name: str) -> None:
         with self._editing() as users:
             if name not in users:
-                raise UserError(f"There is no user named '{name}'.")
+                raise NotFound(f"There is no user named '{name}'.")
             del users[name]
 
     def set_password(self, name: str, password: str) -> None:
         hashed = hash_password(password)
         with self._editing() as users:
             if name not in users:
-                raise UserError(f"There is no user named '{name}'.")
+                raise NotFound(f"There is no user named '{name}'.")
             users[name]["password"] = hashed
 
 
@@ -163,3 +169,59 @@ class Shares:
             data[kind] = sorted(items)
             self.path.parent.mkdir(parents=True, exist_ok=True)
             _write_json(self.path, data)
+
+
+KEY_PREFIX = "lsk-"
+
+
+def _key_hash(key: str) -> str:
+    # A key is 32 random bytes: a plain hash is enough (scrypt is for guessable passwords).
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+class ApiKeys:
+    """API keys for the OpenAI-compatible routes: each acts as its owner. Only their hashes are stored
+    (`api_keys.json`); a key is shown once, when it is made."""
+
+    def __init__(self, data_dir: Path):
+        self.path = Path(data_dir) / "api_keys.json"
+        self._lock = FileLock(str(self.path) + ".lock")
+
+    def _keys(self) -> dict[str, dict]:
+        if not self.path.exists():
+            return {}
+        return json.loads(self.path.read_text(encoding="utf-8")).get("keys", {})
+
+    def create(self, owner: str, label: str = "") -> str:
+        """A new key for owner (returned once, never stored)."""
+        label = (label or "").strip()[:60] if isinstance(label, str) else ""
+        key = KEY_PREFIX + secrets.token_urlsafe(32)
+        with self._lock:
+            keys = self._keys()
+            keys[_key_hash(key)] = {"owner": owner, "label": label, "id": key[len(KEY_PREFIX):][:8],
+                                    "created": time.time()}
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _write_json(self.path, {"version": 1, "keys": keys})
+        return key
+
+    def owner_of(self, key: str) -> str | None:
+        """Whose key this is, or None for a key that was never made or was revoked."""
+        if not isinstance(key, str) or not key.startswith(KEY_PREFIX):
+            return None
+        entry = self._keys().get(_key_hash(key))
+        return entry["owner"] if entry else None
+
+    def list(self, owner: str) -> list[dict]:
+        """owner's keys as {id, label, created} (the id is the key's first characters, to tell them apart)."""
+        return sorted(({k: v for k, v in entry.items() if k != "owner"} for entry in self._keys().values()
+                       if entry["owner"] == owner), key=lambda entry: entry["created"])
+
+    def revoke(self, owner: str, key_id: str) -> None:
+        with self._lock:
+            keys = self._keys()
+            found = [h for h, entry in keys.items() if entry["owner"] == owner and entry["id"] == key_id]
+            if not found:
+                raise NotFound(f"You have no API key '{str(key_id)[:12]}'.")
+            for digest in found:
+                del keys[digest]
+            _write_json(self.path, {"version": 1, "keys": keys})

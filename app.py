@@ -23,6 +23,8 @@ from tasks.base import Context
 from tasks.spec import resolve
 from training.service import TrainingService
 from tasks.account import AccountService
+from tasks.library import AdapterLibrary
+from server.openai_compat import OpenAIRoutes
 from ui import account_tab, system_tab, train_tab
 from ui.api import expose, publish, user_of
 from ui.picker import Picker
@@ -46,8 +48,10 @@ def build_app(settings: config.Settings) -> gr.Blocks:
     ctx = Context(settings, ModelHub(settings))
     training = TrainingService(ctx)
     tasks = [task_class(ctx) for task_class in TASKS.values()]
-    search = next(task for task in tasks if task.id == "search")
+    by_id = {task.id: task for task in tasks}
+    search = by_id["search"]
     account = AccountService(ctx, search.store)
+    library = AdapterLibrary(ctx)
     claim_local_data(ctx, training, search.store)
     secret = browser_secret(settings)
     with gr.Blocks(title="LoRA Studio") as demo:
@@ -58,7 +62,7 @@ def build_app(settings: config.Settings) -> gr.Blocks:
         # get suffixed ones (/cancel_1) instead of the other way round.
         for task in tasks:
             publish(task.endpoints())
-        publish(training.endpoints() + account.endpoints())
+        publish(training.endpoints() + library.endpoints() + account.endpoints())
         with gr.Tabs() as tabs:
             pickers = {task.id: build_tab(task, secret) for task in tasks}
             trainer = train_tab.build(training, secret)
@@ -68,7 +72,19 @@ def build_app(settings: config.Settings) -> gr.Blocks:
     demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_size)
     demo.ctx = ctx  # tests and the CLI reach the shared services through the app
     demo.training = training
+    demo.http_routes = OpenAIRoutes(ctx, by_id["chat"], search).router().routes  # served beside the UI
     return demo
+
+
+def serve(demo: gr.Blocks, settings: config.Settings, **options) -> None:
+    """Start the server: the UI, its Gradio API and the /v1 routes on one port (options go to launch)."""
+    accounts = demo.ctx.accounts
+    # FastAPI's `routes` come before Gradio's own, on Gradio's app: one server, one port, one command.
+    demo.launch(server_name=settings.host, server_port=settings.port,
+                auth=accounts.check if accounts.enabled else None,
+                auth_message="Log in with your LoRA Studio account.",
+                max_file_size=f"{settings.max_upload_mb}mb", show_error=False,
+                app_kwargs={"routes": list(demo.http_routes)}, **options)
 
 
 def claim_local_data(ctx: Context, training: TrainingService, collections) -> None:
@@ -131,12 +147,8 @@ def main(argv: list[str]) -> None:
     demo = build_app(settings)
     # SIGTERM (a service manager, `docker stop`) stops the app like Ctrl-C: the training job is interrupted cleanly.
     signal.signal(signal.SIGTERM, _interrupt)
-    accounts = demo.ctx.accounts
     try:
-        demo.launch(server_name=settings.host, server_port=settings.port,
-                    auth=accounts.check if accounts.enabled else None,
-                    auth_message="Log in with your LoRA Studio account.",
-                    max_file_size=f"{settings.max_upload_mb}mb", show_error=False)
+        serve(demo, settings)
     finally:
         demo.training.manager.shutdown()
 

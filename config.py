@@ -27,6 +27,7 @@ class Settings:
     embedding_model: str = ""  # default sentence-embedding backbone ("" = the catalog default)
     username: str = ""  # with a password: the UI asks for a login
     password: str = ""
+    api_key: str = ""  # without accounts: the key the /v1 routes ask for ("" = none; with accounts each user has keys)
     concurrency: int = 4  # requests the queue runs at once (chat requests share one batched engine)
     memory_budget_gb: float = 8.0  # loaded models beyond this are evicted, least recently used first
     threads: int = 0  # torch CPU threads (0 = all cores)
@@ -43,6 +44,7 @@ class Settings:
     max_train_steps: int = 20_000  # the most optimizer steps one training job may take
     estimates: int = 1  # pre-flight estimates running at once (each loads a model in a subprocess)
     queue_size: int = 100  # requests waiting in the server's queue before new ones are turned away
+    api_requests_per_user: int = 8  # generations one user may have running through the /v1 routes at once
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).expanduser()
@@ -55,7 +57,7 @@ class Settings:
         if self.concurrency < 1 or self.memory_budget_gb <= 0 or self.max_upload_mb < 1:
             raise ValueError("concurrency, memory budget and upload limit must be positive")
         limits = ("max_chars", "max_history", "summary_sentences", "lines_in_flight", "jobs_per_user",
-                  "max_train_steps", "estimates", "queue_size")
+                  "max_train_steps", "estimates", "queue_size", "api_requests_per_user")
         for name in limits:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
@@ -79,6 +81,7 @@ _HELP = {
     "embedding_model": "default embedding backbone: a catalog name, hub id or local folder",
     "username": "login name for the UI (with --password)",
     "password": "login password for the UI (with --username)",
+    "api_key": "without accounts: a key the OpenAI-compatible /v1 routes require (Authorization: Bearer KEY)",
     "concurrency": "requests served at once",
     "memory_budget_gb": "memory for loaded models before the least recently used is unloaded",
     "threads": "CPU threads for torch (0 = all cores)",
@@ -94,6 +97,7 @@ _HELP = {
     "max_train_steps": "the most optimizer steps one training job may take",
     "estimates": "pre-flight training estimates running at once",
     "queue_size": "requests waiting in the server's queue before new ones are turned away",
+    "api_requests_per_user": "generations one user may run at once through the /v1 routes",
 }
 
 

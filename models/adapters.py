@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from errors import UserError
+from errors import NotFound, UserError
 from accounts import Shares
 from models import catalog, lora
 from models.engine import EngineClosed
@@ -40,9 +40,9 @@ def adapter_store(settings) -> "AdapterStore":
     return AdapterStore(settings.path("adapters"), Shares(settings.data_dir))
 
 
-def _unknown(name: str) -> UserError:
+def _unknown(name: str) -> NotFound:
     # Another user's adapter answers exactly as one that does not exist: names never leak.
-    return UserError(f"There is no adapter named '{str(name)[:80]}'.")
+    return NotFound(f"There is no adapter named '{str(name)[:80]}'.")
 
 
 class AdapterStore:
@@ -175,6 +175,47 @@ class AdapterStore:
             shutil.rmtree(leftover, ignore_errors=True)
 
 
+class MergedModels:
+    """Full models made by merging an adapter into its base, per owner: each is a model folder (safetensors and
+    `lora_studio.json` saying where it came from) that the owner's model boxes accept by its name."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def find(self, owner: str, name: str) -> Path | None:
+        """The folder of owner's merged model called name, or None (also for anything that is not a name)."""
+        try:
+            folder = self.root / sanitize_name(owner) / sanitize_name(name)
+        except UserError:
+            return None
+        return folder if folder.name == name.strip() and (folder / "config.json").exists() else None
+
+    def list(self, owner: str) -> list[dict]:
+        owner_dir = self.root / sanitize_name(owner)
+        found = [json.loads(p.read_text()) | {"name": p.parent.name}
+                 for p in owner_dir.glob(f"*/{META_FILE}")] if owner_dir.exists() else []
+        return sorted(found, key=lambda m: m.get("created", 0), reverse=True)
+
+    def save(self, owner: str, name: str, write) -> tuple[str, Path]:
+        """Write a model through write(tmp_folder) and rename it into place (a taken name gets -2, -3, ...)."""
+        owner_dir = self.root / sanitize_name(owner)
+        owner_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".saving-", dir=owner_dir))
+        try:
+            write(tmp)
+            base = sanitize_name(name)
+            for attempt in range(1, 1000):
+                final = owner_dir / (base if attempt == 1 else f"{base}-{attempt}")
+                try:
+                    tmp.rename(final)
+                    return final.name, final
+                except OSError:
+                    continue
+            raise UserError(f"Could not find a free name for the model '{name}'.")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def engine_key(owner: str, name: str, created: float) -> str:
     """The adapter's name inside a loaded model: unique per owner, name and version, safe for peft."""
     return "a" + hashlib.sha1(f"{owner}/{name}/{created}".encode()).hexdigest()[:12]
@@ -198,6 +239,12 @@ class AdapterService:
     def __init__(self, store: AdapterStore, hub):
         self.store = store
         self.hub = hub  # models.loading.ModelHub
+        self.merged = MergedModels(store.root.parent / "merged")
+
+    def reference(self, owner: str, model: str) -> str:
+        """What loads model for owner: the folder of their merged model by that name, else model itself."""
+        folder = self.merged.find(owner, model) if isinstance(model, str) and model.strip() else None
+        return str(folder) if folder is not None else model
 
     def meta(self, owner: str, name: str, task: str) -> dict:
         """The adapter's metadata, or a UserError when there is none by that name or it is for another task."""
@@ -225,7 +272,7 @@ class AdapterService:
         """The model to load: the one asked for, or, when only an adapter is chosen, the base it was trained on."""
         name = selected(adapter)
         if (model or "").strip() or name is None:
-            return model
+            return self.reference(owner, model)
         return self.base(owner, name)
 
     def attach(self, owner: str, lm, adapter: object, task: str) -> tuple[str | None, dict]:

@@ -89,6 +89,11 @@ class ModelCache:
             entry = self._entries.get(key)
             return entry.value if entry else None
 
+    def values(self) -> list[tuple[str, Any]]:
+        """(key, loaded value) of every loaded model."""
+        with self._lock:
+            return [(k, e.value) for k, e in self._entries.items()]
+
     def items(self) -> list[tuple[str, int]]:
         """(key, size in bytes) of every loaded model, most recently used last."""
         with self._lock:

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from errors import UserError
+from errors import NotFound, UserError
 from models import offline
 
 DECODER = "decoder"  # causal LM (GPT family): chat, completion, LM-backed tasks
@@ -88,7 +88,7 @@ class ModelSource:
         return self.location
 
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _hub_state: dict[str, float | bool] = {"checked": 0.0, "up": False}
 
 
@@ -135,9 +135,9 @@ def resolve(reference: str, models_dir: Path, default: str = DEFAULTS[DECODER]) 
         if not (folder / "config.json").exists():
             raise UserError(f"The folder '{reference}' holds no model (no config.json in it).")
         return ModelSource(folder.name, str(folder.resolve()), None, local=True)
-    if _HUB_ID.match(reference):
+    if HUB_ID.match(reference):
         return _from_hub(reference, reference, None, "see the model card")
-    raise UserError(f"Unknown model '{reference}': pick one from the list, type a Hugging Face id "
+    raise NotFound(f"Unknown model '{reference}': pick one from the list, type a Hugging Face id "
                     "such as 'openai-community/gpt2', or the path of a model folder.")
 
 
@@ -152,7 +152,7 @@ def _from_catalog(backbone: Backbone, models_dir: Path) -> ModelSource:
 def _from_hub(name: str, hub_id: str, family: str | None, license: str) -> ModelSource:
     if hub_reachable() or _hub_cached(hub_id):
         return ModelSource(name, hub_id, family, local=False, license=license)
-    raise UserError(f"The model '{name}' ({hub_id}) is not on this machine and the Hugging Face hub cannot be "
+    raise NotFound(f"The model '{name}' ({hub_id}) is not on this machine and the Hugging Face hub cannot be "
                     "reached: connect to the internet, download it into a folder and type that folder's path, "
                     "or pick a model that works offline.")
 

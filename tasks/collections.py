@@ -30,7 +30,7 @@ import numpy as np
 from filelock import FileLock
 
 from accounts import Shares
-from errors import UserError
+from errors import NotFound, UserError
 from tasks import vector_index
 from tasks.documents import Document
 
@@ -247,7 +247,7 @@ class Collection:
         with self.locked():
             manifest = self.manifest()
             if not any(d["name"] == source for d in manifest["documents"]):
-                raise UserError(f"There is no document named '{source}' in the collection '{self.name}'.")
+                raise NotFound(f"There is no document named '{source}' in the collection '{self.name}'.")
             _drop_document(manifest, source)
             if not manifest["documents"]:
                 shutil.rmtree(self.folder)
@@ -306,7 +306,7 @@ class CollectionStore:
                     raise UserError(f"The collection '{name}' is shared with you by {sharer}, read-only; only they "
                                     "can change it.")
                 return shared
-        raise UserError(f"There is no collection named '{name}'; add documents to create it.")
+        raise NotFound(f"There is no collection named '{name}'; add documents to create it.")
 
     def _collection(self, owner: str, name: str) -> Collection:
         folder = (self.root / owner / name).resolve()

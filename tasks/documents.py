@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from errors import UserError
+from errors import TooLarge, UserError
 from tasks.text import Chunk, chunk_text, csv_rows, read_text_file
 
 MIN_WORDS = 80  # a chunk shorter than this grows by the next paragraph (when it fits)
@@ -48,7 +48,7 @@ def _size_checked(path: Path, name: str, max_mb: float) -> Path:
         raise UserError(f"The file '{name}' could not be found; please upload it again.")
     size_mb = path.stat().st_size / 2**20
     if size_mb > max_mb:
-        raise UserError(f"The file '{name}' is {size_mb:.1f} MB; the limit is {max_mb:g} MB.")
+        raise TooLarge(f"The file '{name}' is {size_mb:.1f} MB; the limit is {max_mb:g} MB.")
     return path
 
 

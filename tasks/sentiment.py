@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from config import LOCAL_USER
-from errors import UserError
+from errors import TooLarge, UserError
 from models import catalog
 from models.loading import token_limit
 from tasks.base import Endpoint, Task
@@ -65,11 +65,11 @@ def split_texts(texts: list[str] | str) -> list[str]:
     if not kept:
         raise UserError("Please enter some text to analyse: every line is empty.")
     if len(kept) > MAX_TEXTS:
-        raise UserError(f"There are {len(kept):,} texts; the limit is {MAX_TEXTS:,} per request. "
+        raise TooLarge(f"There are {len(kept):,} texts; the limit is {MAX_TEXTS:,} per request. "
                         "Split them into smaller batches.")
     for number, text in enumerate(kept, 1):
         if len(text) > MAX_CHARS:
-            raise UserError(f"Text {number} is too long ({len(text):,} characters); the limit is "
+            raise TooLarge(f"Text {number} is too long ({len(text):,} characters); the limit is "
                             f"{MAX_CHARS:,} per text.")
     return kept
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from errors import UserError
+from errors import TooLarge, UserError
 
 # A sentence ends at . ! ? … or a CJK full stop, followed by space (or directly, for CJK) and an upper-case
 # letter, digit, quote or CJK character. Abbreviations such as "e.g." followed by lower case stay joined.
@@ -59,7 +59,7 @@ def read_text_file(path: str | Path, max_mb: float, name: str | None = None) -> 
         raise UserError(f"The file '{name}' could not be found; please upload it again.")
     size_mb = path.stat().st_size / 2**20
     if size_mb > max_mb:
-        raise UserError(f"The file '{name}' is {size_mb:.1f} MB; the limit is {max_mb:g} MB.")
+        raise TooLarge(f"The file '{name}' is {size_mb:.1f} MB; the limit is {max_mb:g} MB.")
     data = path.read_bytes()
     if b"\x00" in data[:8192]:
         raise UserError(f"The file '{name}' looks binary, not text; upload a .txt, .md, .csv or .jsonl file.")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import importlib.metadata as metadata
 import os
 import shutil
@@ -165,15 +167,16 @@ def free_port() -> int:
 @pytest.fixture
 def launch(settings):
     """Launch the real app on a free localhost port; returns (url, demo). Closed after the test."""
-    from app import build_app
+    from app import build_app, serve
 
     demos = []
 
     def start(app_settings: Settings | None = None):
-        demo = build_app(app_settings or settings)
-        accounts = demo.ctx.accounts  # as app.main launches it: a login when the data directory has users
-        demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
-                    auth=accounts.check if accounts.enabled else None, show_error=False)
+        app_settings = app_settings or settings
+        demo = build_app(app_settings)
+        # As app.main serves it (a login when the data directory has users, the /v1 routes), on a free port.
+        serve(demo, dataclasses.replace(app_settings, host="127.0.0.1", port=free_port()),
+              prevent_thread_lock=True, quiet=True)
         demos.append(demo)
         return demo.local_url, demo
 

@@ -162,7 +162,7 @@ def write_settings(settings: Settings, folder: Path) -> Path:
     """The server's settings for a worker, in a file only this user can read (never on a command line, where
     `ps` shows it to everyone); the login password is left out: a worker needs none."""
     values = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()}
-    values.update(data_dir=str(settings.data_dir.resolve()), password="", username="")
+    values.update(data_dir=str(settings.data_dir.resolve()), password="", username="", api_key="")
     path = folder / "settings.json"
     tmp = folder / ".settings.json.tmp"
     descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

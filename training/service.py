@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 from config import LOCAL_USER
-from errors import UserError
+from errors import NotFound, OverLimit, UserError
 from models import catalog
 from models.adapters import sanitize_name
 from tasks.base import Context, Endpoint, Upload
@@ -102,7 +102,7 @@ class TrainingService:
     def _check_room(self, owner: str) -> None:
         waiting = self.store.list(owner, states=("queued", "running"))
         if len(waiting) >= self.settings.jobs_per_user:
-            raise UserError(f"You already have {len(waiting)} training jobs waiting or running (the limit is "
+            raise OverLimit(f"You already have {len(waiting)} training jobs waiting or running (the limit is "
                             f"{self.settings.jobs_per_user}); wait for one to finish or cancel one.")
 
     def _check_steps(self, settings: presets.TrainSettings, rows: int) -> None:
@@ -115,7 +115,7 @@ class TrainingService:
     def _job(self, job_id: str, owner: str):
         job = self.store.get(job_id.strip()) if isinstance(job_id, str) and job_id.strip() else None
         if job is None or (job.owner != owner and not self.ctx.accounts.is_admin(owner)):
-            raise UserError(f"There is no training job '{str(job_id)[:40]}'.")  # another's answers as unknown
+            raise NotFound(f"There is no training job '{str(job_id)[:40]}'.")  # another's answers as unknown
         return job
 
     def job(self, job_id: str, *, owner: str = OWNER) -> dict:

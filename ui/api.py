@@ -6,7 +6,8 @@
   a task function's `owner` parameter is filled in here and is not part of the public API.
 - A task function's `progress` parameter gets the caller's progress bar, and stops the work (raises ClientGone)
   once the client has gone away.
-- A parameter typed `Upload` takes a file upload: only a file Gradio received (in its upload folder) is accepted.
+- A parameter typed `Upload` takes a file upload: only a file Gradio received (in its upload folder) is accepted;
+  a function that returns an `Upload` returns that file (the client downloads it).
 """
 
 from __future__ import annotations
@@ -194,6 +195,10 @@ def endpoint_function(fn: Callable, exposed: Callable | None = None) -> Callable
             extra["progress"] = progress_for(None)  # an API call has no progress bar; it can still be cancelled
         return bound.args, {**bound.kwargs, **extra}
 
+    returns_file = hints.get("return") is Upload
+    if returns_file:
+        run = _as_file(run)
+        hints = {**hints, "return": gr.FileData}
     public = [p.replace(annotation=_gradio_type(hints.get(name, p.annotation)))
               for name, p in signature.parameters.items() if name not in hidden]
     count = len(public)
@@ -224,6 +229,15 @@ def endpoint_function(fn: Callable, exposed: Callable | None = None) -> Callable
     wrapper.__annotations__ = {**{p.name: _gradio_type(hints[p.name]) for p in public if p.name in hints},
                                "request": gr.Request, **({"return": hints["return"]} if "return" in hints else {})}
     return wrapper
+
+
+def _as_file(run: Callable) -> Callable:
+    """run with its returned Upload as the FileData Gradio sends to the client as a file."""
+    @functools.wraps(run)
+    def call(*args, **kwargs):
+        result = run(*args, **kwargs)
+        return gr.FileData(path=result.path, orig_name=result.name)
+    return call
 
 
 GENERATION = {"concurrency_id": "generation", "concurrency_limit": 16}  # the engine batches up to 16 rows

@@ -1,0 +1,241 @@
+"""The adapter library: rename, export as a standard PEFT zip with a model card, import one trained anywhere,
+merge one into its base as a new local model, and push one to the Hugging Face Hub.
+
+Not a task (it has no spec): the app publishes these beside the training endpoints. Every operation acts on the
+caller's own adapters (a shared one can be exported and merged, not renamed); an import is checked completely in
+a temporary folder before anything is written to the store (models/portable.py).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from config import LOCAL_USER
+from errors import UserError
+from models import catalog, lora, portable
+from models.adapters import META_FILE
+from models.loading import load_pretrained
+from tasks.base import Context, Endpoint, Upload
+from tasks.spec import spec as task_spec, trainable_spec
+
+ENCODER_KINDS = {"sentiment": "classifier", "answer": "span", "search": "embedder"}  # else a causal LM
+HEADS = {"sentiment": ("classifier", "score"), "answer": ("qa_outputs",)}  # the head a task's adapter carries
+CARRIED = {"chat_template": str, "system_prompt": str, "labels": list, "metrics": dict, "settings": dict,
+           "rows": dict}  # what an imported lora_studio.json may bring (anything else in it is ignored)
+
+
+class AdapterLibrary:
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+        self.adapters = ctx.adapters  # models.adapters.AdapterService
+        self.store = ctx.adapters.store
+
+    def endpoints(self) -> list[Endpoint]:
+        return [Endpoint("rename_adapter", self.rename_adapter), Endpoint("export_adapter", self.export_adapter),
+                Endpoint("import_adapter", self.import_adapter), Endpoint("merge_adapter", self.merge_adapter),
+                Endpoint("push_adapter", self.push_adapter)]
+
+    # ---- rename, export ------------------------------------------------------------------------------------
+    def rename_adapter(self, name: str, new_name: str, *, owner: str = LOCAL_USER) -> dict:
+        """Rename one of your adapters; returns {name, old_name}."""
+        old = name if isinstance(name, str) else ""
+        return {"name": self.store.rename(owner, old, new_name if isinstance(new_name, str) else ""),
+                "old_name": old}
+
+    def export_adapter(self, name: str, *, owner: str = LOCAL_USER) -> Upload:
+        """A zip of the adapter: adapter_config.json, adapter_model.safetensors, lora_studio.json and a model
+        card (README.md); it loads with plain peft."""
+        _, folder = self.store.locate(owner, name if isinstance(name, str) else "")
+        meta = self.store.meta(owner, name)
+        target = Path(tempfile.mkdtemp(prefix="lora-studio-export-")) / f"{folder.name}.zip"
+        return Upload(str(portable.write_bundle(folder, folder.name, meta, target)), target.name)
+
+    # ---- import ----------------------------------------------------------------------------------------------
+    def import_adapter(self, data: Upload | list[Upload], name: str = "", task: str = "", base: str = "", *,
+                       owner: str = LOCAL_USER) -> dict:
+        """Import a LoRA adapter trained anywhere (a zip of its folder, or its files) on a base this app can load.
+
+        task "" takes the one in its lora_studio.json, else chat; base "" takes the one it names."""
+        files = [data] if isinstance(data, Upload) else list(data or [])
+        if not files:
+            raise UserError("Upload the adapter: a zip of its folder, or its adapter_config.json and "
+                            "adapter_model.safetensors.")
+        with tempfile.TemporaryDirectory(prefix="lora-studio-import-") as tmp:
+            folder = Path(tmp)
+            portable.unpack([(f.path, f.name) for f in files], folder, self._max_bytes())
+            config = portable.read_config(folder)
+            carried = _carried(folder)
+            task = (task or "").strip() if isinstance(task, str) else ""
+            task = trainable_spec(task or carried.get("task") or "chat").id
+            head = self._head(task, config, folder, carried)
+            source = self.ctx.hub.source(self._base_for(base, carried, config, task), self._default(task))
+            model, fingerprint = self._base_model(task, source)
+            rank = portable.check_fits(portable.weight_shapes(folder), model, source.name)
+            meta = {**carried.get("fields", {}), **head,
+                    "task": task, "base_model": source.name, "base_location": source.location,
+                    "base_fingerprint": fingerprint, "owner": owner,
+                    "imported": {"file": files[0].name[:200], "trained_on": str(config.get(
+                        "base_model_name_or_path") or "")[:200], "rank": rank}}
+            meta.setdefault("settings", {"rank": rank, "alpha": config.get("lora_alpha")})
+            wanted = name if isinstance(name, str) and name.strip() else Path(files[0].name).stem
+
+            def write(target: Path) -> None:
+                for kept in (portable.CONFIG, portable.WEIGHTS):
+                    shutil.copyfile(folder / kept, target / kept)
+
+            final = self.store.save(owner, wanted, write, meta)
+        size = self.store.folder(owner, final).joinpath(portable.WEIGHTS).stat().st_size
+        return {"name": final, "task": task, "base": source.name, "rank": rank, "size_mb": round(size / 2**20, 2)}
+
+    def _max_bytes(self) -> int:
+        return self.ctx.settings.max_upload_mb * 4 * 2**20  # weights hardly compress: unpacked ≈ uploaded
+
+    def _default(self, task: str) -> str:
+        family = task_spec(task).families[0]
+        return task_spec(task).defaults.get(family) or self.ctx.hub.default(family)
+
+    @staticmethod
+    def _base_for(base: object, carried: dict, config: dict, task: str) -> str:
+        """The base the import names: the caller's choice, else the one its metadata or peft config names when
+        this app knows it (a catalog name or hub id), else "" (the task's default)."""
+        if isinstance(base, str) and base.strip():
+            return base.strip()
+        for named in (carried.get("base_model"), carried.get("base_hub_id"), config.get("base_model_name_or_path")):
+            backbone = catalog.find(named) if isinstance(named, str) and named else None
+            if backbone is not None:
+                return backbone.name
+        trained_on = config.get("base_model_name_or_path")
+        return trained_on if isinstance(trained_on, str) and "/" in trained_on and not trained_on.startswith(
+            ("/", ".")) else ""  # a hub id; a path on someone else's machine means nothing here
+
+    def _base_model(self, task: str, source: catalog.ModelSource):
+        """The loaded base the adapter must fit, and its fingerprint (what every later use checks)."""
+        kind = ENCODER_KINDS.get(task)
+        if kind is None:
+            lm = self.ctx.hub.lm(source.location)
+            return lm.model, lm.fingerprint
+        loaded = self.ctx.hub.get(kind, source.location)
+        model = loaded.model[0].auto_model if kind == "embedder" else loaded.model
+        return model, lora.encoder_fingerprint(model)
+
+    @staticmethod
+    def _head(task: str, config: dict, folder: Path, carried: dict) -> dict:
+        """An encoder task's head: it must be saved with the adapter (modules_to_save); a classifier's labels."""
+        heads = HEADS.get(task)
+        if not heads:
+            return {}
+        saved = config.get("modules_to_save") or []
+        head = next((h for h in heads if h in saved), None)
+        if head is None:
+            raise UserError(f"A {task} adapter must carry its head: its adapter_config.json lists no "
+                            f"{' or '.join(heads)} in modules_to_save.")
+        if task != "sentiment":
+            return {}
+        rows = [shape[0] for name, shape in portable.weight_shapes(folder).items()
+                if f"{head}." in name and name.endswith("weight") and "lora_" not in name and len(shape) == 2]
+        if not rows:
+            raise UserError(f"The adapter lists {head} in modules_to_save but its weights are not in the file.")
+        labels = carried.get("fields", {}).get("labels")
+        if not labels or len(labels) != rows[-1] or not all(isinstance(label, str) for label in labels):
+            labels = [f"label_{i}" for i in range(rows[-1])]
+        return {"labels": labels}
+
+    # ---- merge -----------------------------------------------------------------------------------------------
+    def merge_adapter(self, name: str, new_name: str = "", *, owner: str = LOCAL_USER) -> dict:
+        """Merge an adapter into its base and save the result as a new local model (safetensors) that the model
+        boxes accept by its name; returns {model, base, task}."""
+        name = name if isinstance(name, str) else ""
+        meta = self.store.meta(owner, name)
+        _, folder = self.store.locate(owner, name)
+        if meta["task"] in ENCODER_KINDS:
+            raise UserError(f"Merging is for adapters of language models; a {meta['task']} adapter is already "
+                            "merged into its own copy of the model whenever it is used.")
+        source = self.ctx.hub.source(self.adapters.base(owner, name))
+        merged, tokenizer = self._merged(source, folder, meta)
+        provenance = {"merged_from": folder.name, "task": meta["task"], "base_model": meta["base_model"],
+                      "base_hub_id": portable.hub_id(meta), "system_prompt": meta.get("system_prompt", ""),
+                      "created": time.time()}
+
+        def write(target: Path) -> None:
+            merged.save_pretrained(target)
+            tokenizer.save_pretrained(target)
+            (target / META_FILE).write_text(json.dumps(provenance, indent=2, ensure_ascii=False))
+
+        final, _ = self.adapters.merged.save(owner, new_name if isinstance(new_name, str) and new_name.strip()
+                                             else f"{folder.name}-merged", write)
+        return {"model": final, "base": meta["base_model"], "task": meta["task"]}
+
+    def _merged(self, source: catalog.ModelSource, folder: Path, meta: dict):
+        """A fresh fp32 copy of the base with the adapter merged in (the served copy is never touched)."""
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM
+
+        model, tokenizer = load_pretrained(source, AutoModelForCausalLM, self.ctx.hub.options(source),
+                                           "a text-generation model", torch.float32, torch.device("cpu"))
+        if lora.weights_fingerprint(model) != meta.get("base_fingerprint"):
+            raise UserError(f"The adapter was trained on other weights than {source.name} has now; it cannot be "
+                            "merged into them.")
+        if meta.get("chat_template"):
+            tokenizer.chat_template = meta["chat_template"]  # the merged model chats as the adapter did
+        return PeftModel.from_pretrained(model, str(folder)).merge_and_unload().eval(), tokenizer
+
+    # ---- push ------------------------------------------------------------------------------------------------
+    def push_adapter(self, name: str, repo_id: str, token: str, private: bool = True, *,
+                     owner: str = LOCAL_USER) -> dict:
+        """Upload an adapter (or one of your merged models, by its name) to the Hugging Face Hub with its model
+        card, as a private repository unless private is False; returns {url}. The token is used once, never
+        stored."""
+        import huggingface_hub
+
+        repo_id = repo_id.strip() if isinstance(repo_id, str) else ""
+        if not catalog.HUB_ID.match(repo_id):
+            raise UserError("Give the repository as 'your-name/model-name'.")
+        if not isinstance(token, str) or not token.strip():
+            raise UserError("Give a Hugging Face access token with write permission (huggingface.co/settings/"
+                            "tokens); it is used for this upload only.")
+        name = name if isinstance(name, str) else ""
+        with tempfile.TemporaryDirectory(prefix="lora-studio-push-") as tmp:
+            folder = self._push_folder(owner, name, Path(tmp))
+            if not catalog.hub_reachable():
+                raise UserError("The Hugging Face Hub cannot be reached from this server; export the adapter and "
+                                "upload it from a machine that is online.")
+            api = huggingface_hub.HfApi(token=token.strip())
+            try:
+                url = api.create_repo(repo_id, private=bool(private), exist_ok=True)
+                api.upload_folder(folder_path=str(folder), repo_id=repo_id,
+                                  commit_message=f"Upload {name} from LoRA Studio")
+            except Exception as error:  # noqa: BLE001  (the hub's refusals are the user's to fix)
+                raise UserError(f"The Hugging Face Hub refused the upload: {str(error).splitlines()[0][:200]}") \
+                    from None
+        return {"url": str(url)}
+
+    def _push_folder(self, owner: str, name: str, tmp: Path) -> Path:
+        """What a push uploads: the export bundle's files, or a merged model's folder."""
+        merged = self.adapters.merged.find(owner, name)
+        if merged is not None:
+            return merged
+        bundle = self.export_adapter(name, owner=owner)
+        shutil.unpack_archive(bundle.path, tmp)
+        return next(tmp.iterdir())
+
+
+def _carried(folder: Path) -> dict:
+    """What an uploaded lora_studio.json says, type-checked: its task, base names and the fields in CARRIED."""
+    path = folder / portable.META
+    if not path.exists() or path.stat().st_size > portable.MAX_CONFIG_BYTES:
+        return {}
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    if not isinstance(meta, dict):
+        return {}
+    named = {k: meta[k] for k in ("task", "base_model", "base_hub_id") if isinstance(meta.get(k), str)}
+    return {**named, "fields": {k: meta[k] for k, kind in CARRIED.items() if isinstance(meta.get(k), kind)}}
+
