@@ -9,7 +9,7 @@ import sys
 
 import config
 from accounts import Accounts
-from errors import UserError
+from errors import NotFound, UserError
 from models.device import set_threads
 from models.loading import ModelHub
 from tasks.base import Context
@@ -84,7 +84,8 @@ def _password(args) -> str:
 
 
 def users_command(argv: list[str]) -> int:
-    """`python app.py users add|remove|list|passwd`: manage who may log in (with users, the app asks for a login)."""
+    """`python app.py users add|remove|list|passwd|key`: manage who may log in (with users, the app asks for a
+    login) and their API keys."""
     parser = argparse.ArgumentParser(prog="app.py users", description="Manage the accounts of this data directory.")
     commands = parser.add_subparsers(dest="command", required=True)
     add = commands.add_parser("add", help="add a user")
@@ -95,6 +96,10 @@ def users_command(argv: list[str]) -> int:
     commands.add_parser("list", help="list the users")
     passwd = commands.add_parser("passwd", help="set a user's password")
     passwd.add_argument("name")
+    key = commands.add_parser("key", help="make a new API key for a user (printed once; revoke it in the Account "
+                                           "panel)")
+    key.add_argument("name")
+    key.add_argument("--label", default="", help="what the key is for (shown in the Account panel)")
     for sub in (add, passwd):
         sub.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     for sub in commands.choices.values():
@@ -109,6 +114,11 @@ def users_command(argv: list[str]) -> int:
         elif args.command == "remove":
             accounts.remove(args.name)
             print(f"Removed {args.name}.")
+        elif args.command == "key":
+            if not accounts.exists(args.name):
+                raise NotFound(f"There is no user named '{args.name}'.")
+            print(f"A new API key for {args.name} (shown only now; send it as 'Authorization: Bearer KEY'):")
+            print(accounts.keys.create(args.name, args.label))
         elif args.command == "passwd":
             accounts.set_password(args.name, _password(args))
             print(f"Changed the password of {args.name}.")

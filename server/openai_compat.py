@@ -104,7 +104,7 @@ def _refuse_unsupported(body: dict) -> None:
     if body.get("logprobs") or body.get("echo") or body.get("suffix"):
         name = next(n for n in ("logprobs", "echo", "suffix") if body.get(n))
         raise ApiError(400, f"'{name}' is not supported by this server.", param=name)
-    if (_number(body, "best_of", 1, int)) != _number(body, "n", 1, int):
+    if body.get("best_of") is not None and _number(body, "best_of", 1, int) != _number(body, "n", 1, int):
         raise ApiError(400, "'best_of' is not supported by this server.", param="best_of")
 
 

@@ -72,6 +72,8 @@ def test_public_api_names_are_the_contracts(settings):
         "/collections": [], "/remove_document": ["collection", "source"],
         "/train": ["task", "data", "base", "name", "preset", "settings", "columns", "validation"],
         "/job": ["job_id"], "/cancel": ["job_id"], "/resume": ["job_id"], "/adapters": ["task"],
-        "/delete_adapter": ["name"],
+        "/delete_adapter": ["name"], "/rename_adapter": ["name", "new_name"], "/export_adapter": ["name"],
+        "/import_adapter": ["data", "name", "task", "base"], "/merge_adapter": ["name", "new_name"],
+        "/push_adapter": ["name", "repo_id", "token", "private"],
     }.items():
         assert [p["parameter_name"] for p in named[name]["parameters"]] == parameters, name

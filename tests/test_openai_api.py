@@ -1,37 +1,223 @@
-"""The OpenAI-compatible routes, driven by the real `openai` client against the launched app."""
+"""The OpenAI-compatible routes, driven by the real `openai` client against the launched app: the same engine,
+adapters, ownership and limits as the UI."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
 
+import numpy as np
 import openai
 import pytest
 from gradio_client import Client
 
+from accounts import Accounts
+from adapters_kit import plain_lora, zipped
+from tasks.base import Upload
+from tasks.library import AdapterLibrary
+from test_training import wait_for
 
-@pytest.fixture
-def served(launch, settings, tiny_chat_dir):
-    """The launched app with the tiny chat model as its default chat model; (base url, demo)."""
-    url, demo = launch(dataclasses.replace(settings, chat_model=str(tiny_chat_dir)))
-    return url, demo
+ROOT = Path(__file__).resolve().parent.parent
+HELLO = [{"role": "user", "content": "Hello there"}]
 
 
 def client(url: str, key: str = "none") -> openai.OpenAI:
-    return openai.OpenAI(base_url=url.rstrip("/") + "/v1", api_key=key, max_retries=0, timeout=120)
+    return openai.OpenAI(base_url=url.rstrip("/") + "/v1", api_key=key, max_retries=0, timeout=300)
 
 
-def test_smoke(served, tiny_chat_dir):
+def add_adapter(demo, base: Path, name: str, seed: int, tmp_path: Path, owner: str = "local") -> str:
+    folder = plain_lora(base, tmp_path / f"{name}-peft", seed=seed)
+    archive = zipped(folder, tmp_path / f"{name}.zip")
+    return AdapterLibrary(demo.ctx).import_adapter(Upload(str(archive), archive.name), name, "chat", str(base),
+                                                   owner=owner)["name"]
+
+
+@pytest.fixture
+def served(launch, settings, tiny_chat_dir, tmp_path):
+    """The app with the tiny chat model as its default and two adapters on it; (url, demo)."""
+    url, demo = launch(dataclasses.replace(settings, chat_model=str(tiny_chat_dir)))
+    add_adapter(demo, tiny_chat_dir, "sun", 1, tmp_path)
+    add_adapter(demo, tiny_chat_dir, "moon", 2, tmp_path)
+    return url, demo
+
+
+def ask(api: openai.OpenAI, model: str, tokens: int = 12, **options) -> str:
+    reply = api.chat.completions.create(model=model, messages=HELLO, temperature=0, max_tokens=tokens, **options)
+    return reply.choices[0].message.content
+
+
+def test_models_list_bases_embeddings_and_adapters_with_their_parent(served, tiny_chat_dir):
+    url, _ = served
+    models = {m.id: m for m in client(url).models.list().data}
+    base = Path(tiny_chat_dir).name
+    assert models[base].task == "chat" and "/" not in base  # listed by name: no server path leaves
+    assert models["all-MiniLM-L6-v2"].task == "embeddings"
+    assert models["sun"].parent == base and models["sun"].owned_by == "local" and models["moon"].task == "chat"
+
+
+def test_chat_streaming_and_the_gradio_api_give_the_same_greedy_text(served, tiny_chat_dir):
+    url, _ = served
+    api = client(url)
+    whole = api.chat.completions.create(model="sun", messages=HELLO, temperature=0, max_tokens=12)
+    text = whole.choices[0].message.content
+    assert text and whole.choices[0].finish_reason in ("length", "stop")
+    assert whole.usage.completion_tokens == 12 or whole.choices[0].finish_reason == "stop"
+    assert whole.usage.total_tokens == whole.usage.prompt_tokens + whole.usage.completion_tokens
+    chunks = list(api.chat.completions.create(model="sun", messages=HELLO, temperature=0, max_tokens=12,
+                                              stream=True, stream_options={"include_usage": True}))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == text
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens and not chunks[-1].choices
+    gradio = Client(url, verbose=False).predict("Hello there", [], "", "", "sun", 0, 0.9, 12, api_name="/chat")
+    assert gradio == text
+    # base:adapter names the same thing; the base alone answers differently (the adapter matters).
+    assert ask(api, f"{Path(tiny_chat_dir).name}:sun") == text and ask(api, "") != text
+
+
+def test_completion_on_a_base_model_and_stop_strings(served, tiny_gpt2_dir):
+    url, _ = served
+    api = client(url)
+    out = api.completions.create(model=str(tiny_gpt2_dir), prompt="Once upon a time", temperature=0, max_tokens=8)
+    gradio = Client(url, verbose=False).predict("Once upon a time", str(tiny_gpt2_dir), "", 1, 8, 0, 0.95,
+                                                api_name="/complete")
+    assert out.choices[0].text == gradio[0] and out.object == "text_completion"
+    full = out.choices[0].text
+    stop = full[3:5]
+    cut = api.completions.create(model=str(tiny_gpt2_dir), prompt="Once upon a time", temperature=0, max_tokens=8,
+                                 stop=[stop])
+    assert cut.choices[0].text == full[:full.find(stop)] and cut.choices[0].finish_reason == "stop"
+    streamed = "".join(c.choices[0].text for c in api.completions.create(
+        model=str(tiny_gpt2_dir), prompt="Once upon a time", temperature=0, max_tokens=8, stop=[stop], stream=True))
+    assert streamed == cut.choices[0].text
+    several = api.completions.create(model=str(tiny_gpt2_dir), prompt=["One", "Two"], temperature=0, max_tokens=4,
+                                     n=2)
+    assert len(several.choices) == 4 and several.choices[0].text == several.choices[1].text  # greedy: equal
+
+
+def test_embeddings_are_the_search_tabs_unit_vectors(served):
     url, demo = served
     api = client(url)
-    ids = [m.id for m in api.models.list().data]
-    assert "tiny-chat0" in str(ids) or ids
-    reply = api.chat.completions.create(model="", messages=[{"role": "user", "content": "Hello"}],
-                                        temperature=0, max_tokens=12)
-    text = reply.choices[0].message.content
-    streamed = "".join(c.choices[0].delta.content or "" for c in api.chat.completions.create(
-        model="", messages=[{"role": "user", "content": "Hello"}], temperature=0, max_tokens=12, stream=True)
-        if c.choices)
-    assert streamed == text
-    gradio = Client(url, verbose=False).predict("Hello", [], "", "", "", 0, 0.9, 12, api_name="/chat")
-    assert gradio == text, (gradio, text)
-    print(ids, repr(text), reply.usage)
+    texts = ["The cat sat on the mat.", "Quarterly revenue grew by four percent."]
+    out = api.embeddings.create(model="all-MiniLM-L6-v2", input=texts)  # the client asks for base64
+    vectors = np.array([d.embedding for d in out.data])
+    assert vectors.shape == (2, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-4)
+    expected = demo.ctx.hub.embedder("all-MiniLM-L6-v2").encode(texts)
+    assert np.allclose(vectors, expected, atol=1e-5) and out.usage.prompt_tokens > 0
+    floats = api.embeddings.create(model="", input="The cat sat on the mat.", encoding_format="float")
+    assert np.allclose(floats.data[0].embedding, expected[0], atol=1e-5)
+
+
+def test_errors_come_in_openais_shape_with_their_status(served, launch, settings, tiny_chat_dir):
+    url, _ = served
+    api = client(url)
+    with pytest.raises(openai.NotFoundError, match="Unknown model"):
+        ask(api, "no-such-model")
+    with pytest.raises(openai.NotFoundError, match="no adapter named 'nope'"):
+        ask(api, f"{Path(tiny_chat_dir).name}:nope")
+    with pytest.raises(openai.BadRequestError, match="last message must be the user"):
+        api.chat.completions.create(model="", messages=[{"role": "assistant", "content": "hi"}])
+    with pytest.raises(openai.BadRequestError, match="Temperature"):
+        api.chat.completions.create(model="", messages=HELLO, temperature=5)
+    with pytest.raises(openai.BadRequestError, match="not supported"):
+        api.chat.completions.create(model="", messages=HELLO, logprobs=True)
+    with pytest.raises(openai.APIStatusError) as too_large:
+        api.chat.completions.create(model="", messages=[{"role": "user", "content": "x" * 100_001}])
+    assert too_large.value.status_code == 413 and "too long" in too_large.value.message
+    with pytest.raises(openai.APIStatusError, match="too long for") as too_long:  # more than the model reads
+        api.chat.completions.create(model="", messages=[{"role": "user", "content": "word " * 3000}])
+    assert too_long.value.status_code == 413
+    history = [{"role": r, "content": "word " * 60} for _ in range(4) for r in ("user", "assistant")]
+    with pytest.raises(openai.BadRequestError, match="leave out older messages") as dropped:  # never silently
+        api.chat.completions.create(model="", messages=history + HELLO)
+    assert dropped.value.code == "context_length_exceeded"
+
+
+def test_over_the_per_user_limit_is_a_429(launch, settings, tiny_chat_dir):
+    url, _ = launch(dataclasses.replace(settings, chat_model=str(tiny_chat_dir), api_requests_per_user=1))
+    api = client(url)
+    stream = api.chat.completions.create(model="", messages=HELLO, temperature=0, max_tokens=200, stream=True)
+    next(iter(stream))
+    with pytest.raises(openai.RateLimitError, match="limit is 1"):
+        ask(api, "")
+    stream.close()
+    wait_for(lambda: _answers(api), timeout=60, what="the slot to free up after the stream closed")
+
+
+def _answers(api) -> bool:
+    try:
+        return bool(ask(api, "", tokens=2) is not None)
+    except openai.RateLimitError:
+        return False
+
+
+def test_a_client_that_goes_away_stops_its_rows(served):
+    url, demo = served
+    api = client(url)
+    stream = api.chat.completions.create(model="", messages=HELLO, temperature=0.9, max_tokens=4000,
+                                         stream=True)
+    chunks = iter(stream)
+    next(chunks), next(chunks)
+    lm = next(v for k, v in demo.ctx.hub.cache.values() if k.startswith("lm:"))
+    assert lm.engine.busy
+    stream.close()
+    wait_for(lambda: not lm.engine.busy, timeout=30, what="the engine to drop the closed stream's row")
+
+
+def test_concurrent_requests_on_the_base_and_two_adapters_equal_their_solo_answers(served):
+    url, _ = served
+    api = client(url)
+    models = ["", "sun", "moon", "sun"]
+    solo = {model: ask(api, model, tokens=16) for model in set(models)}
+    assert len(set(solo.values())) == 3  # three different answers: the adapters are really used
+    together: dict[int, str] = {}
+    gate = threading.Barrier(len(models))
+
+    def run(i: int, model: str) -> None:
+        gate.wait()
+        together[i] = ask(api, model, tokens=16)
+
+    threads = [threading.Thread(target=run, args=(i, m)) for i, m in enumerate(models)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert [together[i] for i in range(len(models))] == [solo[m] for m in models]
+
+
+def test_with_accounts_a_key_acts_as_its_user(launch, settings, tiny_chat_dir, tmp_path):
+    accounts = Accounts(settings)
+    accounts.add("alice", "alice-secret-1")
+    accounts.add("bob", "bob-secret-22")
+    url, demo = launch(dataclasses.replace(settings, chat_model=str(tiny_chat_dir)))
+    add_adapter(demo, tiny_chat_dir, "alices", 1, tmp_path, owner="alice")
+    alice = accounts.keys.create("alice", "laptop")
+    made = subprocess.run([sys.executable, "app.py", "users", "key", "bob", "--data-dir", str(settings.data_dir)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    bob = made.stdout.strip().splitlines()[-1]
+    assert bob.startswith("lsk-") and accounts.keys.owner_of(bob) == "bob"
+    with pytest.raises(urllib.error.HTTPError) as no_key:  # no Authorization header at all
+        urllib.request.urlopen(url.rstrip("/") + "/v1/models", timeout=60)
+    assert no_key.value.code == 401 and "API key" in json.loads(no_key.value.read())["error"]["message"]
+    with pytest.raises(openai.AuthenticationError):
+        client(url, "lsk-made-up").models.list()
+    assert "alices" in {m.id for m in client(url, alice).models.list().data}
+    assert ask(client(url, alice), "alices")
+    assert "alices" not in {m.id for m in client(url, bob).models.list().data}
+    with pytest.raises(openai.NotFoundError):  # another user's adapter answers as an unknown model
+        ask(client(url, bob), "alices")
+    key_id = accounts.keys.list("alice")[0]["id"]
+    accounts.keys.revoke("alice", key_id)
+    with pytest.raises(openai.AuthenticationError):
+        client(url, alice).models.list()
+    assert "lsk-" not in accounts.keys.path.read_text()  # only hashes are stored
+
+
+def test_a_single_user_server_can_require_its_api_key(launch, settings, tiny_chat_dir):
+    url, _ = launch(dataclasses.replace(settings, chat_model=str(tiny_chat_dir), api_key="sesame-key"))
+    with pytest.raises(openai.AuthenticationError):
+        client(url, "wrong").models.list()
+    assert client(url, "sesame-key").models.list().data
