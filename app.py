@@ -25,7 +25,7 @@ from training.service import TrainingService
 from tasks.account import AccountService
 from tasks.library import AdapterLibrary
 from server.openai_compat import OpenAIRoutes
-from ui import account_tab, system_tab, train_tab
+from ui import account_tab, adapters_tab, system_tab, train_tab
 from ui.api import expose, publish, user_of
 from ui.picker import Picker
 
@@ -66,6 +66,7 @@ def build_app(settings: config.Settings) -> gr.Blocks:
         with gr.Tabs() as tabs:
             pickers = {task.id: build_tab(task, secret) for task in tasks}
             trainer = train_tab.build(training, secret)
+            adapters_tab.build(library, training)
             account_tab.build(account)
             system_tab.build(ctx)
         wire_use_adapter(trainer, pickers, tabs, training)
@@ -76,15 +77,19 @@ def build_app(settings: config.Settings) -> gr.Blocks:
     return demo
 
 
-def serve(demo: gr.Blocks, settings: config.Settings, **options) -> None:
-    """Start the server: the UI, its Gradio API and the /v1 routes on one port (options go to launch)."""
+def serve(demo: gr.Blocks, settings: config.Settings, block: bool = True, **options) -> None:
+    """Start the server: the UI, its Gradio API and the /v1 routes on one port (options go to launch); block
+    False returns once it serves."""
     accounts = demo.ctx.accounts
-    # FastAPI's `routes` come before Gradio's own, on Gradio's app: one server, one port, one command.
     demo.launch(server_name=settings.host, server_port=settings.port,
                 auth=accounts.check if accounts.enabled else None,
                 auth_message="Log in with your LoRA Studio account.",
-                max_file_size=f"{settings.max_upload_mb}mb", show_error=False,
-                app_kwargs={"routes": list(demo.http_routes)}, **options)
+                max_file_size=f"{settings.max_upload_mb}mb", show_error=False, prevent_thread_lock=True, **options)
+    # On Gradio's own app, ahead of its routes: one server, one port, one command. (Handing them to launch as
+    # FastAPI's `routes=` instead stopped Gradio from noticing a cancelled client's event.)
+    demo.app.router.routes[:0] = list(demo.http_routes)
+    if block:
+        demo.block_thread()
 
 
 def claim_local_data(ctx: Context, training: TrainingService, collections) -> None:

@@ -207,14 +207,12 @@ def model_card(name: str, meta: dict) -> str:
     if settings:
         lines += ["## Settings", "", "| setting | value |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in settings.items() if k != "system_prompt"] + [""]
-    if metrics:
-        lines += ["## Results", "", "| metric | before | after |", "|---|---|---|"]
-        for key, value in metrics.items():
-            if isinstance(value, dict) and "after" in value:
-                lines.append(f"| {key} | {value.get('before', '')} | {value['after']} |")
-            elif isinstance(value, (int, float)):
-                lines.append(f"| {key} | | {value} |")
-        lines.append("")
+    pairs = [key.removesuffix("_after") for key in metrics if key.endswith("_after")]
+    if pairs:
+        lines += ["## Results", "", "Measured on the held-out rows (or the training rows when too few were held "
+                  "out), by the base model and with the adapter.", "", "| metric | base | adapter |", "|---|---|---|"]
+        lines += [f"| {key.replace('_', ' ')} | {metrics.get(f'{key}_before', '')} | {metrics[f'{key}_after']} |"
+                  for key in pairs] + [""]
     lines += ["## Use it", "", "```python", f"from transformers import {model_class}", "from peft import PeftModel",
               "", f"base = {model_class}.from_pretrained(\"{base}\")",
               f"model = PeftModel.from_pretrained(base, \"path/to/{name}\")", "```", ""]

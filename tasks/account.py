@@ -24,6 +24,17 @@ class AccountService:
         """Who you are: {name, admin, accounts} (accounts: whether this server asks for a login)."""
         return {"name": owner, "admin": self.accounts.is_admin(owner), "accounts": self.accounts.enabled}
 
+    # API keys for the /v1 routes: each user makes and revokes their own (the UI's, not the public API's).
+    def create_key(self, label: str = "", *, owner: str = LOCAL_USER) -> str:
+        """A new API key acting as you; it is shown this once and only its hash is kept."""
+        return self.accounts.keys.create(owner, label)
+
+    def api_keys(self, *, owner: str = LOCAL_USER) -> list[dict]:
+        return self.accounts.keys.list(owner)
+
+    def revoke_key(self, key_id: str, *, owner: str = LOCAL_USER) -> None:
+        self.accounts.keys.revoke(owner, (key_id or "").strip() if isinstance(key_id, str) else "")
+
     def _admin(self, owner: str) -> None:
         if not self.accounts.enabled or not self.accounts.is_admin(owner):
             raise UserError("Only an admin can do this.")

@@ -176,7 +176,7 @@ def launch(settings):
         demo = build_app(app_settings)
         # As app.main serves it (a login when the data directory has users, the /v1 routes), on a free port.
         serve(demo, dataclasses.replace(app_settings, host="127.0.0.1", port=free_port()),
-              prevent_thread_lock=True, quiet=True)
+              block=False, quiet=True)
         demos.append(demo)
         return demo.local_url, demo
 

@@ -3,7 +3,6 @@ plain peft loads, merge into models that answer the same, and every unsafe uploa
 
 from __future__ import annotations
 
-import io
 import json
 import zipfile
 from pathlib import Path

@@ -54,3 +54,15 @@ def build_report(fitted, before: dict, after: dict, samples: list[dict], perplex
     if perplexity:
         report.update(perplexity_before=float(_ppl(fitted.val_before)), perplexity_after=float(_ppl(fitted.val_after)))
     return report
+
+
+def headline(task: str, metrics: dict) -> str:
+    """An adapter's result in a few words: its task's first metric before → after, else its loss."""
+    from tasks.spec import TASKS
+
+    names = list(TASKS[task].spec.metrics) if task in TASKS else []
+    for key in names + ["val_loss"]:
+        if f"{key}_after" in metrics:
+            before = metrics.get(f"{key}_before", "?")
+            return f"{metric_name(key) if key != 'val_loss' else 'loss'} {before} → {metrics[f'{key}_after']}"
+    return ""

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 import gradio as gr
 import pandas as pd
 
 from errors import UserError
 from tasks.account import AccountService
-from ui.api import handler, on_load, user_of
+from ui.api import first_cell, handler, on_load, user_of
 
 HIDDEN = {"api_visibility": "undocumented"}
 
@@ -18,9 +21,13 @@ def who(account: AccountService, request: gr.Request = None):
     if not me["accounts"]:
         line = ("This server has no accounts: everything here is yours. An operator adds users with "
                 "`python app.py users add NAME`.")
+        line += (" Clients of the OpenAI-compatible API at `/v1` need no key (unless the operator set "
+                 "`--api-key`).")
     else:
         line = f"Logged in as **{me['name']}**" + (" (admin)" if me["admin"] else "") + "."
-    return line, gr.update(visible=me["accounts"]), gr.update(visible=me["accounts"] and me["admin"])
+    keys = me["accounts"] or bool(os.environ.get("OAUTH_CLIENT_ID"))
+    return (line, gr.update(visible=me["accounts"]), gr.update(visible=me["accounts"] and me["admin"]),
+            gr.update(visible=keys))
 
 
 def users_table(account: AccountService, request: gr.Request = None) -> pd.DataFrame:
@@ -48,6 +55,25 @@ def share(account: AccountService, kind: str, name: str, whose: str, shared: boo
             f"{'now shared with everyone (read-only)' if done['shared'] else 'no longer shared'}.")
 
 
+def keys_table(account: AccountService, request: gr.Request = None) -> pd.DataFrame:
+    rows = [(k["id"], k["label"], time.strftime("%Y-%m-%d %H:%M", time.localtime(k["created"])))
+            for k in account.api_keys(owner=user_of(request))]
+    return pd.DataFrame(rows, columns=["key", "label", "created"])
+
+
+def create_key(account: AccountService, label: str, request: gr.Request = None):
+    key = account.create_key(label, owner=user_of(request))
+    return gr.update(value=key, visible=True), keys_table(account, request), ""
+
+
+def revoke_key(account: AccountService, key_id: str, request: gr.Request = None):
+    if not (key_id or "").strip():
+        raise UserError("Pick the key to revoke (click its row).")
+    account.revoke_key(key_id, owner=user_of(request))
+    gr.Info("Revoked: the key no longer works.")
+    return keys_table(account, request), ""
+
+
 def build(account: AccountService) -> None:
     with gr.Tab("Account", id="account"):
         line = gr.Markdown()
@@ -70,10 +96,26 @@ def build(account: AccountService) -> None:
                 shared = gr.Checkbox(value=True, label="Shared")
                 apply = gr.Button("Apply")
             shared_status = gr.Markdown()
-    on_load(handler(who, account), None, [line, logout, admin])
+        with gr.Column(visible=False) as api_keys:
+            gr.Markdown("### API keys\nFor the OpenAI-compatible API at `/v1` (the `openai` client, LangChain, "
+                        "Open WebUI): a key acts as you, with your adapters and limits.")
+            with gr.Row():
+                label = gr.Textbox(label="What the key is for", scale=3, placeholder="laptop, notebook, ...")
+                create = gr.Button("Create key", scale=1)
+            new_key = gr.Textbox(label="Your new key: copy it now, it is not shown again", visible=False,
+                                 interactive=False, buttons=["copy"])
+            keys = gr.Dataframe(label="Your keys (click one to revoke it)", interactive=False)
+            with gr.Row():
+                key_id = gr.Textbox(label="Key", scale=3)
+                revoke = gr.Button("Revoke", variant="stop", scale=1)
+    on_load(handler(who, account), None, [line, logout, admin, api_keys])
     add.click(handler(add_user, account), [name, password, is_admin], [users, name, password], **HIDDEN)
     remove.click(handler(remove_user, account), name, users, **HIDDEN)
     apply.click(handler(share, account), [kind, item, whose, shared], shared_status, **HIDDEN)
+    create.click(handler(create_key, account), label, [new_key, keys, label], **HIDDEN)
+    revoke.click(handler(revoke_key, account), key_id, [keys, key_id], **HIDDEN)
+    keys.select(first_cell, None, key_id, **HIDDEN)
+    on_load(handler(keys_table, account), None, keys)
     on_load(handler(_users_if_admin, account), None, users)
 
 

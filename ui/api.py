@@ -266,6 +266,11 @@ def handler(fn: Callable, *bound) -> Callable:
     return wrapper
 
 
+def first_cell(evt: gr.SelectData) -> str:
+    """The first cell of a clicked table row (a name or an id), for the box that names what to act on."""
+    return str(evt.row_value[0]) if evt.row_value else ""
+
+
 def on_load(fn: Callable, inputs, outputs) -> None:
     """Run fn when the page loads (inside a tab builder, which has no handle on the whole page)."""
     from gradio.context import get_blocks_context

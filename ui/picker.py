@@ -4,7 +4,7 @@ an offline fallback), the model box, the adapter box, and their wiring."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import gradio as gr
 
@@ -33,6 +33,7 @@ class Picker:
     adapter: gr.Dropdown
     describe: Callable[[str, str], str]  # (model, adapter choice) -> the info line
     extra: gr.Component | None = None  # the tab's own component in the picker's row
+    static_choices: list[str] = field(default_factory=list)  # the model box's list before merged models
 
     def choices(self, model: str, owner: str) -> list[str]:
         """'none' plus the adapters the owner may use for this task on model."""
@@ -49,6 +50,12 @@ class Picker:
 
     def on_load(self, request: gr.Request = None):
         return gr.update(choices=self.choices(self.task.default(), user_of(request)))
+
+    def model_choices(self, request: gr.Request = None):
+        """The model box's list: the tab's models, then the caller's merged models (language-model tasks)."""
+        merged = [m["name"] for m in self.task.ctx.adapters.merged.list(user_of(request))
+                  if m.get("task") == self.task.id]
+        return gr.update(choices=list(dict.fromkeys(self.static_choices + merged)))
 
     @property
     def outputs(self) -> list:
@@ -67,6 +74,8 @@ class Picker:
         """Keep the info line and the adapter list current: when the model or adapter changes, when the page
         loads and whenever the tab opens (an adapter trained since the page was built must be selectable)."""
         on_load(self.on_load, None, self.adapter)
+        if self.model is not None:
+            on_load(self.model_choices, None, self.model)
         if self.model is None:
             tab.select(self.fresh_fixed, self.adapter, self.adapter, **QUIET)
             return
@@ -110,4 +119,4 @@ def picker(task: Task, choices: list[str] | None, note: Callable[[str, str], str
                                 info=model_info)
         adapter = gr.Dropdown([NO_ADAPTER], value=NO_ADAPTER, label="Adapter", scale=2, info=adapter_info)
         own = extra() if extra is not None else None
-    return Picker(task, info, model, adapter, describe, own)
+    return Picker(task, info, model, adapter, describe, own, list(choices or []))

@@ -14,7 +14,7 @@ from training import data, presets
 from training.recipe import default_base as default_base_name
 from training.recipe import recipe_class
 from training.service import TrainingService
-from ui.api import endpoint_function, expose, handler, on_load, upload, user_of
+from ui.api import endpoint_function, expose, first_cell, handler, on_load, upload, user_of
 
 ADVANCED = ["rank", "alpha", "dropout", "target_modules", "learning_rate", "epochs", "max_steps", "batch_size",
             "grad_accum", "max_length", "seed", "precision", "system_prompt"]
@@ -283,12 +283,8 @@ def build(service: TrainingService, browser_secret: str) -> dict:
         report = gr.Markdown()
         with gr.Accordion("Jobs and adapters", open=False):
             jobs = gr.Dataframe(label="Recent jobs (select one to view it)", interactive=False)
-            adapters = gr.Dataframe(label="Your adapters", interactive=False)
-            with gr.Row():
-                adapter_name = gr.Textbox(label="Adapter", scale=2)
-                new_name = gr.Textbox(label="New name", scale=2)
-                rename_btn = gr.Button("Rename", size="sm")
-                delete_btn = gr.Button("Delete", variant="stop", size="sm")
+            adapters = gr.Dataframe(label="Your adapters (rename, export, merge or delete them in the Adapters "
+                                          "tab)", interactive=False)
         job_id = gr.State("")
         saved_job = gr.BrowserState("", storage_key="lora-studio-job", secret=browser_secret)
         timer = gr.Timer(1.0, active=False)
@@ -312,25 +308,5 @@ def build(service: TrainingService, browser_secret: str) -> dict:
     cancel.click(endpoint_function(service.cancel), job_id, None, **hidden)
     resume.click(endpoint_function(service.resume), job_id, None, **hidden).then(show, job_id, view, **hidden)
     on_load(handler(tables, service), None, [jobs, adapters])
-    jobs.select(_selected_row, None, job_id, **hidden)
-    adapters.select(_selected_row, None, adapter_name, **hidden)
-    rename_btn.click(handler(_rename, service), [adapter_name, new_name], adapters, **hidden)
-    delete_btn.click(handler(_delete, service), adapter_name, adapters, **hidden)
+    jobs.select(first_cell, None, job_id, **hidden)
     return {"use": use, "job_id": job_id, "base": base, "task": task}
-
-
-def _selected_row(evt: gr.SelectData) -> str:
-    """The first cell of the clicked row (a job id or an adapter name)."""
-    return str(evt.row_value[0]) if evt.row_value else ""
-
-
-def _rename(service: TrainingService, old: str, new: str, request: gr.Request = None) -> pd.DataFrame:
-    service.adapters.rename(user_of(request), old, new)
-    gr.Info(f"Renamed '{old}'.")
-    return adapters_table(service, user_of(request))
-
-
-def _delete(service: TrainingService, name: str, request: gr.Request = None) -> pd.DataFrame:
-    service.delete_adapter(name, owner=user_of(request))
-    gr.Info(f"Deleted '{name}'.")
-    return adapters_table(service, user_of(request))

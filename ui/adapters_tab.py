@@ -1,0 +1,123 @@
+"""The Adapters tab: the library of your adapters (task, base, date, size, result, shared or private), with
+rename, delete, export as a PEFT zip, import one trained anywhere, merge into a model, and push to the Hub."""
+
+from __future__ import annotations
+
+import time
+
+import gradio as gr
+import pandas as pd
+
+from errors import UserError
+from tasks.library import AdapterLibrary
+from tasks.spec import specs
+from training.report import headline
+from training.service import TrainingService
+from ui.api import first_cell, handler, on_load, uploads, user_of
+
+HIDDEN = {"api_visibility": "undocumented"}
+COLUMNS = ["adapter", "task", "base model", "created", "MB", "result", "shared", "owner"]
+
+
+def table(training: TrainingService, request: gr.Request = None) -> pd.DataFrame:
+    rows = [(a["name"], a["task"], a["base"], time.strftime("%Y-%m-%d %H:%M", time.localtime(a["created"])),
+             a["size_mb"], headline(a["task"], a["metrics"]), "shared" if a["shared"] else "private", a["owner"])
+            for a in training.list_adapters(owner=user_of(request))]
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _chosen(name: str) -> str:
+    if not (name or "").strip():
+        raise UserError("Pick an adapter first: click its row in the table.")
+    return name.strip()
+
+
+def rename(library: AdapterLibrary, training: TrainingService, name: str, new_name: str,
+           request: gr.Request = None):
+    done = library.rename_adapter(_chosen(name), new_name, owner=user_of(request))
+    gr.Info(f"Renamed '{done['old_name']}' to '{done['name']}'.")
+    return table(training, request), done["name"]
+
+
+def delete(training: TrainingService, name: str, request: gr.Request = None):
+    training.delete_adapter(_chosen(name), owner=user_of(request))
+    gr.Info(f"Deleted '{name.strip()}'.")
+    return table(training, request), ""
+
+
+def export(library: AdapterLibrary, name: str, request: gr.Request = None):
+    bundle = library.export_adapter(_chosen(name), owner=user_of(request))
+    return gr.update(value=bundle.path, visible=True)
+
+
+def import_files(library: AdapterLibrary, training: TrainingService, files, name: str, task: str, base: str,
+                 progress=gr.Progress(), request: gr.Request = None):
+    received = uploads(files)  # only what this page uploaded
+    if not received:
+        raise UserError("Upload the adapter first: a zip of its folder, or its adapter_config.json and "
+                        "adapter_model.safetensors.")
+    progress(0.2, desc="checking the adapter against its base model")
+    done = library.import_adapter(received, name, task, base, owner=user_of(request))
+    return (table(training, request), done["name"],
+            f"Imported **{done['name']}**: a {done['task']} adapter on {done['base']} (rank {done['rank']}, "
+            f"{done['size_mb']} MB). Pick it in the {done['task']} tab.")
+
+
+def merge(library: AdapterLibrary, name: str, new_name: str, progress=gr.Progress(), request: gr.Request = None):
+    progress(0.2, desc="merging the adapter into a copy of its base model")
+    done = library.merge_adapter(_chosen(name), new_name, owner=user_of(request))
+    return (f"Saved the model **{done['model']}** ({done['task']}, from {done['base']}): type `{done['model']}` "
+            "in a model box to use it.")
+
+
+def push(library: AdapterLibrary, name: str, repo_id: str, token: str, private: bool, progress=gr.Progress(),
+         request: gr.Request = None):
+    progress(0.2, desc="uploading to the Hugging Face Hub")
+    done = library.push_adapter(_chosen(name), repo_id, token, private, owner=user_of(request))
+    return f"Uploaded to [{done['url']}]({done['url']}).", ""
+
+
+def build(library: AdapterLibrary, training: TrainingService) -> None:
+    with gr.Tab("Adapters", id="adapters"):
+        gr.Markdown("Your adapters (and those shared with everyone). Click a row to choose one.")
+        adapters = gr.Dataframe(headers=COLUMNS, interactive=False)
+        with gr.Row():
+            chosen = gr.Textbox(label="Adapter", scale=2)
+            new_name = gr.Textbox(label="New name", scale=2)
+            rename_btn = gr.Button("Rename", size="sm")
+            delete_btn = gr.Button("Delete", variant="stop", size="sm")
+        with gr.Row():
+            export_btn = gr.Button("Export as zip", size="sm")
+            merge_name = gr.Textbox(label="Merged model's name", scale=2, placeholder="empty: <adapter>-merged")
+            merge_btn = gr.Button("Merge into a model", size="sm")
+        download = gr.File(label="Export (adapter_config.json, adapter_model.safetensors, lora_studio.json, "
+                                 "README.md): loads with plain peft", visible=False)
+        merged = gr.Markdown()
+        with gr.Accordion("Import an adapter trained elsewhere", open=False):
+            gr.Markdown("A LoRA adapter from peft, LLaMA-Factory, Unsloth or AutoTrain: a zip of its folder, or its "
+                        "`adapter_config.json` and `adapter_model.safetensors`. Only safetensors are read.")
+            files = gr.File(label="Adapter", file_count="multiple", file_types=[".zip", ".json", ".safetensors"])
+            with gr.Row():
+                import_name = gr.Textbox(label="Name", info="Empty: the file's name.")
+                task = gr.Dropdown([""] + [s.id for s in specs() if s.trainable], value="", label="Task",
+                                   info="Empty: what its lora_studio.json says, else chat.")
+                base = gr.Textbox(label="Base model", info="Empty: the base its config names, if this app knows it.")
+            import_btn = gr.Button("Import", variant="primary")
+            imported = gr.Markdown()
+        with gr.Accordion("Push to the Hugging Face Hub", open=False):
+            with gr.Row():
+                repo = gr.Textbox(label="Repository", placeholder="your-name/my-adapter")
+                token = gr.Textbox(label="Access token (write)", type="password",
+                                   info="Used for this upload only; never stored.")
+                private = gr.Checkbox(value=True, label="Private")
+            push_btn = gr.Button("Push")
+            pushed = gr.Markdown()
+    on_load(handler(table, training), None, adapters)
+    adapters.select(first_cell, None, chosen, **HIDDEN)
+    rename_btn.click(handler(rename, library, training), [chosen, new_name], [adapters, chosen], **HIDDEN)
+    delete_btn.click(handler(delete, training), chosen, [adapters, chosen], **HIDDEN)
+    export_btn.click(handler(export, library), chosen, download, **HIDDEN)
+    merge_btn.click(handler(merge, library), [chosen, merge_name], merged, **HIDDEN)
+    import_btn.click(handler(import_files, library, training), [files, import_name, task, base],
+                     [adapters, chosen, imported], **HIDDEN)
+    push_btn.click(handler(push, library), [chosen, repo, token, private], [pushed, token], **HIDDEN)
