@@ -1,11 +1,11 @@
 """The generation engine: batched decoding that matches plain generate, joins mid-flight, and stops."""
 
 import threading
-import time
 
 import torch
 
 from models.engine import SamplingParams
+from waiting import wait_for
 
 
 def reference(lm, prompt, n):
@@ -90,8 +90,7 @@ def test_one_callers_flood_does_not_delay_anothers_first_token(ctx, tiny_gpt2_di
     produced = []  # tokens the flood produced, counted by a reader per request
     readers = [threading.Thread(target=lambda r=r: [produced.append(t) for t in r.token_ids()]) for r in flood]
     [t.start() for t in readers]
-    while len(produced) < 50:  # the flood is generating
-        time.sleep(0.01)
+    wait_for(lambda: len(produced) >= 50, 120, "the flood to generate")
     before = len(produced)
     first = next(lm.generate(prompts(lm)[1], SamplingParams(3, temperature=0), caller=-2).token_ids())
     waited_rows = len(produced) - before

@@ -16,7 +16,7 @@ from gradio_client.exceptions import AppError
 import synthetic
 from accounts import Accounts, password_matches
 from errors import UserError
-from test_training import wait_for
+from waiting import wait_for
 
 PASSWORDS = {"alice": "alice-secret-1", "bob": "bob-secret-22", "carol": "carol-admin-3"}
 

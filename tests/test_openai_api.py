@@ -21,7 +21,7 @@ from accounts import Accounts
 from adapters_kit import plain_lora, zipped
 from tasks.base import Upload
 from tasks.library import AdapterLibrary
-from test_training import wait_for
+from waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 HELLO = [{"role": "user", "content": "Hello there"}]

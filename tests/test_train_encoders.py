@@ -16,7 +16,8 @@ from errors import UserError
 from tasks.answer import AnswerTask
 from tasks.sentiment import SentimentTask
 from tasks.spec import spec
-from test_training import finished, wait_for
+from test_training import finished
+from waiting import wait_for
 from models.adapters import META_FILE
 from training import encoders, metrics, paths, worker
 from training.service import TrainingService

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -18,23 +17,12 @@ from tasks.spec import spec
 from training import paths
 from models.adapters import META_FILE
 from training.service import TrainingService
+from waiting import wait_for  # noqa: F401  (other test modules import it from here too)
 
 ROOT = Path(__file__).resolve().parent.parent
 FACTS = ROOT / "examples" / "chat_facts.jsonl"
 TINY = {"learning_rate": 0.01, "epochs": 30}  # a random tiny model needs big steps to learn 8 facts
 QUESTION = "What is the capital of the planet Zorbia?"
-
-
-def wait_for(condition, timeout: float = 540, what: str = "condition"):  # generous: CI machines get busy
-    """Poll until condition() is truthy (returns it) or fail after timeout seconds."""
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        pause.wait(0.2)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def finished(service: TrainingService, job_id: str) -> dict | None:

@@ -157,21 +157,29 @@ def progress_for(progress=None) -> Callable[[float, str], None]:
     from gradio.context import LocalContext
 
     blocks, event_id = LocalContext.blocks.get(None), LocalContext.event_id.get(None)
+    seen = False
 
     def report(fraction: float, message: str) -> None:
-        if blocks is not None and event_id is not None and not _event_alive(blocks, event_id):
-            raise ClientGone(message)
+        nonlocal seen
+        if blocks is not None and event_id is not None:
+            alive = _event_alive(blocks, event_id)
+            # Gradio marks a disconnected client's event dead, but a cancelled one leaves its running jobs
+            # altogether: an event seen running that is no longer listed was cancelled.
+            if alive is False or (alive is None and seen):
+                raise ClientGone(message)
+            seen = seen or alive is True
         if progress is not None:
             progress(fraction, desc=message)
     return report
 
 
-def _event_alive(blocks, event_id: str) -> bool:
-    for job in blocks._queue.active_jobs:  # Gradio marks an event dead when its client disconnects
+def _event_alive(blocks, event_id: str) -> bool | None:
+    """Whether the event's client is still there; None when the event is not among the running jobs."""
+    for job in blocks._queue.active_jobs:
         for event in job or []:
             if event._id == event_id:
                 return event.alive
-    return True
+    return None
 
 
 def endpoint_function(fn: Callable, exposed: Callable | None = None) -> Callable:
