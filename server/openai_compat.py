@@ -285,11 +285,18 @@ class OpenAIRoutes:
             with self._lock:
                 self._running[owner] -= count
 
-    @staticmethod
-    async def body(request: Request) -> dict:
+    async def body(self, request: Request) -> dict:
+        """The request's JSON object, read with a size limit: a stranger's gigabyte never reaches memory."""
+        limit = self.ctx.settings.max_chars * 8 + 2**20  # max_chars of text even fully \u-escaped, plus the rest
+        received, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise TooLarge(f"The request is larger than {limit / 2**20:.1f} MB, more than this server reads.")
+            received.append(chunk)
         try:
-            body = await request.json()
-        except Exception:  # noqa: BLE001  (any unreadable body is the same client mistake)
+            body = json.loads(b"".join(received))
+        except ValueError:  # not JSON, or not UTF-8
             raise ApiError(400, "The request body must be a JSON object.") from None
         if not isinstance(body, dict):
             raise ApiError(400, "The request body must be a JSON object.")

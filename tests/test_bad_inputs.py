@@ -3,6 +3,7 @@ never a traceback or a path on the server."""
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,18 @@ CASES = [
     ("/cancel", ["../../jobs"], "There is no training job"),
     ("/delete_adapter", ["../../etc"], "no adapter named"),
     ("/share", ["adapter", "x"], "Only an admin"),
+    ("/import_adapter", [{"path": "/etc/hostname", "orig_name": "adapter.zip"}], "Upload the file"),
+    ("/import_adapter", [[]], "Upload the adapter"),
+    ("/import_adapter", [file("columns.csv")], "needs adapter_config.json"),
+    ("/import_adapter", [file("bomb.zip")], "more than an adapter can be"),  # 50 MB from a 50 KB upload
+    ("/import_adapter", [file("binary.jsonl"), "x", "poetry"], "needs adapter_config.json"),
+    ("/rename_adapter", ["../../etc", "x"], "no adapter named"),
+    ("/rename_adapter", ["x" * 100_000, "y"], "no adapter named"),
+    ("/export_adapter", ["nope"], "no adapter named"),
+    ("/merge_adapter", ["../nope"], "no adapter named"),
+    ("/push_adapter", ["nope", "me/nope", "hf_x"], "no adapter named"),
+    ("/push_adapter", ["nope", "../../etc", "hf_x"], "your-name/model-name"),
+    ("/push_adapter", ["nope", "me/nope", ""], "access token"),
 ]
 
 
@@ -89,6 +102,9 @@ def client(tmp_path_factory, shared_models_dir, tiny_chat_dir):
     folder = tmp_path_factory.mktemp("bad-files")
     for name, content in FILES.items():
         (folder / name).write_bytes(content)
+    with zipfile.ZipFile(folder / "bomb.zip", "w", compression=zipfile.ZIP_DEFLATED) as bomb:
+        bomb.writestr("adapter_config.json", "{}")
+        bomb.writestr("adapter_model.safetensors", bytes(50 * 2**20))
     yield Client(demo.local_url, verbose=False), folder, tiny_chat_dir
     demo.training.manager.shutdown()
     demo.close()

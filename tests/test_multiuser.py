@@ -14,6 +14,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 import synthetic
+from adapters_kit import plain_lora, zipped
 from accounts import Accounts, password_matches
 from errors import UserError
 from waiting import wait_for
@@ -61,6 +62,8 @@ def test_anonymous_clients_and_wrong_passwords_get_nothing(accounts_app):
     url, _, _ = accounts_app
     for path, data in [("config", None), ("gradio_api/info", None), ("gradio_api/file=/etc/hostname", None),
                        ("gradio_api/queue/join", b"{}"), ("gradio_api/call/whoami", b'{"data": []}'),
+                       ("gradio_api/call/import_adapter", b'{"data": []}'),
+                       ("gradio_api/call/export_adapter", b'{"data": ["x"]}'), ("v1/models", None),
                        ("gradio_api/upload", b"")]:
         with pytest.raises(urllib.error.HTTPError) as error:
             urllib.request.urlopen(urllib.request.Request(url + path, data=data), timeout=10)
@@ -126,6 +129,28 @@ def test_only_real_uploads_are_read(accounts_app, tmp_path):
     assert alice.predict(api_name="/collections") == []  # nothing was indexed
     _refused(lambda: alice.predict("chat", path_dict, "", "x", api_name="/train"), "Upload the file")
     assert alice.predict("", api_name="/adapters") == []
+
+
+def test_the_adapter_library_is_each_users_own(accounts_app, tiny_chat_dir, tmp_path):
+    _, demo, client = accounts_app
+    alice, bob = client["alice"], client["bob"]
+    archive = zipped(plain_lora(tiny_chat_dir, tmp_path / "peft"), tmp_path / "moon.zip")
+    assert alice.predict(handle_file(str(archive)), "moon", "chat", str(tiny_chat_dir),
+                         api_name="/import_adapter")["name"] == "moon"
+    unknown = "no adapter named 'moon'"
+    _refused(lambda: bob.predict("moon", "mine", api_name="/rename_adapter"), unknown)
+    _refused(lambda: bob.predict("moon", api_name="/export_adapter"), unknown)
+    _refused(lambda: bob.predict("moon", "", api_name="/merge_adapter"), unknown)
+    _refused(lambda: bob.predict("moon", "bob/moon", "hf_x", True, api_name="/push_adapter"), unknown)
+    _refused(lambda: bob.predict("Hi", [], "", "", "moon", 0, 0.9, 4, api_name="/chat"), unknown)
+    # A server path is never read as an upload, and bob's import cannot land in alice's library.
+    _refused(lambda: bob.predict({"path": str(archive), "orig_name": "moon.zip"}, "moon", "chat",
+                                 str(tiny_chat_dir), api_name="/import_adapter"), "Upload the file")
+    assert bob.predict(handle_file(str(archive)), "moon", "chat", str(tiny_chat_dir),
+                       api_name="/import_adapter")["name"] == "moon"  # his own "moon": names are per user
+    alice.predict("moon", "", api_name="/merge_adapter")
+    _refused(lambda: bob.predict("Hi", [], "", "moon-merged", "", 0, 0.9, 4, api_name="/chat"), "Unknown model")
+    assert [a["owner"] for a in alice.predict("", api_name="/adapters")] == ["alice"]
 
 
 def test_data_made_before_accounts_goes_to_the_first_admin(settings, launch, tmp_path):

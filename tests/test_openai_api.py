@@ -137,6 +137,32 @@ def test_errors_come_in_openais_shape_with_their_status(served, launch, settings
     assert dropped.value.code == "context_length_exceeded"
 
 
+def test_a_strangers_oversized_or_odd_requests_get_one_sentence(launch, settings, tiny_chat_dir):
+    url, _ = launch(dataclasses.replace(settings, chat_model=str(tiny_chat_dir), max_chars=1000))
+    api = client(url)
+    huge = {"model": "", "messages": [{"role": "user", "content": "x" * 5_000_000}]}  # 5,000 times the limit
+    request = urllib.request.Request(url.rstrip("/") + "/v1/chat/completions", data=json.dumps(huge).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as too_big:
+        urllib.request.urlopen(request, timeout=60)
+    assert too_big.value.code == 413 and "larger than" in json.loads(too_big.value.read())["error"]["message"]
+    with pytest.raises(openai.APIStatusError, match="at most 2048 texts and 1,000 characters") as embeddings:
+        api.embeddings.create(model="", input=["word " * 100] * 3)
+    assert embeddings.value.status_code == 413
+    for options, message in [({"n": 1000}, "'n' must be between 1 and 8"),
+                             ({"max_tokens": 10**6}, "Max new tokens must be between"),
+                             ({"stop": ["a"] * 50}, "at most 4"), ({"seed": "abc"}, "whole number"),
+                             ({"model": "/etc"}, "holds no model"), ({"model": "../../etc/passwd"}, "Unknown model")]:
+        with pytest.raises(openai.APIStatusError, match=message) as refused:
+            api.chat.completions.create(**{"model": "", "messages": HELLO, **options})
+        assert refused.value.status_code in (400, 404) and str(ROOT) not in refused.value.message
+    bad_json = urllib.request.Request(url.rstrip("/") + "/v1/completions", data=b"{not json",
+                                      headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as not_json:
+        urllib.request.urlopen(bad_json, timeout=60)
+    assert not_json.value.code == 400
+
+
 def test_over_the_per_user_limit_is_a_429(launch, settings, tiny_chat_dir):
     url, _ = launch(dataclasses.replace(settings, chat_model=str(tiny_chat_dir), api_requests_per_user=1))
     api = client(url)
