@@ -241,10 +241,10 @@ class AdapterService:
         self.hub = hub  # models.loading.ModelHub
         self.merged = MergedModels(store.root.parent / "merged")
 
-    def reference(self, owner: str, model: str) -> str:
-        """What loads model for owner: the folder of their merged model by that name, else model itself."""
+    def reference(self, owner: str, model: str) -> str | catalog.ModelSource:
+        """What loads model for owner: their merged model by that name (resolved), else model itself."""
         folder = self.merged.find(owner, model) if isinstance(model, str) and model.strip() else None
-        return str(folder) if folder is not None else model
+        return catalog.ModelSource(folder.name, str(folder), catalog.DECODER, local=True) if folder else model
 
     def meta(self, owner: str, name: str, task: str) -> dict:
         """The adapter's metadata, or a UserError when there is none by that name or it is for another task."""
@@ -265,13 +265,17 @@ class AdapterService:
 
     def base(self, owner: str, name: str) -> str:
         """The model an adapter was trained on, as a reference the model hub resolves."""
-        meta = self.store.meta(owner, name)
+        return self.base_of(self.store.meta(owner, name))
+
+    @staticmethod
+    def base_of(meta: dict) -> str:
+        """The base in an adapter's metadata as a reference: its catalog name, else where it was loaded from."""
         return meta["base_model"] if catalog.find(meta["base_model"]) else meta.get("base_location", "")
 
-    def model_for(self, owner: str, model: str, adapter: object) -> str:
+    def model_for(self, owner: str, model: str, adapter: object) -> str | catalog.ModelSource:
         """The model to load: the one asked for, or, when only an adapter is chosen, the base it was trained on."""
         name = selected(adapter)
-        if (model or "").strip() or name is None:
+        if name is None or not isinstance(model, str) or model.strip():
             return self.reference(owner, model)
         return self.base(owner, name)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +13,7 @@ from transformers import (AutoModelForCausalLM, AutoModelForQuestionAnswering, A
                           AutoModelForSequenceClassification, AutoTokenizer)
 
 from config import Settings
-from errors import UserError
+from errors import NotFound, UserError
 from models import catalog, lora
 from models.cache import ModelCache, too_big
 from models.device import fast_bf16, pick_device, pick_dtype
@@ -191,9 +192,25 @@ class ModelHub:
         """The backbone of a family used when nothing else is named: the operator's choice, else the catalog's."""
         return self.operator_default(family) or catalog.DEFAULTS[family]
 
-    def source(self, reference: str, default: str = "") -> catalog.ModelSource:
-        """What reference names ("" = default, itself "" = the default chat model)."""
-        return catalog.resolve(reference, self.models_dir, default or self.default(catalog.DECODER))
+    def source(self, reference: str | catalog.ModelSource, default: str = "") -> catalog.ModelSource:
+        """What reference names ("" = default, itself "" = the default chat model); a ModelSource (an owner's
+        merged model, found by models.adapters) is already resolved.
+
+        A typed folder inside the data directory is refused like an unknown name, except the converted offline
+        models: users' merged models and adapters are reached by their owner's names only."""
+        if isinstance(reference, catalog.ModelSource):
+            return reference
+        source = catalog.resolve(reference, self.models_dir, default or self.default(catalog.DECODER))
+        if source.local and self.private(source.location):
+            raise NotFound(f"Unknown model '{str(reference)[:80]}': pick one from the list, type a Hugging Face id, "
+                           "or the path of a model folder.")
+        return source
+
+    def private(self, location: str) -> bool:
+        """Whether a folder holds users' data (under the data directory, outside its shared models folder)."""
+        real = Path(os.path.realpath(location))
+        return real.is_relative_to(os.path.realpath(self.settings.data_dir)) and not real.is_relative_to(
+            os.path.realpath(self.models_dir))
 
     def get(self, kind: str, reference: str = "", default: str = "", adapter: lora.AdapterFiles | None = None):
         """The loaded model of a kind (see LOADERS) for reference ("" = default, itself "" = the kind's family
@@ -221,7 +238,8 @@ class ModelHub:
 
     def loaded_sources(self, kind: str) -> list[catalog.ModelSource]:
         """What the loaded models of a kind were loaded from (copies with an adapter merged in left out)."""
-        return [value.source for key, value in self.cache.values() if key.startswith(f"{kind}:") and "+" not in key]
+        return [value.source for key, value in self.cache.values() if key.startswith(f"{kind}:") and "+" not in key
+                and not self.private(value.source.location)]  # an owner's merged model is theirs to list
 
     def loaded(self) -> list[dict]:
         """Loaded models for the system panel."""

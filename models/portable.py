@@ -222,14 +222,33 @@ def model_card(name: str, meta: dict) -> str:
     return "\n".join(lines)
 
 
+def bundle_files(folder: Path, name: str, meta: dict) -> list[tuple[str, Path | str]]:
+    """What an export holds, as (file name, source file or text): the PEFT files, the portable metadata and the
+    model card."""
+    files: list[tuple[str, Path | str]] = [(f.name, f) for f in sorted(folder.iterdir()) if f.is_file()
+                                           and f.suffix in (".json", ".safetensors") and f.name != META]
+    return files + [(META, json.dumps(portable_meta(meta), indent=2, ensure_ascii=False)),
+                    (CARD, model_card(name, meta))]
+
+
 def write_bundle(folder: Path, name: str, meta: dict, target: Path) -> Path:
-    """An export zip at target: the PEFT files, the portable metadata and the model card, in a folder `name/`."""
+    """An export zip at target, its files in a folder `name/` (as zipping the adapter's folder would)."""
     tmp = target.with_name(f".{target.name}.tmp")
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
-        for file in sorted(folder.iterdir()):
-            if file.is_file() and file.suffix in (".json", ".safetensors") and file.name != META:
-                bundle.write(file, f"{name}/{file.name}")
-        bundle.writestr(f"{name}/{META}", json.dumps(portable_meta(meta), indent=2, ensure_ascii=False))
-        bundle.writestr(f"{name}/{CARD}", model_card(name, meta))
+        for file_name, content in bundle_files(folder, name, meta):
+            if isinstance(content, Path):
+                bundle.write(content, f"{name}/{file_name}")
+            else:
+                bundle.writestr(f"{name}/{file_name}", content)
     tmp.replace(target)
+    return target
+
+
+def write_bundle_folder(folder: Path, name: str, meta: dict, target: Path) -> Path:
+    """The export's files in the folder target (what a push uploads)."""
+    for file_name, content in bundle_files(folder, name, meta):
+        if isinstance(content, Path):
+            shutil.copyfile(content, target / file_name)
+        else:
+            (target / file_name).write_text(content, encoding="utf-8")
     return target

@@ -14,7 +14,6 @@ import asyncio
 import base64
 import hmac
 import json
-import logging
 import os
 import secrets
 import threading
@@ -30,17 +29,18 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from config import LOCAL_USER
-from errors import NotFound, OverLimit, TooLarge, UserError
+from errors import NotFound, OverLimit, TooLarge, UserError, internal_sentence
 from models import catalog, offline
 from models.adapters import sanitize_name
 from models.engine import SamplingParams, new_caller
 from tasks.base import Context
 from tasks.chat import Prompt, Reply, message_text, sampling
 
-log = logging.getLogger("lora_studio")
 MAX_CHOICES = 8  # n per request, as the Chat tab's alternatives
 MAX_STOPS = 4  # OpenAI's own limit on stop sequences
+MAX_STOP_CHARS = 200  # a longer stop string would hold back the whole stream
 MAX_INPUTS = 2048  # embedding inputs per request, OpenAI's own limit
+CHECK_EVERY_S = 0.5  # how often a generation checks that its client is still there
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
                413: "invalid_request_error", 429: "rate_limit_error", 500: "server_error"}
 IGNORED_WHEN_EMPTY = ("tools", "functions", "logit_bias", "response_format")  # sent empty by some clients
@@ -54,23 +54,22 @@ class ApiError(Exception):
         self.status, self.code, self.param = status, code, param
 
 
-def error_response(status: int, message: str, code: str | None = None, param: str | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": ERROR_TYPES.get(status, "invalid_request_error"),
-                                   "param": param, "code": code}}, status_code=status)
+def error_body(error: BaseException) -> tuple[int, dict]:
+    """Any error as (status, OpenAI's error object): the app's sentence for the ones a user caused, a sentence
+    with a reference otherwise."""
+    if isinstance(error, ApiError):
+        status, message, code, param = error.status, str(error), error.code, error.param
+    elif isinstance(error, UserError):
+        status, message, code, param = error.status, str(error), error.code, None
+    else:
+        status, message, code, param = 500, internal_sentence(error), None, None
+    return status, {"message": message, "type": ERROR_TYPES.get(status, "invalid_request_error"), "param": param,
+                    "code": code}
 
 
 def as_response(error: BaseException) -> JSONResponse:
-    """Any error as OpenAI's error JSON: the app's sentence for the ones a user caused, a reference otherwise."""
-    if isinstance(error, ApiError):
-        return error_response(error.status, str(error), error.code, error.param)
-    if isinstance(error, UserError):
-        code = {404: "model_not_found" if "model" in str(error).lower() or "adapter" in str(error).lower()
-                else "not_found", 413: "too_large", 429: "rate_limit_exceeded"}.get(error.status)
-        return error_response(error.status, str(error), code)
-    reference = secrets.token_hex(4)
-    log.error("internal error %s", reference, exc_info=(type(error), error, error.__traceback__))
-    return error_response(500, f"Something went wrong on the server (reference {reference}); please try again, "
-                               "or tell the operator the reference.")
+    status, body = error_body(error)
+    return JSONResponse({"error": body}, status_code=status)
 
 
 def _chunk(data: dict) -> str:
@@ -91,9 +90,10 @@ def _number(body: dict, name: str, default, kind=float):
 def _stops(body: dict) -> list[str]:
     stop = body.get("stop")
     stops = [] if stop is None else [stop] if isinstance(stop, str) else stop
-    if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops) or len(stops) > MAX_STOPS:
-        raise ApiError(400, f"'stop' must be a string or a list of at most {MAX_STOPS} non-empty strings.",
-                       param="stop")
+    if not isinstance(stops, list) or len(stops) > MAX_STOPS or not all(
+            isinstance(s, str) and 0 < len(s) <= MAX_STOP_CHARS for s in stops):
+        raise ApiError(400, f"'stop' must be a string or a list of at most {MAX_STOPS} strings of 1 to "
+                            f"{MAX_STOP_CHARS} characters.", param="stop")
     return stops
 
 
@@ -122,8 +122,7 @@ def generation_settings(body: dict, max_tokens_default: int) -> tuple[SamplingPa
         raise ApiError(400, "'seed' must be a whole number.", param="seed")
     temperature = _number(body, "temperature", 1.0)
     top_p = max(0.01, _number(body, "top_p", 1.0))  # top_p 0 means "only the likeliest token", as 0.01 does
-    params = sampling(temperature, top_p, max_tokens)
-    return replace(params, seed=seed), n, _stops(body)
+    return sampling(temperature, top_p, max_tokens, seed), n, _stops(body)
 
 
 # ---- generating ------------------------------------------------------------------------------------------------
@@ -152,7 +151,6 @@ class Generation:
                 seeded = params if params.seed is None else replace(params, seed=params.seed + j)
                 self.replies.append(Reply(prompt.lm, prompt.lm.generate(prompt.ids, seeded, prompt.adapter, caller)))
         self.prompt_tokens = sum(len(prompt.ids) for prompt in prompts)
-        self._prompt_lengths = [len(p.ids) for p in prompts for _ in range(n)]
         for index in range(len(self.replies)):
             threading.Thread(target=self._read, args=(index,), name="openai-choice", daemon=True).start()
 
@@ -167,11 +165,15 @@ class Generation:
         reply = self.replies[index]
         hold = max((len(s) for s in self.stops), default=1) - 1
         texts = reply.texts()
-        text, sent, reason = "", 0, None
+        text, sent, searched, reason = "", 0, 0, None
         try:
             for text in texts:
-                cut = _stop_at(text, self.stops)
+                # Only the new text (and the few characters before it a stop string may start in) is searched.
+                start = max(0, searched - hold)
+                cut = _stop_at(text[start:], self.stops)
+                searched = len(text)
                 if cut is not None:
+                    cut += start
                     text, reason = text[:cut], "stop"
                     break
                 if len(text) - hold > sent:
@@ -185,7 +187,7 @@ class Generation:
         if len(text) > sent:
             self._put("text", index, text[sent:])
         if reason is None:
-            full = self._prompt_lengths[index] + reply.tokens >= reply.lm.context_length
+            full = len(reply.request.prompt_ids) + reply.tokens >= reply.lm.context_length
             reason = "length" if reply.tokens >= self.params.max_new_tokens or full else "stop"
         self._put("end", index, reason)
 
@@ -205,14 +207,18 @@ class Generation:
 
     async def stream(self, request: Request) -> AsyncIterator[tuple]:
         """The events until every choice ended; raises the first error; always stops the rows it leaves."""
-        ended = 0
+        ended, checked = 0, time.monotonic()
         try:
             while ended < len(self.replies):
                 try:
-                    kind, index, value = await asyncio.wait_for(self.events.get(), timeout=0.5)
+                    kind, index, value = await asyncio.wait_for(self.events.get(), timeout=CHECK_EVERY_S)
                 except TimeoutError:
+                    kind = None
+                if time.monotonic() - checked >= CHECK_EVERY_S:  # also while tokens flow
                     if await request.is_disconnected():
                         return
+                    checked = time.monotonic()
+                if kind is None:
                     continue
                 if kind == "error":
                     raise value
@@ -237,6 +243,7 @@ class OpenAIRoutes:
     def router(self) -> APIRouter:
         router = APIRouter(prefix="/v1")
         router.add_api_route("/models", self._route(self.models), methods=["GET"])
+        router.add_api_route("/models/{model:path}", self._route(self.model), methods=["GET"])
         router.add_api_route("/chat/completions", self._route(self.chat_completions), methods=["POST"])
         router.add_api_route("/completions", self._route(self.completions), methods=["POST"])
         router.add_api_route("/embeddings", self._route(self.embeddings), methods=["POST"])
@@ -270,14 +277,18 @@ class OpenAIRoutes:
                            code="invalid_api_key")
         return LOCAL_USER
 
+    def check_room(self, owner: str, count: int) -> None:
+        """An OverLimit (429) when count more generations would take owner over the per-user limit."""
+        limit = self.ctx.settings.api_requests_per_user
+        if self._running[owner] + count > limit:
+            raise OverLimit(f"You have {self._running[owner]} generations running and the limit is {limit}; "
+                            "wait for one to finish and try again.")
+
     @contextmanager
     def running(self, owner: str, count: int):
         """Count count generations as owner's until the block ends; over the per-user limit is a 429."""
-        limit = self.ctx.settings.api_requests_per_user
         with self._lock:
-            if self._running[owner] + count > limit:
-                raise OverLimit(f"You have {self._running[owner]} generations running and the limit is {limit}; "
-                                "wait for one to finish and try again.")
+            self.check_room(owner, count)
             self._running[owner] += count
         try:
             yield
@@ -312,7 +323,7 @@ class OpenAIRoutes:
         except UserError:
             return False
 
-    def choose(self, owner: str, model: object, family: str) -> tuple[str, str]:
+    def choose(self, owner: str, model: object, family: str) -> tuple[str | catalog.ModelSource, str]:
         """(base reference, adapter) that a request's `model` names: one of the caller's adapters,
         `base:adapter` or a base ("" = the default); an unknown one is a NotFound (404)."""
         if model is not None and not isinstance(model, str):
@@ -325,9 +336,22 @@ class OpenAIRoutes:
             base, _, adapter = model.rpartition(":")
             if not self._is_adapter(owner, adapter):
                 raise NotFound(f"There is no adapter named '{adapter[:80]}'.")
-        base = self.bases(family).get(base, base)  # a listed name, which may stand for a folder
-        self.ctx.hub.source(base, self.ctx.hub.default(family))  # an unknown base is refused before it loads
-        return base, adapter
+        return self.base_reference(owner, base, family), adapter
+
+    def base_reference(self, owner: str, base: str, family: str) -> str | catalog.ModelSource:
+        """What loads the base a request names: the caller's merged model by its name, the model as typed, or
+        the folder a listed name stands for; an unknown one is refused before anything loads."""
+        merged = self.ctx.adapters.reference(owner, base)
+        if merged is not base:
+            return merged
+        try:
+            self.ctx.hub.source(base, self.ctx.hub.default(family))
+            return base
+        except NotFound:
+            listed = self.bases(family).get(base)  # a loaded model is listed by its name, not its folder
+            if listed is None:
+                raise
+            return listed
 
     def bases(self, family: str) -> dict[str, str]:
         """The base models of a family to list, by the name clients see (never a server path): the default,
@@ -347,8 +371,16 @@ class OpenAIRoutes:
 
     # ---- GET /v1/models ----------------------------------------------------------------------------------
     async def models(self, request: Request) -> JSONResponse:
-        owner = self.caller(request)
+        owner = await run_in_threadpool(self.caller, request)  # it reads the accounts' files
         return JSONResponse({"object": "list", "data": await run_in_threadpool(self.model_list, owner)})
+
+    async def model(self, request: Request) -> JSONResponse:
+        owner = await run_in_threadpool(self.caller, request)
+        wanted = request.path_params["model"]
+        found = next((m for m in await run_in_threadpool(self.model_list, owner) if m["id"] == wanted), None)
+        if found is None:
+            raise NotFound(f"There is no model '{wanted[:80]}' here; GET /v1/models lists them.")
+        return JSONResponse(found)
 
     def model_list(self, owner: str) -> list[dict]:
         """The bases that are loaded or available offline, the embedding models, and the caller's adapters."""
@@ -361,6 +393,9 @@ class OpenAIRoutes:
         for family in (catalog.DECODER, catalog.EMBEDDING):
             for name in self.bases(family):
                 add(name, self._base_task(name, family))
+        for merged in self.ctx.adapters.merged.list(owner):
+            add(merged["name"], "chat" if merged.get("task") == "chat" else "completion", owner,
+                merged.get("created", 0), merged.get("base_model"))
         for adapter in self.ctx.adapters.store.list(owner):
             task = {"chat": "chat", "search": "embeddings"}.get(adapter["task"])
             if task:
@@ -378,7 +413,7 @@ class OpenAIRoutes:
 
     # ---- POST /v1/chat/completions ------------------------------------------------------------------------
     async def chat_completions(self, request: Request):
-        owner = self.caller(request)
+        owner = await run_in_threadpool(self.caller, request)  # it reads the accounts' files
         body = await self.body(request)
         params, n, stops = generation_settings(body, max_tokens_default=512)
         system, turns, message = split_messages(body.get("messages"))
@@ -396,7 +431,7 @@ class OpenAIRoutes:
 
     # ---- POST /v1/completions ----------------------------------------------------------------------------
     async def completions(self, request: Request):
-        owner = self.caller(request)
+        owner = await run_in_threadpool(self.caller, request)  # it reads the accounts' files
         body = await self.body(request)
         params, n, stops = generation_settings(body, max_tokens_default=16)  # OpenAI's own default
         texts = body.get("prompt")
@@ -423,34 +458,28 @@ class OpenAIRoutes:
                 generation = Generation(prompts, params, n, stops)
                 texts, reasons = await generation.collect(request)
             return JSONResponse(shape.whole(texts, reasons, usage(generation)))
-        reservation = self.running(owner, count)
-        reservation.__enter__()  # held until the stream ends, however it ends
-        try:
-            generation = Generation(prompts, params, n, stops)
-        except BaseException:
-            reservation.__exit__(None, None, None)
-            raise
+        self.check_room(owner, count)  # over the limit: a 429 status, before the stream starts
 
         async def events() -> AsyncIterator[str]:
             try:
-                for index in range(count):
-                    yield _chunk(shape.start(index))
-                async for kind, index, value in generation.stream(request):
-                    yield _chunk(shape.piece(index, value) if kind == "text" else shape.end(index, value))
-                if include_usage:
-                    yield _chunk(shape.usage(usage(generation)))
-                yield "data: [DONE]\n\n"
+                with self.running(owner, count):  # held, and the rows stopped, however the stream ends
+                    generation = Generation(prompts, params, n, stops)
+                    for index in range(count):
+                        yield _chunk(shape.start(index))
+                    async for kind, index, value in generation.stream(request):
+                        yield _chunk(shape.piece(index, value) if kind == "text" else shape.end(index, value))
+                    if include_usage:
+                        yield _chunk(shape.usage(usage(generation)))
+                    yield "data: [DONE]\n\n"
             except Exception as error:  # noqa: BLE001  (a stream can only end with an error event)
-                yield _chunk({"error": as_response_body(error)})
-            finally:
-                reservation.__exit__(None, None, None)
+                yield _chunk({"error": error_body(error)[1]})
 
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     # ---- POST /v1/embeddings -------------------------------------------------------------------------------
     async def embeddings(self, request: Request) -> JSONResponse:
-        owner = self.caller(request)
+        owner = await run_in_threadpool(self.caller, request)  # it reads the accounts' files
         body = await self.body(request)
         texts = body.get("input")
         texts = [texts] if isinstance(texts, str) else texts
@@ -476,10 +505,6 @@ class OpenAIRoutes:
         model_id = (body.get("model") or "").strip() or embedder.name
         return JSONResponse({"object": "list", "data": data, "model": model_id,
                              "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
-
-
-def as_response_body(error: BaseException) -> dict:
-    return json.loads(as_response(error).body)["error"]
 
 
 def usage(generation: Generation) -> dict:

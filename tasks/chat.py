@@ -127,8 +127,9 @@ class ChatTask(Task):
         message = require_text(message, "message", limit)
         turns = clean_history(history)
         kept = turns[-self.ctx.settings.max_history:]  # the newest: older ones could never fit anyway
-        if sum(len(turn["content"]) for turn in kept) + len(message) > limit:
-            raise TooLarge(f"The conversation is too long: with its history it has more than {limit:,} "
+        system_prompt = system_prompt if isinstance(system_prompt, str) else ""
+        if sum(len(turn["content"]) for turn in kept) + len(message) + len(system_prompt) > limit:
+            raise TooLarge(f"The conversation is too long: with its history and system prompt it has more than {limit:,} "
                            "characters. Clear the conversation (or some of it) and ask again.")
         lm, adapter_name, defaults = self.lm(model, adapter, owner)
         system_prompt = (system_prompt or "").strip() or defaults.get("system_prompt", "")

@@ -19,8 +19,9 @@ import torch
 from config import LOCAL_USER
 from errors import UserError
 from models import catalog, lora, portable
-from models.adapters import META_FILE
-from models.loading import load_pretrained
+from models.adapters import META_FILE, sanitize_name
+from models.cache import too_big
+from models.loading import load_pretrained, weights_on_disk
 from tasks.base import Context, Endpoint, Upload
 from tasks.spec import spec as task_spec, trainable_spec
 
@@ -52,8 +53,8 @@ class AdapterLibrary:
         """A zip of the adapter: adapter_config.json, adapter_model.safetensors, lora_studio.json and a model
         card (README.md); it loads with plain peft."""
         _, folder = self.store.locate(owner, name if isinstance(name, str) else "")
-        meta = self.store.meta(owner, name)
-        target = Path(tempfile.mkdtemp(prefix="lora-studio-export-")) / f"{folder.name}.zip"
+        meta = json.loads((folder / META_FILE).read_text())
+        target = Path(tempfile.mkdtemp(prefix="bundle-", dir=_exports_root())) / f"{folder.name}.zip"
         return Upload(str(portable.write_bundle(folder, folder.name, meta, target)), target.name)
 
     # ---- import ----------------------------------------------------------------------------------------------
@@ -66,6 +67,7 @@ class AdapterLibrary:
         if not files:
             raise UserError("Upload the adapter: a zip of its folder, or its adapter_config.json and "
                             "adapter_model.safetensors.")
+        wanted = sanitize_name(name if isinstance(name, str) and name.strip() else Path(files[0].name).stem)
         with tempfile.TemporaryDirectory(prefix="lora-studio-import-") as tmp:
             folder = Path(tmp)
             portable.unpack([(f.path, f.name) for f in files], folder, self._max_bytes())
@@ -73,17 +75,17 @@ class AdapterLibrary:
             carried = _carried(folder)
             task = (task or "").strip() if isinstance(task, str) else ""
             task = trainable_spec(task or carried.get("task") or "chat").id
-            head = self._head(task, config, folder, carried)
+            shapes = portable.weight_shapes(folder)
+            head = self._head(task, config, shapes, carried)
             source = self.ctx.hub.source(self._base_for(base, carried, config, task), self._default(task))
             model, fingerprint = self._base_model(task, source)
-            rank = portable.check_fits(portable.weight_shapes(folder), model, source.name)
+            rank = portable.check_fits(shapes, model, source.name)
             meta = {**carried.get("fields", {}), **head,
                     "task": task, "base_model": source.name, "base_location": source.location,
                     "base_fingerprint": fingerprint, "owner": owner,
                     "imported": {"file": files[0].name[:200], "trained_on": str(config.get(
                         "base_model_name_or_path") or "")[:200], "rank": rank}}
             meta.setdefault("settings", {"rank": rank, "alpha": config.get("lora_alpha")})
-            wanted = name if isinstance(name, str) and name.strip() else Path(files[0].name).stem
 
             def write(target: Path) -> None:
                 for kept in (portable.CONFIG, portable.WEIGHTS):
@@ -125,7 +127,7 @@ class AdapterLibrary:
         return model, lora.encoder_fingerprint(model)
 
     @staticmethod
-    def _head(task: str, config: dict, folder: Path, carried: dict) -> dict:
+    def _head(task: str, config: dict, shapes: dict[str, tuple[int, ...]], carried: dict) -> dict:
         """An encoder task's head: it must be saved with the adapter (modules_to_save); a classifier's labels."""
         heads = HEADS.get(task)
         if not heads:
@@ -137,7 +139,7 @@ class AdapterLibrary:
                             f"{' or '.join(heads)} in modules_to_save.")
         if task != "sentiment":
             return {}
-        rows = [shape[0] for name, shape in portable.weight_shapes(folder).items()
+        rows = [shape[0] for name, shape in shapes.items()
                 if f"{head}." in name and name.endswith("weight") and "lora_" not in name and len(shape) == 2]
         if not rows:
             raise UserError(f"The adapter lists {head} in modules_to_save but its weights are not in the file.")
@@ -150,13 +152,17 @@ class AdapterLibrary:
     def merge_adapter(self, name: str, new_name: str = "", *, owner: str = LOCAL_USER) -> dict:
         """Merge an adapter into its base and save the result as a new local model (safetensors) that the model
         boxes accept by its name; returns {model, base, task}."""
-        name = name if isinstance(name, str) else ""
-        meta = self.store.meta(owner, name)
-        _, folder = self.store.locate(owner, name)
+        _, folder = self.store.locate(owner, name if isinstance(name, str) else "")
+        meta = json.loads((folder / META_FILE).read_text())
         if meta["task"] in ENCODER_KINDS:
             raise UserError(f"Merging is for adapters of language models; a {meta['task']} adapter is already "
                             "merged into its own copy of the model whenever it is used.")
-        source = self.ctx.hub.source(self.adapters.base(owner, name))
+        wanted = sanitize_name(new_name if isinstance(new_name, str) and new_name.strip() else
+                               f"{folder.name}-merged")  # a bad name is refused before any work
+        source = self.ctx.hub.source(self.adapters.base_of(meta))
+        on_disk = weights_on_disk(source)
+        if on_disk > self.ctx.hub.cache.budget:  # the copy is loaded in this process: the budget holds for it too
+            raise too_big(source.name, on_disk, self.ctx.hub.cache.budget)
         merged, tokenizer = self._merged(source, folder, meta)
         provenance = {"merged_from": folder.name, "task": meta["task"], "base_model": meta["base_model"],
                       "base_hub_id": portable.hub_id(meta), "system_prompt": meta.get("system_prompt", ""),
@@ -167,8 +173,7 @@ class AdapterLibrary:
             tokenizer.save_pretrained(target)
             (target / META_FILE).write_text(json.dumps(provenance, indent=2, ensure_ascii=False))
 
-        final, _ = self.adapters.merged.save(owner, new_name if isinstance(new_name, str) and new_name.strip()
-                                             else f"{folder.name}-merged", write)
+        final, _ = self.adapters.merged.save(owner, wanted, write)
         return {"model": final, "base": meta["base_model"], "task": meta["task"]}
 
     def _merged(self, source: catalog.ModelSource, folder: Path, meta: dict):
@@ -220,9 +225,22 @@ class AdapterLibrary:
         merged = self.adapters.merged.find(owner, name)
         if merged is not None:
             return merged
-        bundle = self.export_adapter(name, owner=owner)
-        shutil.unpack_archive(bundle.path, tmp)
-        return next(tmp.iterdir())
+        _, folder = self.store.locate(owner, name)
+        return portable.write_bundle_folder(folder, folder.name, json.loads((folder / META_FILE).read_text()), tmp)
+
+
+EXPORTS_KEPT_S = 3600  # Gradio copies a returned file at once; older bundles are only leftovers
+
+
+def _exports_root() -> Path:
+    """The folder export zips are written to (in the system's temp folder, where Gradio may serve files from),
+    cleared of bundles older than an hour on the way."""
+    root = Path(tempfile.gettempdir()) / "lora-studio-exports"
+    root.mkdir(exist_ok=True)
+    for old in root.glob("bundle-*"):
+        if time.time() - old.stat().st_mtime > EXPORTS_KEPT_S:
+            shutil.rmtree(old, ignore_errors=True)
+    return root
 
 
 def _carried(folder: Path) -> dict:

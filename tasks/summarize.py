@@ -143,10 +143,10 @@ class SummarizeTask(Task):
             raise UserError(f"Unknown method '{method}': use extractive, abstractive, or leave it empty.")
         if length not in LENGTHS:
             raise UserError(f"Unknown length '{length}': use short, medium or bullets.")
+        model = self.model_for(model, adapter, owner)  # the adapter's base, or the owner's merged model
         if selected(adapter):
-            model = self.model_for(model, adapter, owner)
             method = method or "abstractive"  # adapters are trained on the abstractive (LM) path
-        if method == "abstractive" and not (model or "").strip():
+        if method == "abstractive" and isinstance(model, str) and not model.strip():
             model = self.default(catalog.DECODER)  # the default model that writes
         source, family = backbone_family(self, model)
         picks_sentences = family in (catalog.EMBEDDING, catalog.ENCODER)

@@ -170,7 +170,8 @@ class TranslateTask(Task):
             if source_lang == target_lang:
                 raise UserError(f"The source and target are both {target_lang.name}; pick a different target.")
         # "Helsinki-NLP/opus-mt-{src}-{tgt}" names the Marian model for whichever pair is asked for.
-        model = (model or "").replace("{src}", source_lang.code).replace("{tgt}", target_lang.code)
+        if isinstance(model, str):  # not an owner's merged model, found above
+            model = model.replace("{src}", source_lang.code).replace("{tgt}", target_lang.code)
         cap = min(max_new_tokens or MAX_NEW_TOKENS, MAX_NEW_TOKENS)
         resolved, family = backbone_family(self, model)
         if family == catalog.SEQ2SEQ:

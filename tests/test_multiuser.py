@@ -150,6 +150,9 @@ def test_the_adapter_library_is_each_users_own(accounts_app, tiny_chat_dir, tmp_
                        api_name="/import_adapter")["name"] == "moon"  # his own "moon": names are per user
     alice.predict("moon", "", api_name="/merge_adapter")
     _refused(lambda: bob.predict("Hi", [], "", "moon-merged", "", 0, 0.9, 4, api_name="/chat"), "Unknown model")
+    alices_folder = str(demo.ctx.adapters.merged.find("alice", "moon-merged"))  # typed as a path: no way in
+    _refused(lambda: bob.predict("Hi", [], "", alices_folder, "", 0, 0.9, 4, api_name="/chat"), "Unknown model")
+    assert alice.predict("Hi", [], "", "moon-merged", "", 0, 0.9, 4, api_name="/chat") is not None
     assert [a["owner"] for a in alice.predict("", api_name="/adapters")] == ["alice"]
 
 

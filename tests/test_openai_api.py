@@ -146,11 +146,15 @@ def test_a_strangers_oversized_or_odd_requests_get_one_sentence(launch, settings
     with pytest.raises(urllib.error.HTTPError) as too_big:
         urllib.request.urlopen(request, timeout=60)
     assert too_big.value.code == 413 and "larger than" in json.loads(too_big.value.read())["error"]["message"]
+    with pytest.raises(openai.APIStatusError, match="conversation is too long") as system:  # counted too
+        api.chat.completions.create(model="", messages=[{"role": "system", "content": "x" * 5000}] + HELLO)
+    assert system.value.status_code == 413
     with pytest.raises(openai.APIStatusError, match="at most 2048 texts and 1,000 characters") as embeddings:
         api.embeddings.create(model="", input=["word " * 100] * 3)
     assert embeddings.value.status_code == 413
     for options, message in [({"n": 1000}, "'n' must be between 1 and 8"),
                              ({"max_tokens": 10**6}, "Max new tokens must be between"),
+                             ({"stop": ["x" * 100_000]}, "1 to 200 characters"),
                              ({"stop": ["a"] * 50}, "at most 4"), ({"seed": "abc"}, "whole number"),
                              ({"model": "/etc"}, "holds no model"), ({"model": "../../etc/passwd"}, "Unknown model")]:
         with pytest.raises(openai.APIStatusError, match=message) as refused:
@@ -194,6 +198,15 @@ def test_a_client_that_goes_away_stops_its_rows(served):
     wait_for(lambda: not lm.engine.busy, timeout=30, what="the engine to drop the closed stream's row")
 
 
+def test_a_non_streaming_client_that_goes_away_stops_its_rows(served):
+    url, demo = served
+    impatient = openai.OpenAI(base_url=url.rstrip("/") + "/v1", api_key="none", max_retries=0, timeout=3)
+    with pytest.raises(openai.APITimeoutError):  # it gives up while tokens are still flowing
+        impatient.chat.completions.create(model="", messages=HELLO, temperature=0.9, max_tokens=4000, n=4)
+    lm = next(v for k, v in demo.ctx.hub.cache.values() if k.startswith("lm:"))
+    wait_for(lambda: not lm.engine.busy, timeout=30, what="the engine to drop the gone client's rows")
+
+
 def test_concurrent_requests_on_the_base_and_two_adapters_equal_their_solo_answers(served):
     url, _ = served
     api = client(url)
@@ -235,6 +248,17 @@ def test_with_accounts_a_key_acts_as_its_user(launch, settings, tiny_chat_dir, t
     assert "alices" not in {m.id for m in client(url, bob).models.list().data}
     with pytest.raises(openai.NotFoundError):  # another user's adapter answers as an unknown model
         ask(client(url, bob), "alices")
+    # Alice's merged model is hers: listed and used by its name for her; for bob an unknown model, even loaded,
+    # and its folder typed as a path is no way in either.
+    AdapterLibrary(demo.ctx).merge_adapter("alices", owner="alice")
+    assert ask(client(url, alice), "alices-merged") == ask(client(url, alice), "alices")
+    assert client(url, alice).models.retrieve("alices-merged").parent == Path(tiny_chat_dir).name
+    assert "alices-merged" not in {m.id for m in client(url, bob).models.list().data}
+    folder = demo.ctx.adapters.merged.find("alice", "alices-merged")
+    for model in ("alices-merged", str(folder), str(folder.relative_to(ROOT)) if folder.is_relative_to(ROOT)
+                  else str(folder)):
+        with pytest.raises(openai.NotFoundError):
+            ask(client(url, bob), model)
     key_id = accounts.keys.list("alice")[0]["id"]
     accounts.keys.revoke("alice", key_id)
     with pytest.raises(openai.AuthenticationError):

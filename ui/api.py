@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-import logging
 import os
-import secrets
 import types
 import typing
 from collections.abc import Callable
@@ -25,11 +23,10 @@ from pathlib import Path
 import gradio as gr
 
 from config import LOCAL_USER
-from errors import UserError
+from errors import UserError, internal_sentence
 from tasks.base import Upload
 from tasks.spec import EXAMPLES
 
-log = logging.getLogger("lora_studio")
 HIDDEN = ("owner", "progress")  # task parameters the edge fills in
 NOT_UPLOADED = "Upload the file; paths on the server are not accepted."
 
@@ -38,20 +35,12 @@ class ClientGone(Exception):
     """The client that asked went away (closed the page, cancelled): the work it asked for stops."""
 
 
-def internal_error(error: BaseException) -> gr.Error:
-    """One plain sentence for an error the user did not cause, with a reference to find it in the log."""
-    reference = secrets.token_hex(4)
-    log.error("internal error %s", reference, exc_info=(type(error), error, error.__traceback__))
-    return gr.Error(f"Something went wrong on the server (reference {reference}); please try again, or tell the "
-                    "operator the reference.")
-
-
 def _translated(error: BaseException) -> BaseException:
     if isinstance(error, UserError):
         return gr.Error(str(error))
     if isinstance(error, (gr.Error, ClientGone)):
         return error
-    return internal_error(error)
+    return gr.Error(internal_sentence(error))
 
 
 def expose(fn: Callable) -> Callable:
