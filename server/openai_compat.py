@@ -299,11 +299,15 @@ class OpenAIRoutes:
     async def body(self, request: Request) -> dict:
         """The request's JSON object, read with a size limit: a stranger's gigabyte never reaches memory."""
         limit = self.ctx.settings.max_chars * 8 + 2**20  # max_chars of text even fully \u-escaped, plus the rest
+        too_large = TooLarge(f"The request is larger than {limit / 2**20:.1f} MB, more than this server reads.")
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:  # refused before a byte of it is read
+            raise too_large
         received, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
-            if size > limit:
-                raise TooLarge(f"The request is larger than {limit / 2**20:.1f} MB, more than this server reads.")
+            if size > limit:  # a client that sent no length, or a wrong one
+                raise too_large
             received.append(chunk)
         try:
             body = json.loads(b"".join(received))
