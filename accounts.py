@@ -1,8 +1,8 @@
 """Accounts: who may log in, who is an admin, and what an admin shared with everyone.
 
 Users live in `users.json` under the data directory with salted, slow password hashes (scrypt); shares in
-`shared.json`; API keys (hashed) in `api_keys.json`. Both are written to a temporary file and renamed into place, under a file lock, so the app and the
-`python app.py users ...` command never see half a file. With no users (and no --username), the app is the
+`shared.json`; API keys (hashed) in `api_keys.json`. All three are written to a temporary file and renamed into
+place, under a file lock, so the app and the `python app.py users ...` command never see half a file. With no users (and no --username), the app is the
 single-user app: everything belongs to `local`.
 """
 
@@ -57,10 +57,13 @@ def password_matches(password: str, stored: str) -> bool:
     return hmac.compare_digest(computed, base64.b64decode(digest))
 
 
-def _write_json(path: Path, data: dict) -> None:
+def write_private_json(path: Path, data: dict) -> None:
+    """Write data as JSON that only this user can read (password hashes, keys, a worker's settings), through a
+    temporary file renamed into place: readers never see half a file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
-    os.chmod(tmp, 0o600)  # password hashes are for this server's eyes only
+    descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # private from its first byte
+    with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+        json.dump(data, out, indent=2, ensure_ascii=False)
     os.replace(tmp, path)
 
 
@@ -120,7 +123,7 @@ class Accounts:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             users = self.users()
             yield users
-            _write_json(self.path, {"version": 1, "users": users})
+            write_private_json(self.path, {"version": 1, "users": users})
 
     def add(self, name: str, password: str, admin: bool = False) -> dict:
         name = check_username(name)
@@ -168,7 +171,7 @@ class Shares:
             (items.add if shared else items.discard)((owner, name))
             data[kind] = sorted(items)
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            _write_json(self.path, data)
+            write_private_json(self.path, data)
 
 
 KEY_PREFIX = "lsk-"
@@ -201,7 +204,7 @@ class ApiKeys:
             keys[_key_hash(key)] = {"owner": owner, "label": label, "id": key[len(KEY_PREFIX):][:8],
                                     "created": time.time()}
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            _write_json(self.path, {"version": 1, "keys": keys})
+            write_private_json(self.path, {"version": 1, "keys": keys})
         return key
 
     def owner_of(self, key: str) -> str | None:
@@ -224,4 +227,4 @@ class ApiKeys:
                 raise NotFound(f"You have no API key '{str(key_id)[:12]}'.")
             for digest in found:
                 del keys[digest]
-            _write_json(self.path, {"version": 1, "keys": keys})
+            write_private_json(self.path, {"version": 1, "keys": keys})

@@ -71,8 +71,6 @@ def train_command(argv: list[str]) -> int:
     return 0
 
 
-
-
 def _password(args) -> str:
     """The new password: from standard input with --password-stdin, else asked twice at the terminal."""
     if args.password_stdin:

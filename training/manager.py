@@ -6,7 +6,6 @@ reason; after an app restart, a job whose worker is gone is marked interrupted a
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -20,6 +19,7 @@ from pathlib import Path
 import psutil
 import torch
 
+from accounts import write_private_json
 from config import Settings
 from models.device import set_threads
 from training import paths
@@ -164,9 +164,5 @@ def write_settings(settings: Settings, folder: Path) -> Path:
     values = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()}
     values.update(data_dir=str(settings.data_dir.resolve()), password="", username="", api_key="")
     path = folder / "settings.json"
-    tmp = folder / ".settings.json.tmp"
-    descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as f:
-        json.dump(values, f)
-    os.replace(tmp, path)
+    write_private_json(path, values)
     return path

@@ -20,9 +20,14 @@ COLUMNS = ["adapter", "task", "base model", "created", "MB", "result", "shared",
 
 
 def table(training: TrainingService, request: gr.Request = None) -> pd.DataFrame:
+    return adapters_table(training, user_of(request))
+
+
+def adapters_table(training: TrainingService, owner: str) -> pd.DataFrame:
+    """The owner's adapters (every adapter for an admin) as the library shows them (the Train tab too)."""
     rows = [(a["name"], a["task"], a["base"], time.strftime("%Y-%m-%d %H:%M", time.localtime(a["created"])),
              a["size_mb"], headline(a["task"], a["metrics"]), "shared" if a["shared"] else "private", a["owner"])
-            for a in training.list_adapters(owner=user_of(request))]
+            for a in training.list_adapters(owner=owner)]
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

@@ -14,6 +14,7 @@ from training import data, presets
 from training.recipe import default_base as default_base_name
 from training.recipe import recipe_class
 from training.service import TrainingService
+from ui.adapters_tab import adapters_table
 from ui.api import endpoint_function, expose, first_cell, handler, on_load, upload, user_of
 
 ADVANCED = ["rank", "alpha", "dropout", "target_modules", "learning_rate", "epochs", "max_steps", "batch_size",
@@ -220,12 +221,6 @@ def jobs_table(service: TrainingService, owner: str) -> pd.DataFrame:
     rows = [(j["job_id"], j["name"], j["task"], j["state"], f"{j['step']}/{j['total_steps']}")
             for j in service.jobs(owner)[:20]]
     return pd.DataFrame(rows, columns=["job", "adapter", "task", "state", "steps"])
-
-
-def adapters_table(service: TrainingService, owner: str) -> pd.DataFrame:
-    rows = [(a["name"], a["task"], a["base"], a["metrics"].get("val_loss_after", ""), a["size_mb"], a["owner"],
-             "yes" if a["shared"] else "") for a in service.list_adapters(owner=owner)]
-    return pd.DataFrame(rows, columns=["adapter", "task", "base model", "loss after", "MB", "owner", "shared"])
 
 
 def tables(service: TrainingService, request: gr.Request = None) -> tuple[pd.DataFrame, pd.DataFrame]:
