@@ -37,13 +37,40 @@ def test_a_long_translation_neither_delays_another_chat_nor_outlives_its_client(
     url, demo = launch(settings)
     translation = Client(url, verbose=False).submit(LINES, "de", "en", "", "", api_name="/translate")
     lm = demo.ctx.hub.lm(str(tiny_chat_dir))
+    submitted = count_submissions(lm)
     wait_for(lambda: lm.busy, 120, "the translation to reach the engine")
     chat = Client(url, verbose=False).submit("Hello there", [], "", "", "", 0.0, 0.9, 8, api_name="/chat")
     assert first_update(chat, 60) < CHAT_FIRST_TOKEN_S
     chat.result(timeout=60)
     assert not translation.done()  # 400 lines take far longer: it is still running
     translation.cancel()  # the client goes away
-    wait_for(lambda: not lm.busy, 30, "the cancelled translation to leave the engine")  # the rest never entered
+    at_cancel = len(submitted)
+    wait_for(lambda: not lm.busy, 120, "the cancelled translation to leave the engine")
+    # At most the lines in flight finish (each hands its turn to one more); the rest never enter the engine.
+    assert len(submitted) - at_cancel <= settings.lines_in_flight + 1 and len(submitted) < 400
+
+
+def test_a_translation_cancelled_before_its_first_line_is_done_stops_too(launch, settings, tiny_chat_dir):
+    settings.chat_model = str(tiny_chat_dir)
+    url, demo = launch(settings)
+    lm = demo.ctx.hub.lm(str(tiny_chat_dir))
+    submitted = count_submissions(lm)
+    translation = Client(url, verbose=False).submit(LINES, "de", "en", "", "", api_name="/translate")
+    wait_for(lambda: submitted, 120, "the translation to reach the engine")
+    translation.cancel()  # before any line came back: the work has reported no progress yet
+    wait_for(lambda: not lm.busy, 120, "the cancelled translation to leave the engine")
+    assert len(submitted) <= 2 * (settings.lines_in_flight + 1)
+
+
+def count_submissions(lm) -> list:
+    """The prompts sent to lm's engine from now on (a spy: the real engine still does the work)."""
+    submitted, engine_submit = [], lm.engine.submit
+
+    def submit(prompt_ids, *args, **kwargs):
+        submitted.append(prompt_ids)
+        return engine_submit(prompt_ids, *args, **kwargs)
+    lm.engine.submit = submit
+    return submitted
 
 
 def test_a_20k_turn_history_answers_within_seconds(launch, tiny_chat_dir):

@@ -146,7 +146,8 @@ def progress_for(progress=None) -> Callable[[float, str], None]:
     from gradio.context import LocalContext
 
     blocks, event_id = LocalContext.blocks.get(None), LocalContext.event_id.get(None)
-    seen = False
+    # Asked now, while the event runs: a client that cancels before the first report is caught too.
+    seen = blocks is not None and event_id is not None and _event_alive(blocks, event_id) is True
 
     def report(fraction: float, message: str) -> None:
         nonlocal seen
