@@ -23,9 +23,10 @@ from tasks.base import Context
 from tasks.spec import resolve
 from training.service import TrainingService
 from tasks.account import AccountService
+from tasks.inside import InsideModel
 from tasks.library import AdapterLibrary
 from server.openai_compat import OpenAIRoutes
-from ui import account_tab, adapters_tab, system_tab, train_tab
+from ui import account_tab, adapters_tab, inside_tab, system_tab, train_tab
 from ui.api import expose, publish, user_of
 from ui.picker import Picker
 
@@ -52,6 +53,7 @@ def build_app(settings: config.Settings) -> gr.Blocks:
     search = by_id["search"]
     account = AccountService(ctx, search.store)
     library = AdapterLibrary(ctx)
+    inside = InsideModel(ctx)
     claim_local_data(ctx, training, search.store)
     secret = browser_secret(settings)
     with gr.Blocks(title="LoRA Studio") as demo:
@@ -62,9 +64,10 @@ def build_app(settings: config.Settings) -> gr.Blocks:
         # get suffixed ones (/cancel_1) instead of the other way round.
         for task in tasks:
             publish(task.endpoints())
-        publish(training.endpoints() + library.endpoints() + account.endpoints())
+        publish(inside.endpoints() + training.endpoints() + library.endpoints() + account.endpoints())
         with gr.Tabs() as tabs:
             pickers = {task.id: build_tab(task, secret) for task in tasks}
+            inside_tab.build(inside)
             trainer = train_tab.build(training, secret)
             adapters_tab.build(library, training)
             account_tab.build(account)

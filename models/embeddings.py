@@ -48,6 +48,11 @@ class Embedder:
     def max_tokens(self) -> int:
         return int(self.model.max_seq_length or 256)
 
+    def run(self, command):
+        """command() while holding the model (a view that reads more than vectors, such as its attention)."""
+        with self._lock:
+            return command()
+
     def encode(self, texts: list[str], batch_size: int = 32, progress: Progress | None = None) -> np.ndarray:
         """(len(texts), dimension) unit vectors; longest texts are batched together to waste no padding.
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import (AutoModelForCausalLM, AutoModelForQuestionAnswering, AutoModelForSeq2SeqLM,
-                          AutoModelForSequenceClassification, AutoTokenizer)
+from transformers import (AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForQuestionAnswering,
+                          AutoModelForSeq2SeqLM, AutoModelForSequenceClassification, AutoTokenizer)
 
 from config import Settings
 from errors import NotFound, UserError
@@ -288,6 +288,7 @@ LOADERS = {
     "seq2seq": _loaded_with(AutoModelForSeq2SeqLM, "a sequence-to-sequence model (BART, T5, Marian)"),
     "classifier": _loaded_with(AutoModelForSequenceClassification, "a text-classification model"),
     "span": _loaded_with(AutoModelForQuestionAnswering, "an extractive question-answering model"),
+    "masked": _loaded_with(AutoModelForMaskedLM, "a masked language model (BERT, RoBERTa)"),
 }
 KIND_FAMILY = {"lm": catalog.DECODER, "embedder": catalog.EMBEDDING, "seq2seq": catalog.SEQ2SEQ,
-               "classifier": catalog.ENCODER, "span": catalog.ENCODER}
+               "classifier": catalog.ENCODER, "span": catalog.ENCODER, "masked": catalog.ENCODER}

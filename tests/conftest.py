@@ -97,19 +97,33 @@ def minilm_dir() -> Path:
     return offline.minilm(Path("unused"))
 
 
+def build_tiny_bert(folder: Path, tokenizer_dir: Path, model_class) -> Path:
+    """A 2-layer BERT of model_class with random weights and the tokenizer in tokenizer_dir."""
+    from transformers import AutoTokenizer, BertConfig
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=512)
+    model_class(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory, minilm_dir) -> Path:
     """A 2-layer BERT with random weights and MiniLM's real WordPiece tokenizer."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from transformers import BertModel
 
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    tokenizer = AutoTokenizer.from_pretrained(minilm_dir)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=512)
-    BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), minilm_dir, BertModel)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_mlm_dir(tmp_path_factory, minilm_dir) -> Path:
+    """The same as a masked LM (BertForMaskedLM: it fills in a [MASK])."""
+    from transformers import BertForMaskedLM
+
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert-mlm"), minilm_dir, BertForMaskedLM)
 
 
 @pytest.fixture(scope="session")

@@ -75,5 +75,8 @@ def test_public_api_names_are_the_contracts(settings):
         "/delete_adapter": ["name"], "/rename_adapter": ["name", "new_name"], "/export_adapter": ["name"],
         "/import_adapter": ["data", "name", "task", "base"], "/merge_adapter": ["name", "new_name"],
         "/push_adapter": ["name", "repo_id", "token", "private"],
+        "/tokenize": ["text", "model"], "/next_token": ["text", "model", "adapter", "k", "temperature", "top_p"],
+        "/fill_mask": ["text", "model", "k"], "/attention": ["text", "model", "layer", "head"],
+        "/similarity": ["texts", "model", "adapter"], "/token_loss": ["text", "model", "adapter"],
     }.items():
         assert [p["parameter_name"] for p in named[name]["parameters"]] == parameters, name

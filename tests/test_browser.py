@@ -139,3 +139,35 @@ def test_train_a_classifier_then_use_it_in_the_sentiment_tab(launch, page):
     sentiment.get_by_role("button", name="Analyse").click()
     results = page.get_by_role("grid", name="Results")
     expect(results.get_by_role("gridcell", name="billing", exact=True)).to_be_visible(timeout=60_000)
+
+
+def test_inside_the_model_draws_every_view(launch, settings, tiny_gpt2_dir, page):
+    settings.chat_model = str(tiny_gpt2_dir)  # the views' decoder: quick, and the real GPT-2 tokenizer
+    url, _ = launch()
+    page.goto(url, wait_until="domcontentloaded")
+    page.get_by_role("tab", name="Inside the model").click()
+    panel = page.locator('[role="tabpanel"]:visible').last
+    panel.get_by_role("button", name="Hello world").click()  # the example fills the text
+    panel.get_by_role("button", name="Show tokens").click()
+    expect(panel.get_by_text("#15496")).to_be_visible()
+    expect(panel.get_by_text("#995")).to_be_visible()
+
+    views = [("Next token", "The capital of France is", "Show the next token", "g.trace.bars path"),
+             ("Fill the blank", "This is an example of BERT [MASK] model.", "Fill the blank", "g.trace.bars path"),
+             ("Attention", "The cat sat on the mat.", "Show attention", ".heatmaplayer"),
+             ("Embeddings", "A man is playing a guitar.", "Compare the sentences", ".heatmaplayer"),
+             ("Surprise", "The capital of France is Berlin.", "Measure the surprise", "g.trace.bars path")]
+    for tab, example, button, drawn in views:
+        page.get_by_role("tab", name=tab, exact=True).click()
+        panel = page.locator('[role="tabpanel"]:visible').last
+        panel.get_by_role("button", name=re.compile("^" + re.escape(example))).click()
+        panel.get_by_role("button", name=button, exact=True).click()
+        expect(panel.locator(drawn).first).to_be_attached(timeout=60_000)
+    # Stepping through generation by hand: a clicked token joins the text.
+    page.get_by_role("tab", name="Next token", exact=True).click()
+    panel = page.locator('[role="tabpanel"]:visible').last
+    text = panel.get_by_label("Text so far")
+    before = text.input_value()
+    panel.get_by_role("button", name="Add the most likely").click()
+    expect(text).not_to_have_value(before)
+    expect(text).to_have_value(re.compile("^" + re.escape(before)))

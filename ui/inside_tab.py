@@ -1,0 +1,308 @@
+"""The "Inside the model" tab: tokens, the next-token distribution, a filled-in blank, attention, embeddings and
+surprise, each drawn from tasks/inside.py on the real models, with a plain explanation and a one-click example."""
+
+from __future__ import annotations
+
+import gradio as gr
+import plotly.graph_objects as go
+
+from models import catalog
+from tasks.inside import MASK, InsideModel
+from tasks.spec import specs
+from ui.api import handler, on_load, user_of
+
+DECODERS = ["SmolLM2-135M-Instruct", "GPT-2", "Qwen2.5-0.5B-Instruct"]
+TOKENIZERS = ["GPT-2", "SmolLM2-135M-Instruct", "all-MiniLM-L6-v2"]  # BPE, BPE with another vocabulary, WordPiece
+ENCODERS = ["all-MiniLM-L6-v2", "BERT-base"]
+NO_ADAPTER = "(none)"
+KEPT, CUT, BASE_COLOUR = "#f97316", "#d1d5db", "#3b82f6"  # the app's orange, grey for what top-p cuts, blue
+LAYOUT = {"margin": {"l": 10, "r": 10, "t": 40, "b": 10}, "height": 360}
+INTRO = ("## Inside the model\nSee what a language model does with your words: how it cuts them into tokens, "
+         "which word it expects next, how it fills a blank, where it looks, how it places sentences, and what "
+         "surprises it. Pick an adapter to see what your fine-tuning changed.")
+EXPLAIN = {
+    "tokens": "A model never sees letters or words: its tokenizer cuts the text into pieces (tokens), each with a "
+              "number (id) from its vocabulary. Different models cut the same text differently.",
+    "next": "A language model is a probability distribution over the next token: these bars are its top guesses. "
+            "Temperature flattens (high) or sharpens (low) them; top-p keeps only the likeliest tokens that "
+            "together reach p (the grey bars are cut).",
+    "fill": f"BERT-style models read the words on both sides of a blank ({MASK}) and guess what fits. Without one, "
+            "a decoder proposes words and ranks the whole sentences.",
+    "attention": "Self-attention lets each token weigh every other token (a decoder only the ones before it). "
+                 "Each row shows where one token looks; pick a layer and a head, or the mean of the heads.",
+    "similarity": "An embedding model turns each sentence into a vector; sentences that mean the same land close "
+                  "together. The heatmap shows cosine similarity, the map the sentences on a plane.",
+    "surprise": "Training lowers the cross-entropy: the surprise (−log p) of each right token. Red tokens surprised "
+                "the model; the loss is their average and perplexity its exponential.",
+}
+
+
+def adapter_choices(inside: InsideModel, owner: str, kinds: tuple[str, ...]) -> list[str]:
+    """The owner's adapters whose task has one of the adapter kinds (language-model adapters, search ones)."""
+    tasks = [s.id for s in specs() if s.trainable and s.adapter_kind in kinds]
+    names = [a["name"] for task in tasks for a in inside.ctx.adapters.store.list(owner, task)]
+    return [NO_ADAPTER] + list(dict.fromkeys(names))
+
+
+def bars(labels: list[str], values: list[float], what: str, colours: list[str], title: str = "") -> go.Figure:
+    figure = go.Figure(go.Bar(x=labels, y=values, marker_color=colours, name="adapter" if title else what,
+                              hovertemplate="%{x}: %{y:.3f}<extra></extra>"))
+    figure.update_layout(yaxis={"title": what}, title=title, showlegend=False, **LAYOUT)
+    return figure
+
+
+def chosen(adapter: str | None) -> str:
+    return "" if adapter in (None, "", NO_ADAPTER) else adapter
+
+
+# ---- tokens --------------------------------------------------------------------------------------------------
+
+def tokens_view(inside: InsideModel, text: str, model: str, compare: bool):
+    """Coloured tokens of one tokenizer, or of three side by side."""
+    models = TOKENIZERS if compare else [model]
+    views = []
+    for name in models:
+        result = inside.tokenize(text, name)
+        pieces = [(t["text"], f"#{t['id']}") for t in result["tokens"]]
+        views.append(gr.update(value=pieces, label=f"{result['model']}: {result['count']} tokens", visible=True))
+    return views + [gr.update(visible=False)] * (3 - len(views))
+
+
+# ---- next token ----------------------------------------------------------------------------------------------
+
+def next_view(inside: InsideModel, text: str, model: str, adapter: str, k: int, temperature: float, top_p: float,
+              request: gr.Request = None):
+    result = inside.next_token(text, model, chosen(adapter), int(k), temperature, top_p, owner=user_of(request))
+    tokens = result["tokens"]
+    figure = bars([repr(t["text"]) for t in tokens], [t["prob"] for t in tokens], "probability",
+                  [KEPT if t["kept"] else CUT for t in tokens], "with the adapter" if result["adapter"] else "")
+    if result["base"]:  # the base's bars beside the adapter's (its own top tokens)
+        base = result["base"]["tokens"]
+        figure.add_trace(go.Bar(x=[repr(t["text"]) for t in base], y=[t["prob"] for t in base], name="base",
+                                marker_color=BASE_COLOUR))
+        figure.update_layout(barmode="group", showlegend=True)
+    summary = (f"**{result['model']}**{' + ' + result['adapter'] if result['adapter'] else ''}: entropy "
+               f"{result['entropy']:.2f} bits (about {2 ** result['entropy']:.0f} equally likely choices); "
+               f"top-p keeps {result['kept_by_top_p']:,} tokens.")
+    return figure, summary, gr.update(choices=[(repr(t["text"]), t["text"]) for t in tokens], value=None)
+
+
+def append_token(text: str, token: str | None) -> str:
+    return text + token if token else text
+
+
+def append_likeliest(inside: InsideModel, text: str, model: str, adapter: str, request: gr.Request = None) -> str:
+    result = inside.next_token(text, model, chosen(adapter), 1, 0.0, 1.0, owner=user_of(request))
+    return text + result["tokens"][0]["text"]
+
+
+# ---- fill the blank ------------------------------------------------------------------------------------------
+
+def fill_view(inside: InsideModel, text: str, model: str, request: gr.Request = None):
+    result = inside.fill_mask(text, model, 8, owner=user_of(request))
+    words = result["candidates"]
+    figure = bars([c["token"] for c in words], [c["score"] for c in words], "score", [KEPT] * len(words))
+    best = words[0]["text"] if words else ""
+    return figure, f"**{result['model']}**: “{best}”\n\n*{result['note']}*"
+
+
+# ---- attention -----------------------------------------------------------------------------------------------
+
+def attention_view(inside: InsideModel, text: str, model: str, layer: int, head: int):
+    result = inside.attention(text, model, int(layer), int(head))
+    labels = [f"{i}:{t}" for i, t in enumerate(result["tokens"])]
+    figure = go.Figure(go.Heatmap(z=result["weights"], x=labels, y=labels, colorscale="Blues", zmin=0,
+                                  hovertemplate="%{y} looks at %{x}: %{z:.2f}<extra></extra>"))
+    figure.update_layout(yaxis={"autorange": "reversed", "title": "token"}, xaxis={"title": "looks at"},
+                         margin={"l": 10, "r": 10, "t": 30, "b": 10}, height=480,
+                         title=f"layer {result['layer']}, {'mean of heads' if result['head'] < 0 else 'head'} "
+                               f"{'' if result['head'] < 0 else result['head']}")
+    sliders = (gr.update(maximum=result["layers"] - 1), gr.update(maximum=result["heads"] - 1))
+    return (figure, *sliders, gr.update(choices=labels, value=labels[-1]), result)
+
+
+def attention_row(result: dict | None, token: str | None):
+    """Where one token looks (its attention row), as bars."""
+    if not result or not token:
+        return None
+    labels = [f"{i}:{t}" for i, t in enumerate(result["tokens"])]
+    row = result["weights"][labels.index(token)] if token in labels else []
+    return bars(labels, row, "attention", [KEPT] * len(row), f"where {token} looks")
+
+
+# ---- embeddings ----------------------------------------------------------------------------------------------
+
+def similarity_view(inside: InsideModel, texts: str, model: str, adapter: str, request: gr.Request = None):
+    result = inside.similarity(texts, model, chosen(adapter), owner=user_of(request))
+    short = [t if len(t) <= 40 else t[:37] + "…" for t in result["texts"]]
+    heat = go.Figure(go.Heatmap(z=result["matrix"], x=short, y=short, colorscale="RdBu", zmin=-1, zmax=1,
+                                hovertemplate="%{y}<br>%{x}<br>cosine %{z:.2f}<extra></extra>"))
+    heat.update_layout(yaxis={"autorange": "reversed"}, margin={"l": 10, "r": 10, "t": 30, "b": 10}, height=420,
+                       title="cosine similarity")
+    points = go.Figure()
+    maps = [("after training" if result["adapter"] else result["model"], result["points"])]
+    if result["base_points"]:
+        maps.insert(0, ("before training", result["base_points"]))
+    for name, xy in maps:
+        points.add_trace(go.Scatter(x=[p[0] for p in xy], y=[p[1] for p in xy], mode="markers+text", text=short,
+                                    textposition="top center", name=name))
+    points.update_layout(margin={"l": 10, "r": 10, "t": 30, "b": 10}, height=420, title="a map of the sentences",
+                         xaxis={"zeroline": False, "showticklabels": False, "range": padded(maps, 0)},
+                         yaxis={"zeroline": False, "showticklabels": False, "range": padded(maps, 1)})
+    return heat, points
+
+
+def padded(maps: list, axis: int) -> list[float]:
+    """An axis range with room around the points for their labels."""
+    values = [p[axis] for _, xy in maps for p in xy]
+    low, high = min(values), max(values)
+    room = (high - low or 1.0) * (0.45 if axis == 0 else 0.15)
+    return [low - room, high + room]
+
+
+# ---- surprise ------------------------------------------------------------------------------------------------
+
+def surprise_view(inside: InsideModel, text: str, model: str, adapter: str, request: gr.Request = None):
+    result = inside.token_loss(text, model, chosen(adapter), owner=user_of(request))
+    views = [("adapter" if result["adapter"] else "base", result)] + ([("base", result["base"])]
+                                                                        if result["base"] else [])
+    figure = go.Figure()
+    for name, view in views:
+        scored = [(f"{i}:{t['text']}", -t["logprob"]) for i, t in enumerate(view["tokens"]) if t["logprob"] is not None]
+        figure.add_trace(go.Bar(x=[x for x, _ in scored], y=[y for _, y in scored], name=name,
+                                marker_color=KEPT if name == "adapter" or len(views) == 1 else BASE_COLOUR))
+    figure.update_layout(barmode="group", showlegend=len(views) > 1, yaxis={"title": "surprise (−log p, nats)"},
+                         **LAYOUT)
+    coloured = [(t["text"], None if t["logprob"] is None else surprise_level(-t["logprob"]))
+                for t in result["tokens"]]
+    lines = [f"**{name}**: loss {view['loss']:.3f}, perplexity {view['perplexity']:.1f}" for name, view in views]
+    return coloured, figure, "  \n".join(lines)
+
+
+def surprise_level(nats: float) -> str:
+    return "expected" if nats < 1.0 else "a little surprising" if nats < 4.0 else "surprising"
+
+
+# ---- the tab -------------------------------------------------------------------------------------------------
+
+def model_box(choices: list[str], value: str, label: str = "Model") -> gr.Dropdown:
+    return gr.Dropdown(choices, value=value, label=label, allow_custom_value=True,
+                       info="A catalog model, a Hugging Face id or a local model folder.")
+
+
+def decoder_row(text: str, label: str, decoder: str) -> tuple[gr.Textbox, gr.Dropdown, gr.Dropdown]:
+    """A view's text, decoder and language-model adapter boxes (the adapters are filled in on load)."""
+    with gr.Row():
+        return (gr.Textbox(text, label=label, scale=3), model_box(DECODERS, decoder),
+                gr.Dropdown([NO_ADAPTER], value=NO_ADAPTER, label="Adapter", allow_custom_value=True))
+
+
+def build(inside: InsideModel) -> None:
+    hidden = {"api_visibility": "undocumented"}
+    decoder = inside.ctx.hub.default(catalog.DECODER)
+    with gr.Tab("Inside the model", id="inside"):
+        gr.Markdown(INTRO)
+        with gr.Tab("Tokens"):
+            gr.Markdown(EXPLAIN["tokens"])
+            with gr.Row():
+                tok_text = gr.Textbox("The quick brown fox jumps over the lazy dog.", label="Text", scale=3)
+                tok_model = model_box(TOKENIZERS, "GPT-2", "Tokenizer")
+            with gr.Row():
+                tok_run = gr.Button("Show tokens", variant="primary")
+                tok_compare = gr.Button("Compare three tokenizers")
+            gr.Examples([["Hello world"], ["Tokenization splits unbelievably long words."]], [tok_text])
+            tok_views = [gr.HighlightedText(label="Tokens", show_legend=False, combine_adjacent=False,
+                                            visible=i == 0) for i in range(3)]
+        with gr.Tab("Next token"):
+            gr.Markdown(EXPLAIN["next"])
+            nt_text, nt_model, nt_adapter = decoder_row("The capital of France is", "Text so far", decoder)
+            with gr.Row():
+                nt_k = gr.Slider(2, 30, value=10, step=1, label="Bars (k)")
+                nt_temperature = gr.Slider(0, 2, value=1.0, step=0.05, label="Temperature")
+                nt_top_p = gr.Slider(0.05, 1, value=0.9, step=0.05, label="Top-p")
+            with gr.Row():
+                nt_run = gr.Button("Show the next token", variant="primary")
+                nt_likeliest = gr.Button("Add the most likely")
+            gr.Examples([["The capital of France is"], ["Once upon a time, there was a"]], [nt_text])
+            nt_summary = gr.Markdown()
+            nt_plot = gr.Plot(label="The next token")
+            nt_pick = gr.Radio([], label="Click a token to add it to the text")
+        with gr.Tab("Fill the blank"):
+            gr.Markdown(EXPLAIN["fill"])
+            with gr.Row():
+                fm_text = gr.Textbox(f"The capital of France is {MASK}.", label=f"Text with one {MASK}", scale=3)
+                fm_model = model_box(ENCODERS[1:] + DECODERS, decoder)
+            fm_run = gr.Button("Fill the blank", variant="primary")
+            gr.Examples([[f"The capital of France is {MASK}."], [f"This is an example of BERT {MASK} model."]],
+                        [fm_text])
+            fm_note = gr.Markdown()
+            fm_plot = gr.Plot(label="Candidates")
+        with gr.Tab("Attention"):
+            gr.Markdown(EXPLAIN["attention"])
+            with gr.Row():
+                at_text = gr.Textbox("The animal didn't cross the street because it was too tired.",
+                                     label="Text", scale=3)
+                at_model = model_box(DECODERS + ENCODERS, decoder)
+            with gr.Row():
+                at_layer = gr.Slider(-1, 29, value=-1, step=1, label="Layer (−1 = the last)")
+                at_head = gr.Slider(-1, 8, value=-1, step=1, label="Head (−1 = mean of the heads)")
+            at_run = gr.Button("Show attention", variant="primary")
+            gr.Examples([["The animal didn't cross the street because it was too tired."],
+                         ["The cat sat on the mat."]], [at_text])
+            at_plot = gr.Plot(label="Attention")
+            at_token = gr.Dropdown([], label="One token's attention row")
+            at_row = gr.Plot(label="Where this token looks")
+            at_result = gr.State(None)
+        with gr.Tab("Embeddings"):
+            gr.Markdown(EXPLAIN["similarity"])
+            with gr.Row():
+                em_texts = gr.Textbox("A man is playing a guitar.\nSomeone plays the guitar.\n"
+                                      "The stock market fell today.\nShares dropped sharply this morning.",
+                                      label="Sentences, one per line", lines=5, scale=3)
+                em_model = model_box(ENCODERS[:1], "all-MiniLM-L6-v2")
+                em_adapter = gr.Dropdown([NO_ADAPTER], value=NO_ADAPTER, label="Search adapter",
+                                         allow_custom_value=True)
+            em_run = gr.Button("Compare the sentences", variant="primary")
+            gr.Examples([["A man is playing a guitar.\nSomeone plays the guitar.\nThe stock market fell today."]],
+                        [em_texts])
+            with gr.Row():
+                em_heat = gr.Plot(label="Similarity")
+                em_map = gr.Plot(label="Map")
+        with gr.Tab("Surprise"):
+            gr.Markdown(EXPLAIN["surprise"])
+            sp_text, sp_model, sp_adapter = decoder_row("The capital of France is Paris.", "Text", decoder)
+            sp_run = gr.Button("Measure the surprise", variant="primary")
+            gr.Examples([["The capital of France is Paris."], ["The capital of France is Berlin."]], [sp_text])
+            sp_summary = gr.Markdown()
+            sp_tokens = gr.HighlightedText(label="Each token by its surprise", combine_adjacent=False,
+                                           color_map={"expected": "green", "a little surprising": "yellow",
+                                                      "surprising": "red"})
+            sp_plot = gr.Plot(label="Surprise of each token")
+
+    tok_run.click(handler(tokens_view, inside), [tok_text, tok_model, gr.State(False)], tok_views, **hidden)
+    tok_compare.click(handler(tokens_view, inside), [tok_text, tok_model, gr.State(True)], tok_views, **hidden)
+    next_inputs = [nt_text, nt_model, nt_adapter, nt_k, nt_temperature, nt_top_p]
+    show_next = handler(next_view, inside)
+    nt_outputs = [nt_plot, nt_summary, nt_pick]
+    nt_run.click(show_next, next_inputs, nt_outputs, **hidden)
+    gr.on([nt_temperature.release, nt_top_p.release, nt_k.release], show_next, next_inputs, nt_outputs, **hidden)
+    nt_pick.input(append_token, [nt_text, nt_pick], nt_text, **hidden).then(show_next, next_inputs, nt_outputs,
+                                                                            **hidden)
+    nt_likeliest.click(handler(append_likeliest, inside), [nt_text, nt_model, nt_adapter], nt_text,
+                       **hidden).then(show_next, next_inputs, nt_outputs, **hidden)
+    fm_run.click(handler(fill_view, inside), [fm_text, fm_model], [fm_plot, fm_note], **hidden)
+    show_attention = handler(attention_view, inside)
+    at_outputs = [at_plot, at_layer, at_head, at_token, at_result]
+    at_run.click(show_attention, [at_text, at_model, at_layer, at_head], at_outputs, **hidden)
+    gr.on([at_layer.release, at_head.release], show_attention, [at_text, at_model, at_layer, at_head], at_outputs,
+          **hidden)
+    at_token.change(attention_row, [at_result, at_token], at_row, **hidden)
+    em_run.click(handler(similarity_view, inside), [em_texts, em_model, em_adapter], [em_heat, em_map], **hidden)
+    sp_run.click(handler(surprise_view, inside), [sp_text, sp_model, sp_adapter], [sp_tokens, sp_plot, sp_summary],
+                 **hidden)
+
+    def adapters(request: gr.Request = None):
+        owner = user_of(request)
+        language = gr.update(choices=adapter_choices(inside, owner, ("lm",)))
+        return language, language, gr.update(choices=adapter_choices(inside, owner, ("embedder",)))
+    on_load(adapters, None, [nt_adapter, sp_adapter, em_adapter])
