@@ -23,6 +23,7 @@ from tasks.base import Context
 from tasks.spec import resolve
 from training.service import TrainingService
 from tasks.account import AccountService
+from tasks.compare import Comparison
 from tasks.inside import InsideModel
 from tasks.library import AdapterLibrary
 from server.openai_compat import OpenAIRoutes
@@ -54,6 +55,7 @@ def build_app(settings: config.Settings) -> gr.Blocks:
     account = AccountService(ctx, search.store)
     library = AdapterLibrary(ctx)
     inside = InsideModel(ctx)
+    comparison = Comparison(by_id)
     claim_local_data(ctx, training, search.store)
     secret = browser_secret(settings)
     with gr.Blocks(title="LoRA Studio") as demo:
@@ -64,7 +66,7 @@ def build_app(settings: config.Settings) -> gr.Blocks:
         # get suffixed ones (/cancel_1) instead of the other way round.
         for task in tasks:
             publish(task.endpoints())
-        publish(inside.endpoints() + training.endpoints() + library.endpoints() + account.endpoints())
+        publish(comparison.endpoints() + inside.endpoints() + training.endpoints() + library.endpoints() + account.endpoints())
         with gr.Tabs() as tabs:
             pickers = {task.id: build_tab(task, secret) for task in tasks}
             inside_tab.build(inside)

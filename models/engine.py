@@ -94,6 +94,7 @@ class GenerationEngine:
         self._inbox: queue.Queue = queue.Queue()
         self._waiting: OrderedDict[int, deque[Request]] = OrderedDict()  # caller -> requests, in turn order
         self._unfinished = 0  # requests submitted and not yet ended (guarded by _count_lock)
+        self.forward_passes = 0  # batched model calls so far: shows that concurrent requests share them
         self._count_lock = threading.Lock()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="generation-engine", daemon=True)
@@ -225,6 +226,7 @@ class GenerationEngine:
                 item[1].set_exception(EngineClosed("the model was unloaded"))
 
     def _forward(self, rows: list[_Row], input_ids, mask, cache, positions):
+        self.forward_passes += 1
         kwargs = {}
         if hasattr(self.model, "peft_config"):
             kwargs["adapter_names"] = [row.request.adapter or BASE for row in rows]

@@ -113,8 +113,20 @@ class ChatTask(Task):
               adapter: str = "", temperature: float = 0.3, top_p: float = 0.9, max_new_tokens: int = 256, *,
               owner: str = LOCAL_USER) -> Reply:
         """Start generating a reply; the Reply carries a notice when old turns were left out."""
+        return self.start(*self.prepare(message, history, system_prompt, model, adapter, temperature, top_p,
+                                        max_new_tokens, owner=owner))
+
+    def prepare(self, message: str, history: list[dict] | None = None, system_prompt: str = "", model: str = "",
+                adapter: str = "", temperature: float = 0.3, top_p: float = 0.9, max_new_tokens: int = 256, *,
+                owner: str = LOCAL_USER) -> tuple[Prompt, SamplingParams]:
+        """Everything a reply needs before it starts (the model loaded, the adapter attached, the prompt fitted):
+        several prepared replies start together, into one engine batch."""
         params = sampling(temperature, top_p, max_new_tokens)
-        prompt = self.prompt(message, history, system_prompt, model, adapter, params.max_new_tokens, owner=owner)
+        return self.prompt(message, history, system_prompt, model, adapter, params.max_new_tokens,
+                           owner=owner), params
+
+    @staticmethod
+    def start(prompt: Prompt, params: SamplingParams) -> Reply:
         dropped = prompt.dropped
         notice = (f"The conversation was longer than {prompt.lm.name} can read, so the {dropped} oldest "
                   f"message{'s were' if dropped != 1 else ' was'} left out of this reply.") if dropped else ""

@@ -44,6 +44,12 @@ def page(request, tmp_path):
         browser.close()
 
 
+def choose(box, value: str) -> None:
+    """Type a value into a box and press Enter (a dropdown takes it; a number field commits it)."""
+    box.fill(value)
+    box.press("Enter")
+
+
 def type_numbers(values: dict, tries: int = 3) -> None:
     """Type each value into its number field and commit it (Tab) until all of them hold. On a busy machine a field
     just revealed in an accordion was once drawn again with its first value after the typing (seen once in CI)."""
@@ -66,8 +72,7 @@ def test_upload_train_then_chat_with_the_adapter(launch, settings, tiny_chat_dir
     # The chat tab shows another model, so "Use this adapter" has to switch the model and keep the adapter.
     page.get_by_role("tab", name="Chat").click()
     chat_model = page.get_by_role("combobox", name="Model")
-    chat_model.fill(str(tiny_gpt2_dir))
-    chat_model.press("Enter")
+    choose(chat_model, str(tiny_gpt2_dir))
     expect(page.get_by_text(f"Model: {tiny_gpt2_dir}")).to_be_visible()
 
     page.get_by_role("tab", name="Train").click()
@@ -95,8 +100,7 @@ def test_upload_train_then_chat_with_the_adapter(launch, settings, tiny_chat_dir
     expect(page.get_by_role("combobox", name="Adapter")).to_have_value("zorbia-facts")
     page.get_by_role("button", name=re.compile("Generation settings")).click()
     temperature = page.get_by_role("spinbutton", name="number input for Temperature")
-    temperature.fill("0")
-    temperature.press("Enter")
+    choose(temperature, "0")
     expect(page.get_by_role("slider", name="range slider for Temperature")).to_have_value("0")
     tokens = page.get_by_role("spinbutton", name="number input for Max new tokens")
     tokens.fill("32")  # the answer is a dozen tokens; a short reply keeps the test quick
@@ -114,8 +118,7 @@ def test_train_a_classifier_then_use_it_in_the_sentiment_tab(launch, page):
     page.goto(url, wait_until="domcontentloaded")
     page.get_by_role("tab", name="Train").click()
     task = page.get_by_role("combobox", name="Task")
-    task.fill("sentiment")
-    task.press("Enter")
+    choose(task, "sentiment")
     expect(page.get_by_role("combobox", name="Base model")).to_have_value("all-MiniLM-L6-v2")
     expect(page.get_by_text(re.compile(r"^Columns\s*text\s*and\s*label"))).to_be_visible()
     page.get_by_role("button", name="Try the sample").click()
@@ -171,3 +174,18 @@ def test_inside_the_model_draws_every_view(launch, settings, tiny_gpt2_dir, page
     panel.get_by_role("button", name="Add the most likely").click()
     expect(text).not_to_have_value(before)
     expect(text).to_have_value(re.compile("^" + re.escape(before)))
+
+
+def test_compare_side_by_side_in_the_chat_tab(launch, settings, tiny_chat_dir, page):
+    settings.chat_model = str(tiny_chat_dir)
+    url, _ = launch()
+    page.goto(url, wait_until="domcontentloaded")
+    page.get_by_role("button", name="Compare side by side").click()
+    second = page.get_by_role("combobox", name="Variant 2: model")
+    choose(second, str(tiny_chat_dir))
+    page.get_by_placeholder("A message to send to every variant").fill("Hello there")
+    page.get_by_role("button", name="Compare", exact=True).click()
+    for name in ("the default model", str(tiny_chat_dir)):  # each column is named by its variant, and streams
+        column = page.locator("label", has=page.get_by_text(name, exact=True)).locator("textarea")
+        expect(column).to_have_value(re.compile(r"\S"), timeout=60_000)
+    expect(page.get_by_text("Variant 3", exact=True)).to_be_hidden()  # left empty: not run

@@ -7,14 +7,15 @@ import gradio as gr
 import plotly.graph_objects as go
 
 from models import catalog
+from models.adapters import NO_ADAPTER
 from tasks.inside import MASK, InsideModel
 from tasks.spec import specs
 from ui.api import handler, on_load, user_of
+from ui.picker import adapter_value as chosen
 
 DECODERS = ["SmolLM2-135M-Instruct", "GPT-2", "Qwen2.5-0.5B-Instruct"]
 TOKENIZERS = ["GPT-2", "SmolLM2-135M-Instruct", "all-MiniLM-L6-v2"]  # BPE, BPE with another vocabulary, WordPiece
 ENCODERS = ["all-MiniLM-L6-v2", "BERT-base"]
-NO_ADAPTER = "(none)"
 KEPT, CUT, BASE_COLOUR = "#f97316", "#d1d5db", "#3b82f6"  # the app's orange, grey for what top-p cuts, blue
 LAYOUT = {"margin": {"l": 10, "r": 10, "t": 40, "b": 10}, "height": 360}
 INTRO = ("## Inside the model\nSee what a language model does with your words: how it cuts them into tokens, "
@@ -49,10 +50,6 @@ def bars(labels: list[str], values: list[float], what: str, colours: list[str], 
                               hovertemplate="%{x}: %{y:.3f}<extra></extra>"))
     figure.update_layout(yaxis={"title": what}, title=title, showlegend=False, **LAYOUT)
     return figure
-
-
-def chosen(adapter: str | None) -> str:
-    return "" if adapter in (None, "", NO_ADAPTER) else adapter
 
 
 # ---- tokens --------------------------------------------------------------------------------------------------

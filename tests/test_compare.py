@@ -1,0 +1,102 @@
+"""Side by side: /compare runs the task's own endpoint on each variant, the ones on one base in one engine batch,
+and each result equals the solo call's."""
+
+from __future__ import annotations
+
+import pytest
+
+from adapters_kit import plain_lora, zipped
+from errors import UserError
+from tasks.base import Upload
+from tasks.chat import ChatTask
+from tasks.compare import Comparison
+from tasks.library import AdapterLibrary
+from tasks.sentiment import SentimentTask
+from tasks.summarize import SummarizeTask
+
+QUESTION = "Tell me about the moon."
+TOKENS = 8
+
+
+@pytest.fixture
+def comparison(ctx) -> Comparison:
+    return Comparison({"chat": ChatTask(ctx), "sentiment": SentimentTask(ctx), "summarize": SummarizeTask(ctx)})
+
+
+@pytest.fixture
+def moon(ctx, tiny_chat_dir, tmp_path) -> str:
+    """A chat adapter on the tiny chat model (random LoRA weights: it changes the answers)."""
+    folder = plain_lora(tiny_chat_dir, tmp_path / "moon")
+    return AdapterLibrary(ctx).import_adapter(Upload(str(zipped(folder, tmp_path / "moon.zip")), "moon.zip"),
+                                              "moon", "chat", str(tiny_chat_dir))["name"]
+
+
+def solo(ctx, model, adapter: str = "") -> str:
+    return ChatTask(ctx).reply(QUESTION, model=str(model), adapter=adapter, temperature=0,
+                               max_new_tokens=TOKENS).text()
+
+
+def test_base_and_adapter_run_as_one_batch_and_answer_as_alone(ctx, comparison, moon, tiny_chat_dir):
+    inputs = {"message": QUESTION, "temperature": 0, "max_new_tokens": TOKENS}
+    variants = [{"model": str(tiny_chat_dir), "adapter": ""}, {"model": "", "adapter": moon}]
+    alone = [solo(ctx, tiny_chat_dir), solo(ctx, tiny_chat_dir, moon)]
+    engine = ctx.hub.lm(str(tiny_chat_dir)).engine
+    before = engine.forward_passes
+    updates = list(comparison.compare("chat", inputs, variants))
+    passes = engine.forward_passes - before
+    last = updates[-1]
+    assert [r["result"] for r in last] == alone and alone[0] != alone[1]
+    assert [(r["model"], r["adapter"]) for r in last] == [(str(tiny_chat_dir), ""), ("", moon)]
+    # Alone, each reply takes one model call per token; together both take the same calls (one more at most,
+    # when the second joined a step late) instead of twice as many.
+    assert passes <= TOKENS + 1, passes
+    assert len(updates) > 2 and all(len(update) == 2 for update in updates)  # it streamed
+
+
+def test_a_stopped_comparison_stops_every_variant(ctx, comparison, moon, tiny_chat_dir):
+    inputs = {"message": QUESTION, "temperature": 0, "max_new_tokens": 200}
+    stream = comparison.compare("chat", inputs, [{"model": str(tiny_chat_dir)}, {"adapter": moon}])
+    next(stream)
+    stream.close()  # the client went away
+    lm = ctx.hub.lm(str(tiny_chat_dir))
+    from waiting import wait_for
+    wait_for(lambda: not lm.busy, 60, "the compared replies to stop")
+
+
+def test_other_tasks_give_their_own_results(ctx, comparison, minilm_dir):
+    texts = ["I loved it!", "This was awful."]
+    variants = [{"model": ""}, {"model": str(minilm_dir)}]
+    [results] = list(comparison.compare("sentiment", {"texts": texts}, variants))
+    task = SentimentTask(ctx)
+    assert [r["result"] for r in results] == [task.sentiment(texts), task.sentiment(texts, str(minilm_dir))]
+    text = " ".join(f"Sentence {i} says something about rivers and bridges." for i in range(8))
+    [summaries] = list(comparison.compare("summarize", {"text": text, "method": "extractive"}, [{}]))
+    assert summaries[0]["result"]["summary"] == SummarizeTask(ctx).summarize(text, "extractive")["summary"]
+
+
+@pytest.mark.parametrize("task, inputs, variants, sentence", [
+    ("nope", {}, [{}], "Unknown task"),
+    ("chat", {"message": "hi", "colour": "red"}, [{}], "'colour' is not an input of chat"),
+    ("chat", "hi", [{}], "as a dict"),
+    ("chat", {"message": "hi"}, [], "1 to 3 variants"),
+    ("chat", {"message": "hi"}, [{}, {}, {}, {}], "1 to 3 variants"),
+    ("chat", {"message": "hi"}, [{"model": 3}], "Each variant"),
+    ("chat", {"message": "hi"}, [{"temperature": "0"}], "Each variant"),
+    ("chat", {"message": "hi"}, [{"adapter": "nobody's"}], "nobody's"),
+    ("chat", {"message": ""}, [{}], "empty"),
+])
+def test_wrong_comparisons_get_one_sentence(comparison, tiny_chat_dir, task, inputs, variants, sentence):
+    with pytest.raises(UserError, match=sentence):
+        list(comparison.compare(task, inputs, [v if "model" in v else {**v} for v in variants]))
+
+
+def test_compare_is_a_public_streaming_endpoint(launch, tiny_chat_dir):
+    from gradio_client import Client
+
+    url, _ = launch()
+    client = Client(url, verbose=False)
+    inputs = {"message": QUESTION, "temperature": 0, "max_new_tokens": TOKENS}
+    job = client.submit("chat", inputs, [{"model": str(tiny_chat_dir)}, {"model": str(tiny_chat_dir)}],
+                        api_name="/compare")
+    final = job.result(timeout=120)
+    assert len(final) == 2 and final[0]["result"] == final[1]["result"] != ""
