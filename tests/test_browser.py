@@ -189,3 +189,16 @@ def test_compare_side_by_side_in_the_chat_tab(launch, settings, tiny_chat_dir, p
         column = page.locator("label", has=page.get_by_text(name, exact=True)).locator("textarea")
         expect(column).to_have_value(re.compile(r"\S"), timeout=60_000)
     expect(page.get_by_text("Variant 3", exact=True)).to_be_hidden()  # left empty: not run
+
+
+def test_continue_text_shows_each_words_probability_on_hover(launch, settings, tiny_gpt2_dir, page):
+    settings.chat_model = str(tiny_gpt2_dir)  # a base model: it continues text
+    url, _ = launch()
+    page.goto(url, wait_until="domcontentloaded")
+    page.get_by_label("Continue text").check()
+    page.get_by_label("Text to continue").fill("Once upon a time")
+    page.get_by_role("button", name="Continue", exact=True).click()
+    words = page.locator("span[title^='p = ']")
+    expect(words.first).to_be_attached(timeout=60_000)
+    for title in [words.nth(i).get_attribute("title") for i in range(words.count())]:
+        assert 0.0 <= float(title.removeprefix("p = ")) <= 1.0

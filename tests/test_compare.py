@@ -4,8 +4,8 @@ and each result equals the solo call's."""
 from __future__ import annotations
 
 import pytest
-
 from adapters_kit import plain_lora, zipped
+
 from errors import UserError
 from tasks.base import Upload
 from tasks.chat import ChatTask
@@ -13,6 +13,7 @@ from tasks.compare import Comparison
 from tasks.library import AdapterLibrary
 from tasks.sentiment import SentimentTask
 from tasks.summarize import SummarizeTask
+from waiting import wait_for
 
 QUESTION = "Tell me about the moon."
 TOKENS = 8
@@ -59,7 +60,6 @@ def test_a_stopped_comparison_stops_every_variant(ctx, comparison, moon, tiny_ch
     next(stream)
     stream.close()  # the client went away
     lm = ctx.hub.lm(str(tiny_chat_dir))
-    from waiting import wait_for
     wait_for(lambda: not lm.busy, 60, "the compared replies to stop")
 
 

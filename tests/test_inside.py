@@ -7,9 +7,9 @@ import math
 
 import pytest
 import torch
+from adapters_kit import plain_lora, zipped
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from adapters_kit import plain_lora, zipped
 from errors import UserError
 from tasks.base import Upload
 from tasks.inside import InsideModel
@@ -48,7 +48,7 @@ def test_wordpiece_shows_its_special_tokens(inside, minilm_dir):
 
 def test_next_token_is_the_models_own_distribution(inside, tiny_gpt2_dir):
     text = "The quick brown fox"
-    ids, logits = own_logits(tiny_gpt2_dir, text)
+    _, logits = own_logits(tiny_gpt2_dir, text)
     result = inside.next_token(text, str(tiny_gpt2_dir), "", 20, 1.0, 1.0)
     probs = logits[-1].softmax(-1)
     expected = probs.topk(20)

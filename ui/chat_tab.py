@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import html
 import json
+import math
 import tempfile
 
 import gradio as gr
 
+from errors import UserError
 from models import catalog
 from models.adapters import NO_ADAPTER
 from tasks.chat import ChatTask, message_text
 from tasks.compare import MAX_VARIANTS, Comparison
+from tasks.inside import InsideModel
 from ui.api import GENERATION, expose, handler, on_load, progress_for, user_of
 from ui.picker import Picker, adapter_value, picker
 
 MAX_ALTERNATIVES = 4
+CONTINUATION = "<div style='white-space:pre-wrap; padding-top:1.6em'>{}</div>"  # below the box's label
 
 
 def respond(task: ChatTask, message: str, history: list, system_prompt: str, model: str, adapter: str,
@@ -34,13 +39,35 @@ def respond(task: ChatTask, message: str, history: list, system_prompt: str, mod
         yield history, ""
 
 
-def alternatives(task: ChatTask, text: str, model: str, adapter: str, count: int, max_new_tokens: int,
-                 temperature: float, request: gr.Request = None):
-    """UI handler: several continuations side by side, one box each."""
+def alternatives(task: ChatTask, inside: InsideModel, text: str, model: str, adapter: str, count: int,
+                 max_new_tokens: int, temperature: float, request: gr.Request = None):
+    """UI handler: several continuations side by side, one box each; hovering a word shows how likely the model
+    found it."""
+    owner = user_of(request)
     outs = task.complete(text, model, adapter_value(adapter), int(count), int(max_new_tokens), temperature,
-                         owner=user_of(request))
-    return [gr.update(value=text + (outs[i] if i < len(outs) else ""), visible=i < len(outs))
-            for i in range(MAX_ALTERNATIVES)]
+                         owner=owner)
+    return [gr.update(value=with_probabilities(inside, text, outs[i], model, adapter_value(adapter), owner)
+                      if i < len(outs) else "", visible=i < len(outs)) for i in range(MAX_ALTERNATIVES)]
+
+
+def with_probabilities(inside: InsideModel, text: str, continuation: str, model: str, adapter: str,
+                       owner: str) -> str:
+    """The text and its continuation as HTML: each new token coloured by its probability, shown on hover."""
+    try:
+        tokens = inside.token_loss(text + continuation, model, adapter, owner=owner)["tokens"]
+    except UserError:  # too long to score: the plain text
+        return CONTINUATION.format(html.escape(text + continuation))
+    spans, written = [], 0
+    for token in tokens:
+        piece = html.escape(token["text"])
+        if written < len(text) or token["logprob"] is None:
+            spans.append(f"<span style='opacity:.6'>{piece}</span>")  # the prompt
+        else:
+            p = math.exp(token["logprob"])
+            colour = f"hsla({int(120 * p)}, 70%, 50%, .25)"  # red: unlikely, green: likely
+            spans.append(f"<span title='p = {p:.2f}' style='background:{colour}'>{piece}</span>")
+        written += len(token["text"])
+    return CONTINUATION.format("".join(spans))
 
 
 def compare_replies(comparison: Comparison, message: str, system_prompt: str, temperature: float, top_p: float,
@@ -129,8 +156,10 @@ def build(task: ChatTask, tab: gr.Tab, browser_secret: str) -> Picker:
             complete_tokens = gr.Slider(8, 512, value=64, step=8, label="Max new tokens")
             complete_temperature = gr.Slider(0, 2, value=0.8, step=0.05, label="Temperature")
         go = gr.Button("Continue", variant="primary")
+        gr.Markdown("Each new word is coloured by how likely the model found it (green: likely, red: a "
+                    "surprise); hover over it to see the probability.")
         with gr.Row():
-            outs = [gr.Textbox(label=f"Alternative {i + 1}", lines=6, visible=i < 2, buttons=["copy"])
+            outs = [gr.HTML(label=f"Alternative {i + 1}", show_label=True, container=True, visible=i < 2)
                     for i in range(MAX_ALTERNATIVES)]
     saved = gr.BrowserState([], storage_key="lora-studio-chat", secret=browser_secret)
 
@@ -142,7 +171,7 @@ def build(task: ChatTask, tab: gr.Tab, browser_secret: str) -> Picker:
     clear.click(lambda: [], None, chatbot, **hidden)
     export.click(expose(lambda h, f: gr.update(value=export_chat(h, f), visible=True)), [chatbot, export_format],
                  export_file, **hidden)
-    go.click(handler(alternatives, task),
+    go.click(handler(alternatives, task, InsideModel(task.ctx)),
              [prompt, model, adapter, count, complete_tokens, complete_temperature], outs, **hidden)
     mode.change(lambda m: (gr.update(visible=m == "Chat"), gr.update(visible=m != "Chat")), mode,
                 [chat_box, complete_box], **hidden)
