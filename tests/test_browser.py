@@ -186,9 +186,18 @@ def test_compare_side_by_side_in_the_chat_tab(launch, settings, tiny_chat_dir, p
     page.get_by_placeholder("A message to send to every variant").fill("Hello there")
     page.get_by_role("button", name="Compare", exact=True).click()
     for name in ("the default model", str(tiny_chat_dir)):  # each column is named by its variant, and streams
-        column = page.locator("label", has=page.get_by_text(name, exact=True)).locator("textarea")
-        expect(column).to_have_value(re.compile(r"\S"), timeout=60_000)
-    expect(page.get_by_text("Variant 3", exact=True)).to_be_hidden()  # left empty: not run
+        column = page.get_by_test_id("markdown").filter(has=page.get_by_text(name, exact=True))
+        expect(column).to_have_text(re.compile(re.escape(name) + r"\s*\S"), timeout=60_000)
+    expect(page.get_by_test_id("markdown").filter(has_text=" + ")).to_have_count(0)  # no adapter was chosen
+
+    # Every task tab has the panel: two sentiment models on the same texts, a column each.
+    page.get_by_role("tab", name="Sentiment").click()
+    panel = page.locator('[role="tabpanel"]:visible')
+    panel.get_by_label("Texts, one per line").fill("I loved it!\nThe box arrived broken.")
+    panel.get_by_role("button", name="Compare side by side").click()
+    choose(panel.get_by_role("combobox", name="Variant 2: model"), "all-MiniLM-L6-v2")
+    panel.get_by_role("button", name="Compare", exact=True).click()
+    expect(panel.get_by_text("I loved it! →")).to_have_count(2, timeout=60_000)
 
 
 def test_continue_text_shows_each_words_probability_on_hover(launch, settings, tiny_gpt2_dir, page):

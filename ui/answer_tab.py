@@ -10,6 +10,7 @@ import gradio as gr
 from tasks.answer import SENTENCE_NOTE, AnswerTask
 from tasks.text import highlight
 from ui.api import handler, progress_for, user_of
+from ui.compare_panel import compare_panel
 from ui.picker import Picker, adapter_value, picker
 
 MODELS = ["all-MiniLM-L6-v2", "DistilBERT-SQuAD"]  # the offline sentence-level default, and a span model
@@ -45,6 +46,13 @@ def ask(task: AnswerTask, question: str, context: str, collection: str, model: s
     return result.answer, details, highlight(result.passage, result.start, result.end)
 
 
+def answer_line(result: dict) -> str:
+    """One variant's answer for the side-by-side columns."""
+    if not result["found"]:
+        return f"*No answer found* (the best candidate scored {result['score']:.2f})."
+    return f"{result['answer']}\n\n*score {result['score']:.2f} · {result['level']}*"
+
+
 def build(task: AnswerTask, tab: gr.Tab, browser_secret: str) -> Picker:
     """Build the tab's contents; returns its model-and-adapter picker."""
     chosen = picker(task, MODELS, functools.partial(fallback_note, task), MODEL_INFO, ADAPTER_INFO)
@@ -60,6 +68,9 @@ def build(task: AnswerTask, tab: gr.Tab, browser_secret: str) -> Picker:
     answer = gr.Textbox(label="Answer", interactive=False, buttons=["copy"])
     details = gr.Markdown()
     marked = gr.HTML(label="Where the answer is")
+
+    compare_panel(task, {"question": question, "context": context, "collection": collection}, answer_line,
+                  MODELS)
 
     hidden = {"api_visibility": "undocumented"}
     gr.on([ask_button.click, question.submit], handler(ask, task),

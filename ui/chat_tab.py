@@ -11,11 +11,10 @@ import gradio as gr
 
 from errors import UserError
 from models import catalog
-from models.adapters import NO_ADAPTER
 from tasks.chat import ChatTask, message_text
-from tasks.compare import MAX_VARIANTS, Comparison
 from tasks.inside import InsideModel
-from ui.api import GENERATION, expose, handler, on_load, progress_for, user_of
+from ui.api import GENERATION, expose, handler, user_of
+from ui.compare_panel import compare_panel
 from ui.picker import Picker, adapter_value, picker
 
 MAX_ALTERNATIVES = 4
@@ -70,24 +69,6 @@ def with_probabilities(inside: InsideModel, text: str, continuation: str, model:
     return CONTINUATION.format("".join(spans))
 
 
-def compare_replies(comparison: Comparison, message: str, system_prompt: str, temperature: float, top_p: float,
-                    max_new_tokens: int, *chosen, request: gr.Request = None):
-    """UI handler: the message on up to three variants at once (model, adapter pairs), each reply streaming into
-    its column; a variant with neither a model nor an adapter is left out (the first one always runs)."""
-    pairs = [(chosen[i] or "", adapter_value(chosen[i + 1])) for i in range(0, len(chosen), 2)]
-    variants = [{"model": m, "adapter": a} for i, (m, a) in enumerate(pairs) if i == 0 or m or a]
-    inputs = {"message": message, "system_prompt": system_prompt, "temperature": temperature, "top_p": top_p,
-              "max_new_tokens": int(max_new_tokens)}
-    for update in comparison.compare("chat", inputs, variants, owner=user_of(request), progress=progress_for()):
-        yield [gr.update(value=r["result"], visible=True, label=variant_label(r)) for r in update] + \
-            [gr.update(visible=False)] * (MAX_VARIANTS - len(update))
-
-
-def variant_label(result: dict) -> str:
-    model = result["model"] or "the default model"
-    return f"{model} + {result['adapter']}" if result["adapter"] else model
-
-
 def export_chat(history: list, fmt: str) -> str:
     """Write the conversation to a Markdown or JSON file and return its path for download."""
     if not history:
@@ -130,25 +111,11 @@ def build(task: ChatTask, tab: gr.Tab, browser_secret: str) -> Picker:
                               info="Sample only from the likeliest words that make up this share.")
             max_new_tokens = gr.Slider(16, 1024, value=256, step=16, label="Max new tokens",
                                        info="The longest reply, in tokens (about ¾ of a word each).")
-        with gr.Accordion("Compare side by side", open=False):
-            gr.Markdown("The same message on up to three variants at once — the base, your adapters, other "
-                        "models — with the generation settings above. Variants on one base run as one batch.")
-            variants = []
-            with gr.Row():
-                for i in range(MAX_VARIANTS):
-                    with gr.Column(min_width=160):
-                        variants.append(gr.Dropdown(catalog.choices(catalog.DECODER), value=None,
-                                                    label=f"Variant {i + 1}: model", allow_custom_value=True,
-                                                    info="Empty: the adapter's base, or the default model."))
-                        variants.append(gr.Dropdown([NO_ADAPTER], value=NO_ADAPTER, label="adapter",
-                                                    allow_custom_value=True))
-            with gr.Row():
-                compare_message = gr.Textbox(placeholder="A message to send to every variant", show_label=False,
-                                             scale=6)
-                compare = gr.Button("Compare", variant="primary", scale=1)
-            with gr.Row():
-                columns = [gr.Textbox(label=f"Variant {i + 1}", lines=8, visible=False, buttons=["copy"])
-                           for i in range(MAX_VARIANTS)]
+        compare_panel(task, {"system_prompt": system_prompt, "temperature": temperature, "top_p": top_p,
+                             "max_new_tokens": max_new_tokens}, str, catalog.choices(catalog.DECODER),
+                      lambda v: {**v, "max_new_tokens": int(v["max_new_tokens"])},
+                      lambda: {"message": gr.Textbox(placeholder="A message to send to every variant",
+                                                     show_label=False)})
     with gr.Column(visible=False) as complete_box:
         prompt = gr.Textbox(label="Text to continue", lines=4, placeholder="Once upon a time")
         with gr.Row():
@@ -175,14 +142,6 @@ def build(task: ChatTask, tab: gr.Tab, browser_secret: str) -> Picker:
              [prompt, model, adapter, count, complete_tokens, complete_temperature], outs, **hidden)
     mode.change(lambda m: (gr.update(visible=m == "Chat"), gr.update(visible=m != "Chat")), mode,
                 [chat_box, complete_box], **hidden)
-    gr.on([compare.click, compare_message.submit], handler(compare_replies, Comparison({task.id: task})),
-          [compare_message, system_prompt, temperature, top_p, max_new_tokens, *variants], columns, **hidden,
-          **GENERATION)
-
-    def adapter_lists(request: gr.Request = None):
-        names = [NO_ADAPTER] + [a["name"] for a in task.ctx.adapters.store.list(user_of(request), task.id)]
-        return [gr.update(choices=names)] * MAX_VARIANTS
-    on_load(adapter_lists, None, variants[1::2])
     chosen.wire(tab)
     chatbot.change(lambda h: h, chatbot, saved, **hidden)
     return chosen

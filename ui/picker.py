@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 import gradio as gr
 
-from models import catalog
 from errors import UserError
+from models import catalog
 from models.adapters import NO_ADAPTER, selected
 from tasks.base import Task
 from ui.api import expose, on_load, user_of

@@ -10,6 +10,7 @@ from errors import UserError
 from tasks.search import MAX_RESULTS, SearchTask
 from tasks.text import snippet
 from ui.api import handler, on_load, progress_for, uploads, user_of
+from ui.compare_panel import compare_panel
 from ui.picker import Picker, adapter_value, picker
 
 FILE_TYPES = [".txt", ".md", ".csv", ".pdf"]
@@ -83,6 +84,13 @@ def run_search(task: SearchTask, query: str, collection: str, k: int, adapter: s
     return result_cards(hits, query)
 
 
+def hit_lines(hits: list[dict]) -> str:
+    """One variant's passages for the side-by-side columns: score, source and the start of the text."""
+    if not hits:
+        return "*Nothing found.*"
+    return "\n".join(f"{i}. **{h['score']:.2f}** · {h['source']} — {h['text'][:160]}" for i, h in enumerate(hits, 1))
+
+
 def build(task: SearchTask, tab: gr.Tab, browser_secret: str) -> Picker:
     """Build the tab's contents; returns its adapter picker (the embedding model is the operator's)."""
     chosen = picker(task, None, lambda m, a: "Finds passages by meaning, not just matching words.",
@@ -109,6 +117,9 @@ def build(task: SearchTask, tab: gr.Tab, browser_secret: str) -> Picker:
         go = gr.Button("Search", variant="primary", scale=1)
     gr.Examples([[q] for q in EXAMPLE_QUERIES], inputs=[query], api_visibility="undocumented")
     results = gr.HTML()
+
+    compare_panel(task, {"query": query, "collection": collection, "k": k}, hit_lines, None,
+                  lambda v: {**v, "k": int(v["k"])})
 
     hidden = {"api_visibility": "undocumented"}
     shown = [collection, documents, doomed]

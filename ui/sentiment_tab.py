@@ -12,6 +12,7 @@ from errors import UserError
 from tasks.sentiment import ZERO_SHOT_NOTE, SentimentTask
 from tasks.text import csv_column, csv_table
 from ui.api import handler, progress_for, upload, user_of
+from ui.compare_panel import compare_panel
 from ui.picker import Picker, adapter_value, picker
 
 MODELS = ["all-MiniLM-L6-v2", "DistilBERT-SST-2"]  # the offline zero-shot default, and a trained classifier
@@ -76,6 +77,11 @@ def analyze(task: SentimentTask, text: str, path: str | None, column: str | None
     return table, label_counts(rows), gr.update(value=write_csv(table), visible=True), note
 
 
+def sentiment_lines(rows: list[dict]) -> str:
+    """One variant's labels, a line per text, for the side-by-side columns."""
+    return "\n".join(f"- {row['text']} → **{row['label']}** ({row['scores'][row['label']]:.0%})" for row in rows)
+
+
 def build(task: SentimentTask, tab: gr.Tab, browser_secret: str) -> Picker:
     """Build the tab's contents; returns its model-and-adapter picker."""
     chosen = picker(task, MODELS, functools.partial(fallback_note, task), MODEL_INFO, ADAPTER_INFO)
@@ -94,6 +100,8 @@ def build(task: SentimentTask, tab: gr.Tab, browser_secret: str) -> Picker:
         table = gr.Dataframe(label="Results", wrap=True, scale=3, interactive=False)
         chart = gr.BarPlot(x="label", y="count", title="Labels", scale=2, label="Label counts")
     download = gr.File(label="Download results (CSV)", visible=False)
+
+    compare_panel(task, {"texts": text}, sentiment_lines, MODELS)
 
     hidden = {"api_visibility": "undocumented"}
     run.click(handler(analyze, task), [text, uploaded, column, model, adapter], [table, chart, download, note],

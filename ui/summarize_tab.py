@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-
 import gradio as gr
 
 from models import catalog
 from tasks.summarize import LENGTHS, SummarizeTask
 from ui.api import handler, progress_for, user_of
+from ui.compare_panel import compare_panel
 from ui.picker import Picker, adapter_value, info_line, picker
 
 EXTRACTIVE_NOTE = ("*Offline, the summary is extractive: it keeps the text's most central sentences word for word. "
@@ -69,6 +69,9 @@ def build(task: SummarizeTask, tab: gr.Tab, browser_secret: str) -> Picker:
     summary = gr.Textbox(label="Summary", lines=6, buttons=["copy"])
     note = gr.Markdown()
     gr.Examples(EXAMPLES, inputs=[text], label="Try a sample", api_visibility="undocumented")
+
+    compare_panel(task, {"text": text, "method": method, "length": length}, lambda r: r["summary"],
+                  model_choices(), lambda v: {**v, "method": "" if v["method"] == "auto" else v["method"]})
 
     hidden = {"api_visibility": "undocumented"}
     go.click(handler(summarize, task), [text, method, length, model, adapter], [summary, note], **hidden)

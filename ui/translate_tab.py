@@ -12,6 +12,7 @@ from models import catalog
 from tasks.generation import offline_fallback
 from tasks.translate import LANGUAGES, TranslateTask
 from ui.api import handler, progress_for, user_of
+from ui.compare_panel import compare_panel
 from ui.picker import Picker, adapter_value, info_line, picker
 
 # Translation models on the hub (not in the catalog: they need the hub); {src}/{tgt} become the chosen pair.
@@ -88,6 +89,9 @@ def build(task: TranslateTask, tab: gr.Tab, browser_secret: str) -> Picker:
     go = gr.Button("Translate", variant="primary")
     note = gr.Markdown()
     gr.Examples(EXAMPLES, inputs=[text], label="Try a sample", api_visibility="undocumented")
+
+    compare_panel(task, {"text": text, "target": target, "source": source}, lambda r: r["translation"],
+                  model_choices())
 
     hidden = {"api_visibility": "undocumented"}
     text.change(functools.partial(detected, task), text, found, trigger_mode="always_last", **hidden)

@@ -1,0 +1,71 @@
+"""The "Compare side by side" panel every task tab has: the tab's own inputs on up to three variants at once
+(a model and an adapter each), every result in its own column — a chat reply streams into it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import gradio as gr
+
+from models.adapters import NO_ADAPTER
+from tasks.base import Task
+from tasks.compare import MAX_VARIANTS, Comparison
+from ui.api import GENERATION, expose, on_load, progress_for, user_of
+from ui.picker import adapter_value
+
+EXPLAIN = ("The same input on up to three variants at once — the base, your adapters, other models. Variants on "
+           "one base run as one batch, so this takes about as long as one answer.")
+
+
+def compare_panel(task: Task, inputs: dict[str, gr.Component], render: Callable[[object], str],
+                  models: list[str] | None, convert: Callable[[dict], dict] = dict,
+                  own_inputs: Callable[[], dict[str, gr.Component]] | None = None) -> None:
+    """Build the panel (inside the tab): inputs maps the task endpoint's parameters to the tab's components,
+    render turns one variant's result into Markdown, models are the model box's choices (None: the task's model
+    is fixed, only adapters vary), convert adjusts the inputs' values (a UI choice to its API value), and
+    own_inputs adds components of the panel's own (the chat's message box) above its button."""
+    comparison = Comparison({task.id: task})
+    with gr.Accordion("Compare side by side", open=False):
+        gr.Markdown(EXPLAIN)
+        boxes = []
+        with gr.Row():
+            for i in range(MAX_VARIANTS):
+                with gr.Column(min_width=160):
+                    if models is not None:
+                        boxes.append(gr.Dropdown(models, value=None, label=f"Variant {i + 1}: model",
+                                                 allow_custom_value=True,
+                                                 info="Empty: the adapter's base, or the default model."))
+                    boxes.append(gr.Dropdown([NO_ADAPTER], value=NO_ADAPTER, allow_custom_value=True,
+                                             label="adapter" if models is not None else f"Variant {i + 1}: adapter"))
+        own = own_inputs() if own_inputs else {}
+        inputs = {**inputs, **own}
+        button = gr.Button("Compare", variant="primary")
+        with gr.Row():
+            columns = [gr.Markdown(visible=False, container=True, min_height=80) for _ in range(MAX_VARIANTS)]
+    names = list(inputs)
+    per_variant = 2 if models is not None else 1
+
+    def run(*values, request: gr.Request = None):
+        shared, chosen = dict(zip(names, values[:len(names)])), values[len(names):]
+        pairs = [(chosen[i] or "" if per_variant == 2 else "", adapter_value(chosen[i + per_variant - 1]))
+                 for i in range(0, len(chosen), per_variant)]
+        variants = [{"model": m, "adapter": a} if models is not None else {"adapter": a}
+                    for i, (m, a) in enumerate(pairs) if i == 0 or m or a]
+        for update in comparison.compare(task.id, convert(shared), variants, owner=user_of(request),
+                                         progress=progress_for()):
+            yield [gr.update(value=f"**{variant_name(r)}**\n\n{render(r['result'])}", visible=True)
+                   for r in update] + [gr.update(visible=False)] * (MAX_VARIANTS - len(update))
+
+    triggers = [button.click] + [c.submit for c in own.values() if isinstance(c, gr.Textbox)]
+    gr.on(triggers, expose(run), [*inputs.values(), *boxes], columns, api_visibility="undocumented",
+          **GENERATION)
+
+    def adapter_lists(request: gr.Request = None):
+        names = [NO_ADAPTER] + [a["name"] for a in task.ctx.adapters.store.list(user_of(request), task.id)]
+        return [gr.update(choices=names)] * MAX_VARIANTS
+    on_load(adapter_lists, None, boxes[per_variant - 1::per_variant])
+
+
+def variant_name(result: dict) -> str:
+    model = result.get("model") or "the default model"
+    return f"{model} + {result['adapter']}" if result.get("adapter") else model
