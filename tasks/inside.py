@@ -27,6 +27,7 @@ MASK = "[MASK]"
 MAX_TOKENS = 512  # a text these views read at once (they are for looking at a sentence or a paragraph)
 MAX_ATTENTION_TOKENS = 128  # a heatmap wider than this is unreadable (and its matrix grows with the square)
 MAX_SIMILARITY_TEXTS = 20
+CACHED_TOKENIZERS = 8  # tokenizers of models that are not loaded, kept for the Tokens view
 FILL_CANDIDATES = 20  # the words the decoder proposes for a blank before it ranks whole sentences
 
 
@@ -67,6 +68,8 @@ class InsideModel:
             name, location, options = source.name, source.location, self.ctx.hub.options(source)
         with self._tokenizers_lock:
             if location not in self._tokenizers:
+                if len(self._tokenizers) >= CACHED_TOKENIZERS:  # strangers' hub ids must not pile up
+                    self._tokenizers.pop(next(iter(self._tokenizers)))
                 try:
                     self._tokenizers[location] = AutoTokenizer.from_pretrained(location, **options)
                 except (OSError, ValueError) as error:

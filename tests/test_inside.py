@@ -152,6 +152,23 @@ def test_similarity_is_symmetric_and_ranks_a_paraphrase_first(inside, settings, 
     assert len(result["points"]) == 3 and result["base_points"] is None
 
 
+def test_a_search_adapter_maps_the_sentences_before_and_after(ctx, inside, settings, minilm_dir, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModel
+
+    settings.embedding_model = str(minilm_dir)
+    torch.manual_seed(3)
+    config = LoraConfig(r=4, lora_alpha=64, target_modules=["query", "value"], init_lora_weights=False)
+    get_peft_model(AutoModel.from_pretrained(minilm_dir), config).save_pretrained(tmp_path / "jargon")
+    AdapterLibrary(ctx).import_adapter(Upload(str(zipped(tmp_path / "jargon", tmp_path / "jargon.zip")),
+                                              "jargon.zip"), "jargon", "search", str(minilm_dir))
+    texts = ["A man is playing a guitar.", "Someone plays the guitar.", "The stock market fell today."]
+    before = inside.similarity(texts)
+    after = inside.similarity(texts, "", "jargon")
+    assert after["adapter"] == "jargon" and after["base_points"] == before["points"]
+    assert after["points"] != before["points"] and after["matrix"] != before["matrix"]
+
+
 def test_an_adapter_shows_beside_its_base(ctx, inside, tiny_chat_dir, tmp_path):
     folder = plain_lora(tiny_chat_dir, tmp_path / "moon")
     AdapterLibrary(ctx).import_adapter(Upload(str(zipped(folder, tmp_path / "moon.zip")), "moon.zip"), "moon",

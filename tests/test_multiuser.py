@@ -143,6 +143,9 @@ def test_the_adapter_library_is_each_users_own(accounts_app, tiny_chat_dir, tmp_
     _refused(lambda: bob.predict("moon", "", api_name="/merge_adapter"), unknown)
     _refused(lambda: bob.predict("moon", "bob/moon", "hf_x", True, api_name="/push_adapter"), unknown)
     _refused(lambda: bob.predict("Hi", [], "", "", "moon", 0, 0.9, 4, api_name="/chat"), unknown)
+    _refused(lambda: bob.predict("chat", {"message": "Hi"}, [{"adapter": "moon"}], api_name="/compare"), unknown)
+    _refused(lambda: bob.predict("Hi there", "", "moon", 5, 1.0, 1.0, api_name="/next_token"), unknown)
+    _refused(lambda: bob.predict("Hi there", "", "moon", api_name="/token_loss"), unknown)
     # A server path is never read as an upload, and bob's import cannot land in alice's library.
     _refused(lambda: bob.predict({"path": str(archive), "orig_name": "moon.zip"}, "moon", "chat",
                                  str(tiny_chat_dir), api_name="/import_adapter"), "Upload the file")
