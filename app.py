@@ -24,10 +24,11 @@ from tasks.spec import resolve
 from training.service import TrainingService
 from tasks.account import AccountService
 from tasks.compare import Comparison
+from tasks.feedback import FeedbackService
 from tasks.inside import InsideModel
 from tasks.library import AdapterLibrary
 from server.openai_compat import OpenAIRoutes
-from ui import account_tab, adapters_tab, inside_tab, system_tab, train_tab
+from ui import account_tab, adapters_tab, feedback_tab, inside_tab, system_tab, train_tab
 from ui.api import expose, publish, user_of
 from ui.picker import Picker
 
@@ -56,7 +57,8 @@ def build_app(settings: config.Settings) -> gr.Blocks:
     library = AdapterLibrary(ctx)
     inside = InsideModel(ctx)
     comparison = Comparison(by_id)
-    claim_local_data(ctx, training, search.store)
+    feedback = FeedbackService(ctx)
+    claim_local_data(ctx, training, search.store, feedback.store)
     secret = browser_secret(settings)
     with gr.Blocks(title="LoRA Studio") as demo:
         gr.Markdown(INTRO)
@@ -66,15 +68,17 @@ def build_app(settings: config.Settings) -> gr.Blocks:
         # get suffixed ones (/cancel_1) instead of the other way round.
         for task in tasks:
             publish(task.endpoints())
-        publish(comparison.endpoints() + inside.endpoints() + training.endpoints() + library.endpoints() + account.endpoints())
+        publish(comparison.endpoints() + inside.endpoints() + feedback.endpoints() + training.endpoints() + library.endpoints() + account.endpoints())
         with gr.Tabs() as tabs:
             pickers = {task.id: build_tab(task, secret) for task in tasks}
             inside_tab.build(inside)
+            fed = feedback_tab.build(feedback)
             trainer = train_tab.build(training, secret)
             adapters_tab.build(library, training)
             account_tab.build(account)
             system_tab.build(ctx)
         wire_use_adapter(trainer, pickers, tabs, training)
+        wire_train_from_feedback(fed, trainer, tabs, feedback)
     demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_size)
     demo.ctx = ctx  # tests and the CLI reach the shared services through the app
     demo.training = training
@@ -97,22 +101,31 @@ def serve(demo: gr.Blocks, settings: config.Settings, block: bool = True, **opti
         demo.block_thread()
 
 
-def claim_local_data(ctx: Context, training: TrainingService, collections) -> None:
+def claim_local_data(ctx: Context, training: TrainingService, collections, feedback) -> None:
     """Once accounts exist, what was made before them (owned by `local`) goes to the first admin."""
     admin = ctx.accounts.first_admin() if ctx.accounts.enabled else None
     if admin is None:
         return
     moved = (ctx.adapters.store.move_owner(config.LOCAL_USER, admin), collections.move_owner(config.LOCAL_USER, admin),
-             training.store.move_owner(config.LOCAL_USER, admin))
+             training.store.move_owner(config.LOCAL_USER, admin), feedback.move_owner(config.LOCAL_USER, admin))
     if any(moved):
-        logging.getLogger(__name__).info("gave %d adapters, %d collections and %d jobs made before accounts to %s",
-                                         *moved, admin)
+        logging.getLogger(__name__).info("gave %d adapters, %d collections, %d jobs and %d feedback rows made "
+                                         "before accounts to %s", *moved, admin)
 
 
 def build_tab(task, secret: str) -> Picker | None:
     """The task's tab: Gradio's tab around what its spec's builder adds; returns the builder's picker."""
     with gr.Tab(task.title, id=task.id) as tab:
         return resolve(task.spec.tab)(task, tab, secret)
+
+
+def wire_train_from_feedback(fed: dict, trainer: dict, tabs: gr.Tabs, feedback: FeedbackService) -> None:
+    """The Feedback tab's button: the training file made from the caller's feedback, in the Train tab."""
+    def train(request: gr.Request = None):
+        made = feedback.feedback_training_set(owner=user_of(request))
+        return gr.Tabs(selected="train"), "chat", made.path
+
+    fed["train"].click(expose(train), None, [tabs, trainer["task"], trainer["data"]], api_visibility="undocumented")
 
 
 def wire_use_adapter(trainer: dict, pickers: dict[str, Picker | None], tabs: gr.Tabs,

@@ -44,6 +44,11 @@ def page(request, tmp_path):
         browser.close()
 
 
+def tab(page, name: str):
+    """A tab's button as shown (with many tabs, Gradio also lists some in an overflow menu)."""
+    return page.get_by_role("tab", name=name, exact=True).locator("visible=true").first
+
+
 def choose(box, value: str) -> None:
     """Type a value into a box and press Enter (a dropdown takes it; a number field commits it)."""
     box.fill(value)
@@ -70,12 +75,12 @@ def test_upload_train_then_chat_with_the_adapter(launch, settings, tiny_chat_dir
     page.goto(url, wait_until="domcontentloaded")
 
     # The chat tab shows another model, so "Use this adapter" has to switch the model and keep the adapter.
-    page.get_by_role("tab", name="Chat").click()
+    tab(page, "Chat").click()
     chat_model = page.get_by_role("combobox", name="Model")
     choose(chat_model, str(tiny_gpt2_dir))
     expect(page.get_by_text(f"Model: {tiny_gpt2_dir}")).to_be_visible()
 
-    page.get_by_role("tab", name="Train").click()
+    tab(page, "Train").click()
     page.get_by_role("button", name="Try the sample").click()
     expect(page.get_by_text(re.compile(r"kept 24\b"))).to_be_visible()
     expect(page.get_by_role("combobox", name="Base model")).to_have_value(str(tiny_chat_dir))
@@ -95,7 +100,7 @@ def test_upload_train_then_chat_with_the_adapter(launch, settings, tiny_chat_dir
         expect(curve).to_have_attribute("d", re.compile(r"(L[^L]+){10}"))
     page.get_by_role("button", name="Use this adapter").click()
 
-    expect(page.get_by_role("tab", name="Chat")).to_have_attribute("aria-selected", "true")
+    expect(tab(page, "Chat")).to_have_attribute("aria-selected", "true")
     expect(chat_model).to_have_value(str(tiny_chat_dir))
     expect(page.get_by_role("combobox", name="Adapter")).to_have_value("zorbia-facts")
     page.get_by_role("button", name=re.compile("Generation settings")).click()
@@ -116,7 +121,7 @@ def test_upload_train_then_chat_with_the_adapter(launch, settings, tiny_chat_dir
 def test_train_a_classifier_then_use_it_in_the_sentiment_tab(launch, page):
     url, _ = launch()
     page.goto(url, wait_until="domcontentloaded")
-    page.get_by_role("tab", name="Train").click()
+    tab(page, "Train").click()
     task = page.get_by_role("combobox", name="Task")
     choose(task, "sentiment")
     expect(page.get_by_role("combobox", name="Base model")).to_have_value("all-MiniLM-L6-v2")
@@ -134,7 +139,7 @@ def test_train_a_classifier_then_use_it_in_the_sentiment_tab(launch, page):
     expect(page.get_by_role("columnheader", name="accuracy")).to_be_visible()
     page.get_by_role("button", name="Use this adapter").click()
 
-    expect(page.get_by_role("tab", name="Sentiment")).to_have_attribute("aria-selected", "true")
+    expect(tab(page, "Sentiment")).to_have_attribute("aria-selected", "true")
     sentiment = page.locator('[role="tabpanel"]:visible')
     expect(sentiment.get_by_role("combobox", name="Adapter")).to_have_value("support-tickets")
     sentiment.get_by_label("Texts, one per line").fill("I was charged twice for the same order.")
@@ -148,7 +153,7 @@ def test_inside_the_model_draws_every_view(launch, settings, tiny_gpt2_dir, page
     settings.chat_model = str(tiny_gpt2_dir)  # the views' decoder: quick, and the real GPT-2 tokenizer
     url, _ = launch()
     page.goto(url, wait_until="domcontentloaded")
-    page.get_by_role("tab", name="Inside the model").click()
+    tab(page, "Inside the model").click()
     panel = page.locator('[role="tabpanel"]:visible').last
     panel.get_by_role("button", name="Hello world").click()  # the example fills the text
     panel.get_by_role("button", name="Show tokens").click()
@@ -160,14 +165,14 @@ def test_inside_the_model_draws_every_view(launch, settings, tiny_gpt2_dir, page
              ("Attention", "The cat sat on the mat.", "Show attention", ".heatmaplayer"),
              ("Embeddings", "A man is playing a guitar.", "Compare the sentences", ".heatmaplayer"),
              ("Surprise", "The capital of France is Berlin.", "Measure the surprise", "g.trace.bars path")]
-    for tab, example, button, drawn in views:
-        page.get_by_role("tab", name=tab, exact=True).click()
+    for name, example, button, drawn in views:
+        tab(page, name).click()
         panel = page.locator('[role="tabpanel"]:visible').last
         panel.get_by_role("button", name=re.compile("^" + re.escape(example))).click()
         panel.get_by_role("button", name=button, exact=True).click()
         expect(panel.locator(drawn).first).to_be_attached(timeout=60_000)
     # Stepping through generation by hand: a clicked token joins the text.
-    page.get_by_role("tab", name="Next token", exact=True).click()
+    tab(page, "Next token").click()
     panel = page.locator('[role="tabpanel"]:visible').last
     text = panel.get_by_label("Text so far")
     before = text.input_value()
@@ -191,7 +196,7 @@ def test_compare_side_by_side_in_the_chat_tab(launch, settings, tiny_chat_dir, p
     expect(page.get_by_test_id("markdown").filter(has_text=" + ")).to_have_count(0)  # no adapter was chosen
 
     # Every task tab has the panel: two sentiment models on the same texts, a column each.
-    page.get_by_role("tab", name="Sentiment").click()
+    tab(page, "Sentiment").click()
     panel = page.locator('[role="tabpanel"]:visible')
     panel.get_by_label("Texts, one per line").fill("I loved it!\nThe box arrived broken.")
     panel.get_by_role("button", name="Compare side by side").click()
@@ -211,3 +216,23 @@ def test_continue_text_shows_each_words_probability_on_hover(launch, settings, t
     expect(words.first).to_be_attached(timeout=60_000)
     for title in [words.nth(i).get_attribute("title") for i in range(words.count())]:
         assert 0.0 <= float(title.removeprefix("p = ")) <= 1.0
+
+
+def test_a_liked_reply_lands_in_feedback_and_trains(launch, settings, tiny_chat_dir, page):
+    settings.chat_model = str(tiny_chat_dir)
+    url, _ = launch()
+    page.goto(url, wait_until="domcontentloaded")
+    page.get_by_placeholder("Type a message and press Enter").fill("Say hello")
+    page.get_by_role("button", name="Send").click()
+    expect(page.get_by_test_id("bot")).to_have_count(1, timeout=60_000)
+    page.get_by_test_id("bot").hover()
+    page.get_by_role("button", name=re.compile("^like$", re.IGNORECASE)).first.click()
+    expect(page.get_by_text("Thanks: kept in your Feedback tab.")).to_be_visible()
+
+    tab(page, "Feedback").click()
+    panel = page.locator('[role="tabpanel"]:visible')
+    expect(panel.get_by_role("gridcell", name="Say hello", exact=True)).to_be_visible()
+    expect(panel.get_by_text("1 training rows and 0 preference pairs so far.")).to_be_visible()
+    panel.get_by_role("button", name="Train from feedback").click()
+    expect(tab(page, "Train")).to_have_attribute("aria-selected", "true")
+    expect(page.get_by_text(re.compile(r"kept 1\b"))).to_be_visible()  # the file, read as chat data

@@ -10,11 +10,11 @@ import json
 import sqlite3
 import time
 import uuid
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-SCHEMA_VERSION = 2
+import database
+
 STATES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
 FINISHED = ("succeeded", "failed", "cancelled")
 
@@ -65,30 +65,10 @@ _JSON = ("spec", "progress", "metrics", "report")
 
 class JobStore:
     def __init__(self, path: Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        setup = sqlite3.connect(self.path, timeout=30)
-        setup.execute("PRAGMA journal_mode=WAL")  # readers never block the worker's writes
-        setup.close()
-        with self._db() as db:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            for step in MIGRATIONS[version:]:
-                db.execute(step)
-            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        self.path = database.create(path, tuple(MIGRATIONS))
 
-    @contextmanager
     def _db(self):
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        db.row_factory = sqlite3.Row
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            yield db
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        finally:
-            db.close()
+        return database.transaction(self.path)
 
     def create(self, owner: str, task: str, name: str, base: str, spec: dict) -> Job:
         now = time.time()

@@ -12,6 +12,7 @@ import gradio as gr
 from errors import UserError
 from models import catalog
 from tasks.chat import ChatTask, message_text
+from tasks.feedback import FeedbackService
 from tasks.inside import InsideModel
 from ui.api import GENERATION, expose, handler, user_of
 from ui.compare_panel import compare_panel
@@ -69,6 +70,41 @@ def with_probabilities(inside: InsideModel, text: str, continuation: str, model:
     return CONTINUATION.format("".join(spans))
 
 
+def turn_at(history: list, index: object) -> tuple[str, list, str]:
+    """The user's prompt an assistant message answered, the turns before that prompt, and the message's text."""
+    i = index[0] if isinstance(index, (list, tuple)) else index
+    if not isinstance(i, int) or not 0 <= i < len(history or []) or history[i]["role"] != "assistant":
+        raise UserError("Only the assistant's replies take feedback.")
+    asked = next((j for j in range(i - 1, -1, -1) if history[j]["role"] == "user"), None)
+    if asked is None:
+        raise UserError("This reply answers no message.")
+    turns = [{"role": m["role"], "content": message_text(m["content"])} for m in history[:asked]]
+    return message_text(history[asked]["content"]), turns, message_text(history[i]["content"])
+
+
+def liked(feedback: FeedbackService, history: list, system_prompt: str, model: str, adapter: str,
+          evt: gr.LikeData, request: gr.Request = None) -> None:
+    """UI handler: a 👍 or 👎 on a reply becomes a feedback row (un-liking keeps what was said)."""
+    if evt.liked in (None, "", False) and not isinstance(evt.liked, bool):
+        return
+    prompt, turns, reply = turn_at(history, evt.index)
+    verdict = "up" if evt.liked is True or evt.liked == "Like" else "down"
+    feedback.feedback(prompt, reply, verdict, "", turns, system_prompt, model, adapter_value(adapter),
+                      owner=user_of(request))
+    gr.Info("Thanks: kept in your Feedback tab.")
+
+
+def corrected(feedback: FeedbackService, history: list, system_prompt: str, model: str, adapter: str,
+              evt: gr.EditData, request: gr.Request = None) -> None:
+    """UI handler: an edited reply becomes a feedback row with the edit as its correction."""
+    if history[evt.index if isinstance(evt.index, int) else evt.index[0]]["role"] != "assistant":
+        return  # an edited question is just a changed conversation
+    prompt, turns, _ = turn_at(history, evt.index)
+    feedback.feedback(prompt, message_text(evt.previous_value), "", message_text(evt.value), turns, system_prompt,
+                      model, adapter_value(adapter), owner=user_of(request))
+    gr.Info("Correction kept in your Feedback tab.")
+
+
 def export_chat(history: list, fmt: str) -> str:
     """Write the conversation to a Markdown or JSON file and return its path for download."""
     if not history:
@@ -91,7 +127,10 @@ def build(task: ChatTask, tab: gr.Tab, browser_secret: str) -> Picker:
         info="Continue text suits base models such as GPT-2."))
     model, adapter, mode = chosen.model, chosen.adapter, chosen.extra
     with gr.Column(visible=True) as chat_box:
-        chatbot = gr.Chatbot(label="Conversation", height=420, buttons=["copy"])
+        chatbot = gr.Chatbot(label="Conversation", height=420, buttons=["copy"], editable="all",
+                             feedback_options=("Like", "Dislike"))
+        gr.Markdown("👍/👎 a reply, or edit it (the pencil) into the answer it should have been: both are kept in "
+                    "the Feedback tab, and can train your next adapter.")
         with gr.Row():
             message = gr.Textbox(placeholder="Type a message and press Enter", show_label=False, scale=6,
                                  lines=1, max_lines=8, autofocus=True)
@@ -142,6 +181,10 @@ def build(task: ChatTask, tab: gr.Tab, browser_secret: str) -> Picker:
              [prompt, model, adapter, count, complete_tokens, complete_temperature], outs, **hidden)
     mode.change(lambda m: (gr.update(visible=m == "Chat"), gr.update(visible=m != "Chat")), mode,
                 [chat_box, complete_box], **hidden)
+    feedback = FeedbackService(task.ctx)
+    judged = [chatbot, system_prompt, model, adapter]
+    chatbot.like(handler(liked, feedback), judged, None, **hidden)
+    chatbot.edit(handler(corrected, feedback), judged, None, **hidden)
     chosen.wire(tab)
     chatbot.change(lambda h: h, chatbot, saved, **hidden)
     return chosen

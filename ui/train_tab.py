@@ -304,4 +304,4 @@ def build(service: TrainingService, browser_secret: str) -> dict:
     resume.click(endpoint_function(service.resume), job_id, None, **hidden).then(show, job_id, view, **hidden)
     on_load(handler(tables, service), None, [jobs, adapters])
     jobs.select(first_cell, None, job_id, **hidden)
-    return {"use": use, "job_id": job_id, "base": base, "task": task}
+    return {"use": use, "job_id": job_id, "base": base, "task": task, "data": uploaded}

@@ -1,0 +1,112 @@
+"""The Feedback tab: the replies you liked, disliked or corrected in Chat, editable, and rows you write by hand;
+export them, or train on them in one click."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+
+import gradio as gr
+import pandas as pd
+
+from errors import UserError
+from tasks.feedback import FeedbackService, training_rows
+from ui.api import first_cell, handler, on_load, user_of
+
+COLUMNS = ["id", "verdict", "prompt", "reply", "correction", "model", "adapter"]
+INTRO = ("## Feedback\nEvery 👍, 👎 and edited reply in Chat lands here. Fix a row, delete it, or write new ones "
+         "by hand (a prompt and the answer it should get): this is also the way to write a small training set "
+         "without preparing a file. **Train from feedback** turns corrected and liked replies into training rows.")
+
+
+def table(service: FeedbackService, owner: str) -> pd.DataFrame:
+    rows = service.feedback_rows(owner=owner)
+    return pd.DataFrame([{c: _short(r[c]) for c in COLUMNS} for r in reversed(rows)], columns=COLUMNS)
+
+
+def _short(value: object) -> str:
+    text = str(value or "")
+    return text if len(text) <= 120 else text[:117] + "…"
+
+
+def summary(service: FeedbackService, owner: str) -> str:
+    supervised, pairs = training_rows(service.feedback_rows(owner=owner))
+    return (f"{len(supervised)} training rows and {len(pairs)} preference pairs so far."
+            if supervised or pairs else "No training rows yet: like (👍) or correct a reply in Chat.")
+
+
+def show(service: FeedbackService, request: gr.Request = None):
+    owner = user_of(request)
+    return table(service, owner), summary(service, owner)
+
+
+def pick(service: FeedbackService, row_id: str, request: gr.Request = None):
+    """Fill the editor with one row (the full texts, not the table's short ones)."""
+    if not row_id:
+        return "", "", "", "", ""
+    row = service.store.get(user_of(request), row_id)
+    return row["id"], row["prompt"], row["reply"], row["correction"], row["verdict"] or "none"
+
+
+def save(service: FeedbackService, row_id: str, prompt: str, reply: str, correction: str, verdict: str,
+         request: gr.Request = None):
+    owner = user_of(request)
+    old = service.store.get(owner, row_id) if row_id else {}
+    row = service.feedback(prompt, reply, "" if verdict == "none" else verdict, correction, old.get("history"),
+                           old.get("system_prompt", ""), old.get("model", ""), old.get("adapter", ""), row_id,
+                           owner=owner)
+    gr.Info("Saved.")
+    return row["id"], table(service, owner), summary(service, owner)
+
+
+def delete(service: FeedbackService, row_id: str, request: gr.Request = None):
+    if not row_id:
+        raise UserError("Pick a row in the table first.")
+    owner = user_of(request)
+    service.delete_feedback(row_id, owner=owner)
+    return "", "", "", "", "none", table(service, owner), summary(service, owner)
+
+
+def export(service: FeedbackService, request: gr.Request = None):
+    rows = service.feedback_rows(owner=user_of(request))
+    if not rows:
+        raise UserError("There is no feedback to export yet.")
+    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", prefix="feedback-rows-", delete=False,
+                                     encoding="utf-8") as out:
+        out.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    return gr.update(value=out.name, visible=True)
+
+
+def build(service: FeedbackService) -> dict:
+    """The tab; returns its "Train from feedback" button, which the app wires to the Train tab."""
+    hidden = {"api_visibility": "undocumented"}
+    with gr.Tab("Feedback", id="feedback") as tab:
+        gr.Markdown(INTRO)
+        status = gr.Markdown()
+        rows = gr.Dataframe(pd.DataFrame(columns=COLUMNS), label="Your feedback (select a row to edit it)",
+                            interactive=False, wrap=True)
+        with gr.Row():
+            row_id = gr.Textbox(label="Row", interactive=False, scale=1, placeholder="new")
+            verdict = gr.Radio(["up", "down", "none"], value="none", label="Verdict", scale=2)
+        prompt = gr.Textbox(label="Prompt", lines=2)
+        with gr.Row():
+            reply = gr.Textbox(label="The reply it gave", lines=4)
+            correction = gr.Textbox(label="The answer it should give (correction)", lines=4)
+        with gr.Row():
+            new = gr.Button("New row")
+            save_button = gr.Button("Save", variant="primary")
+            delete_button = gr.Button("Delete", variant="stop")
+            export_button = gr.Button("Export JSONL")
+            train = gr.Button("Train from feedback", variant="primary")
+        exported = gr.File(label="Download", visible=False)
+
+    editor = [row_id, prompt, reply, correction, verdict]
+    on_load(handler(show, service), None, [rows, status])
+    tab.select(handler(show, service), None, [rows, status], **hidden)  # what Chat added meanwhile
+    rows.select(first_cell, None, row_id, **hidden).then(handler(pick, service), row_id, editor, **hidden)
+    new.click(lambda: ("", "", "", "", "none"), None, editor, **hidden)
+    save_button.click(handler(save, service), [row_id, prompt, reply, correction, verdict], [row_id, rows, status],
+                      **hidden)
+    delete_button.click(handler(delete, service), row_id, [*editor, rows, status], **hidden)
+    export_button.click(handler(export, service), None, exported, **hidden)
+    return {"train": train}
