@@ -12,6 +12,7 @@ import os
 import secrets
 import signal
 import sys
+import time
 
 import gradio as gr
 
@@ -68,7 +69,8 @@ def build_app(settings: config.Settings) -> gr.Blocks:
         # get suffixed ones (/cancel_1) instead of the other way round.
         for task in tasks:
             publish(task.endpoints())
-        publish(comparison.endpoints() + inside.endpoints() + feedback.endpoints() + training.endpoints() + library.endpoints() + account.endpoints())
+        for service in (comparison, inside, feedback, training, library, account):
+            publish(service.endpoints())
         with gr.Tabs() as tabs:
             pickers = {task.id: build_tab(task, secret) for task in tasks}
             inside_tab.build(inside)
@@ -90,6 +92,7 @@ def serve(demo: gr.Blocks, settings: config.Settings, block: bool = True, **opti
     """Start the server: the UI, its Gradio API and the /v1 routes on one port (options go to launch); block
     False returns once it serves."""
     accounts = demo.ctx.accounts
+    patient_localhost_check()
     demo.launch(server_name=settings.host, server_port=settings.port,
                 auth=accounts.check if accounts.enabled else None,
                 auth_message="Log in with your LoRA Studio account.",
@@ -99,6 +102,25 @@ def serve(demo: gr.Blocks, settings: config.Settings, block: bool = True, **opti
     demo.app.router.routes[:0] = list(demo.http_routes)
     if block:
         demo.block_thread()
+
+
+def patient_localhost_check() -> None:
+    """Gradio's launch asks for the first page once with a 3-second limit and refuses to start when it is late;
+    on a busy machine this app's page takes longer, so it is asked again, for up to a minute."""
+    import httpx
+    from gradio import networking
+
+    def url_ok(url: str) -> bool:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.head(url, timeout=10, verify=False).status_code in (200, 401, 301, 302, 303, 307, 308):
+                    return True
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        return False
+    networking.url_ok = url_ok
 
 
 def claim_local_data(ctx: Context, training: TrainingService, collections, feedback) -> None:
