@@ -242,7 +242,10 @@ class AdapterService:
     def reference(self, owner: str, model: str) -> str | catalog.ModelSource:
         """What loads model for owner: their merged model by that name (resolved), else model itself."""
         folder = self.merged.find(owner, model) if isinstance(model, str) and model.strip() else None
-        return catalog.ModelSource(folder.name, str(folder), catalog.DECODER, local=True) if folder else model
+        if folder is None:
+            return model
+        family = json.loads((folder / META_FILE).read_text()).get("family", catalog.DECODER)
+        return catalog.ModelSource(folder.name, str(folder), family, local=True)
 
     def meta(self, owner: str, name: str, task: str) -> dict:
         """The adapter's metadata, or a UserError when there is none by that name or it is for another task."""
@@ -301,6 +304,6 @@ class AdapterService:
         its own copy when one is chosen; model "" means the adapter's base (or default without an adapter)."""
         name = selected(adapter)
         if name is None:
-            return self.hub.get(kind, model, default)
+            return self.hub.get(kind, self.reference(owner, model), default)
         files = self.files(owner, name, task)
-        return self.hub.get(kind, model or self.base(owner, name), default, files)
+        return self.hub.get(kind, self.reference(owner, model) or self.base(owner, name), default, files)

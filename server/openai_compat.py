@@ -397,9 +397,11 @@ class OpenAIRoutes:
         for family in (catalog.DECODER, catalog.EMBEDDING):
             for name in self.bases(family):
                 add(name, self._base_task(name, family))
-        for merged in self.ctx.adapters.merged.list(owner):
-            add(merged["name"], "chat" if merged.get("task") == "chat" else "completion", owner,
-                merged.get("created", 0), merged.get("base_model"))
+        for merged in self.ctx.adapters.merged.list(owner):  # language and embedding models (not classifiers)
+            task = {catalog.DECODER: "chat" if merged.get("task") == "chat" else "completion",
+                    catalog.EMBEDDING: "embeddings"}.get(merged.get("family", catalog.DECODER))
+            if task:
+                add(merged["name"], task, owner, merged.get("created", 0), merged.get("base_model"))
         for adapter in self.ctx.adapters.store.list(owner):
             task = {"chat": "chat", "search": "embeddings"}.get(adapter["task"])
             if task:

@@ -101,9 +101,9 @@ class AnswerTask(Task):
         """The answer to question from context (or from a collection's best passages), or found=False."""
         return self.find(question, context, collection, model, adapter, progress, owner=owner).public()
 
-    def sentence_level(self, model: str = "", adapter: str = "") -> bool:
+    def sentence_level(self, model: str = "", adapter: str = "", owner: str = LOCAL_USER) -> bool:
         """Whether this model (and adapter) answers with whole sentences (the offline fallback), not spans."""
-        return not self.has_head(model, adapter, "ForQuestionAnswering")
+        return not self.has_head(model, adapter, "ForQuestionAnswering", owner)
 
     def find(self, question: str, context: str = "", collection: str = "", model: str = "", adapter: str = "",
              progress: Progress | None = None, threshold: float | None = None, *,
@@ -112,7 +112,7 @@ class AnswerTask(Task):
         question = require_text(question, "question", MAX_QUESTION)
         passages = self._passages(question, context, collection, owner)
         texts = [text for text, _ in passages]
-        if self.sentence_level(model, adapter):
+        if self.sentence_level(model, adapter, owner):
             level, best = "sentence", self._best_sentence(question, texts, model, progress)
             threshold = SENTENCE_THRESHOLD if threshold is None else threshold
         else:

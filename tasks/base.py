@@ -119,7 +119,7 @@ class Task:
         """The loaded encoder of kind, with the adapter's LoRA and head merged in when one is chosen."""
         return self.ctx.adapters.encoder(owner, kind, model, adapter, self.id, self.default(family))
 
-    def has_head(self, model: str, adapter: str, head: str) -> bool:
+    def has_head(self, model: str, adapter: str, head: str, owner: str = LOCAL_USER) -> bool:
         """Whether model runs a trained head (an architecture name ending in head); False means embeddings.
 
         A bare encoder (e.g. BertModel, or any sentence-transformers folder) is used through its embeddings; a
@@ -127,7 +127,7 @@ class Task:
         """
         if selected(adapter):
             return True  # a trained adapter carries the head
-        source = self.source(model)
+        source = self.ctx.hub.source(self.ctx.adapters.reference(owner, model), self.default())  # or a merged one
         if source.family == catalog.EMBEDDING:
             return False
         from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES

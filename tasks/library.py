@@ -15,18 +15,21 @@ import time
 from pathlib import Path
 
 import torch
+import transformers
 
 from config import LOCAL_USER
 from errors import UserError
 from models import catalog, lora, portable
 from models.adapters import META_FILE, sanitize_name
 from models.cache import too_big
-from models.loading import load_pretrained, weights_on_disk
+from models.loading import load_pretrained, load_sentence_transformer, weights_on_disk
 from tasks.base import Context, Endpoint, Upload
 from tasks.spec import spec as task_spec, trainable_spec
 
 CARRIED = {"chat_template": str, "system_prompt": str, "labels": list, "metrics": dict, "settings": dict,
            "rows": dict}  # what an imported lora_studio.json may bring (anything else in it is ignored)
+# The family a merged model is listed under (None: its config says; a classifier or span model is an encoder).
+MERGED_FAMILY = {"lm": catalog.DECODER, "embedder": catalog.EMBEDDING, "classifier": None, "span": None}
 
 
 class AdapterLibrary:
@@ -152,23 +155,21 @@ class AdapterLibrary:
         boxes accept by its name; returns {model, base, task}."""
         _, folder = self.store.locate(owner, name if isinstance(name, str) else "")
         meta = json.loads((folder / META_FILE).read_text())
-        if task_spec(meta["task"]).adapter_kind != "lm":
-            raise UserError(f"Merging is for adapters of language models; a {meta['task']} adapter is already "
-                            "merged into its own copy of the model whenever it is used.")
+        kind = task_spec(meta["task"]).adapter_kind
         wanted = sanitize_name(new_name if isinstance(new_name, str) and new_name.strip() else
                                f"{folder.name}-merged")  # a bad name is refused before any work
         source = self.ctx.hub.source(self.adapters.base_of(meta))
         on_disk = weights_on_disk(source)
         if on_disk > self.ctx.hub.cache.budget:  # the copy is loaded in this process: the budget holds for it too
             raise too_big(source.name, on_disk, self.ctx.hub.cache.budget)
-        merged, tokenizer = self._merged(source, folder, meta)
+        save = self._merged(source, folder, meta) if kind == "lm" else self._merged_encoder(kind, source, folder,
+                                                                                              meta)
         provenance = {"merged_from": folder.name, "task": meta["task"], "base_model": meta["base_model"],
                       "base_hub_id": portable.hub_id(meta), "system_prompt": meta.get("system_prompt", ""),
-                      "created": time.time()}
+                      "family": MERGED_FAMILY[kind], "created": time.time()}
 
         def write(target: Path) -> None:
-            merged.save_pretrained(target)
-            tokenizer.save_pretrained(target)
+            save(target)
             (target / META_FILE).write_text(json.dumps(provenance, indent=2, ensure_ascii=False))
 
         final, _ = self.adapters.merged.save(owner, wanted, write)
@@ -186,7 +187,24 @@ class AdapterLibrary:
                             "merged into them.")
         if meta.get("chat_template"):
             tokenizer.chat_template = meta["chat_template"]  # the merged model chats as the adapter did
-        return PeftModel.from_pretrained(model, str(folder)).merge_and_unload().eval(), tokenizer
+        merged = PeftModel.from_pretrained(model, str(folder)).merge_and_unload().eval()
+        return lambda target: (merged.save_pretrained(target), tokenizer.save_pretrained(target))
+
+    def _merged_encoder(self, kind: str, source: catalog.ModelSource, folder: Path, meta: dict):
+        """A fresh fp32 copy of an encoder with the adapter's LoRA and head merged in, as a saver: a classifier
+        or span model saves as a transformers folder (its labels in its config), an embedder as a
+        sentence-transformers folder."""
+        files = lora.AdapterFiles(folder.name, "", str(folder), meta)
+        options = self.ctx.hub.options(source)
+        if kind == "embedder":
+            model = load_sentence_transformer(source, options, torch.device("cpu"))
+            model[0].model = lora.merged(model[0].auto_model, files, source.name)
+            return lambda target: model.save(str(target))
+        model, tokenizer = load_pretrained(source, getattr(transformers, portable.AUTO_CLASS[kind]), options,
+                                           f"a {meta['task']} model", torch.float32, torch.device("cpu"),
+                                           **lora.head_options(files))
+        merged = lora.merged(model, files, source.name)
+        return lambda target: (merged.save_pretrained(target), tokenizer.save_pretrained(target))
 
     # ---- push ------------------------------------------------------------------------------------------------
     def push_adapter(self, name: str, repo_id: str, token: str, private: bool = True, *,

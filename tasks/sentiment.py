@@ -95,15 +95,15 @@ class SentimentTask(Task):
         """The label and every label's probability for each text (a list, or one text per line)."""
         return self.analyze(texts, model, adapter, progress, owner=owner)[0]
 
-    def zero_shot(self, model: str = "", adapter: str = "") -> bool:
+    def zero_shot(self, model: str = "", adapter: str = "", owner: str = LOCAL_USER) -> bool:
         """Whether this model (and adapter) runs the offline zero-shot method rather than a classifier."""
-        return not self.has_head(model, adapter, "ForSequenceClassification")
+        return not self.has_head(model, adapter, "ForSequenceClassification", owner)
 
     def analyze(self, texts: list[str] | str, model: str = "", adapter: str = "",
                 progress: Progress | None = None, *, owner: str = LOCAL_USER) -> tuple[list[dict], str]:
         """The results and a note ("" with a classifier, the zero-shot note on the offline fallback)."""
         kept = split_texts(texts)
-        if self.zero_shot(model, adapter):
+        if self.zero_shot(model, adapter, owner):
             return self._zero_shot(kept, model, progress), ZERO_SHOT_NOTE
         return self._classify(kept, model, adapter, progress, owner), ""
 

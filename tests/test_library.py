@@ -97,6 +97,56 @@ def test_merged_model_answers_as_the_adapter_and_is_a_model_by_its_name(ctx, lib
     assert ctx.adapters.merged.find("someone-else", "moon-merged") is None  # a merged model is its owner's
 
 
+def test_encoder_adapters_merge_into_models_that_answer_the_same(ctx, library, tiny_bert_dir, minilm_dir,
+                                                                    tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModel, AutoModelForSequenceClassification
+
+    from tasks.inside import InsideModel
+    from tasks.sentiment import SentimentTask
+
+    torch.manual_seed(5)
+    classifier = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir, num_labels=2)
+    config = LoraConfig(r=4, lora_alpha=16, target_modules=["query", "value"], modules_to_save=["classifier"],
+                        init_lora_weights=False, task_type="SEQ_CLS")
+    get_peft_model(classifier, config).save_pretrained(tmp_path / "tickets")
+    library.import_adapter(upload(zipped(tmp_path / "tickets", tmp_path / "tickets.zip")), "tickets", "sentiment",
+                           str(tiny_bert_dir))
+    assert library.merge_adapter("tickets")["model"] == "tickets-merged"
+    sentiment, texts = SentimentTask(ctx), ["I was billed twice.", "Thanks, all good now."]
+    assert not sentiment.zero_shot("tickets-merged")  # a classifier of its own, by its name
+    assert sentiment.sentiment(texts, "tickets-merged") == sentiment.sentiment(texts, "", "tickets")
+    with pytest.raises(UserError, match="Unknown model"):
+        sentiment.sentiment(texts, "tickets-merged", owner="someone-else")  # a merged model is its owner's
+
+    from transformers import AutoModelForQuestionAnswering
+
+    from tasks.answer import AnswerTask
+
+    config = LoraConfig(r=4, lora_alpha=16, target_modules=["query", "value"], modules_to_save=["qa_outputs"],
+                        init_lora_weights=False, task_type="QUESTION_ANS")
+    get_peft_model(AutoModelForQuestionAnswering.from_pretrained(tiny_bert_dir), config).save_pretrained(
+        tmp_path / "names")
+    library.import_adapter(upload(zipped(tmp_path / "names", tmp_path / "names.zip")), "names", "answer",
+                           str(tiny_bert_dir))
+    library.merge_adapter("names")
+    qa, passage = AnswerTask(ctx), "The Harbour team is led by Mira Okafor. It meets on Tuesdays."
+    assert not qa.sentence_level("names-merged")
+    assert qa.answer("Who leads the team?", passage, "", "names-merged") == qa.answer(
+        "Who leads the team?", passage, "", "", "names")
+
+    config = LoraConfig(r=4, lora_alpha=64, target_modules=["query", "value"], init_lora_weights=False)
+    get_peft_model(AutoModel.from_pretrained(minilm_dir), config).save_pretrained(tmp_path / "jargon")
+    library.import_adapter(upload(zipped(tmp_path / "jargon", tmp_path / "jargon.zip")), "jargon", "search",
+                           str(minilm_dir))
+    library.merge_adapter("jargon")
+    inside = InsideModel(ctx)
+    merged = torch.tensor(inside.similarity(texts, "jargon-merged")["matrix"])
+    assert torch.allclose(merged, torch.tensor(inside.similarity(texts, str(minilm_dir), "jargon")["matrix"]),
+                          atol=1e-5)
+    assert not torch.allclose(merged, torch.tensor(inside.similarity(texts, str(minilm_dir))["matrix"]), atol=1e-3)
+
+
 def _bomb(path: Path) -> Path:
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("adapter_config.json", "{}")

@@ -7,6 +7,7 @@ import html
 
 import gradio as gr
 
+from config import LOCAL_USER
 from tasks.answer import SENTENCE_NOTE, AnswerTask
 from tasks.text import highlight
 from ui.api import handler, progress_for, user_of
@@ -27,9 +28,9 @@ EXAMPLES = [
 ]
 
 
-def fallback_note(task: AnswerTask, model: str, adapter: str) -> str:
+def fallback_note(task: AnswerTask, model: str, adapter: str, owner: str = LOCAL_USER) -> str:
     """The note when the model answers at sentence level (the offline fallback)."""
-    return f"*{SENTENCE_NOTE}*" if task.sentence_level(model, adapter_value(adapter)) else ""
+    return f"*{SENTENCE_NOTE}*" if task.sentence_level(model, adapter_value(adapter), owner) else ""
 
 
 def ask(task: AnswerTask, question: str, context: str, collection: str, model: str, adapter: str,

@@ -93,10 +93,10 @@ def info_line(model: str, note: str = "") -> str:
 def describer(task: Task, note: Callable[[str, str], str] | None) -> Callable[[str, str], str]:
     """The info line for (model, adapter): note(model, adapter) is the tab's line on an offline fallback ("" for
     none); a model it cannot read gives its one sentence instead."""
-    def describe(model: str, adapter: str = NO_ADAPTER) -> str:
+    def describe(model: str, adapter: str = NO_ADAPTER, request: gr.Request = None) -> str:
         model = model or task.default()
         try:
-            return info_line(model, note(model, adapter) if note else "")
+            return info_line(model, note(model, adapter, owner=user_of(request)) if note else "")
         except UserError as error:
             return info_line(model, f"⚠️ {error}")
     return describe

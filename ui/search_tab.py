@@ -93,7 +93,7 @@ def hit_lines(hits: list[dict]) -> str:
 
 def build(task: SearchTask, tab: gr.Tab, browser_secret: str) -> Picker:
     """Build the tab's contents; returns its adapter picker (the embedding model is the operator's)."""
-    chosen = picker(task, None, lambda m, a: "Finds passages by meaning, not just matching words.",
+    chosen = picker(task, None, lambda m, a, owner="": "Finds passages by meaning, not just matching words.",
                     adapter_info="An embedding adapter you trained for search.", extra=lambda: gr.Dropdown(
                         [], value="my documents", label="Collection", allow_custom_value=True, scale=3,
                         info="Pick a collection, or type a new name to create one."))

@@ -8,6 +8,7 @@ import tempfile
 import gradio as gr
 import pandas as pd
 
+from config import LOCAL_USER
 from errors import UserError
 from tasks.sentiment import ZERO_SHOT_NOTE, SentimentTask
 from tasks.text import csv_column, csv_table
@@ -26,9 +27,9 @@ EXAMPLES = [
 ]
 
 
-def fallback_note(task: SentimentTask, model: str, adapter: str) -> str:
+def fallback_note(task: SentimentTask, model: str, adapter: str, owner: str = LOCAL_USER) -> str:
     """The note when the model runs the offline zero-shot method."""
-    return f"*{ZERO_SHOT_NOTE}*" if task.zero_shot(model, adapter_value(adapter)) else ""
+    return f"*{ZERO_SHOT_NOTE}*" if task.zero_shot(model, adapter_value(adapter), owner) else ""
 
 
 def csv_columns(task: SentimentTask, path: str | None):

@@ -33,7 +33,7 @@ def model_choices() -> list[str]:
     return catalog.choices(catalog.EMBEDDING) + catalog.choices(catalog.SEQ2SEQ) + chat
 
 
-def fallback_note(model: str, adapter: str = "") -> str:
+def fallback_note(model: str, adapter: str = "", owner: str = "") -> str:
     """The note on the offline extractive fallback, for a model that can only pick sentences."""
     backbone = catalog.find(model)
     extractive = backbone is not None and backbone.family in (catalog.EMBEDDING, catalog.ENCODER)

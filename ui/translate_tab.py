@@ -33,7 +33,7 @@ def model_choices() -> list[str]:
     return chat + ["Flan-T5-base"] + HUB_TRANSLATORS
 
 
-def fallback_note(model: str, adapter: str = "") -> str:
+def fallback_note(model: str, adapter: str = "", owner: str = "") -> str:
     """The note when the model is the weak offline fallback."""
     backbone = catalog.find(model)
     weak = backbone is not None and backbone.family == catalog.DECODER and offline_fallback(backbone.name)
