@@ -23,7 +23,8 @@ from tasks.base import Context, Endpoint, Upload, require_text
 from tasks.chat import clean_history
 
 VERDICTS = ("up", "down", "")
-MAX_ROWS = 5_000  # per user: a feedback set is written by hand and by clicks, not imported
+MAX_ROWS = 2_000  # per user: a feedback set is written by hand and by clicks, not imported
+ROW_CHARS = 20_000  # one row's texts (a chat turn, its correction and the conversation kept before it)
 FIELDS = ("id", "created", "prompt", "reply", "verdict", "correction", "history", "system_prompt", "model", "adapter")
 SCHEMA = ("CREATE TABLE feedback (id TEXT PRIMARY KEY, owner TEXT NOT NULL, created REAL NOT NULL, "
           "prompt TEXT NOT NULL, reply TEXT NOT NULL, verdict TEXT NOT NULL, correction TEXT NOT NULL, "
@@ -95,16 +96,20 @@ class FeedbackService:
                  id: str = "", *, owner: str = LOCAL_USER) -> dict:  # noqa: A002  (the row's id, as the API names it)
         """Keep (or, with id, change) one judged turn: the prompt, the reply, the verdict up/down and the
         correction; a row needs a reply or a correction. Returns the row."""
-        limit = self.ctx.settings.max_chars
+        limit = ROW_CHARS
         prompt = require_text(prompt, "prompt", limit)
         reply, correction = (_text(reply, "reply", limit), _text(correction, "correction", limit))
         if verdict not in VERDICTS:
             raise UserError("The verdict is 'up', 'down' or empty.")
         if not (reply or correction):
             raise UserError("Give the reply, or the answer it should have been (the correction).")
+        system_prompt = _text(system_prompt, "system prompt", limit)
+        used = len(prompt) + len(reply) + len(correction) + len(system_prompt)
+        if used > limit:
+            raise TooLarge(f"This feedback is too long ({used:,} characters); a row holds up to {limit:,}.")
         row = {"id": id if isinstance(id, str) else "", "created": 0.0, "prompt": prompt, "reply": reply,
-               "verdict": verdict, "correction": correction, "history": clean_history(history)[-20:],
-               "system_prompt": _text(system_prompt, "system prompt", limit), "model": _text(model, "model", 500),
+               "verdict": verdict, "correction": correction, "history": kept_history(history, limit - used),
+               "system_prompt": system_prompt, "model": _text(model, "model", 500),
                "adapter": _text(adapter, "adapter", 200)}
         if row["id"]:
             row["created"] = self.store.get(owner, row["id"])["created"]
@@ -152,6 +157,17 @@ def training_rows(rows: list[dict]) -> tuple[list[dict], list[dict]]:
         if {"up", "down"} <= set(verdicts) and verdicts["up"] != verdicts["down"]:
             pairs.append({"prompt": json.loads(key), "chosen": verdicts["up"], "rejected": verdicts["down"]})
     return supervised, pairs
+
+
+def kept_history(history: object, room: int) -> list[dict]:
+    """The newest turns of the conversation that fit in room characters (at most 20)."""
+    turns, kept = clean_history(history)[-20:], []
+    for turn in reversed(turns):
+        room -= len(turn["content"])
+        if room < 0:
+            break
+        kept.insert(0, turn)
+    return kept
 
 
 def _text(value: object, what: str, limit: int) -> str:

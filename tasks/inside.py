@@ -29,6 +29,8 @@ MAX_ATTENTION_TOKENS = 128  # a heatmap wider than this is unreadable (and its m
 MAX_SIMILARITY_TEXTS = 20
 CACHED_TOKENIZERS = 8  # tokenizers of models that are not loaded, kept for the Tokens view
 FILL_CANDIDATES = 20  # the words the decoder proposes for a blank before it ranks whole sentences
+FILL_TOKENS = 64  # the longest sentence it ranks that way (every candidate's logits are read whole)
+SCORED_AT_ONCE = 5  # candidate sentences per forward pass: their vocabulary-wide logits stay small
 
 
 class InsideModel:
@@ -145,7 +147,11 @@ class InsideModel:
         space = " " if left != prefix or not prefix.endswith((" ", "\n")) else ""
         filled = [prefix + space + word + right for word in words]
         sentences = [self._ids(lm, sentence) for sentence in filled]
-        scores = self._run(lm, lambda m: _sentence_logprobs(m, sentences, lm.tokenizer))
+        if max(map(len, sentences), default=0) > FILL_TOKENS:
+            raise UserError(f"Without a masked language model, the blank is filled in sentences of up to "
+                            f"{FILL_TOKENS} tokens; shorten the text around the {MASK}.")
+        scores = [score for start in range(0, len(sentences), SCORED_AT_ONCE) for score in self._run(
+            lm, lambda m, part=sentences[start:start + SCORED_AT_ONCE]: _sentence_logprobs(m, part, lm.tokenizer))]
         weights = torch.tensor(scores).softmax(-1).tolist()  # shares among the candidates, not probabilities
         ranked = sorted(zip(words, weights, filled), key=lambda c: -c[1])[:k]
         return {"model": lm.name, "method": "decoder_rescoring",

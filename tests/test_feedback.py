@@ -74,12 +74,20 @@ def test_a_row_is_edited_and_deleted_by_its_owner_only(feedback):
     ({"prompt": "Hi", "reply": "Yo", "verdict": "meh"}, "'up', 'down' or empty"),
     ({"prompt": "Hi", "reply": 3}, "must be text"),
     ({"prompt": "Hi", "reply": "x" * 200_000}, "too long"),
+    ({"prompt": "x" * 15_000, "reply": "y" * 15_000}, "a row holds up to 20,000"),
     ({"prompt": "Hi", "reply": "Yo", "history": "not a list"}, "history must be a list"),
 ])
 def test_wrong_rows_get_one_sentence(feedback, kwargs, sentence):
     with pytest.raises(UserError, match=sentence):
         feedback.feedback(**kwargs)
     assert feedback.feedback_rows() == []
+
+
+def test_a_long_conversation_keeps_its_newest_turns(feedback):
+    history = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i} " + "x" * 3_000}
+               for i in range(10)]
+    row = feedback.feedback("And now?", "Now this.", "up", "", history)
+    assert [t["content"][:7] for t in row["history"]] == [f"turn {i} " for i in range(4, 10)]
 
 
 def test_no_feedback_makes_no_training_set(feedback):

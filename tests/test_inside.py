@@ -196,6 +196,8 @@ def test_an_adapter_shows_beside_its_base(ctx, inside, tiny_chat_dir, tmp_path):
     (lambda i, m: i.token_loss("word " * 600, m), "read up to"),
     (lambda i, m: i.next_token("Hi", m, "no-such-adapter"), "no-such-adapter"),
     (lambda i, m: i.similarity("only one sentence"), "at least two sentences"),
+    (lambda i, m: i.similarity(["a", "b"] * 11), "at most 20"),
+    (lambda i, m: i.fill_mask("word " * 100 + "[MASK].", m), "up to 64 tokens"),
     (lambda i, m: i.tokenize("Hi", "/no/such/folder"), "Unknown model"),
 ])
 def test_wrong_inputs_get_one_sentence(inside, tiny_gpt2_dir, call, sentence):
