@@ -20,6 +20,7 @@ from errors import NotFound, UserError
 from accounts import Shares
 from models import catalog, lora
 from models.engine import EngineClosed
+from models.loading import unloaded
 
 META_FILE = "lora_studio.json"
 META_VERSION = 1
@@ -294,8 +295,7 @@ class AdapterService:
             if lora.attach(lm, files.key, files.folder):
                 self.hub.cache.grow(lm.cache_key, weights_size(files.folder))
         except EngineClosed:
-            raise UserError(f"The model '{lm.name}' was just unloaded to make room for another; "
-                            "please try again.") from None
+            raise unloaded(lm.name) from None
         return files.key, {"system_prompt": files.meta.get("system_prompt", ""),
                            "chat_template": files.meta.get("chat_template")}
 

@@ -23,6 +23,11 @@ from models.engine import EngineClosed, GenerationEngine, SamplingParams
 log = logging.getLogger(__name__)
 
 
+def unloaded(name: str) -> UserError:
+    """The sentence for a request whose model was unloaded under it (the cache made room for another)."""
+    return UserError(f"The model '{name}' was just unloaded to make room for another; please try again.")
+
+
 @dataclass
 class LoadedLM:
     """A causal LM, its tokenizer and the engine that serves it."""
@@ -60,8 +65,7 @@ class LoadedLM:
         try:
             return self.engine.submit(prompt_ids, params, adapter, caller)
         except EngineClosed:
-            raise UserError(f"The model '{self.name}' was just unloaded to make room for another; "
-                            "please try again.") from None
+            raise unloaded(self.name) from None
 
     @property
     def busy(self) -> bool:

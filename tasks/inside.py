@@ -18,8 +18,8 @@ from config import LOCAL_USER
 from errors import UserError
 from models import catalog, offline
 from models.adapters import selected
-from models.engine import BASE, GREEDY_BELOW
-from models.loading import LoadedLM, load_error, read_config
+from models.engine import BASE, GREEDY_BELOW, EngineClosed
+from models.loading import LoadedLM, read_config, unloaded
 from tasks.base import Context, Endpoint, require_range, require_text
 from tasks.spec import spec as task_spec
 
@@ -265,10 +265,8 @@ class InsideModel:
                 return command(lm.engine.model)
         try:
             return lm.engine.call(run)
-        except RuntimeError as error:
-            if "closed" in str(error):
-                raise load_error(lm.source, error, "loaded any more") from None
-            raise
+        except EngineClosed:
+            raise unloaded(lm.name) from None
 
 
 # ---- the computations (in the thread that owns the model) ------------------------------------------------------
