@@ -142,12 +142,17 @@ def build_tab(task, secret: str) -> Picker | None:
 
 
 def wire_train_from_feedback(fed: dict, trainer: dict, tabs: gr.Tabs, feedback: FeedbackService) -> None:
-    """The Feedback tab's button: the training file made from the caller's feedback, in the Train tab."""
-    def train(request: gr.Request = None):
-        made = feedback.feedback_training_set(owner=user_of(request))
-        return gr.Tabs(selected="train"), "chat", made.path
+    """The Feedback tab's buttons: the training file made from the caller's feedback (answers, or preference
+    pairs with the preference preset), in the Train tab."""
+    def opener(method: str, preset: str):
+        def train(request: gr.Request = None):
+            made = feedback.feedback_training_set(method, owner=user_of(request))
+            return gr.Tabs(selected="train"), "chat", made.path, preset, *train_tab.preset_values(preset)
+        return expose(train)
 
-    fed["train"].click(expose(train), None, [tabs, trainer["task"], trainer["data"]], api_visibility="undocumented")
+    outputs = [tabs, trainer["task"], trainer["data"], trainer["preset"], *trainer["advanced"]]
+    fed["train"].click(opener("sft", "quick"), None, outputs, api_visibility="undocumented")
+    fed["prefer"].click(opener("dpo", "preference"), None, outputs, api_visibility="undocumented")
 
 
 def wire_use_adapter(trainer: dict, pickers: dict[str, Picker | None], tabs: gr.Tabs,

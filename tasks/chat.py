@@ -95,8 +95,10 @@ class ChatTask(Task):
                 DataField("system", "a system prompt for this row", required=False)),
         sample="chat_facts.jsonl", conversations=True,
         formats="Chat data: `messages`, ShareGPT `conversations`, Alpaca `instruction`/`output`, two columns "
-                "(prompt, response), or plain text.",
-        recipe="training.language:ChatRecipe")
+                "(prompt, response), or plain text; preference pairs (`prompt`, `chosen`, `rejected`) train "
+                "with DPO.",
+        recipe="training.language:ChatRecipe", methods={"dpo": "training.preference:PreferenceRecipe"},
+        metrics={"preference_accuracy": "preference accuracy", "reward_margin": "reward margin"})
 
     def endpoints(self) -> list[Endpoint]:
         return [Endpoint("chat", self.chat, generates=True), Endpoint("complete", self.complete, generates=True)]

@@ -127,16 +127,22 @@ class FeedbackService:
             raise NotFound(f"You have no feedback row '{str(id)[:40]}'.")
         return {"deleted": id, "left": len(self.store.rows(owner))}
 
-    def feedback_training_set(self, *, owner: str = LOCAL_USER) -> Upload:
-        """A chat training file (JSONL of `messages`) from your feedback: each corrected reply as its correction,
-        each liked reply as it was."""
-        rows, _ = training_rows(self.store.rows(owner))
+    def feedback_training_set(self, method: str = "sft", *, owner: str = LOCAL_USER) -> Upload:
+        """A chat training file (JSONL) from your feedback. method "sft": `messages` rows, each corrected reply
+        as its correction and each liked reply as it was; "dpo": preference pairs (`prompt`, `chosen`,
+        `rejected`) — a reply and its correction, or a liked and a disliked reply to the same conversation."""
+        if method not in ("sft", "dpo"):
+            raise UserError("The method must be sft (the answers to learn) or dpo (preference pairs).")
+        supervised, pairs = training_rows(self.store.rows(owner))
+        rows = supervised if method == "sft" else pairs
         if not rows:
-            raise UserError("No feedback to train on yet: like a reply (👍) or correct one first.")
+            raise UserError("No feedback to train on yet: like a reply (👍) or correct one first." if method == "sft"
+                            else "No preference pairs yet: correct a reply, or like one reply and dislike another "
+                                 "to the same message.")
         with tempfile.NamedTemporaryFile("w", suffix=".jsonl", prefix="feedback-", delete=False,
                                          encoding="utf-8") as out:
             out.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-        return Upload(out.name, "feedback.jsonl")
+        return Upload(out.name, f"feedback-{'pairs' if method == 'dpo' else 'rows'}.jsonl")
 
 
 def training_rows(rows: list[dict]) -> tuple[list[dict], list[dict]]:

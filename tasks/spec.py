@@ -47,6 +47,7 @@ class TaskSpec:
     formats: str = ""  # one line of data format help for the Train tab
     metrics: dict[str, str] = field(default_factory=dict)  # metric key -> the name the report shows
     recipe: str | type | None = None  # its training recipe: "training.module:Class" (None = not trainable)
+    methods: dict[str, str | type] = field(default_factory=dict)  # other training methods: name -> their recipe
     conversations: bool = False  # whether whole conversations (messages, ShareGPT, Alpaca, plain text) are read
     adapter_kind: str = "lm"  # the loaded model its adapters apply to (models.loading.LOADERS)
     head: tuple[str, ...] = ()  # the trained head its adapters carry (peft's modules_to_save names for it)
@@ -82,8 +83,8 @@ class TaskSpec:
         if any(not (isinstance(v, str) and v.strip()) for v in self.metrics.values()):
             found.append("every metric needs the name the report shows")
         if self.recipe is not None:
-            if not (isinstance(self.recipe, type) or _is_reference(self.recipe)):
-                found.append("its recipe must be a class or a 'module:Class' reference")
+            if not all(isinstance(r, type) or _is_reference(r) for r in (self.recipe, *self.methods.values())):
+                found.append("its recipes must be classes or 'module:Class' references")
             if not any(f.required for f in self.fields):
                 found.append("a trainable task needs required data fields")
             if not self.sample:

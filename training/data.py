@@ -37,7 +37,7 @@ class Rejected:
 @dataclass
 class DataReport:
     """What reading a data file gave: the detected format, the columns seen, the kept and the rejected rows."""
-    format: str  # messages, sharegpt, alpaca, columns or text
+    format: str  # messages, sharegpt, alpaca, preference, columns or text
     columns: list[str]
     rows_read: int
     examples: list[Example] = field(default_factory=list)
@@ -306,6 +306,8 @@ def _conversation_format(columns: list[str], given: dict[str, str] | None, suffi
     keys = set(columns)
     if suffix == ".txt":
         return "text"
+    if {"chosen", "rejected"} <= keys | set(given or {}):
+        return "preference"
     if given and any(isinstance(c, str) and c.strip() for c in given.values()):
         return "columns"  # the user mapped prompt/response columns explicitly
     if suffix in (".json", ".jsonl") and "messages" in keys:
@@ -320,10 +322,80 @@ def _nothing_usable(name: str, rejected: list[Rejected], unit: str) -> UserError
     return UserError(f"The file '{name}' has no usable rows" + (f" ({reasons})." if reasons else "."))
 
 
+def _prompt_turns(value: object) -> list[dict]:
+    """A preference row's prompt: text, or OpenAI messages (a system message first if at all) ending with the
+    user's turn."""
+    if isinstance(value, str):
+        if not value.strip():
+            raise RowError("empty 'prompt'")
+        return [{"role": "user", "content": value.strip()}]
+    if not isinstance(value, list) or not value:
+        raise RowError("'prompt' must be text or a non-empty list of messages")
+    messages = [dict(zip(("role", "content"), _content(turn, n, "role", "content"))) for n, turn in enumerate(value, 1)]
+    for number, message in enumerate(messages, 1):
+        if message["role"] not in ("system", "user", "assistant"):
+            raise RowError(f"message {number} has role '{message['role']}'; use system, user or assistant")
+        if not message["content"] or (message["role"] == "system" and number > 1):
+            raise RowError(f"message {number} ({message['role']}) is empty" if not message["content"] else
+                           f"message {number} is a system message; only the first message may be one")
+    if messages[-1]["role"] != "user":
+        raise RowError("the prompt must end with a user message")
+    return messages
+
+
+def _answer(value: object, shown: str) -> tuple[str, list[dict]]:
+    """(the answer, the messages before it) of a chosen or rejected value: text, one assistant message, or a
+    whole conversation ending with the assistant's answer (UltraFeedback's layout)."""
+    if isinstance(value, dict):
+        value = [value]
+    if isinstance(value, list) and value:
+        messages = [dict(zip(("role", "content"), _content(turn, n, "role", "content")))
+                    for n, turn in enumerate(value, 1)]
+        if messages[-1]["role"] != "assistant":
+            raise RowError(f"'{shown}' must end with an assistant message")
+        value, before = messages[-1]["content"], messages[:-1]
+    else:
+        before = []
+    if not isinstance(value, str):
+        raise RowError(f"'{shown}' must be text or messages, not {_kind(value)}" if value is not None
+                       else f"missing '{shown}'")
+    if not value.strip():
+        raise RowError(f"empty '{shown}'")
+    return value.strip(), before
+
+
+def _preference(mapping: dict[str, str] | None):
+    """Pairs of answers to one prompt, the better first: `prompt` (text or messages; TRL's implicit prompt, the
+    messages shared before the answers, also works), `chosen` and `rejected` (text, or messages)."""
+    names = {f: (mapping or {}).get(f) or f for f in ("prompt", "chosen", "rejected", "system")}
+
+    def normalize(record: dict) -> dict:
+        for name in ("chosen", "rejected"):
+            if names[name] not in record:
+                raise RowError(f"missing '{name}'")
+        chosen, before = _answer(record[names["chosen"]], "chosen")
+        rejected, _ = _answer(record[names["rejected"]], "rejected")
+        raw = record.get(names["prompt"])
+        if before:  # the answer's own conversation holds the prompt (UltraFeedback, TRL's implicit prompt)
+            prompt = _prompt_turns(before)
+        elif raw in (None, "", []):
+            raise RowError("missing 'prompt'")
+        else:
+            prompt = _prompt_turns(raw)
+        system = _text(record, names["system"], "system", False)
+        if system and prompt[0]["role"] != "system":
+            prompt = [{"role": "system", "content": system}] + prompt
+        if chosen == rejected:
+            raise RowError("'chosen' and 'rejected' are the same answer; a pair needs two different ones")
+        return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+    return normalize
+
+
 # The whole-conversation formats a conversational task also reads; a new format is one entry here (and a rule in
-# _conversation_format that recognises it).
-CONVERSATION_FORMATS = {"messages": _messages, "sharegpt": _sharegpt, "alpaca": _alpaca,
-                        "text": lambda record: {"text": record["text"]}}
+# _conversation_format that recognises it). Each takes the user's column mapping.
+CONVERSATION_FORMATS = {"messages": lambda mapping: _messages, "sharegpt": lambda mapping: _sharegpt,
+                        "alpaca": lambda mapping: _alpaca, "preference": _preference,
+                        "text": lambda mapping: lambda record: {"text": record["text"]}}
 
 
 def load_examples(path: str | Path, task: str, columns: dict[str, str] | None = None,
@@ -339,7 +411,8 @@ def load_examples(path: str | Path, task: str, columns: dict[str, str] | None = 
     if not table.rows:
         raise _nothing_usable(name, rejected, unit)
     fmt = _conversation_format(found, columns, Path(path).suffix.lower()) if spec.conversations else "columns"
-    normalize = CONVERSATION_FORMATS.get(fmt) or _columns(spec, _mapping(spec, found, columns, name))
+    normalize = CONVERSATION_FORMATS[fmt](columns) if fmt in CONVERSATION_FORMATS else \
+        _columns(spec, _mapping(spec, found, columns, name))
     examples = []
     for line, record in table.rows:
         try:

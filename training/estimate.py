@@ -45,7 +45,8 @@ def measure(location: str, settings: TrainSettings, task: str = "chat", steps: i
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     length = min(settings.max_length, 128)  # typical rows are short; the full length would overstate
-    batch = torch.randint(0, model.config.vocab_size, (settings.batch_size, length), device=model.device)
+    rows = settings.batch_size * (2 if settings.method == "dpo" else 1)  # DPO trains both answers of each pair
+    batch = torch.randint(0, model.config.vocab_size, (rows, length), device=model.device)
     model.train()
     timings = []
     for _ in range(steps + 1):  # the first step warms up and is not counted
@@ -58,7 +59,7 @@ def measure(location: str, settings: TrainSettings, task: str = "chat", steps: i
         timings.append(time.perf_counter() - started)
     hidden = getattr(model.config, "hidden_size", 768)
     layers = getattr(model.config, "num_hidden_layers", 12)
-    activations = settings.batch_size * length * hidden * layers * 34  # bytes, fp32, no checkpointing
+    activations = rows * length * hidden * layers * 34  # bytes, fp32, no checkpointing
     memory = total_params * 4 + trainable * 16 + activations
     return {"total_params": total_params, "trainable_params": trainable, "memory_gb": round(memory / 2**30, 2),
             "step_s": round(sum(timings[1:]) / steps * settings.grad_accum, 2)}

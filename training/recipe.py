@@ -9,7 +9,7 @@ early stopping), predict again, score both, and write the "did it learn?" report
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -109,8 +109,14 @@ class Recipe:
         return self.model
 
 
-def recipe_class(spec: TaskSpec) -> type[Recipe]:
-    return resolve(spec.recipe)
+def recipe_class(spec: TaskSpec, method: str = "sft") -> type[Recipe]:
+    """The recipe of a task's training method (sft: its own; dpo and others: as its spec names them)."""
+    if method == "sft":
+        return resolve(spec.recipe)
+    if method not in spec.methods:
+        offered = ", ".join(["sft", *spec.methods])
+        raise UserError(f"{method.upper()} training is not available for {spec.id}; it trains with: {offered}.")
+    return resolve(spec.methods[method])
 
 
 @dataclass
@@ -150,6 +156,17 @@ def train(recipe: Recipe, source: catalog.ModelSource, options: dict, train_rows
                **{f"{k}_before": v for k, v in scores[0].items()},
                **{f"{k}_after": v for k, v in scores[1].items()}}
     return Outcome(recipe.trained, metrics, report, recipe.meta())
+
+
+def with_method(spec: TaskSpec, settings: TrainSettings, data_format: str) -> TrainSettings:
+    """The settings with the training method the data calls for: preference pairs train with DPO."""
+    if data_format == "preference" and settings.method == "sft":
+        settings = replace(settings, method="dpo")
+    recipe_class(spec, settings.method)  # a task without the method is refused here
+    if settings.method == "dpo" and data_format != "preference":
+        raise UserError("DPO learns from preference pairs: upload rows with a prompt, a chosen and a rejected "
+                        f"answer (this file reads as {data_format} data).")
+    return settings
 
 
 def default_base(settings: Settings, spec: TaskSpec) -> str:

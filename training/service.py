@@ -57,6 +57,7 @@ class TrainingService:
         columns = _mapping(columns)
         source = self.base_source(base, task)
         report = data.load_examples(data_path, task, columns or None, self.settings.max_upload_mb)
+        train_settings = recipe.with_method(trainable_spec(task), train_settings, report.format)
         self._check_steps(train_settings, len(report.examples))
         # A catalog model is stored by name (its offline source may move); anything else by its location.
         base_ref = source.name if catalog.find(source.name) else source.location
@@ -65,7 +66,10 @@ class TrainingService:
         folder = paths.job_folder(self.settings, job.id)
         spec = dict(job.spec, data=str(_copy_into(data_path, folder, "data")), rows=len(report.examples))
         if validation_path:
-            data.load_examples(validation_path, task, columns or None, self.settings.max_upload_mb)
+            held_out = data.load_examples(validation_path, task, columns or None, self.settings.max_upload_mb)
+            if (held_out.format == "preference") != (report.format == "preference"):
+                raise UserError("The validation file must hold the same kind of rows as the training file "
+                                f"(it reads as {held_out.format} data, the training file as {report.format}).")
             spec["validation"] = str(_copy_into(validation_path, folder, "validation"))
         self.store.update(job.id, spec=spec)
         if self.manager:
@@ -82,8 +86,11 @@ class TrainingService:
             raise UserError("Other estimates are running on this server right now; try again in a minute.")
         try:
             train_settings = presets.build(preset, settings)
-            rows = len(data.load_examples(data_path, task, columns, self.settings.max_upload_mb).examples) \
-                if data_path else 24
+            rows = 24
+            if data_path:
+                report = data.load_examples(data_path, task, columns, self.settings.max_upload_mb)
+                train_settings = recipe.with_method(trainable_spec(task), train_settings, report.format)
+                rows = len(report.examples)
             return preflight.estimate(self.base_source(base, task).location, train_settings, rows, task)
         finally:
             self._estimates.release()

@@ -112,6 +112,8 @@ def _train(settings: Settings, job, log, hooks: Hooks, checkpoint: Checkpoint):
     plan = job.spec
     train_settings = TrainSettings(**plan["settings"])
     report = data.load_examples(plan["data"], job.task, plan.get("columns") or None, settings.max_upload_mb)
+    spec = trainable_spec(job.task)
+    train_settings = recipe.with_method(spec, train_settings, report.format)
     log(report.summary())
     if plan.get("validation"):
         train_rows = report.examples
@@ -120,10 +122,9 @@ def _train(settings: Settings, job, log, hooks: Hooks, checkpoint: Checkpoint):
     else:
         train_rows, val_rows = data.split_validation(report.examples, train_settings.seed)
     log(f"training on {len(train_rows)} rows, checking on {len(val_rows) or 'the training'} rows")
-    spec = trainable_spec(job.task)
     source = recipe.base_source(settings, spec, job.base)
     started = time.time()
-    outcome = recipe.train(recipe.recipe_class(spec)(train_settings), source, pretrained_options(settings, source),
+    outcome = recipe.train(recipe.recipe_class(spec, train_settings.method)(train_settings), source, pretrained_options(settings, source),
                            train_rows, val_rows, checkpoint, hooks)
     meta = {"task": job.task, "base_model": source.name, "base_location": source.location,
             "chat_template": None, "system_prompt": train_settings.system_prompt, **outcome.meta,

@@ -16,7 +16,8 @@ from ui.api import first_cell, handler, on_load, user_of
 COLUMNS = ["id", "verdict", "prompt", "reply", "correction", "model", "adapter"]
 INTRO = ("## Feedback\nEvery 👍, 👎 and edited reply in Chat lands here. Fix a row, delete it, or write new ones "
          "by hand (a prompt and the answer it should get): this is also the way to write a small training set "
-         "without preparing a file. **Train from feedback** turns corrected and liked replies into training rows.")
+         "without preparing a file. **Train from feedback** turns corrected and liked replies into training rows; "
+         "**Preference-tune** trains on pairs (a reply and its correction, or a liked and a disliked reply).")
 
 
 def table(service: FeedbackService, owner: str) -> pd.DataFrame:
@@ -98,6 +99,7 @@ def build(service: FeedbackService) -> dict:
             delete_button = gr.Button("Delete", variant="stop")
             export_button = gr.Button("Export JSONL")
             train = gr.Button("Train from feedback", variant="primary")
+            prefer = gr.Button("Preference-tune from feedback (DPO)")
         exported = gr.File(label="Download", visible=False)
 
     editor = [row_id, prompt, reply, correction, verdict]
@@ -109,4 +111,4 @@ def build(service: FeedbackService) -> dict:
                       **hidden)
     delete_button.click(handler(delete, service), row_id, [*editor, rows, status], **hidden)
     export_button.click(handler(export, service), None, exported, **hidden)
-    return {"train": train}
+    return {"train": train, "prefer": prefer}

@@ -18,7 +18,7 @@ from ui.adapters_tab import adapters_table
 from ui.api import endpoint_function, expose, first_cell, handler, on_load, upload, user_of
 
 ADVANCED = ["rank", "alpha", "dropout", "target_modules", "learning_rate", "epochs", "max_steps", "batch_size",
-            "grad_accum", "max_length", "seed", "precision", "system_prompt"]
+            "grad_accum", "max_length", "seed", "precision", "system_prompt", "method", "beta"]
 HELP = {
     "rank": "How much the adapter can change the model; higher learns more but is slower.",
     "alpha": "Strength of the adapter's changes; usually twice the rank.",
@@ -33,7 +33,11 @@ HELP = {
     "seed": "Makes the split and the order repeatable.",
     "precision": "auto: bf16 where this hardware computes it fast (about 2x quicker), else fp32.",
     "system_prompt": "Chat: the system prompt used in training; chat applies it by default with this adapter.",
+    "method": "Chat: sft learns the answers given; dpo learns which of two answers you prefer (a file of "
+              "prompt, chosen, rejected picks it by itself).",
+    "beta": "DPO: how far the adapter may move away from the base model's answers; lower lets it move further.",
 }
+CHOICES = {"precision": ("auto", "fp32", "bf16"), "method": presets.METHODS}
 ACTIVE = ("queued", "running")
 LOG_LINES = 8
 
@@ -128,8 +132,8 @@ def start(service: TrainingService, request: gr.Request, task, file, validation,
 def advanced_field(key: str, value):
     """One advanced setting's input, filled with the preset's value."""
     label, info = key.replace("_", " "), HELP[key]
-    if key == "precision":
-        return gr.Dropdown(["auto", "fp32", "bf16"], value=value, label=label, info=info)
+    if key in CHOICES:
+        return gr.Dropdown(list(CHOICES[key]), value=value, label=label, info=info)
     if isinstance(value, str):
         return gr.Textbox(value=value, label=label, info=info)
     return gr.Number(value=value, label=label, info=info, precision=0 if isinstance(value, int) else None)
@@ -304,4 +308,5 @@ def build(service: TrainingService, browser_secret: str) -> dict:
     resume.click(endpoint_function(service.resume), job_id, None, **hidden).then(show, job_id, view, **hidden)
     on_load(handler(tables, service), None, [jobs, adapters])
     jobs.select(first_cell, None, job_id, **hidden)
-    return {"use": use, "job_id": job_id, "base": base, "task": task, "data": uploaded}
+    return {"use": use, "job_id": job_id, "base": base, "task": task, "data": uploaded, "preset": preset,
+            "advanced": advanced}
