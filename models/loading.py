@@ -153,12 +153,18 @@ def read_config(source: catalog.ModelSource, options: dict):
         raise UserError(f"Could not read the model '{source.name}': {str(error).splitlines()[0]}") from error
 
 
+# transformers 5 builds a model on the meta device under a process-wide switch: two loads at once (two users,
+# or an evaluation's variants) can leave one's weights on meta. Loads take turns; each is disk-bound anyway.
+LOADING = threading.Lock()
+
+
 def load_pretrained(source: catalog.ModelSource, model_class, options: dict, wanted: str,
                     dtype: torch.dtype = torch.float32, device: torch.device | None = None, **extra):
     """(model, tokenizer) of model_class from source on device, in eval mode: the one loader of the app."""
     try:
         tokenizer = AutoTokenizer.from_pretrained(source.location, **options)
-        model = model_class.from_pretrained(source.location, dtype=dtype, **options, **extra)
+        with LOADING:
+            model = model_class.from_pretrained(source.location, dtype=dtype, **options, **extra)
     except (OSError, ValueError, KeyError) as error:
         raise load_error(source, error, wanted) from error
     return model.to(device or pick_device()).eval(), tokenizer
@@ -169,9 +175,10 @@ def load_sentence_transformer(source: catalog.ModelSource, options: dict, device
     from sentence_transformers import SentenceTransformer
 
     try:
-        return SentenceTransformer(source.location, device=str(device or pick_device()),
-                                   trust_remote_code=options["trust_remote_code"],
-                                   local_files_only=options["local_files_only"])
+        with LOADING:
+            return SentenceTransformer(source.location, device=str(device or pick_device()),
+                                       trust_remote_code=options["trust_remote_code"],
+                                       local_files_only=options["local_files_only"])
     except (OSError, ValueError, KeyError) as error:
         raise load_error(source, error, "a sentence-embedding model") from error
 
