@@ -29,7 +29,7 @@ from tasks.feedback import FeedbackService
 from tasks.inside import InsideModel
 from tasks.library import AdapterLibrary
 from server.openai_compat import OpenAIRoutes
-from ui import account_tab, adapters_tab, feedback_tab, inside_tab, system_tab, train_tab
+from ui import account_tab, adapters_tab, evaluate_tab, feedback_tab, inside_tab, system_tab, train_tab
 from ui.api import expose, publish, user_of
 from ui.picker import Picker
 
@@ -76,6 +76,7 @@ def build_app(settings: config.Settings) -> gr.Blocks:
             inside_tab.build(inside)
             fed = feedback_tab.build(feedback)
             trainer = train_tab.build(training, secret)
+            evaluate_tab.build(training, secret)
             adapters_tab.build(library, training)
             account_tab.build(account)
             system_tab.build(ctx)

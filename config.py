@@ -40,8 +40,9 @@ class Settings:
     max_history: int = 200  # chat messages of history read per reply (older ones are left out, and it says so)
     summary_sentences: int = 2_000  # sentences an extractive summary ranks (more are sampled evenly across the text)
     lines_in_flight: int = 4  # pieces one translation or summary keeps in the generation engine at once
-    jobs_per_user: int = 3  # training jobs one user may have waiting or running
+    jobs_per_user: int = 3  # training and evaluation jobs one user may have waiting or running
     max_train_steps: int = 20_000  # the most optimizer steps one training job may take
+    max_eval_rows: int = 1_000  # rows one evaluation may score (each variant answers each row)
     estimates: int = 1  # pre-flight estimates running at once (each loads a model in a subprocess)
     queue_size: int = 100  # requests waiting in the server's queue before new ones are turned away
     api_requests_per_user: int = 8  # generations one user may have running through the /v1 routes at once
@@ -57,7 +58,7 @@ class Settings:
         if self.concurrency < 1 or self.memory_budget_gb <= 0 or self.max_upload_mb < 1:
             raise ValueError("concurrency, memory budget and upload limit must be positive")
         limits = ("max_chars", "max_history", "summary_sentences", "lines_in_flight", "jobs_per_user",
-                  "max_train_steps", "estimates", "queue_size", "api_requests_per_user")
+                  "max_train_steps", "max_eval_rows", "estimates", "queue_size", "api_requests_per_user")
         for name in limits:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
@@ -93,8 +94,9 @@ _HELP = {
     "max_history": "chat messages of history read per reply (older ones are left out)",
     "summary_sentences": "sentences an extractive summary ranks (more are sampled evenly)",
     "lines_in_flight": "pieces one translation or summary keeps in the generation engine at once",
-    "jobs_per_user": "training jobs one user may have waiting or running",
+    "jobs_per_user": "training and evaluation jobs one user may have waiting or running",
     "max_train_steps": "the most optimizer steps one training job may take",
+    "max_eval_rows": "rows one evaluation may score (each variant answers each row)",
     "estimates": "pre-flight training estimates running at once",
     "queue_size": "requests waiting in the server's queue before new ones are turned away",
     "api_requests_per_user": "generations one user may run at once through the /v1 routes",

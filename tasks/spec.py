@@ -48,6 +48,7 @@ class TaskSpec:
     metrics: dict[str, str] = field(default_factory=dict)  # metric key -> the name the report shows
     recipe: str | type | None = None  # its training recipe: "training.module:Class" (None = not trainable)
     methods: dict[str, str | type] = field(default_factory=dict)  # other training methods: name -> their recipe
+    evaluation: str | type | None = None  # how Evaluate scores it: "training.module:Class" (None = not offered)
     conversations: bool = False  # whether whole conversations (messages, ShareGPT, Alpaca, plain text) are read
     adapter_kind: str = "lm"  # the loaded model its adapters apply to (models.loading.LOADERS)
     head: tuple[str, ...] = ()  # the trained head its adapters carry (peft's modules_to_save names for it)
@@ -82,6 +83,10 @@ class TaskSpec:
             found.append("every data field needs a one-line help")
         if any(not (isinstance(v, str) and v.strip()) for v in self.metrics.values()):
             found.append("every metric needs the name the report shows")
+        if self.evaluation is not None and not (isinstance(self.evaluation, type) or _is_reference(self.evaluation)):
+            found.append("its evaluation must be a class or a 'module:Class' reference")
+        if self.evaluation is not None and self.recipe is None:
+            found.append("an evaluated task reads its rows as training data: it needs a recipe")
         if self.recipe is not None:
             if not all(isinstance(r, type) or _is_reference(r) for r in (self.recipe, *self.methods.values())):
                 found.append("its recipes must be classes or 'module:Class' references")
@@ -139,7 +144,8 @@ def resolve(reference: str | Callable | type) -> object:
 # ---- the registry -------------------------------------------------------------------------------------------
 
 TASKS: dict[str, type] = {}  # id -> task class, in the order of the tabs
-RESERVED = ("train", "job", "cancel", "resume", "adapters", "delete_adapter")  # the training service's endpoints
+RESERVED = ("train", "job", "cancel", "resume", "adapters", "delete_adapter", "evaluate",
+            "evaluation_csv")  # the training service's endpoints
 
 
 def register(task_class: type) -> type:
@@ -182,6 +188,15 @@ def trainable_spec(task_id: str) -> TaskSpec:
     found = TASKS.get(task_id.strip()) if isinstance(task_id, str) else None
     if found is None or not found.spec.trainable:
         raise UserError(f"Training for '{str(task_id)[:40]}' is not available; choose one of: {', '.join(names)}.")
+    return found.spec
+
+
+def evaluated_spec(task_id: str) -> TaskSpec:
+    """The spec of a task Evaluate scores, or a UserError naming those it does."""
+    names = [s.id for s in specs() if s.evaluation is not None]
+    found = TASKS.get(task_id.strip()) if isinstance(task_id, str) else None
+    if found is None or found.spec.evaluation is None:
+        raise UserError(f"Evaluation of '{str(task_id)[:40]}' is not available; choose one of: {', '.join(names)}.")
     return found.spec
 
 

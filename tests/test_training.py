@@ -160,8 +160,8 @@ def test_a_store_made_by_the_first_schema_is_migrated(tmp_path):
     old.close()
     store = JobStore(path)
     job = store.get("j1")
-    assert (job.name, job.state, job.started) == ("kept", "succeeded", 0.0)
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
+    assert (job.name, job.state, job.started, job.kind) == ("kept", "succeeded", 0.0, "train")
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
 
 
 def test_two_users_chat_with_two_adapters_at_once(ctx, tiny_chat_dir, tmp_path):

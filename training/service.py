@@ -12,8 +12,8 @@ from errors import NotFound, OverLimit, UserError
 from models import catalog
 from models.adapters import sanitize_name
 from tasks.base import Context, Endpoint, Upload
-from tasks.spec import trainable_spec
-from training import data, paths, presets, recipe
+from tasks.spec import evaluated_spec, resolve, trainable_spec
+from training import data, evaluation, paths, presets, recipe
 from training.manager import JobManager
 
 OWNER = LOCAL_USER  # without login everything belongs to 'local' (DESIGN.md §2)
@@ -31,7 +31,8 @@ class TrainingService:
     def endpoints(self) -> list[Endpoint]:
         return [Endpoint("train", self.train), Endpoint("job", self.job), Endpoint("cancel", self.cancel),
                 Endpoint("resume", self.resume), Endpoint("adapters", self.list_adapters),
-                Endpoint("delete_adapter", self.delete_adapter)]
+                Endpoint("delete_adapter", self.delete_adapter), Endpoint("evaluate", self.evaluate),
+                Endpoint("evaluation_csv", self.evaluation_csv)]
 
     def train(self, task: str, data: Upload, base: str = "", name: str = "", preset: str = "quick",
               settings: dict | None = None, columns: dict | None = None, validation: Upload | None = None, *,
@@ -76,6 +77,81 @@ class TrainingService:
             self.manager.wake()
         return {"job_id": job.id, "position": self.store.position(job.id)}
 
+    # ---- evaluations -------------------------------------------------------------------------------------
+    def evaluate(self, task: str, data: Upload | None = None, variants: list[dict] | None = None,
+                 columns: dict | None = None, from_job: str = "", *, owner: str = OWNER) -> dict:
+        """Score the base and adapters of a task on a set of rows with the task's own metric; returns {job_id}
+        (poll /job: its report holds the scores and the rows side by side).
+
+        data: a file in the task's training format; or from_job: a training job of yours, whose held-out rows
+        are scored. variants: up to four {model, adapter}; columns maps the task's fields to the file's."""
+        return self.submit_evaluation(task, data.path if data else "", variants, columns, from_job, owner)
+
+    def submit_evaluation(self, task: str, data_path: str, variants: object, columns: object = None,
+                          from_job: str = "", owner: str = OWNER) -> dict:
+        spec = evaluated_spec(task if isinstance(task, str) else "")
+        chosen = evaluation.parse_variants(variants, takes_model=spec.id != "search")
+        for variant in chosen:
+            self._check_variant(spec, variant, owner)
+        self._check_room(owner)
+        columns = _mapping(columns)
+        if data_path:
+            plan = {"data": data_path, "columns": columns or {}}
+        elif isinstance(from_job, str) and from_job.strip():
+            plan = self._held_out_plan(from_job, spec.id, owner)
+        else:
+            raise UserError("Please upload a file of rows to evaluate on, or pick a training job whose held-out "
+                            "rows to use.")
+        rows = evaluation.rows(self.settings, spec.id, plan)
+        if not rows:
+            raise UserError("There are no rows to evaluate on.")
+        if len(rows) > self.settings.max_eval_rows:
+            raise OverLimit(f"The set has {len(rows):,} rows; this server evaluates at most "
+                            f"{self.settings.max_eval_rows:,} at once. Use a sample of them.")
+        resolve(spec.evaluation).check(rows)
+        job = self.store.create(owner, spec.id, "evaluation", "", {}, kind="evaluate")
+        folder = paths.job_folder(self.settings, job.id)
+        plan = dict(plan, data=str(_copy_into(plan["data"], folder, "data")), rows=len(rows),
+                    variants=[{"model": v.model, "adapter": v.adapter} for v in chosen])
+        self.store.update(job.id, spec=plan)
+        if self.manager:
+            self.manager.wake()
+        return {"job_id": job.id, "position": self.store.position(job.id)}
+
+    def _check_variant(self, spec, variant: evaluation.Variant, owner: str) -> None:
+        """An adapter must be one of the owner's for this task, a model one the hub can name (neither loads)."""
+        if variant.adapter:
+            self.ctx.adapters.meta(owner, variant.adapter, spec.id)
+        if variant.model:
+            self.ctx.hub.source(self.ctx.adapters.reference(owner, variant.model), catalog.DEFAULTS[spec.families[0]])
+
+    def _held_out_plan(self, job_id: str, task: str, owner: str) -> dict:
+        """The rows a training job held out: its validation file, or the part of its data it set aside."""
+        job = self._job(job_id, owner)
+        if job.kind != "train" or job.task != task:
+            raise UserError(f"The job '{job.id}' is not a {task} training job.")
+        if job.spec.get("validation"):
+            return {"data": job.spec["validation"], "columns": job.spec.get("columns") or {}}
+        plan = {"data": job.spec["data"], "columns": job.spec.get("columns") or {},
+                "held_out_seed": job.spec["settings"]["seed"], "from_job": job.id}
+        if not evaluation.rows(self.settings, task, plan):
+            raise UserError(f"The job '{job.id}' held out no rows (it trained on fewer than 50); upload a set of "
+                            "rows to evaluate on instead.")
+        return plan
+
+    def evaluation_csv(self, job_id: str, *, owner: str = OWNER) -> Upload:
+        """A finished evaluation's rows as a CSV file: the input, the reference, and each variant's answer and
+        score."""
+        job = self._job(job_id, owner)
+        path = paths.job_folder(self.settings, job.id) / "results.csv"
+        if job.kind != "evaluate" or not path.is_file():
+            raise UserError(f"The job '{job.id}' has no evaluation results (yet).")
+        return Upload(str(path), f"evaluation-{job.id}.csv")
+
+    def evaluations(self, owner: str = OWNER) -> list[dict]:
+        """The owner's evaluations, newest first."""
+        return [j.public() for j in reversed(self.store.list(owner, kind="evaluate"))]
+
     def estimate(self, task: str, data_path: str, base: str, preset: str, settings: dict | None,
                  columns: dict | None) -> dict:
         """The pre-flight estimate (parameters, memory, duration from steps timed here), one at a time per
@@ -109,7 +185,7 @@ class TrainingService:
     def _check_room(self, owner: str) -> None:
         waiting = self.store.list(owner, states=("queued", "running"))
         if len(waiting) >= self.settings.jobs_per_user:
-            raise OverLimit(f"You already have {len(waiting)} training jobs waiting or running (the limit is "
+            raise OverLimit(f"You already have {len(waiting)} jobs waiting or running (the limit is "
                             f"{self.settings.jobs_per_user}); wait for one to finish or cancel one.")
 
     def _check_steps(self, settings: presets.TrainSettings, rows: int) -> None:
@@ -132,10 +208,10 @@ class TrainingService:
         status["position"] = self.store.position(job.id)
         return status
 
-    def jobs(self, owner: str = OWNER) -> list[dict]:
-        """The owner's jobs, newest first (every job for an admin)."""
+    def jobs(self, owner: str = OWNER, kind: str = "train") -> list[dict]:
+        """The owner's jobs of a kind, newest first (every user's for an admin)."""
         everyone = self.ctx.accounts.is_admin(owner)
-        return [j.public() for j in reversed(self.store.list(None if everyone else owner))]
+        return [j.public() for j in reversed(self.store.list(None if everyone else owner, kind=kind))]
 
     def cancel(self, job_id: str, *, owner: str = OWNER) -> dict:
         """Cancel a waiting or running job; a running one stops at its next step and saves nothing."""

@@ -28,7 +28,10 @@ MIGRATIONS = [
         created REAL NOT NULL, updated REAL NOT NULL)""",
     # 2: the worker's process start time beside its pid, so a reused pid is never taken for the worker.
     "ALTER TABLE jobs ADD COLUMN started REAL NOT NULL DEFAULT 0",
+    # 3: what a job does: 'train' (an adapter) or 'evaluate' (scores of variants on a set of rows).
+    "ALTER TABLE jobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'train'",
 ]
+KINDS = ("train", "evaluate")
 
 
 @dataclass
@@ -50,6 +53,7 @@ class Job:
     cancel: int = 0
     created: float = 0.0
     updated: float = 0.0
+    kind: str = "train"  # one of KINDS
 
     def public(self) -> dict:
         """The /job shape of DESIGN.md §1."""
@@ -57,7 +61,7 @@ class Job:
         return {"job_id": self.id, "task": self.task, "name": self.name, "state": self.state,
                 "step": p.get("step", 0), "total_steps": p.get("total_steps", 0), "epoch": p.get("epoch", 0.0),
                 "eta_s": p.get("eta_s"), "loss": p.get("loss", []), "metrics": self.metrics,
-                "report": self.report, "error": self.error, "adapter": self.adapter}
+                "report": self.report, "error": self.error, "adapter": self.adapter, "kind": self.kind}
 
 
 _JSON = ("spec", "progress", "metrics", "report")
@@ -70,9 +74,10 @@ class JobStore:
     def _db(self):
         return database.transaction(self.path)
 
-    def create(self, owner: str, task: str, name: str, base: str, spec: dict) -> Job:
+    def create(self, owner: str, task: str, name: str, base: str, spec: dict, kind: str = "train") -> Job:
         now = time.time()
-        job = Job(uuid.uuid4().hex[:12], owner, task, name, base, "queued", spec, created=now, updated=now)
+        job = Job(uuid.uuid4().hex[:12], owner, task, name, base, "queued", spec, created=now, updated=now,
+                  kind=kind)
         row = asdict(job)
         for key in _JSON:
             row[key] = json.dumps(row[key])
@@ -86,13 +91,16 @@ class JobStore:
             row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return _job(row) if row else None
 
-    def list(self, owner: str | None = None, states: tuple[str, ...] = STATES) -> list[Job]:
-        """Jobs, oldest first."""
+    def list(self, owner: str | None = None, states: tuple[str, ...] = STATES, kind: str | None = None) -> list[Job]:
+        """Jobs (of one kind, or all), oldest first."""
         query = f"SELECT * FROM jobs WHERE state IN ({', '.join('?' * len(states))})"
         params: list = list(states)
         if owner is not None:
             query += " AND owner = ?"
             params.append(owner)
+        if kind is not None:
+            query += " AND kind = ?"
+            params.append(kind)
         with self._db() as db:
             rows = db.execute(query + " ORDER BY created", params).fetchall()
         return [_job(r) for r in rows]

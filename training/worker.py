@@ -29,7 +29,7 @@ from errors import UserError  # noqa: E402
 from models.device import set_threads  # noqa: E402
 from models.loading import pretrained_options  # noqa: E402
 from tasks.spec import trainable_spec  # noqa: E402
-from training import data, paths, recipe  # noqa: E402
+from training import data, evaluation, paths, recipe  # noqa: E402
 from training.presets import TrainSettings  # noqa: E402
 from training.manager import start_time  # noqa: E402
 from training.trainer import Checkpoint, Hooks, Stopped  # noqa: E402
@@ -84,6 +84,8 @@ def run_job(settings: Settings, job_id: str, echo: bool = False, progress=None) 
                 return "cancelled"
         return None
 
+    if job.kind == "evaluate":
+        return _finish_evaluation(settings, job, store, log, stop_reason)
     checkpoint = Checkpoint(folder / "checkpoint")
     try:
         outcome, source, meta = _train(settings, job, log, Hooks(report_progress, stop_reason, log), checkpoint)
@@ -136,16 +138,65 @@ def _train(settings: Settings, job, log, hooks: Hooks, checkpoint: Checkpoint):
     return outcome, source, meta
 
 
-def readable(error: BaseException) -> str:
+def _finish_evaluation(settings: Settings, job, store, log, stop_reason) -> str:
+    """Run an evaluation job to its end; returns the final state. Every outcome is written to the job store."""
+    try:
+        result = _evaluate(settings, job, store, log, stop_reason)
+        folder = paths.job_folder(settings, job.id)
+        tmp = folder / "results.csv.tmp"
+        tmp.write_text(evaluation.as_csv(result), encoding="utf-8")
+        tmp.replace(folder / "results.csv")
+        store.update(job.id, state="succeeded", report=evaluation.shortened(result),
+                     metrics={v["label"]: v["metrics"] for v in result["variants"]})
+        log(result["summary"])
+        return "succeeded"
+    except Stopped as stop:
+        store.update(job.id, state=stop.reason, progress={**job.progress, **stop.progress})
+        log(f"{stop.reason} after {stop.progress['step']} of {stop.progress['total_steps']} answers")
+        return stop.reason
+    except BaseException as error:  # the job fails with a reason; the server is never affected
+        reason = readable(error, "Evaluation")
+        log(reason)
+        log(traceback.format_exc())
+        store.update(job.id, state="failed", error=reason)
+        return "failed"
+
+
+def _evaluate(settings: Settings, job, store, log, stop_reason) -> dict:
+    """Load the task as the server does (the same models, adapters and defaults) and score every variant."""
+    from models.loading import ModelHub
+    from tasks import TASKS
+    from tasks.base import Context
+    from tasks.spec import resolve
+
+    examples = evaluation.rows(settings, job.task, job.spec)
+    task = TASKS[job.task](Context(settings, ModelHub(settings)))
+    scorer = resolve(task.spec.evaluation)(task, job.owner)
+    variants = [evaluation.Variant(**v) for v in job.spec["variants"]]
+    log(f"evaluating {len(variants)} variants on {len(examples)} rows")
+    started, last = time.monotonic(), {"t": 0.0}
+
+    def progress(done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last["t"] > 0.5 or done == total:
+            last["t"] = now
+            store.update(job.id, progress={"step": done, "total_steps": total, "epoch": 0.0, "loss": [],
+                                           "eta_s": evaluation.eta(started, done, total)})
+    return evaluation.run(scorer, examples, variants, task.default(), progress, stop_reason)
+
+
+def readable(error: BaseException, what: str = "Training") -> str:
     """One sentence a user can act on."""
     if isinstance(error, UserError):
         return str(error)
     if isinstance(error, (MemoryError, torch.OutOfMemoryError)):
+        if what != "Training":
+            return f"The machine ran out of memory during this {what.lower()}: pick a smaller model."
         return ("The machine ran out of memory while training: lower the batch size or the max sequence "
                 "length, or pick a smaller model.")
     if isinstance(error, KeyboardInterrupt):
-        return "Training was interrupted."
-    return f"Training failed: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        return f"{what} was interrupted."
+    return f"{what} failed: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
 
 
 def main(argv: list[str]) -> int:

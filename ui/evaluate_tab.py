@@ -1,0 +1,194 @@
+"""The Evaluate tab: score the base model and your adapters on your own rows, side by side, in the background."""
+
+from __future__ import annotations
+
+import json
+
+import gradio as gr
+import pandas as pd
+
+from errors import UserError
+from tasks.spec import specs, trainable_spec
+from training import data
+from training.evaluation import MAX_VARIANTS
+from training.service import TrainingService
+from ui.api import first_cell, handler, on_load, upload, user_of
+
+BASE = "base model"
+ACTIVE = ("queued", "running")
+
+
+def evaluated() -> list[str]:
+    return [spec.id for spec in specs() if spec.evaluation is not None]
+
+
+def choices(service: TrainingService, task: str, owner: str) -> list[str]:
+    """What can be ticked: the base model and the owner's adapters for the task."""
+    return [BASE] + [a["name"] for a in service.list_adapters(task, owner=owner)]
+
+
+def held_out_jobs(service: TrainingService, task: str, owner: str) -> list[tuple[str, str]]:
+    """The owner's finished training jobs of the task, as (label, job id), for "its held-out rows"."""
+    return [(f"{j['name']} ({j['job_id']})", j["job_id"]) for j in service.jobs(owner)
+            if j["task"] == task and j["state"] == "succeeded"]
+
+
+def task_changed(service: TrainingService, task: str, request: gr.Request = None):
+    owner = user_of(request)
+    ticks = choices(service, task, owner)
+    return (gr.update(choices=ticks, value=ticks[:2]), gr.update(choices=held_out_jobs(service, task, owner), value=None),
+            trainable_spec(task).formats)
+
+
+def variants_of(ticked: list[str], base_model: str) -> list[dict]:
+    if not ticked:
+        raise UserError("Tick what to evaluate: the base model and/or some adapters.")
+    if len(ticked) > MAX_VARIANTS:
+        raise UserError(f"Tick at most {MAX_VARIANTS} to evaluate at once.")
+    return [{"model": (base_model or "").strip(), "adapter": ""} if name == BASE else {"model": "", "adapter": name}
+            for name in ticked]
+
+
+def start(service: TrainingService, task: str, file, job: str, columns: str, ticked: list[str], base_model: str,
+          request: gr.Request = None):
+    mapping = None
+    if (columns or "").strip():
+        try:
+            mapping = json.loads(columns)
+        except json.JSONDecodeError:
+            raise UserError('Write the column mapping as JSON, like {"text": "review", "label": "stars"}.') from None
+    path = upload(file).path if file not in (None, "") else ""
+    started = service.submit_evaluation(task, path, variants_of(ticked, base_model), mapping, job or "",
+                                        owner=user_of(request))
+    return started["job_id"], started["job_id"]
+
+
+def results_markdown(report: dict) -> str:
+    if not report:
+        return ""
+    names = report["metric_names"]
+    keys = list(dict.fromkeys(k for v in report["variants"] for k in v["metrics"]))
+    lower = set(report.get("lower_is_better", []))
+    text = f"### Results\n**{report['summary']}**\n\n| | " + " | ".join(
+        names.get(k, k) + (" (lower is better)" if k in lower else "") for k in keys) + " |\n|---|" + "---|" * len(keys) + "\n"
+    for i, variant in enumerate(report["variants"]):
+        label = f"**{variant['label']}** ✓" if i == report["best"] and len(report["variants"]) > 1 else variant["label"]
+        text += f"| {_cell(label)} | " + " | ".join(_cell(variant["metrics"].get(k, "")) for k in keys) + " |\n"
+    for variant in report["variants"]:
+        if variant.get("confusion"):
+            labels, matrix = variant["confusion"]["labels"], variant["confusion"]["matrix"]
+            text += (f"\n**Confusion of {_cell(variant['label'])}** (rows: true label, columns: predicted)\n\n| | "
+                     + " | ".join(map(_cell, labels)) + " |\n|---|" + "---|" * len(labels) + "\n")
+            text += "".join(f"| **{_cell(label)}** | " + " | ".join(map(str, counts)) + " |\n"
+                            for label, counts in zip(labels, matrix))
+    if report.get("problems"):
+        text += "\n**Answers that could not be given**\n\n" + "".join(
+            f"- line {p['line']}, {_cell(p['variant'])}: {_cell(p['reason'])}\n" for p in report["problems"][:10])
+    return text
+
+
+def rows_frame(report: dict) -> pd.DataFrame | None:
+    """Each row with every variant's answer and score, the rows where they disagree first."""
+    if not report:
+        return None
+    labels = [v["label"] for v in report["variants"]]
+    columns = ["line", "input", "reference", *[f"{label}" for label in labels], "agree"]
+    rows = [[r["line"], r["input"], r["expected"], *[f"{text}  [{score:g}]" for text, score in
+                                                      zip(r["outputs"], r["scores"])], "yes" if r["agree"] else "no"]
+            for r in report["rows"]]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _cell(value) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def refresh(service: TrainingService, job_id: str, request: gr.Request = None):
+    """The view of one evaluation: progress, results, the rows, the CSV, and whether it can be cancelled."""
+    empty = ("No evaluation yet.", "", None, None, gr.update(visible=False), gr.update(active=False))
+    if not job_id:
+        return empty
+    owner = user_of(request)
+    try:
+        status = service.job(job_id, owner=owner)
+    except UserError:
+        return ("That evaluation no longer exists.", *empty[1:])
+    state = status["state"]
+    csv = service.evaluation_csv(job_id, owner=owner).path if state == "succeeded" else None
+    return (progress_markdown(status),
+            results_markdown(status["report"]), rows_frame(status["report"]), csv,
+            gr.update(visible=state in ACTIVE), gr.update(active=state in ACTIVE))
+
+
+def stop(service: TrainingService, job_id: str, request: gr.Request = None) -> None:
+    service.cancel(job_id, owner=user_of(request))
+
+
+def progress_markdown(status: dict) -> str:
+    state = status["state"]
+    if state == "queued":
+        return f"⏳ **Waiting** — number {status.get('position', 0)} in the queue (training jobs share it)."
+    total = status["total_steps"] or 1
+    line = f"**{state.title()}** — {status['step']} of {status['total_steps']} answers ({status['step'] / total:.0%})"
+    if state == "running" and status["eta_s"]:
+        line += f" · about {int(status['eta_s'])} s left"
+    if status["error"]:
+        line += f"\n\n⚠️ {status['error']}"
+    if state == "interrupted":
+        line += "\n\nThe app stopped during this evaluation: press Evaluate to run it again."
+    return f"<progress value='{status['step']}' max='{total}' style='width:100%'></progress>\n\n{line}"
+
+
+def history(service: TrainingService, request: gr.Request = None) -> pd.DataFrame:
+    rows = [(j["job_id"], j["task"], j["state"], (j["report"] or {}).get("summary", j["error"])[:160])
+            for j in service.evaluations(user_of(request))[:20]]
+    return pd.DataFrame(rows, columns=["evaluation", "task", "state", "result"])
+
+
+def build(service: TrainingService, browser_secret: str) -> dict:
+    first = evaluated()[0]
+    with gr.Tab("Evaluate", id="evaluate"):
+        gr.Markdown("Is it better than before on *your* examples? Score the base model and your adapters on a "
+                    "set of rows with the task's own measure, and read their answers side by side. It runs in "
+                    "the background: you can close this page and come back.")
+        with gr.Row():
+            task = gr.Dropdown(evaluated(), value=first, label="Task", scale=1)
+            base_model = gr.Textbox(label="Base model (empty = the task's default)", scale=2)
+            ticked = gr.CheckboxGroup([BASE], value=[BASE], label=f"Evaluate (up to {MAX_VARIANTS})", scale=3)
+        with gr.Row():
+            uploaded = gr.File(label="Rows to evaluate on (.jsonl, .json, .csv, .tsv), in the task's training format",
+                               file_types=list(data.EXTENSIONS), scale=3)
+            with gr.Column(scale=2):
+                job = gr.Dropdown([], label="…or the held-out rows of a training job", value=None)
+                sample = gr.Button("Try the sample", size="sm")
+                formats = gr.Markdown(trainable_spec(first).formats)
+        columns = gr.Textbox(label="Column mapping (optional)", placeholder='{"text": "review", "label": "stars"}')
+        run = gr.Button("Evaluate", variant="primary")
+        status = gr.Markdown("No evaluation yet.")
+        cancel = gr.Button("Cancel", variant="stop", visible=False)
+        results = gr.Markdown()
+        rows = gr.Dataframe(label="Row by row (where the answers differ first; [score] after each answer)",
+                            interactive=False, wrap=True)
+        csv = gr.File(label="Download the rows (CSV)", interactive=False)
+        with gr.Accordion("Your evaluations", open=False):
+            past = gr.Dataframe(label="Select one to view it", interactive=False)
+        job_id = gr.State("")
+        saved = gr.BrowserState("", storage_key="lora-studio-evaluation", secret=browser_secret)
+        timer = gr.Timer(1.0, active=False)
+
+    hidden = {"api_visibility": "undocumented"}
+    view = [status, results, rows, csv, cancel, timer]
+    show = handler(refresh, service)
+    refill = handler(task_changed, service)
+    task.change(refill, task, [ticked, job, formats], **hidden)
+    on_load(refill, task, [ticked, job, formats])
+    on_load(handler(history, service), None, past)
+    sample.click(lambda t: str(trainable_spec(t).sample_path), task, uploaded, **hidden)
+    run.click(handler(start, service), [task, uploaded, job, columns, ticked, base_model], [job_id, saved],
+              **hidden).then(show, job_id, view, **hidden).then(handler(history, service), None, past, **hidden)
+    timer.tick(show, job_id, view, **hidden)
+    saved.change(lambda j: j, saved, job_id, **hidden)
+    job_id.change(show, job_id, view, **hidden)
+    cancel.click(handler(stop, service), job_id, None, **hidden)
+    past.select(first_cell, None, job_id, **hidden)
+    return {"task": task, "job": job, "ticked": ticked, "job_id": job_id}
