@@ -154,6 +154,19 @@ def test_train_a_classifier_then_use_it_in_the_sentiment_tab(launch, page):
     results = page.get_by_role("grid", name="Results")
     expect(results.get_by_role("gridcell", name="billing", exact=True)).to_be_visible(timeout=60_000)
 
+    # Is it better than the zero-shot base? (The sample is too small to hold rows out: both score on it.)
+    tab(page, "Evaluate").click()
+    evaluate = page.locator('[role="tabpanel"]:visible')
+    choose(evaluate.get_by_role("combobox", name="Task"), "sentiment")
+    expect(evaluate.get_by_role("checkbox", name="support-tickets")).to_be_checked()
+    expect(evaluate.get_by_role("checkbox", name="base model")).to_be_checked()
+    evaluate.get_by_role("button", name="Try the sample").click()
+    expect(evaluate.get_by_role("cell", name="sentiment.csv")).to_be_visible(timeout=30_000)
+    evaluate.get_by_role("button", name="Evaluate", exact=True).click()
+    expect(evaluate.get_by_text(re.compile(r"support-tickets scored best: accuracy"))).to_be_visible(timeout=120_000)
+    expect(evaluate.get_by_text("Confusion of support-tickets")).to_be_visible()
+    expect(evaluate.get_by_role("grid", name=re.compile("Row by row"))).to_be_visible()
+
 
 def test_inside_the_model_draws_every_view(launch, settings, tiny_gpt2_dir, page):
     settings.chat_model = str(tiny_gpt2_dir)  # the views' decoder: quick, and the real GPT-2 tokenizer

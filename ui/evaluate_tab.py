@@ -105,7 +105,8 @@ def _cell(value) -> str:
 
 def refresh(service: TrainingService, job_id: str, request: gr.Request = None):
     """The view of one evaluation: progress, results, the rows, the CSV, and whether it can be cancelled."""
-    empty = ("No evaluation yet.", "", None, None, gr.update(visible=False), gr.update(active=False))
+    hidden = gr.update(value=None, visible=False)
+    empty = ("No evaluation yet.", "", hidden, hidden, gr.update(visible=False), gr.update(active=False))
     if not job_id:
         return empty
     owner = user_of(request)
@@ -115,8 +116,9 @@ def refresh(service: TrainingService, job_id: str, request: gr.Request = None):
         return ("That evaluation no longer exists.", *empty[1:])
     state = status["state"]
     csv = service.evaluation_csv(job_id, owner=owner).path if state == "succeeded" else None
-    return (progress_markdown(status),
-            results_markdown(status["report"]), rows_frame(status["report"]), csv,
+    frame = rows_frame(status["report"])
+    return (progress_markdown(status), results_markdown(status["report"]),
+            gr.update(value=frame, visible=frame is not None), gr.update(value=csv, visible=csv is not None),
             gr.update(visible=state in ACTIVE), gr.update(active=state in ACTIVE))
 
 
@@ -168,8 +170,8 @@ def build(service: TrainingService, browser_secret: str) -> dict:
         cancel = gr.Button("Cancel", variant="stop", visible=False)
         results = gr.Markdown()
         rows = gr.Dataframe(label="Row by row (where the answers differ first; [score] after each answer)",
-                            interactive=False, wrap=True)
-        csv = gr.File(label="Download the rows (CSV)", interactive=False)
+                            interactive=False, wrap=True, visible=False)
+        csv = gr.File(label="Download the rows (CSV)", interactive=False, visible=False)
         with gr.Accordion("Your evaluations", open=False):
             past = gr.Dataframe(label="Select one to view it", interactive=False)
         job_id = gr.State("")
