@@ -8,6 +8,7 @@ import json
 import pytest
 
 from errors import UserError
+from tasks.chat import ChatTask
 from training import data
 from training.service import TrainingService
 from test_training import finished, wait_for
@@ -87,11 +88,17 @@ def test_dpo_on_a_tiny_model_learns_the_preferred_answers(service, tmp_path, tin
 
 
 @pytest.mark.integration
-def test_dpo_on_smollm2_prefers_the_chosen_style(service, tmp_path, smollm2_dir):
+def test_dpo_on_smollm2_prefers_the_chosen_style(ctx, service, tmp_path, smollm2_dir):
     pairs = greeting_pairs(tmp_path / "pairs.jsonl")
-    out = service.submit("chat", str(pairs), "", "pirate", "preference")
+    out = service.submit("chat", str(pairs), "", "pirate", "preference", {"epochs": 3})
     status = wait_for(lambda: finished(service, out["job_id"]), timeout=900, what="DPO on SmolLM2")
     assert status["state"] == "succeeded", status["error"]
     assert status["metrics"]["preference_accuracy_before"] == 50.0
     assert status["metrics"]["preference_accuracy_after"] >= 80
     assert status["report"]["verdict"] == "learned"
+    # New names, greedy: the adapter greets like a pirate, the base does not.
+    chat = ChatTask(ctx)
+    for name in ("Bartholomew", "Genevieve"):
+        asked = lambda adapter: chat.reply(f"Please greet {name}.", adapter=adapter, temperature=0,  # noqa: E731
+                                           max_new_tokens=16).text()
+        assert "Ahoy" in asked("pirate") and "Ahoy" not in asked("")
