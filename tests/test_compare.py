@@ -68,7 +68,12 @@ def test_other_tasks_give_their_own_results(ctx, comparison, minilm_dir):
     variants = [{"model": ""}, {"model": str(minilm_dir)}]
     [results] = list(comparison.compare("sentiment", {"texts": texts}, variants))
     task = SentimentTask(ctx)
-    assert [r["result"] for r in results] == [task.sentiment(texts), task.sentiment(texts, str(minilm_dir))]
+    alone = [task.sentiment(texts), task.sentiment(texts, str(minilm_dir))]
+    # Variants run side by side in threads, so CPU kernels may split their sums differently.
+    for compared, expected in zip([r["result"] for r in results], alone):
+        assert [row["label"] for row in compared] == [row["label"] for row in expected]
+        for got, want in zip(compared, expected):
+            assert got["scores"] == pytest.approx(want["scores"], abs=1e-3)
     text = " ".join(f"Sentence {i} says something about rivers and bridges." for i in range(8))
     [summaries] = list(comparison.compare("summarize", {"text": text, "method": "extractive"}, [{}]))
     assert summaries[0]["result"]["summary"] == SummarizeTask(ctx).summarize(text, "extractive")["summary"]
