@@ -32,6 +32,7 @@ class Settings:
     memory_budget_gb: float = 8.0  # loaded models beyond this are evicted, least recently used first
     threads: int = 0  # torch CPU threads (0 = all cores)
     dtype: str = "auto"  # auto (bf16 on a capable GPU, else fp32), float32 or bfloat16
+    speculative: bool = True  # chat drafts from the prompt checked in one pass: same answers, copying ones faster
     trust_remote_code: bool = False  # operator opt-in only: lets hub models run their own code
     max_upload_mb: int = 20  # the largest file a user may upload
     context_limit: int = 0  # cap on a model's context in tokens (0 = the model's own); bounds prompt cost on CPU
@@ -87,6 +88,7 @@ _HELP = {
     "memory_budget_gb": "memory for loaded models before the least recently used is unloaded",
     "threads": "CPU threads for torch (0 = all cores)",
     "dtype": "weights dtype: auto, float32 or bfloat16",
+    "speculative": "speculative decoding from prompt lookups (the same answers; those that quote their prompt come faster)",
     "trust_remote_code": "allow hub models to run their own code (off unless you trust them)",
     "max_upload_mb": "largest accepted upload in MB",
     "context_limit": "cap on the tokens a model reads at once (0 = the model's own limit)",

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache
 
+from models.speculation import STEP_DRAFTS, Drafter, verify
+
 log = logging.getLogger(__name__)
 
 BASE = "__base__"  # peft's name for "no adapter" in a mixed-adapter batch
@@ -76,6 +78,7 @@ class Request:
 class _Row:
     request: Request
     generator: torch.Generator | None
+    drafter: Drafter | None = None  # None: this row is decoded one token per step
     produced: int = 0
     last: int = 0  # the token the next step feeds in
     done: bool = False
@@ -84,8 +87,10 @@ class _Row:
 class GenerationEngine:
     """Continuous batching over a causal LM (optionally a peft model with several adapters)."""
 
-    def __init__(self, model, eos_ids: set[int], pad_id: int, context_length: int, max_batch: int = 16):
+    def __init__(self, model, eos_ids: set[int], pad_id: int, context_length: int, max_batch: int = 16,
+                 speculate: bool = True):
         self.model = model
+        self.speculate = speculate  # prompt-lookup drafts (models/speculation.py); the answers are the same either way
         self.device = next(model.parameters()).device
         self.eos_ids = eos_ids
         self.pad_id = pad_id
@@ -95,6 +100,7 @@ class GenerationEngine:
         self._waiting: OrderedDict[int, deque[Request]] = OrderedDict()  # caller -> requests, in turn order
         self._unfinished = 0  # requests submitted and not yet ended (guarded by _count_lock)
         self.forward_passes = 0  # batched model calls so far: shows that concurrent requests share them
+        self.drafted = self.accepted = 0  # draft tokens proposed and kept so far: the acceptance rate
         self._count_lock = threading.Lock()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="generation-engine", daemon=True)
@@ -210,7 +216,8 @@ class GenerationEngine:
                 self._waiting.move_to_end(caller)
             else:
                 del self._waiting[caller]
-            newcomers.append(_Row(request, _generator(request.params.seed, self.device)))
+            drafter = Drafter(request.prompt_ids) if self.speculate else None
+            newcomers.append(_Row(request, _generator(request.params.seed, self.device), drafter))
         return newcomers
 
     def _refuse_late(self) -> None:
@@ -225,14 +232,15 @@ class GenerationEngine:
             elif isinstance(item, tuple):
                 item[1].set_exception(EngineClosed("the model was unloaded"))
 
-    def _forward(self, rows: list[_Row], input_ids, mask, cache, positions):
+    def _forward(self, rows: list[_Row], input_ids, mask, cache, positions, keep: int = 1):
+        """Logits of the last `keep` positions of each row, and the grown cache."""
         self.forward_passes += 1
         kwargs = {}
         if hasattr(self.model, "peft_config"):
             kwargs["adapter_names"] = [row.request.adapter or BASE for row in rows]
         out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache,
-                         use_cache=True, logits_to_keep=1, **kwargs)
-        return out.logits[:, -1, :], out.cache
+                         use_cache=True, logits_to_keep=keep, **kwargs)
+        return out.logits[:, -keep:, :], out.cache
 
     def _admit(self, rows, cache, mask, newcomers):
         """Prefill the newcomers as one left-padded batch, emit their first token and merge them into the batch."""
@@ -246,35 +254,82 @@ class GenerationEngine:
         ids, new_mask = ids.to(self.device), new_mask.to(self.device)
         positions = (new_mask.cumsum(-1) - 1).clamp(min=0)
         logits, new_cache = self._forward(newcomers, ids, new_mask, DynamicCache(), positions)
-        self._emit(newcomers, logits)
+        self._emit(newcomers, logits, [[] for _ in newcomers])
         if not rows:
             return newcomers, new_cache, new_mask
         cache, mask = _merge(cache, mask, new_cache, new_mask)
         return rows + newcomers, cache, mask
 
     def _step(self, rows, cache, mask):
-        last = torch.tensor([[r.last] for r in rows], dtype=torch.long, device=self.device)
-        mask = torch.cat([mask, torch.ones(len(rows), 1, dtype=mask.dtype, device=self.device)], dim=1)
-        positions = mask.sum(-1, keepdim=True) - 1
-        logits, cache = self._forward(rows, last, mask, cache, positions)
-        self._emit(rows, logits)
+        """One decode step: each row's next token, followed by its draft where it has one, in one forward pass.
+
+        Rows with shorter drafts are padded on the right; the cache columns of padding and of rejected draft tokens
+        are masked out (and dropped once no row uses them), so every row attends to exactly its own accepted text."""
+        share = STEP_DRAFTS // len(rows)
+        drafts = [self._draft(row, mask[i], share) for i, row in enumerate(rows)]
+        width = 1 + max(map(len, drafts))
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        fed = torch.zeros(len(rows), width, dtype=mask.dtype)
+        for i, (row, draft) in enumerate(zip(rows, drafts)):
+            ids[i, :1 + len(draft)] = torch.tensor([row.last, *draft])
+            fed[i, :1 + len(draft)] = 1
+        start = mask.shape[1]
+        mask = torch.cat([mask, fed.to(self.device)], dim=1)
+        positions = (mask.cumsum(-1) - 1)[:, start:].clamp(min=0)  # holes left by rejected drafts take no position
+        logits, cache = self._forward(rows, ids.to(self.device), mask, cache, positions, keep=width)
+        accepted = self._emit(rows, logits, drafts)
+        if width > 1:
+            for i, (draft, kept) in enumerate(zip(drafts, accepted)):
+                mask[i, start + 1 + kept:] = 0
+            cache, mask = _drop_holes(cache, mask)
         return cache, mask
 
-    def _emit(self, rows: list[_Row], logits: torch.Tensor) -> None:
-        for row, row_logits in zip(rows, logits):
+    def _draft(self, row: _Row, row_mask: torch.Tensor, share: int) -> list[int]:
+        """The row's draft: no longer than its share of the step, the tokens it may still produce or the room left
+        in its context."""
+        if row.drafter is None or share == 0:
+            return []
+        remaining = row.request.params.max_new_tokens - row.produced - 1  # the step's own token comes on top
+        room = self.context_length - int(row_mask.sum()) - 2
+        return row.drafter.propose(min(share, remaining, room))
+
+    def _emit(self, rows: list[_Row], logits: torch.Tensor, drafts: list[list[int]]) -> list[int]:
+        """Hand each row its tokens of this step: the verified part of its draft, then the model's own next token.
+
+        Returns how many draft tokens each row kept."""
+        accepted = []
+        for row, row_logits, draft in zip(rows, logits, drafts):
+            kept = 0
+            params = row.request.params
             try:
-                token = _sample(row_logits.float(), row.request.params, row.generator)
+                for position in range(len(draft) + 1):
+                    guess = draft[position] if position < len(draft) else None
+                    token, agreed = verify(row_logits[position].float(), guess, params.temperature, params.top_p,
+                                           row.generator, GREEDY_BELOW)
+                    self._hand(row, token)
+                    if not agreed or row.done:
+                        break
+                    kept += 1
             except (RuntimeError, ValueError) as error:  # this row's settings failed: only this row ends
                 row.request.tokens.put(RuntimeError(f"sampling failed: {error}"))
                 row.done = True
-                continue
-            row.last = token
-            row.produced += 1
-            if token in self.eos_ids:
-                row.done = True
-                continue
-            row.request.tokens.put(token)
-            row.done = row.produced >= row.request.params.max_new_tokens
+            if row.drafter is not None and draft:
+                row.drafter.adapt(len(draft), kept)
+                self.drafted += len(draft)
+                self.accepted += kept
+            accepted.append(kept)
+        return accepted
+
+    def _hand(self, row: _Row, token: int) -> None:
+        row.last = token
+        row.produced += 1
+        if row.drafter is not None:
+            row.drafter.append(token)
+        if token in self.eos_ids:
+            row.done = True
+            return
+        row.request.tokens.put(token)
+        row.done = row.produced >= row.request.params.max_new_tokens
 
     def _retire(self, rows, cache, mask):
         """Drop finished or stopped rows, and cache columns no remaining row attends to."""
@@ -297,6 +352,33 @@ class GenerationEngine:
                 cache = DynamicCache([(k[:, :, first:], v[:, :, first:]) for k, v, *_ in cache])
                 mask = mask[:, first:]
         return rows, cache, mask
+
+
+HOLES_KEPT = 16  # masked columns tolerated inside the cache before it is compacted
+
+
+def _drop_holes(cache, mask):
+    """Crop columns no row uses at the end; when rejected drafts have left many inside, move each row's columns
+    to the right (left-padded again) so attention stops paying for them."""
+    used = mask.any(dim=0)
+    end = int(used.nonzero()[-1]) + 1 if used.any() else 0
+    if end < mask.shape[1]:
+        cache.crop(end - mask.shape[1])
+        mask = mask[:, :end]
+    lengths = mask.sum(-1)
+    width = int(lengths.max())
+    if mask.shape[1] - width <= HOLES_KEPT:
+        return cache, mask
+    # each row's used columns, in order, right-aligned into `width` columns; padding reads column 0 (masked)
+    order = torch.sort(mask * torch.arange(1, mask.shape[1] + 1, device=mask.device), dim=1, stable=True).indices
+    index = order[:, -width:]
+    new_mask = mask.gather(1, index)
+    index = index * new_mask  # masked slots all read column 0
+    layers = []
+    for k, v, *_ in cache:
+        gather = index[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])
+        layers.append((k.gather(2, gather), v.gather(2, gather)))
+    return DynamicCache(layers), new_mask
 
 
 def _merge(cache, mask, new_cache, new_mask):
@@ -322,18 +404,3 @@ def _generator(seed: int | None, device: torch.device) -> torch.Generator | None
     generator = torch.Generator(device="cpu")
     generator.manual_seed(seed)
     return generator
-
-
-def _sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> int:
-    if params.temperature < GREEDY_BELOW:
-        return int(logits.argmax())
-    probs = torch.softmax(logits / params.temperature, dim=-1)
-    if not torch.isfinite(probs).all():
-        raise ValueError("the temperature gave no valid probabilities")
-    if params.top_p < 1.0:
-        sorted_probs, order = probs.sort(descending=True)
-        # keep the smallest set of tokens whose mass reaches top_p (always at least the most likely one)
-        drop = sorted_probs.cumsum(-1) - sorted_probs > params.top_p
-        sorted_probs[drop] = 0
-        probs = torch.zeros_like(probs).scatter(0, order, sorted_probs)
-    return int(torch.multinomial(probs.cpu(), 1, generator=generator))

@@ -14,7 +14,7 @@ from transformers import (AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelF
 
 from config import Settings
 from errors import NotFound, UserError
-from models import catalog, lora
+from models import catalog, kernels, lora
 from models.cache import ModelCache, too_big
 from models.device import fast_bf16, pick_device, pick_dtype
 from models.embeddings import Embedder
@@ -36,6 +36,7 @@ class LoadedLM:
     model: torch.nn.Module
     tokenizer: object
     engine: GenerationEngine
+    kernel: str = ""  # the product layout chosen for its decode steps (models/kernels.py), for the System panel
     _fingerprint: str = ""
     cache_key: str = ""  # its key in the model cache (set by the hub)
 
@@ -253,8 +254,21 @@ class ModelHub:
                 and not self.private(value.source.location)]  # an owner's merged model is theirs to list
 
     def loaded(self) -> list[dict]:
-        """Loaded models for the system panel."""
-        return [{"model": key, "memory_mb": round(size / 2**20)} for key, size in self.cache.items()]
+        """Loaded models for the system panel, with how a language model decodes (layout chosen, drafts kept)."""
+        values = dict(self.cache.values())
+        return [{"model": key, "memory_mb": round(size / 2**20), "decoding": decoding(values.get(key))}
+                for key, size in self.cache.items()]
+
+
+def decoding(value) -> str:
+    """One line on how a loaded LM decodes; empty for other models."""
+    if not isinstance(value, LoadedLM):
+        return ""
+    engine = value.engine
+    if not engine.speculate:
+        return f"{value.kernel}; speculative drafts off"
+    kept = f"{engine.accepted:,} of {engine.drafted:,} draft tokens kept" if engine.drafted else "no drafts yet"
+    return f"{value.kernel}; speculative drafts on ({kept})"
 
 
 def load_lm(hub: ModelHub, source: catalog.ModelSource) -> tuple[LoadedLM, int]:
@@ -265,8 +279,10 @@ def load_lm(hub: ModelHub, source: catalog.ModelSource) -> tuple[LoadedLM, int]:
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     context = token_limit(model.config, tokenizer, hub.settings.context_limit)
-    engine = GenerationEngine(model, _eos_ids(model, tokenizer), tokenizer.pad_token_id or 0, context)
-    return LoadedLM(source, model, tokenizer, engine), model_bytes(model)
+    kernel = kernels.tune_output_layer(model)
+    engine = GenerationEngine(model, _eos_ids(model, tokenizer), tokenizer.pad_token_id or 0, context,
+                              speculate=hub.settings.speculative)
+    return LoadedLM(source, model, tokenizer, engine, kernel), model_bytes(model)
 
 
 def load_embedder(hub: ModelHub, source: catalog.ModelSource,

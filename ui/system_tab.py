@@ -23,14 +23,14 @@ def system_report(ctx: Context, request: gr.Request = None) -> str:
     operator = ctx.accounts.is_admin(user_of(request))
     facts = device.describe()
     shown = (lambda key: key) if operator else (lambda key: Path(key.split(":", 1)[-1].split("+")[0]).name)
-    models = "\n".join(f"| {shown(m['model'])} | {m['memory_mb']} MB |" for m in ctx.hub.loaded()) or \
-        "| (none yet) | |"
+    models = "\n".join(f"| {shown(m['model'])} | {m['memory_mb']} MB | {m['decoding']} |"
+                       for m in ctx.hub.loaded()) or "| (none yet) | | |"
     where = (f"**Data directory** `{ctx.settings.data_dir.resolve()}` ({disk_used_mb(ctx):.0f} MB used)\n\n"
              if operator else "")
     return (f"**Device** {facts['device']} · **dtype** {str(ctx.hub.dtype).removeprefix('torch.')} · "
             f"**CPU threads** {facts['threads']} · **torch** {facts['torch']}\n\n{where}"
             f"**Loaded models** (budget {ctx.settings.memory_budget_gb:g} GB; models load on first use)\n\n"
-            f"| model | memory |\n|---|---|\n{models}")
+            f"| model | memory | decoding |\n|---|---|---|\n{models}")
 
 
 def build(ctx: Context) -> None:
