@@ -35,7 +35,8 @@ PASSAGE = ("The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mar
            "the centennial anniversary of the French Revolution. Although initially criticised by some of France's "
            "leading artists and intellectuals for its design, it has since become a global cultural icon of France "
            "and one of the most recognisable structures in the world.")
-COPYING = f"{PASSAGE}\n\nUsing the passage's own words, say what the Eiffel Tower is, who it is named after and why it was built."
+COPYING = (f"{PASSAGE}\n\nUsing the passage's own words, say what the Eiffel Tower is, who it is named after and "
+           "why it was built.")
 USERS = [
     "Write a short story about a robot who learns to paint.",
     "Explain in a few paragraphs how a bicycle works.",
@@ -180,9 +181,10 @@ def many_users(plain, lm, count: int, n: int, repeats: int, label: str) -> tuple
     plain_s, ours_s = best_of_each(repeats, lambda: [plain_generate(plain, lm, i, n, a) for i, a in requests],
                                    lambda: engine_concurrent(lm, requests, n))
     plain_tokens, our_tokens = sum(map(len, base)), sum(map(len, ours))
-    print(f"[{label}] {count} users (adapters {', '.join(str(a or 'base') for a, _ in zip(ADAPTERS * 3, range(count)))}): "
-          f"{plain_tokens} / {our_tokens} new tokens (generate one after another / engine, {count} threads); best of "
-          f"{repeats}, taken in turns: {plain_s:.2f} s vs {ours_s:.2f} s; greedy tokens identical for {same} of {count}")
+    mix = ", ".join(adapter or "base" for _, adapter in requests)
+    print(f"[{label}] {count} users (adapters {mix}): "
+          f"{plain_tokens} / {our_tokens} new tokens (generate one after another / engine, {count} threads); "
+          f"best of {repeats}, taken in turns: {plain_s:.2f} s vs {ours_s:.2f} s; greedy tokens identical for {same} of {count}")
     return plain_tokens / plain_s, our_tokens / ours_s
 
 
@@ -210,7 +212,7 @@ def main() -> None:
     p = parser(__doc__.split("\n\n")[0])
     p.add_argument("--max-new-tokens", type=int, default=64, help="tokens generated per request")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per figure; the best is kept")
-    p.add_argument("--bf16", action="store_true", help="also run the engine with bfloat16 weights, and the dtype check")
+    p.add_argument("--bf16", action="store_true", help="also run the engine in bfloat16, and the dtype check")
     p.add_argument("--show-answers", action="store_true", help="print all 20 answers of the answer checks")
     args = p.parse_args()
     header("decode: model.generate vs the generation engine, SmolLM2-135M-Instruct", args.threads)
@@ -235,15 +237,17 @@ def main() -> None:
         for label, base, ours, target in figures:
             ratio(label, ("model.generate, greedy, one request at a time", base), ("engine", ours), "tokens/s", target)
         print()
-        answers_check(lambda ids, k: plain_generate(plain, lm, ids, k), (lambda ids, k: engine_generate(lm, ids, k), lm),
-                      "engine (fp32) vs model.generate", args.show_answers)
+        answers_check(lambda ids, k: plain_generate(plain, lm, ids, k),
+                      (lambda ids, k: engine_generate(lm, ids, k), lm), "engine (fp32) vs model.generate",
+                      args.show_answers)
         if args.bf16:
             bf16 = load(data_dir, "bfloat16", adapters)
             _, engine_b = one_user(plain, bf16, CHAT, n, repeats, "bf16, one user, chat")
             _, engine_4b = many_users(plain, bf16, 4, n, repeats, "bf16, four users")
             print(f"engine in bf16: {engine_b:.1f} tokens/s one user (chat), {engine_4b:.1f} four users")
-            answers_check(lambda ids, k: engine_generate(lm, ids, k), (lambda ids, k: engine_generate(bf16, ids, k), bf16),
-                          "engine in bf16 vs fp32", args.show_answers)
+            answers_check(lambda ids, k: engine_generate(lm, ids, k),
+                          (lambda ids, k: engine_generate(bf16, ids, k), bf16), "engine in bf16 vs fp32",
+                          args.show_answers)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Lossless speculative decoding by prompt lookup: drafts copied from a row's own text, kept only where the model agrees.
+"""Lossless speculative decoding by prompt lookup: drafts from a row's own text, kept only where the model agrees.
 
 A row that repeats a stretch of its prompt or its answer (a summary quoting the passage, an answer over a given
 context, a translation keeping names, code edits) can have several next tokens guessed by looking up its last few
