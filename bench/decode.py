@@ -184,7 +184,8 @@ def many_users(plain, lm, count: int, n: int, repeats: int, label: str) -> tuple
     mix = ", ".join(adapter or "base" for _, adapter in requests)
     print(f"[{label}] {count} users (adapters {mix}): "
           f"{plain_tokens} / {our_tokens} new tokens (generate one after another / engine, {count} threads); "
-          f"best of {repeats}, taken in turns: {plain_s:.2f} s vs {ours_s:.2f} s; greedy tokens identical for {same} of {count}")
+          f"best of {repeats}, taken in turns: {plain_s:.2f} s vs {ours_s:.2f} s; "
+          f"greedy tokens identical for {same} of {count}")
     return plain_tokens / plain_s, our_tokens / ours_s
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache
 
-from models.speculation import STEP_DRAFTS, Drafter, verify
+from models.speculation import MIN_SHARE, STEP_DRAFTS, Drafter, verify
 
 log = logging.getLogger(__name__)
 
@@ -266,6 +266,7 @@ class GenerationEngine:
         Rows with shorter drafts are padded on the right; the cache columns of padding and of rejected draft tokens
         are masked out (and dropped once no row uses them), so every row attends to exactly its own accepted text."""
         share = STEP_DRAFTS // len(rows)
+        share = share if share >= MIN_SHARE else 0
         drafts = [self._draft(row, mask[i], share) for i, row in enumerate(rows)]
         width = 1 + max(map(len, drafts))
         ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
