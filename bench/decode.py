@@ -18,7 +18,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from common import best_of_each, header, parser, ratio, timer
+from common import best_of, best_of_each, header, parser, ratio, timer
 
 import torch  # noqa: E402  (common sets the environment first)
 
@@ -131,7 +131,8 @@ def engine_concurrent(lm, requests: list[tuple[list[int], str | None]], n: int) 
 
     def user(i: int) -> None:
         start.wait()
-        results[i] = engine_generate(lm, *requests[i][:1], n, requests[i][1])
+        ids, adapter = requests[i]
+        results[i] = engine_generate(lm, ids, n, adapter)
 
     threads = [threading.Thread(target=user, args=(i,)) for i in range(len(requests))]
     for t in threads:
@@ -165,7 +166,7 @@ def one_user(plain, lm, text: str, n: int, repeats: int, label: str) -> tuple[fl
     plain_s, ours_s = best_of_each(repeats, lambda: plain_generate(plain, lm, ids, n),
                                    lambda: engine_generate(lm, ids, n))
     lm.engine.speculate = False
-    _, alone_s = best_of_each(1, lambda: None, lambda: engine_generate(lm, ids, n))
+    alone_s = best_of(1, lambda: engine_generate(lm, ids, n))
     lm.engine.speculate = True
     print(f"[{label}] best of {repeats}, taken in turns: {plain_s:.2f} s vs {ours_s:.2f} s "
           f"(engine without speculation: {alone_s:.2f} s, {len(ours) / alone_s:.1f} tokens/s)")

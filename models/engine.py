@@ -280,7 +280,7 @@ class GenerationEngine:
         logits, cache = self._forward(rows, ids.to(self.device), mask, cache, positions, keep=width)
         accepted = self._emit(rows, logits, drafts)
         if width > 1:
-            for i, (draft, kept) in enumerate(zip(drafts, accepted)):
+            for i, kept in enumerate(accepted):
                 mask[i, start + 1 + kept:] = 0
             cache, mask = _drop_holes(cache, mask)
         return cache, mask
@@ -314,7 +314,7 @@ class GenerationEngine:
             except (RuntimeError, ValueError) as error:  # this row's settings failed: only this row ends
                 row.request.tokens.put(RuntimeError(f"sampling failed: {error}"))
                 row.done = True
-            if row.drafter is not None and draft:
+            if draft:
                 row.drafter.adapt(len(draft), kept)
                 self.drafted += len(draft)
                 self.accepted += kept
