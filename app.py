@@ -85,7 +85,7 @@ def build_app(settings: config.Settings) -> gr.Blocks:
     demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_size)
     demo.ctx = ctx  # tests and the CLI reach the shared services through the app
     demo.training = training
-    demo.http_routes = OpenAIRoutes(ctx, by_id["chat"], search).router().routes  # served beside the UI
+    demo.http_routes = OpenAIRoutes(ctx, by_id["chat"], search, library).router().routes  # served beside the UI
     return demo
 
 

@@ -33,6 +33,9 @@ class Settings:
     threads: int = 0  # torch CPU threads (0 = all cores)
     dtype: str = "auto"  # auto (bf16 on a capable GPU, else fp32), float32 or bfloat16
     speculative: bool = True  # chat drafts from the prompt checked in one pass: same answers, copying ones faster
+    serve_backend: str = ""  # an OpenAI-compatible server that chat and completion run on ("" = this machine)
+    serve_api_key: str = ""  # the key that server expects
+    serve_adapter_dir: str = ""  # a folder that server also reads, where adapters are copied for it
     trust_remote_code: bool = False  # operator opt-in only: lets hub models run their own code
     max_upload_mb: int = 20  # the largest file a user may upload
     context_limit: int = 0  # cap on a model's context in tokens (0 = the model's own); bounds prompt cost on CPU
@@ -88,6 +91,11 @@ _HELP = {
     "memory_budget_gb": "memory for loaded models before the least recently used is unloaded",
     "threads": "CPU threads for torch (0 = all cores)",
     "dtype": "weights dtype: auto, float32 or bfloat16",
+    "serve_backend": "URL of an OpenAI-compatible server (vLLM, SGLang, another LoRA Studio) that chat and completion "
+                     "run on; empty: this machine",
+    "serve_api_key": "API key the serving backend expects (sent as Authorization: Bearer KEY)",
+    "serve_adapter_dir": "a folder the serving backend also reads, where adapters are copied for it to load "
+                         "(empty: their own folders, for a backend on this machine)",
     "speculative": "speculative decoding from prompt lookups (the same answers; those that quote their prompt come faster)",
     "trust_remote_code": "allow hub models to run their own code (off unless you trust them)",
     "max_upload_mb": "largest accepted upload in MB",

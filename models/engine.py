@@ -59,6 +59,7 @@ class Request:
     caller: int = field(default_factory=new_caller)  # requests of one caller take turns with other callers'
     stop: threading.Event = field(default_factory=threading.Event)
     tokens: queue.Queue = field(default_factory=queue.Queue)  # token ids, then _END or an exception
+    produced: int = 0  # tokens read from it so far
 
     def token_ids(self) -> Iterator[int]:
         """Each generated token id as soon as the engine has it; closing the iterator stops the request."""
@@ -69,9 +70,22 @@ class Request:
                     return
                 if isinstance(item, BaseException):
                     raise item
+                self.produced += 1
                 yield item
         finally:
             self.stop.set()
+
+    def texts(self, tokenizer) -> Iterator[str]:
+        """The whole reply so far, decoded, once per new token that changes it; closing it stops the request."""
+        ids: list[int] = []
+        shown = ""
+        for token in self.token_ids():
+            ids.append(token)
+            text = tokenizer.decode(ids, skip_special_tokens=True)
+            # A token can end inside a multi-byte character; wait for the rest.
+            if text != shown and not text.endswith("\ufffd"):
+                shown = text
+                yield shown
 
 
 @dataclass(eq=False)

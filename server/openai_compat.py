@@ -22,18 +22,20 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import contextmanager
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from config import LOCAL_USER
 from errors import NotFound, OverLimit, TooLarge, UserError, internal_sentence
 from models import catalog, offline
-from models.adapters import sanitize_name
+from models.adapters import META_FILE, sanitize_name
 from models.engine import SamplingParams, new_caller
-from tasks.base import Context
+from models.remote import ADAPTER_FILES
+from tasks.base import Context, Upload
 from tasks.chat import Prompt, Reply, message_text, sampling
 
 MAX_CHOICES = 8  # n per request, as the Chat tab's alternatives
@@ -41,8 +43,9 @@ MAX_STOPS = 4  # OpenAI's own limit on stop sequences
 MAX_STOP_CHARS = 200  # a longer stop string would hold back the whole stream
 MAX_INPUTS = 2048  # embedding inputs per request, OpenAI's own limit
 CHECK_EVERY_S = 0.5  # how often a generation checks that its client is still there
-ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
-               413: "invalid_request_error", 429: "rate_limit_error", 500: "server_error"}
+ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+               413: "invalid_request_error", 429: "rate_limit_error", 500: "server_error",
+               503: "server_error"}
 IGNORED_WHEN_EMPTY = ("tools", "functions", "logit_bias", "response_format")  # sent empty by some clients
 
 
@@ -233,10 +236,11 @@ class Generation:
 class OpenAIRoutes:
     """/v1/models, /v1/chat/completions, /v1/completions and /v1/embeddings over the app's tasks."""
 
-    def __init__(self, ctx: Context, chat, search):
+    def __init__(self, ctx: Context, chat, search, library):
         self.ctx = ctx
         self.chat = chat  # tasks.chat.ChatTask
         self.search = search  # tasks.search.SearchTask
+        self.library = library  # tasks.library.AdapterLibrary
         self._running: Counter[str] = Counter()
         self._lock = threading.Lock()
 
@@ -247,6 +251,7 @@ class OpenAIRoutes:
         router.add_api_route("/chat/completions", self._route(self.chat_completions), methods=["POST"])
         router.add_api_route("/completions", self._route(self.completions), methods=["POST"])
         router.add_api_route("/embeddings", self._route(self.embeddings), methods=["POST"])
+        router.add_api_route("/load_lora_adapter", self._route(self.load_lora_adapter), methods=["POST"])
         return router
 
     @staticmethod
@@ -440,11 +445,7 @@ class OpenAIRoutes:
         owner = await run_in_threadpool(self.caller, request)  # it reads the accounts' files
         body = await self.body(request)
         params, n, stops = generation_settings(body, max_tokens_default=16)  # OpenAI's own default
-        texts = body.get("prompt")
-        texts = [texts] if isinstance(texts, str) else texts
-        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
-            raise ApiError(400, "'prompt' must be a text or a list of texts (token ids are not accepted).",
-                           param="prompt")
+        texts = prompts_of(body.get("prompt"))
         if len(texts) * n > MAX_CHOICES:
             raise ApiError(400, f"Ask for at most {MAX_CHOICES} completions per request (prompts times n).",
                            param="n")
@@ -483,6 +484,31 @@ class OpenAIRoutes:
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
+    # ---- POST /v1/load_lora_adapter (vLLM's route: a LoRA Studio in front registers its adapters here) ------
+    async def load_lora_adapter(self, request: Request) -> PlainTextResponse:
+        owner = await run_in_threadpool(self.caller, request)
+        accounts = self.ctx.accounts
+        if not (accounts.is_admin(owner) if accounts.enabled else bool(self.ctx.settings.api_key)):
+            raise ApiError(403, "Only this server's operator may load adapters from its folders: with accounts an "
+                                "admin's API key, without them the key set with --api-key.")
+        body = await self.body(request)
+        name = body.get("lora_name")
+        if not isinstance(name, str) or not name.strip():
+            raise ApiError(400, "'lora_name' must name the adapter.", param="lora_name")
+        if not self._is_adapter(owner, name.strip()):
+            files = adapter_uploads(body.get("lora_path"))
+            base = await run_in_threadpool(self._served_base, owner, body.get("base_model_name"))
+            await run_in_threadpool(self.library.import_adapter, files, name.strip(), "chat", base, owner=owner)
+        return PlainTextResponse(f"Success: LoRA adapter '{name.strip()}' added successfully.")  # as vLLM says
+
+    def _served_base(self, owner: str, name: object) -> str:
+        """The base a loaded adapter goes on: the one named (as /v1/models lists it), else the default."""
+        if name is not None and not isinstance(name, str):
+            raise ApiError(400, "'base_model_name' must be a string.", param="base_model_name")
+        reference = self.base_reference(owner, (name or "").strip() or self.ctx.hub.default(catalog.DECODER),
+                                        catalog.DECODER)
+        return reference.location if isinstance(reference, catalog.ModelSource) else reference
+
     # ---- POST /v1/embeddings -------------------------------------------------------------------------------
     async def embeddings(self, request: Request) -> JSONResponse:
         owner = await run_in_threadpool(self.caller, request)  # it reads the accounts' files
@@ -511,6 +537,24 @@ class OpenAIRoutes:
         model_id = (body.get("model") or "").strip() or embedder.name
         return JSONResponse({"object": "list", "data": data, "model": model_id,
                              "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+
+def adapter_uploads(path: object) -> list[Upload]:
+    """The PEFT files of an adapter folder on this server, for the library's import (which checks them)."""
+    folder = Path(path.strip()) if isinstance(path, str) and path.strip() else None
+    if folder is None or not folder.is_dir() or not all((folder / f).is_file() for f in ADAPTER_FILES):
+        raise ApiError(400, "'lora_path' must be a folder on this server holding adapter_config.json and "
+                            "adapter_model.safetensors.", param="lora_path")
+    return [Upload(str(folder / f), f) for f in (*ADAPTER_FILES, META_FILE) if (folder / f).is_file()]
+
+
+def prompts_of(prompt: object) -> list[str | list[int]]:
+    """A completion request's prompts: a text, a list of texts, token ids or a list of token-id lists."""
+    if isinstance(prompt, str) or (isinstance(prompt, list) and prompt and isinstance(prompt[0], int)):
+        prompt = [prompt]
+    if isinstance(prompt, list) and prompt and all(isinstance(p, (str, list)) for p in prompt):
+        return prompt
+    raise ApiError(400, "'prompt' must be a text, a list of texts, or token ids.", param="prompt")
 
 
 def usage(generation: Generation) -> dict:

@@ -13,6 +13,7 @@ from errors import TooLarge, UserError
 from models import catalog
 from models.adapters import AdapterService, adapter_store, selected
 from models.loading import LoadedLM, ModelHub, read_config
+from models.remote import ServingBackend
 from tasks.spec import TaskSpec
 
 
@@ -24,12 +25,16 @@ class Context:
     hub: ModelHub
     adapters: AdapterService | None = None  # built from the settings when not given
     accounts: Accounts | None = None  # who may log in and who is an admin (built from the settings)
+    backend: ServingBackend | None = None  # where chat and completion run when not here (--serve-backend)
 
     def __post_init__(self) -> None:
         if self.adapters is None:
             self.adapters = AdapterService(adapter_store(self.settings), self.hub)
         if self.accounts is None:
             self.accounts = Accounts(self.settings)
+        if self.backend is None and self.settings.serve_backend:
+            self.backend = ServingBackend(self.settings.serve_backend, self.settings.serve_api_key,
+                                          self.settings.serve_adapter_dir)
 
 
 @dataclass(frozen=True)
@@ -111,7 +116,13 @@ class Task:
     def lm(self, model: str, adapter: str, owner: str = LOCAL_USER) -> tuple[LoadedLM, str | None, dict]:
         """The loaded language model (the adapter's base when only an adapter is chosen), the adapter's engine key
         on it (None without one) and the adapter's training defaults (system prompt, chat template)."""
-        lm = self.ctx.hub.lm(self.model_for(model, adapter, owner), self.default(catalog.DECODER))
+        reference = self.model_for(model, adapter, owner)
+        backend = self.ctx.backend
+        if backend is not None:  # the tokens come from the serving backend; the prompt is built here all the same
+            lm = backend.lm(self.ctx.hub, self.ctx.hub.source(reference, self.default(catalog.DECODER)))
+            key, defaults = backend.attach(self.ctx.adapters, owner, lm, adapter, self.id)
+            return lm, key, defaults
+        lm = self.ctx.hub.lm(reference, self.default(catalog.DECODER))
         key, defaults = self.ctx.adapters.attach(owner, lm, adapter, self.id)
         return lm, key, defaults
 

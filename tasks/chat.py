@@ -26,25 +26,21 @@ class Prompt:
 
 @dataclass
 class Reply:
-    """A reply being generated: the notice to show (if any) and the growing text."""
+    """A reply being generated (by the local engine or a serving backend): the notice to show (if any) and the
+    growing text."""
 
     lm: LoadedLM
     request: Request
     notice: str = ""
-    tokens: int = 0  # generated so far
+
+    @property
+    def tokens(self) -> int:
+        """Tokens generated so far."""
+        return self.request.produced
 
     def texts(self) -> Iterator[str]:
         """The whole reply so far, once per new token; stopping the iteration stops generation."""
-        ids: list[int] = []
-        shown = ""
-        for token in self.request.token_ids():
-            ids.append(token)
-            self.tokens += 1
-            text = self.lm.tokenizer.decode(ids, skip_special_tokens=True)
-            # A token can end inside a multi-byte character; wait for the rest.
-            if text != shown and not text.endswith("\ufffd"):
-                shown = text
-                yield shown
+        return self.request.texts(self.lm.tokenizer)
 
     def text(self) -> str:
         last = ""
@@ -169,17 +165,26 @@ class ChatTask(Task):
                    for _ in range(count)]
         return [reply.text() for reply in replies]
 
-    def continuation(self, text: str, model: str, adapter: str, max_new_tokens: int, *,
+    def continuation(self, text: str | list[int], model: str, adapter: str, max_new_tokens: int, *,
                      owner: str = LOCAL_USER) -> Prompt:
-        """The tokens of a text to continue, on the model that will continue it (too long is an error)."""
-        text = require_text(text, "text to continue", self.ctx.settings.max_chars)
+        """The tokens of a text (or the token ids) to continue, on the model that will continue it (too long is
+        an error). Token ids are what a LoRA Studio in front of this one sends: the prompt it built itself."""
+        if not isinstance(text, list):
+            text = require_text(text, "text to continue", self.ctx.settings.max_chars)
         lm, adapter_name, _ = self.lm(model, adapter, owner)
-        ids = lm.tokenizer(text)["input_ids"]
+        ids = checked_ids(text, len(lm.tokenizer)) if isinstance(text, list) else lm.tokenizer(text)["input_ids"]
         room = lm.context_length - max_new_tokens
         if len(ids) > room:
             raise TooLarge(f"The text is too long for {lm.name}: {len(ids)} tokens, and it reads at most "
                            f"{room} before the continuation. Shorten it or ask for fewer new tokens.")
         return Prompt(lm, list(ids), adapter_name)
+
+
+def checked_ids(ids: list, vocabulary: int) -> list[int]:
+    """Token ids as sent by a client: whole numbers the model's vocabulary has, at least one."""
+    if not ids or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < vocabulary for i in ids):
+        raise UserError(f"A prompt of token ids must be a non-empty list of whole numbers from 0 to {vocabulary - 1}.")
+    return list(ids)
 
 
 def fit_prompt(lm: LoadedLM, system_prompt: str, turns: list[dict], message: str, max_new_tokens: int,

@@ -20,6 +20,7 @@ import transformers
 from config import LOCAL_USER
 from errors import UserError
 from models import catalog, lora, portable
+from server import engines
 from models.adapters import META_FILE, sanitize_name
 from models.cache import too_big
 from models.loading import load_pretrained, load_sentence_transformer, weights_on_disk
@@ -41,7 +42,38 @@ class AdapterLibrary:
     def endpoints(self) -> list[Endpoint]:
         return [Endpoint("rename_adapter", self.rename_adapter), Endpoint("export_adapter", self.export_adapter),
                 Endpoint("import_adapter", self.import_adapter), Endpoint("merge_adapter", self.merge_adapter),
-                Endpoint("push_adapter", self.push_adapter)]
+                Endpoint("push_adapter", self.push_adapter), Endpoint("serve_commands", self.serve_commands)]
+
+    # ---- serving at scale ----------------------------------------------------------------------------------
+    def serve_commands(self, names: list[str], *, owner: str = LOCAL_USER) -> list[dict]:
+        """The vLLM and SGLang command lines that serve these chat adapters (one per base model they were trained
+        on): each names the adapters, the folders they are read from and their largest rank. The operator sees
+        this server's folders; another user sees ./<name>, where their exported zips unpack."""
+        names = [names] if isinstance(names, str) else names
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) and n.strip() for n in names):
+            raise UserError("Pick one or more chat adapters to serve.")
+        operator = self.ctx.accounts.is_admin(owner)
+        groups: dict[str, list[engines.Served]] = {}
+        for name in dict.fromkeys(n.strip() for n in names):
+            meta = self.store.meta(owner, name)
+            if _kind(meta) != "lm":
+                raise UserError(f"The adapter '{name}' is a {meta['task']} adapter: vLLM and SGLang serve the "
+                                "adapters of language models (chat).")
+            folder = self.store.locate(owner, name)[1]
+            served = engines.Served(folder.name, str(folder) if operator else f"./{folder.name}",
+                                    engines.adapter_rank(folder))
+            groups.setdefault(self._served_base(meta, operator), []).append(served)
+        return [engines.commands(base, adapters) for base, adapters in groups.items()]
+
+    @staticmethod
+    def _served_base(meta: dict, operator: bool) -> str:
+        """The base as an engine loads it: its hub id (a GPU box downloads it), else its folder (by name only
+        for a user who is not the operator)."""
+        backbone = catalog.find(meta["base_model"]) or catalog.find(meta.get("base_hub_id") or "")
+        if backbone is not None:
+            return backbone.hub_id
+        location = meta.get("base_location") or meta["base_model"]
+        return location if operator else f"./{Path(location).name}"
 
     # ---- rename, export ------------------------------------------------------------------------------------
     def rename_adapter(self, name: str, new_name: str, *, owner: str = LOCAL_USER) -> dict:

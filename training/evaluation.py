@@ -169,7 +169,7 @@ def reply_surprise(lm, prompt_ids: list[int], adapter: str | None, reply: str) -
     reply_ids = lm.tokenizer(reply, add_special_tokens=False)["input_ids"]
     ids = (list(prompt_ids) + list(reply_ids))[:lm.context_length]
     start = len(prompt_ids)
-    if start >= len(ids):
+    if start >= len(ids) or lm.engine is None:  # nothing to score, or a serving backend holds the weights
         return 0.0, 0
 
     def run():

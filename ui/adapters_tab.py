@@ -82,6 +82,21 @@ def push(library: AdapterLibrary, name: str, repo_id: str, token: str, private: 
     return f"Uploaded to [{done['url']}]({done['url']}).", ""
 
 
+def serve_at_scale(library: AdapterLibrary, names: list[str], request: gr.Request = None) -> str:
+    """The command lines that serve the chosen adapters on vLLM and SGLang, as Markdown."""
+    parts = []
+    for group in library.serve_commands(names or [], owner=user_of(request)):
+        parts.append(f"**{group['base']}** with {', '.join(group['adapters'])} (largest rank {group['max_rank']})\n\n"
+                     f"vLLM:\n```bash\n{group['vllm']}\n```\nSGLang:\n```bash\n{group['sglang']}\n```\n"
+                     f"Then: `{group['use']}`")
+    return "\n\n".join(parts)
+
+
+def chat_adapters(training: TrainingService, request: gr.Request = None):
+    names = [a["name"] for a in training.list_adapters(owner=user_of(request)) if a["task"] == "chat"]
+    return gr.Dropdown(choices=names, value=[])
+
+
 def build(library: AdapterLibrary, training: TrainingService) -> None:
     with gr.Tab("Adapters", id="adapters"):
         gr.Markdown("Your adapters (and those shared with everyone). Click a row to choose one.")
@@ -117,7 +132,17 @@ def build(library: AdapterLibrary, training: TrainingService) -> None:
                 private = gr.Checkbox(value=True, label="Private")
             push_btn = gr.Button("Push")
             pushed = gr.Markdown()
+        with gr.Accordion("Serve these adapters at scale (vLLM, SGLang)", open=False):
+            gr.Markdown("For many users at once on a GPU server: the command that serves your chat adapters on "
+                        "their base model with vLLM or SGLang. Start LoRA Studio with `--serve-backend URL` to chat "
+                        "through it; everything else stays the same.")
+            with gr.Row():
+                to_serve = gr.Dropdown([], multiselect=True, label="Chat adapters", scale=3)
+                serve_btn = gr.Button("Show the commands", size="sm")
+            serve_lines = gr.Markdown()
     on_load(handler(table, training), None, adapters)
+    on_load(handler(chat_adapters, training), None, to_serve)
+    serve_btn.click(handler(serve_at_scale, library), to_serve, serve_lines, **HIDDEN)
     adapters.select(first_cell, None, chosen, **HIDDEN)
     rename_btn.click(handler(rename, library, training), [chosen, new_name], [adapters, chosen], **HIDDEN)
     delete_btn.click(handler(delete, training), chosen, [adapters, chosen], **HIDDEN)

@@ -27,8 +27,11 @@ def system_report(ctx: Context, request: gr.Request = None) -> str:
                        for m in ctx.hub.loaded()) or "| (none yet) | | |"
     where = (f"**Data directory** `{ctx.settings.data_dir.resolve()}` ({disk_used_mb(ctx):.0f} MB used)\n\n"
              if operator else "")
+    backend = ctx.backend
+    served = (f"**Chat and completion** run on the serving backend {backend.url if operator else '(external)'}"
+              "\n\n" if backend else "")
     return (f"**Device** {facts['device']} · **dtype** {str(ctx.hub.dtype).removeprefix('torch.')} · "
-            f"**CPU threads** {facts['threads']} · **torch** {facts['torch']}\n\n{where}"
+            f"**CPU threads** {facts['threads']} · **torch** {facts['torch']}\n\n{where}{served}"
             f"**Loaded models** (budget {ctx.settings.memory_budget_gb:g} GB; models load on first use)\n\n"
             f"| model | memory | decoding |\n|---|---|---|\n{models}")
 
