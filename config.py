@@ -36,6 +36,7 @@ class Settings:
     serve_backend: str = ""  # an OpenAI-compatible server that chat and completion run on ("" = this machine)
     serve_api_key: str = ""  # the key that server expects
     serve_adapter_dir: str = ""  # a folder that server also reads, where adapters are copied for it
+    train_processes: int = 0  # processes a training job runs on (0 = one per visible GPU, else 1)
     trust_remote_code: bool = False  # operator opt-in only: lets hub models run their own code
     max_upload_mb: int = 20  # the largest file a user may upload
     context_limit: int = 0  # cap on a model's context in tokens (0 = the model's own); bounds prompt cost on CPU
@@ -61,6 +62,8 @@ class Settings:
             raise ValueError("set both a username and a password, or neither")
         if self.concurrency < 1 or self.memory_budget_gb <= 0 or self.max_upload_mb < 1:
             raise ValueError("concurrency, memory budget and upload limit must be positive")
+        if self.train_processes < 0:
+            raise ValueError(f"train-processes must be 0 (one per GPU) or more, not {self.train_processes}")
         limits = ("max_chars", "max_history", "summary_sentences", "lines_in_flight", "jobs_per_user",
                   "max_train_steps", "max_eval_rows", "estimates", "queue_size", "api_requests_per_user")
         for name in limits:
@@ -97,6 +100,8 @@ _HELP = {
     "serve_adapter_dir": "a folder the serving backend also reads, where adapters are copied for it to load "
                          "(empty: their own folders, for a backend on this machine)",
     "speculative": "speculative decoding from prompt lookups (the same answers; those that quote their prompt come faster)",
+    "train_processes": "processes a training job runs on, data-parallel (0 = one per visible GPU, else 1; on CPUs "
+                       "they share the cores)",
     "trust_remote_code": "allow hub models to run their own code (off unless you trust them)",
     "max_upload_mb": "largest accepted upload in MB",
     "context_limit": "cap on the tokens a model reads at once (0 = the model's own limit)",

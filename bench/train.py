@@ -47,7 +47,7 @@ def setup(args):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from models import offline
-    from training import lm as recipe
+    from training import language as recipe
     from training.presets import TrainSettings
     from training.trainer import lora_config
 
@@ -86,7 +86,8 @@ def run_baseline(args) -> dict:
 def run_ours(args) -> dict:
     import math
 
-    from training.trainer import lm_loss, optimizer_step, use_bf16
+    from training import language
+    from training.trainer import optimizer_step, use_bf16
 
     model, tokenizer, rows, settings = setup(args)
     model.train()
@@ -94,7 +95,9 @@ def run_ours(args) -> dict:
                                   weight_decay=0.0)
     total = math.ceil(len(rows) / settings.batch_size) * args.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, (total - s) / total))
-    loss_of = lm_loss(model, rows, tokenizer.pad_token_id)
+    def loss_of(model, items):  # what the chat recipe's loss does: learned tokens only
+        batch = language.collate(items, tokenizer.pad_token_id)
+        return language.learned_loss(model, batch), int((batch["labels"][:, 1:] != language.IGNORE).sum())
     lengths = tuple(len(ids) for ids, _ in rows)
     losses = []
     with timer() as elapsed:

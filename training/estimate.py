@@ -88,7 +88,8 @@ def describe(result: dict) -> str:
     return (f"**Trainable parameters:** {result['trainable_params']:,} of {result['total_params']:,} "
             f"({result['trainable_params'] / result['total_params']:.2%}) · **memory:** about "
             f"{result['memory_gb']} GB · **duration:** {length} for {result['steps']} steps "
-            f"({result['step_s']} s per step measured on this machine)")
+            f"({result['step_s']} s per step measured on this machine)"
+            + (f" · **runs on:** {result['placement']}" if result.get("placement") else ""))
 
 
 if __name__ == "__main__":

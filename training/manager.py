@@ -104,11 +104,14 @@ class JobManager:
     def _start(self, job_id: str) -> None:
         folder = paths.job_folder(self.settings, job_id)
         logfile = folder / "worker.out"
+        worker = [str(WORKER), "--settings", str(write_settings(self.settings, folder)), job_id]
+        count = processes(self.settings) if self.store.get(job_id).kind != "evaluate" else 1
         with logfile.open("ab") as out:
-            # Its own session: Ctrl-C in the app's terminal reaches the app, which then stops the worker cleanly.
+            # Its own session: Ctrl-C in the app's terminal reaches the app, which then stops the worker cleanly;
+            # the session's group holds every process of a run, which a signal to the group reaches.
             self._process = subprocess.Popen(
-                [sys.executable, str(WORKER), "--settings", str(write_settings(self.settings, folder)), job_id],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+                launcher(count) + worker, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True)
         self._job_id = job_id
         self._cancel_sent = 0.0
         # CPU threads are a budget: while the worker trains on the cores, the server keeps one for requests.
@@ -122,7 +125,7 @@ class JobManager:
         if job and job.cancel:
             self._cancel_sent = self._cancel_sent or time.monotonic()
             if time.monotonic() - self._cancel_sent > 30:
-                self._process.kill()
+                os.killpg(self._process.pid, signal.SIGKILL)
 
     def _finished(self, job_id: str, code: int) -> None:
         job = self.store.get(job_id)
@@ -149,13 +152,34 @@ class JobManager:
         if process is None or process.poll() is not None:
             return
         log.info("stopping training job %s: it saves a checkpoint and can be resumed", self._job_id)
-        os.kill(process.pid, signal.SIGTERM)
+        os.killpg(process.pid, signal.SIGTERM)  # every process of the run
         try:
             process.wait(timeout=wait_s)
         except subprocess.TimeoutExpired:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)
             self.store.transition(self._job_id, ("running",), state="interrupted",
                                   error="The app stopped while this job was training; resume it to continue.")
+
+
+def processes(settings: Settings) -> int:
+    """The processes a training job runs on: the operator's --train-processes, else one per visible GPU."""
+    return settings.train_processes or torch.cuda.device_count() or 1
+
+
+def placement(settings: Settings) -> str:
+    """Where a training job runs, in words: its processes and their devices (the Estimate and System panel)."""
+    count, gpus = processes(settings), torch.cuda.device_count()
+    if gpus:
+        return f"{count} process{'es' if count > 1 else ''} on {min(count, gpus)} of {gpus} GPUs"
+    return "1 process on the CPU" if count == 1 else f"{count} processes sharing the CPU's cores (gloo)"
+
+
+def launcher(count: int) -> list[str]:
+    """The command that starts a worker on count processes: Python itself for one, torchrun (on a free port of
+    its own) for several, whose processes join through accelerate: nccl on GPUs, gloo on CPUs."""
+    if count == 1:
+        return [sys.executable]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={count}"]
 
 
 def write_settings(settings: Settings, folder: Path) -> Path:

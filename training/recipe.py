@@ -128,8 +128,9 @@ class Outcome:
 
 
 def train(recipe: Recipe, source: catalog.ModelSource, options: dict, train_rows: list[Example],
-          val_rows: list[Example], checkpoint: Checkpoint, hooks: Hooks) -> Outcome:
-    """Fine-tune with recipe on the rows; scores on val_rows (the training rows when there are none)."""
+          val_rows: list[Example], checkpoint: Checkpoint, hooks: Hooks) -> Outcome | None:
+    """Fine-tune with recipe on the rows; scores on val_rows (the training rows when there are none). In a run
+    of several processes only rank 0 gets the Outcome (the others None)."""
     settings = recipe.settings
     train_rows, val_rows = recipe.prepare(train_rows), recipe.prepare(val_rows)
     torch.manual_seed(settings.seed)  # a new head's initial weights are part of a resumable run
@@ -140,9 +141,11 @@ def train(recipe: Recipe, source: catalog.ModelSource, options: dict, train_rows
         raise UserError(recipe.nothing_to_learn)
     checked = [row for row in (val_rows or train_rows) if recipe.checkable(row)][:recipe.checked_rows]
     expected = [recipe.expected(row) for row in checked]
-    before = recipe.predict(checked)
+    before = recipe.predict(checked) if hooks.ranks.main else []
     lengths = tuple(recipe.length(item) for item in train_items)
     fitted = fit(recipe.model, train_items, val_items, lengths, settings, checkpoint, hooks, recipe.loss)
+    if not hooks.ranks.main:
+        return None  # the report and the adapter are rank 0's
     hooks.log("writing the report: checking examples with the trained adapter")
     after = recipe.predict(checked)
     scores = (recipe.score(before, expected), recipe.score(after, expected)) if checked else ({}, {})

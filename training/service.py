@@ -14,7 +14,7 @@ from models.adapters import sanitize_name
 from tasks.base import Context, Endpoint, Upload
 from tasks.spec import evaluated_spec, resolve, trainable_spec
 from training import data, evaluation, paths, presets, recipe
-from training.manager import JobManager
+from training.manager import JobManager, placement
 
 OWNER = LOCAL_USER  # without login everything belongs to 'local' (DESIGN.md §2)
 
@@ -167,7 +167,8 @@ class TrainingService:
                 report = data.load_examples(data_path, task, columns, self.settings.max_upload_mb)
                 train_settings = recipe.with_method(trainable_spec(task), train_settings, report.format)
                 rows = len(report.examples)
-            return preflight.estimate(self.base_source(base, task).location, train_settings, rows, task)
+            result = preflight.estimate(self.base_source(base, task).location, train_settings, rows, task)
+            return {**result, "placement": placement(self.settings)}
         finally:
             self._estimates.release()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import random
 import shutil
 import time
@@ -31,11 +32,78 @@ class Stopped(Exception):
         self.reason, self.progress = reason, progress
 
 
+class Ranks:
+    """The processes of one run: this one alone, or the N that `torchrun` started (--train-processes), joined
+    through accelerate. Each takes its share of every batch; their gradients and losses are summed with
+    accelerate's reduce, so N processes take the very steps one would. Rank 0 writes (progress, checkpoints, the
+    adapter, the report) and decides when all of them stop."""
+
+    def __init__(self):
+        self.state = None
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            from accelerate import PartialState
+
+            self.state = PartialState(cpu=not torch.cuda.is_available())  # gloo on CPU, nccl on GPUs
+
+    @property
+    def count(self) -> int:
+        return self.state.num_processes if self.state else 1
+
+    @property
+    def index(self) -> int:
+        return self.state.process_index if self.state else 0
+
+    @property
+    def main(self) -> bool:
+        return self.index == 0
+
+    def share(self, items: list) -> list:
+        """This process's share of items (every count-th, from its index)."""
+        return items[self.index::self.count]
+
+    def sum(self, values: list[float]) -> list[float]:
+        """The values summed over the processes."""
+        if not self.state:
+            return values
+        return _summed(torch.tensor(values, dtype=torch.float64, device=self.state.device)).tolist()
+
+    def sum_gradients(self, params: list) -> None:
+        """Every process's gradients summed into each (one flat reduce per optimizer step)."""
+        if not self.state:
+            return
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = _summed(torch.cat([g.reshape(-1).float() for g in grads]))
+        start = 0
+        for param, grad in zip(params, grads):
+            param.grad = flat[start:start + grad.numel()].view_as(grad).to(grad.dtype)
+            start += grad.numel()
+
+    def decided(self, value):
+        """Rank 0's value, on every process (its stop decision)."""
+        if not self.state:
+            return value
+        from accelerate.utils import broadcast_object_list
+
+        return broadcast_object_list([value], from_process=0)[0]
+
+    def wait(self) -> None:
+        """Wait until every process gets here (rank 0 finishing a checkpoint before the others leave)."""
+        if self.state:
+            self.state.wait_for_everyone()
+
+
+def _summed(tensor: torch.Tensor) -> torch.Tensor:
+    from accelerate.utils import reduce
+
+    return reduce(tensor, reduction="sum")
+
+
 @dataclass
 class Hooks:
     progress: Callable[[dict], None] = lambda p: None
     stop_reason: Callable[[], str | None] = lambda: None  # None, 'cancelled' or 'interrupted'
     log: Callable[[str], None] = print
+    ranks: Ranks = field(default_factory=Ranks)  # one process, or the N of a distributed run
 
 
 # (model, a batch of encoded items) -> (mean loss, its weight: learned tokens or rows)
@@ -86,8 +154,12 @@ def evaluating(model) -> Iterator[None]:
         model.train(training)
 
 
-def mean_loss(model, items: list, loss_of: LossOf, batch_size: int, bf16: bool = False) -> float:
-    """Mean loss over items, weighted as loss_of says (learned tokens, or rows)."""
+def mean_loss(model, items: list, loss_of: LossOf, batch_size: int, bf16: bool = False,
+              ranks: Ranks | None = None) -> float:
+    """Mean loss over items, weighted as loss_of says (learned tokens, or rows); with ranks, each process scores
+    its share and the sums are combined."""
+    ranks = ranks or Ranks()
+    items = ranks.share(items)
     total, count = 0.0, 0
     with evaluating(model):
         for start in range(0, len(items), batch_size):
@@ -96,6 +168,7 @@ def mean_loss(model, items: list, loss_of: LossOf, batch_size: int, bf16: bool =
             if weight:
                 total += float(loss) * weight
                 count += weight
+    total, count = ranks.sum([total, count])
     return total / max(count, 1)
 
 
@@ -164,20 +237,21 @@ def fit(model, train: list, val: list, lengths: tuple[int, ...], settings: Train
     scheduler = get_linear_schedule_with_warmup(optimizer, max(1, total // 20), total)
     state, best = RunState(), {}
     bf16 = use_bf16(settings, model)
+    ranks = hooks.ranks
     if checkpoint.exists():
         state, best = checkpoint.load(model, optimizer, scheduler)
         hooks.log(f"resumed from the checkpoint at step {state.step}")
-    val_before = state.loss[0][2] if state.loss else mean_loss(model, val, loss_of, settings.batch_size, bf16)
+    val_before = state.loss[0][2] if state.loss else mean_loss(model, val, loss_of, settings.batch_size, bf16, ranks)
     if not state.loss:
         state.loss.append([0, None, val_before])
     eval_every = max(1, math.ceil(per_epoch / settings.grad_accum))
     started, first_step = time.monotonic(), state.step
     while state.step < total:
-        train_loss = optimizer_step(model, optimizer, scheduler, train, lengths, settings, state.step, loss_of)
+        train_loss = optimizer_step(model, optimizer, scheduler, train, lengths, settings, state.step, loss_of, ranks)
         state.step += 1
         val_loss = None
         if state.step % eval_every == 0 or state.step == total:
-            val_loss = mean_loss(model, val, loss_of, settings.batch_size, bf16)
+            val_loss = mean_loss(model, val, loss_of, settings.batch_size, bf16, ranks)
             if val_loss < state.best_val - 1e-4:
                 state.best_val, state.evals_without_gain, best = val_loss, 0, _trainable_state(model)
             else:
@@ -187,11 +261,13 @@ def fit(model, train: list, val: list, lengths: tuple[int, ...], settings: Train
         eta = elapsed / (state.step - first_step) * (total - state.step)
         progress = {"step": state.step, "total_steps": total, "eta_s": round(eta, 1), "loss": state.loss,
                     "epoch": round(state.step * settings.grad_accum / per_epoch, 2)}
-        hooks.progress(progress)
-        stop = hooks.stop_reason()
-        if stop or state.step % settings.checkpoint_every == 0:
+        if ranks.main:
+            hooks.progress(progress)
+        stop = ranks.decided(hooks.stop_reason() if ranks.main else None)
+        if ranks.main and (stop or state.step % settings.checkpoint_every == 0):
             checkpoint.save(model, optimizer, scheduler, state, best)
         if stop:
+            ranks.wait()  # the others leave only once rank 0's checkpoint is written
             raise Stopped(stop, progress)
         if held_out and state.evals_without_gain >= settings.patience:
             hooks.log(f"stopped early at step {state.step}: held-out loss stopped improving")
@@ -199,7 +275,7 @@ def fit(model, train: list, val: list, lengths: tuple[int, ...], settings: Train
     if best:
         model.load_state_dict(best, strict=False)
     model.eval()
-    return Fitted(state, val_before, mean_loss(model, val, loss_of, settings.batch_size, bf16), held_out)
+    return Fitted(state, val_before, mean_loss(model, val, loss_of, settings.batch_size, bf16, ranks), held_out)
 
 
 def use_bf16(settings: TrainSettings, model) -> bool:
@@ -216,19 +292,29 @@ def autocast(model, enabled: bool):
 
 
 def optimizer_step(model, optimizer, scheduler, train: list, lengths: tuple[int, ...], settings: TrainSettings,
-                   step: int, loss_of: LossOf) -> float:
-    """Optimizer step number `step` over grad_accum length-grouped micro-batches; returns the mean loss."""
+                   step: int, loss_of: LossOf, ranks: Ranks | None = None) -> float:
+    """Optimizer step number `step` over grad_accum length-grouped micro-batches; returns the mean loss.
+
+    With several processes each computes its share of every micro-batch, weighted by its share of the batch's
+    weight (learned tokens or rows), so the summed gradients are exactly the whole batch's."""
+    ranks = ranks or Ranks()
     per_epoch = math.ceil(len(train) / settings.batch_size)
     losses = []
     bf16 = use_bf16(settings, model)
+    params = [p for p in model.parameters() if p.requires_grad]
     for micro in range(settings.grad_accum):
         epoch, within = divmod(step * settings.grad_accum + micro, per_epoch)
-        batch = batches_for_epoch(lengths, settings.batch_size, settings.seed, epoch)[within]
-        with autocast(model, bf16):
-            loss, _ = loss_of(model, [train[i] for i in batch])
-        (loss / settings.grad_accum).backward()
-        losses.append(loss.item())
-    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+        batch = ranks.share(batches_for_epoch(lengths, settings.batch_size, settings.seed, epoch)[within])
+        loss, weight = torch.zeros((), requires_grad=True), 0
+        if batch:  # a batch smaller than the processes leaves some without a share
+            with autocast(model, bf16):
+                loss, weight = loss_of(model, [train[i] for i in batch])
+        part, whole = ranks.sum([loss.item() * weight, weight]) if ranks.count > 1 else (loss.item(), 1)
+        share = weight / max(whole, 1) if ranks.count > 1 else 1.0
+        (loss * share / settings.grad_accum).backward()
+        losses.append(part / max(whole, 1))
+    ranks.sum_gradients(params)
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)

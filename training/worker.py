@@ -32,7 +32,7 @@ from tasks.spec import trainable_spec  # noqa: E402
 from training import data, evaluation, paths, recipe  # noqa: E402
 from training.presets import TrainSettings  # noqa: E402
 from training.manager import start_time  # noqa: E402
-from training.trainer import Checkpoint, Hooks, Stopped  # noqa: E402
+from training.trainer import Checkpoint, Hooks, Ranks, Stopped  # noqa: E402
 
 _signals = {"term": False}
 # peft 0.21 calls a transformers method that 5.24 deprecates; the warning means nothing to the user.
@@ -53,10 +53,14 @@ class JobLog:
             print(stamped, file=sys.stderr)
 
 
-def run_job(settings: Settings, job_id: str, echo: bool = False, progress=None) -> str:
-    """Run job_id to its end; returns the final state. Every outcome is written to the job store."""
+def run_job(settings: Settings, job_id: str, echo: bool = False, progress=None, ranks: Ranks | None = None) -> str:
+    """Run job_id to its end; returns the final state. Every outcome is written to the job store (by rank 0 of
+    a run on several processes; the others train their share and write nothing)."""
+    ranks = ranks or Ranks()
     store, folder = paths.job_store(settings), paths.job_folder(settings, job_id)
     job = store.get(job_id)
+    if not ranks.main:
+        return _follow(settings, job, folder, ranks)
     log = JobLog(folder / "train.log", echo)
     store.update(job_id, state="running", pid=os.getpid(), started=start_time(os.getpid()), error="")
     last_write = {"t": 0.0, "cancel_checked": 0.0}
@@ -87,8 +91,12 @@ def run_job(settings: Settings, job_id: str, echo: bool = False, progress=None) 
     if job.kind == "evaluate":
         return _finish_evaluation(settings, job, store, log, stop_reason)
     checkpoint = Checkpoint(folder / "checkpoint")
+    if ranks.count > 1:
+        log(f"training on {ranks.count} processes ({ranks.state.backend} on {ranks.state.device.type}), "
+            "each on its share of every batch")
     try:
-        outcome, source, meta = _train(settings, job, log, Hooks(report_progress, stop_reason, log), checkpoint)
+        outcome, source, meta = _train(settings, job, log, Hooks(report_progress, stop_reason, log, ranks),
+                                       checkpoint)
         final = paths.adapter_store(settings).save(job.owner, job.name, outcome.model.save_pretrained, meta)
         if final != job.name:
             log(f"an adapter named '{job.name}' already existed, so this one is saved as '{final}'")
@@ -110,6 +118,16 @@ def run_job(settings: Settings, job_id: str, echo: bool = False, progress=None) 
         return "failed"
 
 
+def _follow(settings: Settings, job, folder: Path, ranks: Ranks) -> str:
+    """A process other than rank 0: trains its share of every batch and stops when rank 0 says so."""
+    try:
+        _train(settings, job, lambda line: None, Hooks(log=lambda line: None, ranks=ranks),
+               Checkpoint(folder / "checkpoint"))
+    except Stopped as stop:
+        return stop.reason
+    return "succeeded"
+
+
 def _train(settings: Settings, job, log, hooks: Hooks, checkpoint: Checkpoint):
     plan = job.spec
     train_settings = TrainSettings(**plan["settings"])
@@ -128,6 +146,8 @@ def _train(settings: Settings, job, log, hooks: Hooks, checkpoint: Checkpoint):
     started = time.time()
     outcome = recipe.train(recipe.recipe_class(spec, train_settings.method)(train_settings), source, pretrained_options(settings, source),
                            train_rows, val_rows, checkpoint, hooks)
+    if outcome is None:  # not rank 0: nothing to save
+        return None, source, {}
     meta = {"task": job.task, "base_model": source.name, "base_location": source.location,
             "chat_template": None, "system_prompt": train_settings.system_prompt, **outcome.meta,
             "data_fingerprint": data.examples_digest(report.examples),
@@ -206,9 +226,11 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: _signals.__setitem__("term", True))
     settings = Settings(**json.loads(Path(args.settings).read_text(encoding="utf-8")))
-    set_threads(settings.threads)
-    state = run_job(settings, args.job_id)
-    return 0 if state == "succeeded" else 1
+    ranks = Ranks()
+    set_threads(max(1, (settings.threads or os.cpu_count() or 1) // ranks.count))  # the cores, shared out
+    state = run_job(settings, args.job_id, ranks=ranks)
+    # A process other than rank 0 that stopped as asked ends well: the launcher then leaves rank 0 to finish.
+    return 0 if state == "succeeded" or (not ranks.main and state != "failed") else 1
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import gradio as gr
 
 from models import device
 from tasks.base import Context
+from training.manager import placement
 from ui.api import handler, user_of
 
 
@@ -32,6 +33,7 @@ def system_report(ctx: Context, request: gr.Request = None) -> str:
               "\n\n" if backend else "")
     return (f"**Device** {facts['device']} · **dtype** {str(ctx.hub.dtype).removeprefix('torch.')} · "
             f"**CPU threads** {facts['threads']} · **torch** {facts['torch']}\n\n{where}{served}"
+            f"**Training** runs on {placement(ctx.settings)}\n\n"
             f"**Loaded models** (budget {ctx.settings.memory_budget_gb:g} GB; models load on first use)\n\n"
             f"| model | memory | decoding |\n|---|---|---|\n{models}")
 
