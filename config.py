@@ -32,6 +32,7 @@ class Settings:
     memory_budget_gb: float = 8.0  # loaded models beyond this are evicted, least recently used first
     threads: int = 0  # torch CPU threads (0 = all cores)
     dtype: str = "auto"  # auto (bf16 on a capable GPU, else fp32), float32 or bfloat16
+    decode_kernels: str = "auto"  # auto (the fastest product per layer, measured at load) or plain (the library's)
     speculative: bool = True  # chat drafts from the prompt checked in one pass: same answers, copying ones faster
     serve_backend: str = ""  # an OpenAI-compatible server that chat and completion run on ("" = this machine)
     serve_api_key: str = ""  # the key that server expects
@@ -58,6 +59,8 @@ class Settings:
             raise ValueError(f"port must be between 1 and 65535, not {self.port}")
         if self.dtype not in ("auto", "float32", "bfloat16"):
             raise ValueError(f"dtype must be auto, float32 or bfloat16, not {self.dtype!r}")
+        if self.decode_kernels not in ("auto", "plain"):
+            raise ValueError(f"decode-kernels must be auto or plain, not {self.decode_kernels!r}")
         if bool(self.username) != bool(self.password):
             raise ValueError("set both a username and a password, or neither")
         if self.concurrency < 1 or self.memory_budget_gb <= 0 or self.max_upload_mb < 1:
@@ -99,6 +102,8 @@ _HELP = {
     "serve_api_key": "API key the serving backend expects (sent as Authorization: Bearer KEY)",
     "serve_adapter_dir": "a folder the serving backend also reads, where adapters are copied for it to load "
                          "(empty: their own folders, for a backend on this machine)",
+    "decode_kernels": "chat decode products: auto (measured at load on this machine: fp16 weight copies or another "
+                      "layout where faster; answers checked in bench/decode.py) or plain (the library's fp32 products)",
     "speculative": "speculative decoding from prompt lookups (the same answers; those that quote their prompt come faster)",
     "train_processes": "processes a training job runs on, data-parallel (0 = one per visible GPU, else 1; on CPUs "
                        "they share the cores)",

@@ -6,7 +6,8 @@
 (what a plain server does); ours is the engine as the app loads it (its measured output-layer layout,
 speculative drafts), the users submitting from their own threads at once. Greedy outputs are compared token for
 token; the engine without speculation is shown for reference, and the 20 fixed prompts of DESIGN §8 check that
-the engine's answers are generate's. With --bf16 the engine also runs with bfloat16 weights and DESIGN §8's
+the engine's answers are generate's (DESIGN §8's check of the products chosen at load: fp16 weight copies where
+they are faster). With --bf16 the engine also runs with bfloat16 weights and DESIGN §8's
 bf16-vs-fp32 check is made.
 
     .venv/bin/python bench/decode.py [--max-new-tokens 64] [--repeats 3] [--bf16] [--show-answers]
@@ -240,7 +241,7 @@ def main() -> None:
             ratio(label, ("model.generate, greedy, one request at a time", base), ("engine", ours), "tokens/s", target)
         print()
         answers_check(lambda ids, k: plain_generate(plain, lm, ids, k),
-                      (lambda ids, k: engine_generate(lm, ids, k), lm), "engine (fp32) vs model.generate",
+                      (lambda ids, k: engine_generate(lm, ids, k), lm), "engine as loaded vs model.generate",
                       args.show_answers)
         if args.bf16:
             bf16 = load(data_dir, "bfloat16", adapters)

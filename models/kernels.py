@@ -1,65 +1,144 @@
-"""Matrix-product layouts for decoding, chosen per machine by a short measurement when a model loads.
+"""Matrix products for decoding, chosen per machine by a short measurement when a model loads.
 
-A decode step multiplies each weight matrix by 1–16 rows. For the output layer (vocabulary × hidden, the largest
-matrix of a small model) the BLAS library may read the weights several times slower as `x · Wᵀ` with few rows
-(a matrix-vector path) than as `W · xᵀ` with at least two columns: seen 10 ms vs 3.4 ms per step for SmolLM2 on
-2 AVX-512 cores. The products are the same up to the order of the float sums. Which layout wins depends on the CPU
-and its BLAS, so it is measured on the model's own weights, and the faster one kept.
+A decode step multiplies each weight matrix by 1–16 rows, and on a CPU that time goes into reading the weights
+from memory. Three products are candidates for each shape of linear layer:
+- the library's `x · Wᵀ`;
+- `W · xᵀ` with at least two columns: the BLAS library may read a large matrix several times faster that way
+  than through its matrix-vector path (seen for SmolLM2's output layer: 10 ms vs 3.4 ms per step on 2 AVX-512
+  cores); the same products up to the order of the float sums;
+- fp16 copies of the weights through fbgemm's fp16 GEMM (`torch.ops.quantized.linear_dynamic_fp16`): half the
+  bytes to read, fp32 activations and results, so only the weights' own rounding (2⁻¹¹) changes anything.
+  SmolLM2's 211 layers took 11 ms instead of 34 ms for one row and 11 ms instead of 51 ms for four here; 19 of
+  DESIGN §8's 20 answers keep their first 16 greedy tokens (bench/decode.py checks it). It costs the fp16 copies'
+  memory (half the linear weights again).
+Which wins depends on the CPU and its libraries, so each is measured on the model's own weights and the fastest
+kept; prompts (many rows) and anything with gradients keep the library's own product and the fp32 weights.
 """
 
 from __future__ import annotations
 
 import time
-import types
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch.nn import functional
 
-FEW_ROWS = 16  # at most this many rows take the measured layout; prompts (many rows) keep the library's own
-WORTH_MEASURING = 4_000_000  # weights below this cost little either way: not worth a measurement
+FEW_ROWS = 16  # at most this many rows take the measured product; prompts (many rows) keep the library's own
+WORTH_MEASURING = 4_000_000  # a model whose linear weights are fewer than this decodes fast either way
 ROWS_MEASURED = (1, 4)
 REPEATS = 5
+FASTER = 0.9  # a product replaces the library's only when it takes under this share of its time
+FP16_MAX = 65504.0
 
 
-def tune_output_layer(model: torch.nn.Module) -> str:
-    """Give the model's output layer the faster product layout for few rows; a sentence saying what was chosen."""
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    if type(head) is not torch.nn.Linear or head.weight.device.type != "cpu":
-        return "library default (no measurement on this device)"
-    if head.weight.numel() < WORTH_MEASURING:
-        return "library default (output layer too small to matter)"
-    try:
-        plain, transposed = _measure(head)
-    except RuntimeError as error:  # a layout this build cannot run: keep the default
-        return f"library default ({error})"
-    if transposed >= 0.9 * plain:
-        return f"library default (measured {plain:.1f} ms vs {transposed:.1f} ms for W·xᵀ)"
-    head.forward = types.MethodType(_few_rows_transposed, head)
-    return f"output layer as W·xᵀ for ≤{FEW_ROWS} rows (measured {transposed:.1f} ms vs {plain:.1f} ms)"
+@dataclass
+class Choice:
+    """What tune() chose, for the System panel, and the memory its copies take."""
+    text: str
+    extra_bytes: int = 0
 
 
-def _measure(head: torch.nn.Linear) -> tuple[float, float]:
-    """Milliseconds per product summed over ROWS_MEASURED rows: (library's x·Wᵀ, W·xᵀ)."""
-    times = []
+# A product's preparation: (layer) -> a function (rows) -> outputs, and the bytes it keeps. It raises RuntimeError
+# where this build or machine cannot run it.
+Prepared = tuple[Callable[[torch.Tensor], torch.Tensor], int]
+
+
+def _library(layer: torch.nn.Linear) -> Prepared:
+    return (lambda flat: functional.linear(flat, layer.weight, layer.bias)), 0
+
+
+def _prepare_transposed(layer: torch.nn.Linear) -> Prepared:
+    return (lambda flat: _transposed(flat, layer.weight, layer.bias)), 0
+
+
+def _prepare_fp16(layer: torch.nn.Linear) -> Prepared:
+    weight = layer.weight.detach()
+    if weight.abs().max() >= FP16_MAX:
+        raise RuntimeError("weights beyond fp16's range")
+    bias = None if layer.bias is None else layer.bias.detach()
+    packed = torch.ops.quantized.linear_prepack_fp16(weight, bias)
+    return (lambda flat: torch.ops.quantized.linear_dynamic_fp16(flat.contiguous(), packed)), weight.numel() * 2
+
+
+PRODUCTS: dict[str, Callable[[torch.nn.Linear], Prepared]] = {
+    "W·xᵀ": _prepare_transposed,
+    "fp16 weights": _prepare_fp16,
+}
+
+
+def tune(model: torch.nn.Module, enabled: bool = True) -> Choice:
+    """Give each shape of the model's linear layers the fastest measured product for decode steps."""
+    if not enabled:
+        return Choice("library products (--decode-kernels plain)")
+    layers = [m for m in model.modules() if type(m) is torch.nn.Linear]
+    if not layers or any(m.weight.device.type != "cpu" or m.weight.dtype != torch.float32 for m in layers):
+        return Choice("library products (measured only for fp32 weights on a CPU)")
+    if sum(m.weight.numel() for m in layers) < WORTH_MEASURING:
+        return Choice("library products (a model this small decodes fast either way)")
+    shapes: dict[tuple[int, int], list[torch.nn.Linear]] = {}
+    for layer in layers:
+        shapes.setdefault(tuple(layer.weight.shape), []).append(layer)
+    chosen: dict[str, int] = {}
+    extra = 0
     with torch.inference_mode():
-        for product in (functional.linear, _transposed):
-            total = 0.0
-            for rows in ROWS_MEASURED:
-                x = torch.randn(rows, head.in_features, dtype=head.weight.dtype)
-                product(x, head.weight, head.bias)  # warm-up
-                start = time.perf_counter()
-                for _ in range(REPEATS):
-                    product(x, head.weight, head.bias)
-                total += (time.perf_counter() - start) / REPEATS
-            times.append(total * 1000)
-    return times[0], times[1]
+        for group in shapes.values():
+            name, prepared = _fastest(group[0])
+            if name != "library":
+                extra += _install(group[0], prepared)
+                extra += sum(_install(layer, PRODUCTS[name](layer)) for layer in group[1:])
+            chosen[name] = chosen.get(name, 0) + len(group)
+    return Choice(_described(chosen, extra), extra)
 
 
-def _few_rows_transposed(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    flat = x.reshape(-1, x.shape[-1])
-    if flat.shape[0] > FEW_ROWS or torch.is_grad_enabled():
-        return functional.linear(x, self.weight, self.bias)
-    return _transposed(flat, self.weight, self.bias).reshape(*x.shape[:-1], -1)
+def _fastest(layer: torch.nn.Linear) -> tuple[str, Prepared]:
+    """The fastest product for layer's shape ("library" unless another clearly wins), prepared for layer."""
+    library = _library(layer)
+    times, prepared = {"library": _milliseconds(library[0], layer.in_features)}, {"library": library}
+    for name, prepare in PRODUCTS.items():
+        try:
+            prepared[name] = prepare(layer)
+            times[name] = _milliseconds(prepared[name][0], layer.in_features)
+        except (RuntimeError, AttributeError, NotImplementedError):  # this build or machine cannot: not a candidate
+            prepared.pop(name, None)
+    best = min(times, key=times.get)
+    best = best if times[best] < FASTER * times["library"] else "library"
+    return best, prepared[best]
+
+
+def _milliseconds(product, width: int) -> float:
+    """Milliseconds per product summed over ROWS_MEASURED rows."""
+    total = 0.0
+    for rows in ROWS_MEASURED:
+        x = torch.randn(rows, width)
+        product(x)  # warm-up
+        start = time.perf_counter()
+        for _ in range(REPEATS):
+            product(x)
+        total += (time.perf_counter() - start) / REPEATS
+    return total * 1000
+
+
+def _install(layer: torch.nn.Linear, prepared: Prepared) -> int:
+    """Route layer's decode steps through the prepared product; the bytes it keeps."""
+    product, kept = prepared
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, x.shape[-1])
+        if flat.shape[0] > FEW_ROWS or torch.is_grad_enabled() or x.dtype != torch.float32:
+            return functional.linear(x, layer.weight, layer.bias)
+        return product(flat).reshape(*x.shape[:-1], -1)
+
+    layer.forward = forward
+    return kept
+
+
+def _described(chosen: dict[str, int], extra: int) -> str:
+    if list(chosen) == ["library"]:
+        return "library products (measured fastest)"
+    parts = [f"{name} for {count} layer{'s' if count > 1 else ''}" for name, count in chosen.items()]
+    memory = f", +{extra / 2**20:,.0f} MB for the fp16 copies" if extra else ""
+    return f"measured at load: {', '.join(parts)}{memory}"
 
 
 def _transposed(flat: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

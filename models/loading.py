@@ -279,10 +279,10 @@ def load_lm(hub: ModelHub, source: catalog.ModelSource) -> tuple[LoadedLM, int]:
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     context = token_limit(model.config, tokenizer, hub.settings.context_limit)
-    kernel = kernels.tune_output_layer(model)
+    kernel = kernels.tune(model, hub.settings.decode_kernels == "auto")
     engine = GenerationEngine(model, _eos_ids(model, tokenizer), tokenizer.pad_token_id or 0, context,
                               speculate=hub.settings.speculative)
-    return LoadedLM(source, model, tokenizer, engine, kernel), model_bytes(model)
+    return LoadedLM(source, model, tokenizer, engine, kernel.text), model_bytes(model) + kernel.extra_bytes
 
 
 def load_embedder(hub: ModelHub, source: catalog.ModelSource,

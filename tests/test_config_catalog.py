@@ -17,7 +17,8 @@ def test_flags_override_environment(monkeypatch, tmp_path):
     assert (settings.port, settings.data_dir, settings.trust_remote_code) == (9002, tmp_path, False)
 
 
-@pytest.mark.parametrize("argv", [["--port", "0"], ["--dtype", "float8"], ["--username", "ann"]])
+@pytest.mark.parametrize("argv", [["--port", "0"], ["--dtype", "float8"], ["--username", "ann"],
+                                  ["--decode-kernels", "fast"]])
 def test_bad_settings_are_refused_with_a_message(argv, capsys):
     with pytest.raises(SystemExit):
         app.parse_settings(argv)
