@@ -257,6 +257,13 @@ class GenerationEngine:
         return out.logits[:, -keep:, :], out.cache
 
     def _admit(self, rows, cache, mask, newcomers):
+        """Prefill the newcomers in batches of similar prompt lengths, emit their first tokens and merge them into
+        the batch (left-padding a short prompt to a long one would make it cost the long one's work)."""
+        for group in _similar_lengths(newcomers):
+            rows, cache, mask = self._prefill(rows, cache, mask, group)
+        return rows, cache, mask
+
+    def _prefill(self, rows, cache, mask, newcomers):
         """Prefill the newcomers as one left-padded batch, emit their first token and merge them into the batch."""
         width = max(len(r.request.prompt_ids) for r in newcomers)
         ids = torch.full((len(newcomers), width), self.pad_id, dtype=torch.long)
@@ -370,6 +377,21 @@ class GenerationEngine:
 
 
 HOLES_KEPT = 16  # masked columns tolerated inside the cache before it is compacted
+PADDING_KEPT = 1.25  # a prefill batch may compute this many times its prompts' own tokens
+
+
+def _similar_lengths(rows: list[_Row]) -> list[list[_Row]]:
+    """Rows in batches, shortest prompts first, each padded to at most PADDING_KEPT times its real tokens."""
+    groups: list[list[_Row]] = []
+    for row in sorted(rows, key=lambda r: len(r.request.prompt_ids)):
+        length = len(row.request.prompt_ids)
+        group = groups[-1] if groups else None
+        if group and (len(group) + 1) * length <= PADDING_KEPT * (sum(len(r.request.prompt_ids) for r in group)
+                                                                  + length):
+            group.append(row)
+        else:
+            groups.append([row])
+    return groups
 
 
 def _drop_holes(cache, mask):

@@ -12,7 +12,8 @@ from memory. Three products are candidates for each shape of linear layer:
   DESIGN §8's 20 answers keep their first 16 greedy tokens (bench/decode.py checks it). It costs the fp16 copies'
   memory (half the linear weights again).
 Which wins depends on the CPU and its libraries, so each is measured on the model's own weights and the fastest
-kept; prompts (many rows) and anything with gradients keep the library's own product and the fp32 weights.
+kept, for prompts (many rows) too where it is also faster for them; anything with gradients keeps the library's
+own product and the fp32 weights (training, and the exact logits it needs).
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ from typing import Callable
 import torch
 from torch.nn import functional
 
-FEW_ROWS = 16  # at most this many rows take the measured product; prompts (many rows) keep the library's own
+FEW_ROWS = 16  # at most this many rows are a decode step; more are a prompt, which a product takes only if measured
 WORTH_MEASURING = 4_000_000  # a model whose linear weights are fewer than this decodes fast either way
 ROWS_MEASURED = (1, 4)
+PROMPT_ROWS = (64,)  # a product also takes prompts where it is faster for this many rows too
 REPEATS = 5
 FASTER = 0.9  # a product replaces the library's only when it takes under this share of its time
 FP16_MAX = 65504.0
@@ -83,16 +85,18 @@ def tune(model: torch.nn.Module, enabled: bool = True) -> Choice:
     extra = 0
     with torch.inference_mode():
         for group in shapes.values():
-            name, prepared = _fastest(group[0])
+            name, prepared, prompts = _fastest(group[0])
             if name != "library":
-                extra += _install(group[0], prepared)
-                extra += sum(_install(layer, PRODUCTS[name](layer)) for layer in group[1:])
-            chosen[name] = chosen.get(name, 0) + len(group)
+                extra += _install(group[0], prepared, prompts)
+                extra += sum(_install(layer, PRODUCTS[name](layer), prompts) for layer in group[1:])
+            label = f"{name} (prompts too)" if prompts else name
+            chosen[label] = chosen.get(label, 0) + len(group)
     return Choice(_described(chosen, extra), extra)
 
 
-def _fastest(layer: torch.nn.Linear) -> tuple[str, Prepared]:
-    """The fastest product for layer's shape ("library" unless another clearly wins), prepared for layer."""
+def _fastest(layer: torch.nn.Linear) -> tuple[str, Prepared, bool]:
+    """The fastest product for layer's shape ("library" unless another clearly wins), prepared for layer, and
+    whether it is also faster for prompts."""
     library = _library(layer)
     times, prepared = {"library": _milliseconds(library[0], layer.in_features)}, {"library": library}
     for name, prepare in PRODUCTS.items():
@@ -102,14 +106,18 @@ def _fastest(layer: torch.nn.Linear) -> tuple[str, Prepared]:
         except (RuntimeError, AttributeError, NotImplementedError):  # this build or machine cannot: not a candidate
             prepared.pop(name, None)
     best = min(times, key=times.get)
-    best = best if times[best] < FASTER * times["library"] else "library"
-    return best, prepared[best]
+    if times[best] >= FASTER * times["library"]:
+        return "library", library, False
+    width = layer.in_features
+    prompts = _milliseconds(prepared[best][0], width, PROMPT_ROWS) < FASTER * _milliseconds(library[0], width,
+                                                                                           PROMPT_ROWS)
+    return best, prepared[best], prompts
 
 
-def _milliseconds(product, width: int) -> float:
-    """Milliseconds per product summed over ROWS_MEASURED rows."""
+def _milliseconds(product, width: int, counts: tuple[int, ...] = ROWS_MEASURED) -> float:
+    """Milliseconds per product summed over these counts of rows."""
     total = 0.0
-    for rows in ROWS_MEASURED:
+    for rows in counts:
         x = torch.randn(rows, width)
         product(x)  # warm-up
         start = time.perf_counter()
@@ -119,13 +127,14 @@ def _milliseconds(product, width: int) -> float:
     return total * 1000
 
 
-def _install(layer: torch.nn.Linear, prepared: Prepared) -> int:
-    """Route layer's decode steps through the prepared product; the bytes it keeps."""
+def _install(layer: torch.nn.Linear, prepared: Prepared, prompts: bool) -> int:
+    """Route layer's decode steps (and its prompts, if `prompts`) through the prepared product; the bytes it
+    keeps."""
     product, kept = prepared
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1])
-        if flat.shape[0] > FEW_ROWS or torch.is_grad_enabled() or x.dtype != torch.float32:
+        if (flat.shape[0] > FEW_ROWS and not prompts) or torch.is_grad_enabled() or x.dtype != torch.float32:
             return functional.linear(x, layer.weight, layer.bias)
         return product(flat).reshape(*x.shape[:-1], -1)
 

@@ -101,3 +101,37 @@ def test_one_callers_flood_does_not_delay_anothers_first_token(ctx, tiny_gpt2_di
     # The flood holds at most half the rows (8), so the newcomer joins at the next step: a few steps of the
     # flood's rows at most, not the 200 x 40 tokens queued before it.
     assert waited_rows <= 8 * 4, waited_rows
+
+
+def test_prompts_of_very_different_lengths_are_prefilled_apart():
+    groups = [[len(p) for p in group] for group in _similar_lengths_of([[0] * n for n in (190, 40, 45, 50, 3, 60)])]
+    assert groups == [[3], [40, 45, 50, 60], [190]]  # padding 40 to 190 would cost 190's work four more times
+
+
+def test_long_and_short_prompts_admitted_together_keep_their_answers(ctx, tiny_gpt2_dir):
+    lm = ctx.hub.lm(str(tiny_gpt2_dir))
+    lm.engine.speculate = False  # one pass per step, so the passes count the prefill batches
+    texts = ["Hi", "Hello there", " ".join(["a long prompt"] * 30), "One two three"]
+    ids = [lm.tokenizer(t)["input_ids"] for t in texts]
+    held, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=lm.engine.call, args=(lambda: (held.set(), release.wait()),))
+    holder.start()
+    assert held.wait(10)  # the engine thread waits on us: all four requests queue up and are admitted at once
+    requests = [lm.generate(p, SamplingParams(8, temperature=0)) for p in ids]
+    passes = lm.engine.forward_passes
+    release.set()
+    holder.join()
+    answers = [list(r.token_ids()) for r in requests]
+    assert answers == [reference(lm, p, 8) for p in ids]
+    batches = _similar_lengths_of(ids)
+    assert [len(group) for group in batches] == [1, 2, 1]  # "Hi"; "Hello there", "One two three"; the long one
+    assert lm.engine.forward_passes - passes == len(batches) + max(map(len, answers)) - 1
+
+
+def _similar_lengths_of(ids):
+    from types import SimpleNamespace
+
+    from models.engine import _similar_lengths
+
+    groups = _similar_lengths([SimpleNamespace(request=SimpleNamespace(prompt_ids=p)) for p in ids])
+    return [[r.request.prompt_ids for r in group] for group in groups]

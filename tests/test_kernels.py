@@ -19,9 +19,9 @@ class Head(torch.nn.Module):
         return self.out
 
 
-def forced(monkeypatch, name: str) -> None:
-    """As if the measurement had found `name` fastest for every shape."""
-    monkeypatch.setattr(kernels, "_fastest", lambda layer: (name, kernels.PRODUCTS[name](layer)))
+def forced(monkeypatch, name: str, prompts: bool = False) -> None:
+    """As if the measurement had found `name` fastest for every shape (and for prompts too, if `prompts`)."""
+    monkeypatch.setattr(kernels, "_fastest", lambda layer: (name, kernels.PRODUCTS[name](layer), prompts))
 
 
 @pytest.mark.parametrize("bias", [False, True])
@@ -61,7 +61,7 @@ def test_fp16_copies_change_a_decode_step_only_by_the_weights_rounding(monkeypat
 
 def test_the_library_stays_when_nothing_is_clearly_faster(monkeypatch):
     model = Head()
-    monkeypatch.setattr(kernels, "_milliseconds", lambda product, width: 1.0)  # all equally fast
+    monkeypatch.setattr(kernels, "_milliseconds", lambda product, width, counts=(): 1.0)  # all equally fast
     assert kernels.tune(model).text == "library products (measured fastest)"
     assert "forward" not in vars(model.out)
 
@@ -115,3 +115,28 @@ def test_the_system_panel_says_how_a_model_decodes(tmp_path, tiny_gpt2_dir):
         report = system_report(ctx)
         assert "| decoding |" in report and said in report and "decodes fast either way" in report
         ctx.hub.cache.clear()
+
+
+def test_a_product_faster_for_prompts_too_takes_them(monkeypatch):
+    model = Head()
+    forced(monkeypatch, "fp16 weights", prompts=True)
+    assert "fp16 weights (prompts too) for 1 layer" in kernels.tune(model).text
+    x = torch.randn(kernels.FEW_ROWS + 8, 512)
+    with torch.inference_mode():
+        got, exact = model.out(x), torch.nn.functional.linear(x, model.out.weight)
+        rounded = torch.nn.functional.linear(x, model.out.weight.half().float())
+    assert not torch.equal(got, exact) and torch.allclose(got, rounded, atol=1e-4)
+
+
+def test_prompts_take_the_product_only_where_measured_faster_for_them(monkeypatch):
+    def timed(product, width, counts=kernels.ROWS_MEASURED):  # fp16 wins decode steps, loses prompts
+        fp16 = getattr(product, "__qualname__", "").startswith("_prepare_fp16")
+        return (1.0 if fp16 else 10.0) if counts == kernels.ROWS_MEASURED else (10.0 if fp16 else 1.0)
+
+    monkeypatch.setattr(kernels, "PRODUCTS", {"fp16 weights": kernels._prepare_fp16})
+    monkeypatch.setattr(kernels, "_milliseconds", timed)
+    model = Head()
+    assert kernels.tune(model).text.startswith("measured at load: fp16 weights for 1 layer")
+    x = torch.randn(kernels.FEW_ROWS + 8, 512)
+    with torch.inference_mode():
+        assert torch.equal(model.out(x), torch.nn.functional.linear(x, model.out.weight))
