@@ -28,8 +28,8 @@ from torch.nn import functional
 FEW_ROWS = 16  # at most this many rows are a decode step; more are a prompt, which a product takes only if measured
 WORTH_MEASURING = 4_000_000  # a model whose linear weights are fewer than this decodes fast either way
 ROWS_MEASURED = (1, 4)
-PROMPT_ROWS = (64,)  # a product also takes prompts where it is faster for this many rows too
-REPEATS = 5
+PROMPT_ROWS = (32,)  # a product also takes prompts where it is faster for this many rows too
+REPEATS = 3
 FASTER = 0.9  # a product replaces the library's only when it takes under this share of its time
 FP16_MAX = 65504.0
 
@@ -85,45 +85,47 @@ def tune(model: torch.nn.Module, enabled: bool = True) -> Choice:
     extra = 0
     with torch.inference_mode():
         for group in shapes.values():
-            name, prepared, prompts = _fastest(group[0])
+            name, prepared, prompts = _fastest(group)
             if name != "library":
-                extra += _install(group[0], prepared, prompts)
-                extra += sum(_install(layer, PRODUCTS[name](layer), prompts) for layer in group[1:])
+                extra += sum(_install(layer, ready, prompts) for layer, ready in zip(group, prepared))
             label = f"{name} (prompts too)" if prompts else name
             chosen[label] = chosen.get(label, 0) + len(group)
     return Choice(_described(chosen, extra), extra)
 
 
-def _fastest(layer: torch.nn.Linear) -> tuple[str, Prepared, bool]:
-    """The fastest product for layer's shape ("library" unless another clearly wins), prepared for layer, and
-    whether it is also faster for prompts."""
-    library = _library(layer)
-    times, prepared = {"library": _milliseconds(library[0], layer.in_features)}, {"library": library}
+def _fastest(group: list[torch.nn.Linear]) -> tuple[str, list[Prepared], bool]:
+    """The fastest product for a group of layers of one shape ("library" unless another clearly wins), prepared
+    for each of them, and whether it is also faster for prompts. Each product is timed over the whole group, as a
+    decode step runs it: one layer alone stays in the cache and hides what reading the weights costs."""
+    candidates = {"library": [_library(layer) for layer in group]}
     for name, prepare in PRODUCTS.items():
         try:
-            prepared[name] = prepare(layer)
-            times[name] = _milliseconds(prepared[name][0], layer.in_features)
+            candidates[name] = [prepare(layer) for layer in group]
         except (RuntimeError, AttributeError, NotImplementedError):  # this build or machine cannot: not a candidate
-            prepared.pop(name, None)
+            continue
+    width = group[0].in_features
+    times = {name: _milliseconds([product for product, _ in ready], width) for name, ready in candidates.items()}
     best = min(times, key=times.get)
     if times[best] >= FASTER * times["library"]:
-        return "library", library, False
-    width = layer.in_features
-    prompts = _milliseconds(prepared[best][0], width, PROMPT_ROWS) < FASTER * _milliseconds(library[0], width,
-                                                                                           PROMPT_ROWS)
-    return best, prepared[best], prompts
+        return "library", candidates["library"], False
+    products = {name: [product for product, _ in candidates[name]] for name in (best, "library")}
+    prompts = (_milliseconds(products[best], width, PROMPT_ROWS)
+               < FASTER * _milliseconds(products["library"], width, PROMPT_ROWS))
+    return best, candidates[best], prompts
 
 
-def _milliseconds(product, width: int, counts: tuple[int, ...] = ROWS_MEASURED) -> float:
-    """Milliseconds per product summed over these counts of rows."""
+def _milliseconds(products: list, width: int, counts: tuple[int, ...] = ROWS_MEASURED) -> float:
+    """Milliseconds for one pass of every product over these counts of rows (the best of REPEATS passes)."""
     total = 0.0
     for rows in counts:
         x = torch.randn(rows, width)
-        product(x)  # warm-up
-        start = time.perf_counter()
-        for _ in range(REPEATS):
-            product(x)
-        total += (time.perf_counter() - start) / REPEATS
+        passes = []
+        for _ in range(REPEATS + 1):  # the first pass warms up
+            start = time.perf_counter()
+            for product in products:
+                product(x)
+            passes.append(time.perf_counter() - start)
+        total += min(passes[1:])
     return total * 1000
 
 

@@ -21,7 +21,8 @@ class Head(torch.nn.Module):
 
 def forced(monkeypatch, name: str, prompts: bool = False) -> None:
     """As if the measurement had found `name` fastest for every shape (and for prompts too, if `prompts`)."""
-    monkeypatch.setattr(kernels, "_fastest", lambda layer: (name, kernels.PRODUCTS[name](layer), prompts))
+    monkeypatch.setattr(kernels, "_fastest",
+                        lambda group: (name, [kernels.PRODUCTS[name](layer) for layer in group], prompts))
 
 
 @pytest.mark.parametrize("bias", [False, True])
@@ -61,7 +62,7 @@ def test_fp16_copies_change_a_decode_step_only_by_the_weights_rounding(monkeypat
 
 def test_the_library_stays_when_nothing_is_clearly_faster(monkeypatch):
     model = Head()
-    monkeypatch.setattr(kernels, "_milliseconds", lambda product, width, counts=(): 1.0)  # all equally fast
+    monkeypatch.setattr(kernels, "_milliseconds", lambda products, width, counts=(): 1.0)  # all equally fast
     assert kernels.tune(model).text == "library products (measured fastest)"
     assert "forward" not in vars(model.out)
 
@@ -129,8 +130,8 @@ def test_a_product_faster_for_prompts_too_takes_them(monkeypatch):
 
 
 def test_prompts_take_the_product_only_where_measured_faster_for_them(monkeypatch):
-    def timed(product, width, counts=kernels.ROWS_MEASURED):  # fp16 wins decode steps, loses prompts
-        fp16 = getattr(product, "__qualname__", "").startswith("_prepare_fp16")
+    def timed(products, width, counts=kernels.ROWS_MEASURED):  # fp16 wins decode steps, loses prompts
+        fp16 = products[0].__qualname__.startswith("_prepare_fp16")
         return (1.0 if fp16 else 10.0) if counts == kernels.ROWS_MEASURED else (10.0 if fp16 else 1.0)
 
     monkeypatch.setattr(kernels, "PRODUCTS", {"fp16 weights": kernels._prepare_fp16})
