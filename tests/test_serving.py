@@ -73,6 +73,9 @@ def test_a_rank_vllm_does_not_take_is_rounded_up_and_other_users_see_no_server_p
         AdapterLibrary(ctx).serve_commands(["odd"], owner="bob")
     with pytest.raises(UserError, match="Pick one or more"):
         AdapterLibrary(ctx).serve_commands([])
+    for path in (str(settings.data_dir / "adapters" / "ana" / "odd"), "../ana/odd", "/etc"):  # paths, not names
+        with pytest.raises(UserError):
+            AdapterLibrary(ctx).serve_commands([path], owner="bob")
 
 
 # ---- a second LoRA Studio as the serving backend --------------------------------------------------------------
