@@ -388,8 +388,9 @@ def test_sigterm_to_the_app_leaves_the_job_interrupted_and_resumable(settings, t
 
     process, client = start_app()
     try:
+        # 720 steps, ~20 s here: the 180 of TINY took ~5 s, and sometimes ended before the app's SIGTERM arrived.
         job = client.predict("chat", handle_file(str(FACTS)), str(tiny_chat_dir), "survivor", "quick",
-                             {**TINY, "checkpoint_every": 3}, {}, api_name="/train")
+                             {**TINY, "epochs": 120, "checkpoint_every": 3}, {}, api_name="/train")
         wait_for(lambda: client.predict(job["job_id"], api_name="/job")["step"] >= 4, what="a checkpoint")
         worker_pid = paths.job_store(settings).get(job["job_id"]).pid
         process.send_signal(signal.SIGTERM)
