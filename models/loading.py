@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from transformers import (AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForQuestionAnswering,
@@ -21,6 +23,7 @@ from models.embeddings import Embedder
 from models.engine import EngineClosed, GenerationEngine, SamplingParams
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def unloaded(name: str) -> UserError:
@@ -154,6 +157,30 @@ def read_config(source: catalog.ModelSource, options: dict):
         raise UserError(f"Could not read the model '{source.name}': {str(error).splitlines()[0]}") from error
 
 
+def in_own_thread(work: Callable[[], T]) -> T:
+    """work()'s result (or its exception), computed in a thread that ends with it.
+
+    Why: OpenMP gives each thread that runs parallel torch work a pool of worker threads, kept while that thread
+    lives. Once two pools hold more workers than there are cores, libgomp has them sleep between operations, and
+    each of the ~300 parallel operations of a decode step waits for a worker to wake: on 2 cores the engine's
+    steps took 1.8x as long (14 -> 26 ms) while the request thread that loaded its model lived on. Loading in a
+    thread of its own leaves the engine's pool alone."""
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as error:  # handed to the caller, whatever it is
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run, name="model-load", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
 # transformers 5 builds a model on the meta device under a process-wide switch: two loads at once (two users,
 # or an evaluation's variants) can leave one's weights on meta. Loads take turns; each is disk-bound anyway.
 LOADING = threading.Lock()
@@ -234,7 +261,8 @@ class ModelHub:
         if on_disk > self.cache.budget:  # refused before loading: a load alone could exhaust the machine
             raise too_big(source.name, on_disk, self.cache.budget)
         key = f"{kind}:{source.key}" + (f"+{adapter.key}" if adapter else "")
-        value = self.cache.get(key, lambda: loader(self, source, *([adapter] if adapter else [])), source.name)
+        extra = [adapter] if adapter else []
+        value = self.cache.get(key, lambda: in_own_thread(lambda: loader(self, source, *extra)), source.name)
         if isinstance(value, LoadedLM):
             value.cache_key = key  # adapters attached to it count towards its size
         return value

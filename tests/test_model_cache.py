@@ -102,6 +102,23 @@ def test_a_model_in_use_is_not_unloaded(settings, tiny_gpt2_dir, tiny_chat_dir):
     hub.cache.clear()
 
 
+def test_a_model_loads_in_a_thread_that_ends_with_the_load(ctx, tiny_chat_dir, monkeypatch):
+    """The loading thread's OpenMP pool must not outlive the load: a second pool beside the engine's slows every
+    decode step (models/loading.py, in_own_thread)."""
+    from models import loading
+
+    seen = []
+
+    def spy(hub, source):
+        seen.append(threading.current_thread())
+        return loading.load_lm(hub, source)
+
+    monkeypatch.setitem(loading.LOADERS, "lm", spy)
+    lm = ctx.hub.lm(str(tiny_chat_dir))
+    assert len(seen) == 1 and seen[0] is not threading.current_thread() and not seen[0].is_alive()
+    assert lm.engine.model is lm.model  # the loaded model itself came back
+
+
 def test_broken_model_folder_is_a_clear_message(ctx, tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "gpt2"}')  # a config, but no weights
     with pytest.raises(UserError, match="Could not load the model"):
