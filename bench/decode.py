@@ -4,12 +4,12 @@
 (c) four users at once, base and two adapters mixed; (d) eight users at once, mixed the same way. The baseline is
 `model.generate` on a plain copy of the model (peft with the same adapters), greedy, one request after another
 (what a plain server does), in a process of its own; ours is the engine as the app loads it (its measured
-output-layer layout, speculative drafts), the users submitting from their own threads at once. Each side has its
-process to itself because two threads running parallel torch work in one process each keep an OpenMP pool, and
-with more pool workers than cores both ran 1.6-1.8x slower on 2 cores (bench/README). Greedy outputs are compared token for
-token; the engine without speculation is shown for reference, and the 20 fixed prompts of DESIGN §8 check that
-the engine's answers are generate's (DESIGN §8's check of the products chosen at load: fp16 weight copies where
-they are faster). With --bf16 the engine also runs with bfloat16 weights and DESIGN §8's
+products, its lean forward pass, speculative drafts), the users submitting from their own threads at once. Each
+side has its process to itself because two threads running parallel torch work in one process each keep an OpenMP
+pool, and with more pool workers than cores both ran 1.6-1.8x slower on 2 cores (bench/README). Greedy outputs
+are compared token for token; the engine without speculation is shown for reference, and the 20 fixed prompts of
+DESIGN §8 check that the engine's answers are generate's (DESIGN §8's check of the products chosen at load: fp16
+weight copies where they are faster). With --bf16 the engine also runs with bfloat16 weights and DESIGN §8's
 bf16-vs-fp32 check is made.
 
     .venv/bin/python bench/decode.py [--max-new-tokens 64] [--repeats 3] [--bf16] [--show-answers]

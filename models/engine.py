@@ -102,8 +102,9 @@ class GenerationEngine:
     """Continuous batching over a causal LM (optionally a peft model with several adapters)."""
 
     def __init__(self, model, eos_ids: set[int], pad_id: int, context_length: int, max_batch: int = 16,
-                 speculate: bool = True):
+                 speculate: bool = True, decoder=None):
         self.model = model
+        self.decoder = decoder  # a lean forward pass for this model (models/decoder.py), or None: the model's own
         self.speculate = speculate  # prompt-lookup drafts (models/speculation.py); the answers are the same either way
         self.device = next(model.parameters()).device
         self.eos_ids = eos_ids
@@ -203,6 +204,8 @@ class GenerationEngine:
                     future.set_result(command())
                 except Exception as error:
                     future.set_exception(error)
+                if self.decoder is not None:  # the command may have attached adapters or changed the model
+                    self.decoder.forget()
             else:
                 self._waiting.setdefault(item.caller, deque()).append(item)
 
@@ -252,6 +255,10 @@ class GenerationEngine:
         kwargs = {}
         if hasattr(self.model, "peft_config"):
             kwargs["adapter_names"] = [row.request.adapter or BASE for row in rows]
+        if self.decoder is not None:
+            logits = self.decoder.forward(input_ids, mask, positions, cache, keep, kwargs.get("adapter_names"))
+            if logits is not None:
+                return logits, cache
         out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache,
                          use_cache=True, logits_to_keep=keep, **kwargs)
         return out.logits[:, -keep:, :], out.cache

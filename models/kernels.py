@@ -71,13 +71,10 @@ PRODUCTS: dict[str, Callable[[torch.nn.Linear], Prepared]] = {
 
 def tune(model: torch.nn.Module, enabled: bool = True) -> Choice:
     """Give each shape of the model's linear layers the fastest measured product for decode steps."""
-    if not enabled:
-        return Choice("library products (--decode-kernels plain)")
     layers = [m for m in model.modules() if type(m) is torch.nn.Linear]
-    if not layers or any(m.weight.device.type != "cpu" or m.weight.dtype != torch.float32 for m in layers):
-        return Choice("library products (measured only for fp32 weights on a CPU)")
-    if sum(m.weight.numel() for m in layers) < WORTH_MEASURING:
-        return Choice("library products (a model this small decodes fast either way)")
+    unmeasured = _not_measured(layers, enabled)
+    if unmeasured:
+        return Choice(f"library products ({unmeasured})")
     shapes: dict[tuple[int, int], list[torch.nn.Linear]] = {}
     for layer in layers:
         shapes.setdefault(tuple(layer.weight.shape), []).append(layer)
@@ -91,6 +88,82 @@ def tune(model: torch.nn.Module, enabled: bool = True) -> Choice:
             label = f"{name} (prompts too)" if prompts else name
             chosen[label] = chosen.get(label, 0) + len(group)
     return Choice(_described(chosen, extra), extra)
+
+
+def _not_measured(layers: list[torch.nn.Linear], enabled: bool) -> str:
+    """Why these layers keep the library's products unmeasured; empty when they are measured."""
+    if not enabled:
+        return "--decode-kernels plain"
+    if not layers or any(m.weight.device.type != "cpu" or m.weight.dtype != torch.float32 for m in layers):
+        return "measured only for fp32 weights on a CPU"
+    if sum(m.weight.numel() for m in layers) < WORTH_MEASURING:
+        return "a model this small decodes fast either way"
+    return ""
+
+
+Joined = Callable[[torch.Tensor], list[torch.Tensor]]  # the input -> each member's output
+
+
+def join(groups: list[list[torch.nn.Linear]], enabled: bool = True) -> tuple[list[Joined], int, bool]:
+    """For groups of layers that read one input (a layer's q, k and v), a function each giving all the members'
+    outputs, the bytes this adds (negative where it frees some) and whether the members were joined.
+
+    One fp16 product over the members' weights side by side reads the input once and makes one call instead of
+    several; it is kept where measured faster than the members' own products (then their fp16 copies go, unless
+    they still serve prompts). Otherwise the members run one by one, as before."""
+    one_by_one = [_members(group) for group in groups]
+    layers = [layer for group in groups for layer in group]
+    mixed = any(len({(m.in_features, m.bias is None) for m in group}) > 1 for group in groups)
+    if mixed or _not_measured(layers, enabled):
+        return one_by_one, 0, False
+    with torch.inference_mode():
+        try:
+            packed = [_packed_side_by_side(group) for group in groups]
+        except (RuntimeError, AttributeError, NotImplementedError):  # no fp16 product here
+            return one_by_one, 0, False
+        width = groups[0][0].in_features
+        members = [layer.forward for layer in layers]
+        if _milliseconds(packed, width) >= FASTER * _milliseconds(members, width):
+            return one_by_one, 0, False
+        prompts = _milliseconds(packed, width, PROMPT_ROWS) < FASTER * _milliseconds(members, width, PROMPT_ROWS)
+    added = sum(layer.weight.numel() * 2 for layer in layers)
+    freed = sum(_release(layer) for layer in layers if prompts or not getattr(layer, "decode_prompts", False))
+    return [_joined(group, product, prompts) for group, product in zip(groups, packed)], added - freed, True
+
+
+def _members(group: list[torch.nn.Linear]) -> Joined:
+    return lambda x: [layer(x) for layer in group]
+
+
+def _packed_side_by_side(group: list[torch.nn.Linear]) -> Callable[[torch.Tensor], torch.Tensor]:
+    weight = torch.cat([layer.weight.detach() for layer in group])
+    bias = None if group[0].bias is None else torch.cat([layer.bias.detach() for layer in group])
+    product, _ = _prepare_fp16(_Weights(weight, bias))
+    return product
+
+
+@dataclass
+class _Weights:
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+
+
+def _joined(group: list[torch.nn.Linear], product, prompts: bool) -> Joined:
+    sizes = [layer.out_features for layer in group]
+
+    def run(x: torch.Tensor) -> list[torch.Tensor]:
+        flat = x.reshape(-1, x.shape[-1])
+        if (flat.shape[0] > FEW_ROWS and not prompts) or x.dtype != torch.float32:
+            return [layer(x) for layer in group]
+        return list(product(flat).reshape(*x.shape[:-1], -1).split(sizes, dim=-1))
+    return run
+
+
+def _release(layer: torch.nn.Linear) -> int:
+    """Give the layer back the library's product; the bytes its own product kept."""
+    if "forward" in layer.__dict__:
+        del layer.forward
+    return layer.__dict__.pop("decode_bytes", 0)
 
 
 def _fastest(group: list[torch.nn.Linear]) -> tuple[str, list[Prepared], bool]:
@@ -141,6 +214,7 @@ def _install(layer: torch.nn.Linear, prepared: Prepared, prompts: bool) -> int:
         return product(flat).reshape(*x.shape[:-1], -1)
 
     layer.forward = forward
+    layer.decode_bytes, layer.decode_prompts = kept, prompts  # for join(), which may release them
     return kept
 
 

@@ -16,7 +16,7 @@ from transformers import (AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelF
 
 from config import Settings
 from errors import NotFound, UserError
-from models import catalog, kernels, lora
+from models import catalog, decoder, kernels, lora
 from models.cache import ModelCache, too_big
 from models.device import fast_bf16, pick_device, pick_dtype
 from models.embeddings import Embedder
@@ -307,10 +307,14 @@ def load_lm(hub: ModelHub, source: catalog.ModelSource) -> tuple[LoadedLM, int]:
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     context = token_limit(model.config, tokenizer, hub.settings.context_limit)
-    kernel = kernels.tune(model, hub.settings.decode_kernels == "auto")
+    fast = hub.settings.decode_kernels == "auto"
+    kernel = kernels.tune(model, fast)
+    lean = decoder.build(model, fast)
     engine = GenerationEngine(model, _eos_ids(model, tokenizer), tokenizer.pad_token_id or 0, context,
-                              speculate=hub.settings.speculative)
-    return LoadedLM(source, model, tokenizer, engine, kernel.text), model_bytes(model) + kernel.extra_bytes
+                              speculate=hub.settings.speculative, decoder=lean)
+    described = kernel.text if lean is None else f"{kernel.text}; {lean.describe()}"
+    size = model_bytes(model) + kernel.extra_bytes + (lean.extra_bytes if lean else 0)
+    return LoadedLM(source, model, tokenizer, engine, described), size
 
 
 def load_embedder(hub: ModelHub, source: catalog.ModelSource,

@@ -10,15 +10,16 @@ import torch
 TARGETS = ("q_proj", "v_proj")
 
 
-def plain_lora(base_dir: Path, folder: Path, seed: int = 1, targets=TARGETS, rank: int = 4) -> Path:
-    """A LoRA adapter saved by plain peft on base_dir, with random (non-zero) A and B so it changes answers."""
+def plain_lora(base_dir: Path, folder: Path, seed: int = 1, targets=TARGETS, rank: int = 4, **options) -> Path:
+    """A LoRA adapter saved by plain peft on base_dir, with random (non-zero) A and B so it changes answers (other
+    LoraConfig options, such as use_dora, in `options`)."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(base_dir)
     torch.manual_seed(seed)
     config = LoraConfig(r=rank, lora_alpha=16, target_modules=list(targets), init_lora_weights=False,
-                        task_type="CAUSAL_LM", base_model_name_or_path=str(base_dir))
+                        task_type="CAUSAL_LM", base_model_name_or_path=str(base_dir), **options)
     get_peft_model(model, config).save_pretrained(folder)
     return folder
 

@@ -141,3 +141,71 @@ def test_prompts_take_the_product_only_where_measured_faster_for_them(monkeypatc
     x = torch.randn(kernels.FEW_ROWS + 8, 512)
     with torch.inference_mode():
         assert torch.equal(model.out(x), torch.nn.functional.linear(x, model.out.weight))
+
+
+class Attention(torch.nn.Module):
+    """Layers that read one input, as q, k and v do, two blocks of them: big enough to be measured."""
+
+    def __init__(self, bias=False):
+        super().__init__()
+        self.blocks = torch.nn.ModuleList(
+            torch.nn.ModuleList(torch.nn.Linear(512, width, bias=bias) for width in (2048, 1024, 1024))
+            for _ in range(2))
+
+    def groups(self) -> list[list[torch.nn.Linear]]:
+        return [list(block) for block in self.blocks]
+
+
+def timed_in_turn(monkeypatch, *times: float) -> None:
+    """As if the measurements had taken these times, in the order join() makes them."""
+    answers = iter(times)
+    monkeypatch.setattr(kernels, "_milliseconds", lambda products, width, counts=(): next(answers))
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_joined_layers_give_each_members_output(monkeypatch, bias):
+    model = Attention(bias)
+    forced(monkeypatch, "fp16 weights")
+    kernels.tune(model)
+    kept = sum(layer.weight.numel() * 2 for group in model.groups() for layer in group)
+    timed_in_turn(monkeypatch, 1.0, 10.0, 1.0, 10.0)  # faster for decode steps and for prompts
+    joined, added, did = kernels.join(model.groups())
+    assert did and added == kept - kept  # one fp16 copy side by side instead of the members' own
+    assert all("forward" not in vars(layer) for group in model.groups() for layer in group)
+    with torch.inference_mode():
+        for rows in (1, 4, kernels.FEW_ROWS + 8):
+            x = torch.randn(rows, 512)
+            for run, group in zip(joined, model.groups()):
+                outputs = run(x)
+                assert len(outputs) == 3
+                for out, layer in zip(outputs, group):
+                    rounded = torch.nn.functional.linear(x, layer.weight.half().float(), layer.bias)
+                    assert out.shape == (rows, layer.out_features) and torch.allclose(out, rounded, atol=1e-4)
+
+
+def test_prompts_keep_the_members_products_where_joining_is_not_faster_for_them(monkeypatch):
+    model = Attention()
+    timed_in_turn(monkeypatch, 1.0, 10.0, 10.0, 1.0)
+    joined, added, did = kernels.join(model.groups())
+    assert did and added == sum(layer.weight.numel() * 2 for group in model.groups() for layer in group)
+    x = torch.randn(kernels.FEW_ROWS + 1, 512)
+    with torch.inference_mode():
+        for out, layer in zip(joined[0](x), model.groups()[0]):
+            assert torch.equal(out, torch.nn.functional.linear(x, layer.weight))
+
+
+@pytest.mark.parametrize("why", ["slower", "unavailable", "plain"])
+def test_members_run_one_by_one_where_joining_does_not_pay_or_cannot_run(monkeypatch, why):
+    model = Attention()
+    forced(monkeypatch, "fp16 weights")
+    kernels.tune(model)
+    if why == "slower":
+        timed_in_turn(monkeypatch, 10.0, 10.0)
+    elif why == "unavailable":
+        monkeypatch.setattr(kernels, "_prepare_fp16", lambda layer: (_ for _ in ()).throw(RuntimeError("no fbgemm")))
+    joined, added, did = kernels.join(model.groups(), enabled=why != "plain")
+    assert not did and added == 0
+    assert all("forward" in vars(layer) for group in model.groups() for layer in group)  # their own fp16 copies
+    x = torch.randn(2, 512)
+    with torch.inference_mode():
+        assert all(torch.equal(out, layer(x)) for out, layer in zip(joined[1](x), model.groups()[1]))

@@ -1,0 +1,138 @@
+"""The engine's lean forward pass: the model's own logits in fewer operations, each row's LoRA added as peft adds
+it, and the model's own forward wherever the pass does not apply."""
+
+import threading
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM, DynamicCache
+
+from adapters_kit import plain_lora, plain_peft_greedy
+from models import decoder as decoder_module
+from models.decoder import BASE
+from models.engine import SamplingParams
+from models.loading import decoding
+from models.lora import attach
+
+ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def loaded(folder) -> torch.nn.Module:
+    return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+
+
+def with_adapters(model, **second_options):
+    """peft on the model (in place, as attaching does) with a random adapter 'every' (every linear layer) and, given
+    options, 'other' (q and down, changed by `second_options`)."""
+    torch.manual_seed(1)
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=16, target_modules=list(ALL_LINEAR),
+                                                  init_lora_weights=False), adapter_name="every")
+    if second_options:
+        options = {"target_modules": ["q_proj", "down_proj"], **second_options}
+        peft_model.add_adapter("other", LoraConfig(r=2, lora_alpha=8, init_lora_weights=False, **options))
+    return peft_model.eval()
+
+
+def models_logits(model, adapters: list[str] | None):
+    """A forward function through the model itself (peft's per-row adapters where given)."""
+    kwargs = {"adapter_names": adapters} if adapters else {}
+
+    def forward(ids, mask, positions, cache, keep):
+        return model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
+                     logits_to_keep=keep, **kwargs).logits
+    return forward
+
+
+def lean_logits(lean, adapters: list[str] | None):
+    return lambda ids, mask, positions, cache, keep: lean.forward(ids, mask, positions, cache, keep, adapters)
+
+
+def logits_of(forward, rows: int, vocab: int, steps: int = 3) -> list[torch.Tensor]:
+    """The logits of a left-padded prefill (2 positions kept), then of single steps on fixed tokens."""
+    tokens = torch.randint(0, vocab, (rows, 9 + steps), generator=torch.Generator().manual_seed(0))
+    ids, mask, cache, out = tokens[:, :9], torch.ones(rows, 9, dtype=torch.long), DynamicCache(), []
+    mask[0, :4] = 0
+    with torch.inference_mode():
+        for step in range(steps):
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1]:]
+            out.append(forward(ids, mask, positions, cache, 2 if step == 0 else 1))
+            ids = tokens[:, 9 + step:10 + step]
+            mask = torch.cat([mask, torch.ones_like(ids)], dim=1)
+    return out
+
+
+def assert_close(got: list[torch.Tensor], expected: list[torch.Tensor]) -> None:
+    for g, e in zip(got, expected, strict=True):
+        assert g.shape == e.shape and torch.allclose(g, e, atol=1e-5)
+
+
+def test_the_lean_pass_gives_the_models_own_logits(tiny_chat_dir):
+    model = loaded(tiny_chat_dir)
+    lean = decoder_module.build(model)
+    assert lean is not None
+    vocab = model.config.vocab_size
+    assert_close(logits_of(lean_logits(lean, None), 2, vocab), logits_of(models_logits(model, None), 2, vocab))
+
+
+def test_each_rows_lora_is_added_as_peft_adds_it(tiny_chat_dir):
+    model = loaded(tiny_chat_dir)
+    lean = decoder_module.build(model)  # built on the plain model, before peft wraps it (as the app loads)
+    peft_model = with_adapters(model, use_rslora=True)
+    adapters = [BASE, "every", "other", "every"]
+    expected = logits_of(models_logits(peft_model, adapters), 4, model.config.vocab_size)
+    assert_close(logits_of(lean_logits(lean, adapters), 4, model.config.vocab_size), expected)
+    assert not torch.allclose(expected[-1][0], expected[-1][1], atol=1e-3)  # LoRA changes the logits: a test that
+    assert not torch.allclose(expected[-1][1], expected[-1][2], atol=1e-3)  # can tell a missing or a wrong one
+
+
+@pytest.mark.parametrize("options", [{"use_dora": True}, {"modules_to_save": ["lm_head"]},
+                                     {"target_modules": ["embed_tokens", "q_proj"]}],
+                         ids=["dora", "saved-module", "embeddings"])
+def test_an_adapter_beyond_plain_lora_is_declined_and_others_still_run(tiny_chat_dir, options):
+    model = loaded(tiny_chat_dir)
+    lean = decoder_module.build(model)
+    vocab = model.config.vocab_size
+    peft_model = with_adapters(model)
+    expected = logits_of(models_logits(peft_model, [BASE, "every"]), 2, vocab)
+    torch.manual_seed(2)
+    peft_model.add_adapter("other", LoraConfig(r=2, init_lora_weights=False,
+                                               **{"target_modules": ["q_proj", "down_proj"], **options}))
+    lean.forget()  # as the engine does after attaching
+    ids = torch.tensor([[5, 6, 7], [8, 9, 10]])
+    mask = torch.ones_like(ids)
+    with torch.inference_mode():
+        assert lean.forward(ids, mask, mask.cumsum(-1) - 1, DynamicCache(), 1, [BASE, "other"]) is None
+    assert_close(logits_of(lean_logits(lean, [BASE, "every"]), 2, vocab), expected)  # 'other' sits beside
+
+
+def test_engine_answers_with_the_lean_pass_are_generates(ctx, tiny_chat_dir, tmp_path):
+    lm = ctx.hub.lm(str(tiny_chat_dir))
+    assert lm.engine.decoder is not None and "lean forward pass" in decoding(lm)
+    folders = {"every-layer": plain_lora(tiny_chat_dir, tmp_path / "every", seed=1, targets=ALL_LINEAR),
+               "embeddings": plain_lora(tiny_chat_dir, tmp_path / "embeddings", seed=2,
+                                        targets=("embed_tokens", "q_proj"))}  # declined: through peft
+    for key, folder in folders.items():
+        attach(lm, key, str(folder))
+    texts = ["one two three four one two three four one two", "The cat sat on the mat. The cat sat on the",
+             "Hello"]
+    cases = [(lm.tokenizer(text)["input_ids"], adapter) for text in texts for adapter in (None, *folders)]
+    expected = [plain_peft_greedy(tiny_chat_dir, folders.get(adapter), prompt, 16) for prompt, adapter in cases]
+    assert len({tuple(e) for e in expected}) > len(texts)  # the adapters change answers
+    results = [None] * len(cases)
+
+    def run(i):
+        prompt, adapter = cases[i]
+        results[i] = list(lm.generate(prompt, SamplingParams(16, temperature=0), adapter).token_ids())
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(cases))]  # rows of each kind mixed
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert results == expected
+
+
+def test_the_pass_is_off_where_it_does_not_apply_or_does_not_match(tiny_chat_dir, tiny_gpt2_dir, monkeypatch):
+    assert decoder_module.build(loaded(tiny_gpt2_dir)) is None  # a family it does not know
+    assert decoder_module.build(loaded(tiny_chat_dir), enabled=False) is None  # --decode-kernels plain
+    monkeypatch.setattr(decoder_module.LeanDecoder, "_layer", lambda self, i, layer, h, *rest: h)  # a wrong pass
+    assert decoder_module.build(loaded(tiny_chat_dir)) is None
