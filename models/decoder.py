@@ -46,8 +46,11 @@ class LeanDecoder:
         inner = model.model
         self.embed, self.rotary, self.norm, self.head = inner.embed_tokens, inner.rotary_emb, inner.norm, model.lm_head
         self.layers = list(inner.layers[: self.config.num_hidden_layers])
+        # The modules as loaded: peft may later wrap some of them, and a wrapper called without adapter names
+        # would apply its active adapter to every row.
         self.base = [{role: getattr(getattr(layer, parent), role) for role, parent in ROLES.items()}
                      for layer in self.layers]
+        self.norms = [(layer.input_layernorm, layer.post_attention_layernorm) for layer in self.layers]
         self.qkv, qkv_bytes, qkv_joined = kernels.join([[b["q_proj"], b["k_proj"], b["v_proj"]] for b in self.base],
                                                        enabled)
         self.gate_up, mlp_bytes, mlp_joined = kernels.join([[b["gate_proj"], b["up_proj"]] for b in self.base],
@@ -88,9 +91,9 @@ class LeanDecoder:
         return self.head(self.norm(h[:, -keep:]))
 
     def _layer(self, i, layer, h, causal, cos_sin, cache, attention, lora):
-        attn, mlp, base = layer.self_attn, layer.mlp, self.base[i]
+        attn, mlp, base, (input_norm, post_attention_norm) = layer.self_attn, layer.mlp, self.base[i], self.norms[i]
         batch, width, _ = h.shape
-        x = layer.input_layernorm(h)
+        x = input_norm(h)
         q, k, v = (_plus_lora(out, x, lora, role) for out, role in zip(self.qkv[i](x), ("q_proj", "k_proj", "v_proj")))
         shape = (batch, width, -1, attn.head_dim)
         q, k, v = (t.reshape(shape).transpose(1, 2) for t in (q, k, v))
@@ -99,7 +102,7 @@ class LeanDecoder:
         out, _ = attention(attn, q, k, v, causal, dropout=0.0, scaling=attn.scaling)
         out = out.reshape(batch, width, -1).contiguous()
         h = h + _plus_lora(base["o_proj"](out), out, lora, "o_proj")
-        x = layer.post_attention_layernorm(h)
+        x = post_attention_norm(h)
         gate, up = (_plus_lora(o, x, lora, role) for o, role in zip(self.gate_up[i](x), ("gate_proj", "up_proj")))
         y = mlp.act_fn(gate) * up
         return h + _plus_lora(base["down_proj"](y), y, lora, "down_proj")
@@ -125,7 +128,7 @@ class LeanDecoder:
                 return None
             i, role = place
             tables[i][role] = (module.lora_A[name], module.lora_B[name], module.scaling[name])
-        return tables
+        return tables if any(tables) else None  # an adapter the model does not hold: peft says so
 
 
 def _adapters_of(module) -> set[str]:

@@ -87,8 +87,9 @@ def test_each_rows_lora_is_added_as_peft_adds_it(tiny_chat_dir):
 
 
 @pytest.mark.parametrize("options", [{"use_dora": True}, {"modules_to_save": ["lm_head"]},
+                                     {"modules_to_save": ["post_attention_layernorm"]},
                                      {"target_modules": ["embed_tokens", "q_proj"]}],
-                         ids=["dora", "saved-module", "embeddings"])
+                         ids=["dora", "saved-head", "saved-norm", "embeddings"])
 def test_an_adapter_beyond_plain_lora_is_declined_and_others_still_run(tiny_chat_dir, options):
     model = loaded(tiny_chat_dir)
     lean = decoder_module.build(model)
@@ -98,11 +99,17 @@ def test_an_adapter_beyond_plain_lora_is_declined_and_others_still_run(tiny_chat
     torch.manual_seed(2)
     peft_model.add_adapter("other", LoraConfig(r=2, init_lora_weights=False,
                                                **{"target_modules": ["q_proj", "down_proj"], **options}))
+    with torch.no_grad():  # saved modules start as copies: make them differ, as training would
+        for module in peft_model.modules():
+            if "other" in (getattr(module, "modules_to_save", None) or {}):
+                [weight.mul_(1.5) for weight in module.modules_to_save["other"].parameters()]
+    peft_model.set_adapter("other")  # the active adapter: what its wrappers apply to rows given no adapter names
     lean.forget()  # as the engine does after attaching
     ids = torch.tensor([[5, 6, 7], [8, 9, 10]])
     mask = torch.ones_like(ids)
     with torch.inference_mode():
-        assert lean.forward(ids, mask, mask.cumsum(-1) - 1, DynamicCache(), 1, [BASE, "other"]) is None
+        for declined in ("other", "missing"):  # peft's forward runs it, or says the adapter is missing
+            assert lean.forward(ids, mask, mask.cumsum(-1) - 1, DynamicCache(), 1, [BASE, declined]) is None
     assert_close(logits_of(lean_logits(lean, [BASE, "every"]), 2, vocab), expected)  # 'other' sits beside
 
 
