@@ -29,7 +29,8 @@ import torch  # noqa: E402  (common sets the environment first)
 from config import Settings  # noqa: E402
 from models import offline  # noqa: E402
 from models.engine import SamplingParams  # noqa: E402
-from models.loading import ModelHub, in_own_thread  # noqa: E402
+from models.loading import ModelHub  # noqa: E402
+from models.threads import in_own_thread  # noqa: E402
 from models.lora import attach  # noqa: E402
 
 CHAT = "Write a short story about a robot who learns to paint."

@@ -8,6 +8,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from models.threads import in_own_thread
+
 Progress = Callable[[int, int], None]  # (texts done, texts in all)
 SHARED_BATCH = 32  # texts; requests up to this size are run together with others that wait at the same time
 
@@ -49,9 +51,10 @@ class Embedder:
         return int(self.model.max_seq_length or 256)
 
     def run(self, command):
-        """command() while holding the model (a view that reads more than vectors, such as its attention)."""
+        """command() while holding the model (a view that reads more than vectors, such as its attention), in a
+        thread that ends with it (models.threads.in_own_thread says why)."""
         with self._lock:
-            return command()
+            return in_own_thread(command, inference=True)
 
     def encode(self, texts: list[str], batch_size: int = 32, progress: Progress | None = None) -> np.ndarray:
         """(len(texts), dimension) unit vectors; longest texts are batched together to waste no padding.
@@ -63,6 +66,10 @@ class Embedder:
             return np.zeros((0, self.dimension), dtype=np.float32)
         if len(texts) <= SHARED_BATCH and progress is None:
             return self._encode_shared(texts)
+        # one thread of its own for the whole call: starting one per batch cost ~5% of the time
+        return in_own_thread(lambda: self._encode_batches(texts, batch_size, progress))
+
+    def _encode_batches(self, texts: list[str], batch_size: int, progress: Progress | None) -> np.ndarray:
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
         for start in range(0, len(texts), batch_size):
@@ -82,7 +89,7 @@ class Embedder:
                 with self._waiting_lock:
                     batch, self._waiting = self._take(self._waiting)
                 try:
-                    vectors = self._forward([text for r in batch for text in r.texts])
+                    vectors = in_own_thread(lambda: self._forward([text for r in batch for text in r.texts]))
                 except Exception as error:  # each caller of the batch gets the error, not a silent None
                     for r in batch:
                         r.error = error
@@ -104,7 +111,8 @@ class Embedder:
         return waiting[:taken], waiting[taken:]
 
     def _forward(self, texts: list[str]) -> np.ndarray:
-        """One forward pass; the caller holds the model's lock."""
+        """One forward pass; the caller holds the model's lock, in a thread that ends with its work (in_own_thread:
+        a request thread would keep an OpenMP pool that slows the chat engine's steps while it lives)."""
         self.forward_passes += 1
         with torch.inference_mode(), torch.autocast(self.model.device.type, torch.bfloat16, enabled=self.bf16):
             vectors = self.model.encode(texts, batch_size=len(texts), convert_to_numpy=True,

@@ -21,6 +21,7 @@ from models.cache import ModelCache, too_big
 from models.device import fast_bf16, pick_device, pick_dtype
 from models.embeddings import Embedder
 from models.engine import EngineClosed, GenerationEngine, SamplingParams
+from models.threads import in_own_thread
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -92,6 +93,12 @@ class LoadedModel:
     def name(self) -> str:
         return self.source.name
 
+    def compute(self, work: Callable[[], T]) -> T:
+        """work() holding the model, without gradients, in a thread that ends with it (see in_own_thread: the
+        request thread would keep an OpenMP pool that slows the chat engine's steps for as long as it lives)."""
+        with self.lock:
+            return in_own_thread(work, inference=True)
+
 
 def model_bytes(model: torch.nn.Module) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters())
@@ -157,28 +164,6 @@ def read_config(source: catalog.ModelSource, options: dict):
         raise UserError(f"Could not read the model '{source.name}': {str(error).splitlines()[0]}") from error
 
 
-def in_own_thread(work: Callable[[], T]) -> T:
-    """work()'s result (or its exception), computed in a thread that ends with it.
-
-    Why: OpenMP gives each thread that runs parallel torch work a pool of worker threads, kept while that thread
-    lives. Once two pools hold more workers than there are cores, libgomp has them sleep between operations, and
-    each of the ~300 parallel operations of a decode step waits for a worker to wake: on 2 cores the engine's
-    steps took 1.8x as long (14 -> 26 ms) while the request thread that loaded its model lived on. Loading in a
-    thread of its own leaves the engine's pool alone."""
-    outcome: dict[str, object] = {}
-
-    def run() -> None:
-        try:
-            outcome["value"] = work()
-        except BaseException as error:  # handed to the caller, whatever it is
-            outcome["error"] = error
-
-    thread = threading.Thread(target=run, name="model-load", daemon=True)
-    thread.start()
-    thread.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
 
 
 # transformers 5 builds a model on the meta device under a process-wide switch: two loads at once (two users,

@@ -192,13 +192,13 @@ def window_spans(loaded, question: str, passage: str, progress: Progress | None 
     for first in range(0, windows, WINDOW_BATCH):
         batch = {k: v[first:first + WINDOW_BATCH].to(loaded.model.device) for k, v in inputs.items()}
         rows = len(batch["input_ids"])
-        with loaded.lock, torch.inference_mode():
+
+        def spans(batch=batch, first=first, rows=rows) -> list[tuple[float, int, int]]:
             output = loaded.model(**batch)
-        for row in range(rows):
-            window = first + row
-            in_context = [i == 1 for i in inputs.sequence_ids(window)]
-            results.append(best_in_window(output.start_logits[row].float(), output.end_logits[row].float(),
-                                          in_context, offsets[window]))
+            return [best_in_window(output.start_logits[row].float(), output.end_logits[row].float(),
+                                   [i == 1 for i in inputs.sequence_ids(first + row)], offsets[first + row])
+                    for row in range(rows)]
+        results += loaded.compute(spans)
         if progress is not None and windows > 1:
             progress(min(first + rows, windows) / windows, f"Read {min(first + rows, windows)} of {windows} parts")
     return results

@@ -77,12 +77,13 @@ def seq2seq_generate(loaded: LoadedModel, text: str, max_new_tokens: int, src_la
                      **generate_kwargs) -> str:
     """The encoder-decoder's output for one input, run under the model's lock (models are not re-entrant)."""
     tokenizer, model = loaded.tokenizer, loaded.model
-    with loaded.lock, torch.inference_mode():
+
+    def run() -> torch.Tensor:
         if src_lang is not None:
             tokenizer.src_lang = src_lang  # NLLB/M2M tokenizers mark the source language; shared, hence the lock
         inputs = tokenizer(text, return_tensors="pt", truncation=True, max_length=seq2seq_context(loaded))
-        out = model.generate(**inputs.to(model.device), max_new_tokens=max_new_tokens, **generate_kwargs)
-    return tokenizer.decode(out[0], skip_special_tokens=True).strip()
+        return model.generate(**inputs.to(model.device), max_new_tokens=max_new_tokens, **generate_kwargs)
+    return tokenizer.decode(loaded.compute(run)[0], skip_special_tokens=True).strip()
 
 
 def prompt_ids(lm: LoadedLM, prompt: str) -> list[int]:

@@ -119,8 +119,7 @@ class InsideModel:
         where = (encoded["input_ids"][0] == tokenizer.mask_token_id).nonzero()
         if len(where) != 1:
             raise UserError("The blank fell outside what the model reads; put it nearer the start.")
-        with loaded.lock, torch.inference_mode():
-            logits = loaded.model(**encoded).logits[0, int(where[0])].float()
+        logits = loaded.compute(lambda: loaded.model(**encoded).logits[0, int(where[0])].float())
         probs = logits.softmax(-1)
         top = probs.topk(k)
         candidates = []

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-import torch
 
 from config import LOCAL_USER
 from errors import TooLarge, UserError
@@ -119,8 +118,7 @@ class SentimentTask(Task):
             batch = texts[start:start + BATCH]
             inputs = loaded.tokenizer(batch, padding=True, truncation=True, max_length=limit,
                                       return_tensors="pt").to(loaded.model.device)
-            with loaded.lock, torch.inference_mode():
-                logits = loaded.model(**inputs).logits
+            logits = loaded.compute(lambda: loaded.model(**inputs).logits)
             probs = logits.float().softmax(-1).cpu().numpy()
             rows += [result(text, labels, p) for text, p in zip(batch, probs)]
             if progress is not None:
