@@ -103,7 +103,7 @@ _HELP = {
     "serve_adapter_dir": "a folder the serving backend also reads, where adapters are copied for it to load "
                          "(empty: their own folders, for a backend on this machine)",
     "decode_kernels": "chat decode products: auto (measured at load on this machine: fp16 weight copies or another "
-                      "layout where faster, a lean forward pass on Llama-family models; answers checked in "
+                      "layout where faster, a lean forward pass on Llama and Qwen2 models; answers checked in "
                       "bench/decode.py) or plain (the library's fp32 products and the model's own forward)",
     "speculative": "speculative decoding from prompt lookups (the same answers; those that quote their prompt come faster)",
     "train_processes": "processes a training job runs on, data-parallel (0 = one per visible GPU, else 1; on CPUs "

@@ -67,8 +67,19 @@ def assert_close(got: list[torch.Tensor], expected: list[torch.Tensor]) -> None:
         assert g.shape == e.shape and torch.allclose(g, e, atol=1e-5)
 
 
-def test_the_lean_pass_gives_the_models_own_logits(tiny_chat_dir):
-    model = loaded(tiny_chat_dir)
+def tiny_qwen2(**options) -> torch.nn.Module:
+    """A 2-layer Qwen2 with random weights (q, k and v with biases)."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    config = Qwen2Config(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, **options)
+    return Qwen2ForCausalLM(config).eval()
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_the_lean_pass_gives_the_models_own_logits(tiny_chat_dir, family):
+    model = loaded(tiny_chat_dir) if family == "llama" else tiny_qwen2()
     lean = decoder_module.build(model)
     assert lean is not None
     vocab = model.config.vocab_size
@@ -140,6 +151,9 @@ def test_engine_answers_with_the_lean_pass_are_generates(ctx, tiny_chat_dir, tmp
 
 def test_the_pass_is_off_where_it_does_not_apply_or_does_not_match(tiny_chat_dir, tiny_gpt2_dir, monkeypatch):
     assert decoder_module.build(loaded(tiny_gpt2_dir)) is None  # a family it does not know
+    sliding = tiny_qwen2(use_sliding_window=True, sliding_window=4, max_window_layers=1)
+    assert "sliding_attention" in sliding.config.layer_types
+    assert decoder_module.build(sliding) is None  # a window on some layers: their mask is not the pass's
     assert decoder_module.build(loaded(tiny_chat_dir), enabled=False) is None  # --decode-kernels plain
     monkeypatch.setattr(decoder_module.LeanDecoder, "_layer", lambda self, i, layer, h, *rest: h)  # a wrong pass
     assert decoder_module.build(loaded(tiny_chat_dir)) is None
