@@ -54,20 +54,28 @@ class LeanDecoder:
         # Qwen2 names each layer's window (None: full attention); Llama has none
         self.windows = [{"sliding_window": layer.self_attn.sliding_window}
                         if hasattr(layer.self_attn, "sliding_window") else {} for layer in self.layers]
-        self.qkv, qkv_bytes, qkv_joined = kernels.join([[b["q_proj"], b["k_proj"], b["v_proj"]] for b in self.base],
+        self.qkv, qkv_bytes, qkv_unused = kernels.join([[b["q_proj"], b["k_proj"], b["v_proj"]] for b in self.base],
                                                        enabled)
-        self.gate_up, mlp_bytes, mlp_joined = kernels.join([[b["gate_proj"], b["up_proj"]] for b in self.base],
+        self.gate_up, mlp_bytes, mlp_unused = kernels.join([[b["gate_proj"], b["up_proj"]] for b in self.base],
                                                            enabled)
-        self.extra_bytes = qkv_bytes + mlp_bytes  # for the model cache's size (negative where copies were freed)
-        self.joined = [name for name, joined in (("q·k·v", qkv_joined), ("gate·up", mlp_joined)) if joined]
-        self.rotate = sys.modules[type(self.layers[0].self_attn).__module__].apply_rotary_pos_emb
+        self.extra_bytes = qkv_bytes + mlp_bytes  # for the model cache's size (less what release_unused() frees)
+        self.joined = [name for name, added in (("q·k·v", qkv_bytes), ("gate·up", mlp_bytes)) if added]
+        self._unused = qkv_unused + mlp_unused  # the members' own fp16 copies, freed once this pass is kept
+        modeling = sys.modules[type(self.layers[0].self_attn).__module__]
+        self.rotate, self.eager = modeling.apply_rotary_pos_emb, modeling.eager_attention_forward
         self._lora: dict[str, list[LayerLora] | None] = {}  # adapter -> its LoRA per layer; None: declined
 
     def describe(self) -> str:
         if not self.joined:
             return "lean forward pass"
-        memory = f", {self.extra_bytes / 2**20:+,.0f} MB" if self.extra_bytes else ""
-        return f"lean forward pass ({' and '.join(self.joined)} joined in one fp16 product each{memory})"
+        memory = f", {self.extra_bytes / 2**20:+,.0f} MB net" if self.extra_bytes else ""
+        return (f"lean forward pass ({' and '.join(self.joined)} joined in one fp16 product each, in place of "
+                f"their own{memory})")
+
+    def release_unused(self) -> None:
+        """Free the products the joined ones replace (once the pass is kept: until then the model needs them)."""
+        self.extra_bytes -= kernels.release(self._unused)
+        self._unused = []
 
     def forget(self) -> None:
         """Drop what was read about adapters (one was attached or the model changed)."""
@@ -87,13 +95,13 @@ class LeanDecoder:
         causal = create_causal_mask(config=self.config, inputs_embeds=h, attention_mask=mask, cache=cache,
                                     position_ids=positions)
         cos_sin = self.rotary(h, position_ids=positions)
-        attention = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, None)
+        attention = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, self.eager)
         for i, layer in enumerate(self.layers):
             lora = [(tables[i], rows) for tables, rows in groups if tables[i]]
-            h = self._layer(i, layer, h, causal, cos_sin, cache, attention, lora)
+            h = self._layer(i, layer, h, causal, cos_sin, positions, cache, attention, lora)
         return self.head(self.norm(h[:, -keep:]))
 
-    def _layer(self, i, layer, h, causal, cos_sin, cache, attention, lora):
+    def _layer(self, i, layer, h, causal, cos_sin, positions, cache, attention, lora):
         attn, mlp, base, (input_norm, post_attention_norm) = layer.self_attn, layer.mlp, self.base[i], self.norms[i]
         batch, width, _ = h.shape
         x = input_norm(h)
@@ -102,7 +110,8 @@ class LeanDecoder:
         q, k, v = (t.reshape(shape).transpose(1, 2) for t in (q, k, v))
         q, k = self.rotate(q, k, *cos_sin)
         k, v = cache.update(k, v, i)
-        out, _ = attention(attn, q, k, v, causal, dropout=0.0, scaling=attn.scaling, **self.windows[i])
+        out, _ = attention(attn, q, k, v, causal, dropout=0.0, scaling=attn.scaling, position_ids=positions,
+                           **self.windows[i])
         out = out.reshape(batch, width, -1).contiguous()
         h = h + _plus_lora(base["o_proj"](out), out, lora, "o_proj")
         x = post_attention_norm(h)
@@ -164,12 +173,13 @@ def build(model, enabled: bool = True) -> LeanDecoder | None:
         decoder = LeanDecoder(model, enabled)
         with torch.inference_mode():
             matches = _matches_model(decoder)
-    except (AttributeError, TypeError, ValueError, RuntimeError, KeyError) as error:  # a variant this pass lacks
+    except Exception as error:  # a variant of the family this pass does not know: the model's own forward runs
         log.warning("lean forward pass off for %s: %s", model.config.model_type, error)
         return None
     if not matches:
         log.warning("lean forward pass off: it does not match the model's own forward")
         return None
+    decoder.release_unused()
     return decoder
 
 

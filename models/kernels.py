@@ -104,31 +104,32 @@ def _not_measured(layers: list[torch.nn.Linear], enabled: bool) -> str:
 Joined = Callable[[torch.Tensor], list[torch.Tensor]]  # the input -> each member's output
 
 
-def join(groups: list[list[torch.nn.Linear]], enabled: bool = True) -> tuple[list[Joined], int, bool]:
+def join(groups: list[list[torch.nn.Linear]], enabled: bool = True) -> tuple[list[Joined], int, list]:
     """For groups of layers that read one input (a layer's q, k and v), a function each giving all the members'
-    outputs, the bytes this adds (negative where it frees some) and whether the members were joined.
+    outputs, the bytes this adds, and the members whose own products it makes unused (release() frees them once
+    the caller keeps the joined ones).
 
     One fp16 product over the members' weights side by side reads the input once and makes one call instead of
-    several; it is kept where measured faster than the members' own products (then their fp16 copies go, unless
-    they still serve prompts). Otherwise the members run one by one, as before."""
+    several; it is kept where measured faster than the members' own products. Otherwise the members run one by
+    one, as before (and nothing is added or unused)."""
     one_by_one = [_members(group) for group in groups]
     layers = [layer for group in groups for layer in group]
     mixed = any(len({(m.in_features, m.bias is None) for m in group}) > 1 for group in groups)
     if mixed or _not_measured(layers, enabled):
-        return one_by_one, 0, False
+        return one_by_one, 0, []
     with torch.inference_mode():
         try:
             packed = [_packed_side_by_side(group) for group in groups]
         except (RuntimeError, AttributeError, NotImplementedError):  # no fp16 product here
-            return one_by_one, 0, False
+            return one_by_one, 0, []
         width = groups[0][0].in_features
         members = [layer.forward for layer in layers]
         if _milliseconds(packed, width) >= FASTER * _milliseconds(members, width):
-            return one_by_one, 0, False
+            return one_by_one, 0, []
         prompts = _milliseconds(packed, width, PROMPT_ROWS) < FASTER * _milliseconds(members, width, PROMPT_ROWS)
     added = sum(layer.weight.numel() * 2 for layer in layers)
-    freed = sum(_release(layer) for layer in layers if prompts or not getattr(layer, "decode_prompts", False))
-    return [_joined(group, product, prompts) for group, product in zip(groups, packed)], added - freed, True
+    unused = [layer for layer in layers if prompts or not getattr(layer, "decode_prompts", False)]
+    return [_joined(group, product, prompts) for group, product in zip(groups, packed)], added, unused
 
 
 def _members(group: list[torch.nn.Linear]) -> Joined:
@@ -159,11 +160,17 @@ def _joined(group: list[torch.nn.Linear], product, prompts: bool) -> Joined:
     return run
 
 
-def _release(layer: torch.nn.Linear) -> int:
-    """Give the layer back the library's product; the bytes its own product kept."""
-    if "forward" in layer.__dict__:
-        del layer.forward
-    return layer.__dict__.pop("decode_bytes", 0)
+def release(layers: list[torch.nn.Linear]) -> int:
+    """Give the layers back the library's product (their own copies are no longer used); the bytes freed.
+
+    Only the model's own forward still runs them: for rows the joined products do not serve (an adapter peft must
+    run), and there the library's fp32 product is the exact one."""
+    freed = 0
+    for layer in layers:
+        if "forward" in layer.__dict__:
+            del layer.forward
+        freed += layer.__dict__.pop("decode_bytes", 0)
+    return freed
 
 
 def _fastest(group: list[torch.nn.Linear]) -> tuple[str, list[Prepared], bool]:

@@ -26,6 +26,8 @@ CARD = "README.md"
 KEPT = (CONFIG, WEIGHTS, META)  # what an import keeps; anything else in the upload is never written
 MAX_MEMBERS = 64
 MAX_CONFIG_BYTES = 1 << 20
+# peft initialisations that replace the base layers' weights on load (the adapter needs the changed base)
+REWRITES_BASE = ("pissa", "olora", "corda", "loftq")
 MAX_RATIO = 200  # uncompressed / compressed size above this (and above 1 MB) is a zip bomb
 LORA_TENSOR = re.compile(r"^(?:base_model\.model\.)?(.+)\.(lora_A|lora_B)(?:\.[^.]+)?\.weight$")
 
@@ -126,6 +128,10 @@ def read_config(folder: Path) -> dict:
         raise UserError(f"{CONFIG} is not a valid LoRA configuration: {str(error)[:200]}") from None
     if config.get("use_dora") or config.get("layer_replication"):
         raise UserError("DoRA and layer-replicating adapters are not supported; upload a plain LoRA adapter.")
+    if str(config.get("init_lora_weights", True)).lower().startswith(REWRITES_BASE):
+        raise UserError(f"This adapter was initialised with {config['init_lora_weights']}, which rewrites the base "
+                        "model's weights when it loads (and would change them for everyone using the model); "
+                        "convert it to a plain LoRA adapter first (peft: path_initial_model_for_weight_conversion).")
     return config
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections.abc import Callable
 from typing import TypeVar
@@ -12,8 +13,9 @@ T = TypeVar("T")
 
 
 def in_own_thread(work: Callable[[], T], inference: bool = False) -> T:
-    """work()'s result (or its exception), computed in a thread that ends with it (in inference mode if
-    `inference`: the mode belongs to a thread).
+    """work()'s result (or its exception), computed in a thread that ends with it, in the caller's context (its
+    context variables: Gradio finds a request's progress bar through them) and in inference mode if `inference`
+    (the mode belongs to a thread).
 
     Why: OpenMP gives each thread that runs parallel torch work a pool of worker threads, kept while that thread
     lives. Once two pools hold more workers than there are cores, libgomp has them sleep between operations, and
@@ -22,6 +24,7 @@ def in_own_thread(work: Callable[[], T], inference: bool = False) -> T:
     while one that had run an encoder model did. Loading a model or running one in a thread of its own leaves the
     engine's pool alone."""
     outcome: dict[str, object] = {}
+    context = contextvars.copy_context()
 
     def run() -> None:
         try:
@@ -30,7 +33,7 @@ def in_own_thread(work: Callable[[], T], inference: bool = False) -> T:
         except BaseException as error:  # handed to the caller, whatever it is
             outcome["error"] = error
 
-    thread = threading.Thread(target=run, name="torch-work", daemon=True)
+    thread = threading.Thread(target=context.run, args=(run,), name="torch-work", daemon=True)
     thread.start()
     thread.join()
     if "error" in outcome:

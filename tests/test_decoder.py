@@ -10,6 +10,7 @@ from transformers import AutoModelForCausalLM, DynamicCache
 
 from adapters_kit import plain_lora, plain_peft_greedy
 from models import decoder as decoder_module
+from models import kernels
 from models.decoder import BASE
 from models.engine import SamplingParams
 from models.loading import decoding
@@ -157,3 +158,31 @@ def test_the_pass_is_off_where_it_does_not_apply_or_does_not_match(tiny_chat_dir
     assert decoder_module.build(loaded(tiny_chat_dir), enabled=False) is None  # --decode-kernels plain
     monkeypatch.setattr(decoder_module.LeanDecoder, "_layer", lambda self, i, layer, h, *rest: h)  # a wrong pass
     assert decoder_module.build(loaded(tiny_chat_dir)) is None
+
+
+def test_joined_products_replace_the_members_own_only_once_the_pass_is_kept(tiny_chat_dir, monkeypatch):
+    monkeypatch.setattr(kernels, "WORTH_MEASURING", 0)  # measured as a big model would be: fp16 wins everywhere
+    monkeypatch.setattr(kernels, "_milliseconds",
+                        lambda products, width, counts=(): 1.0 if "_prepare_fp16" in products[0].__qualname__ else 9.)
+
+    def members(model) -> list[torch.nn.Linear]:
+        return [getattr(getattr(layer, parent), role) for layer in model.model.layers
+                for role, parent in decoder_module.ROLES.items() if role not in ("o_proj", "down_proj")]
+
+    refused = loaded(tiny_chat_dir)
+    kernels.tune(refused)
+    with monkeypatch.context() as patched:
+        patched.setattr(decoder_module.LeanDecoder, "_layer", lambda self, i, layer, h, *rest: h)  # a wrong pass
+        assert decoder_module.build(refused) is None
+    assert all("forward" in vars(layer) for layer in members(refused))  # their own fp16 products stay
+
+    model = loaded(tiny_chat_dir)
+    kernels.tune(model)
+    lean = decoder_module.build(model)
+    assert lean.joined == ["q·k·v", "gate·up"] and lean.extra_bytes == 0  # one fp16 copy instead of another
+    assert "joined in one fp16 product each, in place of their own" in lean.describe()
+    assert all("forward" not in vars(layer) for layer in members(model))
+    vocab = model.config.vocab_size
+    for got, expected in zip(logits_of(lean_logits(lean, None), 2, vocab), logits_of(models_logits(model, None), 2,
+                                                                                       vocab)):
+        assert torch.allclose(got, expected, atol=1e-2 * float(expected.abs().max()))  # fp16 weights' rounding

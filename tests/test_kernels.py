@@ -169,9 +169,12 @@ def test_joined_layers_give_each_members_output(monkeypatch, bias):
     kernels.tune(model)
     kept = sum(layer.weight.numel() * 2 for group in model.groups() for layer in group)
     timed_in_turn(monkeypatch, 1.0, 10.0, 1.0, 10.0)  # faster for decode steps and for prompts
-    joined, added, did = kernels.join(model.groups())
-    assert did and added == kept - kept  # one fp16 copy side by side instead of the members' own
-    assert all("forward" not in vars(layer) for group in model.groups() for layer in group)
+    joined, added, unused = kernels.join(model.groups())
+    layers = [layer for group in model.groups() for layer in group]
+    assert added == kept and unused == layers  # one fp16 copy side by side, to replace the members' own
+    assert all("forward" in vars(layer) for layer in layers)  # until the caller keeps the joined products
+    assert kernels.release(unused) == kept
+    assert all("forward" not in vars(layer) for layer in layers)
     with torch.inference_mode():
         for rows in (1, 4, kernels.FEW_ROWS + 8):
             x = torch.randn(rows, 512)
@@ -186,8 +189,8 @@ def test_joined_layers_give_each_members_output(monkeypatch, bias):
 def test_prompts_keep_the_members_products_where_joining_is_not_faster_for_them(monkeypatch):
     model = Attention()
     timed_in_turn(monkeypatch, 1.0, 10.0, 10.0, 1.0)
-    joined, added, did = kernels.join(model.groups())
-    assert did and added == sum(layer.weight.numel() * 2 for group in model.groups() for layer in group)
+    joined, added, _ = kernels.join(model.groups())
+    assert added == sum(layer.weight.numel() * 2 for group in model.groups() for layer in group)
     x = torch.randn(kernels.FEW_ROWS + 1, 512)
     with torch.inference_mode():
         for out, layer in zip(joined[0](x), model.groups()[0]):
@@ -203,8 +206,8 @@ def test_members_run_one_by_one_where_joining_does_not_pay_or_cannot_run(monkeyp
         timed_in_turn(monkeypatch, 10.0, 10.0)
     elif why == "unavailable":
         monkeypatch.setattr(kernels, "_prepare_fp16", lambda layer: (_ for _ in ()).throw(RuntimeError("no fbgemm")))
-    joined, added, did = kernels.join(model.groups(), enabled=why != "plain")
-    assert not did and added == 0
+    joined, added, unused = kernels.join(model.groups(), enabled=why != "plain")
+    assert added == 0 and unused == []
     assert all("forward" in vars(layer) for group in model.groups() for layer in group)  # their own fp16 copies
     x = torch.randn(2, 512)
     with torch.inference_mode():

@@ -162,6 +162,12 @@ def _with_member(path: Path, name: str, folder: Path) -> Path:
     return path
 
 
+def _configured(folder: Path, **changes) -> Path:
+    config = json.loads((folder / "adapter_config.json").read_text())
+    (folder / "adapter_config.json").write_text(json.dumps({**config, **changes}))
+    return folder
+
+
 def _wrong_shape(folder: Path) -> Path:
     weights = load_file(folder / "adapter_model.safetensors")
     first = next(k for k in weights if "lora_A" in k)
@@ -180,6 +186,8 @@ def _wrong_shape(folder: Path) -> Path:
     (lambda f, t: ((f / "adapter_config.json").write_text('{"peft_type": "PREFIX_TUNING"}'),
                    zipped(f, t / "c.zip"))[1], "not a LoRA"),
     (lambda f, t: ((t / "junk.zip").write_bytes(b"not a zip"), t / "junk.zip")[1], "not a readable zip"),
+    (lambda f, t: zipped(_configured(f, init_lora_weights="pissa"), t / "p.zip"), "rewrites the base model"),
+    (lambda f, t: zipped(_configured(f, use_dora=True), t / "d.zip"), "DoRA"),
 ])
 def test_unsafe_or_unfitting_uploads_are_refused_and_write_nothing(ctx, library, tiny_chat_dir, tmp_path, make,
                                                                    message):

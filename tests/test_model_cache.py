@@ -1,5 +1,6 @@
 """The model cache: one load per key under concurrency, LRU eviction under a budget, clear errors."""
 
+import contextvars
 import threading
 
 import pytest
@@ -174,3 +175,6 @@ def test_models_run_in_threads_that_end_with_each_call(ctx, tiny_bert_mlm_dir, t
                    for thread, inference in ran), name
     with pytest.raises(ZeroDivisionError):  # an error inside reaches the caller
         in_own_thread(lambda: 1 / 0)
+    request = contextvars.ContextVar("request")  # as Gradio marks the request whose progress bar moves
+    request.set("this one")
+    assert in_own_thread(request.get) == "this one"
