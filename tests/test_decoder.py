@@ -84,7 +84,8 @@ def test_the_lean_pass_gives_the_models_own_logits(tiny_chat_dir, family):
     lean = decoder_module.build(model)
     assert lean is not None
     vocab = model.config.vocab_size
-    assert_close(logits_of(lean_logits(lean, None), 2, vocab), logits_of(models_logits(model, None), 2, vocab))
+    got, expected = logits_of(lean_logits(lean, None), 2, vocab), logits_of(models_logits(model, None), 2, vocab)
+    assert all(torch.equal(g, e) for g, e in zip(got, expected, strict=True))  # the same operations, bit for bit
 
 
 def test_each_rows_lora_is_added_as_peft_adds_it(tiny_chat_dir):
@@ -186,3 +187,30 @@ def test_joined_products_replace_the_members_own_only_once_the_pass_is_kept(tiny
     for got, expected in zip(logits_of(lean_logits(lean, None), 2, vocab), logits_of(models_logits(model, None), 2,
                                                                                        vocab)):
         assert torch.allclose(got, expected, atol=1e-2 * float(expected.abs().max()))  # fp16 weights' rounding
+
+
+def test_the_cache_grows_into_room_and_keeps_what_the_engine_changed():
+    """_append gives what DynamicCache.update gives, through crops, row selections and rebuilt caches."""
+    torch.manual_seed(0)
+    ours, theirs = DynamicCache(), DynamicCache()
+
+    def step(width: int, rows: int = 3) -> None:
+        keys, values = torch.randn(rows, 2, width, 4), torch.randn(rows, 2, width, 4)
+        got, expected = decoder_module._append(ours, 0, keys, values), theirs.update(keys, values, 0)
+        assert all(torch.equal(g, e) for g, e in zip(got, expected))
+
+    step(5)  # a prefill
+    for _ in range(decoder_module.ROOM + 10):  # past the first room: it grows
+        step(1)
+    storage = ours.layers[0].room[0]
+    step(3)  # a step with a draft, of which the engine keeps one token
+    for cache in (ours, theirs):
+        cache.crop(-2)
+    step(1)
+    assert ours.layers[0].room[0] is storage  # written into the room, over the rejected columns
+    for cache in (ours, theirs):
+        cache.batch_select_indices(torch.tensor([0, 2]))  # a row left
+    step(2, rows=2)
+    ours, theirs = (DynamicCache([(k[..., 1:, :], v[..., 1:, :]) for k, v, *_ in c]) for c in (ours, theirs))
+    step(1, rows=2)  # a rebuilt cache (left-trimmed, merged)
+    assert all(torch.equal(a, b) for a, b in zip(next(iter(ours))[:2], next(iter(theirs))[:2]))
