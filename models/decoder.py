@@ -3,8 +3,8 @@ the same computation as the model's own forward, in fewer operations.
 
 A decode step on a small model is short (~30 ms for SmolLM2-135M on 2 cores), and the module calls around the
 products cost a real share of it; peft's per-row adapter dispatch costs ~6 ms more per step even for rows with no
-adapter. This pass calls the model's own functions (its norms, rotary embedding, attention and cache) in the same
-order, adds each row's LoRA exactly as peft's mixed-adapter batches do (`B(A(x)) * scaling` on that adapter's rows,
+adapter. This pass runs the model's own operations in the same order (its norms' and rotary embedding's arithmetic
+without the module calls, its attention function; the cache grown into reserved room), adds each row's LoRA exactly as peft's mixed-adapter batches do (`B(A(x)) * scaling` on that adapter's rows,
 nothing for base rows), joins the products that read one input (q/k/v, gate/up) where that is measured faster
 (models/kernels.py), and computes the final norm and output layer only for the positions whose logits are kept.
 
