@@ -150,12 +150,12 @@ class _Weights:
 
 
 def _joined(group: list[torch.nn.Linear], product, prompts: bool) -> Joined:
-    sizes = [layer.out_features for layer in group]
+    sizes, one_by_one = [layer.out_features for layer in group], _members(group)
 
     def run(x: torch.Tensor) -> list[torch.Tensor]:
         flat = x.reshape(-1, x.shape[-1])
         if (flat.shape[0] > FEW_ROWS and not prompts) or x.dtype != torch.float32:
-            return [layer(x) for layer in group]
+            return one_by_one(x)
         return list(product(flat).reshape(*x.shape[:-1], -1).split(sizes, dim=-1))
     return run
 

@@ -164,8 +164,6 @@ def read_config(source: catalog.ModelSource, options: dict):
         raise UserError(f"Could not read the model '{source.name}': {str(error).splitlines()[0]}") from error
 
 
-
-
 # transformers 5 builds a model on the meta device under a process-wide switch: two loads at once (two users,
 # or an evaluation's variants) can leave one's weights on meta. Loads take turns; each is disk-bound anyway.
 LOADING = threading.Lock()
