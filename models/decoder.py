@@ -3,10 +3,13 @@ the same computation as the model's own forward, in fewer operations.
 
 A decode step on a small model is short (~30 ms for SmolLM2-135M on 2 cores), and the module calls around the
 products cost a real share of it; peft's per-row adapter dispatch costs ~6 ms more per step even for rows with no
-adapter. This pass runs the model's own operations in the same order (its norms' and rotary embedding's arithmetic
-without the module calls, its attention function; the cache grown into reserved room), adds each row's LoRA exactly as peft's mixed-adapter batches do (`B(A(x)) * scaling` on that adapter's rows,
-nothing for base rows), joins the products that read one input (q/k/v, gate/up) where that is measured faster
-(models/kernels.py), and computes the final norm and output layer only for the positions whose logits are kept.
+adapter. This pass runs the model's own arithmetic, bit for bit, in fewer operations: its norms without the module
+calls (one fused call in fp32), the rotary embedding of q's and k's heads at once, its attention function, the
+cache grown into reserved room. It joins the products that read one input (q/k/v, gate/up) where that is measured
+faster (models/kernels.py), and computes the final norm and output layer only for the positions whose logits are
+kept. Each row's LoRA is what peft's mixed-adapter batches add (`B(A(x)) * scaling` on that adapter's rows, nothing
+for base rows), up to the order of float sums: one pair of products per adapter for all the roles that read one
+input, instead of two per role.
 
 It declines a batch (the engine then calls the model itself) when a row's adapter needs more than plain LoRA on
 the linear layers of attention and MLP: DoRA and other variants, embeddings, saved modules, trainable tokens. It
@@ -37,8 +40,12 @@ BASE = "__base__"
 ROOM = 64  # cache columns reserved ahead at a time (at least; a quarter of the length for long ones)
 CHECK_TOLERANCE = 1e-2  # of the logits' largest magnitude: rounding passes, a wrong operation does not
 
-# A layer's LoRA for one adapter: role -> (lora_A's weight, lora_B's weight, scaling)
-LayerLora = dict[str, tuple[torch.Tensor, torch.Tensor, float]]
+# The products each LoRA pair joins: the roles that read one input, whose outputs lie side by side in the pass
+PRODUCTS = {"qkv": ("q_proj", "k_proj", "v_proj"), "o_proj": ("o_proj",), "gate_up": ("gate_proj", "up_proj"),
+            "down_proj": ("down_proj",)}
+# A layer's LoRA for one adapter: product -> (its roles' lora_A side by side, their lora_B × scaling, each on its
+# own rows and columns, zero elsewhere): x·Aᵀ·Bᵀ is every role's B(A(x))·scaling at once, in the product's layout
+LayerLora = dict[str, tuple[torch.Tensor, torch.Tensor]]
 
 
 class LeanDecoder:
@@ -60,6 +67,10 @@ class LeanDecoder:
         # Qwen2 names each layer's window (None: full attention); Llama has none
         self.windows = [{"sliding_window": layer.self_attn.sliding_window}
                         if hasattr(layer.self_attn, "sliding_window") else {} for layer in self.layers]
+        self.mlp_sizes = [[b["gate_proj"].out_features, b["up_proj"].out_features] for b in self.base]
+        self.head_counts = [(b["q_proj"].out_features // layer.self_attn.head_dim,
+                             b["k_proj"].out_features // layer.self_attn.head_dim)
+                            for b, layer in zip(self.base, self.layers)]
         self.qkv, qkv_bytes, qkv_unused = kernels.join([[b["q_proj"], b["k_proj"], b["v_proj"]] for b in self.base],
                                                        enabled)
         self.gate_up, mlp_bytes, mlp_unused = kernels.join([[b["gate_proj"], b["up_proj"]] for b in self.base],
@@ -68,7 +79,7 @@ class LeanDecoder:
         self.joined = [name for name, added in (("q·k·v", qkv_bytes), ("gate·up", mlp_bytes)) if added]
         self._unused = qkv_unused + mlp_unused  # the members' own fp16 copies, freed once this pass is kept
         modeling = sys.modules[type(self.layers[0].self_attn).__module__]
-        self.rotate_half, self.eager = modeling.rotate_half, modeling.eager_attention_forward
+        self.eager = modeling.eager_attention_forward
         self._lora: dict[str, list[LayerLora] | None] = {}  # adapter -> its LoRA per layer; None: declined
 
     def describe(self) -> str:
@@ -99,29 +110,28 @@ class LeanDecoder:
         h = self.embed(input_ids)
         causal = create_causal_mask(config=self.config, inputs_embeds=h, attention_mask=mask, cache=cache,
                                     position_ids=positions)
-        cos_sin = tuple(t.unsqueeze(1) for t in self.rotary(h, position_ids=positions))  # over the heads
+        rotary = _rotary(*self.rotary(h, position_ids=positions))
         attention = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, self.eager)
         for i, layer in enumerate(self.layers):
             lora = [(tables[i], rows) for tables, rows in groups if tables[i]]
-            h = self._layer(i, layer, h, causal, cos_sin, positions, cache, attention, lora)
+            h = self._layer(i, layer, h, causal, rotary, positions, cache, attention, lora)
         return self.head(self.final_norm(h[:, -keep:]))
 
-    def _layer(self, i, layer, h, causal, cos_sin, positions, cache, attention, lora):
+    def _layer(self, i, layer, h, causal, rotary, positions, cache, attention, lora):
         attn, base, (input_norm, post_attention_norm) = layer.self_attn, self.base[i], self.norms[i]
         batch, width, _ = h.shape
         x = input_norm(h)
-        q, k, v = (_plus_lora(out, x, lora, role) for out, role in zip(self.qkv[i](x), ("q_proj", "k_proj", "v_proj")))
-        shape = (batch, width, -1, attn.head_dim)
-        q, k, v = (t.reshape(shape).transpose(1, 2) for t in (q, k, v))
-        cos, sin = cos_sin  # apply_rotary_pos_emb's operations, its unsqueezing done once per pass
-        q, k = q * cos + self.rotate_half(q) * sin, k * cos + self.rotate_half(k) * sin
-        k, v = _append(cache, i, k, v)
-        out, _ = attention(attn, q, k, v, causal, dropout=0.0, scaling=attn.scaling, position_ids=positions,
-                           **self.windows[i])
+        qkv = _plus_lora(self.qkv[i](x), x, lora, "qkv")  # q, k and v side by side: their heads in one tensor
+        heads = qkv.view(batch, width, -1, attn.head_dim).transpose(1, 2)
+        q_heads, kv_heads = self.head_counts[i]
+        qk = _rotated(heads[:, :q_heads + kv_heads], *rotary)  # the rotary embedding, of q's and k's heads at once
+        k, v = _append(cache, i, qk[:, q_heads:], heads[:, q_heads + kv_heads:])
+        out, _ = attention(attn, qk[:, :q_heads], k, v, causal, dropout=0.0, scaling=attn.scaling,
+                           position_ids=positions, **self.windows[i])
         out = out.reshape(batch, width, -1).contiguous()
         h = h + _plus_lora(base["o_proj"].forward(out), out, lora, "o_proj")
         x = post_attention_norm(h)
-        gate, up = (_plus_lora(o, x, lora, role) for o, role in zip(self.gate_up[i](x), ("gate_proj", "up_proj")))
+        gate, up = _plus_lora(self.gate_up[i](x), x, lora, "gate_up").split(self.mlp_sizes[i], dim=-1)
         y = self.activations[i](gate) * up
         return h + _plus_lora(base["down_proj"].forward(y), y, lora, "down_proj")
 
@@ -133,7 +143,7 @@ class LeanDecoder:
     def _read_adapter(self, name: str) -> list[LayerLora] | None:
         """The adapter's LoRA per layer, or None where it is more than plain LoRA on the layers this pass knows."""
         where = {id(linear): (i, role) for i, base in enumerate(self.base) for role, linear in base.items()}
-        tables: list[LayerLora] = [{} for _ in self.layers]
+        found: list[dict[str, tuple]] = [{} for _ in self.layers]  # role -> (lora_A, lora_B, scaling)
         for module in self.model.modules():
             if name not in _adapters_of(module):
                 continue
@@ -145,8 +155,27 @@ class LeanDecoder:
                 log.info("adapter %s runs through the model's own forward (%s)", name, type(module).__name__)
                 return None
             i, role = place
-            tables[i][role] = (module.lora_A[name].weight, module.lora_B[name].weight, module.scaling[name])
-        return tables if any(tables) else None  # an adapter the model does not hold: peft says so
+            found[i][role] = (module.lora_A[name].weight, module.lora_B[name].weight, module.scaling[name])
+        if not any(found):
+            return None  # an adapter the model does not hold: peft says so
+        return [{product: _joined_lora([found[i].get(role) for role in roles], [base[r].out_features for r in roles])
+                 for product, roles in PRODUCTS.items() if any(role in found[i] for role in roles)}
+                for i, base in enumerate(self.base)]
+
+
+def _joined_lora(pairs: list[tuple | None], widths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """One product's LoRA (see LayerLora) from its roles' (lora_A, lora_B, scaling), None for a role without."""
+    present = [pair for pair in pairs if pair is not None]
+    joined_a = torch.cat([a.detach() for a, _, _ in present])
+    joined_b = joined_a.new_zeros(sum(widths), joined_a.shape[0])
+    row = column = 0
+    for pair, width in zip(pairs, widths):
+        if pair is not None:
+            _, b, scaling = pair
+            joined_b[row:row + width, column:column + b.shape[1]] = b.detach() * scaling
+            column += b.shape[1]
+        row += width
+    return joined_a, joined_b.to(present[0][1].dtype)
 
 
 def _norm(module) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -155,12 +184,27 @@ def _norm(module) -> Callable[[torch.Tensor], torch.Tensor]:
     if type(module).__name__ not in ("LlamaRMSNorm", "Qwen2RMSNorm"):
         return module
     weight, epsilon = module.weight, module.variance_epsilon
+    shape = tuple(weight.shape)
 
-    def norm(h: torch.Tensor) -> torch.Tensor:  # LlamaRMSNorm.forward, for fp32 and other dtypes alike
+    def norm(h: torch.Tensor) -> torch.Tensor:  # LlamaRMSNorm.forward
+        if h.dtype == torch.float32 == weight.dtype:  # the same operations in one call (no casts to make)
+            return functional.rms_norm(h, shape, weight, epsilon)
         dtype = h.dtype
         h = h.to(torch.float32)
         return weight * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + epsilon)).to(dtype)
     return norm
+
+
+def _rotary(cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin over the heads, sin's first half negated: what _rotated() multiplies by."""
+    half = sin.shape[-1] // 2
+    return cos.unsqueeze(1), torch.cat((-sin[..., :half], sin[..., half:]), dim=-1).unsqueeze(1)
+
+
+def _rotated(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """apply_rotary_pos_emb's `x * cos + rotate_half(x) * sin` in fewer operations, bit for bit: rotate_half(x) is
+    x rolled by half its width with the first half negated, and the negation moves exactly onto sin."""
+    return x * cos + torch.roll(x, x.shape[-1] // 2, dims=-1) * signed_sin
 
 
 def _called(module) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -215,19 +259,19 @@ def _rows(index: list[int], device) -> slice | torch.Tensor:
     return torch.tensor(index, device=device)
 
 
-def _plus_lora(out: torch.Tensor, x: torch.Tensor, lora, role: str) -> torch.Tensor:
-    """out with each adapter's LoRA added on its rows: peft's mixed-adapter forward, the same operations in the
-    same order (`B(A(x[rows])) * scaling` added to out[rows]; the Linear modules without bias are these products)."""
+def _plus_lora(out: torch.Tensor, x: torch.Tensor, lora, product: str) -> torch.Tensor:
+    """out with each adapter's LoRA added on its rows, in place: what peft's mixed-adapter forward adds
+    (`B(A(x[rows])) * scaling` for each role), up to the order of float sums; nothing for base rows."""
     for tables, rows in lora:
-        if role not in tables:
+        if product not in tables:
             continue
-        weight_a, weight_b, scaling = tables[role]
+        joined_a, joined_b = tables[product]
         if isinstance(rows, slice):
-            sub = x[rows].to(weight_a.dtype)
-            out[rows] += (functional.linear(functional.linear(sub, weight_a), weight_b) * scaling).to(out.dtype)
+            delta = functional.linear(functional.linear(x[rows].to(joined_a.dtype), joined_a), joined_b)
+            out[rows] += delta.to(out.dtype)
         else:
-            sub = x.index_select(0, rows).to(weight_a.dtype)
-            delta = functional.linear(functional.linear(sub, weight_a), weight_b) * scaling
+            delta = functional.linear(functional.linear(x.index_select(0, rows).to(joined_a.dtype), joined_a),
+                                      joined_b)
             out.index_add_(0, rows, delta.to(out.dtype))
     return out
 

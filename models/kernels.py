@@ -101,13 +101,13 @@ def _not_measured(layers: list[torch.nn.Linear], enabled: bool) -> str:
     return ""
 
 
-Joined = Callable[[torch.Tensor], list[torch.Tensor]]  # the input -> each member's output
+Joined = Callable[[torch.Tensor], torch.Tensor]  # the input -> the members' outputs side by side (last dim)
 
 
 def join(groups: list[list[torch.nn.Linear]], enabled: bool = True) -> tuple[list[Joined], int, list]:
     """For groups of layers that read one input (a layer's q, k and v), a function each giving all the members'
-    outputs, the bytes this adds, and the members whose own products it makes unused (release() frees them once
-    the caller keeps the joined ones).
+    outputs side by side, the bytes this adds, and the members whose own products it makes unused (release() frees
+    them once the caller keeps the joined ones).
 
     One fp16 product over the members' weights side by side reads the input once and makes one call instead of
     several; it is kept where measured faster than the members' own products. Otherwise the members run one by
@@ -133,7 +133,7 @@ def join(groups: list[list[torch.nn.Linear]], enabled: bool = True) -> tuple[lis
 
 
 def _members(group: list[torch.nn.Linear]) -> Joined:
-    return lambda x: [layer(x) for layer in group]
+    return lambda x: torch.cat([layer(x) for layer in group], dim=-1)
 
 
 def _packed_side_by_side(group: list[torch.nn.Linear]) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -150,13 +150,13 @@ class _Weights:
 
 
 def _joined(group: list[torch.nn.Linear], product, prompts: bool) -> Joined:
-    sizes, one_by_one = [layer.out_features for layer in group], _members(group)
+    one_by_one = _members(group)
 
-    def run(x: torch.Tensor) -> list[torch.Tensor]:
+    def run(x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1])
         if (flat.shape[0] > FEW_ROWS and not prompts) or x.dtype != torch.float32:
             return one_by_one(x)
-        return list(product(flat).reshape(*x.shape[:-1], -1).split(sizes, dim=-1))
+        return product(flat).reshape(*x.shape[:-1], -1)
     return run
 
 
