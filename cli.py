@@ -21,6 +21,7 @@ def train_command(argv: list[str]) -> int:
     from tqdm import tqdm
 
     from training import worker
+    from training.store import JobState
 
     parser = argparse.ArgumentParser(prog="app.py train", description="Fine-tune a model with LoRA from a "
                                      "terminal; writes the same adapter as the Train tab.")
@@ -63,7 +64,7 @@ def train_command(argv: list[str]) -> int:
     state = worker.run_job(settings, job["job_id"], echo=False, progress=progress)
     bar.close()
     status = service.job(job["job_id"], owner=owner)
-    if state != "succeeded":
+    if state != JobState.SUCCEEDED:
         print(f"{state}: {status['error']}", file=sys.stderr)
         return 1
     print(f"{status['report']['summary']}\nSaved adapter '{status['adapter']}' under "

@@ -9,21 +9,20 @@ fingerprint, chat template and system prompt, data fingerprint, hyperparameters,
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from errors import NotFound, UserError
 from accounts import Shares
 from models import catalog, lora
+from models.adapter_meta import META_FILE, AdapterMeta, MergedMeta
 from models.engine import EngineClosed
 from models.loading import unloaded
 
-META_FILE = "lora_studio.json"
-META_VERSION = 1
 NO_ADAPTER = "none"  # what pickers show for "no adapter"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}[a-z0-9]$|^[a-z0-9]$")
 
@@ -73,9 +72,9 @@ class AdapterStore:
             pass
         raise _unknown(name)
 
-    def meta(self, owner: str, name: str) -> dict:
+    def meta(self, owner: str, name: str) -> AdapterMeta:
         """The metadata of an adapter the owner may use, or a UserError naming it."""
-        return json.loads((self.locate(owner, name)[1] / META_FILE).read_text())
+        return AdapterMeta.read(self.locate(owner, name)[1])
 
     def own(self, owner: str, name: str) -> Path:
         """The folder of an adapter the owner may change: their own (a shared one says whose it is)."""
@@ -99,17 +98,17 @@ class AdapterStore:
         for whose, meta_path in places:
             if not meta_path.exists() or (meta_path.parent.name.startswith(".")):
                 continue
-            meta = json.loads(meta_path.read_text())
-            if task and meta.get("task") != task:
+            meta = AdapterMeta.read(meta_path.parent)
+            if task and meta.task != task:
                 continue
             size = sum(p.stat().st_size for p in meta_path.parent.iterdir() if p.is_file())
-            found.append({"name": meta_path.parent.name, "task": meta["task"], "base": meta["base_model"],
-                          "created": meta["created"], "metrics": meta.get("metrics", {}),
+            found.append({"name": meta_path.parent.name, "task": meta.task, "base": meta.base_model,
+                          "created": meta.created, "metrics": meta.metrics,
                           "size_mb": round(size / 2**20, 2), "owner": whose,
                           "shared": (whose, meta_path.parent.name) in shared})
         return sorted(found, key=lambda a: a["created"], reverse=True)
 
-    def save(self, owner: str, name: str, write, meta: dict) -> str:
+    def save(self, owner: str, name: str, write, meta: AdapterMeta) -> str:
         """Write an adapter through write(tmp_folder) and rename it into place; returns the final name.
 
         A cancelled or crashed run leaves only a hidden temporary folder, never a half adapter. An existing
@@ -120,8 +119,7 @@ class AdapterStore:
         tmp = Path(tempfile.mkdtemp(prefix=".saving-", dir=owner_dir))
         try:
             write(tmp)
-            meta = {**meta, "version": META_VERSION, "created": meta.get("created", time.time())}
-            (tmp / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False))
+            meta.stamped().write(tmp)
             return rename_free(tmp, owner_dir, name, "adapter").name
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -149,8 +147,7 @@ class AdapterStore:
         source, target = self.root / sanitize_name(old), self.root / sanitize_name(new)
         moved = 0
         for meta_path in sorted(source.glob(f"*/{META_FILE}")) if source.exists() else []:
-            meta = json.loads(meta_path.read_text())
-            meta_path.write_text(json.dumps({**meta, "owner": new}, indent=2, ensure_ascii=False))
+            replace(AdapterMeta.read(meta_path.parent), owner=new).write(meta_path.parent)
             name, suffix = meta_path.parent.name, 1
             while (target / name).exists():
                 suffix += 1
@@ -183,11 +180,12 @@ class MergedModels:
             return None
         return folder if folder.name == name.strip() and (folder / "config.json").exists() else None
 
-    def list(self, owner: str) -> list[dict]:
+    def list(self, owner: str) -> list[tuple[str, MergedMeta]]:
+        """(name, where it came from) of owner's merged models, newest first."""
         owner_dir = self.root / sanitize_name(owner)
-        found = [json.loads(p.read_text()) | {"name": p.parent.name}
+        found = [(p.parent.name, MergedMeta.read(p.parent))
                  for p in owner_dir.glob(f"*/{META_FILE}")] if owner_dir.exists() else []
-        return sorted(found, key=lambda m: m.get("created", 0), reverse=True)
+        return sorted(found, key=lambda item: item[1].created, reverse=True)
 
     def save(self, owner: str, name: str, write) -> tuple[str, Path]:
         """Write a model through write(tmp_folder) and rename it into place (a taken name gets -2, -3, ...)."""
@@ -245,21 +243,20 @@ class AdapterService:
         folder = self.merged.find(owner, model) if isinstance(model, str) and model.strip() else None
         if folder is None:
             return model
-        family = json.loads((folder / META_FILE).read_text()).get("family", catalog.DECODER)
-        return catalog.ModelSource(folder.name, str(folder), family, local=True)
+        return catalog.ModelSource(folder.name, str(folder), MergedMeta.read(folder).family, local=True)
 
-    def meta(self, owner: str, name: str, task: str) -> dict:
+    def meta(self, owner: str, name: str, task: str) -> AdapterMeta:
         """The adapter's metadata, or a UserError when there is none by that name or it is for another task."""
         meta = self.store.meta(owner, name)
-        if meta["task"] != task:
-            raise UserError(f"The adapter '{name}' was trained for {meta['task']}, not {task}.")
+        if meta.task != task:
+            raise UserError(f"The adapter '{name}' was trained for {meta.task}, not {task}.")
         return meta
 
     def files(self, owner: str, name: str, task: str) -> lora.AdapterFiles:
         meta = self.meta(owner, name, task)
         whose, folder = self.store.locate(owner, name)
         # Keyed by its real owner: users of one shared adapter share its loaded copy.
-        return lora.AdapterFiles(folder.name, engine_key(whose, folder.name, meta["created"]), str(folder), meta)
+        return lora.AdapterFiles(folder.name, engine_key(whose, folder.name, meta.created), str(folder), meta)
 
     def names(self, owner: str, task: str, bases: set[str]) -> list[str]:
         """The adapters the owner may use for task, trained on a model known by any of the names in bases."""
@@ -270,9 +267,9 @@ class AdapterService:
         return self.base_of(self.store.meta(owner, name))
 
     @staticmethod
-    def base_of(meta: dict) -> str:
+    def base_of(meta: AdapterMeta) -> str:
         """The base in an adapter's metadata as a reference: its catalog name, else where it was loaded from."""
-        return meta["base_model"] if catalog.find(meta["base_model"]) else meta.get("base_location", "")
+        return meta.base_model if catalog.find(meta.base_model) else meta.base_location
 
     def model_for(self, owner: str, model: str, adapter: object) -> str | catalog.ModelSource:
         """The model to load: the one asked for, or, when only an adapter is chosen, the base it was trained on."""
@@ -281,23 +278,23 @@ class AdapterService:
             return self.reference(owner, model)
         return self.base(owner, name)
 
-    def attach(self, owner: str, lm, adapter: object, task: str) -> tuple[str | None, dict]:
-        """The engine key of the adapter on a loaded LM (attached once) and its training defaults; (None, {})
-        without an adapter. The adapter must have been trained on these very weights."""
+    def attach(self, owner: str, lm, adapter: object, task: str) -> tuple[str | None, AdapterMeta | None]:
+        """The engine key of the adapter on a loaded LM (attached once) and its metadata (the system prompt and
+        chat template it was trained with); (None, None) without an adapter. The adapter must have been trained
+        on these very weights."""
         name = selected(adapter)
         if name is None:
-            return None, {}
+            return None, None
         files = self.files(owner, name, task)
-        if files.meta["base_fingerprint"] != lm.fingerprint:
-            raise UserError(f"The adapter '{name}' was trained on {files.meta['base_model']}, not on {lm.name}: "
-                            f"pick {files.meta['base_model']} as the model to use it.")
+        if files.meta.base_fingerprint != lm.fingerprint:
+            raise UserError(f"The adapter '{name}' was trained on {files.meta.base_model}, not on {lm.name}: "
+                            f"pick {files.meta.base_model} as the model to use it.")
         try:
             if lora.attach(lm, files.key, files.folder):
                 self.hub.cache.grow(lm.cache_key, weights_size(files.folder))
         except EngineClosed:
             raise unloaded(lm.name) from None
-        return files.key, {"system_prompt": files.meta.get("system_prompt", ""),
-                           "chat_template": files.meta.get("chat_template")}
+        return files.key, files.meta
 
     def encoder(self, owner: str, kind: str, model: str, adapter: object, task: str, default: str = ""):
         """The loaded encoder of kind (see models.loading.LOADERS), with the adapter's LoRA and head merged into

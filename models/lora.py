@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 
 from errors import UserError
+from models.adapter_meta import AdapterMeta
 
 
 @dataclass(frozen=True)
@@ -17,7 +18,7 @@ class AdapterFiles:
     name: str
     key: str  # unique per owner, name and version: loaded copies of two versions never mix
     folder: str
-    meta: dict = field(compare=False, hash=False)
+    meta: AdapterMeta = field(compare=False, hash=False)
 
 
 def base_parameter_name(name: str) -> str:
@@ -70,7 +71,7 @@ def attach(lm, key: str, folder: str) -> bool:
 
 def head_options(adapter: AdapterFiles) -> dict:
     """from_pretrained options that give a model the adapter's head: its label map, for a classifier."""
-    labels = adapter.meta.get("labels")
+    labels = adapter.meta.labels
     if not labels:
         return {}
     return {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
@@ -85,7 +86,7 @@ def merged(model: torch.nn.Module, adapter: AdapterFiles, base_name: str) -> tor
     """
     from peft import PeftModel
 
-    if encoder_fingerprint(model) != adapter.meta.get("base_fingerprint"):
-        raise UserError(f"The adapter '{adapter.name}' was trained on {adapter.meta.get('base_model')}, not on "
-                        f"{base_name}: pick {adapter.meta.get('base_model')} as the model to use it.")
+    if encoder_fingerprint(model) != adapter.meta.base_fingerprint:
+        raise UserError(f"The adapter '{adapter.name}' was trained on {adapter.meta.base_model}, not on "
+                        f"{base_name}: pick {adapter.meta.base_model} as the model to use it.")
     return PeftModel.from_pretrained(model, adapter.folder).merge_and_unload().eval()

@@ -17,11 +17,11 @@ from pathlib import Path, PurePosixPath
 
 from errors import TooLarge, UserError
 from models import catalog
+from models.adapter_meta import META_FILE as META, AdapterMeta
 
 CONFIG = "adapter_config.json"
 WEIGHTS = "adapter_model.safetensors"
 PICKLED = ("adapter_model.bin", "adapter_model.pt", "adapter_model.pth")
-META = "lora_studio.json"
 CARD = "README.md"
 KEPT = (CONFIG, WEIGHTS, META)  # what an import keeps; anything else in the upload is never written
 MAX_MEMBERS = 64
@@ -180,28 +180,19 @@ def check_fits(shapes: dict[str, tuple[int, ...]], model, base_name: str) -> int
     return max(ranks)
 
 
-def hub_id(meta: dict) -> str:
+def hub_id(meta: AdapterMeta) -> str:
     """The base as others can load it: its hub id for a catalog model, else its name (never a server path)."""
-    backbone = catalog.find(meta.get("base_model", ""))
-    return backbone.hub_id if backbone else meta.get("base_model", "")
-
-
-def portable_meta(meta: dict) -> dict:
-    """The metadata that leaves the server: without where things live on it or who trained it."""
-    kept = {k: v for k, v in meta.items() if k not in ("base_location", "owner", "job_id")}
-    return {**kept, "base_hub_id": hub_id(meta)}
+    backbone = catalog.find(meta.base_model)
+    return backbone.hub_id if backbone else meta.base_model
 
 
 AUTO_CLASS = {"lm": "AutoModelForCausalLM", "classifier": "AutoModelForSequenceClassification",
               "span": "AutoModelForQuestionAnswering", "embedder": "AutoModel"}  # per kind of adapted model
 
 
-def model_card(name: str, meta: dict, kind: str = "lm") -> str:
+def model_card(name: str, meta: AdapterMeta, kind: str = "lm") -> str:
     """The README.md of an exported adapter: what it is, how it was trained, how well, and how to load it."""
-    task, base = meta.get("task", "chat"), hub_id(meta)
-    rows = meta.get("rows") or {}
-    settings = meta.get("settings") or {}
-    metrics = meta.get("metrics") or {}
+    task, base, rows, settings, metrics = meta.task, hub_id(meta), meta.rows, meta.settings, meta.metrics
     model_class = AUTO_CLASS.get(kind, "AutoModel")
     lines = ["---", f"base_model: {base}", "library_name: peft", "tags:", "- lora", "- lora-studio", f"- {task}",
              "---", "", f"# {name}", "",
@@ -227,16 +218,16 @@ def model_card(name: str, meta: dict, kind: str = "lm") -> str:
     return "\n".join(lines)
 
 
-def bundle_files(folder: Path, name: str, meta: dict, kind: str) -> list[tuple[str, Path | str]]:
+def bundle_files(folder: Path, name: str, meta: AdapterMeta, kind: str) -> list[tuple[str, Path | str]]:
     """What an export holds, as (file name, source file or text): the PEFT files, the portable metadata and the
     model card."""
     files: list[tuple[str, Path | str]] = [(f.name, f) for f in sorted(folder.iterdir()) if f.is_file()
                                            and f.suffix in (".json", ".safetensors") and f.name != META]
-    return files + [(META, json.dumps(portable_meta(meta), indent=2, ensure_ascii=False)),
+    return files + [(META, json.dumps(meta.portable(hub_id(meta)), indent=2, ensure_ascii=False)),
                     (CARD, model_card(name, meta, kind))]
 
 
-def write_bundle(folder: Path, name: str, meta: dict, target: Path, kind: str = "lm") -> Path:
+def write_bundle(folder: Path, name: str, meta: AdapterMeta, target: Path, kind: str = "lm") -> Path:
     """An export zip at target, its files in a folder `name/` (as zipping the adapter's folder would)."""
     tmp = target.with_name(f".{target.name}.tmp")
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
@@ -249,7 +240,7 @@ def write_bundle(folder: Path, name: str, meta: dict, target: Path, kind: str = 
     return target
 
 
-def write_bundle_folder(folder: Path, name: str, meta: dict, target: Path, kind: str = "lm") -> Path:
+def write_bundle_folder(folder: Path, name: str, meta: AdapterMeta, target: Path, kind: str = "lm") -> Path:
     """The export's files in the folder target (what a push uploads)."""
     for file_name, content in bundle_files(folder, name, meta, kind):
         if isinstance(content, Path):

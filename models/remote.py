@@ -25,6 +25,7 @@ import httpx
 
 from errors import UserError
 from models import catalog
+from models.adapter_meta import META_FILE, AdapterMeta
 from models.adapters import engine_key, sanitize_name, selected
 from models.engine import SamplingParams
 from server import engines
@@ -194,21 +195,21 @@ class ServingBackend:
         return RemoteLM(self, source, served, tokenizer, context, tuple(sorted(i for i in eos if i is not None)))
 
     # ---- adapters ------------------------------------------------------------------------------------------
-    def attach(self, adapters, owner: str, lm: RemoteLM, adapter: object, task: str) -> tuple[str | None, dict]:
-        """The adapter's id on the backend (registered there on first use) and its training defaults; (None, {})
+    def attach(self, adapters, owner: str, lm: RemoteLM, adapter: object,
+               task: str) -> tuple[str | None, AdapterMeta | None]:
+        """The adapter's id on the backend (registered there on first use) and its metadata; (None, None)
         without one. The adapter must have been trained on the base the backend serves."""
         name = selected(adapter)
         if name is None:
-            return None, {}
+            return None, None
         files = adapters.files(owner, name, task)
         meta = files.meta
-        if lm.name != meta["base_model"] and lm.source.location != meta.get("base_location"):
-            raise UserError(f"The adapter '{name}' was trained on {meta['base_model']}, not on {lm.name}: pick "
-                            f"{meta['base_model']} as the model to use it.")
+        if lm.name != meta.base_model and lm.source.location != meta.base_location:
+            raise UserError(f"The adapter '{name}' was trained on {meta.base_model}, not on {lm.name}: pick "
+                            f"{meta.base_model} as the model to use it.")
         whose = adapters.store.locate(owner, name)[0]
-        remote_name = f"{files.name}-{engine_key(whose, files.name, meta['created'])[1:9]}"
-        served = self.register(lm, remote_name, Path(files.folder))
-        return served, {"system_prompt": meta.get("system_prompt", ""), "chat_template": meta.get("chat_template")}
+        remote_name = f"{files.name}-{engine_key(whose, files.name, meta.created)[1:9]}"
+        return self.register(lm, remote_name, Path(files.folder)), meta
 
     def register(self, lm: RemoteLM, name: str, folder: Path) -> str:
         """The adapter's id on the backend, loading it there from a folder the backend reads if it is not
@@ -245,7 +246,7 @@ class ServingBackend:
             self.adapter_dir.mkdir(parents=True, exist_ok=True)
             tmp = self.adapter_dir / f".copying-{target.name}-{time.time_ns()}"
             tmp.mkdir()
-            for file in (*ADAPTER_FILES, "lora_studio.json"):
+            for file in (*ADAPTER_FILES, META_FILE):
                 if (folder / file).exists():
                     shutil.copy2(folder / file, tmp / file)
             try:

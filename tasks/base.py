@@ -11,6 +11,7 @@ from accounts import Accounts
 from config import LOCAL_USER, Settings
 from errors import TooLarge, UserError
 from models import catalog
+from models.adapter_meta import AdapterMeta
 from models.adapters import AdapterService, adapter_store, selected
 from models.loading import LoadedLM, ModelHub, read_config
 from models.remote import ServingBackend
@@ -113,9 +114,10 @@ class Task:
             return []
         return self.ctx.adapters.names(owner, self.id, {source.name, source.location})
 
-    def lm(self, model: str, adapter: str, owner: str = LOCAL_USER) -> tuple[LoadedLM, str | None, dict]:
+    def lm(self, model: str, adapter: str, owner: str = LOCAL_USER) -> tuple[LoadedLM, str | None,
+                                                                          AdapterMeta | None]:
         """The loaded language model (the adapter's base when only an adapter is chosen), the adapter's engine key
-        on it (None without one) and the adapter's training defaults (system prompt, chat template)."""
+        on it and its metadata (the system prompt and chat template it was trained with); None without one."""
         reference = self.model_for(model, adapter, owner)
         backend = self.ctx.backend
         if backend is not None:  # the tokens come from the serving backend; the prompt is built here all the same

@@ -143,9 +143,9 @@ class ChatTask(Task):
         if sum(len(turn["content"]) for turn in kept) + len(message) + len(system_prompt) > limit:
             raise TooLarge(f"The conversation is too long: with its history and system prompt it has more than {limit:,} "
                            "characters. Clear the conversation (or some of it) and ask again.")
-        lm, adapter_name, defaults = self.lm(model, adapter, owner)
-        system_prompt = (system_prompt or "").strip() or defaults.get("system_prompt", "")
-        template = defaults.get("chat_template") or getattr(lm.tokenizer, "chat_template", None)
+        lm, adapter_name, meta = self.lm(model, adapter, owner)
+        system_prompt = (system_prompt or "").strip() or (meta.system_prompt if meta else "")
+        template = (meta and meta.chat_template) or getattr(lm.tokenizer, "chat_template", None)
         if not template:
             raise UserError(f"'{lm.name}' is a base model without a chat template: use 'Continue text' "
                             "to have it continue your words, or pick an instruction model for chat.")

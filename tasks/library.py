@@ -21,7 +21,8 @@ from config import LOCAL_USER
 from errors import UserError
 from models import catalog, lora, portable
 from server import engines
-from models.adapters import META_FILE, sanitize_name
+from models.adapter_meta import AdapterMeta, MergedMeta
+from models.adapters import sanitize_name
 from models.cache import too_big
 from models.loading import load_pretrained, load_sentence_transformer, weights_on_disk
 from tasks.base import Context, Endpoint, Upload
@@ -57,7 +58,7 @@ class AdapterLibrary:
         for name in dict.fromkeys(n.strip() for n in names):
             meta = self.store.meta(owner, name)
             if _kind(meta) != "lm":
-                raise UserError(f"The adapter '{name}' is a {meta['task']} adapter: vLLM and SGLang serve the "
+                raise UserError(f"The adapter '{name}' is a {meta.task} adapter: vLLM and SGLang serve the "
                                 "adapters of language models (chat).")
             folder = self.store.locate(owner, name)[1]
             served = engines.Served(folder.name, str(folder) if operator else f"./{folder.name}",
@@ -66,13 +67,13 @@ class AdapterLibrary:
         return [engines.commands(base, adapters) for base, adapters in groups.items()]
 
     @staticmethod
-    def _served_base(meta: dict, operator: bool) -> str:
+    def _served_base(meta: AdapterMeta, operator: bool) -> str:
         """The base as an engine loads it: its hub id (a GPU box downloads it), else its folder (by name only
         for a user who is not the operator)."""
-        backbone = catalog.find(meta["base_model"]) or catalog.find(meta.get("base_hub_id") or "")
+        backbone = catalog.find(meta.base_model) or catalog.find(meta.base_hub_id)
         if backbone is not None:
             return backbone.hub_id
-        location = meta.get("base_location") or meta["base_model"]
+        location = meta.base_location or meta.base_model
         return location if operator else f"./{Path(location).name}"
 
     # ---- rename, export ------------------------------------------------------------------------------------
@@ -86,7 +87,7 @@ class AdapterLibrary:
         """A zip of the adapter: adapter_config.json, adapter_model.safetensors, lora_studio.json and a model
         card (README.md); it loads with plain peft."""
         _, folder = self.store.locate(owner, name if isinstance(name, str) else "")
-        meta = json.loads((folder / META_FILE).read_text())
+        meta = AdapterMeta.read(folder)
         target = Path(tempfile.mkdtemp(prefix="bundle-", dir=_exports_root())) / f"{folder.name}.zip"
         return Upload(str(portable.write_bundle(folder, folder.name, meta, target, _kind(meta))), target.name)
 
@@ -113,12 +114,11 @@ class AdapterLibrary:
             source = self.ctx.hub.source(self._base_for(base, carried, config, task), self._default(task))
             model, fingerprint = self._base_model(task, source)
             rank = portable.check_fits(shapes, model, source.name)
-            meta = {**carried.get("fields", {}), **head,
-                    "task": task, "base_model": source.name, "base_location": source.location,
-                    "base_fingerprint": fingerprint, "owner": owner,
-                    "imported": {"file": files[0].name[:200], "trained_on": str(config.get(
-                        "base_model_name_or_path") or "")[:200], "rank": rank}}
-            meta.setdefault("settings", {"rank": rank, "alpha": config.get("lora_alpha")})
+            fields = {"settings": {"rank": rank, "alpha": config.get("lora_alpha")}, **carried.get("fields", {})}
+            meta = AdapterMeta(**{**fields, **head}, task=task, base_model=source.name,
+                               base_location=source.location, base_fingerprint=fingerprint, owner=owner,
+                               imported={"file": files[0].name[:200], "rank": rank,
+                                         "trained_on": str(config.get("base_model_name_or_path") or "")[:200]})
 
             def write(target: Path) -> None:
                 for kept in (portable.CONFIG, portable.WEIGHTS):
@@ -186,8 +186,8 @@ class AdapterLibrary:
         """Merge an adapter into its base and save the result as a new local model (safetensors) that the model
         boxes accept by its name; returns {model, base, task}."""
         _, folder = self.store.locate(owner, name if isinstance(name, str) else "")
-        meta = json.loads((folder / META_FILE).read_text())
-        kind = task_spec(meta["task"]).adapter_kind
+        meta = AdapterMeta.read(folder)
+        kind = _kind(meta)
         wanted = sanitize_name(new_name if isinstance(new_name, str) and new_name.strip() else
                                f"{folder.name}-merged")  # a bad name is refused before any work
         source = self.ctx.hub.source(self.adapters.base_of(meta))
@@ -196,33 +196,32 @@ class AdapterLibrary:
             raise too_big(source.name, on_disk, self.ctx.hub.cache.budget)
         save = self._merged(source, folder, meta) if kind == "lm" else self._merged_encoder(kind, source, folder,
                                                                                               meta)
-        provenance = {"merged_from": folder.name, "task": meta["task"], "base_model": meta["base_model"],
-                      "base_hub_id": portable.hub_id(meta), "system_prompt": meta.get("system_prompt", ""),
-                      "family": MERGED_FAMILY[kind], "created": time.time()}
+        provenance = MergedMeta(folder.name, meta.task, meta.base_model, MERGED_FAMILY[kind], portable.hub_id(meta),
+                                meta.system_prompt, time.time())
 
         def write(target: Path) -> None:
             save(target)
-            (target / META_FILE).write_text(json.dumps(provenance, indent=2, ensure_ascii=False))
+            provenance.write(target)
 
         final, _ = self.adapters.merged.save(owner, wanted, write)
-        return {"model": final, "base": meta["base_model"], "task": meta["task"]}
+        return {"model": final, "base": meta.base_model, "task": meta.task}
 
-    def _merged(self, source: catalog.ModelSource, folder: Path, meta: dict):
+    def _merged(self, source: catalog.ModelSource, folder: Path, meta: AdapterMeta):
         """A fresh fp32 copy of the base with the adapter merged in (the served copy is never touched)."""
         from peft import PeftModel
         from transformers import AutoModelForCausalLM
 
         model, tokenizer = load_pretrained(source, AutoModelForCausalLM, self.ctx.hub.options(source),
                                            "a text-generation model", torch.float32, torch.device("cpu"))
-        if lora.weights_fingerprint(model) != meta.get("base_fingerprint"):
+        if lora.weights_fingerprint(model) != meta.base_fingerprint:
             raise UserError(f"The adapter was trained on other weights than {source.name} has now; it cannot be "
                             "merged into them.")
-        if meta.get("chat_template"):
-            tokenizer.chat_template = meta["chat_template"]  # the merged model chats as the adapter did
+        if meta.chat_template:
+            tokenizer.chat_template = meta.chat_template  # the merged model chats as the adapter did
         merged = PeftModel.from_pretrained(model, str(folder)).merge_and_unload().eval()
         return lambda target: (merged.save_pretrained(target), tokenizer.save_pretrained(target))
 
-    def _merged_encoder(self, kind: str, source: catalog.ModelSource, folder: Path, meta: dict):
+    def _merged_encoder(self, kind: str, source: catalog.ModelSource, folder: Path, meta: AdapterMeta):
         """A fresh fp32 copy of an encoder with the adapter's LoRA and head merged in, as a saver: a classifier
         or span model saves as a transformers folder (its labels in its config), an embedder as a
         sentence-transformers folder."""
@@ -233,7 +232,7 @@ class AdapterLibrary:
             model[0].model = lora.merged(model[0].auto_model, files, source.name)
             return lambda target: model.save(str(target))
         model, tokenizer = load_pretrained(source, getattr(transformers, portable.AUTO_CLASS[kind]), options,
-                                           f"a {meta['task']} model", torch.float32, torch.device("cpu"),
+                                           f"a {meta.task} model", torch.float32, torch.device("cpu"),
                                            **lora.head_options(files))
         merged = lora.merged(model, files, source.name)
         return lambda target: (merged.save_pretrained(target), tokenizer.save_pretrained(target))
@@ -274,7 +273,7 @@ class AdapterLibrary:
         if merged is not None:
             return merged
         _, folder = self.store.locate(owner, name)
-        meta = json.loads((folder / META_FILE).read_text())
+        meta = AdapterMeta.read(folder)
         return portable.write_bundle_folder(folder, folder.name, meta, tmp, _kind(meta))
 
 
@@ -292,9 +291,9 @@ def _exports_root() -> Path:
     return root
 
 
-def _kind(meta: dict) -> str:
+def _kind(meta: AdapterMeta) -> str:
     """The kind of model an adapter's metadata says it applies to (its task's)."""
-    return task_spec(meta["task"]).adapter_kind
+    return task_spec(meta.task).adapter_kind
 
 
 def _carried(folder: Path) -> dict:

@@ -210,7 +210,7 @@ def test_qa_rows_whose_answer_is_not_in_the_context_are_left_out(ctx, tmp_path):
     bad.write_text("question,context,answer\nWho?,Ada runs it.,Ada\nWho?,Ada runs it.,Grace\n")
     service = TrainingService(ctx, start_manager=False)
     job = service.submit("answer", str(bad), "", "qa")
-    assert service.store.get(job["job_id"]).spec["rows"] == 1
+    assert service.store.get(job["job_id"]).plan.rows == 1
 
 
 def test_search_adapter_trains_on_a_tiny_encoder(ctx, tiny_bert_dir, tmp_path):

@@ -16,6 +16,7 @@ from tasks.chat import ChatTask
 from tasks.spec import spec
 from training import paths
 from models.adapters import META_FILE
+from training.plan import JobPlan
 from training.service import TrainingService
 from waiting import wait_for  # noqa: F401  (other test modules import it from here too)
 
@@ -123,7 +124,7 @@ def test_restart_keeps_jobs_and_an_interrupted_job_resumes(ctx, service, tiny_ch
 
 def test_running_job_of_a_dead_app_is_interrupted_on_start(ctx, tiny_chat_dir):
     service = TrainingService(ctx, start_manager=False)
-    job = service.store.create("local", "chat", "orphan", str(tiny_chat_dir), {"settings": {}})
+    job = service.store.create("local", "chat", "orphan", str(tiny_chat_dir), JobPlan())
     service.store.update(job.id, state="running", pid=2**22 + 12345)  # no such process
     restarted = TrainingService(ctx)
     try:
@@ -135,7 +136,7 @@ def test_running_job_of_a_dead_app_is_interrupted_on_start(ctx, tiny_chat_dir):
 
 def test_a_reused_pid_does_not_keep_a_dead_job_running(ctx, tiny_chat_dir):
     service = TrainingService(ctx, start_manager=False)
-    job = service.store.create("local", "chat", "reused", str(tiny_chat_dir), {"settings": {}})
+    job = service.store.create("local", "chat", "reused", str(tiny_chat_dir), JobPlan())
     # This very test process is alive under that pid, but it started long after the recorded worker did.
     service.store.update(job.id, state="running", pid=os.getpid(), started=1_000_000.0)
     restarted = TrainingService(ctx)

@@ -26,6 +26,7 @@ from models.loading import unloaded
 from tasks.base import Task
 from training import data, metrics
 from training.data import Example
+from training.plan import JobPlan
 from training.trainer import Stopped
 
 MAX_VARIANTS = 4
@@ -348,11 +349,11 @@ class SearchEvaluation(Evaluation):
 
 # ---- the run -----------------------------------------------------------------------------------------------
 
-def rows(settings, task: str, plan: dict) -> list[Example]:
+def rows(settings, task: str, plan: JobPlan) -> list[Example]:
     """The rows an evaluation scores: its file's, or those a training job held out of its file (same seed)."""
-    found = data.load_examples(plan["data"], task, plan.get("columns") or None, settings.max_upload_mb).examples
-    if plan.get("held_out_seed") is not None:
-        found = data.split_validation(found, plan["held_out_seed"])[1]
+    found = data.load_examples(plan.data, task, plan.columns or None, settings.max_upload_mb).examples
+    if plan.held_out_seed is not None:
+        found = data.split_validation(found, plan.held_out_seed)[1]
     return found
 
 

@@ -23,7 +23,7 @@ from accounts import write_private_json
 from config import Settings
 from models.device import set_threads
 from training import paths
-from training.store import JobStore
+from training.store import JobState, JobStore
 
 log = logging.getLogger(__name__)
 WORKER = Path(__file__).resolve().parent / "worker.py"
@@ -64,9 +64,9 @@ class JobManager:
 
     def recover(self) -> None:
         """Jobs left running by a previous app whose worker is gone are interrupted (resumable)."""
-        for job in self.store.list(states=("running",)):
+        for job in self.store.list(states=(JobState.RUNNING,)):
             if not alive(job.pid, job.started):
-                self.store.update(job.id, state="interrupted",
+                self.store.update(job.id, state=JobState.INTERRUPTED,
                                   error="The app stopped while this job was training; resume it to continue.")
 
     def wake(self) -> None:
@@ -94,10 +94,10 @@ class JobManager:
             self._finished(self._job_id, code)
             self._process, self._job_id = None, ""
             set_threads(self.settings.threads)
-        if any(alive(j.pid, j.started) for j in self.store.list(states=("running",))):
+        if any(alive(j.pid, j.started) for j in self.store.list(states=(JobState.RUNNING,))):
             return  # another app process on this data directory is training: one job per device
-        for job in self.store.list(states=("queued",)):
-            if self.store.transition(job.id, ("queued",), state="running", error=""):
+        for job in self.store.list(states=(JobState.QUEUED,)):
+            if self.store.transition(job.id, (JobState.QUEUED,), state=JobState.RUNNING, error=""):
                 self._start(job.id)
                 return
 
@@ -129,17 +129,17 @@ class JobManager:
 
     def _finished(self, job_id: str, code: int) -> None:
         job = self.store.get(job_id)
-        if job is None or job.state != "running":
+        if job is None or job.state != JobState.RUNNING:
             return  # the worker wrote its own outcome
         if job.cancel:
-            self.store.update(job_id, state="cancelled")
+            self.store.update(job_id, state=JobState.CANCELLED)
             return
         how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
-        self.store.update(job_id, state="failed",
+        self.store.update(job_id, state=JobState.FAILED,
                           error=f"The training process stopped unexpectedly (it {how}); no adapter was saved.")
 
     def cancel(self, job_id: str) -> None:
-        if self.store.transition(job_id, ("queued", "interrupted"), state="cancelled"):
+        if self.store.transition(job_id, (JobState.QUEUED, JobState.INTERRUPTED), state=JobState.CANCELLED):
             return
         self.store.update(job_id, cancel=1)
         self.wake()
@@ -157,7 +157,7 @@ class JobManager:
             process.wait(timeout=wait_s)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
-            self.store.transition(self._job_id, ("running",), state="interrupted",
+            self.store.transition(self._job_id, (JobState.RUNNING,), state=JobState.INTERRUPTED,
                                   error="The app stopped while this job was training; resume it to continue.")
 
 

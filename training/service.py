@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import shutil
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 from config import LOCAL_USER
@@ -15,6 +16,8 @@ from tasks.base import Context, Endpoint, Upload
 from tasks.spec import evaluated_spec, resolve, trainable_spec
 from training import data, evaluation, paths, presets, recipe
 from training.manager import JobManager, placement
+from training.plan import JobPlan
+from training.store import JobState
 
 OWNER = LOCAL_USER  # without login everything belongs to 'local' (DESIGN.md §2)
 
@@ -55,24 +58,24 @@ class TrainingService:
         self._check_name_free(owner, name)
         self._check_room(owner)
         train_settings = presets.build(preset, settings if isinstance(settings, dict) else None)
-        columns = _mapping(columns)
+        columns = _mapping(columns) or {}
         source = self.base_source(base, task)
         report = data.load_examples(data_path, task, columns or None, self.settings.max_upload_mb)
         train_settings = recipe.with_method(trainable_spec(task), train_settings, report.format)
         self._check_steps(train_settings, len(report.examples))
-        # A catalog model is stored by name (its offline source may move); anything else by its location.
-        base_ref = source.name if catalog.find(source.name) else source.location
-        job = self.store.create(owner, task, name, base_ref,
-                                {"settings": train_settings.to_dict(), "preset": preset, "columns": columns or {}})
-        folder = paths.job_folder(self.settings, job.id)
-        spec = dict(job.spec, data=str(_copy_into(data_path, folder, "data")), rows=len(report.examples))
         if validation_path:
             held_out = data.load_examples(validation_path, task, columns or None, self.settings.max_upload_mb)
             if (held_out.format == "preference") != (report.format == "preference"):
                 raise UserError("The validation file must hold the same kind of rows as the training file "
                                 f"(it reads as {held_out.format} data, the training file as {report.format}).")
-            spec["validation"] = str(_copy_into(validation_path, folder, "validation"))
-        self.store.update(job.id, spec=spec)
+        # Everything is checked: the plan is what the worker runs, as it is.
+        plan = JobPlan(columns=columns, rows=len(report.examples), settings=train_settings, preset=preset)
+        # A catalog model is stored by name (its offline source may move); anything else by its location.
+        base_ref = source.name if catalog.find(source.name) else source.location
+        job = self.store.create(owner, task, name, base_ref, plan)
+        folder = paths.job_folder(self.settings, job.id)
+        validation = str(_copy_into(validation_path, folder, "validation")) if validation_path else ""
+        self.store.update(job.id, plan=plan.placed(str(_copy_into(data_path, folder, "data")), validation))
         if self.manager:
             self.manager.wake()
         return {"job_id": job.id, "position": self.store.position(job.id)}
@@ -94,9 +97,9 @@ class TrainingService:
         for variant in chosen:
             self._check_variant(spec, variant, owner)
         self._check_room(owner)
-        columns = _mapping(columns)
+        columns = _mapping(columns) or {}
         if data_path:
-            plan = {"data": data_path, "columns": columns or {}}
+            plan = JobPlan(data=data_path, columns=columns)
         elif isinstance(from_job, str) and from_job.strip():
             plan = self._held_out_plan(from_job, spec.id, owner)
         else:
@@ -109,11 +112,10 @@ class TrainingService:
             raise OverLimit(f"The set has {len(rows):,} rows; this server evaluates at most "
                             f"{self.settings.max_eval_rows:,} at once. Use a sample of them.")
         resolve(spec.evaluation).check(rows)
-        job = self.store.create(owner, spec.id, "evaluation", "", {}, kind="evaluate")
+        plan = replace(plan, rows=len(rows), variants=tuple(chosen))
+        job = self.store.create(owner, spec.id, "evaluation", "", plan, kind="evaluate")
         folder = paths.job_folder(self.settings, job.id)
-        plan = dict(plan, data=str(_copy_into(plan["data"], folder, "data")), rows=len(rows),
-                    variants=[{"model": v.model, "adapter": v.adapter} for v in chosen])
-        self.store.update(job.id, spec=plan)
+        self.store.update(job.id, plan=plan.placed(str(_copy_into(plan.data, folder, "data"))))
         if self.manager:
             self.manager.wake()
         return {"job_id": job.id, "position": self.store.position(job.id)}
@@ -125,15 +127,16 @@ class TrainingService:
         if variant.model:
             self.ctx.hub.source(self.ctx.adapters.reference(owner, variant.model), catalog.DEFAULTS[spec.families[0]])
 
-    def _held_out_plan(self, job_id: str, task: str, owner: str) -> dict:
+    def _held_out_plan(self, job_id: str, task: str, owner: str) -> JobPlan:
         """The rows a training job held out: its validation file, or the part of its data it set aside."""
         job = self._job(job_id, owner)
         if job.kind != "train" or job.task != task:
             raise UserError(f"The job '{job.id}' is not a {task} training job.")
-        if job.spec.get("validation"):
-            return {"data": job.spec["validation"], "columns": job.spec.get("columns") or {}}
-        plan = {"data": job.spec["data"], "columns": job.spec.get("columns") or {},
-                "held_out_seed": job.spec["settings"]["seed"], "from_job": job.id}
+        trained = job.plan
+        if trained.validation:
+            return JobPlan(data=trained.validation, columns=trained.columns)
+        plan = JobPlan(data=trained.data, columns=trained.columns, held_out_seed=trained.settings.seed,
+                       from_job=job.id)
         if not evaluation.rows(self.settings, task, plan):
             raise UserError(f"The job '{job.id}' held out no rows (it trained on fewer than 50); upload a set of "
                             "rows to evaluate on instead.")
@@ -179,12 +182,12 @@ class TrainingService:
     def _check_name_free(self, owner: str, name: str) -> None:
         if self.adapters.exists(owner, name):
             raise UserError(f"An adapter named '{name}' already exists: choose another name or delete it first.")
-        for job in self.store.list(owner, states=("queued", "running", "interrupted")):
+        for job in self.store.list(owner, states=(*JobState.active(), JobState.INTERRUPTED)):
             if job.name == name:
                 raise UserError(f"A training job for an adapter named '{name}' is already waiting or running.")
 
     def _check_room(self, owner: str) -> None:
-        waiting = self.store.list(owner, states=("queued", "running"))
+        waiting = self.store.list(owner, states=JobState.active())
         if len(waiting) >= self.settings.jobs_per_user:
             raise OverLimit(f"You already have {len(waiting)} jobs waiting or running (the limit is "
                             f"{self.settings.jobs_per_user}); wait for one to finish or cancel one.")
@@ -217,21 +220,21 @@ class TrainingService:
     def cancel(self, job_id: str, *, owner: str = OWNER) -> dict:
         """Cancel a waiting or running job; a running one stops at its next step and saves nothing."""
         job = self._job(job_id, owner)
-        if job.state in ("succeeded", "failed", "cancelled"):
+        if job.state in JobState.ended():
             raise UserError(f"The job '{job.id}' has already ended ({job.state}).")
         (self.manager.cancel if self.manager else self._cancel_offline)(job.id)
         return self.job(job.id, owner=owner)
 
     def _cancel_offline(self, job_id: str) -> None:
-        if not self.store.transition(job_id, ("queued", "interrupted"), state="cancelled"):
+        if not self.store.transition(job_id, (JobState.QUEUED, JobState.INTERRUPTED), state=JobState.CANCELLED):
             self.store.update(job_id, cancel=1)
 
     def resume(self, job_id: str, *, owner: str = OWNER) -> dict:
         """Queue an interrupted job again; it continues from its last checkpoint."""
         job = self._job(job_id, owner)
-        if job.state == "interrupted":
+        if job.state == JobState.INTERRUPTED:
             self._check_room(job.owner)
-        if not self.store.transition(job.id, ("interrupted",), state="queued", error="", cancel=0):
+        if not self.store.transition(job.id, (JobState.INTERRUPTED,), state=JobState.QUEUED, error="", cancel=0):
             raise UserError(f"Only an interrupted job can be resumed; this one is {job.state}.")
         if self.manager:
             self.manager.wake()

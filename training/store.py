@@ -11,12 +11,36 @@ import sqlite3
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from pathlib import Path
 
 import database
+from training.plan import JobPlan
 
-STATES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
-FINISHED = ("succeeded", "failed", "cancelled")
+
+class JobState(str, Enum):
+    """Where a job is (DESIGN.md §1); a state is stored and sent as its plain value."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"  # stopped with a checkpoint (app shutdown): resume continues it
+
+    __str__ = str.__str__  # f-strings and str() give the value, as json and SQLite do
+
+    @classmethod
+    def ended(cls) -> tuple[JobState, ...]:
+        return cls.SUCCEEDED, cls.FAILED, cls.CANCELLED
+
+    @classmethod
+    def active(cls) -> tuple[JobState, ...]:
+        """Waiting or running: what counts towards a user's limit."""
+        return cls.QUEUED, cls.RUNNING
+
+
+STATES = tuple(JobState)
 
 # Each entry upgrades the schema from version i to i + 1; an older store is migrated, never dropped.
 MIGRATIONS = [
@@ -41,8 +65,8 @@ class Job:
     task: str
     name: str  # the adapter name asked for
     base: str  # the base model reference as given
-    state: str
-    spec: dict  # everything the worker needs: data file, columns, hyperparameters
+    state: JobState
+    plan: JobPlan  # everything the worker needs: data file, columns, settings or variants
     progress: dict = field(default_factory=dict)  # step, total_steps, epoch, eta_s, loss [[step, train, val]]
     metrics: dict = field(default_factory=dict)
     report: dict = field(default_factory=dict)
@@ -58,13 +82,23 @@ class Job:
     def public(self) -> dict:
         """The /job shape of DESIGN.md §1."""
         p = self.progress
-        return {"job_id": self.id, "task": self.task, "name": self.name, "state": self.state,
+        return {"job_id": self.id, "task": self.task, "name": self.name, "state": self.state.value,
                 "step": p.get("step", 0), "total_steps": p.get("total_steps", 0), "epoch": p.get("epoch", 0.0),
                 "eta_s": p.get("eta_s"), "loss": p.get("loss", []), "metrics": self.metrics,
                 "report": self.report, "error": self.error, "adapter": self.adapter, "kind": self.kind}
 
 
-_JSON = ("spec", "progress", "metrics", "report")
+_JSON = ("progress", "metrics", "report")
+
+
+def _columns(changes: dict) -> dict:
+    """A change of a job as its table's columns (the plan is stored in the column 'spec')."""
+    row = {k: json.dumps(v) if k in _JSON else v for k, v in changes.items()}
+    if "plan" in row:
+        row["spec"] = json.dumps(row.pop("plan").to_json())
+    if "state" in row:
+        row["state"] = JobState(row["state"]).value
+    return row
 
 
 class JobStore:
@@ -74,13 +108,11 @@ class JobStore:
     def _db(self):
         return database.transaction(self.path)
 
-    def create(self, owner: str, task: str, name: str, base: str, spec: dict, kind: str = "train") -> Job:
+    def create(self, owner: str, task: str, name: str, base: str, plan: JobPlan, kind: str = "train") -> Job:
         now = time.time()
-        job = Job(uuid.uuid4().hex[:12], owner, task, name, base, "queued", spec, created=now, updated=now,
+        job = Job(uuid.uuid4().hex[:12], owner, task, name, base, JobState.QUEUED, plan, created=now, updated=now,
                   kind=kind)
-        row = asdict(job)
-        for key in _JSON:
-            row[key] = json.dumps(row[key])
+        row = _columns({**{k: v for k, v in asdict(job).items() if k != "plan"}, "plan": plan})
         with self._db() as db:
             db.execute(f"INSERT INTO jobs ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
                        list(row.values()))
@@ -91,10 +123,11 @@ class JobStore:
             row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return _job(row) if row else None
 
-    def list(self, owner: str | None = None, states: tuple[str, ...] = STATES, kind: str | None = None) -> list[Job]:
+    def list(self, owner: str | None = None, states: tuple[JobState, ...] = STATES,
+             kind: str | None = None) -> list[Job]:
         """Jobs (of one kind, or all), oldest first."""
         query = f"SELECT * FROM jobs WHERE state IN ({', '.join('?' * len(states))})"
-        params: list = list(states)
+        params: list = [JobState(s).value for s in states]
         if owner is not None:
             query += " AND owner = ?"
             params.append(owner)
@@ -106,25 +139,19 @@ class JobStore:
         return [_job(r) for r in rows]
 
     def update(self, job_id: str, **changes) -> None:
-        for key in _JSON:
-            if key in changes:
-                changes[key] = json.dumps(changes[key])
-        changes["updated"] = time.time()
+        changes = _columns({**changes, "updated": time.time()})
         with self._db() as db:
             db.execute(f"UPDATE jobs SET {', '.join(f'{k} = ?' for k in changes)} WHERE id = ?",
                        [*changes.values(), job_id])
 
-    def transition(self, job_id: str, from_states: tuple[str, ...], **changes) -> bool:
+    def transition(self, job_id: str, from_states: tuple[JobState, ...], **changes) -> bool:
         """Update only if the job is in one of from_states (atomic); whether it was."""
-        for key in _JSON:
-            if key in changes:
-                changes[key] = json.dumps(changes[key])
-        changes["updated"] = time.time()
+        changes = _columns({**changes, "updated": time.time()})
         with self._db() as db:
             cursor = db.execute(
                 f"UPDATE jobs SET {', '.join(f'{k} = ?' for k in changes)} WHERE id = ? "
                 f"AND state IN ({', '.join('?' * len(from_states))})",
-                [*changes.values(), job_id, *from_states])
+                [*changes.values(), job_id, *(JobState(s).value for s in from_states)])
             return cursor.rowcount == 1
 
     def move_owner(self, old: str, new: str) -> int:
@@ -134,7 +161,7 @@ class JobStore:
 
     def position(self, job_id: str) -> int:
         """1-based place in the queue of waiting jobs (0 when not waiting)."""
-        queued = [j.id for j in self.list(states=("queued",))]
+        queued = [j.id for j in self.list(states=(JobState.QUEUED,))]
         return queued.index(job_id) + 1 if job_id in queued else 0
 
 
@@ -142,4 +169,6 @@ def _job(row: sqlite3.Row) -> Job:
     data = dict(row)
     for key in _JSON:
         data[key] = json.loads(data[key])
+    data["plan"] = JobPlan.from_json(json.loads(data.pop("spec")))
+    data["state"] = JobState(data["state"])
     return Job(**data)

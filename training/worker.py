@@ -26,11 +26,12 @@ import torch  # noqa: E402
 import tasks  # noqa: E402,F401  (registers the tasks)
 from config import Settings  # noqa: E402
 from errors import UserError  # noqa: E402
+from models.adapter_meta import AdapterMeta  # noqa: E402
 from models.device import set_threads  # noqa: E402
 from models.loading import pretrained_options  # noqa: E402
 from tasks.spec import trainable_spec  # noqa: E402
 from training import data, evaluation, paths, recipe  # noqa: E402
-from training.presets import TrainSettings  # noqa: E402
+from training.store import JobState  # noqa: E402
 from training.manager import start_time  # noqa: E402
 from training.trainer import Checkpoint, Hooks, Ranks, Stopped  # noqa: E402
 
@@ -53,7 +54,8 @@ class JobLog:
             print(stamped, file=sys.stderr)
 
 
-def run_job(settings: Settings, job_id: str, echo: bool = False, progress=None, ranks: Ranks | None = None) -> str:
+def run_job(settings: Settings, job_id: str, echo: bool = False, progress=None,
+            ranks: Ranks | None = None) -> JobState:
     """Run job_id to its end; returns the final state. Every outcome is written to the job store (by rank 0 of
     a run on several processes; the others train their share and write nothing)."""
     ranks = ranks or Ranks()
@@ -62,7 +64,7 @@ def run_job(settings: Settings, job_id: str, echo: bool = False, progress=None, 
     if not ranks.main:
         return _follow(settings, job, folder, ranks)
     log = JobLog(folder / "train.log", echo)
-    store.update(job_id, state="running", pid=os.getpid(), started=start_time(os.getpid()), error="")
+    store.update(job_id, state=JobState.RUNNING, pid=os.getpid(), started=start_time(os.getpid()), error="")
     last_write = {"t": 0.0, "cancel_checked": 0.0}
 
     def report_progress(p: dict) -> None:
@@ -77,15 +79,15 @@ def run_job(settings: Settings, job_id: str, echo: bool = False, progress=None, 
 
     parent = os.getppid()
 
-    def stop_reason() -> str | None:
+    def stop_reason() -> JobState | None:
         # SIGTERM, or the app that started us is gone (killed): save a checkpoint and stop, resumable.
         if _signals["term"] or (parent != 1 and os.getppid() != parent):
-            return "interrupted"
+            return JobState.INTERRUPTED
         now = time.monotonic()
         if now - last_write["cancel_checked"] > 0.5:
             last_write["cancel_checked"] = now
             if store.get(job_id).cancel:
-                return "cancelled"
+                return JobState.CANCELLED
         return None
 
     if job.kind == "evaluate":
@@ -100,12 +102,12 @@ def run_job(settings: Settings, job_id: str, echo: bool = False, progress=None, 
         final = paths.adapter_store(settings).save(job.owner, job.name, outcome.model.save_pretrained, meta)
         if final != job.name:
             log(f"an adapter named '{job.name}' already existed, so this one is saved as '{final}'")
-        store.update(job_id, state="succeeded", adapter=final, metrics=outcome.metrics, report=outcome.report)
+        store.update(job_id, state=JobState.SUCCEEDED, adapter=final, metrics=outcome.metrics, report=outcome.report)
         shutil.rmtree(checkpoint.folder, ignore_errors=True)
         log(f"saved adapter '{final}': {outcome.report['summary']}")
-        return "succeeded"
+        return JobState.SUCCEEDED
     except Stopped as stop:
-        if stop.reason == "cancelled":
+        if stop.reason == JobState.CANCELLED:
             shutil.rmtree(checkpoint.folder, ignore_errors=True)
         store.update(job_id, state=stop.reason, progress=stop.progress)
         log(f"{stop.reason} at step {stop.progress['step']}")
@@ -114,30 +116,29 @@ def run_job(settings: Settings, job_id: str, echo: bool = False, progress=None, 
         reason = readable(error)
         log(reason)
         log(traceback.format_exc())
-        store.update(job_id, state="failed", error=reason)
-        return "failed"
+        store.update(job_id, state=JobState.FAILED, error=reason)
+        return JobState.FAILED
 
 
-def _follow(settings: Settings, job, folder: Path, ranks: Ranks) -> str:
+def _follow(settings: Settings, job, folder: Path, ranks: Ranks) -> JobState:
     """A process other than rank 0: trains its share of every batch and stops when rank 0 says so."""
     try:
         _train(settings, job, lambda line: None, Hooks(log=lambda line: None, ranks=ranks),
                Checkpoint(folder / "checkpoint"))
     except Stopped as stop:
         return stop.reason
-    return "succeeded"
+    return JobState.SUCCEEDED
 
 
 def _train(settings: Settings, job, log, hooks: Hooks, checkpoint: Checkpoint):
-    plan = job.spec
-    train_settings = TrainSettings(**plan["settings"])
-    report = data.load_examples(plan["data"], job.task, plan.get("columns") or None, settings.max_upload_mb)
+    plan = job.plan  # checked when the job was submitted: its settings already have the data's method
+    train_settings = plan.settings
+    report = data.load_examples(plan.data, job.task, plan.columns or None, settings.max_upload_mb)
     spec = trainable_spec(job.task)
-    train_settings = recipe.with_method(spec, train_settings, report.format)
     log(report.summary())
-    if plan.get("validation"):
+    if plan.validation:
         train_rows = report.examples
-        val_rows = data.load_examples(plan["validation"], job.task, plan.get("columns") or None,
+        val_rows = data.load_examples(plan.validation, job.task, plan.columns or None,
                                       settings.max_upload_mb).examples
     else:
         train_rows, val_rows = data.split_validation(report.examples, train_settings.seed)
@@ -148,17 +149,18 @@ def _train(settings: Settings, job, log, hooks: Hooks, checkpoint: Checkpoint):
                            train_rows, val_rows, checkpoint, hooks)
     if outcome is None:  # not rank 0: nothing to save
         return None, source, {}
-    meta = {"task": job.task, "base_model": source.name, "base_location": source.location,
-            "chat_template": None, "system_prompt": train_settings.system_prompt, **outcome.meta,
-            "data_fingerprint": data.examples_digest(report.examples),
-            "rows": {"read": report.rows_read, "kept": len(report.examples), "train": len(train_rows),
-                     "validation": len(val_rows)},
-            "settings": train_settings.to_dict(), "metrics": outcome.metrics, "report": outcome.report,
-            "duration_s": round(time.time() - started, 1), "job_id": job.id, "owner": job.owner}
+    meta = AdapterMeta(
+        task=job.task, base_model=source.name, base_location=source.location,
+        system_prompt=train_settings.system_prompt, **outcome.meta,
+        data_fingerprint=data.examples_digest(report.examples),
+        rows={"read": report.rows_read, "kept": len(report.examples), "train": len(train_rows),
+              "validation": len(val_rows)},
+        settings=train_settings.to_dict(), metrics=outcome.metrics, report=outcome.report,
+        duration_s=round(time.time() - started, 1), job_id=job.id, owner=job.owner)
     return outcome, source, meta
 
 
-def _finish_evaluation(settings: Settings, job, store, log, stop_reason) -> str:
+def _finish_evaluation(settings: Settings, job, store, log, stop_reason) -> JobState:
     """Run an evaluation job to its end; returns the final state. Every outcome is written to the job store."""
     try:
         result = _evaluate(settings, job, store, log, stop_reason)
@@ -166,10 +168,10 @@ def _finish_evaluation(settings: Settings, job, store, log, stop_reason) -> str:
         tmp = folder / "results.csv.tmp"
         tmp.write_text(evaluation.as_csv(result), encoding="utf-8")
         tmp.replace(folder / "results.csv")
-        store.update(job.id, state="succeeded", report=evaluation.shortened(result),
+        store.update(job.id, state=JobState.SUCCEEDED, report=evaluation.shortened(result),
                      metrics={v["label"]: v["metrics"] for v in result["variants"]})
         log(result["summary"])
-        return "succeeded"
+        return JobState.SUCCEEDED
     except Stopped as stop:
         store.update(job.id, state=stop.reason, progress={**job.progress, **stop.progress})
         log(f"{stop.reason} after {stop.progress['step']} of {stop.progress['total_steps']} answers")
@@ -178,8 +180,8 @@ def _finish_evaluation(settings: Settings, job, store, log, stop_reason) -> str:
         reason = readable(error, "Evaluation")
         log(reason)
         log(traceback.format_exc())
-        store.update(job.id, state="failed", error=reason)
-        return "failed"
+        store.update(job.id, state=JobState.FAILED, error=reason)
+        return JobState.FAILED
 
 
 def _evaluate(settings: Settings, job, store, log, stop_reason) -> dict:
@@ -189,10 +191,10 @@ def _evaluate(settings: Settings, job, store, log, stop_reason) -> dict:
     from tasks.base import Context
     from tasks.spec import resolve
 
-    examples = evaluation.rows(settings, job.task, job.spec)
+    examples = evaluation.rows(settings, job.task, job.plan)
     task = TASKS[job.task](Context(settings, ModelHub(settings)))
     scorer = resolve(task.spec.evaluation)(task, job.owner)
-    variants = [evaluation.Variant(**v) for v in job.spec["variants"]]
+    variants = list(job.plan.variants)
     log(f"evaluating {len(variants)} variants on {len(examples)} rows")
     started, last = time.monotonic(), {"t": 0.0}
 
@@ -230,7 +232,7 @@ def main(argv: list[str]) -> int:
     set_threads(max(1, (settings.threads or os.cpu_count() or 1) // ranks.count))  # the cores, shared out
     state = run_job(settings, args.job_id, ranks=ranks)
     # A process other than rank 0 that stopped as asked ends well: the launcher then leaves rank 0 to finish.
-    return 0 if state == "succeeded" or (not ranks.main and state != "failed") else 1
+    return 0 if state == JobState.SUCCEEDED or (not ranks.main and state != JobState.FAILED) else 1
 
 
 if __name__ == "__main__":

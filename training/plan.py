@@ -1,0 +1,57 @@
+"""What a job does, as a typed record: decided and checked once where the job is submitted (training.service),
+stored with the job, and trusted by the worker process that runs it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+
+from training.presets import TrainSettings
+
+PLAN_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One model and adapter an evaluation scores ("" = the task's default model / no adapter)."""
+
+    model: str = ""
+    adapter: str = ""
+
+    def label(self, default_model: str) -> str:
+        """How the results name it: the adapter (and its model when one is given), else the model."""
+        if self.adapter:
+            return f"{self.adapter} on {self.model}" if self.model else self.adapter
+        return f"{self.model or default_model} (base)"
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    data: str = ""  # the job's own copy of its rows' file (uploads are temporary)
+    columns: dict[str, str] = field(default_factory=dict)  # the task's fields -> the file's columns
+    rows: int = 0  # rows the file gave when it was checked
+    settings: TrainSettings | None = None  # training: the settings, their method already chosen for the data
+    preset: str = ""  # training: the preset the settings started from
+    validation: str = ""  # training: the job's copy of a file of held-out rows ("" = hold out from data)
+    variants: tuple[Variant, ...] = ()  # evaluation: what is scored
+    held_out_seed: int | None = None  # evaluation of a training job's held-out rows: that job's split seed
+    from_job: str = ""  # ... and that job's id
+    version: int = PLAN_VERSION
+
+    @classmethod
+    def from_json(cls, data: dict) -> JobPlan:
+        """The plan as stored; a plan written before plans had a version reads the same (its keys are ours)."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        if values.get("settings") is not None:
+            settings_fields = {f.name for f in fields(TrainSettings)}
+            values["settings"] = TrainSettings(**{k: v for k, v in values["settings"].items()
+                                                  if k in settings_fields})
+        values["variants"] = tuple(Variant(**v) for v in values.get("variants") or ())
+        return cls(**{**values, "version": PLAN_VERSION})
+
+    def to_json(self) -> dict:
+        return asdict(self)  # nested records become plain dicts, which from_json reads back
+
+    def placed(self, data: str, validation: str = "") -> JobPlan:
+        """The plan with its files' copies in the job folder."""
+        return replace(self, data=data, validation=validation)
