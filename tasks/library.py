@@ -19,8 +19,7 @@ import transformers
 
 from config import LOCAL_USER
 from errors import UserError
-from models import catalog, lora, portable
-from server import engines
+from models import catalog, engines, lora, portable
 from models.adapters import META_FILE, sanitize_name
 from models.cache import too_big
 from models.loading import load_pretrained, load_sentence_transformer, weights_on_disk
