@@ -1,6 +1,7 @@
 """Model naming for /v1: which model a request's `model` names and what /v1/models lists. `model` is a base model,
 one of the caller's adapters (listed in /v1/models with `parent` = its base, as vLLM does) or `base:adapter` (as
-SGLang also accepts); bases are listed by the name clients see, never a server path.
+SGLang also accepts); bases are listed by the name clients see, never a server path. Which adapters a caller may use
+is AdapterService.usable's answer, as in the UI's pickers.
 """
 
 from __future__ import annotations
@@ -23,11 +24,8 @@ class ModelNames:
     def is_adapter(self, owner: str, name: str) -> bool:
         """Whether name is one of the adapters owner may use (a hub id such as org/name never is)."""
         try:
-            if name != sanitize_name(name):  # a hub id such as org/name is never an adapter
-                return False
-            self.ctx.adapters.store.locate(owner, name)
-            return True
-        except UserError:
+            return name == sanitize_name(name) and name in self.ctx.adapters.names(owner)
+        except UserError:  # not even a possible adapter name
             return False
 
     def choose(self, owner: str, model: object, family: str) -> tuple[str | catalog.ModelSource, str]:
@@ -92,7 +90,7 @@ class ModelNames:
                     catalog.EMBEDDING: "embeddings"}.get(merged.get("family", catalog.DECODER))
             if task:
                 add(merged["name"], task, owner, merged.get("created", 0), merged.get("base_model"))
-        for adapter in self.ctx.adapters.store.list(owner):
+        for adapter in self.ctx.adapters.usable(owner):
             task = {"chat": "chat", "search": "embeddings"}.get(adapter["task"])
             if task:
                 add(adapter["name"], task, adapter["owner"], adapter["created"], adapter["base"])
