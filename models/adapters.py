@@ -258,9 +258,15 @@ class AdapterService:
         # Keyed by its real owner: users of one shared adapter share its loaded copy.
         return lora.AdapterFiles(folder.name, engine_key(whose, folder.name, meta.created), str(folder), meta)
 
-    def names(self, owner: str, task: str, bases: set[str]) -> list[str]:
-        """The adapters the owner may use for task, trained on a model known by any of the names in bases."""
-        return list(dict.fromkeys(a["name"] for a in self.store.list(owner, task) if a["base"] in bases))
+    def usable(self, owner: str, task: str = "", bases: set[str] | None = None) -> list[dict]:
+        """The adapters owner may use (their own and those shared with everyone), newest first in the store's list
+        shape: for task ("" = any), trained on a model known by any of the names in bases (None = any): the one
+        place the pickers, the compare panel and /v1 learn which adapters a user has."""
+        return [a for a in self.store.list(owner, task) if bases is None or a["base"] in bases]
+
+    def names(self, owner: str, task: str = "", bases: set[str] | None = None) -> list[str]:
+        """The names of the adapters usable() lists, each once."""
+        return list(dict.fromkeys(a["name"] for a in self.usable(owner, task, bases)))
 
     def base(self, owner: str, name: str) -> str:
         """The model an adapter was trained on, as a reference the model hub resolves."""

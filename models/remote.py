@@ -24,11 +24,10 @@ from pathlib import Path
 import httpx
 
 from errors import UserError
-from models import catalog
+from models import catalog, engines
 from models.adapter_meta import META_FILE, AdapterMeta
 from models.adapters import engine_key, sanitize_name, selected
 from models.engine import SamplingParams
-from server import engines
 
 log = logging.getLogger(__name__)
 LISTED_FOR_S = 5.0  # how long the backend's model list is trusted before it is asked again

@@ -19,8 +19,7 @@ import transformers
 
 from config import LOCAL_USER
 from errors import UserError
-from models import catalog, lora, portable
-from server import engines
+from models import catalog, engines, lora, portable
 from models.adapter_meta import AdapterMeta, MergedMeta
 from models.adapters import sanitize_name
 from models.cache import too_big

@@ -6,13 +6,16 @@ from __future__ import annotations
 import pytest
 from adapters_kit import plain_lora, zipped
 
+from config import LOCAL_USER
 from errors import UserError
+from models.adapters import NO_ADAPTER
 from tasks.base import Upload
 from tasks.chat import ChatTask
 from tasks.compare import Comparison
 from tasks.library import AdapterLibrary
 from tasks.sentiment import SentimentTask
 from tasks.summarize import SummarizeTask
+from ui.picker import adapter_update
 from waiting import wait_for
 
 QUESTION = "Tell me about the moon."
@@ -30,6 +33,15 @@ def moon(ctx, tiny_chat_dir, tmp_path) -> str:
     folder = plain_lora(tiny_chat_dir, tmp_path / "moon")
     return AdapterLibrary(ctx).import_adapter(Upload(str(zipped(folder, tmp_path / "moon.zip")), "moon.zip"),
                                               "moon", "chat", str(tiny_chat_dir))["name"]
+
+
+def test_a_variant_lists_only_the_adapters_on_its_model(ctx, moon, tiny_chat_dir, tiny_gpt2_dir):
+    """The panel's adapter box, as the picker's: the adapters trained on the variant's model, and none else."""
+    task = ChatTask(ctx)
+    assert adapter_update(task, str(tiny_chat_dir), moon, LOCAL_USER) == {
+        "choices": [NO_ADAPTER, moon], "value": moon, "__type__": "update"}
+    assert adapter_update(task, str(tiny_gpt2_dir), moon, LOCAL_USER) == {
+        "choices": [NO_ADAPTER], "value": NO_ADAPTER, "__type__": "update"}
 
 
 def solo(ctx, model, adapter: str = "") -> str:

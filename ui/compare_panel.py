@@ -11,7 +11,7 @@ from models.adapters import NO_ADAPTER
 from tasks.base import Task
 from tasks.compare import MAX_VARIANTS, Comparison
 from ui.api import GENERATION, expose, on_load, progress_for, user_of
-from ui.picker import adapter_value
+from ui.picker import QUIET, adapter_choices, adapter_update, adapter_value
 
 EXPLAIN = ("The same input on up to three variants at once — the base, your adapters, other models. Variants on "
            "one base run as one batch, so this takes about as long as one answer.")
@@ -60,10 +60,16 @@ def compare_panel(task: Task, inputs: dict[str, gr.Component], render: Callable[
     gr.on(triggers, expose(run), [*inputs.values(), *boxes], columns, api_visibility="undocumented",
           **GENERATION)
 
+    # As in the picker: each variant's adapters are those trained on its model (the task's default when empty).
     def adapter_lists(request: gr.Request = None):
-        names = [NO_ADAPTER] + [a["name"] for a in task.ctx.adapters.store.list(user_of(request), task.id)]
-        return [gr.update(choices=names)] * MAX_VARIANTS
+        return [gr.update(choices=adapter_choices(task, "", user_of(request)))] * MAX_VARIANTS
     on_load(adapter_lists, None, boxes[per_variant - 1::per_variant])
+
+    def fresh(model: str, current: str | None, request: gr.Request = None):
+        return adapter_update(task, model, current, user_of(request))
+    if models is not None:
+        for model, adapter in zip(boxes[0::2], boxes[1::2]):
+            model.change(fresh, [model, adapter], adapter, **QUIET)
 
 
 def variant_name(result: dict) -> str:

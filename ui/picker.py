@@ -23,6 +23,17 @@ def adapter_value(choice: str | None) -> str:
     return selected(choice) or ""
 
 
+def adapter_choices(task: Task, model: str, owner: str) -> list[str]:
+    """'none' plus the adapters the owner may use for task on model ("" = the task's default)."""
+    return [NO_ADAPTER] + task.adapter_names(model or "", owner)
+
+
+def adapter_update(task: Task, model: str, current: str | None, owner: str):
+    """An adapter box's update for model: its adapters, keeping the current choice when it still applies."""
+    choices = adapter_choices(task, model, owner)
+    return gr.update(choices=choices, value=current if current in choices else NO_ADAPTER)
+
+
 @dataclass
 class Picker:
     """The picker's components; `model` is None for a tab whose model is fixed (it uses the task's default)."""
@@ -37,12 +48,11 @@ class Picker:
 
     def choices(self, model: str, owner: str) -> list[str]:
         """'none' plus the adapters the owner may use for this task on model."""
-        return [NO_ADAPTER] + self.task.adapter_names(model or "", owner)
+        return adapter_choices(self.task, model, owner)
 
     def fresh(self, model: str, current: str | None, request: gr.Request = None):
         """The adapter box's update for model: its adapters, keeping the current choice when it still applies."""
-        choices = self.choices(model, user_of(request))
-        return gr.update(choices=choices, value=current if current in choices else NO_ADAPTER)
+        return adapter_update(self.task, model, current, user_of(request))
 
     def fresh_fixed(self, current: str | None, request: gr.Request = None):
         """fresh() for a tab whose model is fixed."""
