@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from errors import UserError
+from models.kinds import CacheKey
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +30,12 @@ class ModelCache:
 
     def __init__(self, budget_bytes: int):
         self.budget = budget_bytes
-        self._entries: OrderedDict[str, Entry] = OrderedDict()
+        self._entries: OrderedDict[CacheKey, Entry] = OrderedDict()
         self._lock = threading.Lock()  # guards _entries and _loading
-        self._loading: dict[str, threading.Lock] = {}
+        self._loading: dict[CacheKey, threading.Lock] = {}
         self.loads = 0  # how many loads ran (tests and the system panel read it)
 
-    def get(self, key: str, load: Callable[[], tuple[Any, int]], name: str = "") -> Any:
+    def get(self, key: CacheKey, load: Callable[[], tuple[Any, int]], name: str = "") -> Any:
         """The cached value for key, or the result of load() -> (value, size_bytes), run once per key; a value
         bigger than the whole budget is refused (named as name)."""
         with self._lock:
@@ -52,7 +53,7 @@ class ModelCache:
                 _close(value)
                 with self._lock:
                     self._loading.pop(key, None)
-                raise too_big(name or key, size, self.budget)
+                raise too_big(name or str(key), size, self.budget)
             with self._lock:
                 self.loads += 1
                 self._entries[key] = Entry(value, size)
@@ -62,7 +63,7 @@ class ModelCache:
             _close(entry.value)
         return value
 
-    def _evict_over_budget(self, keep: str) -> list[Entry]:
+    def _evict_over_budget(self, keep: CacheKey) -> list[Entry]:
         """Unload the least recently used models that are not in use until the rest fit the budget."""
         evicted = []
         while sum(e.size for e in self._entries.values()) > self.budget:
@@ -74,7 +75,7 @@ class ModelCache:
             evicted.append(self._entries.pop(idle[0]))
         return evicted
 
-    def grow(self, key: str, size: int) -> None:
+    def grow(self, key: CacheKey, size: int) -> None:
         """Count size more bytes for a loaded model (an adapter attached to it), unloading others if need be."""
         with self._lock:
             if key not in self._entries:
@@ -84,17 +85,17 @@ class ModelCache:
         for entry in evicted:
             _close(entry.value)
 
-    def peek(self, key: str) -> Any | None:
+    def peek(self, key: CacheKey) -> Any | None:
         with self._lock:
             entry = self._entries.get(key)
             return entry.value if entry else None
 
-    def values(self) -> list[tuple[str, Any]]:
+    def values(self) -> list[tuple[CacheKey, Any]]:
         """(key, loaded value) of every loaded model."""
         with self._lock:
             return [(k, e.value) for k, e in self._entries.items()]
 
-    def items(self) -> list[tuple[str, int]]:
+    def items(self) -> list[tuple[CacheKey, int]]:
         """(key, size in bytes) of every loaded model, most recently used last."""
         with self._lock:
             return [(k, e.size) for k, e in self._entries.items()]

@@ -30,13 +30,13 @@ from transformers.masking_utils import create_causal_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from models import kernels
+from models.lora import PEFT_BASE
 
 log = logging.getLogger(__name__)
 
 FAMILIES = {"llama", "qwen2"}  # model types whose layers this pass knows (the same names and order of operations)
 ROLES = {"q_proj": "self_attn", "k_proj": "self_attn", "v_proj": "self_attn", "o_proj": "self_attn",
          "gate_proj": "mlp", "up_proj": "mlp", "down_proj": "mlp"}  # linear layers whose LoRA this pass adds
-BASE = "__base__"
 ROOM = 64  # cache columns reserved ahead at a time (at least; a quarter of the length for long ones)
 CHECK_TOLERANCE = 1e-2  # of the logits' largest magnitude: rounding passes, a wrong operation does not
 
@@ -102,7 +102,7 @@ class LeanDecoder:
         """Logits of the last `keep` positions of each row (cache grown in place), or None where a row's adapter
         needs the model's own forward."""
         groups = []
-        for name in sorted(set(adapters or ()) - {BASE}):
+        for name in sorted(set(adapters or ()) - {PEFT_BASE}):
             lora = self._adapter(name)
             if lora is None:
                 return None

@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache
 
+from models.lora import PEFT_BASE
 from models.speculation import MIN_SHARE, STEP_DRAFTS, Drafter, verify
 
 log = logging.getLogger(__name__)
 
-BASE = "__base__"  # peft's name for "no adapter" in a mixed-adapter batch
 GREEDY_BELOW = 0.01  # a temperature under this is greedy: dividing logits by ~0 overflows to inf/nan
 _END = object()
 _callers = itertools.count()
@@ -254,7 +254,7 @@ class GenerationEngine:
         self.forward_passes += 1
         kwargs = {}
         if hasattr(self.model, "peft_config"):
-            kwargs["adapter_names"] = [row.request.adapter or BASE for row in rows]
+            kwargs["adapter_names"] = [row.request.adapter or PEFT_BASE for row in rows]
         if self.decoder is not None:
             logits = self.decoder.forward(input_ids, mask, positions, cache, keep, kwargs.get("adapter_names"))
             if logits is not None:

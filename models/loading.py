@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import TypeVar
 
 import torch
-from transformers import (AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForQuestionAnswering,
-                          AutoModelForSeq2SeqLM, AutoModelForSequenceClassification, AutoTokenizer)
+import transformers
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from config import Settings
 from errors import NotFound, UserError
@@ -21,6 +21,7 @@ from models.cache import ModelCache, too_big
 from models.device import fast_bf16, pick_device, pick_dtype
 from models.embeddings import Embedder
 from models.engine import EngineClosed, GenerationEngine, SamplingParams
+from models.kinds import KINDS, CacheKey, ModelKind
 from models.threads import in_own_thread
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ class LoadedLM:
     engine: GenerationEngine
     kernel: str = ""  # the product layout chosen for its decode steps (models/kernels.py), for the System panel
     _fingerprint: str = ""
-    cache_key: str = ""  # its key in the model cache (set by the hub)
+    cache_key: CacheKey | None = None  # its key in the model cache (set by the hub)
 
     @property
     def name(self) -> str:
@@ -191,7 +192,7 @@ def load_sentence_transformer(source: catalog.ModelSource, options: dict, device
                                        trust_remote_code=options["trust_remote_code"],
                                        local_files_only=options["local_files_only"])
     except (OSError, ValueError, KeyError) as error:
-        raise load_error(source, error, "a sentence-embedding model") from error
+        raise load_error(source, error, KINDS["embedder"].wanted) from error
 
 
 class ModelHub:
@@ -235,15 +236,15 @@ class ModelHub:
             os.path.realpath(self.models_dir))
 
     def get(self, kind: str, reference: str = "", default: str = "", adapter: lora.AdapterFiles | None = None):
-        """The loaded model of a kind (see LOADERS) for reference ("" = default, itself "" = the kind's family
-        default), loaded once. An adapter (encoder kinds only) gives a separate copy with the adapter merged in.
-        """
-        source = self.source(reference, default or self.default(KIND_FAMILY.get(kind, catalog.DECODER)))
+        """The loaded model of a kind (models.kinds.KINDS) for reference ("" = default, itself "" = the kind's
+        family default), loaded once. An adapter (encoder kinds only) gives a separate copy with the adapter merged
+        in."""
+        source = self.source(reference, default or self.default(KINDS[kind].family))
         loader = LOADERS[kind]
         on_disk = weights_on_disk(source)
         if on_disk > self.cache.budget:  # refused before loading: a load alone could exhaust the machine
             raise too_big(source.name, on_disk, self.cache.budget)
-        key = f"{kind}:{source.key}" + (f"+{adapter.key}" if adapter else "")
+        key = CacheKey(kind, source.key, adapter.key if adapter else "")
         extra = [adapter] if adapter else []
         value = self.cache.get(key, lambda: in_own_thread(lambda: loader(self, source, *extra)), source.name)
         if isinstance(value, LoadedLM):
@@ -261,13 +262,13 @@ class ModelHub:
 
     def loaded_sources(self, kind: str) -> list[catalog.ModelSource]:
         """What the loaded models of a kind were loaded from (copies with an adapter merged in left out)."""
-        return [value.source for key, value in self.cache.values() if key.startswith(f"{kind}:") and "+" not in key
+        return [value.source for key, value in self.cache.values() if key.kind == kind and not key.adapter
                 and not self.private(value.source.location)]  # an owner's merged model is theirs to list
 
     def loaded(self) -> list[dict]:
         """Loaded models for the system panel, with how a language model decodes (layout chosen, drafts kept)."""
         values = dict(self.cache.values())
-        return [{"model": key, "memory_mb": round(size / 2**20), "decoding": decoding(values.get(key))}
+        return [{"model": str(key), "memory_mb": round(size / 2**20), "decoding": decoding(values.get(key))}
                 for key, size in self.cache.items()]
 
 
@@ -284,9 +285,8 @@ def decoding(value) -> str:
 
 def load_lm(hub: ModelHub, source: catalog.ModelSource) -> tuple[LoadedLM, int]:
     log.info("loading %s from %s", source.name, source.location)
-    model, tokenizer = load_pretrained(source, AutoModelForCausalLM, hub.options(source),
-                                       "a text-generation (GPT-family) model, so it cannot chat", hub.dtype,
-                                       hub.device)
+    model, tokenizer = load_pretrained(source, AutoModelForCausalLM, hub.options(source), KINDS["lm"].wanted,
+                                       hub.dtype, hub.device)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     context = token_limit(model.config, tokenizer, hub.settings.context_limit)
@@ -310,27 +310,20 @@ def load_embedder(hub: ModelHub, source: catalog.ModelSource,
     return Embedder(source, model, adapter, bf16=fast), model_bytes(model)
 
 
-def _loaded_with(model_class, wanted: str):
+def _loaded_with(kind: ModelKind):
+    """The loader of a kind that is its transformers class and nothing more."""
     def load(hub: ModelHub, source: catalog.ModelSource,
              adapter: lora.AdapterFiles | None = None) -> tuple[LoadedModel, int]:
         log.info("loading %s from %s", source.name, source.location)
         extra = lora.head_options(adapter) if adapter else {}
-        model, tokenizer = load_pretrained(source, model_class, hub.options(source), wanted, hub.dtype, hub.device,
-                                           **extra)
+        model, tokenizer = load_pretrained(source, getattr(transformers, kind.auto_class), hub.options(source),
+                                           kind.wanted, hub.dtype, hub.device, **extra)
         if adapter is not None:
             model = lora.merged(model, adapter, source.name)
         return LoadedModel(source, model, tokenizer), model_bytes(model)
     return load
 
 
-# One loader per kind of loaded model; a new kind is one entry here (with its family, for its default model).
-LOADERS = {
-    "lm": load_lm,
-    "embedder": load_embedder,
-    "seq2seq": _loaded_with(AutoModelForSeq2SeqLM, "a sequence-to-sequence model (BART, T5, Marian)"),
-    "classifier": _loaded_with(AutoModelForSequenceClassification, "a text-classification model"),
-    "span": _loaded_with(AutoModelForQuestionAnswering, "an extractive question-answering model"),
-    "masked": _loaded_with(AutoModelForMaskedLM, "a masked language model (BERT, RoBERTa)"),
-}
-KIND_FAMILY = {"lm": catalog.DECODER, "embedder": catalog.EMBEDDING, "seq2seq": catalog.SEQ2SEQ,
-               "classifier": catalog.ENCODER, "span": catalog.ENCODER, "masked": catalog.ENCODER}
+# How each kind in models.kinds loads: language and embedding models their own way, the rest by their class.
+SPECIAL = {"lm": load_lm, "embedder": load_embedder}
+LOADERS = {name: SPECIAL.get(name) or _loaded_with(kind) for name, kind in KINDS.items()}

@@ -10,6 +10,8 @@ import torch
 from errors import UserError
 from models.adapter_meta import AdapterMeta
 
+PEFT_BASE = "__base__"  # peft's adapter name for a row with no adapter in a mixed-adapter batch
+
 
 @dataclass(frozen=True)
 class AdapterFiles:

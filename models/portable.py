@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 
 from errors import TooLarge, UserError
 from models import catalog
+from models.kinds import KINDS
 from models.adapter_meta import META_FILE as META, AdapterMeta
 
 CONFIG = "adapter_config.json"
@@ -186,14 +187,12 @@ def hub_id(meta: AdapterMeta) -> str:
     return backbone.hub_id if backbone else meta.base_model
 
 
-AUTO_CLASS = {"lm": "AutoModelForCausalLM", "classifier": "AutoModelForSequenceClassification",
-              "span": "AutoModelForQuestionAnswering", "embedder": "AutoModel"}  # per kind of adapted model
 
 
 def model_card(name: str, meta: AdapterMeta, kind: str = "lm") -> str:
     """The README.md of an exported adapter: what it is, how it was trained, how well, and how to load it."""
     task, base, rows, settings, metrics = meta.task, hub_id(meta), meta.rows, meta.settings, meta.metrics
-    model_class = AUTO_CLASS.get(kind, "AutoModel")
+    model_class = KINDS[kind].auto_class
     lines = ["---", f"base_model: {base}", "library_name: peft", "tags:", "- lora", "- lora-studio", f"- {task}",
              "---", "", f"# {name}", "",
              f"A LoRA adapter for **{task}** on `{base}`, made with LoRA Studio.", ""]

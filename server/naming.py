@@ -85,11 +85,11 @@ class ModelNames:
         for family in (catalog.DECODER, catalog.EMBEDDING):
             for name in self.bases(family):
                 add(name, self._base_task(name, family))
-        for merged in self.ctx.adapters.merged.list(owner):  # language and embedding models (not classifiers)
-            task = {catalog.DECODER: "chat" if merged.get("task") == "chat" else "completion",
-                    catalog.EMBEDDING: "embeddings"}.get(merged.get("family", catalog.DECODER))
+        for name, merged in self.ctx.adapters.merged.list(owner):  # language and embedding models (no classifiers)
+            task = {catalog.DECODER: "chat" if merged.task == "chat" else "completion",
+                    catalog.EMBEDDING: "embeddings"}.get(merged.family)
             if task:
-                add(merged["name"], task, owner, merged.get("created", 0), merged.get("base_model"))
+                add(name, task, owner, merged.created, merged.base_model)
         for adapter in self.ctx.adapters.usable(owner):
             task = {"chat": "chat", "search": "embeddings"}.get(adapter["task"])
             if task:
@@ -102,7 +102,7 @@ class ModelNames:
         backbone = catalog.find(name)
         if backbone is not None:
             return "chat" if backbone.chat else "completion"
-        loaded = next((v for k, v in self.ctx.hub.cache.values() if k.startswith("lm:") and v.name == name), None)
+        loaded = next((v for k, v in self.ctx.hub.cache.values() if k.kind == "lm" and v.name == name), None)
         return "chat" if loaded is not None and loaded.has_chat_template else "completion"
 
     def served_base(self, owner: str, name: object) -> str:

@@ -18,7 +18,8 @@ from config import LOCAL_USER
 from errors import UserError
 from models import catalog, offline
 from models.adapters import selected
-from models.engine import BASE, GREEDY_BELOW, EngineClosed
+from models.engine import GREEDY_BELOW, EngineClosed
+from models.lora import PEFT_BASE
 from models.loading import LoadedLM, read_config, unloaded
 from tasks.base import Context, Endpoint, require_range, require_text
 from tasks.spec import spec as task_spec
@@ -89,7 +90,7 @@ class InsideModel:
         require_range(top_p, "Top-p", 0.0, 1.0)
         lm, key = self._lm(model, adapter, owner)
         ids = self._ids(lm, text)
-        logits = self._run(lm, lambda m: _last_logits(m, ids, [key, BASE] if key else [BASE]))
+        logits = self._run(lm, lambda m: _last_logits(m, ids, [key, PEFT_BASE] if key else [PEFT_BASE]))
         views = [_distribution(lm.tokenizer, row, k, temperature, top_p) for row in logits]
         result = {"model": lm.name, "adapter": adapter if key else "", **views[0], "base": None}
         if key:
@@ -135,7 +136,7 @@ class InsideModel:
         if not prefix:
             raise UserError(f"A decoder reads left to right, so it needs a few words before the {MASK}.")
         prefix_ids = self._ids(lm, prefix)
-        logits = self._run(lm, lambda m: _last_logits(m, prefix_ids, [BASE]))[0]
+        logits = self._run(lm, lambda m: _last_logits(m, prefix_ids, [PEFT_BASE]))[0]
         words = []
         for i in logits.topk(FILL_CANDIDATES * 3).indices.tolist():
             word = lm.tokenizer.decode([i]).strip()
@@ -223,7 +224,7 @@ class InsideModel:
         ids = self._ids(lm, text)
         if len(ids) < 2:
             raise UserError("Give at least two tokens (a few words): the first one is what the others follow.")
-        rows = self._run(lm, lambda m: _token_logprobs(m, ids, [key, BASE] if key else [BASE]))
+        rows = self._run(lm, lambda m: _token_logprobs(m, ids, [key, PEFT_BASE] if key else [PEFT_BASE]))
         views = [_surprise(lm.tokenizer, ids, row) for row in rows]
         result = {"model": lm.name, "adapter": adapter if key else "", **views[0], "base": None}
         if key:
@@ -275,7 +276,7 @@ def _adapter_kwargs(model, adapters: list[str]) -> dict:
 
 
 def _last_logits(model, ids: list[int], adapters: list[str]) -> torch.Tensor:
-    """The next-token logits after ids, one row per adapter (BASE = none)."""
+    """The next-token logits after ids, one row per adapter (PEFT_BASE = none)."""
     batch = torch.tensor([ids] * len(adapters), device=model.device)
     out = model(input_ids=batch, use_cache=False, logits_to_keep=1, **_adapter_kwargs(model, adapters))
     return out.logits[:, -1, :].float().cpu()
@@ -299,7 +300,7 @@ def _sentence_logprobs(model, sentences: list[list[int]], tokenizer) -> list[flo
         ids[i, :len(s)], mask[i, :len(s)] = torch.tensor(s), 1
     ids, mask = ids.to(model.device), mask.to(model.device)
     logits = model(input_ids=ids, attention_mask=mask, use_cache=False,
-                   **_adapter_kwargs(model, [BASE] * len(sentences))).logits.float()
+                   **_adapter_kwargs(model, [PEFT_BASE] * len(sentences))).logits.float()
     picked = logits[:, :-1].log_softmax(-1).gather(-1, ids[:, 1:, None])[..., 0]
     return (picked * mask[:, 1:]).sum(-1).tolist()
 

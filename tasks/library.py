@@ -23,14 +23,13 @@ from models import catalog, engines, lora, portable
 from models.adapter_meta import AdapterMeta, MergedMeta
 from models.adapters import sanitize_name
 from models.cache import too_big
+from models.kinds import KINDS
 from models.loading import load_pretrained, load_sentence_transformer, weights_on_disk
 from tasks.base import Context, Endpoint, Upload
 from tasks.spec import spec as task_spec, trainable_spec
 
 CARRIED = {"chat_template": str, "system_prompt": str, "labels": list, "metrics": dict, "settings": dict,
            "rows": dict}  # what an imported lora_studio.json may bring (anything else in it is ignored)
-# The family a merged model is listed under (None: its config says; a classifier or span model is an encoder).
-MERGED_FAMILY = {"lm": catalog.DECODER, "embedder": catalog.EMBEDDING, "classifier": None, "span": None}
 
 
 class AdapterLibrary:
@@ -195,8 +194,8 @@ class AdapterLibrary:
             raise too_big(source.name, on_disk, self.ctx.hub.cache.budget)
         save = self._merged(source, folder, meta) if kind == "lm" else self._merged_encoder(kind, source, folder,
                                                                                               meta)
-        provenance = MergedMeta(folder.name, meta.task, meta.base_model, MERGED_FAMILY[kind], portable.hub_id(meta),
-                                meta.system_prompt, time.time())
+        provenance = MergedMeta(folder.name, meta.task, meta.base_model, KINDS[kind].merged_family,
+                                portable.hub_id(meta), meta.system_prompt, time.time())
 
         def write(target: Path) -> None:
             save(target)
@@ -230,7 +229,7 @@ class AdapterLibrary:
             model = load_sentence_transformer(source, options, torch.device("cpu"))
             model[0].model = lora.merged(model[0].auto_model, files, source.name)
             return lambda target: model.save(str(target))
-        model, tokenizer = load_pretrained(source, getattr(transformers, portable.AUTO_CLASS[kind]), options,
+        model, tokenizer = load_pretrained(source, getattr(transformers, KINDS[kind].auto_class), options,
                                            f"a {meta.task} model", torch.float32, torch.device("cpu"),
                                            **lora.head_options(files))
         merged = lora.merged(model, files, source.name)

@@ -18,12 +18,12 @@ from pathlib import Path
 
 from errors import UserError
 from models import catalog
+from models.kinds import adapted_kinds
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 _ID = re.compile(r"^[a-z][a-z0-9_]*$")
 _REFERENCE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 FAMILIES = (catalog.DECODER, catalog.ENCODER, catalog.EMBEDDING, catalog.SEQ2SEQ)
-ADAPTER_KINDS = ("lm", "classifier", "span", "embedder")  # the loaded models an adapter can apply to
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class TaskSpec:
     methods: dict[str, str | type] = field(default_factory=dict)  # other training methods: name -> their recipe
     evaluation: str | type | None = None  # how Evaluate scores it: "training.module:Class" (None = not offered)
     conversations: bool = False  # whether whole conversations (messages, ShareGPT, Alpaca, plain text) are read
-    adapter_kind: str = "lm"  # the loaded model its adapters apply to (models.loading.LOADERS)
+    adapter_kind: str = "lm"  # the kind of loaded model its adapters apply to (models.kinds.KINDS)
     head: tuple[str, ...] = ()  # the trained head its adapters carry (peft's modules_to_save names for it)
 
     def __post_init__(self) -> None:
@@ -98,8 +98,8 @@ class TaskSpec:
                 found.append(f"its sample file examples/{self.sample} does not exist")
             if not self.formats.strip():
                 found.append("a trainable task needs its data format help")
-            if self.adapter_kind not in ADAPTER_KINDS:
-                found.append(f"its adapter_kind must be one of {', '.join(ADAPTER_KINDS)}")
+            if self.adapter_kind not in adapted_kinds():
+                found.append(f"its adapter_kind must be one of {', '.join(adapted_kinds())}")
         return found
 
     @property

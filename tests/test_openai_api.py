@@ -192,7 +192,7 @@ def test_a_client_that_goes_away_stops_its_rows(served):
                                          stream=True)
     chunks = iter(stream)
     next(chunks), next(chunks)
-    lm = next(v for k, v in demo.ctx.hub.cache.values() if k.startswith("lm:"))
+    lm = next(v for k, v in demo.ctx.hub.cache.values() if k.kind == "lm")
     assert lm.engine.busy
     stream.close()
     wait_for(lambda: not lm.engine.busy, timeout=30, what="the engine to drop the closed stream's row")
@@ -204,7 +204,7 @@ def test_a_non_streaming_client_that_goes_away_stops_its_rows(served):
     impatient = openai.OpenAI(base_url=url.rstrip("/") + "/v1", api_key="none", max_retries=0, timeout=1)
     with pytest.raises(openai.APITimeoutError):  # it gives up while tokens are still flowing
         impatient.chat.completions.create(model="", messages=HELLO, temperature=0.9, max_tokens=4000, n=4)
-    lm = next(v for k, v in demo.ctx.hub.cache.values() if k.startswith("lm:"))
+    lm = next(v for k, v in demo.ctx.hub.cache.values() if k.kind == "lm")
     wait_for(lambda: not lm.engine.busy, timeout=30, what="the engine to drop the gone client's rows")
 
 

@@ -21,7 +21,8 @@ import torch
 
 from errors import UserError
 from models.adapters import selected
-from models.engine import BASE, EngineClosed
+from models.engine import EngineClosed
+from models.lora import PEFT_BASE
 from models.loading import unloaded
 from tasks.base import Task
 from training import data, metrics
@@ -176,7 +177,7 @@ def reply_surprise(lm, prompt_ids: list[int], adapter: str | None, reply: str) -
     def run():
         model = lm.engine.model
         with torch.inference_mode():
-            kwargs = {"adapter_names": [adapter or BASE]} if hasattr(model, "peft_config") else {}
+            kwargs = {"adapter_names": [adapter or PEFT_BASE]} if hasattr(model, "peft_config") else {}
             batch = torch.tensor([ids], device=model.device)
             logits = model(input_ids=batch, use_cache=False, **kwargs).logits[0, start - 1:-1].float()
             picked = logits.log_softmax(-1).gather(-1, batch[0, start:, None])[:, 0]

@@ -14,7 +14,7 @@ from training.evaluation import MAX_VARIANTS
 from training.service import TrainingService
 from ui.api import first_cell, handler, on_load, upload, user_of
 
-BASE = "base model"
+BASE_CHOICE = "base model"  # the box that evaluates the base model itself (a label, never an adapter name)
 ACTIVE = ("queued", "running")
 
 
@@ -24,7 +24,7 @@ def evaluated() -> list[str]:
 
 def choices(service: TrainingService, task: str, owner: str) -> list[str]:
     """What can be ticked: the base model and the owner's adapters for the task."""
-    return [BASE] + [a["name"] for a in service.list_adapters(task, owner=owner)]
+    return [BASE_CHOICE] + [a["name"] for a in service.list_adapters(task, owner=owner)]
 
 
 def held_out_jobs(service: TrainingService, task: str, owner: str) -> list[tuple[str, str]]:
@@ -45,7 +45,7 @@ def variants_of(ticked: list[str], base_model: str) -> list[dict]:
         raise UserError("Tick what to evaluate: the base model and/or some adapters.")
     if len(ticked) > MAX_VARIANTS:
         raise UserError(f"Tick at most {MAX_VARIANTS} to evaluate at once.")
-    return [{"model": (base_model or "").strip(), "adapter": ""} if name == BASE else {"model": "", "adapter": name}
+    return [{"model": (base_model or "").strip(), "adapter": ""} if name == BASE_CHOICE else {"model": "", "adapter": name}
             for name in ticked]
 
 
@@ -156,7 +156,7 @@ def build(service: TrainingService, browser_secret: str) -> dict:
         with gr.Row():
             task = gr.Dropdown(evaluated(), value=first, label="Task", scale=1)
             base_model = gr.Textbox(label="Base model (empty = the task's default)", scale=2)
-            ticked = gr.CheckboxGroup([BASE], value=[BASE], label=f"Evaluate (up to {MAX_VARIANTS})", scale=3)
+            ticked = gr.CheckboxGroup([BASE_CHOICE], value=[BASE_CHOICE], label=f"Evaluate (up to {MAX_VARIANTS})", scale=3)
         with gr.Row():
             uploaded = gr.File(label="Rows to evaluate on (.jsonl, .json, .csv, .tsv), in the task's training format",
                                file_types=list(data.EXTENSIONS), scale=3)

@@ -63,8 +63,8 @@ class Picker:
 
     def model_choices(self, request: gr.Request = None):
         """The model box's list: the tab's models, then the caller's merged models (language-model tasks)."""
-        merged = [m["name"] for m in self.task.ctx.adapters.merged.list(user_of(request))
-                  if m.get("task") == self.task.id]
+        merged = [name for name, meta in self.task.ctx.adapters.merged.list(user_of(request))
+                  if meta.task == self.task.id]
         return gr.update(choices=list(dict.fromkeys(self.static_choices + merged)))
 
     @property
