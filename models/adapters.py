@@ -20,8 +20,6 @@ from errors import NotFound, UserError
 from accounts import Shares
 from models import catalog, lora
 from models.adapter_meta import META_FILE, AdapterMeta, MergedMeta
-from models.engine import EngineClosed
-from models.loading import unloaded
 
 NO_ADAPTER = "none"  # what pickers show for "no adapter"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}[a-z0-9]$|^[a-z0-9]$")
@@ -295,11 +293,8 @@ class AdapterService:
         if files.meta.base_fingerprint != lm.fingerprint:
             raise UserError(f"The adapter '{name}' was trained on {files.meta.base_model}, not on {lm.name}: "
                             f"pick {files.meta.base_model} as the model to use it.")
-        try:
-            if lora.attach(lm, files.key, files.folder):
-                self.hub.cache.grow(lm.cache_key, weights_size(files.folder))
-        except EngineClosed:
-            raise unloaded(lm.name) from None
+        if lora.attach(lm, files.key, files.folder):
+            self.hub.cache.grow(lm.cache_key, weights_size(files.folder))
         return files.key, files.meta
 
     def encoder(self, owner: str, kind: str, model: str, adapter: object, task: str, default: str = ""):

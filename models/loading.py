@@ -22,6 +22,7 @@ from models.device import fast_bf16, pick_device, pick_dtype
 from models.embeddings import Embedder
 from models.engine import EngineClosed, GenerationEngine, SamplingParams
 from models.kinds import KINDS, CacheKey, ModelKind
+from models.text_model import TextModel
 from models.threads import in_own_thread
 
 log = logging.getLogger(__name__)
@@ -34,8 +35,9 @@ def unloaded(name: str) -> UserError:
 
 
 @dataclass
-class LoadedLM:
-    """A causal LM, its tokenizer and the engine that serves it."""
+class LoadedLM(TextModel):
+    """A causal LM loaded here, its tokenizer and the engine that serves it; every use of the model goes through
+    the engine's thread, and an engine closed under a request (the model unloaded) is one sentence, said here."""
 
     source: catalog.ModelSource
     model: torch.nn.Module
@@ -44,10 +46,7 @@ class LoadedLM:
     kernel: str = ""  # the product layout chosen for its decode steps (models/kernels.py), for the System panel
     _fingerprint: str = ""
     cache_key: CacheKey | None = None  # its key in the model cache (set by the hub)
-
-    @property
-    def name(self) -> str:
-        return self.source.name
+    holds_weights = True
 
     @property
     def fingerprint(self) -> str:
@@ -60,16 +59,26 @@ class LoadedLM:
     def context_length(self) -> int:
         return self.engine.context_length
 
-    @property
-    def has_chat_template(self) -> bool:
-        return bool(getattr(self.tokenizer, "chat_template", None))
-
     def generate(self, prompt_ids: list[int], params: SamplingParams, adapter: str | None = None,
                  caller: int | None = None):
-        """Submit a prompt to the engine; iterate the returned request's token_ids(). Requests of one caller (one
-        task request) take turns with other callers'."""
+        return self._engine(lambda: self.engine.submit(prompt_ids, params, adapter, caller))
+
+    def run(self, command: Callable[[torch.nn.Module], T]) -> T:
+        def run() -> T:
+            with torch.inference_mode():
+                return command(self.engine.model)
+        return self.call(run)
+
+    def call(self, command: Callable[[], T]) -> T:
+        """command() in the engine's thread, between decode steps (with gradients: adapters attach here)."""
+        return self._engine(lambda: self.engine.call(command))
+
+    def token_logprobs(self, ids: list[int], adapters: list[str | None]) -> torch.Tensor:
+        return self.run(lambda model: token_logprobs(model, ids, adapters))
+
+    def _engine(self, command: Callable[[], T]) -> T:
         try:
-            return self.engine.submit(prompt_ids, params, adapter, caller)
+            return command()
         except EngineClosed:
             raise unloaded(self.name) from None
 
@@ -79,6 +88,14 @@ class LoadedLM:
 
     def close(self) -> None:
         self.engine.close()
+
+
+def token_logprobs(model: torch.nn.Module, ids: list[int], adapters: list[str | None]) -> torch.Tensor:
+    """log p(ids[i] | ids[:i]) for i >= 1 under each adapter (None = the base), one row per adapter."""
+    batch = torch.tensor([ids] * len(adapters), device=model.device)
+    names = {"adapter_names": [a or lora.PEFT_BASE for a in adapters]} if hasattr(model, "peft_config") else {}
+    logits = model(input_ids=batch, use_cache=False, **names).logits.float()
+    return logits[:, :-1].log_softmax(-1).gather(-1, batch[:, 1:, None])[..., 0].cpu()
 
 
 @dataclass

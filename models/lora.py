@@ -68,7 +68,7 @@ def attach(lm, key: str, folder: str) -> bool:
         model.eval()
         return True
 
-    return lm.engine.call(load)
+    return lm.call(load)
 
 
 def head_options(adapter: AdapterFiles) -> dict:

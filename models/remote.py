@@ -28,6 +28,7 @@ from models import catalog, engines
 from models.adapter_meta import META_FILE, AdapterMeta
 from models.adapters import engine_key, sanitize_name, selected
 from models.engine import SamplingParams
+from models.text_model import TextModel
 
 log = logging.getLogger(__name__)
 LISTED_FOR_S = 5.0  # how long the backend's model list is trusted before it is asked again
@@ -70,9 +71,10 @@ class RemoteRequest:
 
 
 @dataclass(eq=False)
-class RemoteLM:
+class RemoteLM(TextModel):
     """A base model the backend serves, as the tasks use a loaded LM: its name, tokenizer and context length
-    (read here, from its files or the hub), and generate() that streams from the backend."""
+    (read here, from its files or the hub), and generate() that streams from the backend. Its weights are not
+    here: what needs logits says so (TextModel)."""
 
     backend: "ServingBackend"
     source: catalog.ModelSource
@@ -80,15 +82,6 @@ class RemoteLM:
     tokenizer: object
     context_length: int
     eos_ids: tuple[int, ...]
-    engine = None  # no local weights: what needs logits uses a local model
-
-    @property
-    def name(self) -> str:
-        return self.source.name
-
-    @property
-    def has_chat_template(self) -> bool:
-        return bool(getattr(self.tokenizer, "chat_template", None))
 
     def generate(self, prompt_ids: list[int], params: SamplingParams, adapter: str | None = None,
                  caller: int | None = None) -> RemoteRequest:

@@ -130,9 +130,7 @@ class Generation:
             texts.close()  # stops the row when a stop string ended it early
         if len(text) > sent:
             self._put("text", index, text[sent:])
-        if reason is None:
-            full = len(reply.request.prompt_ids) + reply.tokens >= reply.lm.context_length
-            reason = "length" if reply.tokens >= self.params.max_new_tokens or full else "stop"
+        reason = reason or reply.finish_reason
         self._put("end", index, reason)
 
     def stop(self) -> None:

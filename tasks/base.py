@@ -13,7 +13,8 @@ from errors import TooLarge, UserError
 from models import catalog
 from models.adapter_meta import AdapterMeta
 from models.adapters import AdapterService, adapter_store, selected
-from models.loading import LoadedLM, ModelHub, read_config
+from models.text_model import TextModel
+from models.loading import ModelHub, read_config
 from models.remote import ServingBackend
 from tasks.spec import TaskSpec
 
@@ -114,7 +115,7 @@ class Task:
             return []
         return self.ctx.adapters.names(owner, self.id, {source.name, source.location})
 
-    def lm(self, model: str, adapter: str, owner: str = LOCAL_USER) -> tuple[LoadedLM, str | None,
+    def lm(self, model: str, adapter: str, owner: str = LOCAL_USER) -> tuple[TextModel, str | None,
                                                                           AdapterMeta | None]:
         """The loaded language model (the adapter's base when only an adapter is chosen), the adapter's engine key
         on it and its metadata (the system prompt and chat template it was trained with); None without one."""

@@ -9,7 +9,7 @@ from config import LOCAL_USER
 from errors import TooLarge, UserError
 from models import catalog
 from models.engine import GREEDY_BELOW, Request, SamplingParams, new_caller
-from models.loading import LoadedLM
+from models.text_model import TextModel
 from tasks.base import Endpoint, Task, require_range, require_text
 from tasks.spec import DataField, TaskSpec
 
@@ -18,7 +18,7 @@ from tasks.spec import DataField, TaskSpec
 class Prompt:
     """A prompt ready for the engine: the model, its token ids, the adapter's engine key, old turns dropped."""
 
-    lm: LoadedLM
+    lm: TextModel
     ids: list[int]
     adapter: str | None = None
     dropped: int = 0
@@ -29,7 +29,7 @@ class Reply:
     """A reply being generated (by the local engine or a serving backend): the notice to show (if any) and the
     growing text."""
 
-    lm: LoadedLM
+    lm: TextModel
     request: Request
     notice: str = ""
 
@@ -37,6 +37,11 @@ class Reply:
     def tokens(self) -> int:
         """Tokens generated so far."""
         return self.request.produced
+
+    @property
+    def finish_reason(self) -> str:
+        """Why the finished reply ended: 'length' (out of tokens or context) or 'stop'."""
+        return self.lm.finish_reason(self.request, self.request.params.max_new_tokens)
 
     def texts(self) -> Iterator[str]:
         """The whole reply so far, once per new token; stopping the iteration stops generation."""
@@ -145,7 +150,7 @@ class ChatTask(Task):
                            "characters. Clear the conversation (or some of it) and ask again.")
         lm, adapter_name, meta = self.lm(model, adapter, owner)
         system_prompt = (system_prompt or "").strip() or (meta.system_prompt if meta else "")
-        template = (meta and meta.chat_template) or getattr(lm.tokenizer, "chat_template", None)
+        template = (meta.chat_template if meta else None) or getattr(lm.tokenizer, "chat_template", None)
         if not template:
             raise UserError(f"'{lm.name}' is a base model without a chat template: use 'Continue text' "
                             "to have it continue your words, or pick an instruction model for chat.")
@@ -187,7 +192,7 @@ def checked_ids(ids: list, vocabulary: int) -> list[int]:
     return list(ids)
 
 
-def fit_prompt(lm: LoadedLM, system_prompt: str, turns: list[dict], message: str, max_new_tokens: int,
+def fit_prompt(lm: TextModel, system_prompt: str, turns: list[dict], message: str, max_new_tokens: int,
                template: str | None = None) -> tuple[list[int], int]:
     """The prompt's token ids with the oldest exchanges dropped until it fits; also how many turns were dropped.
 
@@ -215,7 +220,7 @@ def fit_prompt(lm: LoadedLM, system_prompt: str, turns: list[dict], message: str
                     "prompt. Shorten the message or the system prompt.")
 
 
-def _template_overhead(lm: LoadedLM, template: str | None) -> int:
+def _template_overhead(lm: TextModel, template: str | None) -> int:
     """Tokens the chat template adds around one message's words (its role markers), measured on a short one."""
     probe = [{"role": "user", "content": "x"}]
     rendered = lm.tokenizer.apply_chat_template(probe * 2, tokenize=True, return_dict=False, chat_template=template)

@@ -14,7 +14,8 @@ from errors import UserError
 from models import catalog
 from models.adapters import selected
 from models.engine import SamplingParams, new_caller
-from models.loading import LoadedLM, LoadedModel, ModelHub, read_config, token_limit
+from models.text_model import TextModel
+from models.loading import LoadedModel, ModelHub, read_config, token_limit
 from tasks.base import Task
 from tasks.chat import Reply
 from tasks.text import chunk_text
@@ -86,12 +87,12 @@ def seq2seq_generate(loaded: LoadedModel, text: str, max_new_tokens: int, src_la
     return tokenizer.decode(loaded.compute(run)[0], skip_special_tokens=True).strip()
 
 
-def prompt_ids(lm: LoadedLM, prompt: str) -> list[int]:
+def prompt_ids(lm: TextModel, prompt: str) -> list[int]:
     return list(lm.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
                                                  tokenize=True, return_dict=False))
 
 
-def lm_replies(lm: LoadedLM, prompts: list[str], max_new_tokens: list[int], adapter_name: str | None,
+def lm_replies(lm: TextModel, prompts: list[str], max_new_tokens: list[int], adapter_name: str | None,
                progress: Progress, in_flight_limit: int, label: str) -> list[str]:
     """Greedy replies of an instruction LM, one user message each, in_flight_limit at a time so they batch in the
     engine without crowding out other users; the rest wait here, not in the engine. Progress may raise to stop
@@ -114,7 +115,7 @@ def lm_replies(lm: LoadedLM, prompts: list[str], max_new_tokens: list[int], adap
     return replies
 
 
-def instruction_lm(task: Task, model: str, adapter: str, what: str, owner: str) -> tuple[LoadedLM, str | None]:
+def instruction_lm(task: Task, model: str, adapter: str, what: str, owner: str) -> tuple[TextModel, str | None]:
     """The instruction LM and adapter for an LM-backed task, or a UserError for a base model."""
     lm, adapter_name, _ = task.lm(model, adapter, owner)
     if not lm.has_chat_template:

@@ -18,9 +18,9 @@ from config import LOCAL_USER
 from errors import UserError
 from models import catalog, offline
 from models.adapters import selected
-from models.engine import GREEDY_BELOW, EngineClosed
+from models.engine import GREEDY_BELOW
 from models.lora import PEFT_BASE
-from models.loading import LoadedLM, read_config, unloaded
+from models.loading import LoadedLM, read_config
 from tasks.base import Context, Endpoint, require_range, require_text
 from tasks.spec import spec as task_spec
 
@@ -90,7 +90,7 @@ class InsideModel:
         require_range(top_p, "Top-p", 0.0, 1.0)
         lm, key = self._lm(model, adapter, owner)
         ids = self._ids(lm, text)
-        logits = self._run(lm, lambda m: _last_logits(m, ids, [key, PEFT_BASE] if key else [PEFT_BASE]))
+        logits = lm.run(lambda m: _last_logits(m, ids, [key, PEFT_BASE] if key else [PEFT_BASE]))
         views = [_distribution(lm.tokenizer, row, k, temperature, top_p) for row in logits]
         result = {"model": lm.name, "adapter": adapter if key else "", **views[0], "base": None}
         if key:
@@ -136,7 +136,7 @@ class InsideModel:
         if not prefix:
             raise UserError(f"A decoder reads left to right, so it needs a few words before the {MASK}.")
         prefix_ids = self._ids(lm, prefix)
-        logits = self._run(lm, lambda m: _last_logits(m, prefix_ids, [PEFT_BASE]))[0]
+        logits = lm.run(lambda m: _last_logits(m, prefix_ids, [PEFT_BASE]))[0]
         words = []
         for i in logits.topk(FILL_CANDIDATES * 3).indices.tolist():
             word = lm.tokenizer.decode([i]).strip()
@@ -150,8 +150,8 @@ class InsideModel:
         if max(map(len, sentences), default=0) > FILL_TOKENS:
             raise UserError(f"Without a masked language model, the blank is filled in sentences of up to "
                             f"{FILL_TOKENS} tokens; shorten the text around the {MASK}.")
-        scores = [score for start in range(0, len(sentences), SCORED_AT_ONCE) for score in self._run(
-            lm, lambda m, part=sentences[start:start + SCORED_AT_ONCE]: _sentence_logprobs(m, part, lm.tokenizer))]
+        scores = [score for start in range(0, len(sentences), SCORED_AT_ONCE) for score in lm.run(
+            lambda m, part=sentences[start:start + SCORED_AT_ONCE]: _sentence_logprobs(m, part, lm.tokenizer))]
         weights = torch.tensor(scores).softmax(-1).tolist()  # shares among the candidates, not probabilities
         ranked = sorted(zip(words, weights, filled), key=lambda c: -c[1])[:k]
         return {"model": lm.name, "method": "decoder_rescoring",
@@ -181,7 +181,7 @@ class InsideModel:
             tokenizer = lm.tokenizer
             ids = tokenizer(text, add_special_tokens=False)["input_ids"]
             _check_attention_length(ids)  # far below any model's context length
-            maps = self._run(lm, lambda m: _attention_maps(m, ids))
+            maps = lm.run(lambda m: _attention_maps(m, ids))
             name = lm.name
         layers, heads = len(maps), maps[0].shape[0]
         layer = int(require_range(layer, "Layer", -1, layers - 1))
@@ -224,7 +224,7 @@ class InsideModel:
         ids = self._ids(lm, text)
         if len(ids) < 2:
             raise UserError("Give at least two tokens (a few words): the first one is what the others follow.")
-        rows = self._run(lm, lambda m: _token_logprobs(m, ids, [key, PEFT_BASE] if key else [PEFT_BASE]))
+        rows = lm.token_logprobs(ids, [key, None] if key else [None])
         views = [_surprise(lm.tokenizer, ids, row) for row in rows]
         result = {"model": lm.name, "adapter": adapter if key else "", **views[0], "base": None}
         if key:
@@ -241,7 +241,7 @@ class InsideModel:
         name = selected(adapter)
         if name is None:
             return lm, None
-        task = self.ctx.adapters.store.meta(owner, name)["task"]
+        task = self.ctx.adapters.store.meta(owner, name).task
         if task_spec(task).adapter_kind != "lm":
             raise UserError(f"'{adapter}' is a {task} adapter, which does not change a language model's words; "
                             "pick a chat, summarize or translate adapter.")
@@ -257,16 +257,6 @@ class InsideModel:
                             "Shorten it.")
         return ids
 
-    @staticmethod
-    def _run(lm: LoadedLM, command):
-        """command(model) in the engine's thread, without gradients."""
-        def run():
-            with torch.inference_mode():
-                return command(lm.engine.model)
-        try:
-            return lm.engine.call(run)
-        except EngineClosed:
-            raise unloaded(lm.name) from None
 
 
 # ---- the computations (in the thread that owns the model) ------------------------------------------------------
@@ -280,14 +270,6 @@ def _last_logits(model, ids: list[int], adapters: list[str]) -> torch.Tensor:
     batch = torch.tensor([ids] * len(adapters), device=model.device)
     out = model(input_ids=batch, use_cache=False, logits_to_keep=1, **_adapter_kwargs(model, adapters))
     return out.logits[:, -1, :].float().cpu()
-
-
-def _token_logprobs(model, ids: list[int], adapters: list[str]) -> torch.Tensor:
-    """log p(token i | tokens before it) for i >= 1, one row per adapter."""
-    batch = torch.tensor([ids] * len(adapters), device=model.device)
-    logits = model(input_ids=batch, use_cache=False, **_adapter_kwargs(model, adapters)).logits.float()
-    logprobs = logits[:, :-1].log_softmax(-1)
-    return logprobs.gather(-1, batch[:, 1:, None])[..., 0].cpu()
 
 
 def _sentence_logprobs(model, sentences: list[list[int]], tokenizer) -> list[float]:
