@@ -87,7 +87,7 @@ class AnswerTask(Task):
         sample="answer.csv",
         formats="Columns `question`, `context` and `answer`; the answer must appear word for word in the context.",
         metrics={"exact_match": "exact match", "f1": "F1"}, recipe="training.encoders:AnswerRecipe",
-        evaluation="training.evaluation:AnswerEvaluation", adapter_kind="span", head=("qa_outputs",))
+        evaluation="training.scorers:AnswerEvaluation", adapter_kind="span", head=("qa_outputs",))
 
     def __init__(self, ctx):
         super().__init__(ctx)

@@ -96,7 +96,7 @@ class ChatTask(Task):
         recipe="training.language:ChatRecipe", methods={"dpo": "training.preference:PreferenceRecipe"},
         metrics={"preference_accuracy": "preference accuracy", "reward_margin": "reward margin",
                  "perplexity": "perplexity", "exact_match": "exact match", "f1": "F1"},
-        evaluation="training.evaluation:ChatEvaluation")
+        evaluation="training.scorers:ChatEvaluation")
 
     def endpoints(self) -> list[Endpoint]:
         return [Endpoint("chat", self.chat, generates=True), Endpoint("complete", self.complete, generates=True)]

@@ -80,7 +80,7 @@ class SentimentTask(Task):
         fields=(DataField("text", "the text"), DataField("label", "its label: any labels, at least two different")),
         sample="sentiment.csv", formats="Columns `text` and `label`: any labels you like, at least two different ones.",
         metrics={"accuracy": "accuracy", "macro_f1": "macro-F1"}, recipe="training.encoders:SentimentRecipe",
-        evaluation="training.evaluation:SentimentEvaluation",
+        evaluation="training.scorers:SentimentEvaluation",
         adapter_kind="classifier", head=("classifier", "score"))
 
     def __init__(self, ctx):

@@ -117,7 +117,7 @@ class SummarizeTask(Task):
         fields=(DataField("text", "the text to summarize"), DataField("summary", "the summary it should get")),
         sample="summarize.csv", formats="Columns `text` and `summary` (CSV or JSONL).",
         metrics={"rouge_l": "ROUGE-L"}, recipe="training.language:SummarizeRecipe",
-        evaluation="training.evaluation:SummarizeEvaluation")
+        evaluation="training.scorers:SummarizeEvaluation")
 
     def endpoints(self) -> list[Endpoint]:
         return [Endpoint("summarize", self.summarize)]

@@ -135,7 +135,7 @@ class TranslateTask(Task):
         sample="translate.csv",
         formats="Columns `source` and `target`; optional `source_lang` and `target_lang` (detected if absent).",
         metrics={"chrf": "chrF", "bleu": "BLEU"}, recipe="training.language:TranslateRecipe",
-        evaluation="training.evaluation:TranslateEvaluation")
+        evaluation="training.scorers:TranslateEvaluation")
 
     def endpoints(self) -> list[Endpoint]:
         return [Endpoint("translate", self.translate)]
