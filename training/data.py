@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from errors import UserError
-from tasks.spec import resolve, trainable_spec
+from tasks.spec import trainable_spec
 from tasks.spec import spec as task_spec
 from training import formats
 from training.formats import RowError
@@ -67,6 +67,8 @@ def _cell(value: object, width: int = 200) -> str:
 def load_examples(path: str | Path, task: str, columns: dict[str, str] | None = None,
                   max_mb: float = 50, name: str | None = None) -> DataReport:
     """Read and validate a data file for task: usable rows become Examples, bad rows are reported by line."""
+    from training.registry import recipe_class  # imported here: the recipes it imports import this module
+
     spec = trainable_spec(task_spec(task).id)
     name = name or Path(path).name
     if not spec.conversations and Path(path).suffix.lower() == ".txt":
@@ -76,7 +78,7 @@ def load_examples(path: str | Path, task: str, columns: dict[str, str] | None = 
     found, rejected, unit = table.columns, list(table.rejected), table.unit
     if not table.rows:
         raise nothing_usable(name, rejected, unit)
-    recipe = resolve(spec.recipe)
+    recipe = recipe_class(spec.id)
     fmt, normalize = formats.normalizer(spec, recipe, found, columns, Path(path).suffix.lower(), name)
     examples = []
     for line, record in table.rows:

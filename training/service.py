@@ -12,8 +12,8 @@ from errors import NotFound, OverLimit, UserError
 from models import catalog
 from models.adapters import sanitize_name
 from tasks.base import Context, Endpoint, Upload
-from tasks.spec import evaluated_spec, resolve, trainable_spec
-from training import data, evaluation, paths, presets, recipe
+from tasks.spec import evaluated_spec, trainable_spec
+from training import data, evaluation, paths, presets, recipe, registry
 from training.manager import JobManager, placement
 
 OWNER = LOCAL_USER  # without login everything belongs to 'local' (DESIGN.md §2)
@@ -108,7 +108,7 @@ class TrainingService:
         if len(rows) > self.settings.max_eval_rows:
             raise OverLimit(f"The set has {len(rows):,} rows; this server evaluates at most "
                             f"{self.settings.max_eval_rows:,} at once. Use a sample of them.")
-        resolve(spec.evaluation).check(rows)
+        registry.scorer_class(spec.id).check(rows)
         job = self.store.create(owner, spec.id, "evaluation", "", {}, kind="evaluate")
         folder = paths.job_folder(self.settings, job.id)
         plan = dict(plan, data=str(_copy_into(plan["data"], folder, "data")), rows=len(rows),
