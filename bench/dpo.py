@@ -103,6 +103,7 @@ def run_ours(args, work: Path) -> dict:
     from tasks.spec import trainable_spec
     from training import data, presets
     from training import recipe as recipes
+    from training import registry
     from training import trainer as loop
     from training.preference import PreferenceRecipe
     from training.trainer import Checkpoint, Hooks
@@ -112,7 +113,7 @@ def run_ours(args, work: Path) -> dict:
     report = data.load_examples(args.pairs_path, "chat")
     spec = trainable_spec("chat")
     settings = recipes.with_method(spec, settings, report.format)
-    assert issubclass(recipes.recipe_class(spec, settings.method), PreferenceRecipe), "chat DPO is not ours"
+    assert issubclass(registry.recipe_class(spec.id, settings.method), PreferenceRecipe), "chat DPO is not ours"
     app = Settings(data_dir=Path(args.data_dir), threads=args.threads)
     source = recipes.base_source(app, spec, args.model)
     rows = report.examples

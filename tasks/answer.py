@@ -86,8 +86,8 @@ class AnswerTask(Task):
                 DataField("answer", "the answer, word for word as it occurs in the context")),
         sample="answer.csv",
         formats="Columns `question`, `context` and `answer`; the answer must appear word for word in the context.",
-        metrics={"exact_match": "exact match", "f1": "F1"}, recipe="training.encoders:AnswerRecipe",
-        evaluation="training.evaluation:AnswerEvaluation", adapter_kind="span", head=("qa_outputs",))
+        metrics={"exact_match": "exact match", "f1": "F1"}, trainable=True, evaluated=True,
+        adapter_kind="span", head=("qa_outputs",))
 
     def __init__(self, ctx):
         super().__init__(ctx)

@@ -98,10 +98,9 @@ class ChatTask(Task):
         formats="Chat data: `messages`, ShareGPT `conversations`, Alpaca `instruction`/`output`, two columns "
                 "(prompt, response), or plain text; preference pairs (`prompt`, `chosen`, `rejected`) train "
                 "with DPO.",
-        recipe="training.language:ChatRecipe", methods={"dpo": "training.preference:PreferenceRecipe"},
         metrics={"preference_accuracy": "preference accuracy", "reward_margin": "reward margin",
                  "perplexity": "perplexity", "exact_match": "exact match", "f1": "F1"},
-        evaluation="training.evaluation:ChatEvaluation")
+        trainable=True, evaluated=True)
 
     def endpoints(self) -> list[Endpoint]:
         return [Endpoint("chat", self.chat, generates=True), Endpoint("complete", self.complete, generates=True)]

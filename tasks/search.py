@@ -37,8 +37,7 @@ class SearchTask(Task):
         formats="Columns `query` and `positive` (the passage it should find); optional `negative` (one it should "
                 "not).",
         metrics={"recall_at_1": "recall@1", "recall_at_5": "recall@5", "mrr": "MRR"},
-        recipe="training.encoders:SearchRecipe", evaluation="training.evaluation:SearchEvaluation",
-        adapter_kind="embedder")
+        trainable=True, evaluated=True, adapter_kind="embedder")
 
     def __init__(self, ctx):
         super().__init__(ctx)

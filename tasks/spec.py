@@ -1,10 +1,11 @@
 """What a task is: one frozen TaskSpec that the app derives everything else from — its tab, its public endpoints,
-its default models, its training data fields, sample and format help, its metric names and its training recipe.
+its default models, its training data fields, sample and format help, its metric names, and whether it trains and
+whether Evaluate scores it.
 
 A task joins the app by registering its class (whose `spec` is a TaskSpec) in tasks/__init__.py, the way peft
-registers a tuner. The tab builder (ui layer) and the recipe (training layer) are named as "module:attribute"
-references, resolved when they are used, as transformers' auto classes name their implementations: imports keep
-flowing one way (ui → tasks, training → tasks) while the spec stays the one place a task is described.
+registers a tuner. How it trains and is scored is the training layer's own registry (training/registry.py, keyed by
+the task's id), so imports keep flowing one way (training → tasks). The tab builder (ui layer) is named as a
+"module:attribute" reference, resolved when it is used, as transformers' auto classes name their implementations.
 """
 
 from __future__ import annotations
@@ -46,9 +47,8 @@ class TaskSpec:
     sample: str = ""  # a training data file under examples/ ("Try the sample")
     formats: str = ""  # one line of data format help for the Train tab
     metrics: dict[str, str] = field(default_factory=dict)  # metric key -> the name the report shows
-    recipe: str | type | None = None  # its training recipe: "training.module:Class" (None = not trainable)
-    methods: dict[str, str | type] = field(default_factory=dict)  # other training methods: name -> their recipe
-    evaluation: str | type | None = None  # how Evaluate scores it: "training.module:Class" (None = not offered)
+    trainable: bool = False  # it trains (its recipe and other methods: training/registry.py)
+    evaluated: bool = False  # Evaluate scores it (its scorer: training/registry.py)
     conversations: bool = False  # whether whole conversations (messages, ShareGPT, Alpaca, plain text) are read
     adapter_kind: str = "lm"  # the kind of loaded model its adapters apply to (models.kinds.KINDS)
     head: tuple[str, ...] = ()  # the trained head its adapters carry (peft's modules_to_save names for it)
@@ -83,13 +83,9 @@ class TaskSpec:
             found.append("every data field needs a one-line help")
         if any(not (isinstance(v, str) and v.strip()) for v in self.metrics.values()):
             found.append("every metric needs the name the report shows")
-        if self.evaluation is not None and not (isinstance(self.evaluation, type) or _is_reference(self.evaluation)):
-            found.append("its evaluation must be a class or a 'module:Class' reference")
-        if self.evaluation is not None and self.recipe is None:
-            found.append("an evaluated task reads its rows as training data: it needs a recipe")
-        if self.recipe is not None:
-            if not all(isinstance(r, type) or _is_reference(r) for r in (self.recipe, *self.methods.values())):
-                found.append("its recipes must be classes or 'module:Class' references")
+        if self.evaluated and not self.trainable:
+            found.append("an evaluated task reads its rows as training data: it must be trainable")
+        if self.trainable:
             if not any(f.required for f in self.fields):
                 found.append("a trainable task needs required data fields")
             if not self.sample:
@@ -106,10 +102,6 @@ class TaskSpec:
     def families(self) -> tuple[str, ...]:
         """The model families the task runs on."""
         return tuple(self.defaults)
-
-    @property
-    def trainable(self) -> bool:
-        return self.recipe is not None
 
     @property
     def required(self) -> tuple[str, ...]:
@@ -193,9 +185,9 @@ def trainable_spec(task_id: str) -> TaskSpec:
 
 def evaluated_spec(task_id: str) -> TaskSpec:
     """The spec of a task Evaluate scores, or a UserError naming those it does."""
-    names = [s.id for s in specs() if s.evaluation is not None]
+    names = [s.id for s in specs() if s.evaluated]
     found = TASKS.get(task_id.strip()) if isinstance(task_id, str) else None
-    if found is None or found.spec.evaluation is None:
+    if found is None or not found.spec.evaluated:
         raise UserError(f"Evaluation of '{str(task_id)[:40]}' is not available; choose one of: {', '.join(names)}.")
     return found.spec
 

@@ -116,8 +116,7 @@ class SummarizeTask(Task):
                   catalog.DECODER: "SmolLM2-135M-Instruct"},
         fields=(DataField("text", "the text to summarize"), DataField("summary", "the summary it should get")),
         sample="summarize.csv", formats="Columns `text` and `summary` (CSV or JSONL).",
-        metrics={"rouge_l": "ROUGE-L"}, recipe="training.language:SummarizeRecipe",
-        evaluation="training.evaluation:SummarizeEvaluation")
+        metrics={"rouge_l": "ROUGE-L"}, trainable=True, evaluated=True)
 
     def endpoints(self) -> list[Endpoint]:
         return [Endpoint("summarize", self.summarize)]

@@ -134,8 +134,7 @@ class TranslateTask(Task):
                 DataField("target_lang", "the target's ISO code (detected when absent)", required=False)),
         sample="translate.csv",
         formats="Columns `source` and `target`; optional `source_lang` and `target_lang` (detected if absent).",
-        metrics={"chrf": "chrF", "bleu": "BLEU"}, recipe="training.language:TranslateRecipe",
-        evaluation="training.evaluation:TranslateEvaluation")
+        metrics={"chrf": "chrF", "bleu": "BLEU"}, trainable=True, evaluated=True)
 
     def endpoints(self) -> list[Endpoint]:
         return [Endpoint("translate", self.translate)]

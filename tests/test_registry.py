@@ -1,4 +1,5 @@
-"""The task registry: every spec is complete and its pieces agree; a new task joins with its spec alone."""
+"""The task registry: every spec is complete and its pieces agree with the training registry; a new task joins with
+its spec and its training's one registration."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ from errors import UserError
 from models import catalog
 from tasks.base import Endpoint, Task, require_text
 from tasks.spec import DataField, TaskSpec, register, resolve, specs, unregister
-from training import data
+from training import data, registry
 from training.encoders import SentimentRecipe
-from training.recipe import Recipe, default_base, recipe_class
+from training.recipe import Recipe, default_base
+from training.scorers import Evaluation
 
 SPECS = specs()
 
@@ -36,7 +38,7 @@ def test_every_spec_is_complete_and_its_pieces_agree(spec, ctx):
         assert catalog.CATALOG[name].family == family
     if not spec.trainable:
         return
-    recipe = recipe_class(spec)
+    recipe = registry.recipe_class(spec.id)
     assert issubclass(recipe, Recipe) and set(recipe.families) <= set(catalog.DEFAULTS)
     assert catalog.find(default_base(ctx.settings, spec)).family in recipe.families
     report = data.load_examples(spec.sample_path, spec.id)  # the sample reads with no mapping and no rejects
@@ -52,7 +54,7 @@ def test_every_spec_is_complete_and_its_pieces_agree(spec, ctx):
     ({"defaults": {"telepathy": "GPT-2"}}, "not a model family"),
     ({"endpoints": ()}, "endpoint names"),
     ({"tab": "ui.nowhere:build"}, "its tab"),
-    ({"recipe": "training.nowhere:Recipe"}, "its recipe"),
+    ({"trainable": False}, "it must be trainable"),
     ({"sample": "missing.csv"}, "does not exist"),
     ({"formats": ""}, "format help"),
     ({"fields": ()}, "required data fields"),
@@ -63,6 +65,15 @@ def test_an_incomplete_spec_is_refused_at_registration(change, message):
     complete = tasks.TASKS["sentiment"].spec
     with pytest.raises(ValueError, match=message):
         dataclasses.replace(complete, **change)
+
+
+def test_the_training_registry_names_exactly_the_tasks_that_train_and_are_evaluated():
+    assert set(registry.RECIPES) == set(registry.METHODS) == {spec.id for spec in SPECS if spec.trainable}
+    assert set(registry.SCORERS) == {spec.id for spec in SPECS if spec.evaluated}
+    assert all(issubclass(scorer, Evaluation) for scorer in registry.SCORERS.values())
+    assert registry.METHODS["chat"] == {"dpo": registry.recipe_class("chat", "dpo")}
+    with pytest.raises(UserError, match="DPO training is not available for sentiment; it trains with: sft"):
+        registry.recipe_class("sentiment", "dpo")
 
 
 def test_duplicates_are_refused():
@@ -83,6 +94,10 @@ def test_duplicates_are_refused():
 
     with pytest.raises(ValueError, match="needs a TaskSpec"):
         register(Nameless)
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register("chat", registry.recipe_class("chat"))
+    with pytest.raises(ValueError, match="must be Recipe classes"):
+        registry.register("copycat", Copycat)
 
 
 # ---- a seventh task, added inside this test with nothing else edited ----------------------------------------
@@ -106,7 +121,7 @@ class TopicTask(Task):
         id="topic", title="Topic", defaults={catalog.EMBEDDING: "all-MiniLM-L6-v2"}, endpoints=("topic",),
         tab=build_topic_tab, fields=(DataField("text", "the text"), DataField("label", "its topic")),
         sample="sentiment.csv", formats="Columns `text` and `label` (the topic).",
-        metrics={"accuracy": "accuracy", "macro_f1": "macro-F1"}, recipe=TopicRecipe)
+        metrics={"accuracy": "accuracy", "macro_f1": "macro-F1"}, trainable=True)
 
     def endpoints(self) -> list[Endpoint]:
         return [Endpoint("topic", self.topic)]
@@ -126,7 +141,9 @@ class TopicTask(Task):
 @pytest.fixture
 def topic_task():
     register(TopicTask)
+    registry.register("topic", TopicRecipe)
     yield TopicTask
+    registry.unregister("topic")
     unregister("topic")
 
 

@@ -31,10 +31,10 @@ def measure(location: str, settings: TrainSettings, task: str = "chat", steps: i
     from models.loading import load_pretrained
     from tasks.spec import trainable_spec
     from training.encoders import encoder_lora
-    from training.recipe import recipe_class
+    from training.registry import recipe_class
     from training.trainer import lora_config
 
-    language_task = catalog.DECODER in recipe_class(trainable_spec(task)).families
+    language_task = catalog.DECODER in recipe_class(trainable_spec(task).id).families
     source = catalog.ModelSource(Path(location).name, location, None, local=Path(location).is_dir())
     options = {"trust_remote_code": False, "local_files_only": source.local or not catalog.hub_reachable()}
     model, _ = load_pretrained(source, AutoModelForCausalLM if language_task else AutoModel, options,

@@ -10,7 +10,8 @@ from errors import UserError
 from models import catalog, lora
 from models.loading import load_pretrained
 from training import metrics
-from training.data import Example, turns
+from training.data import Example
+from training.formats import turns
 from training.recipe import Recipe
 from training.trainer import evaluating, lora_config
 

@@ -17,7 +17,7 @@ from config import Settings
 from errors import UserError
 from models import catalog
 from models.loading import operator_default
-from tasks.spec import TaskSpec, resolve
+from tasks.spec import TaskSpec
 from training.data import Example
 from training.presets import TrainSettings
 from training.report import build_report
@@ -109,14 +109,10 @@ class Recipe:
         return self.model
 
 
-def recipe_class(spec: TaskSpec, method: str = "sft") -> type[Recipe]:
-    """The recipe of a task's training method (sft: its own; dpo and others: as its spec names them)."""
-    if method == "sft":
-        return resolve(spec.recipe)
-    if method not in spec.methods:
-        offered = ", ".join(["sft", *spec.methods])
-        raise UserError(f"{method.upper()} training is not available for {spec.id}; it trains with: {offered}.")
-    return resolve(spec.methods[method])
+def _recipe_of(spec: TaskSpec, method: str = "sft") -> type[Recipe]:
+    from training.registry import recipe_class  # imported here: the recipes it imports import this module
+
+    return recipe_class(spec.id, method)
 
 
 @dataclass
@@ -165,7 +161,7 @@ def with_method(spec: TaskSpec, settings: TrainSettings, data_format: str) -> Tr
     """The settings with the training method the data calls for: preference pairs train with DPO."""
     if data_format == "preference" and settings.method == "sft":
         settings = replace(settings, method="dpo")
-    recipe_class(spec, settings.method)  # a task without the method is refused here
+    _recipe_of(spec, settings.method)  # a task without the method is refused here
     if settings.method == "dpo" and data_format != "preference":
         raise UserError("DPO learns from preference pairs: upload rows with a prompt, a chosen and a rejected "
                         f"answer (this file reads as {data_format} data).")
@@ -174,13 +170,13 @@ def with_method(spec: TaskSpec, settings: TrainSettings, data_format: str) -> Tr
 
 def default_base(settings: Settings, spec: TaskSpec) -> str:
     """The model a task trains when none is named: the operator's or the spec's for the recipe's first family."""
-    family = recipe_class(spec).families[0]
+    family = _recipe_of(spec).families[0]
     return operator_default(settings, family) or spec.defaults.get(family) or catalog.DEFAULTS[family]
 
 
 def base_source(settings: Settings, spec: TaskSpec, reference: str) -> catalog.ModelSource:
     """The model a task trains on ("" = the recipe's default); a model of another family is refused."""
-    families = recipe_class(spec).families
+    families = _recipe_of(spec).families
     default = default_base(settings, spec)
     source = catalog.resolve(reference, settings.path("models"), default)
     # family is None for a folder or hub id: loading it finds out, with a readable reason

@@ -13,8 +13,8 @@ from errors import NotFound, OverLimit, UserError
 from models import catalog
 from models.adapters import sanitize_name
 from tasks.base import Context, Endpoint, Upload
-from tasks.spec import evaluated_spec, resolve, trainable_spec
-from training import data, evaluation, paths, presets, recipe
+from tasks.spec import evaluated_spec, trainable_spec
+from training import data, evaluation, paths, presets, recipe, registry
 from training.manager import JobManager, placement
 from training.plan import JobPlan
 from training.store import JobState
@@ -111,7 +111,7 @@ class TrainingService:
         if len(rows) > self.settings.max_eval_rows:
             raise OverLimit(f"The set has {len(rows):,} rows; this server evaluates at most "
                             f"{self.settings.max_eval_rows:,} at once. Use a sample of them.")
-        resolve(spec.evaluation).check(rows)
+        registry.scorer_class(spec.id).check(rows)
         plan = replace(plan, rows=len(rows), variants=tuple(chosen))
         job = self.store.create(owner, spec.id, "evaluation", "", plan, kind="evaluate")
         folder = paths.job_folder(self.settings, job.id)

@@ -30,7 +30,7 @@ from models.adapter_meta import AdapterMeta  # noqa: E402
 from models.device import set_threads  # noqa: E402
 from models.loading import pretrained_options  # noqa: E402
 from tasks.spec import trainable_spec  # noqa: E402
-from training import data, evaluation, paths, recipe  # noqa: E402
+from training import data, evaluation, paths, recipe, registry  # noqa: E402
 from training.store import JobState  # noqa: E402
 from training.manager import start_time  # noqa: E402
 from training.trainer import Checkpoint, Hooks, Ranks, Stopped  # noqa: E402
@@ -145,8 +145,8 @@ def _train(settings: Settings, job, log, hooks: Hooks, checkpoint: Checkpoint):
     log(f"training on {len(train_rows)} rows, checking on {len(val_rows) or 'the training'} rows")
     source = recipe.base_source(settings, spec, job.base)
     started = time.time()
-    outcome = recipe.train(recipe.recipe_class(spec, train_settings.method)(train_settings), source, pretrained_options(settings, source),
-                           train_rows, val_rows, checkpoint, hooks)
+    outcome = recipe.train(registry.recipe_class(spec.id, train_settings.method)(train_settings), source,
+                           pretrained_options(settings, source), train_rows, val_rows, checkpoint, hooks)
     if outcome is None:  # not rank 0: nothing to save
         return None, source, {}
     meta = AdapterMeta(
@@ -189,11 +189,10 @@ def _evaluate(settings: Settings, job, store, log, stop_reason) -> dict:
     from models.loading import ModelHub
     from tasks import TASKS
     from tasks.base import Context
-    from tasks.spec import resolve
 
     examples = evaluation.rows(settings, job.task, job.plan)
     task = TASKS[job.task](Context(settings, ModelHub(settings)))
-    scorer = resolve(task.spec.evaluation)(task, job.owner)
+    scorer = registry.scorer_class(job.task)(task, job.owner)
     variants = list(job.plan.variants)
     log(f"evaluating {len(variants)} variants on {len(examples)} rows")
     started, last = time.monotonic(), {"t": 0.0}

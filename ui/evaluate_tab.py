@@ -19,7 +19,7 @@ ACTIVE = ("queued", "running")
 
 
 def evaluated() -> list[str]:
-    return [spec.id for spec in specs() if spec.evaluation is not None]
+    return [spec.id for spec in specs() if spec.evaluated]
 
 
 def choices(service: TrainingService, task: str, owner: str) -> list[str]:

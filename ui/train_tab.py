@@ -12,7 +12,7 @@ from models import catalog
 from tasks.spec import metric_name, specs, trainable_spec
 from training import data, presets
 from training.recipe import default_base as default_base_name
-from training.recipe import recipe_class
+from training.registry import recipe_class
 from training.service import TrainingService
 from ui.adapters_tab import adapters_table
 from ui.api import endpoint_function, expose, first_cell, handler, on_load, upload, user_of
@@ -81,7 +81,7 @@ def task_changed(service: TrainingService, task: str) -> list:
                          info=trainable_spec(task).fields[i].help if i < len(task_fields(task)) else None)
                for i in range(slots())]
     spec = trainable_spec(task)
-    choices = [name for family in recipe_class(spec).families for name in catalog.choices(family)]
+    choices = [name for family in recipe_class(spec.id).families for name in catalog.choices(family)]
     return [gr.update(choices=choices, value=default), spec.formats, *mapping]
 
 
