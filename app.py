@@ -67,10 +67,8 @@ def build_app(settings: config.Settings) -> gr.Blocks:
             gr.LoginButton()
         # The public API first: it takes the plain names (/cancel), and UI events that call the same functions
         # get suffixed ones (/cancel_1) instead of the other way round.
-        for task in tasks:
-            publish(task.endpoints())
-        for service in (comparison, inside, feedback, training, library, account):
-            publish(service.endpoints())
+        publish([endpoint for provider in (*tasks, comparison, inside, feedback, training, library, account)
+                 for endpoint in provider.endpoints()])
         with gr.Tabs() as tabs:
             pickers = {task.id: build_tab(task, secret) for task in tasks}
             inside_tab.build(inside)

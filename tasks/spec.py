@@ -136,8 +136,6 @@ def resolve(reference: str | Callable | type) -> object:
 # ---- the registry -------------------------------------------------------------------------------------------
 
 TASKS: dict[str, type] = {}  # id -> task class, in the order of the tabs
-RESERVED = ("train", "job", "cancel", "resume", "adapters", "delete_adapter", "evaluate",
-            "evaluation_csv")  # the training service's endpoints
 
 
 def register(task_class: type) -> type:
@@ -147,7 +145,8 @@ def register(task_class: type) -> type:
         raise ValueError(f"{task_class.__name__} needs a TaskSpec as its 'spec' to be registered.")
     if spec.id in TASKS:
         raise ValueError(f"A task with the id {spec.id!r} is already registered.")
-    taken = set(RESERVED) | {name for other in TASKS.values() for name in other.spec.endpoints}
+    # Among tasks here; a clash with the services' endpoints is refused where everything is published (ui.api).
+    taken = {name for other in TASKS.values() for name in other.spec.endpoints}
     clash = sorted(set(spec.endpoints) & taken)
     if clash:
         raise ValueError(f"Task {spec.id!r} names endpoints that are already taken: {', '.join(clash)}.")

@@ -170,3 +170,11 @@ def test_a_new_task_gets_an_endpoint_a_tab_and_a_trainable_path(topic_task, laun
     assert worker.run_job(settings, job["job_id"]) == "succeeded", demo.training.job(job["job_id"])["error"]
     labels = {row.fields["label"] for row in data.load_examples(synthetic.sentiment_csv(tmp_path), "topic").examples}
     assert client.predict("Zorbex froze when I paid.", "topics", api_name="/topic") in labels
+
+
+def test_a_task_endpoint_that_clashes_with_a_service_endpoint_is_refused_where_all_are_published():
+    from tasks.base import Endpoint
+    from ui.api import publish
+
+    with pytest.raises(ValueError, match="published as train"):
+        publish([Endpoint("train", lambda: None), Endpoint("summarize", lambda: None), Endpoint("train", print)])

@@ -245,7 +245,13 @@ def publish(endpoints) -> None:
     """Register each task endpoint under its fixed api_name (call inside the Blocks context).
 
     Chats have a queue of their own: they batch in the engine, so a long summary or translation holding the
-    general queue's slots never keeps a one-line chat waiting."""
+    general queue's slots never keeps a one-line chat waiting. Every public name is taken once: a clash between
+    a task's endpoints and a service's is refused here, where all of them are known."""
+    endpoints = list(endpoints)
+    names = [endpoint.api_name for endpoint in endpoints]
+    clash = sorted({name for name in names if names.count(name) > 1})
+    if clash:
+        raise ValueError(f"Two endpoints would be published as {', '.join(clash)}.")
     for endpoint in endpoints:
         gr.api(endpoint_function(endpoint.fn), api_name=endpoint.api_name,
                **(GENERATION if endpoint.generates else {}))
