@@ -227,6 +227,7 @@ def test_concurrent_requests_on_the_base_and_two_adapters_equal_their_solo_answe
     assert [together[i] for i in range(len(models))] == [solo[m] for m in models]
 
 
+@pytest.mark.worker  # `app.py users key` in a process of its own
 def test_with_accounts_a_key_acts_as_its_user(launch, settings, tiny_chat_dir, tmp_path):
     accounts = Accounts(settings)
     accounts.add("alice", "alice-secret-1")

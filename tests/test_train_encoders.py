@@ -48,6 +48,7 @@ def improved(status: dict, metric: str) -> float:
 
 
 @pytest.mark.integration
+@pytest.mark.worker
 def test_sentiment_head_trained_from_the_api_replaces_zero_shot(launch, settings, tmp_path):
     from gradio_client import Client
 
@@ -70,6 +71,7 @@ def test_sentiment_head_trained_from_the_api_replaces_zero_shot(launch, settings
 
 
 @pytest.mark.integration
+@pytest.mark.worker
 def test_span_head_trained_from_the_api_finds_made_up_names(launch, tmp_path):
     from gradio_client import Client
 
@@ -87,6 +89,7 @@ def test_span_head_trained_from_the_api_finds_made_up_names(launch, tmp_path):
 
 
 @pytest.mark.integration
+@pytest.mark.worker
 def test_search_adapter_learns_jargon_and_re_embeds_the_collection(launch, tmp_path):
     from gradio_client import Client, handle_file
 
