@@ -1,5 +1,6 @@
 # The front-door commands: `make run` sets up and starts the app, `make test` sets up and runs every test (CI runs
-# it), `make test-fast` the tests that need no browser, no process of their own and no real offline model.
+# it), `make test-fast` the ones that need no browser, no process of their own, no real offline model and no
+# training until a model learns: the tier for day-to-day work.
 .PHONY: setup setup-dev run test test-fast
 
 setup:
@@ -15,4 +16,4 @@ test: setup-dev
 	.venv/bin/python -m pytest
 
 test-fast: setup-dev
-	.venv/bin/python -m pytest -m "not integration and not browser and not worker"
+	.venv/bin/python -m pytest -m "not integration and not browser and not worker and not slow"

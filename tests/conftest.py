@@ -175,7 +175,8 @@ def ctx(settings) -> Context:
 @pytest.fixture
 def worker_process():
     """Requested by each fixture that starts a process of its own (a training worker through the job manager,
-    torchrun or the app): its tests are marked `worker`, which `make test-fast` leaves out."""
+    the pre-flight estimate, torchrun or the app): its tests are marked `worker`, which `make test-fast` leaves
+    out."""
 
 
 def pytest_collection_modifyitems(items):

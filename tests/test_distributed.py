@@ -118,6 +118,7 @@ def test_sigterm_interrupts_every_process_and_the_run_resumes(ctx, tiny_chat_dir
         restarted.manager.shutdown()
 
 
+@pytest.mark.worker  # the estimate times its steps in a process of its own
 def test_the_estimate_says_where_the_run_will_train(ctx, tiny_chat_dir):
     from training.estimate import describe
 

@@ -164,6 +164,7 @@ def test_a_store_made_by_the_first_schema_is_migrated(tmp_path):
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
 
 
+@pytest.mark.slow  # two adapters trained until they know their facts
 def test_two_users_chat_with_two_adapters_at_once(ctx, tiny_chat_dir, tmp_path):
     from training import worker
 
