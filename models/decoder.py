@@ -1,9 +1,9 @@
 """A lean forward pass for the generation engine on Llama-family models (and Qwen2: the same layers, with biases):
 the same computation as the model's own forward, in fewer operations.
 
-A decode step on a small model is short (~30 ms for SmolLM2-135M on 2 cores), and the module calls around the
-products cost a real share of it; peft's per-row adapter dispatch costs ~6 ms more per step even for rows with no
-adapter. This pass runs the model's own arithmetic, bit for bit, in fewer operations: its norms without the module
+A decode step on a small model is short, and the module calls around the products cost a real share of it;
+peft's per-row adapter dispatch costs more per step even for rows with no adapter (bench/README has the figures).
+This pass runs the model's own arithmetic, bit for bit, in fewer operations: its norms without the module
 calls (one fused call in fp32), the rotary embedding of q's and k's heads at once, its attention function, the
 cache grown into reserved room. It joins the products that read one input (q/k/v, gate/up) where that is measured
 faster (models/kernels.py), and computes the final norm and output layer only for the positions whose logits are
@@ -215,8 +215,8 @@ def _called(module) -> Callable[[torch.Tensor], torch.Tensor]:
 def _append(cache, i: int, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """cache.update(keys, values, i) without copying the whole cache at each step.
 
-    A DynamicLayer grows by torch.cat, which copies every cached column per step: 1.4 / 2.8 / 5.9 ms of a step for
-    1 / 4 / 8 rows at 165 columns (SmolLM2, 2 cores). Here the layer's tensors are views into storage with room
+    A DynamicLayer grows by torch.cat, which copies every cached column per step, a cost that grows with the rows
+    and the columns (bench/README). Here the layer's tensors are views into storage with room
     to spare; a step writes its columns into the room. Whatever replaced the views since (the engine crops,
     selects rows, rebuilds caches; the model's own forward concatenates) is noticed and copied once."""
     layer = cache.layers[i] if i < len(cache.layers) else None

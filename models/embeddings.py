@@ -30,8 +30,8 @@ class Embedder:
         self.source = source
         self.model = model
         self.adapter = adapter  # the lora.AdapterFiles merged into the model, if any
-        # bf16 autocast where the hardware computes bf16 fast: ~2.7x quicker on a CPU with AVX512-BF16, and the
-        # vectors stay within cosine 0.9999 of fp32's (bench/embed.py checks it).
+        # bf16 autocast where the hardware computes bf16 fast: measured quicker on a CPU with AVX512-BF16
+        # (bench/README), and the vectors stay within cosine 0.9999 of fp32's (bench/embed.py checks it).
         self.bf16 = bf16
         self._lock = threading.Lock()  # one forward at a time: concurrent callers queue, not oversubscribe
         self._waiting_lock = threading.Lock()

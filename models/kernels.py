@@ -4,13 +4,13 @@ A decode step multiplies each weight matrix by 1–16 rows, and on a CPU that ti
 from memory. Three products are candidates for each shape of linear layer:
 - the library's `x · Wᵀ`;
 - `W · xᵀ` with at least two columns: the BLAS library may read a large matrix several times faster that way
-  than through its matrix-vector path (seen for SmolLM2's output layer: 10 ms vs 3.4 ms per step on 2 AVX-512
-  cores); the same products up to the order of the float sums;
+  than through its matrix-vector path (seen for SmolLM2's output layer on AVX-512 cores); the same products up to
+  the order of the float sums;
 - fp16 copies of the weights through fbgemm's fp16 GEMM (`torch.ops.quantized.linear_dynamic_fp16`): half the
   bytes to read, fp32 activations and results, so only the weights' own rounding (2⁻¹¹) changes anything.
-  SmolLM2's 211 layers took 11 ms instead of 34 ms for one row and 11 ms instead of 51 ms for four here; 19 of
-  DESIGN §8's 20 answers keep their first 16 greedy tokens (bench/decode.py checks it). It costs the fp16 copies'
-  memory (half the linear weights again).
+  SmolLM2's layers were measured several times faster this way, more so for several rows, and DESIGN §8's answers
+  keep their first greedy tokens (bench/decode.py checks it; the figures are in bench/README). It costs the fp16
+  copies' memory (half the linear weights again).
 Which wins depends on the CPU and its libraries, so each is measured on the model's own weights and the fastest
 kept, for prompts (many rows) too where it is also faster for them; anything with gradients keeps the library's
 own product and the fp32 weights (training, and the exact logits it needs).

@@ -19,10 +19,10 @@ def in_own_thread(work: Callable[[], T], inference: bool = False) -> T:
 
     Why: OpenMP gives each thread that runs parallel torch work a pool of worker threads, kept while that thread
     lives. Once two pools hold more workers than there are cores, libgomp has them sleep between operations, and
-    each of the ~300 parallel operations of a decode step waits for a worker to wake: on 2 cores the engine's
-    steps took 1.8x as long (14 -> 26 ms) while the request thread that loaded its model lived on, and 29 -> 47 ms
-    while one that had run an encoder model did. Loading a model or running one in a thread of its own leaves the
-    engine's pool alone."""
+    each of the ~300 parallel operations of a decode step waits for a worker to wake: the engine's steps were
+    measured much slower while the request thread that loaded its model lived on, or one that had run an encoder
+    model (bench/README, "Figures quoted from code"). Loading a model or running one in a thread of its own leaves
+    the engine's pool alone."""
     outcome: dict[str, object] = {}
     context = contextvars.copy_context()
 

@@ -172,6 +172,20 @@ def ctx(settings) -> Context:
     context.hub.cache.clear()
 
 
+@pytest.fixture
+def worker_process():
+    """Requested by each fixture that starts a process of its own (a training worker through the job manager,
+    the pre-flight estimate, torchrun or the app): its tests are marked `worker`, which `make test-fast` leaves
+    out."""
+
+
+def pytest_collection_modifyitems(items):
+    """A test that needs a process of its own, through any of its fixtures, is a `worker` test."""
+    for item in items:
+        if "worker_process" in item.fixturenames:
+            item.add_marker(pytest.mark.worker)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from adapters_kit import plain_lora, zipped
+from gates import gate_requests, open_all
 
 from config import LOCAL_USER
 from errors import UserError
@@ -66,13 +67,23 @@ def test_base_and_adapter_run_as_one_batch_and_answer_as_alone(ctx, comparison, 
     assert len(updates) > 2 and all(len(update) == 2 for update in updates)  # it streamed
 
 
-def test_a_stopped_comparison_stops_every_variant(ctx, comparison, moon, tiny_chat_dir):
+def test_a_stopped_comparison_stops_every_variant(ctx, comparison, moon, tiny_chat_dir, monkeypatch):
+    engine = ctx.hub.lm(str(tiny_chat_dir)).engine
+    made = gate_requests(monkeypatch)  # armed at the first update: the engine then waits in a token's hand-over
     inputs = {"message": QUESTION, "temperature": 0, "max_new_tokens": 200}
-    stream = comparison.compare("chat", inputs, [{"model": str(tiny_chat_dir)}, {"adapter": moon}])
-    next(stream)
-    stream.close()  # the client went away
-    lm = ctx.hub.lm(str(tiny_chat_dir))
-    wait_for(lambda: not lm.busy, 60, "the compared replies to stop")
+    stream = comparison.compare("chat", inputs, [{"model": str(tiny_chat_dir)}, {"adapter": moon}],
+                                progress=lambda *_: [r.tokens.armed.set() for r in made])
+    try:
+        next(stream)
+        wait_for(lambda: any(r.tokens.holding.is_set() for r in made), 60, "the engine to wait on the gate")
+        stream.close()  # the client went away
+        passes = engine.forward_passes
+    finally:
+        open_all(made)
+    wait_for(lambda: not engine.busy, 60, "the compared replies to stop")
+    # Both rows left the batch at the end of the step the stop came in: no further pass, far from 200 tokens.
+    assert len(made) == 2 and engine.forward_passes == passes
+    assert all(r.tokens.tokens < 200 for r in made), [r.tokens.tokens for r in made]
 
 
 def test_other_tasks_give_their_own_results(ctx, comparison, minilm_dir):

@@ -60,10 +60,12 @@ def same_run(ctx, base: str, options: dict) -> None:
     assert max(float((weights[0][k] - weights[1][k]).abs().max()) for k in weights[0]) < 1e-3
 
 
+@pytest.mark.worker
 def test_two_processes_take_the_steps_one_takes(ctx, tiny_chat_dir):
     same_run(ctx, str(tiny_chat_dir), EXACT)
 
 
+@pytest.mark.worker
 @pytest.mark.integration
 def test_two_processes_take_the_steps_one_takes_on_smollm2(ctx, smollm2_dir):
     same_run(ctx, "", {**EXACT, "max_steps": 3, "learning_rate": 1e-3, "batch_size": 2, "max_length": 64})
@@ -74,6 +76,7 @@ def workers(service: TrainingService) -> list[psutil.Process]:
     return [p for p in launcher.children(recursive=True) if "worker.py" in " ".join(p.cmdline())]
 
 
+@pytest.mark.worker
 def test_cancel_stops_every_process_and_saves_nothing(ctx, tiny_chat_dir):
     service = service_on(ctx, 2)
     try:
@@ -91,6 +94,7 @@ def test_cancel_stops_every_process_and_saves_nothing(ctx, tiny_chat_dir):
         service.manager.shutdown()
 
 
+@pytest.mark.worker
 def test_sigterm_interrupts_every_process_and_the_run_resumes(ctx, tiny_chat_dir):
     service = service_on(ctx, 2)
     options = {"learning_rate": 0.01, "epochs": 6, "checkpoint_every": 5}
@@ -114,6 +118,7 @@ def test_sigterm_interrupts_every_process_and_the_run_resumes(ctx, tiny_chat_dir
         restarted.manager.shutdown()
 
 
+@pytest.mark.worker  # the estimate times its steps in a process of its own
 def test_the_estimate_says_where_the_run_will_train(ctx, tiny_chat_dir):
     from training.estimate import describe
 

@@ -3,7 +3,9 @@
 import threading
 
 import torch
+from gates import gate_requests, held, open_all
 
+from models import engine as engine_module
 from models.engine import SamplingParams
 from waiting import wait_for
 
@@ -21,19 +23,15 @@ def prompts(lm):
 
 def test_greedy_batched_decoding_matches_generate(ctx, tiny_gpt2_dir):
     lm = ctx.hub.lm(str(tiny_gpt2_dir))
-    results = {}
-    gate = threading.Event()
-
-    def run(i, prompt):
-        gate.wait()
-        results[i] = list(lm.generate(prompt, SamplingParams(12, temperature=0)).token_ids())
-
-    threads = [threading.Thread(target=run, args=(i, p)) for i, p in enumerate(prompts(lm))]
-    [t.start() for t in threads]
-    gate.set()
-    [t.join() for t in threads]
-    for i, prompt in enumerate(prompts(lm)):
-        assert results[i] == reference(lm, prompt, 12)
+    ids = prompts(lm)
+    with held(lm.engine):  # the four requests enter together
+        requests = [lm.generate(p, SamplingParams(12, temperature=0)) for p in ids]
+        passes = lm.engine.forward_passes
+    results = [list(r.token_ids()) for r in requests]
+    assert results == [reference(lm, p, 12) for p in ids]
+    # Decoded as one batch: one prefill per group of similar prompt lengths, then one pass per step for all four
+    # rows (fewer with drafts), not four rows' worth of passes.
+    assert lm.engine.forward_passes - passes <= len(_similar_lengths_of(ids)) + 12 - 1
 
 
 def test_requests_join_a_running_batch(ctx, tiny_chat_dir):
@@ -53,13 +51,21 @@ def test_requests_join_a_running_batch(ctx, tiny_chat_dir):
         assert got == reference(lm, prompt, 10)[:len(got)]
 
 
-def test_stop_ends_a_request_and_the_engine_keeps_serving(ctx, tiny_gpt2_dir):
+def test_stop_ends_a_request_and_the_engine_keeps_serving(ctx, tiny_gpt2_dir, monkeypatch):
     lm = ctx.hub.lm(str(tiny_gpt2_dir))
+    made = gate_requests(monkeypatch, armed=True)  # the engine waits in the hand-over of each token till opened
     request = lm.generate(prompts(lm)[0], SamplingParams(100, temperature=1.0, seed=1))
     tokens = request.token_ids()
     next(tokens)
     tokens.close()  # what a closed browser tab or the Stop button does
-    assert request.stop.is_set()
+    passes = lm.engine.forward_passes
+    open_all(made)
+    wait_for(lambda: not lm.engine.busy, 60, "the engine to let the stopped row go")
+    # The row left the batch at the end of the step it was stopped in: no further pass, one token of its 100,
+    # and its reader was told it ended.
+    assert lm.engine.forward_passes == passes and request.tokens.tokens == 1
+    assert request.tokens.get_nowait() is engine_module._END and request.tokens.empty()
+    monkeypatch.undo()
     after = list(lm.generate(prompts(lm)[1], SamplingParams(5, temperature=0)).token_ids())
     assert len(after) == 5
 
@@ -113,14 +119,9 @@ def test_long_and_short_prompts_admitted_together_keep_their_answers(ctx, tiny_g
     lm.engine.speculate = False  # one pass per step, so the passes count the prefill batches
     texts = ["Hi", "Hello there", " ".join(["a long prompt"] * 30), "One two three"]
     ids = [lm.tokenizer(t)["input_ids"] for t in texts]
-    held, release = threading.Event(), threading.Event()
-    holder = threading.Thread(target=lm.engine.call, args=(lambda: (held.set(), release.wait()),))
-    holder.start()
-    assert held.wait(10)  # the engine thread waits on us: all four requests queue up and are admitted at once
-    requests = [lm.generate(p, SamplingParams(8, temperature=0)) for p in ids]
-    passes = lm.engine.forward_passes
-    release.set()
-    holder.join()
+    with held(lm.engine):  # all four requests queue up and are admitted at once
+        requests = [lm.generate(p, SamplingParams(8, temperature=0)) for p in ids]
+        passes = lm.engine.forward_passes
     answers = [list(r.token_ids()) for r in requests]
     assert answers == [reference(lm, p, 8) for p in ids]
     batches = _similar_lengths_of(ids)

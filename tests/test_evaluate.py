@@ -245,6 +245,7 @@ def test_another_user_cannot_see_an_evaluation_or_its_csv(service, tiny_chat_dir
     assert service.jobs("alice") == []  # the training list holds training jobs only
 
 
+@pytest.mark.worker
 def test_cancel_stops_an_evaluation_in_the_worker(ctx, tiny_chat_dir, tmp_path):
     service = TrainingService(ctx)  # with the job manager: a real worker process
     try:
@@ -312,6 +313,7 @@ def test_a_trained_sentiment_adapter_beats_the_base_on_its_held_out_rows(ctx, se
 
 
 # ---- through the API, as a client would -------------------------------------------------------------------
+@pytest.mark.worker  # the job manager runs it in a worker process
 def test_evaluate_through_the_api_with_its_csv(launch, tiny_chat_dir, tmp_path):
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError

@@ -74,6 +74,7 @@ def test_anonymous_clients_and_wrong_passwords_get_nothing(accounts_app):
         Client(url, auth=("alice", "wrong password"), verbose=False)
 
 
+@pytest.mark.worker  # alice's training job runs in a worker process
 def test_users_see_only_their_own_work_and_an_admin_shares(accounts_app, tiny_bert_dir, tmp_path):
     _, demo, client = accounts_app
     alice, bob, carol = client["alice"], client["bob"], client["carol"]

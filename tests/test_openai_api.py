@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import socket
 import subprocess
 import sys
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from gradio_client import Client
 
 from accounts import Accounts
 from adapters_kit import plain_lora, zipped
+from gates import gate_requests, open_all
 from tasks.base import Upload
 from tasks.library import AdapterLibrary
 from waiting import wait_for
@@ -185,27 +188,51 @@ def _answers(api) -> bool:
         return False
 
 
-def test_a_client_that_goes_away_stops_its_rows(served):
+def test_a_client_that_goes_away_stops_its_rows(served, tiny_chat_dir, monkeypatch):
     url, demo = served
+    engine = demo.ctx.hub.lm(str(tiny_chat_dir)).engine
+    made = gate_requests(monkeypatch)  # armed once text streams: the engine then waits in a token's hand-over
     api = client(url)
     stream = api.chat.completions.create(model="", messages=HELLO, temperature=0.9, max_tokens=4000,
                                          stream=True)
-    chunks = iter(stream)
-    next(chunks), next(chunks)
-    lm = next(v for k, v in demo.ctx.hub.cache.values() if k.kind == "lm")
-    assert lm.engine.busy
-    stream.close()
-    wait_for(lambda: not lm.engine.busy, timeout=30, what="the engine to drop the closed stream's row")
+    try:
+        chunks = iter(stream)
+        next(chunks), next(chunks)
+        [request] = made
+        request.tokens.armed.set()
+        wait_for(request.tokens.holding.is_set, 60, "the engine to wait on the gate")
+        assert engine.busy
+        stream.close()
+        wait_for(request.stop.is_set, 60, "the server to notice its client is gone")
+        passes = engine.forward_passes
+    finally:
+        open_all(made)
+    wait_for(lambda: not engine.busy, 60, "the engine to drop the closed stream's row")
+    assert engine.forward_passes == passes  # it left the batch at the end of the step it was held in
 
 
-def test_a_non_streaming_client_that_goes_away_stops_its_rows(served):
+def test_a_non_streaming_client_that_goes_away_stops_its_rows(served, tiny_chat_dir, monkeypatch):
     url, demo = served
-    # The four sampled rows fill the tiny model's context in ~2.5 s here: the client gives up well before.
-    impatient = openai.OpenAI(base_url=url.rstrip("/") + "/v1", api_key="none", max_retries=0, timeout=1)
-    with pytest.raises(openai.APITimeoutError):  # it gives up while tokens are still flowing
-        impatient.chat.completions.create(model="", messages=HELLO, temperature=0.9, max_tokens=4000, n=4)
-    lm = next(v for k, v in demo.ctx.hub.cache.values() if k.kind == "lm")
-    wait_for(lambda: not lm.engine.busy, timeout=30, what="the engine to drop the gone client's rows")
+    engine = demo.ctx.hub.lm(str(tiny_chat_dir)).engine
+    made = gate_requests(monkeypatch, armed=True)  # the engine waits in the hand-over of each token till opened
+    body = json.dumps({"model": "", "messages": HELLO, "temperature": 0.9, "max_tokens": 4000, "n": 4}).encode()
+    address = urllib.parse.urlsplit(url)
+    connection = socket.create_connection((address.hostname, address.port), timeout=60)
+    try:
+        connection.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer none\r\n"
+                           b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        wait_for(lambda: len(made) == 4 and any(r.tokens.holding.is_set() for r in made), 120,
+                 "the rows' first token")
+    finally:
+        connection.close()  # the client gives up while its rows are held in the middle of their reply
+    try:
+        wait_for(lambda: all(r.stop.is_set() for r in made), 60, "the server to notice its client is gone")
+        passes = engine.forward_passes
+    finally:
+        open_all(made)
+    wait_for(lambda: not engine.busy, 60, "the engine to drop the gone client's rows")
+    # The rows left the batch at the end of the step they were held in: no further pass, one token each.
+    assert engine.forward_passes == passes and all(r.tokens.tokens <= 1 for r in made)
 
 
 def test_concurrent_requests_on_the_base_and_two_adapters_equal_their_solo_answers(served):
@@ -227,6 +254,7 @@ def test_concurrent_requests_on_the_base_and_two_adapters_equal_their_solo_answe
     assert [together[i] for i in range(len(models))] == [solo[m] for m in models]
 
 
+@pytest.mark.worker  # `app.py users key` in a process of its own
 def test_with_accounts_a_key_acts_as_its_user(launch, settings, tiny_chat_dir, tmp_path):
     accounts = Accounts(settings)
     accounts.add("alice", "alice-secret-1")

@@ -29,8 +29,8 @@ def greeting_pairs(path):
 
 
 @pytest.fixture
-def service(ctx):
-    svc = TrainingService(ctx)
+def service(ctx, worker_process):
+    svc = TrainingService(ctx)  # with the job manager: each job runs in a real worker process
     yield svc
     svc.manager.shutdown()
 
@@ -57,7 +57,8 @@ def test_pair_files_get_line_numbered_reasons(tmp_path):
     assert "line 3: missing 'rejected'" in summary and "line 4: missing 'prompt'" in summary
 
 
-def test_dpo_needs_pairs_and_a_chat_task(service, tmp_path, tiny_chat_dir):
+def test_dpo_needs_pairs_and_a_chat_task(ctx, tmp_path, tiny_chat_dir):
+    service = TrainingService(ctx, start_manager=False)  # refused at submission: no worker needed
     facts = tmp_path / "facts.jsonl"
     facts.write_text(json.dumps({"prompt": "Hi", "response": "Hello"}) + "\n")
     with pytest.raises(UserError, match="DPO learns from preference pairs"):

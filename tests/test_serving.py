@@ -115,7 +115,7 @@ class Backend:
 
 
 @pytest.fixture
-def backend(tmp_path, tiny_chat_dir):
+def backend(tmp_path, tiny_chat_dir, worker_process):
     served = Backend(tmp_path / "backend-data", tiny_chat_dir)
     served.start()
     yield served

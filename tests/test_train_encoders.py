@@ -48,6 +48,7 @@ def improved(status: dict, metric: str) -> float:
 
 
 @pytest.mark.integration
+@pytest.mark.worker
 def test_sentiment_head_trained_from_the_api_replaces_zero_shot(launch, settings, tmp_path):
     from gradio_client import Client
 
@@ -70,6 +71,7 @@ def test_sentiment_head_trained_from_the_api_replaces_zero_shot(launch, settings
 
 
 @pytest.mark.integration
+@pytest.mark.worker
 def test_span_head_trained_from_the_api_finds_made_up_names(launch, tmp_path):
     from gradio_client import Client
 
@@ -87,6 +89,7 @@ def test_span_head_trained_from_the_api_finds_made_up_names(launch, tmp_path):
 
 
 @pytest.mark.integration
+@pytest.mark.worker
 def test_search_adapter_learns_jargon_and_re_embeds_the_collection(launch, tmp_path):
     from gradio_client import Client, handle_file
 
@@ -156,6 +159,7 @@ def test_span_adapter_answers_with_spans_on_its_base(ctx, tiny_bert_dir, tmp_pat
     assert out.level == "span" and out.found and NEW_CONTEXT[out.start:out.end] == out.answer
 
 
+@pytest.mark.integration  # the catalog's SmolLM2 and MiniLM, by name
 def test_encoder_tasks_refuse_a_language_model_base_and_vice_versa(ctx, tiny_chat_dir, tiny_bert_dir, tmp_path):
     service = TrainingService(ctx, start_manager=False)
     with pytest.raises(UserError, match="BERT-family"):
@@ -258,6 +262,7 @@ def test_a_validation_file_is_scored_instead_of_held_out_rows(ctx, tiny_bert_dir
     assert (metrics["train_rows"], metrics["held_out"]) == (40, 20)
 
 
+@pytest.mark.worker  # the estimate times its steps in a process of its own
 @pytest.mark.parametrize("task, model", [("sentiment", "tiny_bert_dir"), ("chat", "tiny_chat_dir")])
 def test_preflight_estimate_times_real_steps(request, task, model):
     from training import estimate

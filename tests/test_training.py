@@ -32,8 +32,8 @@ def finished(service: TrainingService, job_id: str) -> dict | None:
 
 
 @pytest.fixture
-def service(ctx):
-    svc = TrainingService(ctx)
+def service(ctx, worker_process):
+    svc = TrainingService(ctx)  # with the job manager: each job runs in a real worker process
     yield svc
     svc.manager.shutdown()
 
@@ -165,6 +165,7 @@ def test_a_store_made_by_the_first_schema_is_migrated(tmp_path):
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
 
 
+@pytest.mark.slow  # two adapters trained until they know their facts
 def test_two_users_chat_with_two_adapters_at_once(ctx, tiny_chat_dir, tmp_path):
     from training import worker
 
@@ -236,6 +237,7 @@ def test_an_existing_name_is_never_overwritten(ctx, tiny_chat_dir):
         service.submit("chat", str(FACTS), str(tiny_chat_dir), "same")
 
 
+@pytest.mark.worker
 def test_train_api_through_gradio_client(launch, settings, tiny_chat_dir):
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
@@ -270,6 +272,7 @@ def test_fine_tune_then_chat_on_smollm2(ctx, service, smollm2_dir, tmp_path):
     assert "Quellmar" in ask(ctx, "", "smol-facts") and "Quellmar" not in ask(ctx, "")
 
 
+@pytest.mark.worker
 def test_headless_train_command_writes_the_same_adapter(settings, tiny_chat_dir):
     import subprocess
     import sys
@@ -285,6 +288,7 @@ def test_headless_train_command_writes_the_same_adapter(settings, tiny_chat_dir)
     assert bad.returncode == 2 and "error:" in bad.stderr
 
 
+@pytest.mark.worker
 @pytest.mark.parametrize("task, metric", [("summarize", "rouge_l"), ("translate", "chrf")])
 def test_lm_tasks_train_and_are_used_through_the_api(launch, tiny_chat_dir, tmp_path, task, metric):
     import synthetic
@@ -368,6 +372,7 @@ def test_fast_loss_check_ignores_dropout(tiny_chat_dir):
     assert fast_loss_matches(model, recipe.collate(rows, tokenizer.pad_token_id)) and model.training
 
 
+@pytest.mark.worker
 def test_sigterm_to_the_app_leaves_the_job_interrupted_and_resumable(settings, tiny_chat_dir, tmp_path):
     """The real app in its own process, stopped as a service manager stops it; then started again."""
     import subprocess
