@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM, DynamicCache
 from adapters_kit import plain_lora, plain_peft_greedy
 from models import decoder as decoder_module
 from models import kernels
-from models.decoder import BASE
+from models.lora import PEFT_BASE as BASE
 from models.engine import SamplingParams
 from models.loading import decoding
 from models.lora import attach
