@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -392,17 +393,27 @@ def test_sigterm_to_the_app_leaves_the_job_interrupted_and_resumable(settings, t
         client = wait_for(lambda: _connect(url), what="the app to start")
         return process, client
 
+    store = paths.job_store(settings)
+    worker_pid = 0
     process, client = start_app()
     try:
-        # 720 steps, ~20 s here: the 180 of TINY took ~5 s, and sometimes ended before the app's SIGTERM arrived.
         job = client.predict("chat", handle_file(str(FACTS)), str(tiny_chat_dir), "survivor", "quick",
-                             {**TINY, "epochs": 120, "checkpoint_every": 3}, {}, api_name="/train")
-        wait_for(lambda: client.predict(job["job_id"], api_name="/job")["step"] >= 4, what="a checkpoint")
-        worker_pid = paths.job_store(settings).get(job["job_id"]).pid
+                             {**TINY, "checkpoint_every": 3}, {}, api_name="/train")
+        wait_for(lambda: store.get(job["job_id"]).progress.get("step", 0) >= 4, what="a checkpoint")
+        worker_pid = store.get(job["job_id"]).pid
+        # Frozen (every process of the run: its session's group), the run cannot end before the app's SIGTERM
+        # reaches it, however fast this machine is; it goes on once the signal waits for it.
+        os.killpg(worker_pid, signal.SIGSTOP)
+        assert store.get(job["job_id"]).state == "running", "the run ended before it was frozen"
         process.send_signal(signal.SIGTERM)
+        wait_for(lambda: _pending(worker_pid, signal.SIGTERM), 120, "the app to send the run SIGTERM")
+        os.killpg(worker_pid, signal.SIGCONT)
         assert process.wait(timeout=120) is not None
     finally:
         process.kill()
+        if worker_pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(worker_pid, signal.SIGCONT)  # never left frozen, whatever failed
     stored = paths.job_store(settings).get(job["job_id"])
     assert stored.state == "interrupted" and stored.progress["step"] >= 3
     with pytest.raises(ProcessLookupError):  # the worker did not outlive the app
@@ -417,6 +428,13 @@ def test_sigterm_to_the_app_leaves_the_job_interrupted_and_resumable(settings, t
     finally:
         process.terminate()
         process.wait(timeout=120)
+
+
+def _pending(pid: int, signum: int) -> bool:
+    """Whether signal signum waits to be delivered to process pid (Linux: its status's pending masks)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    masks = [int(line.split()[1], 16) for line in status.splitlines() if line.startswith(("SigPnd:", "ShdPnd:"))]
+    return any(mask >> (signum - 1) & 1 for mask in masks)
 
 
 def _connect(url: str):
