@@ -21,7 +21,6 @@ from models.device import set_threads
 from models.loading import ModelHub
 from tasks import TASKS
 from tasks.base import Context
-from tasks.spec import resolve
 from training.service import TrainingService
 from tasks.account import AccountService
 from tasks.compare import Comparison
@@ -29,9 +28,11 @@ from tasks.feedback import FeedbackService
 from tasks.inside import InsideModel
 from tasks.library import AdapterLibrary
 from server.openai_compat import OpenAIRoutes
-from ui import account_tab, adapters_tab, evaluate_tab, feedback_tab, inside_tab, system_tab, train_tab
+from ui import account_tab, adapters_tab, evaluate_tab, feedback_tab, inside_tab, system_tab, tabs as task_tabs
+from ui import train_tab
 from ui.api import expose, publish, user_of
 from ui.picker import Picker
+from ui.services import TabServices
 
 INTRO = ("# LoRA Studio\nChat with a language model, apply it to your texts, and fine-tune it with LoRA — "
          "all from this page. Models load on first use.")
@@ -70,7 +71,8 @@ def build_app(settings: config.Settings) -> gr.Blocks:
         publish([endpoint for provider in (*tasks, comparison, inside, feedback, training, library, account)
                  for endpoint in provider.endpoints()])
         with gr.Tabs() as tabs:
-            pickers = {task.id: build_tab(task, secret) for task in tasks}
+            services = TabServices(secret, inside, feedback)
+            pickers = {task.id: build_tab(task, services) for task in tasks}
             inside_tab.build(inside)
             fed = feedback_tab.build(feedback)
             trainer = train_tab.build(training, secret)
@@ -134,10 +136,11 @@ def claim_local_data(ctx: Context, training: TrainingService, collections, feedb
                                          "before accounts to %s", *moved, admin)
 
 
-def build_tab(task, secret: str) -> Picker | None:
-    """The task's tab: Gradio's tab around what its spec's builder adds; returns the builder's picker."""
+def build_tab(task, services: TabServices) -> Picker | None:
+    """The task's tab: Gradio's tab around what its registered builder adds; returns the builder's picker."""
+    builder = task_tabs.builder(task.id)  # a task without a tab is refused before any of the page is drawn
     with gr.Tab(task.title, id=task.id) as tab:
-        return resolve(task.spec.tab)(task, tab, secret)
+        return builder(task, tab, services)
 
 
 def wire_train_from_feedback(fed: dict, trainer: dict, tabs: gr.Tabs, feedback: FeedbackService) -> None:

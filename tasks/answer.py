@@ -80,7 +80,7 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
 
 class AnswerTask(Task):
     spec = TaskSpec(
-        id="answer", title="Question answering", endpoints=("answer",), tab="ui.answer_tab:build",
+        id="answer", title="Question answering", endpoints=("answer",),
         defaults={catalog.EMBEDDING: "all-MiniLM-L6-v2", catalog.ENCODER: "DistilBERT-SQuAD"},
         fields=(DataField("question", "the question"), DataField("context", "the text that holds the answer"),
                 DataField("answer", "the answer, word for word as it occurs in the context")),

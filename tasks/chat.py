@@ -91,7 +91,7 @@ def sampling(temperature: float, top_p: float, max_new_tokens: int, seed: int | 
 class ChatTask(Task):
     spec = TaskSpec(
         id="chat", title="Chat", defaults={catalog.DECODER: "SmolLM2-135M-Instruct"},
-        endpoints=("chat", "complete"), tab="ui.chat_tab:build",
+        endpoints=("chat", "complete"),
         fields=(DataField("prompt", "what the user says"), DataField("response", "the reply the model should give"),
                 DataField("system", "a system prompt for this row", required=False)),
         sample="chat_facts.jsonl", conversations=True,

@@ -29,7 +29,7 @@ def _silent(fraction: float, message: str) -> None:
 class SearchTask(Task):
     spec = TaskSpec(
         id="search", title="Search", endpoints=("add_documents", "search", "collections", "remove_document"),
-        tab="ui.search_tab:build", defaults={catalog.EMBEDDING: "all-MiniLM-L6-v2"},
+        defaults={catalog.EMBEDDING: "all-MiniLM-L6-v2"},
         fields=(DataField("query", "what someone searches for"),
                 DataField("positive", "the passage it should find"),
                 DataField("negative", "a passage it should not find", required=False)),

@@ -75,7 +75,7 @@ def split_texts(texts: list[str] | str) -> list[str]:
 
 class SentimentTask(Task):
     spec = TaskSpec(
-        id="sentiment", title="Sentiment", endpoints=("sentiment",), tab="ui.sentiment_tab:build",
+        id="sentiment", title="Sentiment", endpoints=("sentiment",),
         defaults={catalog.EMBEDDING: "all-MiniLM-L6-v2", catalog.ENCODER: "DistilBERT-SST-2"},
         fields=(DataField("text", "the text"), DataField("label", "its label: any labels, at least two different")),
         sample="sentiment.csv", formats="Columns `text` and `label`: any labels you like, at least two different ones.",

@@ -1,19 +1,16 @@
-"""What a task is: one frozen TaskSpec that the app derives everything else from — its tab, its public endpoints,
-its default models, its training data fields, sample and format help, its metric names, and whether it trains and
-whether Evaluate scores it.
+"""What a task is: one frozen TaskSpec that the app derives everything else from — its tab's title, its public
+endpoints, its default models, its training data fields, sample and format help, its metric names, and whether
+it trains and whether Evaluate scores it.
 
 A task joins the app by registering its class (whose `spec` is a TaskSpec) in tasks/__init__.py, the way peft
 registers a tuner. How it trains and is scored is the training layer's own registry (training/registry.py, keyed by
-the task's id), so imports keep flowing one way (training → tasks). The tab builder (ui layer) is named as a
-"module:attribute" reference, resolved when it is used, as transformers' auto classes name their implementations.
+the task's id), and so is its tab builder the ui layer's (ui/tabs.py): imports keep flowing one way (training →
+tasks, ui → tasks) and a spec names nothing above its own layer.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +20,6 @@ from models.kinds import adapted_kinds
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 _ID = re.compile(r"^[a-z][a-z0-9_]*$")
-_REFERENCE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 FAMILIES = (catalog.DECODER, catalog.ENCODER, catalog.EMBEDDING, catalog.SEQ2SEQ)
 
 
@@ -42,7 +38,6 @@ class TaskSpec:
     title: str  # the tab's title
     defaults: dict[str, str]  # family -> backbone used when the model box is empty; the first is the task's default
     endpoints: tuple[str, ...]  # its public api names, as its class's endpoints() publishes them
-    tab: str | Callable  # its tab builder: "ui.module:function" (or the function itself)
     fields: tuple[DataField, ...] = ()  # the columns of its training data
     sample: str = ""  # a training data file under examples/ ("Try the sample")
     formats: str = ""  # one line of data format help for the Train tab
@@ -74,8 +69,6 @@ class TaskSpec:
                 found.append(f"the default {family} model '{name}' is not a {family} in the catalog")
         if not self.endpoints or not all(isinstance(e, str) and _ID.match(e) for e in self.endpoints):
             found.append("it needs its endpoint names (lower case, without the slash)")
-        if not (callable(self.tab) or _is_reference(self.tab)):
-            found.append("its tab must be a builder function or a 'module:function' reference")
         names = [f.name for f in self.fields]
         if len(set(names)) != len(names):
             found.append("its data fields must have different names")
@@ -114,23 +107,6 @@ class TaskSpec:
     @property
     def sample_path(self) -> Path:
         return EXAMPLES / self.sample
-
-
-def _is_reference(value: object) -> bool:
-    if not isinstance(value, str) or not _REFERENCE.match(value):
-        return False
-    try:  # the module must exist (found without running it)
-        return importlib.util.find_spec(value.split(":")[0]) is not None
-    except ImportError:
-        return False
-
-
-def resolve(reference: str | Callable | type) -> object:
-    """What a "module:attribute" reference names (a function or class given directly is returned as is)."""
-    if not isinstance(reference, str):
-        return reference
-    module, attribute = reference.split(":")
-    return getattr(importlib.import_module(module), attribute)
 
 
 # ---- the registry -------------------------------------------------------------------------------------------

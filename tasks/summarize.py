@@ -111,7 +111,7 @@ def as_bullets(text: str) -> str:
 
 class SummarizeTask(Task):
     spec = TaskSpec(
-        id="summarize", title="Summarize", endpoints=("summarize",), tab="ui.summarize_tab:build",
+        id="summarize", title="Summarize", endpoints=("summarize",),
         defaults={catalog.EMBEDDING: "all-MiniLM-L6-v2", catalog.SEQ2SEQ: "BART-large-CNN",
                   catalog.DECODER: "SmolLM2-135M-Instruct"},
         fields=(DataField("text", "the text to summarize"), DataField("summary", "the summary it should get")),

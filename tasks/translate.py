@@ -127,7 +127,7 @@ def clean_reply(reply: str, target: Language) -> str:
 
 class TranslateTask(Task):
     spec = TaskSpec(
-        id="translate", title="Translate", endpoints=("translate",), tab="ui.translate_tab:build",
+        id="translate", title="Translate", endpoints=("translate",),
         defaults={catalog.DECODER: "SmolLM2-135M-Instruct", catalog.SEQ2SEQ: "Flan-T5-base"},
         fields=(DataField("source", "the text to translate"), DataField("target", "its translation"),
                 DataField("source_lang", "the source's ISO code (detected when absent)", required=False),

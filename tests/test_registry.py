@@ -14,11 +14,12 @@ import tasks  # noqa: F401  (registers the tasks)
 from errors import UserError
 from models import catalog
 from tasks.base import Endpoint, Task, require_text
-from tasks.spec import DataField, TaskSpec, register, resolve, specs, unregister
+from tasks.spec import DataField, TaskSpec, register, specs, unregister
 from training import data, registry
 from training.encoders import SentimentRecipe
 from training.recipe import Recipe, default_base
 from training.scorers import Evaluation
+from ui import tabs
 
 SPECS = specs()
 
@@ -32,8 +33,8 @@ def test_every_spec_is_complete_and_its_pieces_agree(spec, ctx):
     assert spec.problems() == []
     task = tasks.TASKS[spec.id](ctx)
     assert [endpoint.api_name for endpoint in task.endpoints()] == list(spec.endpoints)
-    builder = resolve(spec.tab)
-    assert list(inspect.signature(builder).parameters) == ["task", "tab", "browser_secret"]
+    builder = tabs.builder(spec.id)
+    assert list(inspect.signature(builder).parameters) == ["task", "tab", "services"]
     for family, name in spec.defaults.items():
         assert catalog.CATALOG[name].family == family
     if not spec.trainable:
@@ -53,7 +54,6 @@ def test_every_spec_is_complete_and_its_pieces_agree(spec, ctx):
     ({"defaults": {catalog.DECODER: "no-such-model"}}, "not a decoder in the catalog"),
     ({"defaults": {"telepathy": "GPT-2"}}, "not a model family"),
     ({"endpoints": ()}, "endpoint names"),
-    ({"tab": "ui.nowhere:build"}, "its tab"),
     ({"trainable": False}, "it must be trainable"),
     ({"sample": "missing.csv"}, "does not exist"),
     ({"formats": ""}, "format help"),
@@ -65,6 +65,14 @@ def test_an_incomplete_spec_is_refused_at_registration(change, message):
     complete = tasks.TASKS["sentiment"].spec
     with pytest.raises(ValueError, match=message):
         dataclasses.replace(complete, **change)
+
+
+def test_every_task_has_exactly_one_tab_builder():
+    assert set(tabs.BUILDERS) == set(tasks.TASKS)
+    with pytest.raises(ValueError, match="already has a tab builder"):
+        tabs.register("chat", build_topic_tab)
+    with pytest.raises(ValueError, match="has no tab builder"):
+        tabs.builder("telepathy")
 
 
 def test_the_training_registry_names_exactly_the_tasks_that_train_and_are_evaluated():
@@ -102,7 +110,7 @@ def test_duplicates_are_refused():
 
 # ---- a seventh task, added inside this test with nothing else edited ----------------------------------------
 
-def build_topic_tab(task, tab, browser_secret):
+def build_topic_tab(task, tab, services):
     """The topic tab: a text box, a button and the label it gets."""
     text = gr.Textbox(label="Text for topic")
     label = gr.Textbox(label="Topic")
@@ -119,7 +127,7 @@ class TopicTask(Task):
 
     spec = TaskSpec(
         id="topic", title="Topic", defaults={catalog.EMBEDDING: "all-MiniLM-L6-v2"}, endpoints=("topic",),
-        tab=build_topic_tab, fields=(DataField("text", "the text"), DataField("label", "its topic")),
+        fields=(DataField("text", "the text"), DataField("label", "its topic")),
         sample="sentiment.csv", formats="Columns `text` and `label` (the topic).",
         metrics={"accuracy": "accuracy", "macro_f1": "macro-F1"}, trainable=True)
 
@@ -142,7 +150,9 @@ class TopicTask(Task):
 def topic_task():
     register(TopicTask)
     registry.register("topic", TopicRecipe)
+    tabs.register("topic", build_topic_tab)
     yield TopicTask
+    tabs.unregister("topic")
     registry.unregister("topic")
     unregister("topic")
 

@@ -13,6 +13,8 @@ from tasks.text import highlight
 from ui.api import handler, progress_for, user_of
 from ui.compare_panel import compare_panel
 from ui.picker import Picker, adapter_value, picker
+from ui.services import TabServices
+
 
 MODELS = ["all-MiniLM-L6-v2", "DistilBERT-SQuAD"]  # the offline sentence-level default, and a span model
 PARAGRAPH = ("The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France. It is named "
@@ -54,7 +56,7 @@ def answer_line(result: dict) -> str:
     return f"{result['answer']}\n\n*score {result['score']:.2f} · {result['level']}*"
 
 
-def build(task: AnswerTask, tab: gr.Tab, browser_secret: str) -> Picker:
+def build(task: AnswerTask, tab: gr.Tab, services: TabServices) -> Picker:
     """Build the tab's contents; returns its model-and-adapter picker."""
     chosen = picker(task, MODELS, functools.partial(fallback_note, task), MODEL_INFO, ADAPTER_INFO)
     model, adapter = chosen.model, chosen.adapter

@@ -17,6 +17,8 @@ from tasks.inside import InsideModel
 from ui.api import GENERATION, expose, handler, user_of
 from ui.compare_panel import compare_panel
 from ui.picker import Picker, adapter_value, picker
+from ui.services import TabServices
+
 
 MAX_ALTERNATIVES = 4
 CONTINUATION = "<div style='white-space:pre-wrap; padding-top:1.6em'>{}</div>"  # below the box's label
@@ -120,7 +122,7 @@ def export_chat(history: list, fmt: str) -> str:
     return f.name
 
 
-def build(task: ChatTask, tab: gr.Tab, browser_secret: str) -> Picker:
+def build(task: ChatTask, tab: gr.Tab, services: TabServices) -> Picker:
     """Build the tab's contents; returns its model-and-adapter picker."""
     chosen = picker(task, catalog.choices(catalog.DECODER), extra=lambda: gr.Radio(
         ["Chat", "Continue text"], value="Chat", label="Mode", scale=2,
@@ -167,7 +169,7 @@ def build(task: ChatTask, tab: gr.Tab, browser_secret: str) -> Picker:
         with gr.Row():
             outs = [gr.HTML(label=f"Alternative {i + 1}", show_label=True, container=True, visible=i < 2)
                     for i in range(MAX_ALTERNATIVES)]
-    saved = gr.BrowserState([], storage_key="lora-studio-chat", secret=browser_secret)
+    saved = gr.BrowserState([], storage_key="lora-studio-chat", secret=services.browser_secret)
 
     hidden = {"api_visibility": "undocumented"}
     inputs = [message, chatbot, system_prompt, model, adapter, temperature, top_p, max_new_tokens]
@@ -177,14 +179,13 @@ def build(task: ChatTask, tab: gr.Tab, browser_secret: str) -> Picker:
     clear.click(lambda: [], None, chatbot, **hidden)
     export.click(expose(lambda h, f: gr.update(value=export_chat(h, f), visible=True)), [chatbot, export_format],
                  export_file, **hidden)
-    go.click(handler(alternatives, task, InsideModel(task.ctx)),
+    go.click(handler(alternatives, task, services.inside),
              [prompt, model, adapter, count, complete_tokens, complete_temperature], outs, **hidden)
     mode.change(lambda m: (gr.update(visible=m == "Chat"), gr.update(visible=m != "Chat")), mode,
                 [chat_box, complete_box], **hidden)
-    feedback = FeedbackService(task.ctx)
     judged = [chatbot, system_prompt, model, adapter]
-    chatbot.like(handler(liked, feedback), judged, None, **hidden)
-    chatbot.edit(handler(corrected, feedback), judged, None, **hidden)
+    chatbot.like(handler(liked, services.feedback), judged, None, **hidden)
+    chatbot.edit(handler(corrected, services.feedback), judged, None, **hidden)
     chosen.wire(tab)
     chatbot.change(lambda h: h, chatbot, saved, **hidden)
     return chosen

@@ -12,6 +12,8 @@ from tasks.text import snippet
 from ui.api import handler, on_load, progress_for, uploads, user_of
 from ui.compare_panel import compare_panel
 from ui.picker import Picker, adapter_value, picker
+from ui.services import TabServices
+
 
 FILE_TYPES = [".txt", ".md", ".csv", ".pdf"]
 EXAMPLE_QUERIES = ["how do I get my money back", "when is the office open", "I forgot my password"]
@@ -91,7 +93,7 @@ def hit_lines(hits: list[dict]) -> str:
     return "\n".join(f"{i}. **{h['score']:.2f}** · {h['source']} — {h['text'][:160]}" for i, h in enumerate(hits, 1))
 
 
-def build(task: SearchTask, tab: gr.Tab, browser_secret: str) -> Picker:
+def build(task: SearchTask, tab: gr.Tab, services: TabServices) -> Picker:
     """Build the tab's contents; returns its adapter picker (the embedding model is the operator's)."""
     chosen = picker(task, None, lambda m, a, owner="": "Finds passages by meaning, not just matching words.",
                     adapter_info="An embedding adapter you trained for search.", extra=lambda: gr.Dropdown(

@@ -15,6 +15,8 @@ from tasks.text import csv_column, csv_table
 from ui.api import handler, progress_for, upload, user_of
 from ui.compare_panel import compare_panel
 from ui.picker import Picker, adapter_value, picker
+from ui.services import TabServices
+
 
 MODELS = ["all-MiniLM-L6-v2", "DistilBERT-SST-2"]  # the offline zero-shot default, and a trained classifier
 MODEL_INFO = ("A sentiment classifier, or a sentence-embedding model for zero-shot; a Hugging Face "
@@ -83,7 +85,7 @@ def sentiment_lines(rows: list[dict]) -> str:
     return "\n".join(f"- {row['text']} → **{row['label']}** ({row['scores'][row['label']]:.0%})" for row in rows)
 
 
-def build(task: SentimentTask, tab: gr.Tab, browser_secret: str) -> Picker:
+def build(task: SentimentTask, tab: gr.Tab, services: TabServices) -> Picker:
     """Build the tab's contents; returns its model-and-adapter picker."""
     chosen = picker(task, MODELS, functools.partial(fallback_note, task), MODEL_INFO, ADAPTER_INFO)
     model, adapter = chosen.model, chosen.adapter

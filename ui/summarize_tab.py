@@ -9,6 +9,8 @@ from tasks.summarize import LENGTHS, SummarizeTask
 from ui.api import handler, progress_for, user_of
 from ui.compare_panel import compare_panel
 from ui.picker import Picker, adapter_value, info_line, picker
+from ui.services import TabServices
+
 
 EXTRACTIVE_NOTE = ("*Offline, the summary is extractive: it keeps the text's most central sentences word for word. "
                    "It is weaker than a real summarizer (BART-large-CNN) or an instruction model, which rewrite.*")
@@ -54,7 +56,7 @@ def summarize(task: SummarizeTask, text: str, method: str, length: str, model: s
     return result["summary"], f"**{result['method'].title()}** · {result['model']} — {result['note']}"
 
 
-def build(task: SummarizeTask, tab: gr.Tab, browser_secret: str) -> Picker:
+def build(task: SummarizeTask, tab: gr.Tab, services: TabServices) -> Picker:
     """Build the tab's contents; returns its model-and-adapter picker."""
     chosen = picker(task, model_choices(), fallback_note)
     model, adapter = chosen.model, chosen.adapter

@@ -14,6 +14,8 @@ from tasks.translate import LANGUAGES, TranslateTask
 from ui.api import handler, progress_for, user_of
 from ui.compare_panel import compare_panel
 from ui.picker import Picker, adapter_value, info_line, picker
+from ui.services import TabServices
+
 
 # Translation models on the hub (not in the catalog: they need the hub); {src}/{tgt} become the chosen pair.
 HUB_TRANSLATORS = ["Helsinki-NLP/opus-mt-{src}-{tgt}", "facebook/nllb-200-distilled-600M", "facebook/m2m100_418M"]
@@ -67,7 +69,7 @@ def translate(task: TranslateTask, text: str, source: str, target: str, model: s
     return result["translation"], f"Source: **{name}** ({how})", result["note"]
 
 
-def build(task: TranslateTask, tab: gr.Tab, browser_secret: str) -> Picker:
+def build(task: TranslateTask, tab: gr.Tab, services: TabServices) -> Picker:
     """Build the tab's contents; returns its model-and-adapter picker."""
     languages = [(f"{lang.name} ({lang.code})", lang.code) for lang in LANGUAGES.values()]
     chosen = picker(task, model_choices(), fallback_note,
