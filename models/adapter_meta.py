@@ -40,8 +40,27 @@ def _write_json(path: Path, data: dict) -> None:
     tmp.replace(path)
 
 
+class _Record:
+    """What both records share: JSON with the fields of other versions put back, and the file in a folder."""
+
+    @classmethod
+    def from_json(cls, data: dict):
+        raise NotImplementedError
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        return {**data.pop("extra"), **data}
+
+    @classmethod
+    def read(cls, folder: Path):
+        return cls.from_json(json.loads((Path(folder) / META_FILE).read_text(encoding="utf-8")))
+
+    def write(self, folder: Path) -> None:
+        _write_json(Path(folder) / META_FILE, self.to_json())
+
+
 @dataclass
-class AdapterMeta:
+class AdapterMeta(_Record):
     """A trained or imported adapter: its task, the base it fits, how it chats and how it was made."""
 
     task: str  # the task id it was trained for
@@ -76,17 +95,6 @@ class AdapterMeta:
         known["labels"] = list(known.get("labels") or [])  # version 0 wrote null for "no labels"
         return cls(**{**known, "version": META_VERSION}, extra=extra)
 
-    def to_json(self) -> dict:
-        data = asdict(self)
-        return {**data.pop("extra"), **data}
-
-    @classmethod
-    def read(cls, folder: Path) -> AdapterMeta:
-        return cls.from_json(json.loads((Path(folder) / META_FILE).read_text(encoding="utf-8")))
-
-    def write(self, folder: Path) -> None:
-        _write_json(Path(folder) / META_FILE, self.to_json())
-
     def stamped(self) -> AdapterMeta:
         """The record as saved: this version, and its creation time (kept when it has one)."""
         return replace(self, version=META_VERSION, created=self.created or time.time())
@@ -98,7 +106,7 @@ class AdapterMeta:
 
 
 @dataclass
-class MergedMeta:
+class MergedMeta(_Record):
     """Where a merged model came from: the adapter, its task and base, and the family it is listed under."""
 
     merged_from: str
@@ -119,15 +127,4 @@ class MergedMeta:
         known, extra = _known(cls, data)
         defaults = {"merged_from": "", "task": "chat", "base_model": "", "family": catalog.DECODER}
         return cls(**{**defaults, **known, "version": META_VERSION}, extra=extra)
-
-    def to_json(self) -> dict:
-        data = asdict(self)
-        return {**data.pop("extra"), **data}
-
-    @classmethod
-    def read(cls, folder: Path) -> MergedMeta:
-        return cls.from_json(json.loads((Path(folder) / META_FILE).read_text(encoding="utf-8")))
-
-    def write(self, folder: Path) -> None:
-        _write_json(Path(folder) / META_FILE, self.to_json())
 
