@@ -16,4 +16,4 @@ test: setup-dev
 	.venv/bin/python -m pytest
 
 test-fast: setup-dev
-	.venv/bin/python -m pytest -m "not integration and not browser and not worker and not slow"
+	.venv/bin/python -m pytest -n 2 -m "not integration and not browser and not worker and not slow"
