@@ -93,7 +93,7 @@ class Generation:
         for prompt in prompts:
             for j in range(n):
                 seeded = params if params.seed is None else replace(params, seed=params.seed + j)
-                self.replies.append(Reply(prompt.lm, prompt.lm.generate(prompt.ids, seeded, prompt.adapter, caller)))
+                self.replies.append(prompt.start(seeded, caller))
         self.prompt_tokens = sum(len(prompt.ids) for prompt in prompts)
         for index in range(len(self.replies)):
             threading.Thread(target=self._read, args=(index,), name="openai-choice", daemon=True).start()

@@ -23,6 +23,10 @@ class Prompt:
     adapter: str | None = None
     dropped: int = 0
 
+    def start(self, params: SamplingParams, caller: int | None = None, notice: str = "") -> Reply:
+        """The reply to this prompt, generating (the one place a reply is started: chat, completion, /v1)."""
+        return Reply(self.lm, self.lm.generate(self.ids, params, self.adapter, caller), notice)
+
 
 @dataclass
 class Reply:
@@ -134,7 +138,7 @@ class ChatTask(Task):
         dropped = prompt.dropped
         notice = (f"The conversation was longer than {prompt.lm.name} can read, so the {dropped} oldest "
                   f"message{'s were' if dropped != 1 else ' was'} left out of this reply.") if dropped else ""
-        return Reply(prompt.lm, prompt.lm.generate(prompt.ids, params, prompt.adapter), notice)
+        return prompt.start(params, notice=notice)
 
     def prompt(self, message: str, history: list[dict] | None, system_prompt: str, model: str, adapter: str,
                max_new_tokens: int, *, owner: str = LOCAL_USER) -> Prompt:
@@ -165,8 +169,7 @@ class ChatTask(Task):
         prompt = self.continuation(text, model, adapter, params.max_new_tokens, owner=owner)
         count = int(num_alternatives) if params.temperature > 0 else 1  # greedy alternatives would be equal
         caller = new_caller()  # the alternatives take one turn in the engine, like one request
-        replies = [Reply(prompt.lm, prompt.lm.generate(prompt.ids, params, prompt.adapter, caller))
-                   for _ in range(count)]
+        replies = [prompt.start(params, caller) for _ in range(count)]
         return [reply.text() for reply in replies]
 
     def continuation(self, text: str | list[int], model: str, adapter: str, max_new_tokens: int, *,
