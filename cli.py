@@ -56,10 +56,9 @@ def train_command(argv: list[str]) -> int:
         return 2
     bar = tqdm(total=None, unit="step", desc=f"training {args.name}")
 
-    def progress(p: dict) -> None:
-        bar.total = p["total_steps"]
-        bar.n = p["step"]
-        bar.set_postfix(loss=p["loss"][-1][1], epoch=p["epoch"])
+    def progress(p) -> None:  # a training.plan.JobProgress
+        bar.total, bar.n = p.total_steps, p.step
+        bar.set_postfix(loss=p.last_loss[0], epoch=p.epoch)
 
     state = worker.run_job(settings, job["job_id"], echo=False, progress=progress)
     bar.close()

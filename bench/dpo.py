@@ -159,8 +159,8 @@ def run_ours(args, work: Path) -> dict:
     try:
         started = time.perf_counter()
         outcome = recipes.train(recipe, source, pretrained_options(app, source), rows, [], Checkpoint(work / "ck"),
-                                Hooks(lambda p: print(f"  ours: step {p['step']}/{p['total_steps']} loss "
-                                                      f"{p['loss'][-1][1]}", file=sys.stderr, flush=True),
+                                Hooks(lambda p: print(f"  ours: step {p.step}/{p.total_steps} loss "
+                                                      f"{p.last_loss[0]}", file=sys.stderr, flush=True),
                                       lambda: None, lambda m: print(f"  ours: {m}", file=sys.stderr, flush=True)))
         total_s = time.perf_counter() - started
     finally:

@@ -11,7 +11,7 @@ from errors import UserError
 from models.adapter_meta import META_FILE, AdapterMeta, MergedMeta
 from models.kinds import KINDS, CacheKey, adapted_kinds
 from tasks.spec import specs
-from training.plan import JobPlan, Variant
+from training.plan import JobPlan, JobProgress, Variant
 from training.presets import TrainSettings
 from training.store import JobState, JobStore
 
@@ -67,6 +67,17 @@ def test_job_states_are_stored_as_their_plain_values(tmp_path):
     assert store.get(job.id).public()["state"] == "running" and f"{JobState.RUNNING}" == "running"
     assert store.transition(job.id, (JobState.RUNNING,), state=JobState.SUCCEEDED)
     assert store.get(job.id).plan.settings == TrainSettings()
+
+
+def test_progress_is_stored_typed_and_sent_in_the_job_shape(tmp_path):
+    store = JobStore(tmp_path / "jobs.sqlite3")
+    job = store.create("local", "chat", "a", "m", JobPlan())
+    assert store.get(job.id).progress == JobProgress() and store.get(job.id).public()["loss"] == []
+    store.update(job.id, progress=JobProgress(3, 10, 0.5, 12.0, [[0, None, 2.5], [3, 1.25, None]]))
+    stored = store.get(job.id).progress
+    assert stored.last_loss == (1.25, None) and stored.eta_s == 12.0
+    public = store.get(job.id).public()
+    assert (public["step"], public["total_steps"], public["loss"][-1]) == (3, 10, [3, 1.25, None])
 
 
 def test_every_trainable_task_adapts_a_kind_that_takes_adapters():

@@ -232,8 +232,8 @@ def test_an_interrupted_encoder_run_resumes_from_its_checkpoint(ctx, tiny_bert_d
     job_id = service.submit("sentiment", str(synthetic.sentiment_csv(tmp_path)), str(tiny_bert_dir), "resumed",
                             "quick", {"max_steps": 6, "learning_rate": 0.005})["job_id"]
 
-    def stop_at_three(progress: dict) -> None:  # what SIGTERM does to a worker process, at a known step
-        worker._signals["term"] = progress["step"] == 3
+    def stop_at_three(progress) -> None:  # what SIGTERM does to a worker process, at a known step
+        worker._signals["term"] = progress.step == 3
 
     try:
         assert worker.run_job(ctx.settings, job_id, progress=stop_at_three) == "interrupted"

@@ -399,7 +399,7 @@ def test_sigterm_to_the_app_leaves_the_job_interrupted_and_resumable(settings, t
     try:
         job = client.predict("chat", handle_file(str(FACTS)), str(tiny_chat_dir), "survivor", "quick",
                              {**TINY, "checkpoint_every": 3}, {}, api_name="/train")
-        wait_for(lambda: store.get(job["job_id"]).progress.get("step", 0) >= 4, what="a checkpoint")
+        wait_for(lambda: store.get(job["job_id"]).progress.step >= 4, what="a checkpoint")
         worker_pid = store.get(job["job_id"]).pid
         # Frozen (every process of the run: its session's group), the run cannot end before the app's SIGTERM
         # reaches it, however fast this machine is; it goes on once the signal waits for it.
@@ -415,7 +415,7 @@ def test_sigterm_to_the_app_leaves_the_job_interrupted_and_resumable(settings, t
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(worker_pid, signal.SIGCONT)  # never left frozen, whatever failed
     stored = paths.job_store(settings).get(job["job_id"])
-    assert stored.state == "interrupted" and stored.progress["step"] >= 3
+    assert stored.state == "interrupted" and stored.progress.step >= 3
     with pytest.raises(ProcessLookupError):  # the worker did not outlive the app
         os.kill(worker_pid, 0)
 

@@ -19,7 +19,7 @@ from errors import UserError
 from models.adapters import selected
 from training import data
 from training.data import Example
-from training.plan import JobPlan, Variant
+from training.plan import JobPlan, JobProgress, Variant
 from training.scorers import Evaluation
 from training.trainer import Stopped
 
@@ -67,7 +67,7 @@ def run(evaluation: Evaluation, examples: list[Example], variants: list[Variant]
         progress(done[0], total)
         reason = stop_reason()
         if reason:
-            raise Stopped(reason, {"step": done[0], "total_steps": total})
+            raise Stopped(reason, JobProgress(done[0], total))
 
     evaluation.check(examples)
     evaluation.begin(rows)

@@ -25,6 +25,30 @@ class Variant:
 
 
 @dataclass(frozen=True)
+class JobProgress:
+    """How far a job is: written by the worker as it goes, read by /job and the tabs."""
+
+    step: int = 0  # training: optimizer steps; evaluation: rows answered
+    total_steps: int = 0
+    epoch: float = 0.0
+    eta_s: float | None = None  # seconds left, from the pace so far (None before there is one)
+    loss: list[list] = field(default_factory=list)  # [[step, training loss, held-out loss or None]]
+
+    @classmethod
+    def from_json(cls, data: dict) -> JobProgress:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @property
+    def last_loss(self) -> tuple[float | None, float | None]:
+        """(training, held-out) loss of the newest step, or Nones."""
+        return tuple(self.loss[-1][1:3]) if self.loss else (None, None)
+
+
+@dataclass(frozen=True)
 class JobPlan:
     data: str = ""  # the job's own copy of its rows' file (uploads are temporary)
     columns: dict[str, str] = field(default_factory=dict)  # the task's fields -> the file's columns

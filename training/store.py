@@ -15,7 +15,7 @@ from enum import Enum
 from pathlib import Path
 
 import database
-from training.plan import JobPlan
+from training.plan import JobPlan, JobProgress
 
 
 class JobState(str, Enum):
@@ -67,7 +67,7 @@ class Job:
     base: str  # the base model reference as given
     state: JobState
     plan: JobPlan  # everything the worker needs: data file, columns, settings or variants
-    progress: dict = field(default_factory=dict)  # step, total_steps, epoch, eta_s, loss [[step, train, val]]
+    progress: JobProgress = field(default_factory=JobProgress)
     metrics: dict = field(default_factory=dict)
     report: dict = field(default_factory=dict)
     error: str = ""
@@ -83,19 +83,21 @@ class Job:
         """The /job shape of DESIGN.md §1."""
         p = self.progress
         return {"job_id": self.id, "task": self.task, "name": self.name, "state": self.state.value,
-                "step": p.get("step", 0), "total_steps": p.get("total_steps", 0), "epoch": p.get("epoch", 0.0),
-                "eta_s": p.get("eta_s"), "loss": p.get("loss", []), "metrics": self.metrics,
+                "step": p.step, "total_steps": p.total_steps, "epoch": p.epoch,
+                "eta_s": p.eta_s, "loss": p.loss, "metrics": self.metrics,
                 "report": self.report, "error": self.error, "adapter": self.adapter, "kind": self.kind}
 
 
-_JSON = ("progress", "metrics", "report")
+_JSON = ("metrics", "report")
+_RECORDS = {"plan": "spec", "progress": "progress"}  # typed records and the columns they are stored in
 
 
 def _columns(changes: dict) -> dict:
     """A change of a job as its table's columns (the plan is stored in the column 'spec')."""
     row = {k: json.dumps(v) if k in _JSON else v for k, v in changes.items()}
-    if "plan" in row:
-        row["spec"] = json.dumps(row.pop("plan").to_json())
+    for record, column in _RECORDS.items():
+        if record in row:
+            row[column] = json.dumps(row.pop(record).to_json())
     if "state" in row:
         row["state"] = JobState(row["state"]).value
     return row
@@ -112,7 +114,8 @@ class JobStore:
         now = time.time()
         job = Job(uuid.uuid4().hex[:12], owner, task, name, base, JobState.QUEUED, plan, created=now, updated=now,
                   kind=kind)
-        row = _columns({**{k: v for k, v in asdict(job).items() if k != "plan"}, "plan": plan})
+        row = _columns({**{k: v for k, v in asdict(job).items() if k not in _RECORDS}, "plan": plan,
+                        "progress": job.progress})
         with self._db() as db:
             db.execute(f"INSERT INTO jobs ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
                        list(row.values()))
@@ -170,5 +173,6 @@ def _job(row: sqlite3.Row) -> Job:
     for key in _JSON:
         data[key] = json.loads(data[key])
     data["plan"] = JobPlan.from_json(json.loads(data.pop("spec")))
+    data["progress"] = JobProgress.from_json(json.loads(data["progress"]))
     data["state"] = JobState(data["state"])
     return Job(**data)

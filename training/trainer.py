@@ -21,13 +21,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import get_linear_schedule_with_warmup
 
+from training.plan import JobProgress
 from training.presets import TrainSettings
 
 
 class Stopped(Exception):
     """The run stopped early on request; `reason` is 'cancelled' or 'interrupted'."""
 
-    def __init__(self, reason: str, progress: dict):
+    def __init__(self, reason: str, progress: JobProgress):
         super().__init__(reason)
         self.reason, self.progress = reason, progress
 
@@ -100,7 +101,7 @@ def _summed(tensor: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class Hooks:
-    progress: Callable[[dict], None] = lambda p: None
+    progress: Callable[[JobProgress], None] = lambda p: None
     stop_reason: Callable[[], str | None] = lambda: None  # None, 'cancelled' or 'interrupted'
     log: Callable[[str], None] = print
     ranks: Ranks = field(default_factory=Ranks)  # one process, or the N of a distributed run
@@ -259,8 +260,8 @@ def fit(model, train: list, val: list, lengths: tuple[int, ...], settings: Train
         state.loss.append([state.step, round(train_loss, 4), None if val_loss is None else round(val_loss, 4)])
         elapsed = time.monotonic() - started
         eta = elapsed / (state.step - first_step) * (total - state.step)
-        progress = {"step": state.step, "total_steps": total, "eta_s": round(eta, 1), "loss": state.loss,
-                    "epoch": round(state.step * settings.grad_accum / per_epoch, 2)}
+        progress = JobProgress(state.step, total, round(state.step * settings.grad_accum / per_epoch, 2),
+                               round(eta, 1), [list(row) for row in state.loss])
         if ranks.main:
             hooks.progress(progress)
         stop = ranks.decided(hooks.stop_reason() if ranks.main else None)

@@ -15,6 +15,7 @@ import sys
 import time
 import traceback
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,6 +32,7 @@ from models.device import set_threads  # noqa: E402
 from models.loading import pretrained_options  # noqa: E402
 from tasks.spec import trainable_spec  # noqa: E402
 from training import data, evaluation, paths, recipe, registry  # noqa: E402
+from training.plan import JobProgress  # noqa: E402
 from training.store import JobState  # noqa: E402
 from training.manager import start_time  # noqa: E402
 from training.trainer import Checkpoint, Hooks, Ranks, Stopped  # noqa: E402
@@ -67,15 +69,15 @@ def run_job(settings: Settings, job_id: str, echo: bool = False, progress=None,
     store.update(job_id, state=JobState.RUNNING, pid=os.getpid(), started=start_time(os.getpid()), error="")
     last_write = {"t": 0.0, "cancel_checked": 0.0}
 
-    def report_progress(p: dict) -> None:
+    def report_progress(p: JobProgress) -> None:
         if progress:
             progress(p)
         now = time.monotonic()
-        if now - last_write["t"] > 0.5 or p["step"] == p["total_steps"] or p["loss"][-1][2] is not None:
+        train, held_out = p.last_loss
+        if now - last_write["t"] > 0.5 or p.step == p.total_steps or held_out is not None:
             store.update(job_id, progress=p)
             last_write["t"] = now
-            train = p["loss"][-1][1]
-            log(f"step {p['step']}/{p['total_steps']} epoch {p['epoch']} loss {train}")
+            log(f"step {p.step}/{p.total_steps} epoch {p.epoch} loss {train}")
 
     parent = os.getppid()
 
@@ -110,7 +112,7 @@ def run_job(settings: Settings, job_id: str, echo: bool = False, progress=None,
         if stop.reason == JobState.CANCELLED:
             shutil.rmtree(checkpoint.folder, ignore_errors=True)
         store.update(job_id, state=stop.reason, progress=stop.progress)
-        log(f"{stop.reason} at step {stop.progress['step']}")
+        log(f"{stop.reason} at step {stop.progress.step}")
         return stop.reason
     except BaseException as error:  # the job fails with a reason; the server is never affected
         reason = readable(error)
@@ -173,8 +175,9 @@ def _finish_evaluation(settings: Settings, job, store, log, stop_reason) -> JobS
         log(result["summary"])
         return JobState.SUCCEEDED
     except Stopped as stop:
-        store.update(job.id, state=stop.reason, progress={**job.progress, **stop.progress})
-        log(f"{stop.reason} after {stop.progress['step']} of {stop.progress['total_steps']} answers")
+        store.update(job.id, state=stop.reason, progress=replace(store.get(job.id).progress, step=stop.progress.step,
+                                                                  total_steps=stop.progress.total_steps))
+        log(f"{stop.reason} after {stop.progress.step} of {stop.progress.total_steps} answers")
         return stop.reason
     except BaseException as error:  # the job fails with a reason; the server is never affected
         reason = readable(error, "Evaluation")
@@ -201,8 +204,7 @@ def _evaluate(settings: Settings, job, store, log, stop_reason) -> dict:
         now = time.monotonic()
         if now - last["t"] > 0.5 or done == total:
             last["t"] = now
-            store.update(job.id, progress={"step": done, "total_steps": total, "epoch": 0.0, "loss": [],
-                                           "eta_s": evaluation.eta(started, done, total)})
+            store.update(job.id, progress=JobProgress(done, total, eta_s=evaluation.eta(started, done, total)))
     return evaluation.run(scorer, examples, variants, task.default(), progress, stop_reason)
 
 
