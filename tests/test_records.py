@@ -88,3 +88,18 @@ def test_every_trainable_task_adapts_a_kind_that_takes_adapters():
 def test_cache_keys_name_their_parts():
     shared, copy = CacheKey("lm", "/m"), CacheKey("classifier", "/m", "a1b2")
     assert str(shared) == "lm:/m" and str(copy) == "classifier:/m+a1b2" and shared == CacheKey("lm", "/m")
+
+
+def test_a_report_is_sent_in_the_shape_of_job_report():
+    from training.report import Sample, TrainingReport
+
+    language = TrainingReport("learned", "It learned.", False, 2.5, 0.1, (Sample("q", "a", "b", "a"),),
+                              perplexity_before=12.2, perplexity_after=1.1).to_json()
+    assert set(language) == {"verdict", "summary", "held_out", "loss_before", "loss_after", "samples",
+                             "perplexity_before", "perplexity_after"}
+    assert language["samples"][0] == {"prompt": "q", "expected": "a", "base": "b", "adapter": "a"}
+    classifier = TrainingReport("barely", "It barely changed.", True, 0.7, 0.69, (), {"accuracy": 50.0},
+                                {"accuracy": 50.0}, extra={"confusion": {"labels": ["x"], "matrix": [[1]]}})
+    shape = json.loads(json.dumps(classifier.to_json()))
+    assert shape["metric_after"] == {"accuracy": 50.0} and shape["confusion"]["labels"] == ["x"]
+    assert "perplexity_before" not in shape

@@ -20,7 +20,7 @@ from models.loading import operator_default
 from tasks.spec import TaskSpec
 from training.data import Example
 from training.presets import TrainSettings
-from training.report import build_report
+from training.report import Sample, TrainingReport, build_report
 from training.trainer import Checkpoint, Hooks, fit, loss_metrics
 
 
@@ -119,7 +119,7 @@ def _recipe_of(spec: TaskSpec, method: str = "sft") -> type[Recipe]:
 class Outcome:
     model: object  # the peft model with the best adapter weights loaded; save_pretrained writes the adapter
     metrics: dict
-    report: dict
+    report: TrainingReport
     meta: dict
 
 
@@ -145,7 +145,7 @@ def train(recipe: Recipe, source: catalog.ModelSource, options: dict, train_rows
     hooks.log("writing the report: checking examples with the trained adapter")
     after = recipe.predict(checked)
     scores = (recipe.score(before, expected), recipe.score(after, expected)) if checked else ({}, {})
-    samples = [{"prompt": recipe.shown(row), "expected": e, "base": recipe.as_text(b), "adapter": recipe.as_text(a)}
+    samples = [Sample(recipe.shown(row), e, recipe.as_text(b), recipe.as_text(a))
                for row, e, b, a in zip(checked, expected, before, after)][:SAMPLES]
     report = build_report(fitted, scores[0], scores[1], samples, recipe.perplexity, recipe.metric_decides,
                           recipe.extra(after, expected) if checked else {})

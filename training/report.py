@@ -3,8 +3,47 @@
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass, field
 
 from tasks.spec import metric_name
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One checked row as the report shows it: its input, the reference, and both models' answers."""
+
+    prompt: str
+    expected: str
+    base: str
+    adapter: str
+
+
+@dataclass(frozen=True)
+class TrainingReport:
+    """What a finished run says (DESIGN.md §4): the verdict in words, the loss and the task metric before and
+    after, and samples side by side. Sent as /job's `report` and kept in the adapter's metadata as to_json()."""
+
+    verdict: str  # learned, barely or overfit
+    summary: str  # the verdict and the metric in plain sentences
+    held_out: bool  # whether it was checked on held-out rows (else on the training rows)
+    loss_before: float
+    loss_after: float
+    samples: tuple[Sample, ...] = ()
+    metric_before: dict[str, float] = field(default_factory=dict)  # the task's metric by the base model
+    metric_after: dict[str, float] = field(default_factory=dict)  # ... and with the adapter
+    perplexity_before: float | None = None  # language models
+    perplexity_after: float | None = None
+    extra: dict = field(default_factory=dict)  # what a recipe adds (a classifier's confusion matrix)
+
+    def to_json(self) -> dict:
+        """The public shape: only the parts this report has, the recipe's additions beside them."""
+        data = asdict(self)
+        extra = data.pop("extra")
+        if not self.metric_after:
+            data.pop("metric_before"), data.pop("metric_after")
+        if self.perplexity_before is None:
+            data.pop("perplexity_before"), data.pop("perplexity_after")
+        return {**data, **extra}
 
 
 def verdict(val_before: float, val_after: float, held_out: bool, loss_history: list,
@@ -37,8 +76,8 @@ def metric_sentence(before: dict, after: dict) -> str:
     return text[0].upper() + text[1:]
 
 
-def build_report(fitted, before: dict, after: dict, samples: list[dict], perplexity: bool, metric_decides: bool,
-                 extra: dict | None = None) -> dict:
+def build_report(fitted, before: dict, after: dict, samples: list[Sample], perplexity: bool, metric_decides: bool,
+                 extra: dict | None = None) -> TrainingReport:
     """The report shown after a run: the verdict on the loss, the task metric before → after, and samples
     answered by the base model and by the adapter side by side."""
     key, sentence = verdict(fitted.val_before, fitted.val_after, fitted.held_out, fitted.state.loss, perplexity)
@@ -46,14 +85,12 @@ def build_report(fitted, before: dict, after: dict, samples: list[dict], perplex
     if metric_decides and key != "overfit" and before and unchanged:
         key, sentence = "barely", (f"It did not improve the task on {'held-out' if fitted.held_out else 'your'} "
                                    "examples. Try more epochs, a higher learning rate or more data.")
-    report = {"verdict": key, "summary": sentence + (f" {metric_sentence(before, after)}" if after else ""),
-              "held_out": fitted.held_out, "loss_before": round(fitted.val_before, 4),
-              "loss_after": round(fitted.val_after, 4), "samples": samples, **(extra or {})}
-    if after:
-        report.update(metric_before=before, metric_after=after)
-    if perplexity:
-        report.update(perplexity_before=float(_ppl(fitted.val_before)), perplexity_after=float(_ppl(fitted.val_after)))
-    return report
+    return TrainingReport(
+        key, sentence + (f" {metric_sentence(before, after)}" if after else ""), fitted.held_out,
+        round(fitted.val_before, 4), round(fitted.val_after, 4), tuple(samples),
+        dict(before) if after else {}, dict(after),
+        float(_ppl(fitted.val_before)) if perplexity else None, float(_ppl(fitted.val_after)) if perplexity else None,
+        dict(extra or {}))
 
 
 def headline(task: str, metrics: dict) -> str:

@@ -1,7 +1,7 @@
 """The worker process: runs one training job outside the web server, so a crash or OOM fails only that job.
 
-`python training/worker.py --settings FILE JOB_ID` (FILE: the server's settings as JSON, readable only by its user). SIGTERM writes a checkpoint and marks the job interrupted
-(resumable); cancel (a flag in the job store) stops it cleanly; any error fails the job with a readable reason.
+`python training/worker.py --settings FILE JOB_ID` (FILE: the server's settings as JSON, readable only by its
+user). SIGTERM writes a checkpoint and marks the job interrupted (resumable); cancel (a flag in the job store) stops it cleanly; any error fails the job with a readable reason.
 """
 
 from __future__ import annotations
@@ -104,9 +104,10 @@ def run_job(settings: Settings, job_id: str, echo: bool = False, progress=None,
         final = paths.adapter_store(settings).save(job.owner, job.name, outcome.model.save_pretrained, meta)
         if final != job.name:
             log(f"an adapter named '{job.name}' already existed, so this one is saved as '{final}'")
-        store.update(job_id, state=JobState.SUCCEEDED, adapter=final, metrics=outcome.metrics, report=outcome.report)
+        store.update(job_id, state=JobState.SUCCEEDED, adapter=final, metrics=outcome.metrics,
+                     report=outcome.report.to_json())
         shutil.rmtree(checkpoint.folder, ignore_errors=True)
-        log(f"saved adapter '{final}': {outcome.report['summary']}")
+        log(f"saved adapter '{final}': {outcome.report.summary}")
         return JobState.SUCCEEDED
     except Stopped as stop:
         if stop.reason == JobState.CANCELLED:
@@ -157,7 +158,7 @@ def _train(settings: Settings, job, log, hooks: Hooks, checkpoint: Checkpoint):
         data_fingerprint=data.examples_digest(report.examples),
         rows={"read": report.rows_read, "kept": len(report.examples), "train": len(train_rows),
               "validation": len(val_rows)},
-        settings=train_settings.to_dict(), metrics=outcome.metrics, report=outcome.report,
+        settings=train_settings.to_dict(), metrics=outcome.metrics, report=outcome.report.to_json(),
         duration_s=round(time.time() - started, 1), job_id=job.id, owner=job.owner)
     return outcome, source, meta
 
