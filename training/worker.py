@@ -1,7 +1,8 @@
 """The worker process: runs one training job outside the web server, so a crash or OOM fails only that job.
 
 `python training/worker.py --settings FILE JOB_ID` (FILE: the server's settings as JSON, readable only by its
-user). SIGTERM writes a checkpoint and marks the job interrupted (resumable); cancel (a flag in the job store) stops it cleanly; any error fails the job with a readable reason.
+user). SIGTERM writes a checkpoint and marks the job interrupted (resumable); cancel (a flag in the job store)
+stops it cleanly; any error fails the job with a readable reason.
 """
 
 from __future__ import annotations
