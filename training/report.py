@@ -19,11 +19,27 @@ class Sample:
 
 
 @dataclass(frozen=True)
+class AnswerCheck:
+    """What reading the adapter's answers found (DESIGN.md §4 "Answer check"), each number measured against the base
+    model's own answers on the same prompts, so a base that always repeats a little is not punished."""
+
+    passed: bool = True
+    problem: str = ""  # "" when passed, else repetition, collapse, drift, empty, one_label or one_passage
+    repetition: float | None = None  # the adapter's share of repeated 3-grams minus the base's
+    collapse: float | None = None  # how alike the adapter's answers to different prompts are, minus the base's
+    drift: float | None = None  # how much less the answers are about their prompt than the base's
+    examples: tuple[Sample, ...] = ()  # the worst answers, side by side with the base's
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class TrainingReport:
     """What a finished run says (DESIGN.md §4): the verdict in words, the loss and the task metric before and
     after, and samples side by side. Sent as /job's `report` and kept in the adapter's metadata as to_json()."""
 
-    verdict: str  # learned, barely or overfit
+    verdict: str  # learned, barely, overfit or ruined
     summary: str  # the verdict and the metric in plain sentences
     held_out: bool  # whether it was checked on held-out rows (else on the training rows)
     loss_before: float
@@ -34,6 +50,7 @@ class TrainingReport:
     perplexity_before: float | None = None  # language models
     perplexity_after: float | None = None
     extra: dict = field(default_factory=dict)  # what a recipe adds (a classifier's confusion matrix)
+    answer_check: AnswerCheck = field(default_factory=AnswerCheck)
 
     def to_json(self) -> dict:
         """The public shape: only the parts this report has, the recipe's additions beside them."""
