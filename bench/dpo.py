@@ -108,7 +108,7 @@ def run_ours(args, work: Path) -> dict:
     from training.preference import PreferenceRecipe
     from training.trainer import Checkpoint, Hooks
 
-    settings = presets.build("preference", {**args.overrides, "precision": "fp32", "dropout": 0.0,
+    settings = presets.build("preference", {**args.overrides, "precision": "fp32", "dropout": 0.0, "rpo_alpha": 0,
                                             "max_steps": args.steps})
     report = data.load_examples(args.pairs_path, "chat")
     spec = trainable_spec("chat")

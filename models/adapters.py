@@ -102,6 +102,8 @@ class AdapterStore:
             size = sum(p.stat().st_size for p in meta_path.parent.iterdir() if p.is_file())
             found.append({"name": meta_path.parent.name, "task": meta.task, "base": meta.base_model,
                           "created": meta.created, "metrics": meta.metrics,
+                          "verdict": meta.report.get("verdict", ""),
+                          "answer_check": meta.report.get("answer_check", {}),
                           "size_mb": round(size / 2**20, 2), "owner": whose,
                           "shared": (whose, meta_path.parent.name) in shared})
         return sorted(found, key=lambda a: a["created"], reverse=True)

@@ -96,7 +96,8 @@ def test_a_report_is_sent_in_the_shape_of_job_report():
     language = TrainingReport("learned", "It learned.", False, 2.5, 0.1, (Sample("q", "a", "b", "a"),),
                               perplexity_before=12.2, perplexity_after=1.1).to_json()
     assert set(language) == {"verdict", "summary", "held_out", "loss_before", "loss_after", "samples",
-                             "perplexity_before", "perplexity_after"}
+                             "perplexity_before", "perplexity_after", "answer_check"}
+    assert set(language["answer_check"]) == {"passed", "problem", "repetition", "collapse", "drift", "examples"}
     assert language["samples"][0] == {"prompt": "q", "expected": "a", "base": "b", "adapter": "a"}
     classifier = TrainingReport("barely", "It barely changed.", True, 0.7, 0.69, (), {"accuracy": 50.0},
                                 {"accuracy": 50.0}, extra={"confusion": {"labels": ["x"], "matrix": [[1]]}})

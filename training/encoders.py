@@ -15,10 +15,11 @@ import torch
 from errors import UserError
 from models import catalog, lora
 from models.loading import LoadedModel, load_pretrained, load_sentence_transformer, token_limit
-from training import metrics
+from training import answer_check, metrics
 from training.data import Example, RowError
 from training.presets import TrainSettings
 from training.recipe import Recipe
+from training.report import AnswerCheck, Sample
 from training.trainer import evaluating
 
 # LoRA goes on the encoder's layers only (never on a head, which trains in full). BERT/RoBERTa/MiniLM name their
@@ -107,6 +108,9 @@ class SentimentRecipe(EncoderRecipe):
         targets = torch.tensor([label for _, label in items], device=model.device)
         return model(**batch, labels=targets).loss, len(items)
 
+    def check_answers(self, rows: list[Sample], embed=None) -> AnswerCheck:
+        return answer_check.check_labels(rows, embed)
+
     def shown(self, row: Example) -> str:
         return row.fields["text"]
 
@@ -159,6 +163,9 @@ class AnswerRecipe(EncoderRecipe):
         batch = padded(self.tokenizer, [features for features, _ in items], model.device)
         starts, ends = (torch.tensor(column, device=model.device) for column in zip(*[span for _, span in items]))
         return model(**batch, start_positions=starts, end_positions=ends).loss, len(items)
+
+    def check_answers(self, rows: list[Sample], embed=None) -> AnswerCheck:
+        return answer_check.check_spans(rows, embed)
 
     def shown(self, row: Example) -> str:
         return row.fields["question"]
@@ -251,6 +258,9 @@ class SearchRecipe(EncoderRecipe):
         # Each query's own passage is the right answer; every other passage in the batch is a wrong one.
         logits = SEARCH_SCALE * queries @ embed(model, passages).T
         return torch.nn.functional.cross_entropy(logits, torch.arange(len(items), device=logits.device)), len(items)
+
+    def check_answers(self, rows: list[Sample], embed=None) -> AnswerCheck:
+        return answer_check.check_ranking(rows, embed)
 
     def shown(self, row: Example) -> str:
         return row.fields["query"]

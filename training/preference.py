@@ -2,8 +2,11 @@
 relative to the base model — the same weights with the adapter switched off, so there is no second copy.
 
 The loss is DPO's (Rafailov et al. 2023, TRL's "sigmoid" loss): -log σ(β·((log π(c) − log π_ref(c)) −
-(log π(r) − log π_ref(r)))), with log-probabilities summed over the answer's tokens. The reference scores never
-change, so each pair's are computed once, in a batch, the first time the pair is seen.
+(log π(r) − log π_ref(r)))), with log-probabilities summed over the answer's tokens, plus rpo_alpha times the
+chosen answers' mean token loss (RPO, Pang et al. 2024; TRL's `rpo_alpha`). DPO alone only has to rank the two
+answers, and on a few dozen pairs it ranks them by answering every prompt with what the chosen answers share; the
+second term keeps the adapter writing whole chosen answers, so it takes their style and keeps the topic.
+The reference scores never change, so each pair's are computed once, in a batch, the first time it is seen.
 """
 
 from __future__ import annotations
@@ -13,10 +16,10 @@ from dataclasses import dataclass
 import torch
 
 from training.data import Example
-from training.language import IGNORE, ChatRecipe, collate, encode_messages, fast_loss_matches, greedy_reply
-from training.recipe import SAMPLES
+from training.language import IGNORE, ChatRecipe, collate, encode_messages, fast_loss_matches, greedy_replies
 from training.trainer import evaluating
 
+ANSWERED = 12  # prompts answered for the report: the answer check reads them, the first few are shown
 TIE = 1e-3  # a margin this close to 0 prefers neither answer (the untrained adapter's, for every pair)
 
 
@@ -63,8 +66,8 @@ class PreferenceRecipe(ChatRecipe):
         return max(len(item.chosen[0]), len(item.rejected[0]))
 
     # ---- scores ---------------------------------------------------------------------------------------------
-    def _answer_logps(self, model, rows: list[tuple[list, list]]) -> torch.Tensor:
-        """Each row's log-probability of its learned tokens (the answer), summed."""
+    def _answer_logps(self, model, rows: list[tuple[list, list]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each row's log-probability of its learned tokens (the answer), summed, and how many tokens it has."""
         batch = {k: v.to(model.device) for k, v in collate(rows, self.tokenizer.pad_token_id).items()}
         if self._fast is None:  # checked once per run, as the chat recipe does
             self._fast = fast_loss_matches(model, batch)
@@ -79,28 +82,36 @@ class PreferenceRecipe(ChatRecipe):
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1][learned]
         token_logps = torch.log_softmax(logits.float(), -1).gather(1, targets[learned][:, None]).squeeze(1)
         sums = torch.zeros(len(rows), device=token_logps.device, dtype=token_logps.dtype)
-        return sums.index_add(0, learned.nonzero()[:, 0], token_logps)
+        return sums.index_add(0, learned.nonzero()[:, 0], token_logps), learned.sum(1)
 
     def _with_reference(self, model, items: list[Pair]) -> None:
         missing = [item for item in items if item.reference is None]
         if not missing:
             return
         with torch.no_grad(), model.disable_adapter():  # the base itself is the reference model
-            scores = self._answer_logps(model, [i.chosen for i in missing] + [i.rejected for i in missing]).tolist()
+            scores = self._answer_logps(model, [i.chosen for i in missing] + [i.rejected for i in missing])[0].tolist()
         for item, chosen, rejected in zip(missing, scores, scores[len(missing):]):
             item.reference = (chosen, rejected)
 
-    def margins(self, model, items: list[Pair]) -> torch.Tensor:
-        """β·(how much more the adapter favours the chosen answer than the base does), per pair: DPO's reward
-        margin; above 0 when the adapter prefers the chosen answer."""
+    def _scores(self, model, items: list[Pair]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(DPO's reward margin per pair: β·(how much more the adapter favours the chosen answer than the base
+        does), above 0 when it prefers the chosen answer; the chosen answers' mean loss per token)."""
         self._with_reference(model, items)
-        policy = self._answer_logps(model, [i.chosen for i in items] + [i.rejected for i in items])
+        policy, tokens = self._answer_logps(model, [i.chosen for i in items] + [i.rejected for i in items])
         reference = torch.tensor([i.reference for i in items], device=policy.device, dtype=policy.dtype)
         chosen, rejected = policy[:len(items)] - reference[:, 0], policy[len(items):] - reference[:, 1]
-        return self.settings.beta * (chosen - rejected)
+        chosen_loss = -policy[:len(items)].sum() / tokens[:len(items)].sum().clamp(min=1)
+        return self.settings.beta * (chosen - rejected), chosen_loss
+
+    def margins(self, model, items: list[Pair]) -> torch.Tensor:
+        return self._scores(model, items)[0]
 
     def loss(self, model, items: list[Pair]) -> tuple[torch.Tensor, int]:
-        return -torch.nn.functional.logsigmoid(self.margins(model, items)).mean(), len(items)
+        margins, chosen_loss = self._scores(model, items)
+        loss = -torch.nn.functional.logsigmoid(margins).mean()
+        if self.settings.rpo_alpha:
+            loss = loss + self.settings.rpo_alpha * chosen_loss
+        return loss, len(items)
 
     # ---- the report ---------------------------------------------------------------------------------------------
     def checkable(self, row: Example) -> bool:
@@ -113,14 +124,15 @@ class PreferenceRecipe(ChatRecipe):
         return row.fields["chosen"]
 
     def predict(self, rows: list[Example]) -> list[dict]:
-        """Each pair's margin, and the model's greedy answer to the first few prompts."""
+        """Each pair's margin, and the model's greedy answer to the first ANSWERED prompts."""
         items = [self.encode(row)[0] for row in rows]
         margins: list[float] = []
         with evaluating(self.model):
             for start in range(0, len(items), self.settings.batch_size):
                 margins += self.margins(self.model, items[start:start + self.settings.batch_size]).tolist()
-        replies = [greedy_reply(self.model, self.tokenizer, self._prompt_ids(row.fields)) for row in rows[:SAMPLES]]
-        return [{"margin": m, "reply": replies[i] if i < len(replies) else ""} for i, m in enumerate(margins)]
+        answered = rows[:ANSWERED]
+        replies = greedy_replies(self.model, self.tokenizer, [self._prompt_ids(row.fields) for row in answered])
+        return [{"margin": m, "reply": replies[i] if i < len(replies) else None} for i, m in enumerate(margins)]
 
     def _prompt_ids(self, fields: dict) -> list[int]:
         text = self.tokenizer.apply_chat_template(self._prompt(fields), tokenize=False, add_generation_prompt=True)

@@ -19,9 +19,10 @@ from models import catalog
 from models.loading import operator_default
 from tasks.spec import TaskSpec
 from training.data import Example
+from training import answer_check, presets
 from training.presets import TrainSettings
-from training.report import Sample, TrainingReport, build_report
-from training.trainer import Checkpoint, Hooks, fit, loss_metrics
+from training.report import AnswerCheck, Sample, TrainingReport, build_report
+from training.trainer import Checkpoint, Fitted, Hooks, fit, loss_metrics, mean_loss, use_bf16
 
 
 SAMPLES = 3  # rows a report shows side by side
@@ -95,6 +96,10 @@ class Recipe:
         """The task metric ({} when the loss and the samples say it all)."""
         return {}
 
+    def check_answers(self, rows: list[Sample], embed=None) -> AnswerCheck:
+        """The answer check (training/answer_check.py) that fits this task's answers: generated text here."""
+        return answer_check.check_text(rows, embed)
+
     def extra(self, predicted: list[str], expected: list[str]) -> dict:
         """More for the report (a confusion matrix)."""
         return {}
@@ -144,11 +149,16 @@ def train(recipe: Recipe, source: catalog.ModelSource, options: dict, train_rows
         return None  # the report and the adapter are rank 0's
     hooks.log("writing the report: checking examples with the trained adapter")
     after = recipe.predict(checked)
+    rows = _answers(recipe, checked, expected, before, after)
+    check = recipe.check_answers(rows, hooks.embed)
+    ruined_at = None
+    if not check.passed and fitted.snapshots:
+        ruined_at, fitted, after, check = _earlier_passing(recipe, fitted, checked, expected, before, after,
+                                                           check, val_items or train_items, hooks)
+        rows = _answers(recipe, checked, expected, before, after)
     scores = (recipe.score(before, expected), recipe.score(after, expected)) if checked else ({}, {})
-    samples = [Sample(recipe.shown(row), e, recipe.as_text(b), recipe.as_text(a))
-               for row, e, b, a in zip(checked, expected, before, after)][:SAMPLES]
-    report = build_report(fitted, scores[0], scores[1], samples, recipe.perplexity, recipe.metric_decides,
-                          recipe.extra(after, expected) if checked else {})
+    report = build_report(fitted, scores[0], scores[1], rows[:SAMPLES], recipe.perplexity, recipe.metric_decides,
+                          recipe.extra(after, expected) if checked else {}, check, ruined_at)
     metrics = {**loss_metrics(fitted, len(train_rows), len(val_rows)),
                **({"perplexity_before": round(math.exp(min(fitted.val_before, 50)), 2),
                    "perplexity_after": round(math.exp(min(fitted.val_after, 50)), 2)} if recipe.perplexity else {}),
@@ -157,10 +167,44 @@ def train(recipe: Recipe, source: catalog.ModelSource, options: dict, train_rows
     return Outcome(recipe.trained, metrics, report, recipe.meta())
 
 
-def with_method(spec: TaskSpec, settings: TrainSettings, data_format: str) -> TrainSettings:
-    """The settings with the training method the data calls for: preference pairs train with DPO."""
+def _answers(recipe: Recipe, checked: list[Example], expected: list[str], before: list, after: list) -> list[Sample]:
+    """The checked rows as the report reads them: input, reference, the base's and the adapter's answers."""
+    return [Sample(recipe.shown(row), e, recipe.as_text(b), recipe.as_text(a))
+            for row, e, b, a in zip(checked, expected, before, after)]
+
+
+def _earlier_passing(recipe: Recipe, fitted: Fitted, checked: list[Example], expected: list[str], before: list,
+                     after: list, failed: AnswerCheck, val_items: list,
+                     hooks: Hooks) -> tuple[int | None, Fitted, list, AnswerCheck]:
+    """The kept weights failed the answer check: the latest earlier snapshot whose answers pass replaces them
+    (ruined_at is then the step that failed). When none passes, the kept weights stay, with the failed check."""
+    failed_step = fitted.state.best_step or fitted.state.step
+    kept = {name: value.clone() for name, value in _trainable(recipe.model).items()}
+    for step, weights in reversed(fitted.snapshots):
+        hooks.log(f"the answers at step {failed_step} failed the answer check ({failed.problem}); trying step {step}")
+        recipe.model.load_state_dict(weights, strict=False)
+        answers = recipe.predict(checked)
+        check = recipe.check_answers(_answers(recipe, checked, expected, before, answers), hooks.embed)
+        if check.passed:
+            settings = recipe.settings
+            val_after = mean_loss(recipe.model, val_items, recipe.loss, settings.batch_size,
+                                  use_bf16(settings, recipe.model), hooks.ranks)
+            fitted.state.best_step = step
+            return failed_step, replace(fitted, val_after=val_after), answers, check
+    recipe.model.load_state_dict(kept, strict=False)
+    return None, fitted, after, failed
+
+
+def _trainable(model) -> dict:
+    return {name: value.detach() for name, value in model.named_parameters() if value.requires_grad}
+
+
+def with_method(spec: TaskSpec, settings: TrainSettings, data_format: str,
+                explicit: set[str] | frozenset = frozenset()) -> TrainSettings:
+    """The settings with the training method the data calls for: preference pairs train with DPO, with DPO's own
+    values where the user (explicit) did not set one."""
     if data_format == "preference" and settings.method == "sft":
-        settings = replace(settings, method="dpo")
+        settings = presets.for_method(settings, "dpo", explicit)
     _recipe_of(spec, settings.method)  # a task without the method is refused here
     if settings.method == "dpo" and data_format != "preference":
         raise UserError("DPO learns from preference pairs: upload rows with a prompt, a chosen and a rejected "

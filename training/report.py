@@ -94,20 +94,45 @@ def metric_sentence(before: dict, after: dict) -> str:
 
 
 def build_report(fitted, before: dict, after: dict, samples: list[Sample], perplexity: bool, metric_decides: bool,
-                 extra: dict | None = None) -> TrainingReport:
+                 extra: dict | None = None, check: AnswerCheck | None = None,
+                 ruined_at: int | None = None) -> TrainingReport:
     """The report shown after a run: the verdict on the loss, the task metric before → after, and samples
-    answered by the base model and by the adapter side by side."""
-    key, sentence = verdict(fitted.val_before, fitted.val_after, fitted.held_out, fitted.state.loss, perplexity)
+    answered by the base model and by the adapter side by side. A failed answer check overrides the rest: the
+    verdict is then *ruined*, whatever the loss did. ruined_at: the step whose answers failed, when an earlier
+    checkpoint that passes was kept instead."""
+    from training.answer_check import sentence
+
+    check = check or AnswerCheck()
+    key, text = verdict(fitted.val_before, fitted.val_after, fitted.held_out, fitted.state.loss, perplexity)
     unchanged = all(after[name] <= before[name] for name in after) and any(v < 100 for v in before.values())
     if metric_decides and key != "overfit" and before and unchanged:
-        key, sentence = "barely", (f"It did not improve the task on {'held-out' if fitted.held_out else 'your'} "
-                                   "examples. Try more epochs, a higher learning rate or more data.")
+        key, text = "barely", (f"It did not improve the task on {'held-out' if fitted.held_out else 'your'} "
+                               "examples. Try more epochs, a higher learning rate or more data.")
+    if not check.passed:
+        key, text = "ruined", sentence(check)
+    elif ruined_at is not None:
+        text = (f"The answers at step {ruined_at} were ruined, so the adapter from step {fitted.state.best_step}, "
+                f"whose answers pass the check, is kept. {text}")
     return TrainingReport(
-        key, sentence + (f" {metric_sentence(before, after)}" if after else ""), fitted.held_out,
+        key, text + (f" {metric_sentence(before, after)}" if after else ""), fitted.held_out,
         round(fitted.val_before, 4), round(fitted.val_after, 4), tuple(samples),
         dict(before) if after else {}, dict(after),
         float(_ppl(fitted.val_before)) if perplexity else None, float(_ppl(fitted.val_after)) if perplexity else None,
-        dict(extra or {}))
+        dict(extra or {}), check)
+
+
+VERDICTS = {"learned": "✅ learned", "barely": "➖ barely changed", "overfit": "⚠️ fits your examples only",
+            "ruined": "⛔ ruined answers"}  # the verdict as the tabs name it
+
+
+def check_line(check: dict) -> str:
+    """The answer check in one line: passed or its problem, and the measures against the base model."""
+    if not check:
+        return ""
+    names = {"repetition": "repetition", "collapse": "answers alike", "drift": "off the question"}
+    measures = ", ".join(f"{label} {check[key]:+.2f}" for key, label in names.items() if check.get(key) is not None)
+    state = "passed" if check.get("passed", True) else f"failed ({check.get('problem', '').replace('_', ' ')})"
+    return f"Answer check {state}" + (f": {measures} against the base model" if measures else "")
 
 
 def headline(task: str, metrics: dict) -> str:

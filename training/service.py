@@ -61,7 +61,8 @@ class TrainingService:
         columns = _mapping(columns) or {}
         source = self.base_source(base, task)
         report = data.load_examples(data_path, task, columns or None, self.settings.max_upload_mb)
-        train_settings = recipe.with_method(trainable_spec(task), train_settings, report.format)
+        train_settings = recipe.with_method(trainable_spec(task), train_settings, report.format,
+                                            presets.explicit(settings if isinstance(settings, dict) else None))
         self._check_steps(train_settings, len(report.examples))
         if validation_path:
             held_out = data.load_examples(validation_path, task, columns or None, self.settings.max_upload_mb)
@@ -168,7 +169,8 @@ class TrainingService:
             rows = 24
             if data_path:
                 report = data.load_examples(data_path, task, columns, self.settings.max_upload_mb)
-                train_settings = recipe.with_method(trainable_spec(task), train_settings, report.format)
+                train_settings = recipe.with_method(trainable_spec(task), train_settings, report.format,
+                                                    presets.explicit(settings))
                 rows = len(report.examples)
             result = preflight.estimate(self.base_source(base, task).location, train_settings, rows, task)
             return {**result, "placement": placement(self.settings)}

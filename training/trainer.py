@@ -105,6 +105,7 @@ class Hooks:
     stop_reason: Callable[[], str | None] = lambda: None  # None, 'cancelled' or 'interrupted'
     log: Callable[[str], None] = print
     ranks: Ranks = field(default_factory=Ranks)  # one process, or the N of a distributed run
+    embed: Callable | None = None  # texts -> unit vectors, for the answer check (None: a model-free similarity)
 
 
 # (model, a batch of encoded items) -> (mean loss, its weight: learned tokens or rows)
@@ -115,6 +116,7 @@ LossOf = Callable[[object, list], tuple[torch.Tensor, int]]
 class RunState:
     step: int = 0
     best_val: float = math.inf
+    best_step: int = 0
     evals_without_gain: int = 0
     loss: list = field(default_factory=list)  # [[step, train, val-or-None]]
 
@@ -211,12 +213,16 @@ class Checkpoint:
         return RunState(**saved["run"]), (load_file(best_path) if best_path.exists() else {})
 
 
+SNAPSHOTS = 8  # earlier adapter weights kept in memory, for when the kept ones fail the answer check
+
+
 @dataclass
 class Fitted:
     state: RunState
     val_before: float
     val_after: float
     held_out: bool
+    snapshots: list = field(default_factory=list)  # [(step, trainable weights)] at evaluations before the kept step
 
 
 def fit(model, train: list, val: list, lengths: tuple[int, ...], settings: TrainSettings, checkpoint: Checkpoint,
@@ -236,7 +242,7 @@ def fit(model, train: list, val: list, lengths: tuple[int, ...], settings: Train
     per_epoch = math.ceil(len(train) / settings.batch_size)
     total = settings.max_steps or max(1, math.ceil(settings.epochs * per_epoch / settings.grad_accum))
     scheduler = get_linear_schedule_with_warmup(optimizer, max(1, total // 20), total)
-    state, best = RunState(), {}
+    state, best, snapshots = RunState(), {}, []
     bf16 = use_bf16(settings, model)
     ranks = hooks.ranks
     if checkpoint.exists():
@@ -253,10 +259,12 @@ def fit(model, train: list, val: list, lengths: tuple[int, ...], settings: Train
         val_loss = None
         if state.step % eval_every == 0 or state.step == total:
             val_loss = mean_loss(model, val, loss_of, settings.batch_size, bf16, ranks)
+            weights = _trainable_state(model)
             if val_loss < state.best_val - 1e-4:
-                state.best_val, state.evals_without_gain, best = val_loss, 0, _trainable_state(model)
+                state.best_val, state.best_step, state.evals_without_gain, best = val_loss, state.step, 0, weights
             else:
                 state.evals_without_gain += 1
+            keep_snapshot(snapshots, state.step, weights)
         state.loss.append([state.step, round(train_loss, 4), None if val_loss is None else round(val_loss, 4)])
         elapsed = time.monotonic() - started
         eta = elapsed / (state.step - first_step) * (total - state.step)
@@ -276,7 +284,17 @@ def fit(model, train: list, val: list, lengths: tuple[int, ...], settings: Train
     if best:
         model.load_state_dict(best, strict=False)
     model.eval()
-    return Fitted(state, val_before, mean_loss(model, val, loss_of, settings.batch_size, bf16, ranks), held_out)
+    earlier = [(step, weights) for step, weights in snapshots if step < (state.best_step or state.step)]
+    return Fitted(state, val_before, mean_loss(model, val, loss_of, settings.batch_size, bf16, ranks), held_out,
+                  earlier)
+
+
+def keep_snapshot(snapshots: list, step: int, weights: dict) -> None:
+    """Add the weights of step to snapshots, dropping every other older one beyond SNAPSHOTS (the earliest stays:
+    it is the likeliest to pass the answer check when later ones fail)."""
+    snapshots.append((step, weights))
+    if len(snapshots) > SNAPSHOTS:
+        del snapshots[1:-1:2]
 
 
 def use_bf16(settings: TrainSettings, model) -> bool:

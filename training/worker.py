@@ -32,7 +32,7 @@ from models.adapter_meta import AdapterMeta  # noqa: E402
 from models.device import set_threads  # noqa: E402
 from models.loading import pretrained_options  # noqa: E402
 from tasks.spec import trainable_spec  # noqa: E402
-from training import data, evaluation, paths, recipe, registry  # noqa: E402
+from training import answer_check, data, evaluation, paths, recipe, registry  # noqa: E402
 from training.plan import JobProgress  # noqa: E402
 from training.store import JobState  # noqa: E402
 from training.manager import start_time  # noqa: E402
@@ -100,8 +100,8 @@ def run_job(settings: Settings, job_id: str, echo: bool = False, progress=None,
         log(f"training on {ranks.count} processes ({ranks.state.backend} on {ranks.state.device.type}), "
             "each on its share of every batch")
     try:
-        outcome, source, meta = _train(settings, job, log, Hooks(report_progress, stop_reason, log, ranks),
-                                       checkpoint)
+        hooks = Hooks(report_progress, stop_reason, log, ranks, answer_check.sentence_embedder(settings, log))
+        outcome, source, meta = _train(settings, job, log, hooks, checkpoint)
         final = paths.adapter_store(settings).save(job.owner, job.name, outcome.model.save_pretrained, meta)
         if final != job.name:
             log(f"an adapter named '{job.name}' already existed, so this one is saved as '{final}'")

@@ -11,12 +11,12 @@ import pandas as pd
 from errors import UserError
 from tasks.library import AdapterLibrary
 from tasks.spec import specs
-from training.report import headline
+from training.report import VERDICTS, headline
 from training.service import TrainingService
 from ui.api import first_cell, handler, on_load, uploads, user_of
 
 HIDDEN = {"api_visibility": "undocumented"}
-COLUMNS = ["adapter", "task", "base model", "created", "MB", "result", "shared", "owner"]
+COLUMNS = ["adapter", "task", "base model", "created", "MB", "verdict", "result", "shared", "owner"]
 
 
 def table(training: TrainingService, request: gr.Request = None) -> pd.DataFrame:
@@ -26,7 +26,8 @@ def table(training: TrainingService, request: gr.Request = None) -> pd.DataFrame
 def adapters_table(training: TrainingService, owner: str) -> pd.DataFrame:
     """The owner's adapters (every adapter for an admin) as the library shows them (the Train tab too)."""
     rows = [(a["name"], a["task"], a["base"], time.strftime("%Y-%m-%d %H:%M", time.localtime(a["created"])),
-             a["size_mb"], headline(a["task"], a["metrics"]), "shared" if a["shared"] else "private", a["owner"])
+             a["size_mb"], VERDICTS.get(a["verdict"], ""), headline(a["task"], a["metrics"]),
+             "shared" if a["shared"] else "private", a["owner"])
             for a in training.list_adapters(owner=owner)]
     return pd.DataFrame(rows, columns=COLUMNS)
 

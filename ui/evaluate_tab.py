@@ -11,6 +11,7 @@ from errors import UserError
 from tasks.spec import specs, trainable_spec
 from training import data
 from training.evaluation import MAX_VARIANTS
+from training.report import VERDICTS
 from training.service import TrainingService
 from ui.api import first_cell, handler, on_load, upload, user_of
 
@@ -63,9 +64,11 @@ def start(service: TrainingService, task: str, file, job: str, columns: str, tic
     return started["job_id"], started["job_id"]
 
 
-def results_markdown(report: dict) -> str:
+def results_markdown(report: dict, verdicts: dict | None = None) -> str:
+    """The results table; verdicts (adapter name -> its training verdict) adds what training said of each."""
     if not report:
         return ""
+    verdicts = verdicts or {}
     names = report["metric_names"]
     keys = list(dict.fromkeys(k for v in report["variants"] for k in v["metrics"]))
     lower = set(report.get("lower_is_better", []))
@@ -73,6 +76,8 @@ def results_markdown(report: dict) -> str:
         names.get(k, k) + (" (lower is better)" if k in lower else "") for k in keys) + " |\n|---|" + "---|" * len(keys) + "\n"
     for i, variant in enumerate(report["variants"]):
         label = f"**{variant['label']}** ✓" if i == report["best"] and len(report["variants"]) > 1 else variant["label"]
+        trained = VERDICTS.get(verdicts.get(variant.get("adapter") or "", ""), "")
+        label += f" ({trained})" if trained else ""
         text += f"| {_cell(label)} | " + " | ".join(_cell(variant["metrics"].get(k, "")) for k in keys) + " |\n"
     for variant in report["variants"]:
         if variant.get("confusion"):
@@ -117,7 +122,8 @@ def refresh(service: TrainingService, job_id: str, request: gr.Request = None):
     state = status["state"]
     csv = service.evaluation_csv(job_id, owner=owner).path if state == "succeeded" else None
     frame = rows_frame(status["report"])
-    return (progress_markdown(status), results_markdown(status["report"]),
+    verdicts = {a["name"]: a["verdict"] for a in service.list_adapters(owner=owner)}
+    return (progress_markdown(status), results_markdown(status["report"], verdicts),
             gr.update(value=frame, visible=frame is not None), gr.update(value=csv, visible=csv is not None),
             gr.update(visible=state in ACTIVE), gr.update(active=state in ACTIVE))
 

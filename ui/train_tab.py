@@ -13,6 +13,7 @@ from tasks.spec import metric_name, specs, trainable_spec
 from training import data, presets
 from training.recipe import default_base as default_base_name
 from training.registry import recipe_class
+from training.report import VERDICTS, check_line
 from training.service import TrainingService
 from ui.adapters_tab import adapters_table
 from ui.api import endpoint_function, expose, first_cell, handler, on_load, upload, user_of
@@ -179,8 +180,12 @@ def report_markdown(status: dict) -> str:
     figures = f"Loss {report['loss_before']} → {report['loss_after']}"
     if "perplexity_before" in report:
         figures += f" · perplexity {report['perplexity_before']} → {report['perplexity_after']}"
-    text = (f"### Did it learn?\n**{report['summary']}**\n\n{figures} · adapter saved as "
-            f"**{status['adapter']}**\n\n")
+    verdict = VERDICTS.get(report.get("verdict", ""), "")
+    check = report.get("answer_check") or {}
+    text = (f"### Did it learn? {verdict}\n**{report['summary']}**\n\n{figures} · adapter saved as "
+            f"**{status['adapter']}**\n\n{check_line(check)}\n\n")
+    if check.get("examples"):
+        text += "**The worst answers**\n\n" + sample_table(check["examples"]) + "\n"
     if report.get("metric_after"):
         names = list(report["metric_after"])
         text += ("| | " + " | ".join(map(metric_name, names)) + " |\n|---|"
@@ -195,10 +200,15 @@ def report_markdown(status: dict) -> str:
         text += "".join(f"| **{_cell(label)}** | " + " | ".join(map(str, counts)) + " |\n"
                         for label, counts in zip(labels, matrix)) + "\n"
     if report.get("samples"):
-        text += "| input | expected | base model | with the adapter |\n|---|---|---|---|\n"
-        for sample in report["samples"]:
-            text += "| " + " | ".join(_cell(sample[k]) for k in ("prompt", "expected", "base", "adapter")) + " |\n"
+        text += sample_table(report["samples"])
     return text
+
+
+def sample_table(samples: list[dict]) -> str:
+    """Rows answered by the base model and by the adapter, side by side."""
+    return "| input | expected | base model | with the adapter |\n|---|---|---|---|\n" + "".join(
+        "| " + " | ".join(_cell(sample[k]) for k in ("prompt", "expected", "base", "adapter")) + " |\n"
+        for sample in samples)
 
 
 def _cell(value) -> str:
