@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -13,10 +14,11 @@ from waiting import wait_for
 from errors import UserError
 from models.adapters import META_FILE
 from training import paths, trials
-from training.plan import JobPlan, Trial
+from training.plan import JobPlan, JobProgress, Trial
 from training.presets import PRESETS, TrainSettings
 from training.report import AnswerCheck, TrainingReport
 from training.service import TrainingService
+from training.trainer import Hooks, Stopped
 
 
 @pytest.mark.parametrize("base, language, rows, second, values", [
@@ -87,6 +89,50 @@ def test_a_failing_answer_check_ranks_below_every_passing_trial():
     assert results[0].record(False) == Trial({"learning_rate": 1e-3, "rank": 16}, 99.0, "repetition", 5, False)
     assert results[2].record(True).check == "passed"
     assert trials.score(TrainingReport("learned", "", False, 2.0, 0.25)) == -0.25  # no metric: minus the loss
+
+
+class FakeRun:
+    """A trial run on a clock of its own: 2 s to load and check answers, 1 s a step; the loss is lowest at lr 3e-3.
+    It stops as trainer.fit does when its hooks say so."""
+
+    def __init__(self):
+        self.now, self.steps = 0.0, []
+
+    def __call__(self, settings: TrainSettings, hooks, checkpoint):
+        self.steps.append(settings.max_steps)
+        checkpoint.folder.mkdir(parents=True, exist_ok=True)
+        self.now += 2
+        for step in range(1, settings.max_steps + 1):
+            self.now += 1
+            progress = JobProgress(step, settings.max_steps)
+            hooks.progress(progress)
+            if reason := hooks.stop_reason():
+                raise Stopped(reason, progress)
+        loss = abs(math.log10(settings.learning_rate) + 2.5) + settings.rank / 100
+        return SimpleNamespace(report=TrainingReport("learned", "", True, 2.0, loss))
+
+
+def test_the_budget_shortens_the_trials_and_ends_the_search(monkeypatch, tmp_path):
+    run, stages, lines = FakeRun(), [], []
+    monkeypatch.setattr(trials, "time", SimpleNamespace(monotonic=lambda: run.now))
+    plan = JobPlan(settings=TrainSettings(), search_minutes=1)  # a trial's share: 20 s, 12 s of them for steps
+    hooks = Hooks(lambda p: stages.append(p.stage), log=lines.append)
+    found = trials.search(plan, True, 24, run, hooks, tmp_path / "trials")
+    # 36 steps in full, 18 in a trial: the first trial's pace (1 s a step) shows 18 do not fit in 12 s.
+    assert run.steps == [18, 12, 12, 12] and any("shortened to 12 steps" in line for line in lines)
+    # 20 s (the stopped try and the trial), then 14 s each: a fourth would end past the minute.
+    assert [t.seconds for t in found.trials] == [20, 14, 14]
+    grid = trials.grid(plan.settings, True, 24)
+    assert [t.chosen for t in found.trials] == [False, True, False] and found.settings == grid[1].settings
+    assert stages[0] == "trial 1 of 6: lr 1e-3, rank 16" and not (tmp_path / "trials").exists()
+
+
+def test_cancel_stops_the_search_and_removes_the_trials(tmp_path):
+    run = FakeRun()
+    hooks = Hooks(stop_reason=lambda: "cancelled" if len(run.steps) == 2 else None, log=lambda line: None)
+    with pytest.raises(Stopped):
+        trials.search(JobPlan(settings=TrainSettings(), search_minutes=5), True, 24, run, hooks, tmp_path / "t")
+    assert len(run.steps) == 2 and not (tmp_path / "t").exists()
 
 
 @pytest.mark.slow  # three trials and the job's own run, in the test's process
