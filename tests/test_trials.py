@@ -183,3 +183,22 @@ def test_cancel_during_the_trials_ends_them_all_and_saves_nothing(ctx, queue, ti
     assert "trial 2 of" not in log and "chose" not in log  # no later trial started, no run after them
     folder = paths.job_folder(ctx.settings, out["job_id"])
     assert not (folder / "trials").exists() and not (folder / "checkpoint").exists()
+
+
+def test_the_train_tab_shows_the_trials_and_the_stage():
+    from ui import train_tab
+
+    table = [Trial({"learning_rate": 0.001, "rank": 16}, -0.5, "passed", 12.0).to_json(),
+             Trial({"learning_rate": 0.003, "rank": 16}, -0.2, "passed", 11.0, True).to_json(),
+             Trial({"learning_rate": 0.01, "rank": 16}, 0.0, "repetition", 10.0).to_json()]
+    status = {"state": "succeeded", "adapter": "a", "step": 4, "total_steps": 4, "epoch": 1, "eta_s": None,
+              "error": "", "report": {"summary": "It learned.", "loss_before": 2.0, "loss_after": 0.2,
+                                      "trials": table}}
+    rows = [line for line in train_tab.report_markdown(status).splitlines() if line.startswith("| ")]
+    assert rows[0] == "| | learning rate | rank | score | check | seconds |"
+    assert rows[1:] == ["| | 0.001 | 16 | -0.5 | passed | 12.0 |", "| ✅ chosen | 0.003 | 16 | -0.2 | passed | 11.0 |",
+                        "| | 0.01 | 16 | 0.0 | repetition | 10.0 |"]
+    running = {**status, "state": "running", "stage": "trial 2 of 6: lr 3e-3, rank 16", "report": {}}
+    assert "finding settings, trial 2 of 6: lr 3e-3, rank 16" in train_tab.status_markdown(running)
+    assert train_tab.search_settings(True, 7) == {"search": True, "search_minutes": 7}
+    assert train_tab.search_settings(False, 7) == {}

@@ -10,7 +10,7 @@ import pandas as pd
 from errors import UserError
 from models import catalog
 from tasks.spec import metric_name, specs, trainable_spec
-from training import data, presets
+from training import data, presets, trials
 from training.recipe import default_base as default_base_name
 from training.registry import recipe_class
 from training.service import TrainingService
@@ -105,6 +105,11 @@ def overrides(values: list) -> dict:
     return {key: value for key, value in zip(ADVANCED, values) if value not in (None, "")}
 
 
+def search_settings(search: bool, minutes) -> dict:
+    """/train's search settings from the "Find settings for me" box and its budget."""
+    return {"search": True, "search_minutes": minutes} if search else {}
+
+
 def estimate(service: TrainingService, task: str, file, base: str, preset: str, progress=gr.Progress(),
              *values) -> str:
     """Pre-flight: trainable parameters, memory, and the duration from a few steps timed on this machine."""
@@ -120,10 +125,12 @@ def estimate(service: TrainingService, task: str, file, base: str, preset: str, 
         return f"⚠️ {error}"
 
 
-def start(service: TrainingService, request: gr.Request, task, file, validation, base, name, preset, *values):
+def start(service: TrainingService, request: gr.Request, task, file, validation, base, name, preset, search,
+          minutes, *values):
     chosen, values = list(values[:slots()]), list(values[slots():])
-    out = service.submit(task, file_path(file), base, name, preset, overrides(values),
-                         column_mapping(task, chosen), file_path(validation), owner=user_of(request))
+    out = service.submit(task, file_path(file), base, name, preset,
+                         {**overrides(values), **search_settings(search, minutes)}, column_mapping(task, chosen),
+                         file_path(validation), owner=user_of(request))
     where = "starting now" if out["position"] <= 1 else f"number {out['position']} in the queue"
     gr.Info(f"Training job {out['job_id']} created ({where}).")
     return out["job_id"], out["job_id"]
@@ -165,7 +172,8 @@ def status_markdown(status: dict) -> str:
     done = status["step"] / total
     bar = f"<progress value='{status['step']}' max='{total}' style='width:100%'></progress>"
     eta = f" · about {int(status['eta_s'] or 0)} s left" if state == "running" and status["eta_s"] else ""
-    line = (f"**{state.title()}** — step {status['step']} of {status['total_steps']} ({done:.0%}) · "
+    stage = f"finding settings, {status['stage']} · " if status.get("stage") and state == "running" else ""
+    line = (f"**{state.title()}** — {stage}step {status['step']} of {status['total_steps']} ({done:.0%}) · "
             f"epoch {status['epoch']}{eta}")
     if status["error"]:
         line += f"\n\n⚠️ {status['error']}"
@@ -194,11 +202,26 @@ def report_markdown(status: dict) -> str:
                  + " | ".join(map(_cell, labels)) + " |\n|---|" + "---|" * len(labels) + "\n")
         text += "".join(f"| **{_cell(label)}** | " + " | ".join(map(str, counts)) + " |\n"
                         for label, counts in zip(labels, matrix)) + "\n"
+    text += trials_markdown(report.get("trials") or [])
     if report.get("samples"):
         text += "| input | expected | base model | with the adapter |\n|---|---|---|---|\n"
         for sample in report["samples"]:
             text += "| " + " | ".join(_cell(sample[k]) for k in ("prompt", "expected", "base", "adapter")) + " |\n"
     return text
+
+
+def trials_markdown(trials: list[dict]) -> str:
+    """The trials of "Find settings for me" as a table, the chosen one marked ("" without trials)."""
+    if not trials:
+        return ""
+    names = list(dict.fromkeys(key for trial in trials for key in trial["settings"]))
+    text = ("**Trials** (score: the task's metric, else minus the loss; the chosen one trained in full)\n\n| | "
+            + " | ".join(name.replace("_", " ") for name in names) + " | score | check | seconds |\n|---|"
+            + "---|" * (len(names) + 3) + "\n")
+    for trial in trials:
+        cells = [trial["settings"].get(name, "") for name in names] + [trial["score"], trial["check"], trial["seconds"]]
+        text += f"| {'✅ chosen ' if trial['chosen'] else ''}| " + " | ".join(_cell(c) for c in cells) + " |\n"
+    return text + "\n"
 
 
 def _cell(value) -> str:
@@ -259,8 +282,14 @@ def build(service: TrainingService, browser_secret: str) -> dict:
                 mapping = [gr.Dropdown([], label=slot_label("chat", i), visible=i < len(first.fields),
                                        info=first.fields[i].help if i < len(first.fields) else None,
                                        allow_custom_value=False) for i in range(slots())]
-        preset = gr.Radio(list(presets.PRESETS), value="quick", label="Preset",
-                          info="quick: a few minutes on a CPU; balanced and thorough learn more, slower.")
+        with gr.Row():
+            preset = gr.Radio(list(presets.PRESETS), value="quick", label="Preset", scale=3,
+                              info="quick: a few minutes on a CPU; balanced and thorough learn more, slower.")
+            search = gr.Checkbox(label="Find settings for me", scale=1,
+                                 info="First a few short trials of learning rates and ranks or epochs around the "
+                                      "preset's; the best is trained in full.")
+            search_minutes = gr.Number(trials.DEFAULT_MINUTES, label="Search budget (minutes)", minimum=1,
+                                       maximum=120, scale=1, info="Time for the trials; a GPU runs more of them.")
         with gr.Accordion("Advanced settings", open=False):
             # The fields show the preset's values: a blank gr.Number reaches the server as 0, not None.
             advanced = [advanced_field(key, getattr(presets.PRESETS["quick"], key)) for key in ADVANCED]
@@ -299,8 +328,9 @@ def build(service: TrainingService, browser_secret: str) -> dict:
     estimate_btn.click(handler(estimate, service), [task, uploaded, base, preset, *mapping, *advanced],
                        estimate_out, **hidden)
     show = handler(refresh, service)
-    train_btn.click(handler(start, service), [task, uploaded, validation, base, name, preset, *mapping, *advanced],
-                    [job_id, saved_job], **hidden).then(show, job_id, view, **hidden)
+    train_btn.click(handler(start, service), [task, uploaded, validation, base, name, preset, search, search_minutes,
+                                              *mapping, *advanced], [job_id, saved_job], **hidden).then(
+        show, job_id, view, **hidden)
     timer.tick(show, job_id, view, **hidden)
     saved_job.change(lambda j: j, saved_job, job_id, **hidden)
     job_id.change(show, job_id, view, **hidden)
