@@ -152,8 +152,7 @@ class _Result:
     def record(self, chosen: bool) -> Trial:
         report = self.outcome.report
         check = "passed" if self.passed else (report.answer_check.problem or report.verdict)
-        return Trial(dict(self.candidate.varied), round(score(self.outcome.report), 4), check,
-                     round(self.seconds, 1), chosen)
+        return Trial(dict(self.candidate.varied), round(score(report), 4), check, round(self.seconds, 1), chosen)
 
 
 def score(report: TrainingReport) -> float:
