@@ -199,6 +199,6 @@ def test_the_train_tab_shows_the_trials_and_the_stage():
     assert rows[1:] == ["| | 0.001 | 16 | -0.5 | passed | 12.0 |", "| ✅ chosen | 0.003 | 16 | -0.2 | passed | 11.0 |",
                         "| | 0.01 | 16 | 0.0 | repetition | 10.0 |"]
     running = {**status, "state": "running", "stage": "trial 2 of 6: lr 3e-3, rank 16", "report": {}}
-    assert "finding settings, trial 2 of 6: lr 3e-3, rank 16" in train_tab.status_markdown(running)
+    assert "Finding settings — trial 2 of 6: lr 3e-3, rank 16" in train_tab.status_markdown(running)
     assert train_tab.search_settings(True, 7) == {"search": True, "search_minutes": 7}
     assert train_tab.search_settings(False, 7) == {}

@@ -172,9 +172,10 @@ def status_markdown(status: dict) -> str:
     done = status["step"] / total
     bar = f"<progress value='{status['step']}' max='{total}' style='width:100%'></progress>"
     eta = f" · about {int(status['eta_s'] or 0)} s left" if state == "running" and status["eta_s"] else ""
-    stage = f"finding settings, {status['stage']} · " if status.get("stage") and state == "running" else ""
-    line = (f"**{state.title()}** — {stage}step {status['step']} of {status['total_steps']} ({done:.0%}) · "
+    line = (f"**{state.title()}** — step {status['step']} of {status['total_steps']} ({done:.0%}) · "
             f"epoch {status['epoch']}{eta}")
+    if status.get("stage") and state == "running":  # the steps are a trial's, not the run's
+        line = f"🔎 Finding settings — {status['stage']}\n\n{line}"
     if status["error"]:
         line += f"\n\n⚠️ {status['error']}"
     return bar + "\n\n" + line
@@ -282,10 +283,10 @@ def build(service: TrainingService, browser_secret: str) -> dict:
                 mapping = [gr.Dropdown([], label=slot_label("chat", i), visible=i < len(first.fields),
                                        info=first.fields[i].help if i < len(first.fields) else None,
                                        allow_custom_value=False) for i in range(slots())]
+        preset = gr.Radio(list(presets.PRESETS), value="quick", label="Preset",
+                          info="quick: a few minutes on a CPU; balanced and thorough learn more, slower.")
         with gr.Row():
-            preset = gr.Radio(list(presets.PRESETS), value="quick", label="Preset", scale=3,
-                              info="quick: a few minutes on a CPU; balanced and thorough learn more, slower.")
-            search = gr.Checkbox(label="Find settings for me", scale=1,
+            search = gr.Checkbox(label="Find settings for me", scale=2,
                                  info="First a few short trials of learning rates and ranks or epochs around the "
                                       "preset's; the best is trained in full.")
             search_minutes = gr.Number(trials.DEFAULT_MINUTES, label="Search budget (minutes)", minimum=1,
