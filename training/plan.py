@@ -33,6 +33,7 @@ class JobProgress:
     epoch: float = 0.0
     eta_s: float | None = None  # seconds left, from the pace so far (None before there is one)
     loss: list[list] = field(default_factory=list)  # [[step, training loss, held-out loss or None]]
+    stage: str = ""  # what runs when it is not the job's own run, like "trial 2 of 5: lr 3e-4, rank 8"
 
     @classmethod
     def from_json(cls, data: dict) -> JobProgress:
@@ -49,6 +50,20 @@ class JobProgress:
 
 
 @dataclass(frozen=True)
+class Trial:
+    """One short run of "find settings for me" (DESIGN.md §1, round 3), as /job's report lists it."""
+
+    settings: dict  # only the settings it varied, like {"learning_rate": 3e-4, "rank": 8}
+    score: float  # the task's first metric after it, else minus the held-out loss: higher is better
+    check: str  # "passed", or the problem the answer check found
+    seconds: float
+    chosen: bool = False  # the one whose settings the job's own run took
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class JobPlan:
     data: str = ""  # the job's own copy of its rows' file (uploads are temporary)
     columns: dict[str, str] = field(default_factory=dict)  # the task's fields -> the file's columns
@@ -59,6 +74,8 @@ class JobPlan:
     variants: tuple[Variant, ...] = ()  # evaluation: what is scored
     held_out_seed: int | None = None  # evaluation of a training job's held-out rows: that job's split seed
     from_job: str = ""  # ... and that job's id
+    search_minutes: float = 0.0  # training: find the settings first, in trials within this budget (0 = no search)
+    trials: tuple[Trial, ...] = ()  # ... the trials once run; `settings` are then the chosen trial's
     version: int = PLAN_VERSION
 
     @classmethod
@@ -71,6 +88,7 @@ class JobPlan:
             values["settings"] = TrainSettings(**{k: v for k, v in values["settings"].items()
                                                   if k in settings_fields})
         values["variants"] = tuple(Variant(**v) for v in values.get("variants") or ())
+        values["trials"] = tuple(Trial(**t) for t in values.get("trials") or ())
         return cls(**{**values, "version": PLAN_VERSION})
 
     def to_json(self) -> dict:

@@ -14,7 +14,7 @@ from models import catalog
 from models.adapters import sanitize_name
 from tasks.base import Context, Endpoint, Upload
 from tasks.spec import evaluated_spec, trainable_spec
-from training import data, evaluation, paths, presets, recipe, registry
+from training import data, evaluation, paths, presets, recipe, registry, trials
 from training.manager import JobManager, placement
 from training.plan import JobPlan
 from training.store import JobState
@@ -57,7 +57,8 @@ class TrainingService:
         name = sanitize_name(name or f"{task}-adapter")
         self._check_name_free(owner, name)
         self._check_room(owner)
-        train_settings = presets.build(preset, settings if isinstance(settings, dict) else None)
+        settings, search_minutes = trials.requested(settings if isinstance(settings, dict) else None)
+        train_settings = presets.build(preset, settings)
         columns = _mapping(columns) or {}
         source = self.base_source(base, task)
         report = data.load_examples(data_path, task, columns or None, self.settings.max_upload_mb)
@@ -70,7 +71,8 @@ class TrainingService:
                 raise UserError("The validation file must hold the same kind of rows as the training file "
                                 f"(it reads as {held_out.format} data, the training file as {report.format}).")
         # Everything is checked: the plan is what the worker runs, as it is.
-        plan = JobPlan(columns=columns, rows=len(report.examples), settings=train_settings, preset=preset)
+        plan = JobPlan(columns=columns, rows=len(report.examples), settings=train_settings, preset=preset,
+                       search_minutes=search_minutes)
         # A catalog model is stored by name (its offline source may move); anything else by its location.
         base_ref = source.name if catalog.find(source.name) else source.location
         job = self.store.create(owner, task, name, base_ref, plan)
@@ -165,7 +167,7 @@ class TrainingService:
         if not self._estimates.acquire(blocking=False):
             raise UserError("Other estimates are running on this server right now; try again in a minute.")
         try:
-            train_settings = presets.build(preset, settings)
+            train_settings = presets.build(preset, trials.requested(settings)[0])
             rows = 24
             if data_path:
                 report = data.load_examples(data_path, task, columns, self.settings.max_upload_mb)

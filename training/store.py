@@ -84,7 +84,7 @@ class Job:
         p = self.progress
         return {"job_id": self.id, "task": self.task, "name": self.name, "state": self.state.value,
                 "step": p.step, "total_steps": p.total_steps, "epoch": p.epoch,
-                "eta_s": p.eta_s, "loss": p.loss, "metrics": self.metrics,
+                "eta_s": p.eta_s, "loss": p.loss, "stage": p.stage, "metrics": self.metrics,
                 "report": self.report, "error": self.error, "adapter": self.adapter, "kind": self.kind}
 
 

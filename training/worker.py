@@ -28,11 +28,12 @@ import torch  # noqa: E402
 import tasks  # noqa: E402,F401  (registers the tasks)
 from config import Settings  # noqa: E402
 from errors import UserError  # noqa: E402
+from models import catalog  # noqa: E402
 from models.adapter_meta import AdapterMeta  # noqa: E402
 from models.device import set_threads  # noqa: E402
 from models.loading import pretrained_options  # noqa: E402
 from tasks.spec import trainable_spec  # noqa: E402
-from training import answer_check, data, evaluation, paths, recipe, registry  # noqa: E402
+from training import answer_check, data, evaluation, paths, recipe, registry, trials  # noqa: E402
 from training.plan import JobProgress  # noqa: E402
 from training.store import JobState  # noqa: E402
 from training.manager import start_time  # noqa: E402
@@ -78,7 +79,7 @@ def run_job(settings: Settings, job_id: str, echo: bool = False, progress=None,
         if now - last_write["t"] > 0.5 or p.step == p.total_steps or held_out is not None:
             store.update(job_id, progress=p)
             last_write["t"] = now
-            log(f"step {p.step}/{p.total_steps} epoch {p.epoch} loss {train}")
+            log(f"{p.stage + ': ' if p.stage else ''}step {p.step}/{p.total_steps} epoch {p.epoch} loss {train}")
 
     parent = os.getppid()
 
@@ -101,7 +102,8 @@ def run_job(settings: Settings, job_id: str, echo: bool = False, progress=None,
             "each on its share of every batch")
     try:
         hooks = Hooks(report_progress, stop_reason, log, ranks, answer_check.sentence_embedder(settings, log))
-        outcome, source, meta = _train(settings, job, log, hooks, checkpoint)
+        outcome, source, meta = _train(settings, job, log, hooks, checkpoint,
+                                       lambda plan: store.update(job_id, plan=plan))
         final = paths.adapter_store(settings).save(job.owner, job.name, outcome.model.save_pretrained, meta)
         if final != job.name:
             log(f"an adapter named '{job.name}' already existed, so this one is saved as '{final}'")
@@ -134,9 +136,8 @@ def _follow(settings: Settings, job, folder: Path, ranks: Ranks) -> JobState:
     return JobState.SUCCEEDED
 
 
-def _train(settings: Settings, job, log, hooks: Hooks, checkpoint: Checkpoint):
+def _train(settings: Settings, job, log, hooks: Hooks, checkpoint: Checkpoint, keep_plan=lambda plan: None):
     plan = job.plan  # checked when the job was submitted: its settings already have the data's method
-    train_settings = plan.settings
     report = data.load_examples(plan.data, job.task, plan.columns or None, settings.max_upload_mb)
     spec = trainable_spec(job.task)
     log(report.summary())
@@ -145,14 +146,25 @@ def _train(settings: Settings, job, log, hooks: Hooks, checkpoint: Checkpoint):
         val_rows = data.load_examples(plan.validation, job.task, plan.columns or None,
                                       settings.max_upload_mb).examples
     else:
-        train_rows, val_rows = data.split_validation(report.examples, train_settings.seed)
+        train_rows, val_rows = data.split_validation(report.examples, plan.settings.seed)
     log(f"training on {len(train_rows)} rows, checking on {len(val_rows) or 'the training'} rows")
     source = recipe.base_source(settings, spec, job.base)
+
+    def run(train_settings, run_hooks: Hooks, run_checkpoint: Checkpoint):
+        return recipe.train(registry.recipe_class(spec.id, train_settings.method)(train_settings), source,
+                            pretrained_options(settings, source), train_rows, val_rows, run_checkpoint, run_hooks)
+
+    if plan.search_minutes and not plan.trials:  # a resumed job found its settings before it stopped
+        language = catalog.DECODER in registry.recipe_class(spec.id, plan.settings.method).families
+        plan = trials.search(plan, language, len(train_rows), run, hooks, checkpoint.folder.with_name("trials"))
+        keep_plan(plan)
+    train_settings = plan.settings
     started = time.time()
-    outcome = recipe.train(registry.recipe_class(spec.id, train_settings.method)(train_settings), source,
-                           pretrained_options(settings, source), train_rows, val_rows, checkpoint, hooks)
+    outcome = run(train_settings, hooks, checkpoint)
     if outcome is None:  # not rank 0: nothing to save
         return None, source, {}
+    if plan.trials:
+        outcome.report = trials.reported(outcome.report, plan.trials)
     meta = AdapterMeta(
         task=job.task, base_model=source.name, base_location=source.location,
         system_prompt=train_settings.system_prompt, **outcome.meta,

@@ -10,7 +10,7 @@ import pandas as pd
 from errors import UserError
 from models import catalog
 from tasks.spec import metric_name, specs, trainable_spec
-from training import data, presets
+from training import data, presets, trials
 from training.recipe import default_base as default_base_name
 from training.registry import recipe_class
 from training.report import VERDICTS, check_line
@@ -19,7 +19,7 @@ from ui.adapters_tab import adapters_table
 from ui.api import endpoint_function, expose, first_cell, handler, on_load, upload, user_of
 
 ADVANCED = ["rank", "alpha", "dropout", "target_modules", "learning_rate", "epochs", "max_steps", "batch_size",
-            "grad_accum", "max_length", "seed", "precision", "system_prompt", "method", "beta"]
+            "grad_accum", "max_length", "seed", "precision", "system_prompt", "method", "beta", "rpo_alpha"]
 HELP = {
     "rank": "How much the adapter can change the model; higher learns more but is slower.",
     "alpha": "Strength of the adapter's changes; usually twice the rank.",
@@ -37,6 +37,8 @@ HELP = {
     "method": "Chat: sft learns the answers given; dpo learns which of two answers you prefer (a file of "
               "prompt, chosen, rejected picks it by itself).",
     "beta": "DPO: how far the adapter may move away from the base model's answers; lower lets it move further.",
+    "rpo_alpha": "DPO: how much it also learns the chosen answers word by word, which keeps answers on the question "
+                 "(0 = pure DPO).",
 }
 CHOICES = {"precision": ("auto", "fp32", "bf16"), "method": presets.METHODS}
 ACTIVE = ("queued", "running")
@@ -102,8 +104,16 @@ def inspect_data(task: str, file, *chosen):
     return gr.update(value=table), *[gr.update(choices=columns, value=c) for c in chosen], summary
 
 
-def overrides(values: list) -> dict:
-    return {key: value for key, value in zip(ADVANCED, values) if value not in (None, "")}
+def overrides(values: list, preset: str = "quick") -> dict:
+    """The advanced settings the user changed from the preset's values: only these count as set by the user, so
+    a run whose data picks another method (pairs pick DPO) gets that method's own values for the rest."""
+    shown = dict(zip(ADVANCED, preset_values(preset)))
+    return {key: value for key, value in zip(ADVANCED, values) if value not in (None, "") and value != shown[key]}
+
+
+def search_settings(search: bool, minutes) -> dict:
+    """/train's search settings from the "Find settings for me" box and its budget."""
+    return {"search": True, "search_minutes": minutes} if search else {}
 
 
 def estimate(service: TrainingService, task: str, file, base: str, preset: str, progress=gr.Progress(),
@@ -114,17 +124,19 @@ def estimate(service: TrainingService, task: str, file, base: str, preset: str, 
     chosen, values = list(values[:slots()]), list(values[slots():])
     try:
         progress(0.2, desc="Timing a few training steps on this machine")
-        result = service.estimate(task, file_path(file), base, preset, overrides(values),
+        result = service.estimate(task, file_path(file), base, preset, overrides(values, preset),
                                   column_mapping(task, chosen))
         return preflight.describe(result)
     except UserError as error:
         return f"⚠️ {error}"
 
 
-def start(service: TrainingService, request: gr.Request, task, file, validation, base, name, preset, *values):
+def start(service: TrainingService, request: gr.Request, task, file, validation, base, name, preset, search,
+          minutes, *values):
     chosen, values = list(values[:slots()]), list(values[slots():])
-    out = service.submit(task, file_path(file), base, name, preset, overrides(values),
-                         column_mapping(task, chosen), file_path(validation), owner=user_of(request))
+    settings = {**overrides(values, preset), **search_settings(search, minutes)}
+    out = service.submit(task, file_path(file), base, name, preset, settings, column_mapping(task, chosen),
+                         file_path(validation), owner=user_of(request))
     where = "starting now" if out["position"] <= 1 else f"number {out['position']} in the queue"
     gr.Info(f"Training job {out['job_id']} created ({where}).")
     return out["job_id"], out["job_id"]
@@ -168,6 +180,8 @@ def status_markdown(status: dict) -> str:
     eta = f" · about {int(status['eta_s'] or 0)} s left" if state == "running" and status["eta_s"] else ""
     line = (f"**{state.title()}** — step {status['step']} of {status['total_steps']} ({done:.0%}) · "
             f"epoch {status['epoch']}{eta}")
+    if status.get("stage") and state == "running":  # the steps are a trial's, not the run's
+        line = f"🔎 Finding settings — {status['stage']}\n\n{line}"
     if status["error"]:
         line += f"\n\n⚠️ {status['error']}"
     return bar + "\n\n" + line
@@ -199,6 +213,7 @@ def report_markdown(status: dict) -> str:
                  + " | ".join(map(_cell, labels)) + " |\n|---|" + "---|" * len(labels) + "\n")
         text += "".join(f"| **{_cell(label)}** | " + " | ".join(map(str, counts)) + " |\n"
                         for label, counts in zip(labels, matrix)) + "\n"
+    text += trials_markdown(report.get("trials") or [])
     if report.get("samples"):
         text += sample_table(report["samples"])
     return text
@@ -209,6 +224,20 @@ def sample_table(samples: list[dict]) -> str:
     return "| input | expected | base model | with the adapter |\n|---|---|---|---|\n" + "".join(
         "| " + " | ".join(_cell(sample[k]) for k in ("prompt", "expected", "base", "adapter")) + " |\n"
         for sample in samples)
+
+
+def trials_markdown(trials: list[dict]) -> str:
+    """The trials of "Find settings for me" as a table, the chosen one marked ("" without trials)."""
+    if not trials:
+        return ""
+    names = list(dict.fromkeys(key for trial in trials for key in trial["settings"]))
+    text = ("**Trials** (score: the task's metric, else minus the loss; the chosen one trained in full)\n\n| | "
+            + " | ".join(name.replace("_", " ") for name in names) + " | score | check | seconds |\n|---|"
+            + "---|" * (len(names) + 3) + "\n")
+    for trial in trials:
+        cells = [trial["settings"].get(name, "") for name in names] + [trial["score"], trial["check"], trial["seconds"]]
+        text += f"| {'✅ chosen ' if trial['chosen'] else ''}| " + " | ".join(_cell(c) for c in cells) + " |\n"
+    return text + "\n"
 
 
 def _cell(value) -> str:
@@ -271,6 +300,12 @@ def build(service: TrainingService, browser_secret: str) -> dict:
                                        allow_custom_value=False) for i in range(slots())]
         preset = gr.Radio(list(presets.PRESETS), value="quick", label="Preset",
                           info="quick: a few minutes on a CPU; balanced and thorough learn more, slower.")
+        with gr.Row():
+            search = gr.Checkbox(label="Find settings for me", scale=2,
+                                 info="First a few short trials of learning rates and ranks or epochs around the "
+                                      "preset's; the best is trained in full.")
+            search_minutes = gr.Number(trials.DEFAULT_MINUTES, label="Search budget (minutes)", minimum=1,
+                                       maximum=120, scale=1, info="Time for the trials; a GPU runs more of them.")
         with gr.Accordion("Advanced settings", open=False):
             # The fields show the preset's values: a blank gr.Number reaches the server as 0, not None.
             advanced = [advanced_field(key, getattr(presets.PRESETS["quick"], key)) for key in ADVANCED]
@@ -309,8 +344,9 @@ def build(service: TrainingService, browser_secret: str) -> dict:
     estimate_btn.click(handler(estimate, service), [task, uploaded, base, preset, *mapping, *advanced],
                        estimate_out, **hidden)
     show = handler(refresh, service)
-    train_btn.click(handler(start, service), [task, uploaded, validation, base, name, preset, *mapping, *advanced],
-                    [job_id, saved_job], **hidden).then(show, job_id, view, **hidden)
+    train_btn.click(handler(start, service), [task, uploaded, validation, base, name, preset, search, search_minutes,
+                                              *mapping, *advanced], [job_id, saved_job], **hidden).then(
+        show, job_id, view, **hidden)
     timer.tick(show, job_id, view, **hidden)
     saved_job.change(lambda j: j, saved_job, job_id, **hidden)
     job_id.change(show, job_id, view, **hidden)
