@@ -89,9 +89,13 @@ def tokens(text: str) -> list[str]:
 
 
 def repetition(text: str) -> float:
-    """The share of the answer's word 3-grams that repeat an earlier one: 0 for none, near 1 for a loop."""
-    words = tokens(text)
-    grams = list(zip(words, words[1:], words[2:]))
+    """The share of the answer's word 3-grams, or of its 6-letter runs, that repeat an earlier one: 0 for none,
+    near 1 for a loop (the letters catch loops inside one "word", such as "028028028")."""
+    return max(_repeated(tokens(text), 3), _repeated("".join(text.split()), 6))
+
+
+def _repeated(items, size: int) -> float:
+    grams = [tuple(items[i:i + size]) for i in range(len(items) - size + 1)]
     return 1 - len(set(grams)) / len(grams) if len(grams) > 1 else 0.0
 
 
