@@ -61,16 +61,16 @@ def join_sentences(sentences: list[str]) -> str:
 
 
 def chinese_share(text: str) -> float:
-    """The share of Han characters among the letters and digits of text (0 for text without any)."""
-    sample = text[:4_000]  # the start says enough, and keeps this cheap on long documents
-    letters = sum(1 for c in sample if c.isalnum())
-    return len(HAN.findall(sample)) / letters if letters else 0.0
+    """The share of Han characters among the words of text, each CJK character counting as a word (0 without
+    any words)."""
+    words = [w for w in _WORD.findall(text[:4_000]) if any(c.isalnum() for c in w)]  # the start says enough
+    return sum(1 for w in words if HAN.match(w)) / len(words) if words else 0.0
 
 
 def is_chinese(text: str) -> bool:
-    """Whether text is mostly Chinese: a third of its letters or more are Han characters (a cheap test, not
-    langdetect; Japanese kana count as letters, so Japanese with few Han characters is not taken for Chinese)."""
-    return chinese_share(text) >= 1 / 3
+    """Whether text is mostly Chinese: 40% or more of its words are Han characters. A cheap test, not langdetect:
+    Japanese kana count as words, so Japanese written mostly in kana is not taken for Chinese."""
+    return chinese_share(text) >= 0.4
 
 
 def highlight(text: str, start: int, end: int) -> str:
