@@ -32,7 +32,7 @@ from tasks.generation import (
     token_counter,
 )
 from tasks.spec import DataField, TaskSpec
-from tasks.text import join_sentences, split_sentences, word_count
+from tasks.text import join_sentences, split_sentences, whole_sentences, word_count
 
 LENGTHS = ("short", "medium", "bullets")
 SUMMARY_TOKENS = {"short": 96, "medium": 220, "bullets": 220}  # the longest abstractive summary per length
@@ -247,8 +247,7 @@ class SummarizeTask(Task):
                 break
         if not summary.strip():
             raise UserError(f"'{name}' returned an empty summary; try another model or the extractive method.")
-        if length == "bullets":
-            summary = as_bullets(summary)
+        summary = as_bullets(summary) if length == "bullets" else whole_sentences(summary)
         note = f"Abstractive summary written by {name}."
         if parts:
             note += f" The text was longer than {name} reads at once, so it was summarized in {parts} parts."

@@ -28,6 +28,7 @@ _CLAUSE = re.compile(r"[^，、；：,;:]+[，、；：,;:]*[」』”’）》�
 _WORD = re.compile(rf"[{CJK}]|[^\s{CJK}]+")
 _WIDE_END = re.compile(rf"[{CJK}\u3000-\u303f\uff00-\uffef][.!?]?[」』”’）》】〕\"')]*$")  # ends in CJK (or its stop)
 _WIDE_START = re.compile(rf"[“‘「『（《\"'(]*[{CJK}]")
+_FINISHED = re.compile(rf"[.!?…。！？｡．][」』”’）》】〕\"')]*(?=\s|$|[{CJK}])")  # the end of a finished sentence
 
 
 def split_paragraphs(text: str) -> list[str]:
@@ -60,6 +61,14 @@ def join_sentences(sentences: list[str]) -> str:
     return out
 
 
+def whole_sentences(text: str) -> str:
+    """text without its unfinished last sentence (a summary cut off by its token cap), when a finished sentence
+    comes before it; text as it is otherwise."""
+    text = text.rstrip()
+    ends = [m.end() for m in _FINISHED.finditer(text)]
+    return text[:ends[-1]] if ends and ends[-1] < len(text) else text
+
+
 def chinese_share(text: str) -> float:
     """The share of Han characters among the words of text, each CJK character counting as a word (0 without
     any words)."""
@@ -80,11 +89,21 @@ def highlight(text: str, start: int, end: int) -> str:
 
 
 def snippet(text: str, query: str, width: int = 300) -> str:
-    """HTML of up to width characters of text with the query's words marked."""
-    words = {w.lower() for w in re.findall(r"\w{3,}", query)}
-    shown = text if len(text) <= width else text[:width].rsplit(" ", 1)[0] + " …"
+    """HTML of up to width characters of text with the query's words marked (for Chinese, the query's pairs of
+    characters, since it has no spaces to find words by)."""
+    words = {w.lower() for w in re.findall(r"\w{3,}", query) if not HAN.search(w)}
+    pairs = {run[i:i + 2] for run in re.findall(f"[{CJK}]+", query) for i in range(len(run) - 1)}
+    shown = text
+    if len(text) > width:
+        cut = text[:width]
+        space = cut.rfind(" ")
+        shown = (cut[:space] if space > width - 40 else cut) + " …"  # end between words where there are any
     parts = re.split(r"(\w+)", shown)
-    return "".join(f"<mark>{html.escape(p)}</mark>" if p.lower() in words else html.escape(p) for p in parts)
+    html_parts = "".join(f"<mark>{html.escape(p)}</mark>" if p.lower() in words else html.escape(p) for p in parts)
+    if not pairs:
+        return html_parts
+    marked = re.compile("(?:" + "|".join(map(re.escape, sorted(pairs))) + ")+")
+    return marked.sub(lambda m: f"<mark>{m.group(0)}</mark>", html_parts)
 
 
 def read_text_file(path: str | Path, max_mb: float, name: str | None = None) -> str:

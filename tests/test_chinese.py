@@ -12,7 +12,7 @@ from tasks.documents import MAX_WORDS, MIN_WORDS, Document
 from tasks.search import SearchTask
 from tasks.sentiment import SentimentTask
 from tasks.summarize import SummarizeTask
-from tasks.text import chunk_text, is_chinese, join_sentences, split_sentences, word_count
+from tasks.text import chunk_text, is_chinese, join_sentences, snippet, split_sentences, whole_sentences, word_count
 
 ENDS = ("。", "！", "？")
 # A short report on bees and food, with unrelated remarks between its sentences.
@@ -42,6 +42,17 @@ def test_sentences_join_without_spaces_between_chinese_ones():
     assert join_sentences(["他说：“好。”", "我们走吧！", "Then we rest.", "然后休息。"]) == \
         "他说：“好。”我们走吧！ Then we rest. 然后休息。"
     assert join_sentences(["He said “yes.”", "“No,” she said."]) == "He said “yes.” “No,” she said."
+
+
+@pytest.mark.parametrize("written, kept", [
+    ("蜜蜂很重要。农民需要蜜蜂！没有蜜蜂的话", "蜜蜂很重要。农民需要蜜蜂！"),  # cut off by the token cap
+    ("他说：“好。”然后", "他说：“好。”"),
+    ("Bees matter. Farmers need them. Without bees the", "Bees matter. Farmers need them."),
+    ("蜜蜂很重要。", "蜜蜂很重要。"), ("Only an unfinished one", "Only an unfinished one"),
+    ("It costs 3.5 dollars", "It costs 3.5 dollars"),
+])
+def test_an_abstractive_summary_ends_with_a_whole_sentence(written, kept):
+    assert whole_sentences(written) == kept
 
 
 def test_chinese_is_told_from_other_text_cheaply():
@@ -80,6 +91,13 @@ def test_chinese_summary_is_whole_sentences_with_the_english_first_notice(ctx):
     assert all(line.startswith("- ") and line.endswith(ENDS) for line in bullets)
     english = task.summarize("Bees pollinate crops. Farmers need bees. The café sells cake. It rained at night.")
     assert "English-first" not in english["note"]
+
+
+def test_search_results_mark_a_chinese_query_in_chinese_text():
+    shown = snippet("我们的退款政策很简单：三十天内可以退货。Refund policy.", "退款政策是什么？refund")
+    assert shown == "我们的<mark>退款政策</mark>很简单：三十天内可以退货。<mark>Refund</mark> policy."
+    long = snippet("使用 " + PARAGRAPH * 5, "人工智能", width=100)
+    assert len(long) > 100 and long.endswith(" …")  # no spaces to end at: cut at the width, not at the first space
 
 
 def test_catalog_marks_which_models_handle_chinese():
