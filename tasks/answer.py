@@ -48,11 +48,12 @@ class Answer:
     level: str  # "span" or "sentence"
     source: str  # "" for pasted context, else the document's name in the collection
     passage: str = ""  # the text the offsets refer to (the context, or the retrieved passage)
+    notice: str = ""  # a line for the page (Chinese text on an English-first model), not part of the API
 
     def public(self) -> dict:
-        """The API's shape: everything but the passage."""
+        """The API's shape: everything but the passage and the notice."""
         result = asdict(self)
-        del result["passage"]
+        del result["passage"], result["notice"]
         return result
 
 
@@ -113,16 +114,18 @@ class AnswerTask(Task):
         passages = self._passages(question, context, collection, owner)
         texts = [text for text, _ in passages]
         if self.sentence_level(model, adapter, owner):
-            level, best = "sentence", self._best_sentence(question, texts, model, progress)
+            level, (best, name) = "sentence", self._best_sentence(question, texts, model, progress)
             threshold = SENTENCE_THRESHOLD if threshold is None else threshold
         else:
-            level, best = "span", self._best_span(question, texts, model, adapter, progress, owner)
+            level, (best, name) = "span", self._best_span(question, texts, model, adapter, progress, owner)
             threshold = SPAN_THRESHOLD if threshold is None else threshold
+        notice = self.language_notice([question, *texts], name)
         if best is None or best.score < threshold:
             score = 0.0 if best is None else best.score
-            return Answer(False, "", score, -1, -1, level, "", passages[best.passage][0] if best else "")
+            return Answer(False, "", score, -1, -1, level, "", passages[best.passage][0] if best else "", notice)
         text, source = passages[best.passage]
-        return Answer(True, text[best.start:best.end], best.score, best.start, best.end, level, source, text)
+        return Answer(True, text[best.start:best.end], best.score, best.start, best.end, level, source, text,
+                      notice)
 
     def _passages(self, question: str, context: str, collection: str, owner: str) -> list[tuple[str, str]]:
         """(text, source) pairs to answer from: the pasted context, or passages retrieved from a collection."""
@@ -142,22 +145,22 @@ class AnswerTask(Task):
         return passages
 
     def _best_span(self, question: str, passages: list[str], model: str, adapter: str,
-                   progress: Progress | None, owner: str) -> Candidate | None:
+                   progress: Progress | None, owner: str) -> tuple[Candidate | None, str]:
         loaded = self.encoder("span", model, adapter, owner)
         best = None
         for index, passage in enumerate(passages):
             for score, start, end in window_spans(loaded, question, passage, progress):
                 if best is None or score > best.score:
                     best = Candidate(score, start, end, index)
-        return best
+        return best, loaded.name
 
     def _best_sentence(self, question: str, passages: list[str], model: str,
-                       progress: Progress | None) -> Candidate | None:
+                       progress: Progress | None) -> tuple[Candidate | None, str]:
         embedder = self.ctx.hub.embedder(model, self.default(catalog.EMBEDDING))
         spans = [(index, start, end) for index, passage in enumerate(passages)
                  for start, end in sentence_spans(passage)]
         if not spans:
-            return None
+            return None, embedder.name
         report = None if progress is None else (
             lambda done, total: progress(done / total, f"Compared {done} of {total} sentences"))
         sentences = [passages[i][start:end] for i, start, end in spans]
@@ -165,7 +168,7 @@ class AnswerTask(Task):
         similarity = vectors @ embedder.encode([question])[0]
         best = int(np.argmax(similarity))
         index, start, end = spans[best]
-        return Candidate(float(np.clip(similarity[best], 0.0, 1.0)), start, end, index)
+        return Candidate(float(np.clip(similarity[best], 0.0, 1.0)), start, end, index), embedder.name
 
 
 def window_limit(loaded) -> int:

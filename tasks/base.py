@@ -17,6 +17,7 @@ from models.text_model import TextModel
 from models.loading import ModelHub, read_config
 from models.remote import ServingBackend
 from tasks.spec import TaskSpec
+from tasks.text import is_chinese
 
 
 @dataclass
@@ -94,6 +95,16 @@ class Task:
         """The model used when the box is empty: the operator's choice for the family, else the spec's."""
         family = family or self.spec.families[0]
         return self.ctx.hub.operator_default(family) or self.spec.defaults.get(family) or catalog.DEFAULTS[family]
+
+    def language_notice(self, texts: str | list[str], model_name: str) -> str:
+        """One line when the text is Chinese and the catalog marks the model in use English-first (as the offline
+        models are), naming the multilingual model to pick instead; "" otherwise (or for a model it lacks)."""
+        text = texts if isinstance(texts, str) else "\n".join(texts)
+        if catalog.handles(model_name, "zh") is not False or not is_chinese(text):
+            return ""
+        better = catalog.SUGGESTIONS["zh"].get(self.id)
+        instead = f"; {better} handles Chinese when the Hugging Face hub is reachable" if better else ""
+        return f"This text is Chinese, but {model_name} is an English-first model, so expect weaker results{instead}."
 
     def source(self, model: str, family: str | None = None) -> catalog.ModelSource:
         return self.ctx.hub.source(model, self.default(family))

@@ -16,12 +16,14 @@ from tasks.spec import DataField, TaskSpec
 
 @dataclass
 class Prompt:
-    """A prompt ready for the engine: the model, its token ids, the adapter's engine key, old turns dropped."""
+    """A prompt ready for the engine: the model, its token ids, the adapter's engine key, old turns dropped, and a
+    notice about the message (Chinese to an English-first model)."""
 
     lm: TextModel
     ids: list[int]
     adapter: str | None = None
     dropped: int = 0
+    notice: str = ""
 
     def start(self, params: SamplingParams, caller: int | None = None, notice: str = "") -> Reply:
         """The reply to this prompt, generating (the one place a reply is started: chat, completion, /v1)."""
@@ -120,7 +122,8 @@ class ChatTask(Task):
     def reply(self, message: str, history: list[dict] | None = None, system_prompt: str = "", model: str = "",
               adapter: str = "", temperature: float = 0.3, top_p: float = 0.9, max_new_tokens: int = 256, *,
               owner: str = LOCAL_USER) -> Reply:
-        """Start generating a reply; the Reply carries a notice when old turns were left out."""
+        """Start generating a reply; the Reply carries a notice when old turns were left out, or when the message is
+        Chinese and the model English-first."""
         return self.start(*self.prepare(message, history, system_prompt, model, adapter, temperature, top_p,
                                         max_new_tokens, owner=owner))
 
@@ -138,7 +141,7 @@ class ChatTask(Task):
         dropped = prompt.dropped
         notice = (f"The conversation was longer than {prompt.lm.name} can read, so the {dropped} oldest "
                   f"message{'s were' if dropped != 1 else ' was'} left out of this reply.") if dropped else ""
-        return prompt.start(params, notice=notice)
+        return prompt.start(params, notice=" ".join(filter(None, [notice, prompt.notice])))
 
     def prompt(self, message: str, history: list[dict] | None, system_prompt: str, model: str, adapter: str,
                max_new_tokens: int, *, owner: str = LOCAL_USER) -> Prompt:
@@ -158,7 +161,7 @@ class ChatTask(Task):
             raise UserError(f"'{lm.name}' is a base model without a chat template: use 'Continue text' "
                             "to have it continue your words, or pick an instruction model for chat.")
         ids, dropped = fit_prompt(lm, system_prompt, kept, message, max_new_tokens, template)
-        return Prompt(lm, ids, adapter_name, dropped + len(turns) - len(kept))
+        return Prompt(lm, ids, adapter_name, dropped + len(turns) - len(kept), self.language_notice(message, lm.name))
 
     def complete(self, text: str, model: str = "", adapter: str = "", num_alternatives: int = 1,
                  max_new_tokens: int = 64, temperature: float = 0.8, top_p: float = 0.95, *,

@@ -12,6 +12,7 @@ from pathlib import Path
 from errors import TooLarge, UserError
 from tasks.text import Chunk, chunk_text, csv_rows, read_text_file
 
+# Words, or characters of Chinese (tasks.text.word_count): a model reads about one token per Chinese character.
 MIN_WORDS = 80  # a chunk shorter than this grows by the next paragraph (when it fits)
 MAX_WORDS = 200  # all-MiniLM-L6-v2 reads ~256 word pieces: longer chunks would be cut silently
 NAME_LIMIT = 200  # characters kept of a document's name
@@ -27,7 +28,8 @@ class Document:
         return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
 
     def chunks(self) -> list[Chunk]:
-        """Chunks of MIN_WORDS to MAX_WORDS words, each repeating the last sentence of the one before."""
+        """Chunks of MIN_WORDS to MAX_WORDS words (characters of Chinese), each repeating the last sentence of the
+        one before."""
         return chunk_text(self.text, MAX_WORDS, MIN_WORDS)
 
 

@@ -100,14 +100,17 @@ class SentimentTask(Task):
 
     def analyze(self, texts: list[str] | str, model: str = "", adapter: str = "",
                 progress: Progress | None = None, *, owner: str = LOCAL_USER) -> tuple[list[dict], str]:
-        """The results and a note ("" with a classifier, the zero-shot note on the offline fallback)."""
+        """The results and a note ("" with a classifier, the zero-shot note on the offline fallback; a line more
+        for Chinese texts on an English-first model)."""
         kept = split_texts(texts)
         if self.zero_shot(model, adapter, owner):
-            return self._zero_shot(kept, model, progress), ZERO_SHOT_NOTE
-        return self._classify(kept, model, adapter, progress, owner), ""
+            (rows, name), note = self._zero_shot(kept, model, progress), ZERO_SHOT_NOTE
+        else:
+            (rows, name), note = self._classify(kept, model, adapter, progress, owner), ""
+        return rows, " ".join(filter(None, [note, self.language_notice(kept, name)]))
 
     def _classify(self, texts: list[str], model: str, adapter: str, progress: Progress | None,
-                  owner: str) -> list[dict]:
+                  owner: str) -> tuple[list[dict], str]:
         loaded = self.encoder("classifier", model, adapter, owner)
         config = loaded.model.config
         labels = [str(config.id2label.get(i, f"LABEL_{i}")) for i in range(config.num_labels)]
@@ -122,9 +125,9 @@ class SentimentTask(Task):
             rows += [result(text, labels, p) for text, p in zip(batch, probs)]
             if progress is not None:
                 progress(len(rows) / len(texts), f"Classified {len(rows)} of {len(texts)} texts")
-        return rows
+        return rows, loaded.name
 
-    def _zero_shot(self, texts: list[str], model: str, progress: Progress | None) -> list[dict]:
+    def _zero_shot(self, texts: list[str], model: str, progress: Progress | None) -> tuple[list[dict], str]:
         embedder = self.ctx.hub.embedder(model, self.default(catalog.EMBEDDING))
         key = embedder.source.key
         if key not in self._prototypes:
@@ -136,7 +139,7 @@ class SentimentTask(Task):
         nearest = np.stack([np.sort(vectors @ examples.T, axis=1)[:, -TOP_K:].mean(1)
                             for examples in self._prototypes[key]], axis=1)
         probs = softmax(nearest / TEMPERATURE)
-        return [result(text, list(PROTOTYPES), p) for text, p in zip(texts, probs)]
+        return [result(text, list(PROTOTYPES), p) for text, p in zip(texts, probs)], embedder.name
 
 
 def result(text: str, labels: list[str], probs: np.ndarray) -> dict:

@@ -32,7 +32,7 @@ from tasks.generation import (
     token_counter,
 )
 from tasks.spec import DataField, TaskSpec
-from tasks.text import split_sentences
+from tasks.text import join_sentences, split_sentences, whole_sentences, word_count
 
 LENGTHS = ("short", "medium", "bullets")
 SUMMARY_TOKENS = {"short": 96, "medium": 220, "bullets": 220}  # the longest abstractive summary per length
@@ -86,7 +86,7 @@ def pick_sentences(sentences: list[str], vectors: np.ndarray, keep: int) -> list
     order = list(np.argsort(-centrality(vectors), kind="stable"))
     chosen: list[int] = []
     for i in order:
-        fragment = len(sentences[i].split()) < 4 and len(sentences[i]) < 20  # headings, "Yes." (CJK is unspaced)
+        fragment = word_count(sentences[i]) < 4 and len(sentences[i]) < 20  # headings, "Yes.", "是的。"
         repeat = any(float(vectors[i] @ vectors[j]) > 0.95 for j in chosen)
         if not fragment and not repeat and len(chosen) < keep:
             chosen.append(int(i))
@@ -180,7 +180,7 @@ class SummarizeTask(Task):
                 done / total, f"Reading sentence {done} of {total}"))
             chosen = pick_sentences(sentences, vectors, keep)
         kept = [sentences[i] for i in chosen]
-        summary = "\n".join(f"- {s}" for s in kept) if length == "bullets" else " ".join(kept)
+        summary = "\n".join(f"- {s}" for s in kept) if length == "bullets" else join_sentences(kept)
         note = (f"Extractive summary, the offline fallback: the {len(kept)} most central of the text's "
                 f"{total} sentences, picked with {embedder.name} and kept word for word.")
         if total > len(sentences):
@@ -190,6 +190,7 @@ class SummarizeTask(Task):
             note += f" {instead_of} writes abstractive summaries only, so {embedder.name} ranked the sentences."
         else:
             note += " For a rewritten summary pick a summarizer (e.g. BART-large-CNN) or an instruction model."
+        note = " ".join(filter(None, [note, self.language_notice(text, embedder.name)]))
         return {"summary": summary, "method": "extractive", "model": embedder.name, "note": note}
 
     def _seq2seq(self, text: str, length: str, model: str, adapter: str, cap: int, progress: Progress) -> dict:
@@ -246,11 +247,11 @@ class SummarizeTask(Task):
                 break
         if not summary.strip():
             raise UserError(f"'{name}' returned an empty summary; try another model or the extractive method.")
-        if length == "bullets":
-            summary = as_bullets(summary)
+        summary = as_bullets(summary) if length == "bullets" else whole_sentences(summary)
         note = f"Abstractive summary written by {name}."
         if parts:
             note += f" The text was longer than {name} reads at once, so it was summarized in {parts} parts."
         if offline_fallback(name):
             note += " This small offline model can miss or invent details: check the summary against the text."
+        note = " ".join(filter(None, [note, self.language_notice(text, name)]))
         return {"summary": summary.strip(), "method": "abstractive", "model": name, "note": note}

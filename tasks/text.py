@@ -13,10 +13,22 @@ from pathlib import Path
 
 from errors import TooLarge, UserError
 
-# A sentence ends at . ! ? … or a CJK full stop, followed by space (or directly, for CJK) and an upper-case
-# letter, digit, quote or CJK character. Abbreviations such as "e.g." followed by lower case stay joined.
-_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+(?=[\"'“(\[]?[A-ZÀ-ÖØ-Þ0-9\u3040-\u30ff\u4e00-\u9fff])|(?<=[。！？])")
+# A sentence ends at . ! ? … followed by space and an upper-case letter, digit, quote or CJK character.
+# Abbreviations such as "e.g." followed by lower case stay joined.
+_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+(?=[\"'“(\[]?[A-ZÀ-ÖØ-Þ0-9\u3040-\u30ff\u4e00-\u9fff])")
 _ABBREVIATION = re.compile(r"(?:^|\s)(?:Mr|Mrs|Ms|Dr|Prof|St|Sr|Jr|vs|etc|No|Fig|Inc|Ltd|[A-Z])\.$")
+CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"  # kana and Han characters
+HAN = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+CJK_STOPS = tuple("。！？｡．")
+# Chinese is written without spaces: a sentence ends at a full stop, exclamation or question mark (full-width, or
+# half-width right after a CJK character), with the closing quotes and brackets that belong to it. A semicolon
+# only separates clauses: chunking cuts a sentence too long for a chunk there (_CLAUSE), a summary never does.
+_CJK_SENTENCE = re.compile(rf".+?(?:(?:[。！？｡．]|(?<=[{CJK}])[.!?])[。！？｡．!?]*[」』”’）》】〕\"')]*|$)", re.DOTALL)
+_CLAUSE = re.compile(r"[^，、；：,;:]+[，、；：,;:]*[」』”’）》】〕\"')]*")
+_WORD = re.compile(rf"[{CJK}]|[^\s{CJK}]+")
+_WIDE_END = re.compile(rf"[{CJK}\u3000-\u303f\uff00-\uffef][.!?]?[」』”’）》】〕\"')]*$")  # ends in CJK (or its stop)
+_WIDE_START = re.compile(rf"[“‘「『（《\"'(]*[{CJK}]")
+_FINISHED = re.compile(rf"[.!?…。！？｡．][」』”’）》】〕\"')]*(?=\s|$|[{CJK}])")  # the end of a finished sentence
 
 
 def split_paragraphs(text: str) -> list[str]:
@@ -25,16 +37,49 @@ def split_paragraphs(text: str) -> list[str]:
 
 
 def split_sentences(text: str) -> list[str]:
-    """Sentences of text, in order; line breaks inside a paragraph count as spaces."""
+    """Sentences of text, in order; line breaks inside a paragraph count as spaces. A Chinese sentence keeps its
+    closing quote (他说：“好。” is one sentence)."""
     sentences = []
     for paragraph in split_paragraphs(text):
         flat = re.sub(r"\s*\n\s*", " ", paragraph)
-        for part in (s.strip() for s in _SENTENCE_END.split(flat) if s.strip()):
-            if sentences and _ABBREVIATION.search(sentences[-1]) and not sentences[-1].endswith(tuple("。！？")):
+        for part in (s.strip() for piece in _SENTENCE_END.split(flat) for s in _CJK_SENTENCE.findall(piece)):
+            if not part:
+                continue
+            if sentences and _ABBREVIATION.search(sentences[-1]) and not sentences[-1].endswith(CJK_STOPS):
                 sentences[-1] += " " + part  # "Dr. Smith" is one sentence
             else:
                 sentences.append(part)
     return sentences
+
+
+def join_sentences(sentences: list[str]) -> str:
+    """Sentences as running text: a space between them, none between two Chinese ones (Chinese has no spaces)."""
+    out = ""
+    for sentence in sentences:
+        tight = _WIDE_END.search(out) and _WIDE_START.match(sentence)
+        out += sentence if not out or tight else " " + sentence
+    return out
+
+
+def whole_sentences(text: str) -> str:
+    """text without its unfinished last sentence (a summary cut off by its token cap), when a finished sentence
+    comes before it; text as it is otherwise."""
+    text = text.rstrip()
+    ends = [m.end() for m in _FINISHED.finditer(text)]
+    return text[:ends[-1]] if ends and ends[-1] < len(text) else text
+
+
+def chinese_share(text: str) -> float:
+    """The share of Han characters among the words of text, each CJK character counting as a word (0 without
+    any words)."""
+    words = [w for w in _WORD.findall(text[:4_000]) if any(c.isalnum() for c in w)]  # the start says enough
+    return sum(1 for w in words if HAN.match(w)) / len(words) if words else 0.0
+
+
+def is_chinese(text: str) -> bool:
+    """Whether text is mostly Chinese: 40% or more of its words are Han characters. A cheap test, not langdetect:
+    Japanese kana count as words, so Japanese written mostly in kana is not taken for Chinese."""
+    return chinese_share(text) >= 0.4
 
 
 def highlight(text: str, start: int, end: int) -> str:
@@ -44,11 +89,21 @@ def highlight(text: str, start: int, end: int) -> str:
 
 
 def snippet(text: str, query: str, width: int = 300) -> str:
-    """HTML of up to width characters of text with the query's words marked."""
-    words = {w.lower() for w in re.findall(r"\w{3,}", query)}
-    shown = text if len(text) <= width else text[:width].rsplit(" ", 1)[0] + " …"
+    """HTML of up to width characters of text with the query's words marked (for Chinese, the query's pairs of
+    characters, since it has no spaces to find words by)."""
+    words = {w.lower() for w in re.findall(r"\w{3,}", query) if not HAN.search(w)}
+    pairs = {run[i:i + 2] for run in re.findall(f"[{CJK}]+", query) for i in range(len(run) - 1)}
+    shown = text
+    if len(text) > width:
+        cut = text[:width]
+        space = cut.rfind(" ")
+        shown = (cut[:space] if space > width - 40 else cut) + " …"  # end between words where there are any
     parts = re.split(r"(\w+)", shown)
-    return "".join(f"<mark>{html.escape(p)}</mark>" if p.lower() in words else html.escape(p) for p in parts)
+    html_parts = "".join(f"<mark>{html.escape(p)}</mark>" if p.lower() in words else html.escape(p) for p in parts)
+    if not pairs:
+        return html_parts
+    marked = re.compile("(?:" + "|".join(map(re.escape, sorted(pairs))) + ")+")
+    return marked.sub(lambda m: f"<mark>{m.group(0)}</mark>", html_parts)
 
 
 def read_text_file(path: str | Path, max_mb: float, name: str | None = None) -> str:
@@ -131,18 +186,30 @@ class _Unit:
 
 
 def word_count(text: str) -> int:
-    return len(text.split())
+    """Words, each CJK character counting as one: Chinese has no spaces, and a model reads about a token per
+    character, so a limit in words is a limit in characters for Chinese."""
+    return len(_WORD.findall(text))
+
+
+def _atoms(text: str, start: int, end: int, max_size: int, size: Callable[[str], int]) -> list[tuple[int, int]]:
+    """The pieces a sentence too big for max_size is cut between: words; a word (or an unspaced Chinese sentence)
+    too big alone is cut after its clauses (，；： and the like), and a clause too big between characters."""
+    atoms = []
+    for word in re.finditer(r"\S+", text[start:end]):
+        a, b = start + word.start(), start + word.end()
+        if size(text[a:b]) <= max_size:
+            atoms.append((a, b))
+            continue
+        for clause in _CLAUSE.finditer(text, a, b):
+            c, d = clause.span()
+            atoms += [(c, d)] if size(text[c:d]) <= max_size else [(i, i + 1) for i in range(c, d)]
+    return atoms
 
 
 def _windows(text: str, start: int, end: int, max_size: int, size: Callable[[str], int]) -> list[tuple[int, int, int]]:
-    """A sentence too big for max_size as (start, end, size) windows cut between words, or between characters
-    for a word (or an unspaced script) that alone is too big."""
-    atoms = []
-    for match in re.finditer(r"\S+", text[start:end]):
-        a, b = start + match.start(), start + match.end()
-        atoms += [(a, b)] if size(text[a:b]) <= max_size else [(i, i + 1) for i in range(a, b)]
+    """A sentence too big for max_size as (start, end, size) windows cut between words, clauses or characters."""
     windows, first, last, used = [], None, 0, 0
-    for a, b in atoms:
+    for a, b in _atoms(text, start, end, max_size, size):
         # A word counts as it does inside the sentence: with its leading space (one BPE token, not two).
         cost = size((" " if first is not None and a > 0 and text[a - 1].isspace() else "") + text[a:b])
         if first is not None and used + cost > max_size:
@@ -177,7 +244,7 @@ def chunk_text(text: str, max_size: int, min_size: int | None = None, size: Call
     """text cut into chunks of at most max_size (as size measures: words, or a tokenizer's tokens).
 
     Chunks end at a paragraph once they hold min_size (default max_size: as full as they can be), else at a
-    sentence; a sentence too big alone is cut between words. With overlap, each chunk after the first repeats
+    sentence; a sentence too big alone is cut between words (or a Chinese one after a clause). With overlap, each chunk after the first repeats
     the previous chunk's last sentence, so no idea is cut in two."""
     min_size = max_size if min_size is None else min_size
     groups: list[list[_Unit]] = []

@@ -40,6 +40,8 @@ def ask(task: AnswerTask, question: str, context: str, collection: str, model: s
     """UI handler: the answer, a line with its score, level and source, and the passage with the answer marked."""
     result = task.find(question, context, collection, model, adapter_value(adapter), progress_for(progress),
                        owner=user_of(request))
+    if result.notice:  # Chinese to an English-first model
+        gr.Warning(result.notice)
     level = "sentence-level (offline fallback)" if result.level == "sentence" else "exact span"
     if not result.found:
         details = (f"No answer found: the best candidate scored {result.score:.2f}, too low to trust "

@@ -83,6 +83,8 @@ def run_search(task: SearchTask, query: str, collection: str, k: int, adapter: s
                request: gr.Request = None) -> str:
     """UI handler: search and show the results as cards."""
     hits = task.find(user_of(request), query, collection, int(k), adapter_value(adapter), progress_for(progress))
+    if notice := task.language_notice(query, task.model):  # Chinese to an English-first model
+        gr.Warning(notice)
     return result_cards(hits, query)
 
 
