@@ -100,7 +100,9 @@ def main() -> None:
     trained = registry.recipe_class("chat", settings.method)(settings)
     started = time.perf_counter()
     outcome = recipe.train(trained, source, pretrained_options(app, source), loaded.examples, [],
-                           Checkpoint(work / "checkpoint"), Hooks(log=lambda line: print(f"  {line}", flush=True)))
+                           Checkpoint(work / "checkpoint"),
+                           Hooks(lambda p: print(f"  step {p.step}/{p.total_steps} loss {p.last_loss[0]}", flush=True),
+                                 log=lambda line: print(f"  {line}", flush=True)))
     seconds = time.perf_counter() - started
     rows = held_out()
     adapter = answers(trained.model, trained.tokenizer, rows)

@@ -10,6 +10,7 @@ import pytest
 from training import answer_check, presets
 from training.answer_check import check_labels, check_ranking, check_spans, check_text, repetition, tokens
 from training.report import Sample
+from training.service import TrainingService
 
 QUESTIONS = ["What is the capital of France?", "How many legs does a spider have?", "What do bees make?",
              "Which planet is red?", "What is frozen water called?", "How many days are in a week?"]
@@ -194,3 +195,19 @@ def test_a_good_run_passes_the_check_with_real_answers(tiny_chat_dir, tmp_path):
     check = outcome.report.answer_check
     assert check.passed and outcome.report.verdict in ("learned", "barely")
     assert check.repetition is not None and check.collapse is not None and check.drift is not None
+
+
+def test_a_classifier_that_gives_one_label_to_everything_is_flagged(ctx, tiny_bert_dir, tmp_path):
+    """Every text is the same, so no head can tell the labels apart: whatever the loss does, it gives one label to
+    every row, and the report says so instead of *learned*."""
+    from test_train_encoders import train_in_process
+
+    rows = tmp_path / "same.csv"
+    rows.write_text("text,label\n" + "".join(f"The parcel arrived today.,{'happy' if i % 2 else 'sad'}\n"
+                                             for i in range(16)))
+    status = train_in_process(ctx, "sentiment", rows, tiny_bert_dir, "one-label")
+    report = status["report"]
+    assert report["verdict"] == "ruined" and report["answer_check"]["problem"] == "one_label"
+    assert "to nearly every text" in report["summary"]
+    listed = {a["name"]: a for a in TrainingService(ctx, start_manager=False).list_adapters()}
+    assert listed["one-label"]["verdict"] == "ruined"  # the Adapters list carries the warning

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from errors import UserError
+from training import presets
 from tasks.chat import ChatTask
 from training import data
 from training.service import TrainingService
@@ -74,7 +75,7 @@ def test_dpo_on_a_tiny_model_learns_the_preferred_answers(service, tmp_path, tin
 
     pairs = greeting_pairs(tmp_path / "pairs.jsonl")
     out = service.submit("chat", str(pairs), str(tiny_chat_dir), "pirate", "quick",
-                         {"learning_rate": 0.005, "max_steps": 20})  # the file alone picks DPO
+                         {"learning_rate": 0.005, "max_steps": 20, "rpo_alpha": 0})  # the file alone picks DPO
     status = wait_for(lambda: finished(service, out["job_id"]), what="preference tuning to finish")
     assert status["state"] == "succeeded", status["error"]
     metrics, report = status["metrics"], status["report"]
@@ -89,17 +90,21 @@ def test_dpo_on_a_tiny_model_learns_the_preferred_answers(service, tmp_path, tin
 
 
 @pytest.mark.integration
-def test_dpo_on_smollm2_prefers_the_chosen_style(ctx, service, tmp_path, smollm2_dir):
-    pairs = greeting_pairs(tmp_path / "pairs.jsonl")
-    out = service.submit("chat", str(pairs), "", "pirate", "preference", {"epochs": 3})
-    status = wait_for(lambda: finished(service, out["job_id"]), timeout=900, what="DPO on SmolLM2")
+def test_dpo_on_smollm2_takes_the_style_and_keeps_the_topic(ctx, service, tmp_path, smollm2_dir):
+    """Made-up style pairs (bench/dpo_style.py: a fixed greeting and farewell around a plain answer, the plain
+    answer rejected), the default preset: the held-out greedy answers take the style and still answer."""
+    from bench import dpo_style
+
+    out = service.submit("chat", str(dpo_style.write_pairs(tmp_path / "pairs.jsonl")), "", "style", "quick")
+    assert service.store.get(out["job_id"]).plan.settings.learning_rate == presets.METHOD_DEFAULTS["dpo"][
+        "learning_rate"]  # pairs pick DPO, and DPO's own values
+    status = wait_for(lambda: finished(service, out["job_id"]), timeout=1200, what="DPO on SmolLM2")
     assert status["state"] == "succeeded", status["error"]
-    assert status["metrics"]["preference_accuracy_before"] == 50.0
-    assert status["metrics"]["preference_accuracy_after"] >= 80
-    assert status["report"]["verdict"] == "learned"
-    # New names, greedy: the adapter greets like a pirate, the base does not.
-    chat = ChatTask(ctx)
-    for name in ("Bartholomew", "Genevieve"):
-        asked = lambda adapter: chat.reply(f"Please greet {name}.", adapter=adapter, temperature=0,  # noqa: E731
-                                           max_new_tokens=16).text()
-        assert "Ahoy" in asked("pirate") and "Ahoy" not in asked("")
+    assert status["report"]["verdict"] == "learned" and status["report"]["answer_check"]["passed"]
+    rows, chat = dpo_style.held_out(), ChatTask(ctx)
+    answers = {adapter: [chat.reply(row["prompt"], adapter=adapter, temperature=0, max_new_tokens=64).text()
+                         for row in rows] for adapter in ("", "style")}
+    base, adapter = dpo_style.shares(answers[""], rows), dpo_style.shares(answers["style"], rows)
+    print(f"held-out answers: base {base}, adapter {adapter}")
+    assert base["style"] == 0 and adapter["style"] >= 0.75  # 16 new questions
+    assert adapter["on_topic"] >= min(0.75, base["on_topic"] - 0.125)
