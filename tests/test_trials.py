@@ -26,7 +26,7 @@ from training.trainer import Hooks, Stopped
     (PRESETS["quick"], True, 5000, "rank", [16, 32]),  # many rows may use a larger one
     (PRESETS["quick"], False, 24, "epochs", [6.0, 12.0]),  # an encoder's new head: how long it trains
     (PRESETS["quick"], False, 5000, "epochs", [6.0, 3.0]),
-    (PRESETS["preference"], True, 24, "epochs", [1.0, 2.0]),  # DPO
+    (PRESETS["preference"], True, 24, "epochs", [3.0, 6.0]),  # DPO
     (TrainSettings(max_steps=40), False, 24, "rank", [16, 8]),  # a run of max_steps has no epochs to vary
 ])
 def test_the_grid_is_chosen_for_the_task_method_and_size(base, language, rows, second, values):
