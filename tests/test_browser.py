@@ -20,6 +20,7 @@ if not Path(CHROMIUM).exists():
     pytest.skip(f"browser tests need Chromium at {CHROMIUM} (apt-get install chromium, or set "
                 "LORA_STUDIO_CHROMIUM)", allow_module_level=True)
 
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect, sync_playwright
 
 pytestmark = pytest.mark.browser
@@ -306,3 +307,26 @@ def test_a_link_opens_its_view_and_a_reload_comes_back(launch, page):
     page.reload(wait_until="domcontentloaded")
     expect(selected_view(page, "settings")).to_have_text("System", timeout=loaded)
     expect(tab(page, "Settings")).to_have_attribute("aria-selected", "true")
+
+
+# Visible controls (not Gradio's hidden copy of a tab bar, kept to measure it) that reach past the window's sides.
+CUT_OFF = """() => [...document.querySelectorAll(
+    'button, input, textarea, label, [role=tab], [role=combobox], [role=tabpanel]')]
+  .filter(e => e.checkVisibility() && !e.closest('[aria-hidden=true]'))
+  .filter(e => { const box = e.getBoundingClientRect(); return box.left < -1 || box.right > innerWidth + 1; })
+  .map(e => e.tagName + ' ' + (e.getAttribute('aria-label') || e.textContent || e.placeholder || '').trim())
+  .concat(document.documentElement.scrollWidth > innerWidth ? ['the page scrolls sideways'] : [])"""
+
+
+def test_a_phone_wide_window_cuts_no_control_off(launch, page):
+    page.set_viewport_size({"width": 400, "height": 900})
+    url, _ = launch()
+    for view, area, label in (("chat", "use", "Chat"), ("translate", "use", "Translate"),
+                              ("train", "training", "Train")):
+        page.goto(f"{url}?view={view}", wait_until="domcontentloaded")
+        expect(selected_view(page, area)).to_have_text(label, timeout=30_000)
+        try:  # the tab bars settle (tabs that do not fit move into a "…" menu) a moment after they are drawn
+            page.wait_for_function(f"({CUT_OFF})().length === 0", timeout=10_000)
+        except PlaywrightTimeout:
+            pass
+        assert page.evaluate(CUT_OFF) == [], view
