@@ -19,19 +19,20 @@ import gradio as gr
 import config
 from models.device import set_threads
 from models.loading import ModelHub
+from server.openai_compat import OpenAIRoutes
 from tasks import TASKS
-from tasks.base import Context
-from training.service import TrainingService
 from tasks.account import AccountService
+from tasks.base import Context
 from tasks.compare import Comparison
 from tasks.feedback import FeedbackService
 from tasks.inside import InsideModel
 from tasks.library import AdapterLibrary
-from server.openai_compat import OpenAIRoutes
-from ui import account_tab, adapters_tab, evaluate_tab, feedback_tab, inside_tab, system_tab, tabs as task_tabs
-from ui import train_tab
+from training.service import TrainingService
+from ui import account_tab, adapters_tab, evaluate_tab, feedback_tab, inside_tab, system_tab, train_tab
+from ui import tabs as task_tabs
 from ui.api import expose, publish, user_of
-from ui.picker import Picker
+from ui.navigation import Navigation
+from ui.picker import QUIET, Picker
 from ui.services import TabServices
 
 INTRO = ("# LoRA Studio\nChat with a language model, apply it to your texts, and fine-tune it with LoRA — "
@@ -70,18 +71,25 @@ def build_app(settings: config.Settings) -> gr.Blocks:
         # get suffixed ones (/cancel_1) instead of the other way round.
         publish([endpoint for provider in (*tasks, comparison, inside, feedback, training, library, account)
                  for endpoint in provider.endpoints()])
-        with gr.Tabs() as tabs:
-            services = TabServices(secret, inside, feedback)
-            pickers = {task.id: build_tab(task, services) for task in tasks}
-            inside_tab.build(inside)
-            fed = feedback_tab.build(feedback)
-            trainer = train_tab.build(training, secret)
+        # Six areas by what a person came to do; Use, Train and Settings hold views of their own.
+        nav = Navigation()
+        with nav.top():
+            with nav.area("Use", "use") as use:
+                services = TabServices(secret, inside, feedback)
+                pickers = {task.id: build_tab(task, services) for task in tasks}
+            with nav.area("Train", "training"):
+                trainer = train_tab.build(training, secret)
+                fed = feedback_tab.build(feedback)  # where training rows come from
             evaluate_tab.build(training, secret)
             adapters_tab.build(library, training)
-            account_tab.build(account)
-            system_tab.build(ctx)
-        wire_use_adapter(trainer, pickers, tabs, training)
-        wire_train_from_feedback(fed, trainer, tabs, feedback)
+            inside_tab.build(inside)
+            with nav.area("Settings", "settings"):
+                account_tab.build(account)
+                system_tab.build(ctx)
+        refresh_pickers_on_open(use, pickers)
+        wire_use_adapter(trainer, pickers, nav, training)
+        wire_train_from_feedback(fed, trainer, nav, feedback)
+        nav.link(demo)
     demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_size)
     demo.ctx = ctx  # tests and the CLI reach the shared services through the app
     demo.training = training
@@ -143,31 +151,42 @@ def build_tab(task, services: TabServices) -> Picker | None:
         return builder(task, tab, services)
 
 
-def wire_train_from_feedback(fed: dict, trainer: dict, tabs: gr.Tabs, feedback: FeedbackService) -> None:
+def refresh_pickers_on_open(use: gr.Tabs, pickers: dict[str, Picker | None]) -> None:
+    """Opening Use shows the task view open last, whose own select does not fire: refresh each picker's adapter
+    list then, so an adapter trained since the page loaded can be chosen."""
+    tab = use.parent
+    for p in filter(None, pickers.values()):
+        if p.model is None:
+            tab.select(p.fresh_fixed, p.adapter, p.adapter, **QUIET)
+        else:
+            tab.select(p.fresh, [p.model, p.adapter], p.adapter, **QUIET)
+
+
+def wire_train_from_feedback(fed: dict, trainer: dict, nav: Navigation, feedback: FeedbackService) -> None:
     """The Feedback tab's buttons: the training file made from the caller's feedback (answers, or preference
     pairs with the preference preset), in the Train tab."""
     def opener(method: str, preset: str):
         def train(request: gr.Request = None):
             made = feedback.feedback_training_set(method, owner=user_of(request))
-            return gr.Tabs(selected="train"), "chat", made.path, preset, *train_tab.preset_values(preset)
+            return *nav.open("train"), "chat", made.path, preset, *train_tab.preset_values(preset)
         return expose(train)
 
-    outputs = [tabs, trainer["task"], trainer["data"], trainer["preset"], *trainer["advanced"]]
+    outputs = [*nav.outputs, trainer["task"], trainer["data"], trainer["preset"], *trainer["advanced"]]
     fed["train"].click(opener("sft", "quick"), None, outputs, api_visibility="undocumented")
     fed["prefer"].click(opener("dpo", "preference"), None, outputs, api_visibility="undocumented")
 
 
-def wire_use_adapter(trainer: dict, pickers: dict[str, Picker | None], tabs: gr.Tabs,
+def wire_use_adapter(trainer: dict, pickers: dict[str, Picker | None], nav: Navigation,
                      training: TrainingService) -> None:
-    """The report's button: open the trained task's tab with the new adapter chosen on its base model."""
+    """The report's button: open the trained task's view with the new adapter chosen on its base model."""
     chosen = [(task, p) for task, p in pickers.items() if p is not None]
-    outputs = [tabs] + [c for _, p in chosen for c in p.outputs]
+    outputs = nav.outputs + [c for _, p in chosen for c in p.outputs]
 
     def use(job_id: str, request: gr.Request = None):
         owner = user_of(request)
         job = training.store.get(training.job(job_id, owner=owner)["job_id"])  # the caller's own job only
         base = training.adapter_base(job.adapter, owner) or job.base
-        updates = [gr.Tabs(selected=job.task)]
+        updates = nav.open(job.task)
         for task, p in chosen:
             updates += p.hand_over(base, job.adapter, owner) if task == job.task else p.unchanged()
         return updates

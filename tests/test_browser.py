@@ -20,7 +20,8 @@ if not Path(CHROMIUM).exists():
     pytest.skip(f"browser tests need Chromium at {CHROMIUM} (apt-get install chromium, or set "
                 "LORA_STUDIO_CHROMIUM)", allow_module_level=True)
 
-from playwright.sync_api import expect, sync_playwright  # noqa: E402
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from playwright.sync_api import expect, sync_playwright
 
 pytestmark = pytest.mark.browser
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -47,6 +48,16 @@ def page(request, tmp_path):
 def tab(page, name: str):
     """A tab's button as shown (with many tabs, Gradio also lists some in an overflow menu)."""
     return page.get_by_role("tab", name=name, exact=True).locator("visible=true").first
+
+
+def top_bar(page):
+    """The top bar's tab buttons (each area's own bar of views is inside the area)."""
+    return page.locator("#areas > .tab-wrapper [role=tablist] button[role=tab]")
+
+
+def selected_view(page, area: str):
+    """The selected tab button in an area's bar of views (the area's id: use, training, settings)."""
+    return page.locator(f"#{area}-views > .tab-wrapper [role=tablist] button[role=tab][aria-selected=true]")
 
 
 def choose(box, value: str) -> None:
@@ -146,7 +157,7 @@ def test_train_a_classifier_then_use_it_in_the_sentiment_tab(launch, page):
     page.get_by_role("button", name="Use this adapter").click()
 
     expect(tab(page, "Sentiment")).to_have_attribute("aria-selected", "true")
-    sentiment = page.locator('[role="tabpanel"]:visible')
+    sentiment = page.locator('[role="tabpanel"]:visible').last  # inside Use's panel
     expect(sentiment.get_by_role("combobox", name="Adapter")).to_have_value("support-tickets")
     sentiment.get_by_label("Texts, one per line").fill("I was charged twice for the same order.")
     expect(sentiment.get_by_text("Zero-shot (offline fallback)")).to_be_hidden()  # the adapter's classifier now
@@ -216,7 +227,7 @@ def test_compare_side_by_side_in_the_chat_tab(launch, settings, tiny_chat_dir, p
 
     # Every task tab has the panel: two sentiment models on the same texts, a column each.
     tab(page, "Sentiment").click()
-    panel = page.locator('[role="tabpanel"]:visible')
+    panel = page.locator('[role="tabpanel"]:visible').last
     panel.get_by_label("Texts, one per line").fill("I loved it!\nThe box arrived broken.")
     panel.get_by_role("button", name="Compare side by side").click()
     choose(panel.get_by_role("combobox", name="Variant 2: model"), "all-MiniLM-L6-v2")
@@ -248,10 +259,74 @@ def test_a_liked_reply_lands_in_feedback_and_trains(launch, settings, tiny_chat_
     page.get_by_role("button", name=re.compile("^like$", re.IGNORECASE)).first.click()
     expect(page.get_by_text("Thanks: kept in your Feedback tab.")).to_be_visible()
 
+    tab(page, "Train").click()  # Feedback is a view of the Train area
     tab(page, "Feedback").click()
-    panel = page.locator('[role="tabpanel"]:visible')
+    panel = page.locator('[role="tabpanel"]:visible').last
     expect(panel.get_by_role("gridcell", name="Say hello", exact=True)).to_be_visible()
     expect(panel.get_by_text("1 training rows and 0 preference pairs so far.")).to_be_visible()
     panel.get_by_role("button", name="Train from feedback").click()
     expect(tab(page, "Train")).to_have_attribute("aria-selected", "true")
+    expect(selected_view(page, "training")).to_have_text("Train")  # the Train view, not its area's Feedback
     expect(page.get_by_text(re.compile(r"kept 1\b"))).to_be_visible()  # the file, read as chat data
+
+
+AREAS = ["Use", "Train", "Evaluate", "Adapters", "Inside the model", "Settings"]
+
+
+def test_the_top_bar_keeps_its_labels_whichever_area_opens(launch, page):
+    url, _ = launch()
+    page.goto(url, wait_until="domcontentloaded")
+    bar = top_bar(page)
+    expect(bar).to_have_text(AREAS)  # at most seven areas, by what a person came to do
+    labels = bar.all_inner_texts()
+    chosen = page.locator("#areas > .tab-wrapper [role=tablist] button[role=tab][aria-selected=true]")
+    # Once, a state made between two tabs made the bar write a selected tab's label over its neighbour's.
+    for name in labels + labels[::-1]:
+        tab(page, name).click()
+        expect(chosen).to_have_text([name])  # exactly one selected, the one clicked
+        expect(bar).to_have_text(labels)
+
+
+def test_a_link_opens_its_view_and_a_reload_comes_back(launch, page):
+    url, _ = launch()
+    page.goto(url + "?view=train", wait_until="domcontentloaded")
+    loaded = 30_000  # the link is followed by a page-load event, queued behind the others on a busy machine
+    expect(selected_view(page, "training")).to_have_text("Train", timeout=loaded)
+    expect(tab(page, "Train")).to_have_attribute("aria-selected", "true")
+    expect(page.get_by_role("button", name="Try the sample")).to_be_visible()
+
+    page.goto(url + "?view=translate", wait_until="domcontentloaded")
+    expect(selected_view(page, "use")).to_have_text("Translate", timeout=loaded)
+    expect(tab(page, "Use")).to_have_attribute("aria-selected", "true")
+    expect(page.get_by_label("Text to translate")).to_be_visible()
+
+    # The address follows the user, so a reload opens the view last shown.
+    tab(page, "Settings").click()
+    tab(page, "System").click()
+    expect(page).to_have_url(re.compile(r"\?view=system$"))
+    page.reload(wait_until="domcontentloaded")
+    expect(selected_view(page, "settings")).to_have_text("System", timeout=loaded)
+    expect(tab(page, "Settings")).to_have_attribute("aria-selected", "true")
+
+
+# Visible controls (not Gradio's hidden copy of a tab bar, kept to measure it) that reach past the window's sides.
+CUT_OFF = """() => [...document.querySelectorAll(
+    'button, input, textarea, label, [role=tab], [role=combobox], [role=tabpanel]')]
+  .filter(e => e.checkVisibility() && !e.closest('[aria-hidden=true]'))
+  .filter(e => { const box = e.getBoundingClientRect(); return box.left < -1 || box.right > innerWidth + 1; })
+  .map(e => e.tagName + ' ' + (e.getAttribute('aria-label') || e.textContent || e.placeholder || '').trim())
+  .concat(document.documentElement.scrollWidth > innerWidth ? ['the page scrolls sideways'] : [])"""
+
+
+def test_a_phone_wide_window_cuts_no_control_off(launch, page):
+    page.set_viewport_size({"width": 400, "height": 900})
+    url, _ = launch()
+    for view, area, label in (("chat", "use", "Chat"), ("translate", "use", "Translate"),
+                              ("train", "training", "Train")):
+        page.goto(f"{url}?view={view}", wait_until="domcontentloaded")
+        expect(selected_view(page, area)).to_have_text(label, timeout=30_000)
+        try:  # the tab bars settle (tabs that do not fit move into a "…" menu) a moment after they are drawn
+            page.wait_for_function(f"({CUT_OFF})().length === 0", timeout=10_000)
+        except PlaywrightTimeout:
+            pass
+        assert page.evaluate(CUT_OFF) == [], view

@@ -275,9 +275,10 @@ def build(inside: InsideModel) -> None:
                                            color_map={"expected": "green", "a little surprising": "yellow",
                                                       "surprising": "red"})
             sp_plot = gr.Plot(label="Surprise of each token")
+        alone, compared = gr.State(False), gr.State(True)  # made in the tab: a bar holds only tabs
 
-    tok_run.click(handler(tokens_view, inside), [tok_text, tok_model, gr.State(False)], tok_views, **hidden)
-    tok_compare.click(handler(tokens_view, inside), [tok_text, tok_model, gr.State(True)], tok_views, **hidden)
+    tok_run.click(handler(tokens_view, inside), [tok_text, tok_model, alone], tok_views, **hidden)
+    tok_compare.click(handler(tokens_view, inside), [tok_text, tok_model, compared], tok_views, **hidden)
     next_inputs = [nt_text, nt_model, nt_adapter, nt_k, nt_temperature, nt_top_p]
     show_next = handler(next_view, inside)
     nt_outputs = [nt_plot, nt_summary, nt_pick]

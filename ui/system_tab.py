@@ -39,7 +39,7 @@ def system_report(ctx: Context, request: gr.Request = None) -> str:
 
 
 def build(ctx: Context) -> None:
-    with gr.Tab("System") as tab:
+    with gr.Tab("System", id="system") as tab:
         report = gr.Markdown()
         refresh = gr.Button("Refresh", size="sm")
     # Read when the tab opens and on Refresh (not when the page loads: nobody is looking at it then).
