@@ -136,13 +136,13 @@ def run_ours(args, work: Path) -> dict:
 
     original_step, original_fit = loop.optimizer_step, recipes.fit
 
-    def timed_step(model, optimizer, scheduler, train, lengths, settings, step, loss_of):
+    def timed_step(model, optimizer, scheduler, train, lengths, settings, step, loss_of, ranks=None):
         seen["lrs"].append(optimizer.param_groups[0]["lr"])
         per_epoch = math.ceil(len(train) / settings.batch_size)
         seen["batches"].append(loop.batches_for_epoch(lengths, settings.batch_size, settings.seed,
                                                       step // per_epoch)[step % per_epoch])
         start = time.perf_counter()
-        loss = original_step(model, optimizer, scheduler, train, lengths, settings, step, loss_of)
+        loss = original_step(model, optimizer, scheduler, train, lengths, settings, step, loss_of, ranks)
         seen["steps"].append(time.perf_counter() - start)
         seen["losses"].append(loss)
         return loss
