@@ -26,6 +26,7 @@ from training.trainer import Checkpoint, Fitted, Hooks, fit, loss_metrics, mean_
 
 
 SAMPLES = 3  # rows a report shows side by side
+WALK_BACK = 3  # earlier checkpoints tried when the kept one fails the answer check: the latest, one between, the first
 
 
 class Recipe:
@@ -180,7 +181,7 @@ def _earlier_passing(recipe: Recipe, fitted: Fitted, checked: list[Example], exp
     (ruined_at is then the step that failed). When none passes, the kept weights stay, with the failed check."""
     failed_step = fitted.state.best_step or fitted.state.step
     kept = {name: value.clone() for name, value in _trainable(recipe.model).items()}
-    for step, weights in reversed(fitted.snapshots):
+    for step, weights in _few(list(reversed(fitted.snapshots))):
         hooks.log(f"the answers at step {failed_step} failed the answer check ({failed.problem}); trying step {step}")
         recipe.model.load_state_dict(weights, strict=False)
         answers = recipe.predict(checked)
@@ -193,6 +194,13 @@ def _earlier_passing(recipe: Recipe, fitted: Fitted, checked: list[Example], exp
             return failed_step, replace(fitted, val_after=val_after), answers, check
     recipe.model.load_state_dict(kept, strict=False)
     return None, fitted, after, failed
+
+
+def _few(snapshots: list, most: int = WALK_BACK) -> list:
+    """At most `most` of the snapshots, spread from the latest to the earliest (each check answers every row)."""
+    if len(snapshots) <= most:
+        return snapshots
+    return [snapshots[round(i * (len(snapshots) - 1) / (most - 1))] for i in range(most)]
 
 
 def _trainable(model) -> dict:
