@@ -29,13 +29,12 @@ from tasks.inside import InsideModel
 from tasks.library import AdapterLibrary
 from server.openai_compat import OpenAIRoutes
 from ui import account_tab, adapters_tab, evaluate_tab, feedback_tab, inside_tab, system_tab, tabs as task_tabs
-from ui import train_tab
+from ui import i18n, train_tab
 from ui.api import expose, publish, user_of
 from ui.picker import Picker
 from ui.services import TabServices
 
-INTRO = ("# LoRA Studio\nChat with a language model, apply it to your texts, and fine-tune it with LoRA — "
-         "all from this page. Models load on first use.")
+INTRO = "app.intro"  # the page's heading and introduction, in ui/i18n's dictionaries
 
 
 def browser_secret(settings: config.Settings) -> str:
@@ -63,7 +62,7 @@ def build_app(settings: config.Settings) -> gr.Blocks:
     claim_local_data(ctx, training, search.store, feedback.store)
     secret = browser_secret(settings)
     with gr.Blocks(title="LoRA Studio") as demo:
-        gr.Markdown(INTRO)
+        i18n.header(INTRO)
         if os.environ.get("OAUTH_CLIENT_ID"):  # a Space with `hf_oauth: true`: its visitors sign in with Hugging Face
             gr.LoginButton()
         # The public API first: it takes the plain names (/cancel), and UI events that call the same functions
@@ -97,7 +96,8 @@ def serve(demo: gr.Blocks, settings: config.Settings, block: bool = True, **opti
     demo.launch(server_name=settings.host, server_port=settings.port,
                 auth=accounts.check if accounts.enabled else None,
                 auth_message="Log in with your LoRA Studio account.",
-                max_file_size=f"{settings.max_upload_mb}mb", show_error=False, prevent_thread_lock=True, **options)
+                max_file_size=f"{settings.max_upload_mb}mb", show_error=False, prevent_thread_lock=True,
+                i18n=i18n.translations(), **options)
     # On Gradio's own app, ahead of its routes: one server, one port, one command. (Handing them to launch as
     # FastAPI's `routes=` instead stopped Gradio from noticing a cancelled client's event.)
     demo.app.router.routes[:0] = list(demo.http_routes)
