@@ -110,3 +110,10 @@ def test_ui_events_show_errors_in_the_page_language_and_the_api_in_english(monke
         api.handler(empty)()
     with pytest.raises(Exception, match="Please enter some text"):
         api.expose(empty)()
+
+
+def test_the_summary_lengths_offered_are_the_tasks():
+    from tasks.summarize import LENGTHS
+    from ui.summarize_tab import LENGTH_CHOICES
+
+    assert [value for _, value in LENGTH_CHOICES] == list(LENGTHS)

@@ -11,7 +11,7 @@ import pandas as pd
 from errors import UserError
 from tasks.account import AccountService
 from ui.api import first_cell, handler, on_load, user_of
-from ui.i18n import t
+from ui.i18n import marked, t
 
 HIDDEN = {"api_visibility": "undocumented"}
 
@@ -20,10 +20,7 @@ def who(account: AccountService, request: gr.Request = None):
     """The login line, and whether the admin tools show."""
     me = account.whoami(owner=user_of(request))
     if not me["accounts"]:
-        line = ("This server has no accounts: everything here is yours. An operator adds users with "
-                "`python app.py users add NAME`.")
-        line += (" Clients of the OpenAI-compatible API at `/v1` need no key (unless the operator set "
-                 "`--api-key`).")
+        line = marked("account.no_accounts")  # the front end shows it in the page's language
     else:
         line = f"Logged in as **{me['name']}**" + (" (admin)" if me["admin"] else "") + "."
     keys = me["accounts"] or bool(os.environ.get("OAUTH_CLIENT_ID"))
@@ -76,7 +73,7 @@ def revoke_key(account: AccountService, key_id: str, request: gr.Request = None)
 
 
 def build(account: AccountService) -> None:
-    with gr.Tab(t("account.account"), id="account"):
+    with gr.Tab(t("tab.account"), id="account"):
         line = gr.Markdown()
         logout = gr.Button(t("account.log_out"), link="/logout", size="sm", visible=False)
         with gr.Column(visible=False) as admin:
@@ -90,7 +87,7 @@ def build(account: AccountService) -> None:
                 remove = gr.Button(t("account.remove_user"), variant="stop", scale=1)
             gr.Markdown(t("account.share_everyone_others_can"))
             with gr.Row():
-                kind = gr.Radio(["adapter", "collection"], value="adapter", label=t("account.what"))
+                kind = gr.Radio([(t("account.kind_adapter"), "adapter"), (t("account.kind_collection"), "collection")], value="adapter", label=t("account.what"))
                 item = gr.Textbox(label=t("common.name"))
                 whose = gr.Textbox(label=t("account.owner"), info=t("account.empty_own"))
                 shared = gr.Checkbox(value=True, label=t("account.shared"))

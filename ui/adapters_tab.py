@@ -99,7 +99,7 @@ def chat_adapters(training: TrainingService, request: gr.Request = None):
 
 
 def build(library: AdapterLibrary, training: TrainingService) -> None:
-    with gr.Tab(t("adapters.adapters"), id="adapters"):
+    with gr.Tab(t("tab.adapters"), id="adapters"):
         gr.Markdown(t("adapters.adapters_those_shared_everyone"))
         adapters = gr.Dataframe(headers=COLUMNS, interactive=False)
         with gr.Row():

@@ -67,7 +67,8 @@ def build(task: AnswerTask, tab: gr.Tab, services: TabServices) -> Picker:
         collection = gr.Textbox(label=t("answer.document_collection"), scale=1,
                                 info=t("answer.leave_context_empty_answer"))
     ask_button = gr.Button(t("answer.answer"), variant="primary")
-    gr.Examples(EXAMPLES, [question, context], label=t("common.examples"))
+    samples = gr.Examples(EXAMPLES, [question, context], label=t("common.examples"))
+    samples.dataset.headers = []  # Gradio does not translate a table's headers: none rather than raw keys
     answer = gr.Textbox(label=t("answer.answer"), interactive=False, buttons=["copy"])
     details = gr.Markdown()
     marked = gr.HTML(label=t("answer.where_answer"))

@@ -150,7 +150,7 @@ def history(service: TrainingService, request: gr.Request = None) -> pd.DataFram
 
 def build(service: TrainingService, browser_secret: str) -> dict:
     first = evaluated()[0]
-    with gr.Tab(t("evaluate.evaluate"), id="evaluate"):
+    with gr.Tab(t("tab.evaluate"), id="evaluate"):
         gr.Markdown(t("evaluate.better_than_before_examples"))
         with gr.Row():
             task = gr.Dropdown(evaluated(), value=first, label=t("common.task"), scale=1)

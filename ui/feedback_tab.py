@@ -79,14 +79,15 @@ def export(service: FeedbackService, request: gr.Request = None):
 def build(service: FeedbackService) -> dict:
     """The tab; returns its "Train from feedback" button, which the app wires to the Train tab."""
     hidden = {"api_visibility": "undocumented"}
-    with gr.Tab(t("feedback.feedback"), id="feedback") as tab:
+    with gr.Tab(t("tab.feedback"), id="feedback") as tab:
         gr.Markdown(INTRO)
         status = gr.Markdown()
         rows = gr.Dataframe(pd.DataFrame(columns=COLUMNS), label=t("feedback.feedback_select_row_edit"),
                             interactive=False, wrap=True)
         with gr.Row():
             row_id = gr.Textbox(label=t("feedback.row"), interactive=False, scale=1, placeholder=t("feedback.new"))
-            verdict = gr.Radio(["up", "down", "none"], value="none", label=t("feedback.verdict"), scale=2)
+            verdict = gr.Radio([(t("feedback.verdict_up"), "up"), (t("feedback.verdict_down"), "down"),
+                                 (t("feedback.verdict_none"), "none")], value="none", label=t("feedback.verdict"), scale=2)
         prompt = gr.Textbox(label=t("feedback.prompt"), lines=2)
         with gr.Row():
             reply = gr.Textbox(label=t("feedback.reply_gave"), lines=4)

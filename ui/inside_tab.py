@@ -189,9 +189,9 @@ def decoder_row(text: str, label: str, decoder: str) -> tuple[gr.Textbox, gr.Dro
 def build(inside: InsideModel) -> None:
     hidden = {"api_visibility": "undocumented"}
     decoder = inside.ctx.hub.default(catalog.DECODER)
-    with gr.Tab(t("inside.inside_model"), id="inside"):
+    with gr.Tab(t("tab.inside"), id="inside"):
         gr.Markdown(INTRO)
-        with gr.Tab(t("inside.tokens")):
+        with gr.Tab(t("tab.inside.tokens")):
             gr.Markdown(EXPLAIN["tokens"])
             with gr.Row():
                 tok_text = gr.Textbox("The quick brown fox jumps over the lazy dog.", label=t("inside.text"), scale=3)
@@ -202,7 +202,7 @@ def build(inside: InsideModel) -> None:
             gr.Examples([["Hello world"], ["Tokenization splits unbelievably long words."]], [tok_text])
             tok_views = [gr.HighlightedText(label=t("inside.tokens"), show_legend=False, combine_adjacent=False,
                                             visible=i == 0) for i in range(3)]
-        with gr.Tab(t("inside.next_token")):
+        with gr.Tab(t("tab.inside.next_token")):
             gr.Markdown(EXPLAIN["next"])
             nt_text, nt_model, nt_adapter = decoder_row("The capital of France is", "Text so far", decoder)
             with gr.Row():
@@ -216,7 +216,7 @@ def build(inside: InsideModel) -> None:
             nt_summary = gr.Markdown()
             nt_plot = gr.Plot(label=t("inside.next_token_2"))
             nt_pick = gr.Radio([], label=t("inside.click_token_add_text"))
-        with gr.Tab(t("inside.fill_blank")):
+        with gr.Tab(t("tab.inside.fill_blank")):
             gr.Markdown(EXPLAIN["fill"])
             with gr.Row():
                 fm_text = gr.Textbox(f"The capital of France is {MASK}.", label=t("inside.text_with_mask"), scale=3)
@@ -226,7 +226,7 @@ def build(inside: InsideModel) -> None:
                         [fm_text])
             fm_note = gr.Markdown()
             fm_plot = gr.Plot(label=t("inside.candidates"))
-        with gr.Tab(t("inside.attention")):
+        with gr.Tab(t("tab.inside.attention")):
             gr.Markdown(EXPLAIN["attention"])
             with gr.Row():
                 at_text = gr.Textbox("The animal didn't cross the street because it was too tired.",
@@ -242,7 +242,7 @@ def build(inside: InsideModel) -> None:
             at_token = gr.Dropdown([], label=t("inside.one_token_s_attention"))
             at_row = gr.Plot(label=t("inside.where_this_token_looks"))
             at_result = gr.State(None)
-        with gr.Tab(t("inside.embeddings")):
+        with gr.Tab(t("tab.inside.embeddings")):
             gr.Markdown(EXPLAIN["similarity"])
             with gr.Row():
                 em_texts = gr.Textbox("A man is playing a guitar.\nSomeone plays the guitar.\n"
@@ -257,7 +257,7 @@ def build(inside: InsideModel) -> None:
             with gr.Row():
                 em_heat = gr.Plot(label=t("inside.similarity"))
                 em_map = gr.Plot(label=t("inside.map"))
-        with gr.Tab(t("inside.surprise")):
+        with gr.Tab(t("tab.inside.surprise")):
             gr.Markdown(EXPLAIN["surprise"])
             sp_text, sp_model, sp_adapter = decoder_row("The capital of France is Paris.", "Text", decoder)
             sp_run = gr.Button(t("inside.measure_surprise"), variant="primary")

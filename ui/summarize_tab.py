@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from models import catalog
-from tasks.summarize import LENGTHS, SummarizeTask
+from tasks.summarize import SummarizeTask
 from ui.api import handler, progress_for, user_of
 from ui.compare_panel import compare_panel
 from ui.i18n import t
@@ -28,6 +28,11 @@ EXAMPLES = [
      "cleaner air and shorter journeys are worth the cost. Tickets will not become more expensive, the council "
      "said, because the state pays half of the construction costs."],
 ]
+
+
+# The lengths (tasks.summarize.LENGTHS), each named in the page's language.
+LENGTH_CHOICES = [(t("summarize.length_short"), "short"), (t("summarize.length_medium"), "medium"),
+                  (t("summarize.length_bullets"), "bullets")]
 
 
 def model_choices() -> list[str]:
@@ -62,9 +67,10 @@ def build(task: SummarizeTask, tab: gr.Tab, services: TabServices) -> Picker:
     chosen = picker(task, model_choices(), fallback_note)
     model, adapter = chosen.model, chosen.adapter
     with gr.Row():
-        method = gr.Radio(["auto", "extractive", "abstractive"], value="auto", label=t("summarize.method"),
-                          info=t("summarize.extractive_keeps_key_sentences"))
-        length = gr.Radio(list(LENGTHS), value="medium", label=t("summarize.length"),
+        method = gr.Radio([(t("summarize.method_auto"), "auto"), (t("summarize.method_extractive"), "extractive"),
+                           (t("summarize.method_abstractive"), "abstractive")], value="auto",
+                          label=t("summarize.method"), info=t("summarize.extractive_keeps_key_sentences"))
+        length = gr.Radio(LENGTH_CHOICES, value="medium", label=t("summarize.length"),
                           info=t("summarize.short_2_3_sentences"))
     text = gr.Textbox(label=t("summarize.text_summarize"), lines=10, max_lines=30,
                       placeholder=t("summarize.paste_article_report_notes"))

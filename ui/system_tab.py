@@ -40,7 +40,7 @@ def system_report(ctx: Context, request: gr.Request = None) -> str:
 
 
 def build(ctx: Context) -> None:
-    with gr.Tab(t("system.system")) as tab:
+    with gr.Tab(t("tab.system")) as tab:
         report = gr.Markdown()
         refresh = gr.Button(t("system.refresh"), size="sm")
     # Read when the tab opens and on Refresh (not when the page loads: nobody is looking at it then).

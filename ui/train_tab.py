@@ -243,7 +243,7 @@ def tables(service: TrainingService, request: gr.Request = None) -> tuple[pd.Dat
 def build(service: TrainingService, browser_secret: str) -> dict:
     default_base = default_base_name(service.settings, trainable_spec("chat"))  # as the Chat tab does
     first = trainable_spec("chat")
-    with gr.Tab(t("train.train"), id="train"):
+    with gr.Tab(t("tab.train"), id="train"):
         gr.Markdown(t("train.teach_model_from_own"))
         with gr.Row():
             task = gr.Dropdown(trainable(), value="chat", label=t("common.task"), scale=1)

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import pkgutil
 import re
 from functools import cache
@@ -72,9 +73,11 @@ def task_title(task_id: str, title: str) -> I18nData | str:
 
 # ---- the language switch ---------------------------------------------------------------------------------------
 
-# Gradio picks the browser's language and offers its own (footer) Settings panel; this switch is on the page, is
-# remembered in the browser, and tells the server (a cookie) for the error sentences. It calls the front end's
-# own `changeLocale`, exported by its core module, so the page changes language without a reload.
+# Gradio picks the browser's language (and has a Settings panel in its footer); this switch is on the page, is
+# remembered in the browser, and tells the server (a cookie) for the error sentences. It calls the front end's own
+# `changeLocale`, exported by its core module, so the page changes language without a reload. Gradio 6.31
+# translates a tab's title again only once the tab has been opened, so the switch renames the other tabs' buttons
+# itself, from the titles of every language (their text nodes only: Gradio's own updates still land).
 SWITCH_JS = """
 async (locale) => {
   const core = performance.getEntriesByType("resource").map((e) => e.name)
@@ -82,15 +85,29 @@ async (locale) => {
   if (!locale || !core) return;
   (await import(core)).changeLocale(locale);
   localStorage.setItem("lora-studio-locale", locale);
-  document.cookie = "%(cookie)s=" + encodeURIComponent(locale) + "; path=/; max-age=31536000; SameSite=Lax";
+  document.cookie = "__COOKIE__=" + encodeURIComponent(locale) + "; path=/; max-age=31536000; SameSite=Lax";
+  const titles = __TITLES__;
+  const keyOf = {};
+  for (const texts of Object.values(titles)) for (const [key, text] of Object.entries(texts)) keyOf[text] ??= key;
+  for (const button of document.querySelectorAll("[role=tab]")) {
+    const walker = document.createTreeWalker(button, NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+      const key = keyOf[node.nodeValue.trim()];
+      if (key && titles[locale][key]) node.nodeValue = titles[locale][key];
+    }
+  }
 }
-""" % {"cookie": COOKIE}
-# On load: the remembered choice, else the browser's language when a dictionary has it, else English.
+"""
+# On load: the remembered choice (applied here: the switch's change event does not run for a value set on load),
+# else the browser's language when a dictionary has it, else English.
 CURRENT_JS = """
-() => {
-  const known = %(known)s;
+async () => {
+  const known = __KNOWN__;
   const saved = localStorage.getItem("lora-studio-locale");
-  if (known.includes(saved)) return saved;
+  if (known.includes(saved)) {
+    await (__SWITCH__)(saved);
+    return saved;
+  }
   const browser = navigator.language || "en";
   return known.find((l) => l.toLowerCase() === browser.toLowerCase())
     || known.find((l) => l.split("-")[0] === browser.split("-")[0]) || "en";
@@ -98,14 +115,27 @@ CURRENT_JS = """
 """
 
 
+def tab_titles() -> dict[str, dict[str, str]]:
+    """Every language's tab titles: the keys under `tab.` and `task.` (a task tab's title)."""
+    keys = [key for key in english() if key.startswith(("tab.", "task."))]
+    return {locale: {key: texts[key] for key in keys} for locale, texts in languages().items()}
+
+
+def switch_js() -> str:
+    return (SWITCH_JS.replace("__COOKIE__", COOKIE).replace("__TITLES__", json.dumps(tab_titles(), ensure_ascii=False))
+            .strip())
+
+
 def language_switch() -> gr.Radio:
     """A small switch between the dictionaries' languages, each named in itself (call inside the Blocks)."""
     known = list(languages())
     switch = gr.Radio([(languages()[locale].get("language.name", locale), locale) for locale in known],
                       value=SOURCE, show_label=False, container=False, elem_id="language-switch",
-                      elem_classes="language-switch", min_width=160, scale=0)
-    switch.change(None, switch, None, js=SWITCH_JS, api_visibility="undocumented")
-    gr.on(None, None, None, switch, js=CURRENT_JS % {"known": known}, api_visibility="undocumented")
+                      elem_classes="language-switch", min_width=220, scale=0)
+    quiet = {"api_visibility": "undocumented", "show_progress": "hidden"}
+    switch.change(None, switch, None, js=switch_js(), **quiet)
+    gr.on(None, None, None, switch, js=CURRENT_JS.replace("__KNOWN__", json.dumps(known))
+          .replace("__SWITCH__", switch_js()), **quiet)
     return switch
 
 
@@ -142,7 +172,7 @@ def _error_patterns() -> list[tuple[re.Pattern, str]]:
     for key, template in english().items():
         if key.startswith("error."):
             regex = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>.+?)", re.escape(template))
-            patterns.append((re.compile(regex + r"\Z", re.S), key))
+            patterns.append((re.compile(regex + r"\Z", re.DOTALL), key))
     return patterns
 
 
