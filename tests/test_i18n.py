@@ -78,8 +78,10 @@ def test_the_page_locale_follows_the_switch_then_the_browser(request_, locale):
 
 @pytest.mark.parametrize("sentence, chinese", [
     ("Please enter some message: it is empty.", "请输入消息：内容为空。"),
-    ("The file 'notes.txt' could not be found; please upload it again.", "找不到文件“notes.txt”，请重新上传。"),
-    ("Unknown target language 'xx': use one of en, fr, de.", "未知的目标语言“xx”：请使用以下之一：en, fr, de。"),
+    ("The file 'notes.txt' could not be found; please upload it again.",
+     "找不到文件“notes.txt”，请重新上传。"),
+    ("Unknown target language 'xx': use one of en, fr, de.",
+     "未知的目标语言“xx”：请使用以下之一：en, fr, de。"),
     ("A sentence nobody knows.", "A sentence nobody knows."),
 ])
 def test_known_error_sentences_are_shown_in_chinese(sentence, chinese):

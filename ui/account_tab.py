@@ -81,13 +81,15 @@ def build(account: AccountService) -> None:
             users = gr.Dataframe(label=t("account.who_may_log"), interactive=False)
             with gr.Row():
                 name = gr.Textbox(label=t("account.username"), scale=2)
-                password = gr.Textbox(label=t("account.password"), type="password", scale=2, info=t("account.at_least_8_characters"))
+                password = gr.Textbox(label=t("account.password"), type="password", scale=2,
+                                      info=t("account.at_least_8_characters"))
                 is_admin = gr.Checkbox(label=t("account.admin"), scale=1)
                 add = gr.Button(t("account.add_user"), scale=1)
                 remove = gr.Button(t("account.remove_user"), variant="stop", scale=1)
             gr.Markdown(t("account.share_everyone_others_can"))
             with gr.Row():
-                kind = gr.Radio([(t("account.kind_adapter"), "adapter"), (t("account.kind_collection"), "collection")], value="adapter", label=t("account.what"))
+                kind = gr.Radio([(t("account.kind_adapter"), "adapter"), (t("account.kind_collection"), "collection")],
+                                value="adapter", label=t("account.what"))
                 item = gr.Textbox(label=t("common.name"))
                 whose = gr.Textbox(label=t("account.owner"), info=t("account.empty_own"))
                 shared = gr.Checkbox(value=True, label=t("account.shared"))

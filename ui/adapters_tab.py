@@ -109,13 +109,15 @@ def build(library: AdapterLibrary, training: TrainingService) -> None:
             delete_btn = gr.Button(t("common.delete"), variant="stop", size="sm")
         with gr.Row():
             export_btn = gr.Button(t("adapters.export_zip"), size="sm")
-            merge_name = gr.Textbox(label=t("adapters.merged_model_s_name"), scale=2, placeholder=t("adapters.empty_adapter_merged"))
+            merge_name = gr.Textbox(label=t("adapters.merged_model_s_name"), scale=2,
+                                    placeholder=t("adapters.empty_adapter_merged"))
             merge_btn = gr.Button(t("adapters.merge_into_model"), size="sm")
         download = gr.File(label=t("adapters.export_adapter_config_json"), visible=False)
         merged = gr.Markdown()
         with gr.Accordion(t("adapters.import_adapter_trained_elsewhere"), open=False):
             gr.Markdown(t("adapters.lora_adapter_from_peft"))
-            files = gr.File(label=t("common.adapter"), file_count="multiple", file_types=[".zip", ".json", ".safetensors"])
+            files = gr.File(label=t("common.adapter"), file_count="multiple",
+                            file_types=[".zip", ".json", ".safetensors"])
             with gr.Row():
                 import_name = gr.Textbox(label=t("common.name"), info=t("adapters.empty_file_s_name"))
                 task = gr.Dropdown([""] + [s.id for s in specs() if s.trainable], value="", label=t("common.task"),

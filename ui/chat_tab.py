@@ -127,7 +127,8 @@ def export_chat(history: list, fmt: str) -> str:
 def build(task: ChatTask, tab: gr.Tab, services: TabServices) -> Picker:
     """Build the tab's contents; returns its model-and-adapter picker."""
     chosen = picker(task, catalog.choices(catalog.DECODER), extra=lambda: gr.Radio(
-        [(t("chat.mode_chat"), "Chat"), (t("chat.mode_continue"), "Continue text")], value="Chat", label=t("chat.mode"), scale=2,
+        [(t("chat.mode_chat"), "Chat"), (t("chat.mode_continue"), "Continue text")], value="Chat",
+        label=t("chat.mode"), scale=2,
         info=t("chat.continue_text_suits_base")))
     model, adapter, mode = chosen.model, chosen.adapter, chosen.extra
     with gr.Column(visible=True) as chat_box:

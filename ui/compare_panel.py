@@ -39,7 +39,8 @@ def compare_panel(task: Task, inputs: dict[str, gr.Component], render: Callable[
                                                  allow_custom_value=True,
                                                  info=t("compare.empty_adapter_s_base")))
                     boxes.append(gr.Dropdown([NO_ADAPTER], value=NO_ADAPTER, allow_custom_value=True,
-                                             label=t("compare.adapter") if models is not None else t(VARIANT_ADAPTER[i])))
+                                             label=t("compare.adapter") if models is not None
+                                             else t(VARIANT_ADAPTER[i])))
         own = own_inputs() if own_inputs else {}
         inputs = {**inputs, **own}
         button = gr.Button(t("compare.compare"), variant="primary")

@@ -163,7 +163,8 @@ def build(service: TrainingService, browser_secret: str) -> dict:
                 job = gr.Dropdown([], label=t("evaluate.held_out_rows_training"), value=None)
                 sample = gr.Button(t("common.try_sample"), size="sm")
                 formats = gr.Markdown(trainable_spec(first).formats)
-        columns = gr.Textbox(label=t("evaluate.column_mapping_optional"), placeholder=t("evaluate.text_review_label_stars"))
+        columns = gr.Textbox(label=t("evaluate.column_mapping_optional"),
+                             placeholder=t("evaluate.text_review_label_stars"))
         run = gr.Button(t("evaluate.evaluate"), variant="primary")
         status = gr.Markdown(t("evaluate.no_evaluation_yet"))
         cancel = gr.Button(t("common.cancel"), variant="stop", visible=False)

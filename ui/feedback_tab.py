@@ -87,7 +87,8 @@ def build(service: FeedbackService) -> dict:
         with gr.Row():
             row_id = gr.Textbox(label=t("feedback.row"), interactive=False, scale=1, placeholder=t("feedback.new"))
             verdict = gr.Radio([(t("feedback.verdict_up"), "up"), (t("feedback.verdict_down"), "down"),
-                                 (t("feedback.verdict_none"), "none")], value="none", label=t("feedback.verdict"), scale=2)
+                                 (t("feedback.verdict_none"), "none")], value="none", label=t("feedback.verdict"),
+                               scale=2)
         prompt = gr.Textbox(label=t("feedback.prompt"), lines=2)
         with gr.Row():
             reply = gr.Textbox(label=t("feedback.reply_gave"), lines=4)

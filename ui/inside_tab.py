@@ -174,15 +174,15 @@ def surprise_level(nats: float) -> str:
 
 # ---- the tab -------------------------------------------------------------------------------------------------
 
-def model_box(choices: list[str], value: str, label: str = "Model") -> gr.Dropdown:
-    return gr.Dropdown(choices, value=value, label=label, allow_custom_value=True,
+def model_box(choices: list[str], value: str, label: str = "picker.model") -> gr.Dropdown:
+    return gr.Dropdown(choices, value=value, label=t(label), allow_custom_value=True,
                        info=t("inside.catalog_model_hugging_face"))
 
 
 def decoder_row(text: str, label: str, decoder: str) -> tuple[gr.Textbox, gr.Dropdown, gr.Dropdown]:
     """A view's text, decoder and language-model adapter boxes (the adapters are filled in on load)."""
     with gr.Row():
-        return (gr.Textbox(text, label=label, scale=3), model_box(DECODERS, decoder),
+        return (gr.Textbox(text, label=t(label), scale=3), model_box(DECODERS, decoder),
                 gr.Dropdown([NO_ADAPTER], value=NO_ADAPTER, label=t("common.adapter"), allow_custom_value=True))
 
 
@@ -195,16 +195,17 @@ def build(inside: InsideModel) -> None:
             gr.Markdown(EXPLAIN["tokens"])
             with gr.Row():
                 tok_text = gr.Textbox("The quick brown fox jumps over the lazy dog.", label=t("inside.text"), scale=3)
-                tok_model = model_box(TOKENIZERS, "GPT-2", "Tokenizer")
+                tok_model = model_box(TOKENIZERS, "GPT-2", "inside.tokenizer")
             with gr.Row():
                 tok_run = gr.Button(t("inside.show_tokens"), variant="primary")
                 tok_compare = gr.Button(t("inside.compare_three_tokenizers"))
-            gr.Examples([["Hello world"], ["Tokenization splits unbelievably long words."]], [tok_text])
+            gr.Examples([["Hello world"], ["Tokenization splits unbelievably long words."]], [tok_text],
+                        label=t("common.examples"))
             tok_views = [gr.HighlightedText(label=t("inside.tokens"), show_legend=False, combine_adjacent=False,
                                             visible=i == 0) for i in range(3)]
         with gr.Tab(t("tab.inside.next_token")):
             gr.Markdown(EXPLAIN["next"])
-            nt_text, nt_model, nt_adapter = decoder_row("The capital of France is", "Text so far", decoder)
+            nt_text, nt_model, nt_adapter = decoder_row("The capital of France is", "inside.text_so_far", decoder)
             with gr.Row():
                 nt_k = gr.Slider(2, 30, value=10, step=1, label=t("inside.bars_k"))
                 nt_temperature = gr.Slider(0, 2, value=1.0, step=0.05, label=t("common.temperature"))
@@ -212,7 +213,8 @@ def build(inside: InsideModel) -> None:
             with gr.Row():
                 nt_run = gr.Button(t("inside.show_next_token"), variant="primary")
                 nt_likeliest = gr.Button(t("inside.add_most_likely"))
-            gr.Examples([["The capital of France is"], ["Once upon a time, there was a"]], [nt_text])
+            gr.Examples([["The capital of France is"], ["Once upon a time, there was a"]], [nt_text],
+                        label=t("common.examples"))
             nt_summary = gr.Markdown()
             nt_plot = gr.Plot(label=t("inside.next_token_2"))
             nt_pick = gr.Radio([], label=t("inside.click_token_add_text"))
@@ -223,7 +225,7 @@ def build(inside: InsideModel) -> None:
                 fm_model = model_box(ENCODERS[1:] + DECODERS, decoder)
             fm_run = gr.Button(t("inside.fill_blank"), variant="primary")
             gr.Examples([[f"The capital of France is {MASK}."], [f"This is an example of BERT {MASK} model."]],
-                        [fm_text])
+                        [fm_text], label=t("common.examples"))
             fm_note = gr.Markdown()
             fm_plot = gr.Plot(label=t("inside.candidates"))
         with gr.Tab(t("tab.inside.attention")):
@@ -237,7 +239,7 @@ def build(inside: InsideModel) -> None:
                 at_head = gr.Slider(-1, 8, value=-1, step=1, label=t("inside.head_1_mean_heads"))
             at_run = gr.Button(t("inside.show_attention"), variant="primary")
             gr.Examples([["The animal didn't cross the street because it was too tired."],
-                         ["The cat sat on the mat."]], [at_text])
+                         ["The cat sat on the mat."]], [at_text], label=t("common.examples"))
             at_plot = gr.Plot(label=t("inside.attention"))
             at_token = gr.Dropdown([], label=t("inside.one_token_s_attention"))
             at_row = gr.Plot(label=t("inside.where_this_token_looks"))
@@ -253,15 +255,16 @@ def build(inside: InsideModel) -> None:
                                          allow_custom_value=True)
             em_run = gr.Button(t("inside.compare_sentences"), variant="primary")
             gr.Examples([["A man is playing a guitar.\nSomeone plays the guitar.\nThe stock market fell today."]],
-                        [em_texts])
+                        [em_texts], label=t("common.examples"))
             with gr.Row():
                 em_heat = gr.Plot(label=t("inside.similarity"))
                 em_map = gr.Plot(label=t("inside.map"))
         with gr.Tab(t("tab.inside.surprise")):
             gr.Markdown(EXPLAIN["surprise"])
-            sp_text, sp_model, sp_adapter = decoder_row("The capital of France is Paris.", "Text", decoder)
+            sp_text, sp_model, sp_adapter = decoder_row("The capital of France is Paris.", "inside.text", decoder)
             sp_run = gr.Button(t("inside.measure_surprise"), variant="primary")
-            gr.Examples([["The capital of France is Paris."], ["The capital of France is Berlin."]], [sp_text])
+            gr.Examples([["The capital of France is Paris."], ["The capital of France is Berlin."]], [sp_text],
+                        label=t("common.examples"))
             sp_summary = gr.Markdown()
             sp_tokens = gr.HighlightedText(label=t("inside.each_token_surprise"), combine_adjacent=False,
                                            color_map={"expected": "green", "a little surprising": "yellow",

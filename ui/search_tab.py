@@ -118,7 +118,8 @@ def build(task: SearchTask, tab: gr.Tab, services: TabServices) -> Picker:
         query = gr.Textbox(label=t("search.query"), placeholder=t("search.ask_own_words"), scale=5)
         k = gr.Slider(1, MAX_RESULTS, value=5, step=1, label=t("common.results"), scale=2)
         go = gr.Button(t("search.search"), variant="primary", scale=1)
-    gr.Examples([[q] for q in EXAMPLE_QUERIES], inputs=[query], api_visibility="undocumented")
+    gr.Examples([[q] for q in EXAMPLE_QUERIES], inputs=[query], api_visibility="undocumented",
+                label=t("common.examples"))
     results = gr.HTML()
 
     compare_panel(task, {"query": query, "collection": collection, "k": k}, hit_lines, None,

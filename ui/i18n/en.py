@@ -204,7 +204,9 @@ TEXTS = {
     'inside.similarity': 'Similarity',
     'inside.surprise_each_token': 'Surprise of each token',
     'inside.text': 'Text',
+    'inside.text_so_far': 'Text so far',
     'inside.text_with_mask': 'Text with one [MASK]',
+    'inside.tokenizer': 'Tokenizer',
     'inside.tokens': 'Tokens',
     'inside.where_this_token_looks': 'Where this token looks',
 

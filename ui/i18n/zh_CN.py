@@ -204,7 +204,9 @@ TEXTS = {
     'inside.similarity': '相似度',
     'inside.surprise_each_token': '每个 token 的意外程度',
     'inside.text': '文本',
+    'inside.text_so_far': '目前的文本',
     'inside.text_with_mask': '含一个 [MASK] 的文本',
+    'inside.tokenizer': '分词器',
     'inside.tokens': 'Token',
     'inside.where_this_token_looks': '这个 token 在看哪里',
 
