@@ -119,3 +119,17 @@ def test_the_summary_lengths_offered_are_the_tasks():
     from ui.summarize_tab import LENGTH_CHOICES
 
     assert [value for _, value in LENGTH_CHOICES] == list(LENGTHS)
+
+
+@pytest.mark.parametrize("verdict", ["learned", "barely", "overfit", "ruined"])  # TrainingReport.verdict
+def test_each_verdict_has_its_heading(verdict):
+    from ui.train_tab import verdict_heading
+
+    assert verdict_heading(verdict) == i18n.marked(f"verdict.{verdict}")
+    assert i18n.english()[f"verdict.{verdict}"].startswith("Did it learn?")  # the English page reads as before
+
+
+def test_an_unknown_verdict_still_has_a_heading():
+    from ui.train_tab import verdict_heading
+
+    assert verdict_heading(None) == i18n.marked("verdict.unknown")

@@ -178,8 +178,8 @@ def build(task: ChatTask, tab: gr.Tab, services: TabServices) -> Picker:
                     **GENERATION)
     stop.click(None, None, None, cancels=[sending], **hidden)
     clear.click(lambda: [], None, chatbot, **hidden)
-    export.click(expose(lambda h, f: gr.update(value=export_chat(h, f), visible=True)), [chatbot, export_format],
-                 export_file, **hidden)
+    export.click(expose(lambda h, f: gr.update(value=export_chat(h, f), visible=True), page=True),
+                 [chatbot, export_format], export_file, **hidden)
     go.click(handler(alternatives, task, services.inside),
              [prompt, model, adapter, count, complete_tokens, complete_temperature], outs, **hidden)
     mode.change(lambda m: (gr.update(visible=m == "Chat"), gr.update(visible=m != "Chat")), mode,

@@ -61,7 +61,7 @@ def compare_panel(task: Task, inputs: dict[str, gr.Component], render: Callable[
                    for r in update] + [gr.update(visible=False)] * (MAX_VARIANTS - len(update))
 
     triggers = [button.click] + [c.submit for c in own.values() if isinstance(c, gr.Textbox)]
-    gr.on(triggers, expose(run), [*inputs.values(), *boxes], columns, api_visibility="undocumented",
+    gr.on(triggers, expose(run, page=True), [*inputs.values(), *boxes], columns, api_visibility="undocumented",
           **GENERATION)
 
     # As in the picker: each variant's adapters are those trained on its model (the task's default when empty).

@@ -92,8 +92,8 @@ class Picker:
             tab.select(self.fresh_fixed, self.adapter, self.adapter, **QUIET)
             return
         self.model.change(self.fresh, [self.model, self.adapter], self.adapter, **QUIET)
-        gr.on([self.model.change, self.adapter.change], expose(self.describe), [self.model, self.adapter],
-              self.info, **QUIET)
+        gr.on([self.model.change, self.adapter.change], expose(self.describe, page=True),
+              [self.model, self.adapter], self.info, **QUIET)
         tab.select(self.fresh, [self.model, self.adapter], self.adapter, **QUIET)
 
 

@@ -297,7 +297,8 @@ def build(service: TrainingService, browser_secret: str) -> dict:
     view = [status, plot, logs, report, cancel, resume, use, timer]
     gr.on([uploaded.change, *[slot.input for slot in mapping]], inspect_data, [task, uploaded, *mapping],
           [preview, *mapping, check], **hidden)
-    task.change(expose(functools.partial(task_changed, service)), task, [base, formats, *mapping], **hidden).then(
+    task.change(expose(functools.partial(task_changed, service), page=True), task, [base, formats, *mapping],
+                **hidden).then(
         inspect_data, [task, uploaded, *mapping], [preview, *mapping, check], **hidden)
     preset.input(preset_values, preset, advanced, **hidden)  # only a choice by the user resets the fields
     sample.click(lambda t: str(trainable_spec(t).sample_path), task, uploaded, **hidden)
