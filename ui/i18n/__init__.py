@@ -9,6 +9,9 @@
 - What Gradio does not translate, the server does, in the page's language (`page_locale`): the known error
   sentences of `gr.Error` (English templates under `error.*`, their `{parts}` kept) — in UI events only, the
   public API answers in English.
+- Gradio 6.31 leaves untranslated: a table's headers (an Examples table's come from its inputs' labels, so a
+  multi-column one has none), and a Dropdown's choices (a live switch blanks the chosen one's text): choices are
+  translated in Radios only. Text built by a handler (status lines, the model's description) stays English.
 """
 
 from __future__ import annotations
