@@ -28,15 +28,14 @@ from tasks.feedback import FeedbackService
 from tasks.inside import InsideModel
 from tasks.library import AdapterLibrary
 from training.service import TrainingService
-from ui import account_tab, adapters_tab, evaluate_tab, feedback_tab, inside_tab, system_tab, train_tab
+from ui import account_tab, adapters_tab, evaluate_tab, feedback_tab, i18n, inside_tab, system_tab, train_tab
 from ui import tabs as task_tabs
 from ui.api import expose, publish, user_of
 from ui.navigation import Navigation
 from ui.picker import QUIET, Picker
 from ui.services import TabServices
 
-INTRO = ("# LoRA Studio\nChat with a language model, apply it to your texts, and fine-tune it with LoRA — "
-         "all from this page. Models load on first use.")
+INTRO = "app.intro"  # the page's heading and introduction, in ui/i18n's dictionaries
 
 
 def browser_secret(settings: config.Settings) -> str:
@@ -64,7 +63,7 @@ def build_app(settings: config.Settings) -> gr.Blocks:
     claim_local_data(ctx, training, search.store, feedback.store)
     secret = browser_secret(settings)
     with gr.Blocks(title="LoRA Studio") as demo:
-        gr.Markdown(INTRO)
+        i18n.header(INTRO)
         if os.environ.get("OAUTH_CLIENT_ID"):  # a Space with `hf_oauth: true`: its visitors sign in with Hugging Face
             gr.LoginButton()
         # The public API first: it takes the plain names (/cancel), and UI events that call the same functions
@@ -74,16 +73,16 @@ def build_app(settings: config.Settings) -> gr.Blocks:
         # Six areas by what a person came to do; Use, Train and Settings hold views of their own.
         nav = Navigation()
         with nav.top():
-            with nav.area("Use", "use") as use:
+            with nav.area(i18n.t("tab.use"), "use") as use:
                 services = TabServices(secret, inside, feedback)
                 pickers = {task.id: build_tab(task, services) for task in tasks}
-            with nav.area("Train", "training"):
+            with nav.area(i18n.t("tab.train"), "training"):
                 trainer = train_tab.build(training, secret)
                 fed = feedback_tab.build(feedback)  # where training rows come from
             evaluate_tab.build(training, secret)
             adapters_tab.build(library, training)
             inside_tab.build(inside)
-            with nav.area("Settings", "settings"):
+            with nav.area(i18n.t("tab.settings"), "settings"):
                 account_tab.build(account)
                 system_tab.build(ctx)
         refresh_pickers_on_open(use, pickers)
@@ -105,7 +104,8 @@ def serve(demo: gr.Blocks, settings: config.Settings, block: bool = True, **opti
     demo.launch(server_name=settings.host, server_port=settings.port,
                 auth=accounts.check if accounts.enabled else None,
                 auth_message="Log in with your LoRA Studio account.",
-                max_file_size=f"{settings.max_upload_mb}mb", show_error=False, prevent_thread_lock=True, **options)
+                max_file_size=f"{settings.max_upload_mb}mb", show_error=False, prevent_thread_lock=True,
+                i18n=i18n.translations(), **options)
     # On Gradio's own app, ahead of its routes: one server, one port, one command. (Handing them to launch as
     # FastAPI's `routes=` instead stopped Gradio from noticing a cancelled client's event.)
     demo.app.router.routes[:0] = list(demo.http_routes)

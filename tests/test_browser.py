@@ -30,19 +30,31 @@ QUESTION = "What is the capital of the planet Zorbia?"
 TRAINING_S = 420  # about 25 s on an idle 2-core machine; much longer when other work shares the cores
 
 
-@pytest.fixture
-def page(request, tmp_path):
-    """A fresh headless Chromium page, 1280 px wide; a failing test leaves a screenshot of it."""
+def browser_page(request, tmp_path, **context):
+    """A fresh headless Chromium page (context: playwright's new_context options); a failing test leaves a
+    screenshot of it."""
     failed_before = request.session.testsfailed
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page = browser.new_context(**context).new_page()
         page.set_default_timeout(30_000)
         yield page
         if request.session.testsfailed > failed_before:
             page.screenshot(path=tmp_path / "failure.png", full_page=True)
             print(f"screenshot of the failure: {tmp_path / 'failure.png'}")
         browser.close()
+
+
+@pytest.fixture
+def page(request, tmp_path):
+    """A fresh headless Chromium page, 1280 px wide."""
+    yield from browser_page(request, tmp_path, viewport={"width": 1280, "height": 900})
+
+
+@pytest.fixture
+def chinese_page(request, tmp_path):
+    """A page in a browser whose language is Simplified Chinese."""
+    yield from browser_page(request, tmp_path, viewport={"width": 1400, "height": 1000}, locale="zh-CN")
 
 
 def tab(page, name: str):
@@ -330,3 +342,47 @@ def test_a_phone_wide_window_cuts_no_control_off(launch, page):
         except PlaywrightTimeout:
             pass
         assert page.evaluate(CUT_OFF) == [], view
+
+
+# Each area in Chinese, and a text of its own that the page shows in Chinese when the area opens.
+CHINESE_AREAS = [("使用", "生成设置"), ("训练", "适配器名称"), ("评估", "列映射（可选）"),
+                 ("适配器", "导入在别处训练的适配器"), ("模型内部", "比较三个分词器"), ("设置", "这台服务器没有账户")]
+
+
+def test_the_page_in_chinese_chats_and_switches_to_english(launch, settings, tiny_chat_dir, chinese_page):
+    settings.chat_model = str(tiny_chat_dir)
+    url, _ = launch()
+    page = chinese_page
+    page.goto(url, wait_until="domcontentloaded")
+    page.wait_for_selector("button[role=tab]")
+    top = top_bar(page)
+    expect(top).to_have_text([name for name, _ in CHINESE_AREAS])
+    for i, (_, text) in enumerate(CHINESE_AREAS):
+        top.nth(i).click()
+        expect(page.locator('[role="tabpanel"]:visible').get_by_text(text).first).to_be_visible()
+        assert "__i18n__" not in page.locator("body").inner_text()  # no key shown untranslated
+
+    # Chat still answers; what the user typed is not translated.
+    top.nth(0).click()
+    tab(page, "对话").click()
+    page.get_by_placeholder("输入消息后按回车").fill("Say hello")
+    page.get_by_role("button", name="发送").click()
+    expect(page.get_by_test_id("bot")).to_have_count(1, timeout=60_000)
+    expect(page.get_by_test_id("user")).to_have_text("Say hello")
+
+    # A known error sentence is shown in Chinese (the server knows the page's language).
+    tab(page, "翻译").click()
+    expect(page.get_by_text("要翻译的文本").first).to_be_visible()
+    page.locator('[role="tabpanel"]:visible').get_by_role("button", name="翻译", exact=True).last.click()
+    expect(page.get_by_text("请输入要翻译的文本：内容为空。")).to_be_visible()
+
+    # The switch changes the page at once, and the choice outlives a reload.
+    page.get_by_label("English", exact=True).check()
+    expect(top).to_have_text(AREAS)
+    expect(page.get_by_text("Text to translate").first).to_be_visible()
+    page.reload(wait_until="domcontentloaded")
+    page.wait_for_selector("button[role=tab]")
+    expect(top).to_have_text(AREAS, timeout=30_000)  # the remembered choice is applied once the page loads
+    expect(page.get_by_label("English", exact=True)).to_be_checked()
+    page.get_by_label("中文", exact=True).check()
+    expect(top).to_have_text([name for name, _ in CHINESE_AREAS])

@@ -11,6 +11,7 @@ import pandas as pd
 from errors import UserError
 from tasks.account import AccountService
 from ui.api import first_cell, handler, on_load, user_of
+from ui.i18n import marked, t
 
 HIDDEN = {"api_visibility": "undocumented"}
 
@@ -19,10 +20,7 @@ def who(account: AccountService, request: gr.Request = None):
     """The login line, and whether the admin tools show."""
     me = account.whoami(owner=user_of(request))
     if not me["accounts"]:
-        line = ("This server has no accounts: everything here is yours. An operator adds users with "
-                "`python app.py users add NAME`.")
-        line += (" Clients of the OpenAI-compatible API at `/v1` need no key (unless the operator set "
-                 "`--api-key`).")
+        line = marked("account.no_accounts")  # the front end shows it in the page's language
     else:
         line = f"Logged in as **{me['name']}**" + (" (admin)" if me["admin"] else "") + "."
     keys = me["accounts"] or bool(os.environ.get("OAUTH_CLIENT_ID"))
@@ -75,39 +73,39 @@ def revoke_key(account: AccountService, key_id: str, request: gr.Request = None)
 
 
 def build(account: AccountService) -> None:
-    with gr.Tab("Account", id="account"):
+    with gr.Tab(t("tab.account"), id="account"):
         line = gr.Markdown()
-        logout = gr.Button("Log out", link="/logout", size="sm", visible=False)
+        logout = gr.Button(t("account.log_out"), link="/logout", size="sm", visible=False)
         with gr.Column(visible=False) as admin:
-            gr.Markdown("### Users")
-            users = gr.Dataframe(label="Who may log in", interactive=False)
+            gr.Markdown(t("account.users"))
+            users = gr.Dataframe(label=t("account.who_may_log"), interactive=False)
             with gr.Row():
-                name = gr.Textbox(label="Username", scale=2)
-                password = gr.Textbox(label="Password", type="password", scale=2, info="At least 8 characters.")
-                is_admin = gr.Checkbox(label="Admin", scale=1)
-                add = gr.Button("Add user", scale=1)
-                remove = gr.Button("Remove user", variant="stop", scale=1)
-            gr.Markdown("### Share with everyone\nOthers can use a shared adapter or search a shared collection; "
-                        "only its owner can change or delete it.")
+                name = gr.Textbox(label=t("account.username"), scale=2)
+                password = gr.Textbox(label=t("account.password"), type="password", scale=2,
+                                      info=t("account.at_least_8_characters"))
+                is_admin = gr.Checkbox(label=t("account.admin"), scale=1)
+                add = gr.Button(t("account.add_user"), scale=1)
+                remove = gr.Button(t("account.remove_user"), variant="stop", scale=1)
+            gr.Markdown(t("account.share_everyone_others_can"))
             with gr.Row():
-                kind = gr.Radio(["adapter", "collection"], value="adapter", label="What")
-                item = gr.Textbox(label="Name")
-                whose = gr.Textbox(label="Owner", info="Empty: your own.")
-                shared = gr.Checkbox(value=True, label="Shared")
-                apply = gr.Button("Apply")
+                kind = gr.Radio([(t("account.kind_adapter"), "adapter"), (t("account.kind_collection"), "collection")],
+                                value="adapter", label=t("account.what"))
+                item = gr.Textbox(label=t("common.name"))
+                whose = gr.Textbox(label=t("account.owner"), info=t("account.empty_own"))
+                shared = gr.Checkbox(value=True, label=t("account.shared"))
+                apply = gr.Button(t("account.apply"))
             shared_status = gr.Markdown()
         with gr.Column(visible=False) as api_keys:
-            gr.Markdown("### API keys\nFor the OpenAI-compatible API at `/v1` (the `openai` client, LangChain, "
-                        "Open WebUI): a key acts as you, with your adapters and limits.")
+            gr.Markdown(t("account.api_keys_openai_compatible"))
             with gr.Row():
-                label = gr.Textbox(label="What the key is for", scale=3, placeholder="laptop, notebook, ...")
-                create = gr.Button("Create key", scale=1)
-            new_key = gr.Textbox(label="Your new key: copy it now, it is not shown again", visible=False,
+                label = gr.Textbox(label=t("account.what_key"), scale=3, placeholder=t("account.laptop_notebook"))
+                create = gr.Button(t("account.create_key"), scale=1)
+            new_key = gr.Textbox(label=t("account.new_key_copy_now"), visible=False,
                                  interactive=False, buttons=["copy"])
-            keys = gr.Dataframe(label="Your keys (click one to revoke it)", interactive=False)
+            keys = gr.Dataframe(label=t("account.keys_click_one_revoke"), interactive=False)
             with gr.Row():
-                key_id = gr.Textbox(label="Key", scale=3)
-                revoke = gr.Button("Revoke", variant="stop", scale=1)
+                key_id = gr.Textbox(label=t("account.key"), scale=3)
+                revoke = gr.Button(t("account.revoke"), variant="stop", scale=1)
     on_load(handler(who, account), None, [line, logout, admin, api_keys])
     add.click(handler(add_user, account), [name, password, is_admin], [users, name, password], **HIDDEN)
     remove.click(handler(remove_user, account), name, users, **HIDDEN)

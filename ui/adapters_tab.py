@@ -14,6 +14,7 @@ from tasks.spec import specs
 from training.report import VERDICTS, headline
 from training.service import TrainingService
 from ui.api import first_cell, handler, on_load, uploads, user_of
+from ui.i18n import t
 
 HIDDEN = {"api_visibility": "undocumented"}
 COLUMNS = ["adapter", "task", "base model", "created", "MB", "verdict", "result", "shared", "owner"]
@@ -99,47 +100,45 @@ def chat_adapters(training: TrainingService, request: gr.Request = None):
 
 
 def build(library: AdapterLibrary, training: TrainingService) -> None:
-    with gr.Tab("Adapters", id="adapters"):
-        gr.Markdown("Your adapters (and those shared with everyone). Click a row to choose one.")
+    with gr.Tab(t("tab.adapters"), id="adapters"):
+        gr.Markdown(t("adapters.adapters_those_shared_everyone"))
         adapters = gr.Dataframe(headers=COLUMNS, interactive=False)
         with gr.Row():
-            chosen = gr.Textbox(label="Adapter", scale=2)
-            new_name = gr.Textbox(label="New name", scale=2)
-            rename_btn = gr.Button("Rename", size="sm")
-            delete_btn = gr.Button("Delete", variant="stop", size="sm")
+            chosen = gr.Textbox(label=t("common.adapter"), scale=2)
+            new_name = gr.Textbox(label=t("adapters.new_name"), scale=2)
+            rename_btn = gr.Button(t("adapters.rename"), size="sm")
+            delete_btn = gr.Button(t("common.delete"), variant="stop", size="sm")
         with gr.Row():
-            export_btn = gr.Button("Export as zip", size="sm")
-            merge_name = gr.Textbox(label="Merged model's name", scale=2, placeholder="empty: <adapter>-merged")
-            merge_btn = gr.Button("Merge into a model", size="sm")
-        download = gr.File(label="Export (adapter_config.json, adapter_model.safetensors, lora_studio.json, "
-                                 "README.md): loads with plain peft", visible=False)
+            export_btn = gr.Button(t("adapters.export_zip"), size="sm")
+            merge_name = gr.Textbox(label=t("adapters.merged_model_s_name"), scale=2,
+                                    placeholder=t("adapters.empty_adapter_merged"))
+            merge_btn = gr.Button(t("adapters.merge_into_model"), size="sm")
+        download = gr.File(label=t("adapters.export_adapter_config_json"), visible=False)
         merged = gr.Markdown()
-        with gr.Accordion("Import an adapter trained elsewhere", open=False):
-            gr.Markdown("A LoRA adapter from peft, LLaMA-Factory, Unsloth or AutoTrain: a zip of its folder, or its "
-                        "`adapter_config.json` and `adapter_model.safetensors`. Only safetensors are read.")
-            files = gr.File(label="Adapter", file_count="multiple", file_types=[".zip", ".json", ".safetensors"])
+        with gr.Accordion(t("adapters.import_adapter_trained_elsewhere"), open=False):
+            gr.Markdown(t("adapters.lora_adapter_from_peft"))
+            files = gr.File(label=t("common.adapter"), file_count="multiple",
+                            file_types=[".zip", ".json", ".safetensors"])
             with gr.Row():
-                import_name = gr.Textbox(label="Name", info="Empty: the file's name.")
-                task = gr.Dropdown([""] + [s.id for s in specs() if s.trainable], value="", label="Task",
-                                   info="Empty: what its lora_studio.json says, else chat.")
-                base = gr.Textbox(label="Base model", info="Empty: the base its config names, if this app knows it.")
-            import_btn = gr.Button("Import", variant="primary")
+                import_name = gr.Textbox(label=t("common.name"), info=t("adapters.empty_file_s_name"))
+                task = gr.Dropdown([""] + [s.id for s in specs() if s.trainable], value="", label=t("common.task"),
+                                   info=t("adapters.empty_what_lora_studio"))
+                base = gr.Textbox(label=t("common.base_model"), info=t("adapters.empty_base_config_names"))
+            import_btn = gr.Button(t("adapters.import"), variant="primary")
             imported = gr.Markdown()
-        with gr.Accordion("Push to the Hugging Face Hub", open=False):
+        with gr.Accordion(t("adapters.push_hugging_face_hub"), open=False):
             with gr.Row():
-                repo = gr.Textbox(label="Repository", placeholder="your-name/my-adapter")
-                token = gr.Textbox(label="Access token (write)", type="password",
-                                   info="Used for this upload only; never stored.")
-                private = gr.Checkbox(value=True, label="Private")
-            push_btn = gr.Button("Push")
+                repo = gr.Textbox(label=t("adapters.repository"), placeholder=t("adapters.name_my_adapter"))
+                token = gr.Textbox(label=t("adapters.access_token_write"), type="password",
+                                   info=t("adapters.used_this_upload_only"))
+                private = gr.Checkbox(value=True, label=t("adapters.private"))
+            push_btn = gr.Button(t("adapters.push"))
             pushed = gr.Markdown()
-        with gr.Accordion("Serve these adapters at scale (vLLM, SGLang)", open=False):
-            gr.Markdown("For many users at once on a GPU server: the command that serves your chat adapters on "
-                        "their base model with vLLM or SGLang. Start LoRA Studio with `--serve-backend URL` to chat "
-                        "through it; everything else stays the same.")
+        with gr.Accordion(t("adapters.serve_these_adapters_at"), open=False):
+            gr.Markdown(t("adapters.many_users_at_once"))
             with gr.Row():
-                to_serve = gr.Dropdown([], multiselect=True, label="Chat adapters", scale=3)
-                serve_btn = gr.Button("Show the commands", size="sm")
+                to_serve = gr.Dropdown([], multiselect=True, label=t("adapters.chat_adapters"), scale=3)
+                serve_btn = gr.Button(t("adapters.show_commands"), size="sm")
             serve_lines = gr.Markdown()
     on_load(handler(table, training), None, adapters)
     on_load(handler(chat_adapters, training), None, to_serve)

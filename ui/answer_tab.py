@@ -12,6 +12,7 @@ from tasks.answer import SENTENCE_NOTE, AnswerTask
 from tasks.text import highlight
 from ui.api import handler, progress_for, user_of
 from ui.compare_panel import compare_panel
+from ui.i18n import t
 from ui.picker import Picker, adapter_value, picker
 from ui.services import TabServices
 
@@ -21,9 +22,8 @@ PARAGRAPH = ("The Eiffel Tower is a wrought-iron lattice tower on the Champ de M
              "after the engineer Gustave Eiffel, whose company designed and built the tower. It was constructed "
              "from 1887 to 1889 as the centrepiece of the 1889 World's Fair. The tower is 330 metres tall, about "
              "the same height as an 81-storey building.")
-MODEL_INFO = ("A question-answering model, or a sentence-embedding model for sentence-level "
-              "answers; a Hugging Face id or a local folder works too.")
-ADAPTER_INFO = "A LoRA adapter you trained for question answering."
+MODEL_INFO = (t("answer.model_info"))
+ADAPTER_INFO = t("answer.adapter_info")
 EXAMPLES = [
     ["Who is the Eiffel Tower named after?", PARAGRAPH],
     ["How tall is the tower?", PARAGRAPH],
@@ -62,17 +62,18 @@ def build(task: AnswerTask, tab: gr.Tab, services: TabServices) -> Picker:
     """Build the tab's contents; returns its model-and-adapter picker."""
     chosen = picker(task, MODELS, functools.partial(fallback_note, task), MODEL_INFO, ADAPTER_INFO)
     model, adapter = chosen.model, chosen.adapter
-    question = gr.Textbox(label="Question", placeholder="Who is the tower named after?")
+    question = gr.Textbox(label=t("answer.question"), placeholder=t("answer.who_tower_named_after"))
     with gr.Row():
-        context = gr.Textbox(label="Context", lines=8, scale=3,
-                             placeholder="Paste the text that holds the answer.")
-        collection = gr.Textbox(label="…or a document collection", scale=1,
-                                info="Leave the context empty to answer from this collection's documents.")
-    ask_button = gr.Button("Answer", variant="primary")
-    gr.Examples(EXAMPLES, [question, context], label="Examples")
-    answer = gr.Textbox(label="Answer", interactive=False, buttons=["copy"])
+        context = gr.Textbox(label=t("answer.context"), lines=8, scale=3,
+                             placeholder=t("answer.paste_text_that_holds"))
+        collection = gr.Textbox(label=t("answer.document_collection"), scale=1,
+                                info=t("answer.leave_context_empty_answer"))
+    ask_button = gr.Button(t("answer.answer"), variant="primary")
+    samples = gr.Examples(EXAMPLES, [question, context], label=t("common.examples"))
+    samples.dataset.headers = []  # Gradio does not translate a table's headers: none rather than raw keys
+    answer = gr.Textbox(label=t("answer.answer"), interactive=False, buttons=["copy"])
     details = gr.Markdown()
-    marked = gr.HTML(label="Where the answer is")
+    marked = gr.HTML(label=t("answer.where_answer"))
 
     compare_panel(task, {"question": question, "context": context, "collection": collection}, answer_line,
                   MODELS)

@@ -26,6 +26,7 @@ from config import LOCAL_USER
 from errors import UserError, internal_sentence
 from tasks.base import Upload
 from tasks.spec import EXAMPLES
+from ui.i18n import in_page_language
 
 HIDDEN = ("owner", "progress")  # task parameters the edge fills in
 NOT_UPLOADED = "Upload the file; paths on the server are not accepted."
@@ -35,23 +36,25 @@ class ClientGone(Exception):
     """The client that asked went away (closed the page, cancelled): the work it asked for stops."""
 
 
-def _translated(error: BaseException) -> BaseException:
+def _translated(error: BaseException, page: bool = False) -> BaseException:
+    """The error as the caller sees it; page: in the page's language (UI events; the public API stays English)."""
     if isinstance(error, UserError):
-        return gr.Error(str(error))
+        return gr.Error(in_page_language(str(error)) if page else str(error))
     if isinstance(error, (gr.Error, ClientGone)):
         return error
     return gr.Error(internal_sentence(error))
 
 
-def expose(fn: Callable) -> Callable:
-    """Wrap fn (a function or a generator function) so errors reach the caller as one sentence (see above)."""
+def expose(fn: Callable, page: bool = False) -> Callable:
+    """Wrap fn (a function or a generator function) so errors reach the caller as one sentence (see above);
+    page: a UI event's, whose known sentences are shown in the page's language."""
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def stream(*args, **kwargs):
             try:
                 yield from fn(*args, **kwargs)
             except Exception as error:  # noqa: BLE001  (every error becomes one sentence)
-                raise _translated(error) from None
+                raise _translated(error, page) from None
         return stream
 
     @functools.wraps(fn)
@@ -59,7 +62,7 @@ def expose(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except Exception as error:  # noqa: BLE001
-            raise _translated(error) from None
+            raise _translated(error, page) from None
     return call
 
 
@@ -263,7 +266,7 @@ def handler(fn: Callable, *bound) -> Callable:
     hints = typing.get_type_hints(fn)
     signature = inspect.signature(fn)
     params = list(signature.parameters.values())[len(bound):]
-    wrapper = expose(functools.partial(fn, *bound))
+    wrapper = expose(functools.partial(fn, *bound), page=True)
     del wrapper.__wrapped__
     wrapper.__signature__ = signature.replace(parameters=params)
     wrapper.__annotations__ = {p.name: hints[p.name] for p in params if p.name in hints}

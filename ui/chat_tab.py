@@ -16,11 +16,13 @@ from tasks.feedback import FeedbackService
 from tasks.inside import InsideModel
 from ui.api import GENERATION, expose, handler, user_of
 from ui.compare_panel import compare_panel
+from ui.i18n import t
 from ui.picker import Picker, adapter_value, picker
 from ui.services import TabServices
 
 
 MAX_ALTERNATIVES = 4
+ALTERNATIVE = ("chat.alternative_1", "chat.alternative_2", "chat.alternative_3", "chat.alternative_4")  # a label each
 CONTINUATION = "<div style='white-space:pre-wrap; padding-top:1.6em'>{}</div>"  # below the box's label
 
 
@@ -125,49 +127,48 @@ def export_chat(history: list, fmt: str) -> str:
 def build(task: ChatTask, tab: gr.Tab, services: TabServices) -> Picker:
     """Build the tab's contents; returns its model-and-adapter picker."""
     chosen = picker(task, catalog.choices(catalog.DECODER), extra=lambda: gr.Radio(
-        ["Chat", "Continue text"], value="Chat", label="Mode", scale=2,
-        info="Continue text suits base models such as GPT-2."))
+        [(t("chat.mode_chat"), "Chat"), (t("chat.mode_continue"), "Continue text")], value="Chat",
+        label=t("chat.mode"), scale=2,
+        info=t("chat.continue_text_suits_base")))
     model, adapter, mode = chosen.model, chosen.adapter, chosen.extra
     with gr.Column(visible=True) as chat_box:
-        chatbot = gr.Chatbot(label="Conversation", height=420, buttons=["copy"], editable="all",
+        chatbot = gr.Chatbot(label=t("chat.conversation"), height=420, buttons=["copy"], editable="all",
                              feedback_options=("Like", "Dislike"))
-        gr.Markdown("👍/👎 a reply, or edit it (the pencil) into the answer it should have been: both are kept in "
-                    "the Feedback tab, and can train your next adapter.")
+        gr.Markdown(t("chat.reply_edit_pencil_into"))
         with gr.Row():
-            message = gr.Textbox(placeholder="Type a message and press Enter", show_label=False, scale=6,
+            message = gr.Textbox(placeholder=t("chat.type_message_press_enter"), show_label=False, scale=6,
                                  lines=1, max_lines=8, autofocus=True)
-            send = gr.Button("Send", variant="primary", scale=1)
-            stop = gr.Button("Stop", variant="stop", scale=1)
+            send = gr.Button(t("chat.send"), variant="primary", scale=1)
+            stop = gr.Button(t("chat.stop"), variant="stop", scale=1)
         with gr.Row():
-            clear = gr.Button("Clear conversation", size="sm")
+            clear = gr.Button(t("chat.clear_conversation"), size="sm")
             export_format = gr.Radio(["Markdown", "JSON"], value="Markdown", show_label=False)
-            export = gr.Button("Export", size="sm")
-            export_file = gr.File(label="Download", visible=False)
-        with gr.Accordion("Generation settings", open=False):
-            system_prompt = gr.Textbox(label="System prompt", lines=2,
-                                       placeholder="Optional: how the assistant should behave")
-            temperature = gr.Slider(0, 2, value=0.3, step=0.05, label="Temperature",
-                                    info="0 always picks the likeliest word; higher is more varied.")
-            top_p = gr.Slider(0.05, 1, value=0.9, step=0.05, label="Top-p",
-                              info="Sample only from the likeliest words that make up this share.")
-            max_new_tokens = gr.Slider(16, 1024, value=256, step=16, label="Max new tokens",
-                                       info="The longest reply, in tokens (about ¾ of a word each).")
+            export = gr.Button(t("chat.export"), size="sm")
+            export_file = gr.File(label=t("common.download"), visible=False)
+        with gr.Accordion(t("chat.generation_settings"), open=False):
+            system_prompt = gr.Textbox(label=t("chat.system_prompt"), lines=2,
+                                       placeholder=t("chat.optional_how_assistant_should"))
+            temperature = gr.Slider(0, 2, value=0.3, step=0.05, label=t("common.temperature"),
+                                    info=t("chat.0_always_picks_likeliest"))
+            top_p = gr.Slider(0.05, 1, value=0.9, step=0.05, label=t("common.top_p"),
+                              info=t("chat.sample_only_from_likeliest"))
+            max_new_tokens = gr.Slider(16, 1024, value=256, step=16, label=t("chat.max_new_tokens"),
+                                       info=t("chat.longest_reply_tokens_about"))
         compare_panel(task, {"system_prompt": system_prompt, "temperature": temperature, "top_p": top_p,
                              "max_new_tokens": max_new_tokens}, str, catalog.choices(catalog.DECODER),
                       lambda v: {**v, "max_new_tokens": int(v["max_new_tokens"])},
-                      lambda: {"message": gr.Textbox(placeholder="A message to send to every variant",
+                      lambda: {"message": gr.Textbox(placeholder=t("chat.message_send_every_variant"),
                                                      show_label=False)})
     with gr.Column(visible=False) as complete_box:
-        prompt = gr.Textbox(label="Text to continue", lines=4, placeholder="Once upon a time")
+        prompt = gr.Textbox(label=t("chat.text_continue"), lines=4, placeholder=t("chat.once_upon_time"))
         with gr.Row():
-            count = gr.Slider(1, MAX_ALTERNATIVES, value=2, step=1, label="Alternatives")
-            complete_tokens = gr.Slider(8, 512, value=64, step=8, label="Max new tokens")
-            complete_temperature = gr.Slider(0, 2, value=0.8, step=0.05, label="Temperature")
-        go = gr.Button("Continue", variant="primary")
-        gr.Markdown("Each new word is coloured by how likely the model found it (green: likely, red: a "
-                    "surprise); hover over it to see the probability.")
+            count = gr.Slider(1, MAX_ALTERNATIVES, value=2, step=1, label=t("chat.alternatives"))
+            complete_tokens = gr.Slider(8, 512, value=64, step=8, label=t("chat.max_new_tokens"))
+            complete_temperature = gr.Slider(0, 2, value=0.8, step=0.05, label=t("common.temperature"))
+        go = gr.Button(t("chat.continue"), variant="primary")
+        gr.Markdown(t("chat.each_new_word_coloured"))
         with gr.Row():
-            outs = [gr.HTML(label=f"Alternative {i + 1}", show_label=True, container=True, visible=i < 2)
+            outs = [gr.HTML(label=t(ALTERNATIVE[i]), show_label=True, container=True, visible=i < 2)
                     for i in range(MAX_ALTERNATIVES)]
     saved = gr.BrowserState([], storage_key="lora-studio-chat", secret=services.browser_secret)
 
@@ -177,8 +178,8 @@ def build(task: ChatTask, tab: gr.Tab, services: TabServices) -> Picker:
                     **GENERATION)
     stop.click(None, None, None, cancels=[sending], **hidden)
     clear.click(lambda: [], None, chatbot, **hidden)
-    export.click(expose(lambda h, f: gr.update(value=export_chat(h, f), visible=True)), [chatbot, export_format],
-                 export_file, **hidden)
+    export.click(expose(lambda h, f: gr.update(value=export_chat(h, f), visible=True), page=True),
+                 [chatbot, export_format], export_file, **hidden)
     go.click(handler(alternatives, task, services.inside),
              [prompt, model, adapter, count, complete_tokens, complete_temperature], outs, **hidden)
     mode.change(lambda m: (gr.update(visible=m == "Chat"), gr.update(visible=m != "Chat")), mode,

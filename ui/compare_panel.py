@@ -11,10 +11,13 @@ from models.adapters import NO_ADAPTER
 from tasks.base import Task
 from tasks.compare import MAX_VARIANTS, Comparison
 from ui.api import GENERATION, expose, on_load, progress_for, user_of
+from ui.i18n import t
 from ui.picker import QUIET, adapter_choices, adapter_update, adapter_value
 
-EXPLAIN = ("The same input on up to three variants at once — the base, your adapters, other models. Variants on "
-           "one base run as one batch, so this takes about as long as one answer.")
+EXPLAIN = (t("compare.explain"))
+# The variants' boxes, one key each: the front end translates a whole label, it cannot number one.
+VARIANT_MODEL = ("compare.variant_1_model", "compare.variant_2_model", "compare.variant_3_model")[:MAX_VARIANTS]
+VARIANT_ADAPTER = ("compare.variant_1_adapter", "compare.variant_2_adapter", "compare.variant_3_adapter")[:MAX_VARIANTS]
 
 
 def compare_panel(task: Task, inputs: dict[str, gr.Component], render: Callable[[object], str],
@@ -25,21 +28,22 @@ def compare_panel(task: Task, inputs: dict[str, gr.Component], render: Callable[
     is fixed, only adapters vary), convert adjusts the inputs' values (a UI choice to its API value), and
     own_inputs adds components of the panel's own (the chat's message box) above its button."""
     comparison = Comparison({task.id: task})
-    with gr.Accordion("Compare side by side", open=False):
+    with gr.Accordion(t("compare.compare_side_side"), open=False):
         gr.Markdown(EXPLAIN)
         boxes = []
         with gr.Row():
             for i in range(MAX_VARIANTS):
                 with gr.Column(min_width=160):
                     if models is not None:
-                        boxes.append(gr.Dropdown(models, value=None, label=f"Variant {i + 1}: model",
+                        boxes.append(gr.Dropdown(models, value=None, label=t(VARIANT_MODEL[i]),
                                                  allow_custom_value=True,
-                                                 info="Empty: the adapter's base, or the default model."))
+                                                 info=t("compare.empty_adapter_s_base")))
                     boxes.append(gr.Dropdown([NO_ADAPTER], value=NO_ADAPTER, allow_custom_value=True,
-                                             label="adapter" if models is not None else f"Variant {i + 1}: adapter"))
+                                             label=t("compare.adapter") if models is not None
+                                             else t(VARIANT_ADAPTER[i])))
         own = own_inputs() if own_inputs else {}
         inputs = {**inputs, **own}
-        button = gr.Button("Compare", variant="primary")
+        button = gr.Button(t("compare.compare"), variant="primary")
         with gr.Row():
             columns = [gr.Markdown(visible=False, container=True, min_height=80) for _ in range(MAX_VARIANTS)]
     names = list(inputs)
@@ -57,7 +61,7 @@ def compare_panel(task: Task, inputs: dict[str, gr.Component], render: Callable[
                    for r in update] + [gr.update(visible=False)] * (MAX_VARIANTS - len(update))
 
     triggers = [button.click] + [c.submit for c in own.values() if isinstance(c, gr.Textbox)]
-    gr.on(triggers, expose(run), [*inputs.values(), *boxes], columns, api_visibility="undocumented",
+    gr.on(triggers, expose(run, page=True), [*inputs.values(), *boxes], columns, api_visibility="undocumented",
           **GENERATION)
 
     # As in the picker: each variant's adapters are those trained on its model (the task's default when empty).

@@ -14,6 +14,7 @@ from training.evaluation import MAX_VARIANTS
 from training.report import VERDICTS
 from training.service import TrainingService
 from ui.api import first_cell, handler, on_load, upload, user_of
+from ui.i18n import marked, t
 
 BASE_CHOICE = "base model"  # the box that evaluates the base model itself (a label, never an adapter name)
 ACTIVE = ("queued", "running")
@@ -72,7 +73,7 @@ def results_markdown(report: dict, verdicts: dict | None = None) -> str:
     names = report["metric_names"]
     keys = list(dict.fromkeys(k for v in report["variants"] for k in v["metrics"]))
     lower = set(report.get("lower_is_better", []))
-    text = f"### Results\n**{report['summary']}**\n\n| | " + " | ".join(
+    text = f"### {marked('evaluate.results')}\n**{report['summary']}**\n\n| | " + " | ".join(
         names.get(k, k) + (" (lower is better)" if k in lower else "") for k in keys) + " |\n|---|" + "---|" * len(keys) + "\n"
     for i, variant in enumerate(report["variants"]):
         label = f"**{variant['label']}** ✓" if i == report["best"] and len(report["variants"]) > 1 else variant["label"]
@@ -155,31 +156,30 @@ def history(service: TrainingService, request: gr.Request = None) -> pd.DataFram
 
 def build(service: TrainingService, browser_secret: str) -> dict:
     first = evaluated()[0]
-    with gr.Tab("Evaluate", id="evaluate"):
-        gr.Markdown("Is it better than before on *your* examples? Score the base model and your adapters on a "
-                    "set of rows with the task's own measure, and read their answers side by side. It runs in "
-                    "the background: you can close this page and come back.")
+    with gr.Tab(t("tab.evaluate"), id="evaluate"):
+        gr.Markdown(t("evaluate.better_than_before_examples"))
         with gr.Row():
-            task = gr.Dropdown(evaluated(), value=first, label="Task", scale=1)
-            base_model = gr.Textbox(label="Base model (empty = the task's default)", scale=2)
-            ticked = gr.CheckboxGroup([BASE_CHOICE], value=[BASE_CHOICE], label=f"Evaluate (up to {MAX_VARIANTS})", scale=3)
+            task = gr.Dropdown(evaluated(), value=first, label=t("common.task"), scale=1)
+            base_model = gr.Textbox(label=t("evaluate.base_model_empty_task"), scale=2)
+            ticked = gr.CheckboxGroup([BASE_CHOICE], value=[BASE_CHOICE], label=t("evaluate.up_to"), scale=3)
         with gr.Row():
-            uploaded = gr.File(label="Rows to evaluate on (.jsonl, .json, .csv, .tsv), in the task's training format",
+            uploaded = gr.File(label=t("evaluate.rows_evaluate_jsonl_json"),
                                file_types=list(data.EXTENSIONS), scale=3)
             with gr.Column(scale=2):
-                job = gr.Dropdown([], label="…or the held-out rows of a training job", value=None)
-                sample = gr.Button("Try the sample", size="sm")
+                job = gr.Dropdown([], label=t("evaluate.held_out_rows_training"), value=None)
+                sample = gr.Button(t("common.try_sample"), size="sm")
                 formats = gr.Markdown(trainable_spec(first).formats)
-        columns = gr.Textbox(label="Column mapping (optional)", placeholder='{"text": "review", "label": "stars"}')
-        run = gr.Button("Evaluate", variant="primary")
-        status = gr.Markdown("No evaluation yet.")
-        cancel = gr.Button("Cancel", variant="stop", visible=False)
+        columns = gr.Textbox(label=t("evaluate.column_mapping_optional"),
+                             placeholder=t("evaluate.text_review_label_stars"))
+        run = gr.Button(t("evaluate.evaluate"), variant="primary")
+        status = gr.Markdown(t("evaluate.no_evaluation_yet"))
+        cancel = gr.Button(t("common.cancel"), variant="stop", visible=False)
         results = gr.Markdown()
-        rows = gr.Dataframe(label="Row by row (where the answers differ first; [score] after each answer)",
+        rows = gr.Dataframe(label=t("evaluate.row_row_where_answers"),
                             interactive=False, wrap=True, visible=False)
-        csv = gr.File(label="Download the rows (CSV)", interactive=False, visible=False)
-        with gr.Accordion("Your evaluations", open=False):
-            past = gr.Dataframe(label="Select one to view it", interactive=False)
+        csv = gr.File(label=t("evaluate.download_rows_csv"), interactive=False, visible=False)
+        with gr.Accordion(t("evaluate.evaluations"), open=False):
+            past = gr.Dataframe(label=t("evaluate.select_one_view"), interactive=False)
         job_id = gr.State("")
         saved = gr.BrowserState("", storage_key="lora-studio-evaluation", secret=browser_secret)
         timer = gr.Timer(1.0, active=False)

@@ -12,12 +12,10 @@ import pandas as pd
 from errors import UserError
 from tasks.feedback import FeedbackService, training_rows
 from ui.api import first_cell, handler, on_load, user_of
+from ui.i18n import t
 
 COLUMNS = ["id", "verdict", "prompt", "reply", "correction", "model", "adapter"]
-INTRO = ("## Feedback\nEvery 👍, 👎 and edited reply in Chat lands here. Fix a row, delete it, or write new ones "
-         "by hand (a prompt and the answer it should get): this is also the way to write a small training set "
-         "without preparing a file. **Train from feedback** turns corrected and liked replies into training rows; "
-         "**Preference-tune** trains on pairs (a reply and its correction, or a liked and a disliked reply).")
+INTRO = (t("feedback.intro"))
 
 
 def table(service: FeedbackService, owner: str) -> pd.DataFrame:
@@ -81,26 +79,28 @@ def export(service: FeedbackService, request: gr.Request = None):
 def build(service: FeedbackService) -> dict:
     """The tab; returns its "Train from feedback" button, which the app wires to the Train tab."""
     hidden = {"api_visibility": "undocumented"}
-    with gr.Tab("Feedback", id="feedback") as tab:
+    with gr.Tab(t("tab.feedback"), id="feedback") as tab:
         gr.Markdown(INTRO)
         status = gr.Markdown()
-        rows = gr.Dataframe(pd.DataFrame(columns=COLUMNS), label="Your feedback (select a row to edit it)",
+        rows = gr.Dataframe(pd.DataFrame(columns=COLUMNS), label=t("feedback.feedback_select_row_edit"),
                             interactive=False, wrap=True)
         with gr.Row():
-            row_id = gr.Textbox(label="Row", interactive=False, scale=1, placeholder="new")
-            verdict = gr.Radio(["up", "down", "none"], value="none", label="Verdict", scale=2)
-        prompt = gr.Textbox(label="Prompt", lines=2)
+            row_id = gr.Textbox(label=t("feedback.row"), interactive=False, scale=1, placeholder=t("feedback.new"))
+            verdict = gr.Radio([(t("feedback.verdict_up"), "up"), (t("feedback.verdict_down"), "down"),
+                                 (t("feedback.verdict_none"), "none")], value="none", label=t("feedback.verdict"),
+                               scale=2)
+        prompt = gr.Textbox(label=t("feedback.prompt"), lines=2)
         with gr.Row():
-            reply = gr.Textbox(label="The reply it gave", lines=4)
-            correction = gr.Textbox(label="The answer it should give (correction)", lines=4)
+            reply = gr.Textbox(label=t("feedback.reply_gave"), lines=4)
+            correction = gr.Textbox(label=t("feedback.answer_should_give_correction"), lines=4)
         with gr.Row():
-            new = gr.Button("New row")
-            save_button = gr.Button("Save", variant="primary")
-            delete_button = gr.Button("Delete", variant="stop")
-            export_button = gr.Button("Export JSONL")
-            train = gr.Button("Train from feedback", variant="primary")
-            prefer = gr.Button("Preference-tune from feedback (DPO)")
-        exported = gr.File(label="Download", visible=False)
+            new = gr.Button(t("feedback.new_row"))
+            save_button = gr.Button(t("feedback.save"), variant="primary")
+            delete_button = gr.Button(t("common.delete"), variant="stop")
+            export_button = gr.Button(t("feedback.export_jsonl"))
+            train = gr.Button(t("feedback.train_from_feedback"), variant="primary")
+            prefer = gr.Button(t("feedback.preference_tune_from_feedback"))
+        exported = gr.File(label=t("common.download"), visible=False)
 
     editor = [row_id, prompt, reply, correction, verdict]
     on_load(handler(show, service), None, [rows, status])

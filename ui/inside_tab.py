@@ -11,6 +11,7 @@ from models.adapters import NO_ADAPTER
 from tasks.inside import MASK, InsideModel
 from tasks.spec import specs
 from ui.api import handler, on_load, user_of
+from ui.i18n import t
 from ui.picker import adapter_value as chosen
 
 DECODERS = ["SmolLM2-135M-Instruct", "GPT-2", "Qwen2.5-0.5B-Instruct"]
@@ -18,23 +19,14 @@ TOKENIZERS = ["GPT-2", "SmolLM2-135M-Instruct", "all-MiniLM-L6-v2"]  # BPE, BPE 
 ENCODERS = ["all-MiniLM-L6-v2", "BERT-base"]
 KEPT, CUT, BASE_COLOUR = "#f97316", "#d1d5db", "#3b82f6"  # the app's orange, grey for what top-p cuts, blue
 LAYOUT = {"margin": {"l": 10, "r": 10, "t": 40, "b": 10}, "height": 360}
-INTRO = ("## Inside the model\nSee what a language model does with your words: how it cuts them into tokens, "
-         "which word it expects next, how it fills a blank, where it looks, how it places sentences, and what "
-         "surprises it. Pick an adapter to see what your fine-tuning changed.")
+INTRO = (t("inside.intro"))
 EXPLAIN = {
-    "tokens": "A model never sees letters or words: its tokenizer cuts the text into pieces (tokens), each with a "
-              "number (id) from its vocabulary. Different models cut the same text differently.",
-    "next": "A language model is a probability distribution over the next token: these bars are its top guesses. "
-            "Temperature flattens (high) or sharpens (low) them; top-p keeps only the likeliest tokens that "
-            "together reach p (the grey bars are cut).",
-    "fill": f"BERT-style models read the words on both sides of a blank ({MASK}) and guess what fits. Without one, "
-            "a decoder proposes words and ranks the whole sentences.",
-    "attention": "Self-attention lets each token weigh every other token (a decoder only the ones before it). "
-                 "Each row shows where one token looks; pick a layer and a head, or the mean of the heads.",
-    "similarity": "An embedding model turns each sentence into a vector; sentences that mean the same land close "
-                  "together. The heatmap shows cosine similarity, the map the sentences on a plane.",
-    "surprise": "Training lowers the cross-entropy: the surprise (−log p) of each right token. Red tokens surprised "
-                "the model; the loss is their average and perplexity its exponential.",
+    "tokens": t("inside.explain.tokens"),
+    "next": t("inside.explain.next"),
+    "fill": t("inside.explain.fill"),
+    "attention": t("inside.explain.attention"),
+    "similarity": t("inside.explain.similarity"),
+    "surprise": t("inside.explain.surprise"),
 }
 
 
@@ -182,99 +174,102 @@ def surprise_level(nats: float) -> str:
 
 # ---- the tab -------------------------------------------------------------------------------------------------
 
-def model_box(choices: list[str], value: str, label: str = "Model") -> gr.Dropdown:
-    return gr.Dropdown(choices, value=value, label=label, allow_custom_value=True,
-                       info="A catalog model, a Hugging Face id or a local model folder.")
+def model_box(choices: list[str], value: str, label: str = "picker.model") -> gr.Dropdown:
+    return gr.Dropdown(choices, value=value, label=t(label), allow_custom_value=True,
+                       info=t("inside.catalog_model_hugging_face"))
 
 
 def decoder_row(text: str, label: str, decoder: str) -> tuple[gr.Textbox, gr.Dropdown, gr.Dropdown]:
     """A view's text, decoder and language-model adapter boxes (the adapters are filled in on load)."""
     with gr.Row():
-        return (gr.Textbox(text, label=label, scale=3), model_box(DECODERS, decoder),
-                gr.Dropdown([NO_ADAPTER], value=NO_ADAPTER, label="Adapter", allow_custom_value=True))
+        return (gr.Textbox(text, label=t(label), scale=3), model_box(DECODERS, decoder),
+                gr.Dropdown([NO_ADAPTER], value=NO_ADAPTER, label=t("common.adapter"), allow_custom_value=True))
 
 
 def build(inside: InsideModel) -> None:
     hidden = {"api_visibility": "undocumented"}
     decoder = inside.ctx.hub.default(catalog.DECODER)
-    with gr.Tab("Inside the model", id="inside"):
+    with gr.Tab(t("tab.inside"), id="inside"):
         gr.Markdown(INTRO)
-        with gr.Tab("Tokens"):
+        with gr.Tab(t("tab.inside.tokens")):
             gr.Markdown(EXPLAIN["tokens"])
             with gr.Row():
-                tok_text = gr.Textbox("The quick brown fox jumps over the lazy dog.", label="Text", scale=3)
-                tok_model = model_box(TOKENIZERS, "GPT-2", "Tokenizer")
+                tok_text = gr.Textbox("The quick brown fox jumps over the lazy dog.", label=t("inside.text"), scale=3)
+                tok_model = model_box(TOKENIZERS, "GPT-2", "inside.tokenizer")
             with gr.Row():
-                tok_run = gr.Button("Show tokens", variant="primary")
-                tok_compare = gr.Button("Compare three tokenizers")
-            gr.Examples([["Hello world"], ["Tokenization splits unbelievably long words."]], [tok_text])
-            tok_views = [gr.HighlightedText(label="Tokens", show_legend=False, combine_adjacent=False,
+                tok_run = gr.Button(t("inside.show_tokens"), variant="primary")
+                tok_compare = gr.Button(t("inside.compare_three_tokenizers"))
+            gr.Examples([["Hello world"], ["Tokenization splits unbelievably long words."]], [tok_text],
+                        label=t("common.examples"))
+            tok_views = [gr.HighlightedText(label=t("inside.tokens"), show_legend=False, combine_adjacent=False,
                                             visible=i == 0) for i in range(3)]
-        with gr.Tab("Next token"):
+        with gr.Tab(t("tab.inside.next_token")):
             gr.Markdown(EXPLAIN["next"])
-            nt_text, nt_model, nt_adapter = decoder_row("The capital of France is", "Text so far", decoder)
+            nt_text, nt_model, nt_adapter = decoder_row("The capital of France is", "inside.text_so_far", decoder)
             with gr.Row():
-                nt_k = gr.Slider(2, 30, value=10, step=1, label="Bars (k)")
-                nt_temperature = gr.Slider(0, 2, value=1.0, step=0.05, label="Temperature")
-                nt_top_p = gr.Slider(0.05, 1, value=0.9, step=0.05, label="Top-p")
+                nt_k = gr.Slider(2, 30, value=10, step=1, label=t("inside.bars_k"))
+                nt_temperature = gr.Slider(0, 2, value=1.0, step=0.05, label=t("common.temperature"))
+                nt_top_p = gr.Slider(0.05, 1, value=0.9, step=0.05, label=t("common.top_p"))
             with gr.Row():
-                nt_run = gr.Button("Show the next token", variant="primary")
-                nt_likeliest = gr.Button("Add the most likely")
-            gr.Examples([["The capital of France is"], ["Once upon a time, there was a"]], [nt_text])
+                nt_run = gr.Button(t("inside.show_next_token"), variant="primary")
+                nt_likeliest = gr.Button(t("inside.add_most_likely"))
+            gr.Examples([["The capital of France is"], ["Once upon a time, there was a"]], [nt_text],
+                        label=t("common.examples"))
             nt_summary = gr.Markdown()
-            nt_plot = gr.Plot(label="The next token")
-            nt_pick = gr.Radio([], label="Click a token to add it to the text")
-        with gr.Tab("Fill the blank"):
+            nt_plot = gr.Plot(label=t("inside.next_token_2"))
+            nt_pick = gr.Radio([], label=t("inside.click_token_add_text"))
+        with gr.Tab(t("tab.inside.fill_blank")):
             gr.Markdown(EXPLAIN["fill"])
             with gr.Row():
-                fm_text = gr.Textbox(f"The capital of France is {MASK}.", label=f"Text with one {MASK}", scale=3)
+                fm_text = gr.Textbox(f"The capital of France is {MASK}.", label=t("inside.text_with_mask"), scale=3)
                 fm_model = model_box(ENCODERS[1:] + DECODERS, decoder)
-            fm_run = gr.Button("Fill the blank", variant="primary")
+            fm_run = gr.Button(t("inside.fill_blank"), variant="primary")
             gr.Examples([[f"The capital of France is {MASK}."], [f"This is an example of BERT {MASK} model."]],
-                        [fm_text])
+                        [fm_text], label=t("common.examples"))
             fm_note = gr.Markdown()
-            fm_plot = gr.Plot(label="Candidates")
-        with gr.Tab("Attention"):
+            fm_plot = gr.Plot(label=t("inside.candidates"))
+        with gr.Tab(t("tab.inside.attention")):
             gr.Markdown(EXPLAIN["attention"])
             with gr.Row():
                 at_text = gr.Textbox("The animal didn't cross the street because it was too tired.",
-                                     label="Text", scale=3)
+                                     label=t("inside.text"), scale=3)
                 at_model = model_box(DECODERS + ENCODERS, decoder)
             with gr.Row():
-                at_layer = gr.Slider(-1, 29, value=-1, step=1, label="Layer (−1 = the last)")
-                at_head = gr.Slider(-1, 8, value=-1, step=1, label="Head (−1 = mean of the heads)")
-            at_run = gr.Button("Show attention", variant="primary")
+                at_layer = gr.Slider(-1, 29, value=-1, step=1, label=t("inside.layer_1_last"))
+                at_head = gr.Slider(-1, 8, value=-1, step=1, label=t("inside.head_1_mean_heads"))
+            at_run = gr.Button(t("inside.show_attention"), variant="primary")
             gr.Examples([["The animal didn't cross the street because it was too tired."],
-                         ["The cat sat on the mat."]], [at_text])
-            at_plot = gr.Plot(label="Attention")
-            at_token = gr.Dropdown([], label="One token's attention row")
-            at_row = gr.Plot(label="Where this token looks")
+                         ["The cat sat on the mat."]], [at_text], label=t("common.examples"))
+            at_plot = gr.Plot(label=t("inside.attention"))
+            at_token = gr.Dropdown([], label=t("inside.one_token_s_attention"))
+            at_row = gr.Plot(label=t("inside.where_this_token_looks"))
             at_result = gr.State(None)
-        with gr.Tab("Embeddings"):
+        with gr.Tab(t("tab.inside.embeddings")):
             gr.Markdown(EXPLAIN["similarity"])
             with gr.Row():
                 em_texts = gr.Textbox("A man is playing a guitar.\nSomeone plays the guitar.\n"
                                       "The stock market fell today.\nShares dropped sharply this morning.",
-                                      label="Sentences, one per line", lines=5, scale=3)
+                                      label=t("inside.sentences_one_per_line"), lines=5, scale=3)
                 em_model = model_box(ENCODERS[:1], "all-MiniLM-L6-v2")
-                em_adapter = gr.Dropdown([NO_ADAPTER], value=NO_ADAPTER, label="Search adapter",
+                em_adapter = gr.Dropdown([NO_ADAPTER], value=NO_ADAPTER, label=t("inside.search_adapter"),
                                          allow_custom_value=True)
-            em_run = gr.Button("Compare the sentences", variant="primary")
+            em_run = gr.Button(t("inside.compare_sentences"), variant="primary")
             gr.Examples([["A man is playing a guitar.\nSomeone plays the guitar.\nThe stock market fell today."]],
-                        [em_texts])
+                        [em_texts], label=t("common.examples"))
             with gr.Row():
-                em_heat = gr.Plot(label="Similarity")
-                em_map = gr.Plot(label="Map")
-        with gr.Tab("Surprise"):
+                em_heat = gr.Plot(label=t("inside.similarity"))
+                em_map = gr.Plot(label=t("inside.map"))
+        with gr.Tab(t("tab.inside.surprise")):
             gr.Markdown(EXPLAIN["surprise"])
-            sp_text, sp_model, sp_adapter = decoder_row("The capital of France is Paris.", "Text", decoder)
-            sp_run = gr.Button("Measure the surprise", variant="primary")
-            gr.Examples([["The capital of France is Paris."], ["The capital of France is Berlin."]], [sp_text])
+            sp_text, sp_model, sp_adapter = decoder_row("The capital of France is Paris.", "inside.text", decoder)
+            sp_run = gr.Button(t("inside.measure_surprise"), variant="primary")
+            gr.Examples([["The capital of France is Paris."], ["The capital of France is Berlin."]], [sp_text],
+                        label=t("common.examples"))
             sp_summary = gr.Markdown()
-            sp_tokens = gr.HighlightedText(label="Each token by its surprise", combine_adjacent=False,
+            sp_tokens = gr.HighlightedText(label=t("inside.each_token_surprise"), combine_adjacent=False,
                                            color_map={"expected": "green", "a little surprising": "yellow",
                                                       "surprising": "red"})
-            sp_plot = gr.Plot(label="Surprise of each token")
+            sp_plot = gr.Plot(label=t("inside.surprise_each_token"))
         alone, compared = gr.State(False), gr.State(True)  # made in the tab: a bar holds only tabs
 
     tok_run.click(handler(tokens_view, inside), [tok_text, tok_model, alone], tok_views, **hidden)

@@ -13,8 +13,10 @@ from models import catalog
 from models.adapters import NO_ADAPTER, selected
 from tasks.base import Task
 from ui.api import expose, on_load, user_of
+from ui.i18n import t
 
-MODEL_INFO = "A catalog model, a Hugging Face id or a local model folder."
+MODEL_INFO = t("picker.model_info")
+ADAPTER_INFO = t("picker.adapter_info")
 QUIET = {"show_progress": "hidden", "api_visibility": "undocumented"}
 
 
@@ -90,8 +92,8 @@ class Picker:
             tab.select(self.fresh_fixed, self.adapter, self.adapter, **QUIET)
             return
         self.model.change(self.fresh, [self.model, self.adapter], self.adapter, **QUIET)
-        gr.on([self.model.change, self.adapter.change], expose(self.describe), [self.model, self.adapter],
-              self.info, **QUIET)
+        gr.on([self.model.change, self.adapter.change], expose(self.describe, page=True),
+              [self.model, self.adapter], self.info, **QUIET)
         tab.select(self.fresh, [self.model, self.adapter], self.adapter, **QUIET)
 
 
@@ -113,7 +115,7 @@ def describer(task: Task, note: Callable[[str, str], str] | None) -> Callable[[s
 
 
 def picker(task: Task, choices: list[str] | None, note: Callable[[str, str], str] | None = None,
-           model_info: str = MODEL_INFO, adapter_info: str = "A LoRA adapter you trained for this model.",
+           model_info: str = MODEL_INFO, adapter_info: str = ADAPTER_INFO,
            extra: Callable[[], gr.Component] | None = None) -> Picker:
     """Build the picker (call inside the tab); choices None means the model is fixed to the task's default.
 
@@ -125,8 +127,8 @@ def picker(task: Task, choices: list[str] | None, note: Callable[[str, str], str
     with gr.Row():
         model = None
         if choices is not None:
-            model = gr.Dropdown(choices, value=default, label="Model", allow_custom_value=True, scale=3,
+            model = gr.Dropdown(choices, value=default, label=t("picker.model"), allow_custom_value=True, scale=3,
                                 info=model_info)
-        adapter = gr.Dropdown([NO_ADAPTER], value=NO_ADAPTER, label="Adapter", scale=2, info=adapter_info)
+        adapter = gr.Dropdown([NO_ADAPTER], value=NO_ADAPTER, label=t("common.adapter"), scale=2, info=adapter_info)
         own = extra() if extra is not None else None
     return Picker(task, info, model, adapter, describe, own, list(choices or []))

@@ -11,6 +11,7 @@ from tasks.search import MAX_RESULTS, SearchTask
 from tasks.text import snippet
 from ui.api import handler, on_load, progress_for, uploads, user_of
 from ui.compare_panel import compare_panel
+from ui.i18n import t
 from ui.picker import Picker, adapter_value, picker
 from ui.services import TabServices
 
@@ -98,28 +99,29 @@ def hit_lines(hits: list[dict]) -> str:
 def build(task: SearchTask, tab: gr.Tab, services: TabServices) -> Picker:
     """Build the tab's contents; returns its adapter picker (the embedding model is the operator's)."""
     chosen = picker(task, None, lambda m, a, owner="": "Finds passages by meaning, not just matching words.",
-                    adapter_info="An embedding adapter you trained for search.", extra=lambda: gr.Dropdown(
-                        [], value="my documents", label="Collection", allow_custom_value=True, scale=3,
-                        info="Pick a collection, or type a new name to create one."))
+                    adapter_info=t("search.adapter_info"), extra=lambda: gr.Dropdown(
+                        [], value="my documents", label=t("search.collection"), allow_custom_value=True, scale=3,
+                        info=t("search.pick_collection_type_new")))
     adapter, collection = chosen.adapter, chosen.extra
     with gr.Row():
         with gr.Column():
             files = gr.File(file_count="multiple", file_types=FILE_TYPES, type="filepath",
-                            label="Upload .txt, .md, .csv or .pdf files")
-            pasted = gr.Textbox(label="Or paste text", lines=4, placeholder="Paste a document here")
-            add = gr.Button("Add to collection", variant="primary")
+                            label=t("search.upload_txt_md_csv"))
+            pasted = gr.Textbox(label=t("search.paste_text"), lines=4, placeholder=t("search.paste_document_here"))
+            add = gr.Button(t("search.add_collection"), variant="primary")
             status = gr.Markdown()
         with gr.Column():
             documents = gr.Dataframe(headers=["Document", "Chunks", "Added (UTC)"], value=[],
-                                     interactive=False, label="Documents in this collection")
+                                     interactive=False, label=t("search.documents_this_collection"))
             with gr.Row():
-                doomed = gr.Dropdown([], label="Document", scale=3)
-                remove = gr.Button("Remove", variant="stop", scale=1)
+                doomed = gr.Dropdown([], label=t("search.document"), scale=3)
+                remove = gr.Button(t("search.remove"), variant="stop", scale=1)
     with gr.Row():
-        query = gr.Textbox(label="Query", placeholder="Ask in your own words", scale=5)
-        k = gr.Slider(1, MAX_RESULTS, value=5, step=1, label="Results", scale=2)
-        go = gr.Button("Search", variant="primary", scale=1)
-    gr.Examples([[q] for q in EXAMPLE_QUERIES], inputs=[query], api_visibility="undocumented")
+        query = gr.Textbox(label=t("search.query"), placeholder=t("search.ask_own_words"), scale=5)
+        k = gr.Slider(1, MAX_RESULTS, value=5, step=1, label=t("common.results"), scale=2)
+        go = gr.Button(t("search.search"), variant="primary", scale=1)
+    gr.Examples([[q] for q in EXAMPLE_QUERIES], inputs=[query], api_visibility="undocumented",
+                label=t("common.examples"))
     results = gr.HTML()
 
     compare_panel(task, {"query": query, "collection": collection, "k": k}, hit_lines, None,

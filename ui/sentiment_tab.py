@@ -14,14 +14,14 @@ from tasks.sentiment import ZERO_SHOT_NOTE, SentimentTask
 from tasks.text import csv_column, csv_table
 from ui.api import handler, progress_for, upload, user_of
 from ui.compare_panel import compare_panel
+from ui.i18n import t
 from ui.picker import Picker, adapter_value, picker
 from ui.services import TabServices
 
 
 MODELS = ["all-MiniLM-L6-v2", "DistilBERT-SST-2"]  # the offline zero-shot default, and a trained classifier
-MODEL_INFO = ("A sentiment classifier, or a sentence-embedding model for zero-shot; a Hugging Face "
-              "id or a local folder works too.")
-ADAPTER_INFO = "A LoRA adapter you trained for sentiment."
+MODEL_INFO = (t("sentiment.model_info"))
+ADAPTER_INFO = t("sentiment.adapter_info")
 EXAMPLES = [
     ["I absolutely loved this film, the acting was superb.\nThe food was cold and the waiter was rude.\n"
      "The train leaves at 8 am from platform two."],
@@ -90,19 +90,19 @@ def build(task: SentimentTask, tab: gr.Tab, services: TabServices) -> Picker:
     chosen = picker(task, MODELS, functools.partial(fallback_note, task), MODEL_INFO, ADAPTER_INFO)
     model, adapter = chosen.model, chosen.adapter
     with gr.Row():
-        text = gr.Textbox(label="Texts, one per line", lines=8, scale=3,
-                          placeholder="I loved it!\nThe delivery was late and the box was damaged.")
+        text = gr.Textbox(label=t("sentiment.texts_one_per_line"), lines=8, scale=3,
+                          placeholder=t("sentiment.i_loved_delivery_was"))
         with gr.Column(scale=2):
-            uploaded = gr.File(label="…or a CSV file", file_types=[".csv"], type="filepath")
-            column = gr.Dropdown([], label="Column with the texts", allow_custom_value=False,
-                                 info="When a CSV is uploaded, this column is analysed instead of the box.")
-    run = gr.Button("Analyse", variant="primary")
-    gr.Examples(EXAMPLES, [text], label="Examples")
+            uploaded = gr.File(label=t("sentiment.csv_file"), file_types=[".csv"], type="filepath")
+            column = gr.Dropdown([], label=t("sentiment.column_texts"), allow_custom_value=False,
+                                 info=t("sentiment.when_csv_uploaded_this"))
+    run = gr.Button(t("sentiment.analyse"), variant="primary")
+    gr.Examples(EXAMPLES, [text], label=t("common.examples"))
     note = gr.Markdown()
     with gr.Row():
-        table = gr.Dataframe(label="Results", wrap=True, scale=3, interactive=False)
-        chart = gr.BarPlot(x="label", y="count", title="Labels", scale=2, label="Label counts")
-    download = gr.File(label="Download results (CSV)", visible=False)
+        table = gr.Dataframe(label=t("common.results"), wrap=True, scale=3, interactive=False)
+        chart = gr.BarPlot(x="label", y="count", title="Labels", scale=2, label=t("sentiment.label_counts"))
+    download = gr.File(label=t("sentiment.download_results_csv"), visible=False)
 
     compare_panel(task, {"texts": text}, sentiment_lines, MODELS)
 

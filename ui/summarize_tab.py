@@ -5,9 +5,10 @@ from __future__ import annotations
 import gradio as gr
 
 from models import catalog
-from tasks.summarize import LENGTHS, SummarizeTask
+from tasks.summarize import SummarizeTask
 from ui.api import handler, progress_for, user_of
 from ui.compare_panel import compare_panel
+from ui.i18n import t
 from ui.picker import Picker, adapter_value, info_line, picker
 from ui.services import TabServices
 
@@ -27,6 +28,11 @@ EXAMPLES = [
      "cleaner air and shorter journeys are worth the cost. Tickets will not become more expensive, the council "
      "said, because the state pays half of the construction costs."],
 ]
+
+
+# The lengths (tasks.summarize.LENGTHS), each named in the page's language.
+LENGTH_CHOICES = [(t("summarize.length_short"), "short"), (t("summarize.length_medium"), "medium"),
+                  (t("summarize.length_bullets"), "bullets")]
 
 
 def model_choices() -> list[str]:
@@ -61,16 +67,17 @@ def build(task: SummarizeTask, tab: gr.Tab, services: TabServices) -> Picker:
     chosen = picker(task, model_choices(), fallback_note)
     model, adapter = chosen.model, chosen.adapter
     with gr.Row():
-        method = gr.Radio(["auto", "extractive", "abstractive"], value="auto", label="Method",
-                          info="Extractive keeps key sentences; abstractive rewrites. Auto follows the model.")
-        length = gr.Radio(list(LENGTHS), value="medium", label="Length",
-                          info="Short: 2-3 sentences; medium: about a quarter; bullets: a list.")
-    text = gr.Textbox(label="Text to summarize", lines=10, max_lines=30,
-                      placeholder="Paste an article, a report or notes")
-    go = gr.Button("Summarize", variant="primary")
-    summary = gr.Textbox(label="Summary", lines=6, buttons=["copy"])
+        method = gr.Radio([(t("summarize.method_auto"), "auto"), (t("summarize.method_extractive"), "extractive"),
+                           (t("summarize.method_abstractive"), "abstractive")], value="auto",
+                          label=t("summarize.method"), info=t("summarize.extractive_keeps_key_sentences"))
+        length = gr.Radio(LENGTH_CHOICES, value="medium", label=t("summarize.length"),
+                          info=t("summarize.short_2_3_sentences"))
+    text = gr.Textbox(label=t("summarize.text_summarize"), lines=10, max_lines=30,
+                      placeholder=t("summarize.paste_article_report_notes"))
+    go = gr.Button(t("summarize.summarize"), variant="primary")
+    summary = gr.Textbox(label=t("summarize.summary"), lines=6, buttons=["copy"])
     note = gr.Markdown()
-    gr.Examples(EXAMPLES, inputs=[text], label="Try a sample", api_visibility="undocumented")
+    gr.Examples(EXAMPLES, inputs=[text], label=t("common.try_sample_2"), api_visibility="undocumented")
 
     compare_panel(task, {"text": text, "method": method, "length": length}, lambda r: r["summary"],
                   model_choices(), lambda v: {**v, "method": "" if v["method"] == "auto" else v["method"]})

@@ -10,6 +10,7 @@ from models import device
 from tasks.base import Context
 from training.manager import placement
 from ui.api import handler, user_of
+from ui.i18n import t
 
 
 def disk_used_mb(ctx: Context) -> float:
@@ -39,8 +40,8 @@ def system_report(ctx: Context, request: gr.Request = None) -> str:
 
 
 def build(ctx: Context) -> None:
-    with gr.Tab("System", id="system") as tab:
+    with gr.Tab(t("tab.system"), id="system") as tab:
         report = gr.Markdown()
-        refresh = gr.Button("Refresh", size="sm")
+        refresh = gr.Button(t("system.refresh"), size="sm")
     # Read when the tab opens and on Refresh (not when the page loads: nobody is looking at it then).
     gr.on([refresh.click, tab.select], handler(system_report, ctx), None, report, api_visibility="undocumented")

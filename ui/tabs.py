@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ui import answer_tab, chat_tab, search_tab, sentiment_tab, summarize_tab, translate_tab
+from ui.i18n import task_title
 
 
 BUILDERS: dict[str, Callable] = {}  # task id -> build(task, tab, services), which returns the tab's picker
@@ -26,10 +27,16 @@ def unregister(task_id: str) -> None:
 
 
 def builder(task_id: str) -> Callable:
-    """The tab builder of a task, or a ValueError naming the task that has none."""
+    """The tab builder of a task, or a ValueError naming the task that has none; the tab it fills is titled in the
+    page's language (the spec's title is English, and tasks/ knows nothing of the page)."""
     if task_id not in BUILDERS:
         raise ValueError(f"The task {task_id!r} has no tab builder: register one in ui/tabs.py.")
-    return BUILDERS[task_id]
+    build = BUILDERS[task_id]
+
+    def titled(task, tab, services):
+        tab.label = task_title(task.id, task.title)
+        return build(task, tab, services)
+    return titled
 
 
 for _task_id, _build in (("chat", chat_tab.build), ("summarize", summarize_tab.build),

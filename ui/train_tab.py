@@ -13,32 +13,31 @@ from tasks.spec import metric_name, specs, trainable_spec
 from training import data, presets, trials
 from training.recipe import default_base as default_base_name
 from training.registry import recipe_class
-from training.report import VERDICTS, check_line
+from training.report import check_line
 from training.service import TrainingService
 from ui.adapters_tab import adapters_table
 from ui.api import endpoint_function, expose, first_cell, handler, on_load, upload, user_of
+from ui.i18n import english, marked, t
 
 ADVANCED = ["rank", "alpha", "dropout", "target_modules", "learning_rate", "epochs", "max_steps", "batch_size",
             "grad_accum", "max_length", "seed", "precision", "system_prompt", "method", "beta", "rpo_alpha"]
 HELP = {
-    "rank": "How much the adapter can change the model; higher learns more but is slower.",
-    "alpha": "Strength of the adapter's changes; usually twice the rank.",
-    "dropout": "Randomly ignores parts of the adapter while training, to avoid memorising noise.",
-    "target_modules": "Which layers get an adapter: all-linear, or names such as q_proj,v_proj.",
-    "learning_rate": "Size of each learning step; too high is unstable, too low learns slowly.",
-    "epochs": "How many times to go over your examples.",
-    "max_steps": "Stop after this many steps (0 = use epochs).",
-    "batch_size": "Examples looked at per step; lower it if memory runs out.",
-    "grad_accum": "Steps added up before each update: a larger batch without more memory.",
-    "max_length": "Longest example in tokens; longer ones are cut.",
-    "seed": "Makes the split and the order repeatable.",
-    "precision": "auto: bf16 where this hardware computes it fast (about 2x quicker), else fp32.",
-    "system_prompt": "Chat: the system prompt used in training; chat applies it by default with this adapter.",
-    "method": "Chat: sft learns the answers given; dpo learns which of two answers you prefer (a file of "
-              "prompt, chosen, rejected picks it by itself).",
-    "beta": "DPO: how far the adapter may move away from the base model's answers; lower lets it move further.",
-    "rpo_alpha": "DPO: how much it also learns the chosen answers word by word, which keeps answers on the question "
-                 "(0 = pure DPO).",
+    "rank": t("train.help.rank"),
+    "alpha": t("train.help.alpha"),
+    "dropout": t("train.help.dropout"),
+    "target_modules": t("train.help.target_modules"),
+    "learning_rate": t("train.help.learning_rate"),
+    "epochs": t("train.help.epochs"),
+    "max_steps": t("train.help.max_steps"),
+    "batch_size": t("train.help.batch_size"),
+    "grad_accum": t("train.help.grad_accum"),
+    "max_length": t("train.help.max_length"),
+    "seed": t("train.help.seed"),
+    "precision": t("train.help.precision"),
+    "system_prompt": t("train.help.system_prompt"),
+    "method": t("train.help.method"),
+    "beta": t("train.help.beta"),
+    "rpo_alpha": t("train.help.rpo_alpha"),
 }
 CHOICES = {"precision": ("auto", "fp32", "bf16"), "method": presets.METHODS}
 ACTIVE = ("queued", "running")
@@ -144,7 +143,7 @@ def start(service: TrainingService, request: gr.Request, task, file, validation,
 
 def advanced_field(key: str, value):
     """One advanced setting's input, filled with the preset's value."""
-    label, info = key.replace("_", " "), HELP[key]
+    label, info = t(f"train.field.{key}"), HELP[key]  # keys checked by tests/test_i18n.py
     if key in CHOICES:
         return gr.Dropdown(list(CHOICES[key]), value=value, label=label, info=info)
     if isinstance(value, str):
@@ -187,6 +186,13 @@ def status_markdown(status: dict) -> str:
     return bar + "\n\n" + line
 
 
+def verdict_heading(verdict: str | None) -> str:
+    """The report's heading in the page's language: its verdict's (learned, barely, overfit, ruined); the server's
+    English summary below it stays the detail."""
+    key = f"verdict.{verdict}"
+    return marked(key if key in english() else "verdict.unknown")
+
+
 def report_markdown(status: dict) -> str:
     report = status.get("report") or {}
     if not report:
@@ -194,9 +200,8 @@ def report_markdown(status: dict) -> str:
     figures = f"Loss {report['loss_before']} → {report['loss_after']}"
     if "perplexity_before" in report:
         figures += f" · perplexity {report['perplexity_before']} → {report['perplexity_after']}"
-    verdict = VERDICTS.get(report.get("verdict", ""), "")
     check = report.get("answer_check") or {}
-    text = (f"### Did it learn? {verdict}\n**{report['summary']}**\n\n{figures} · adapter saved as "
+    text = (f"### {verdict_heading(report.get('verdict'))}\n**{report['summary']}**\n\n{figures} · adapter saved as "
             f"**{status['adapter']}**\n\n{check_line(check)}\n\n")
     if check.get("examples"):
         text += "**The worst answers**\n\n" + sample_table(check["examples"]) + "\n"
@@ -275,60 +280,56 @@ def tables(service: TrainingService, request: gr.Request = None) -> tuple[pd.Dat
 def build(service: TrainingService, browser_secret: str) -> dict:
     default_base = default_base_name(service.settings, trainable_spec("chat"))  # as the Chat tab does
     first = trainable_spec("chat")
-    with gr.Tab("Train", id="train"):
-        gr.Markdown("Teach a model from your own examples with LoRA. Training runs in the background: you can "
-                    "close this page and come back.")
+    with gr.Tab(t("tab.train"), id="train"):
+        gr.Markdown(t("train.teach_model_from_own"))
         with gr.Row():
-            task = gr.Dropdown(trainable(), value="chat", label="Task", scale=1)
-            base = gr.Dropdown(catalog.choices(catalog.DECODER), value=default_base, label="Base model",
+            task = gr.Dropdown(trainable(), value="chat", label=t("common.task"), scale=1)
+            base = gr.Dropdown(catalog.choices(catalog.DECODER), value=default_base, label=t("common.base_model"),
                                allow_custom_value=True, scale=2)
-            name = gr.Textbox(label="Adapter name", placeholder="my-adapter", scale=2)
+            name = gr.Textbox(label=t("train.adapter_name"), placeholder=t("train.my_adapter"), scale=2)
         with gr.Row():
-            uploaded = gr.File(label="Training data (.jsonl, .json, .csv, .tsv, .txt)",
+            uploaded = gr.File(label=t("train.training_data_jsonl_json"),
                              file_types=list(data.EXTENSIONS), scale=3)
-            validation = gr.File(label="Validation data (optional: rows to score on instead of 10% held out)",
+            validation = gr.File(label=t("train.validation_data_optional_rows"),
                                  file_types=list(data.EXTENSIONS), scale=2)
             with gr.Column(scale=1):
-                sample = gr.Button("Try the sample", size="sm")
+                sample = gr.Button(t("common.try_sample"), size="sm")
                 formats = gr.Markdown(first.formats)
-        check = gr.Markdown("Upload a data file.")
-        with gr.Accordion("Preview and column mapping", open=False):
-            preview = gr.Dataframe(label="First rows", interactive=False)
+        check = gr.Markdown(t("train.upload_data_file"))
+        with gr.Accordion(t("train.preview_column_mapping"), open=False):
+            preview = gr.Dataframe(label=t("train.first_rows"), interactive=False)
             with gr.Row():
                 mapping = [gr.Dropdown([], label=slot_label("chat", i), visible=i < len(first.fields),
                                        info=first.fields[i].help if i < len(first.fields) else None,
                                        allow_custom_value=False) for i in range(slots())]
-        preset = gr.Radio(list(presets.PRESETS), value="quick", label="Preset",
-                          info="quick: a few minutes on a CPU; balanced and thorough learn more, slower.")
+        preset = gr.Radio(list(presets.PRESETS), value="quick", label=t("train.preset"),
+                          info=t("train.quick_few_minutes_cpu"))
         with gr.Row():
-            search = gr.Checkbox(label="Find settings for me", scale=2,
-                                 info="First a few short trials of learning rates and ranks or epochs around the "
-                                      "preset's; the best is trained in full.")
-            search_minutes = gr.Number(trials.DEFAULT_MINUTES, label="Search budget (minutes)", minimum=1,
-                                       maximum=120, scale=1, info="Time for the trials; a GPU runs more of them.")
-        with gr.Accordion("Advanced settings", open=False):
+            search = gr.Checkbox(label=t("train.find_settings"), scale=2, info=t("train.find_settings_info"))
+            search_minutes = gr.Number(trials.DEFAULT_MINUTES, label=t("train.search_budget"), minimum=1,
+                                       maximum=120, scale=1, info=t("train.search_budget_info"))
+        with gr.Accordion(t("train.advanced_settings"), open=False):
             # The fields show the preset's values: a blank gr.Number reaches the server as 0, not None.
             advanced = [advanced_field(key, getattr(presets.PRESETS["quick"], key)) for key in ADVANCED]
         with gr.Row():
-            estimate_btn = gr.Button("Estimate")
-            train_btn = gr.Button("Train", variant="primary")
+            estimate_btn = gr.Button(t("train.estimate"))
+            train_btn = gr.Button(t("train.train"), variant="primary")
         estimate_out = gr.Markdown()
-        gr.Markdown("### Progress")
-        status = gr.Markdown("No training job yet.")
+        gr.Markdown(t("train.progress"))
+        status = gr.Markdown(t("train.no_training_job_yet"))
         # No block label: Gradio sizes the chart to the block's height without it, so a label clips the legend.
         # The log box holds the whole tail, so the newest line shows without scrolling.
         plot = gr.LinePlot(loss_frame([]), x="step", y="loss", color="series", height=300, show_label=False,
                            color_title="loss on", x_axis_labels_visible=True)
-        logs = gr.Textbox(label="Log", lines=LOG_LINES, max_lines=LOG_LINES, interactive=False)
+        logs = gr.Textbox(label=t("train.log"), lines=LOG_LINES, max_lines=LOG_LINES, interactive=False)
         with gr.Row():
-            cancel = gr.Button("Cancel", variant="stop", visible=False)
-            resume = gr.Button("Resume", visible=False)
-            use = gr.Button("Use this adapter", variant="primary", visible=False)
+            cancel = gr.Button(t("common.cancel"), variant="stop", visible=False)
+            resume = gr.Button(t("train.resume"), visible=False)
+            use = gr.Button(t("train.use_this_adapter"), variant="primary", visible=False)
         report = gr.Markdown()
-        with gr.Accordion("Jobs and adapters", open=False):
-            jobs = gr.Dataframe(label="Recent jobs (select one to view it)", interactive=False)
-            adapters = gr.Dataframe(label="Your adapters (rename, export, merge or delete them in the Adapters "
-                                          "tab)", interactive=False)
+        with gr.Accordion(t("train.jobs_adapters"), open=False):
+            jobs = gr.Dataframe(label=t("train.recent_jobs_select_one"), interactive=False)
+            adapters = gr.Dataframe(label=t("train.adapters_rename_export_merge"), interactive=False)
         job_id = gr.State("")
         saved_job = gr.BrowserState("", storage_key="lora-studio-job", secret=browser_secret)
         timer = gr.Timer(1.0, active=False)
@@ -337,7 +338,8 @@ def build(service: TrainingService, browser_secret: str) -> dict:
     view = [status, plot, logs, report, cancel, resume, use, timer]
     gr.on([uploaded.change, *[slot.input for slot in mapping]], inspect_data, [task, uploaded, *mapping],
           [preview, *mapping, check], **hidden)
-    task.change(expose(functools.partial(task_changed, service)), task, [base, formats, *mapping], **hidden).then(
+    task.change(expose(functools.partial(task_changed, service), page=True), task, [base, formats, *mapping],
+                **hidden).then(
         inspect_data, [task, uploaded, *mapping], [preview, *mapping, check], **hidden)
     preset.input(preset_values, preset, advanced, **hidden)  # only a choice by the user resets the fields
     sample.click(lambda t: str(trainable_spec(t).sample_path), task, uploaded, **hidden)

@@ -13,6 +13,7 @@ from tasks.generation import offline_fallback
 from tasks.translate import LANGUAGES, TranslateTask
 from ui.api import handler, progress_for, user_of
 from ui.compare_panel import compare_panel
+from ui.i18n import t
 from ui.picker import Picker, adapter_value, info_line, picker
 from ui.services import TabServices
 
@@ -73,24 +74,23 @@ def build(task: TranslateTask, tab: gr.Tab, services: TabServices) -> Picker:
     """Build the tab's contents; returns its model-and-adapter picker."""
     languages = [(f"{lang.name} ({lang.code})", lang.code) for lang in LANGUAGES.values()]
     chosen = picker(task, model_choices(), fallback_note,
-                    model_info="A catalog model, a Hugging Face id or a local model folder; {src} and {tgt} in a "
-                               "name become the language codes.")
+                    model_info=t("translate.model_info"))
     model, adapter = chosen.model, chosen.adapter
     with gr.Row():
-        source = gr.Dropdown([("Detect automatically", "auto")] + languages, value="auto", label="From",
-                             info="Choose it yourself when the text is short or mixed.")
-        target = gr.Dropdown(languages, value="en", label="To")
+        source = gr.Dropdown([("Detect automatically", "auto")] + languages, value="auto", label=t("translate.from"),
+                             info=t("translate.choose_yourself_when_text"))
+        target = gr.Dropdown(languages, value="en", label=t("translate.to"))
     with gr.Row():
         with gr.Column():
-            text = gr.Textbox(label="Text to translate", lines=8, max_lines=30,
-                              placeholder="Paragraphs and line breaks are kept")
+            text = gr.Textbox(label=t("translate.text_translate"), lines=8, max_lines=30,
+                              placeholder=t("translate.paragraphs_line_breaks_are"))
             found = gr.Markdown()
         with gr.Column():
-            translation = gr.Textbox(label="Translation", lines=8, max_lines=30, buttons=["copy"])
+            translation = gr.Textbox(label=t("translate.translation"), lines=8, max_lines=30, buttons=["copy"])
             used = gr.Markdown()
-    go = gr.Button("Translate", variant="primary")
+    go = gr.Button(t("translate.translate"), variant="primary")
     note = gr.Markdown()
-    gr.Examples(EXAMPLES, inputs=[text], label="Try a sample", api_visibility="undocumented")
+    gr.Examples(EXAMPLES, inputs=[text], label=t("common.try_sample_2"), api_visibility="undocumented")
 
     compare_panel(task, {"text": text, "target": target, "source": source}, lambda r: r["translation"],
                   model_choices())
