@@ -166,6 +166,7 @@ def _same(a: dict, b: dict) -> bool:
     return all(torch.equal(a[name], b[name]) for name in a)
 
 
+@pytest.mark.slow  # trains in the test's own process
 def test_a_failing_last_checkpoint_gives_way_to_an_earlier_one_that_passes(tiny_chat_dir, tmp_path):
     from training.trainer import _trainable_state
 
@@ -177,6 +178,7 @@ def test_a_failing_last_checkpoint_gives_way_to_an_earlier_one_that_passes(tiny_
     assert "were ruined, so the adapter from step" in report.summary and "is kept" in report.summary
 
 
+@pytest.mark.slow  # trains in the test's own process
 def test_a_run_whose_every_checkpoint_fails_keeps_its_last_weights_and_says_ruined(tiny_chat_dir, tmp_path):
     from training.trainer import _trainable_state
 
@@ -190,6 +192,7 @@ def test_a_run_whose_every_checkpoint_fails_keeps_its_last_weights_and_says_ruin
     assert len(report.to_json()["answer_check"]["examples"]) == 3
 
 
+@pytest.mark.slow  # trains in the test's own process
 def test_a_good_run_passes_the_check_with_real_answers(tiny_chat_dir, tmp_path):
     _, outcome = train_chat(GatedChat(failures=0), tiny_chat_dir, tmp_path)
     check = outcome.report.answer_check
@@ -197,6 +200,7 @@ def test_a_good_run_passes_the_check_with_real_answers(tiny_chat_dir, tmp_path):
     assert check.repetition is not None and check.collapse is not None and check.drift is not None
 
 
+@pytest.mark.slow  # trains in the test's own process
 def test_a_classifier_that_gives_one_label_to_everything_is_flagged(ctx, tiny_bert_dir, tmp_path):
     """Every text is the same, so no head can tell the labels apart: whatever the loss does, it gives one label to
     every row, and the report says so instead of *learned*."""
