@@ -30,6 +30,7 @@ from tasks.library import AdapterLibrary
 from server.openai_compat import OpenAIRoutes
 from ui import account_tab, adapters_tab, evaluate_tab, feedback_tab, inside_tab, system_tab, tabs as task_tabs
 from ui import train_tab
+from ui import first_run
 from ui.api import expose, publish, user_of
 from ui.picker import Picker
 from ui.services import TabServices
@@ -70,6 +71,7 @@ def build_app(settings: config.Settings) -> gr.Blocks:
         # get suffixed ones (/cancel_1) instead of the other way round.
         publish([endpoint for provider in (*tasks, comparison, inside, feedback, training, library, account)
                  for endpoint in provider.endpoints()])
+        first_run.build(training, comparison, secret)  # a first visit's guided tour, above the tabs
         with gr.Tabs() as tabs:
             services = TabServices(secret, inside, feedback)
             pickers = {task.id: build_tab(task, services) for task in tasks}
