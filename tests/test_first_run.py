@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from errors import UserError
 from ui import first_run
 
 
@@ -42,3 +43,14 @@ def test_the_sample_reads_as_chat_data_and_names_the_adapter():
     assert first_run.data_summary(sample).startswith("Read 24 rows, kept 24")
     assert first_run.adapter_name(sample) == "first-chat-facts"
     assert first_run.data_summary(None) == first_run.TEXT["no_data"]
+
+
+def test_a_job_that_is_gone_stops_the_polling():
+    class Gone(Adapters):
+        def job(self, job_id: str, *, owner: str) -> dict:
+            raise UserError(f"No training job {job_id}.")
+
+    for job_id in ("", "deleted"):  # not started, or deleted in the Train tab meanwhile
+        line, adapter, train, ask, timer = first_run.progress_view(Gone({}), job_id)
+        assert (line, adapter) == (first_run.TEXT["not_started"], "")
+        assert train["interactive"] and not ask["interactive"] and timer["active"] is False

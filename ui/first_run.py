@@ -95,12 +95,19 @@ def start(training: TrainingService, file, request: gr.Request = None) -> str:
     return out["job_id"]
 
 
+def idle_view() -> tuple:
+    """No job to watch: training can start, there is nothing to ask yet."""
+    return TEXT["not_started"], "", gr.update(interactive=True), gr.update(interactive=False), gr.update(active=False)
+
+
 def progress_view(training: TrainingService, job_id: str, request: gr.Request = None) -> tuple:
     """The job's progress line (the Train tab's), the adapter once it is ready, and which buttons apply."""
     if not job_id:
-        return TEXT["not_started"], "", gr.update(interactive=True), gr.update(interactive=False), \
-            gr.update(active=False)
-    status = training.job(job_id, owner=user_of(request))
+        return idle_view()
+    try:
+        status = training.job(job_id, owner=user_of(request))
+    except UserError:  # deleted meanwhile (the Train tab can): stop polling rather than raise every second
+        return idle_view()
     state = status["state"]
     done = state == "succeeded"
     line = status_markdown(status)
