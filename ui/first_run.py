@@ -135,7 +135,9 @@ def ask(training: TrainingService, comparison: Comparison, question: str, adapte
 def build(training: TrainingService, comparison: Comparison, browser_secret: str) -> gr.Column:
     """The panel, hidden until the page's load finds a first visit; returns it."""
     with gr.Column(visible=False, variant="panel", elem_id="first-run") as panel:
-        gr.Markdown(TEXT["title"] + "\n\n" + TEXT["intro"])
+        with gr.Row(equal_height=False):  # the button keeps its own small height, top right
+            gr.Markdown(TEXT["title"] + "\n\n" + TEXT["intro"])
+            hide = gr.Button(TEXT["dismiss"], size="sm", variant="secondary", scale=0, min_width=190)
         with gr.Row(equal_height=False):
             with gr.Column():
                 gr.Markdown(TEXT["step1"])
@@ -153,7 +155,6 @@ def build(training: TrainingService, comparison: Comparison, browser_secret: str
         with gr.Row():
             before = gr.Textbox(label=TEXT["before"], lines=3, interactive=False)
             after = gr.Textbox(label=TEXT["after"], lines=3, interactive=False)
-        hide = gr.Button(TEXT["dismiss"], size="sm", variant="secondary")
         job_id, adapter = gr.State(""), gr.State("")
         timer = gr.Timer(1.0, active=False)
     dismissed = gr.BrowserState(False, storage_key=DISMISSED_KEY, secret=browser_secret)
