@@ -28,7 +28,7 @@ from tasks.feedback import FeedbackService
 from tasks.inside import InsideModel
 from tasks.library import AdapterLibrary
 from training.service import TrainingService
-from ui import account_tab, adapters_tab, evaluate_tab, feedback_tab, i18n, inside_tab, system_tab, train_tab
+from ui import account_tab, adapters_tab, evaluate_tab, feedback_tab, first_run, i18n, inside_tab, system_tab, train_tab
 from ui import tabs as task_tabs
 from ui.api import expose, publish, user_of
 from ui.navigation import Navigation
@@ -70,6 +70,7 @@ def build_app(settings: config.Settings) -> gr.Blocks:
         # get suffixed ones (/cancel_1) instead of the other way round.
         publish([endpoint for provider in (*tasks, comparison, inside, feedback, training, library, account)
                  for endpoint in provider.endpoints()])
+        first_run.build(training, comparison, secret)  # a first visit's guided tour, above the areas
         # Six areas by what a person came to do; Use, Train and Settings hold views of their own.
         nav = Navigation()
         with nav.top():

@@ -386,3 +386,32 @@ def test_the_page_in_chinese_chats_and_switches_to_english(launch, settings, tin
     expect(page.get_by_label("English", exact=True)).to_be_checked()
     page.get_by_label("中文", exact=True).check()
     expect(top).to_have_text([name for name, _ in CHINESE_AREAS])
+def test_a_first_visit_is_guided_from_the_sample_to_the_adapters_answer(launch, settings, tiny_chat_dir, page):
+    settings.chat_model = str(tiny_chat_dir)
+    url, demo = launch()
+    page.goto(url, wait_until="domcontentloaded")
+    panel = page.locator("#first-run")
+    expect(panel.get_by_text("New here?")).to_be_visible(timeout=60_000)  # nothing trained: the page's load shows it
+    panel.get_by_role("button", name="Use the sample").click()
+    expect(panel.get_by_text(re.compile(r"kept 24\b"))).to_be_visible()
+    panel.get_by_role("button", name="Start training").click()
+    expect(panel.get_by_text("is ready")).to_be_visible(timeout=TRAINING_S * 1000)  # polled by the panel's timer
+    bar = panel.locator("progress")
+    expect(bar).to_have_attribute("value", bar.get_attribute("max"))
+
+    expect(panel.get_by_label("Your question")).to_have_value(QUESTION)
+    panel.get_by_role("button", name="Ask the base model and the adapter").click()
+    answers = [panel.get_by_label(label) for label in ("Base model (before training)", "With your new adapter")]
+    for answer in answers:
+        expect(answer).to_have_value(re.compile(r"\S"), timeout=120_000)
+    base, adapted = (answer.bounding_box() for answer in answers)
+    assert base["x"] + base["width"] <= adapted["x"] and abs(base["y"] - adapted["y"]) < 5  # side by side
+
+    panel.get_by_role("button", name="Don't show this again").click()
+    expect(panel).to_be_hidden()
+    demo.training.delete_adapter("first-chat-facts", owner="local")  # now only the browser's memory hides it
+    page.reload(wait_until="domcontentloaded")
+    fresh = page.context.browser.new_page()  # another browser's memory: a first visit again
+    fresh.goto(url, wait_until="domcontentloaded")
+    expect(fresh.locator("#first-run").get_by_text("New here?")).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("New here?")).to_be_hidden()  # the reload's load event has answered by now
