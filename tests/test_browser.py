@@ -267,6 +267,9 @@ def test_a_liked_reply_lands_in_feedback_and_trains(launch, settings, tiny_chat_
     page.get_by_placeholder("Type a message and press Enter").fill("Say hello")
     page.get_by_role("button", name="Send").click()
     expect(page.get_by_test_id("bot")).to_have_count(1, timeout=60_000)
+    # The reply has finished streaming (Gradio marks an output it is still updating as .generating): a like on a
+    # streaming reply can miss, as a busy machine once showed.
+    expect(page.locator(".generating")).to_have_count(0, timeout=60_000)
     page.get_by_test_id("bot").hover()
     page.get_by_role("button", name=re.compile("^like$", re.IGNORECASE)).first.click()
     expect(page.get_by_text("Thanks: kept in your Feedback tab.")).to_be_visible()
