@@ -16,9 +16,9 @@ import re
 import tempfile
 from pathlib import Path
 
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
-from screenshots import CHROMIUM_ARGS, ROOT, start_app
+from screenshots import ROOT, app_page
 
 SIZE = {"width": 1400, "height": 1000}
 
@@ -52,22 +52,10 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "docs" / "first-run.png"))
     parser.add_argument("--chromium", default=os.environ.get("LORA_STUDIO_CHROMIUM", "/usr/bin/chromium"))
     args = parser.parse_args()
-    app = None if args.url else start_app(args.port, tempfile.mkdtemp(prefix="first-run-data-"))
-    url = args.url or f"http://127.0.0.1:{args.port}/"
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport=SIZE)
-            page.set_default_timeout(60_000)
-            page.goto(url, wait_until="domcontentloaded")
-            walk_through(page, not args.no_train, args.wait_s)
-            page.screenshot(path=args.out)
-            print(f"wrote {Path(args.out)}")
-            browser.close()
-    finally:
-        if app is not None:
-            app.terminate()
-            app.wait(30)
+    with app_page(args.url, args.port, tempfile.mkdtemp(prefix="first-run-data-"), args.chromium, SIZE) as page:
+        walk_through(page, not args.no_train, args.wait_s)
+        page.screenshot(path=args.out)
+        print(f"wrote {Path(args.out)}")
 
 
 if __name__ == "__main__":

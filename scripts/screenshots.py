@@ -19,6 +19,8 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from playwright.sync_api import Page, expect, sync_playwright
@@ -46,6 +48,24 @@ def start_app(port: int, data_dir: str) -> subprocess.Popen:
             time.sleep(1)
     app.terminate()
     sys.exit("the app did not start within 3 minutes")
+
+
+@contextmanager
+def app_page(url: str, port: int, data_dir: str, chromium: str, viewport: dict) -> Iterator[Page]:
+    """A headless Chromium page open on the app at url, or on one started here on port (stopped afterwards)."""
+    app = None if url else start_app(port, data_dir)
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport=viewport)
+            page.set_default_timeout(60_000)
+            page.goto(url or f"http://127.0.0.1:{port}/", wait_until="domcontentloaded")
+            yield page
+            browser.close()
+    finally:
+        if app is not None:
+            app.terminate()
+            app.wait(30)
 
 
 def shoot(page: Page, path: Path, top, bottom, margin: int = 12) -> None:
@@ -147,23 +167,12 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    app = None if args.url else start_app(args.port, args.data_dir or tempfile.mkdtemp(prefix="shots-data-"))
-    url = args.url or f"http://127.0.0.1:{args.port}/"
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": WIDTH, "height": 900})
-            page.set_default_timeout(60_000)
-            page.goto(url, wait_until="domcontentloaded")
-            chat_shot(page, out)
-            train_shots(page, out, args.max_steps, not args.no_report)
-            if not args.no_report:
-                sentiment_report_shot(page, out)
-            browser.close()
-    finally:
-        if app is not None:
-            app.terminate()
-            app.wait(30)
+    with app_page(args.url, args.port, args.data_dir or tempfile.mkdtemp(prefix="shots-data-"), args.chromium,
+                  {"width": WIDTH, "height": 900}) as page:
+        chat_shot(page, out)
+        train_shots(page, out, args.max_steps, not args.no_report)
+        if not args.no_report:
+            sentiment_report_shot(page, out)
 
 
 if __name__ == "__main__":
