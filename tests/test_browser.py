@@ -418,3 +418,22 @@ def test_a_first_visit_is_guided_from_the_sample_to_the_adapters_answer(launch, 
     fresh.goto(url, wait_until="domcontentloaded")
     expect(fresh.locator("#first-run").get_by_text("New here?")).to_be_visible(timeout=60_000)
     expect(page.get_by_text("New here?")).to_be_hidden()  # the reload's load event has answered by now
+
+
+def test_find_settings_for_me_runs_trials_and_trains_the_chosen_one(launch, settings, tiny_chat_dir, page):
+    settings.chat_model = str(tiny_chat_dir)
+    url, _ = launch()
+    page.goto(url, wait_until="domcontentloaded")
+    tab(page, "Train").click()
+    page.get_by_role("button", name="Try the sample").click()
+    expect(page.get_by_text(re.compile(r"kept 24\b"))).to_be_visible()
+    page.get_by_label("Find settings for me").check()
+    budget = page.get_by_label("Search budget (minutes)")
+    budget.fill("1")
+    budget.press("Tab")
+    page.get_by_label("Adapter name").fill("searched")
+    page.get_by_role("button", name="Train", exact=True).click()
+    # The report lists the trials, one of them chosen, and the answer check of the run trained in full.
+    expect(page.get_by_text("✅ chosen")).to_have_count(1, timeout=TRAINING_S * 1000)
+    expect(page.get_by_text(re.compile(r"^Answer check passed"))).to_be_visible()
+    expect(page.get_by_text(re.compile(r"^Succeeded"))).to_be_visible()
