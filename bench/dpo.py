@@ -124,7 +124,7 @@ def run_ours(args, work: Path) -> dict:
 
         def load(self, source, options, rows):
             super().load(source, options, rows)
-            self.initial = loop._trainable_state(self.model)
+            self.initial = loop.trainable_state(self.model)
 
         def _with_reference(self, model, items):
             missing = sum(item.reference is None for item in items)

@@ -146,13 +146,13 @@ class GatedChat:
     def __new__(cls, failures: int):
         from training.language import ChatRecipe
         from training.report import AnswerCheck
-        from training.trainer import _trainable_state
+        from training.trainer import trainable_state
 
         class Gated(ChatRecipe):
             checked_weights: list = []
 
             def check_answers(self, rows, embed=None):
-                self.checked_weights.append(_trainable_state(self.model))
+                self.checked_weights.append(trainable_state(self.model))
                 if len(self.checked_weights) <= failures:
                     return AnswerCheck(False, "collapse", collapse=0.9, examples=tuple(rows[:3]))
                 return super().check_answers(rows, embed)
@@ -168,24 +168,24 @@ def _same(a: dict, b: dict) -> bool:
 
 @pytest.mark.slow  # trains in the test's own process
 def test_a_failing_last_checkpoint_gives_way_to_an_earlier_one_that_passes(tiny_chat_dir, tmp_path):
-    from training.trainer import _trainable_state
+    from training.trainer import trainable_state
 
     trained, outcome = train_chat(GatedChat(failures=1), tiny_chat_dir, tmp_path)
     report, checked = outcome.report, trained.checked_weights
     assert len(checked) == 2 and not _same(checked[0], checked[1])  # the last weights, then an earlier step's
-    assert _same(_trainable_state(trained.model), checked[1])  # the earlier one is what gets saved
+    assert _same(trainable_state(trained.model), checked[1])  # the earlier one is what gets saved
     assert report.verdict != "ruined" and report.answer_check.passed
     assert "were ruined, so the adapter from step" in report.summary and "is kept" in report.summary
 
 
 @pytest.mark.slow  # trains in the test's own process
 def test_a_run_whose_every_checkpoint_fails_keeps_its_last_weights_and_says_ruined(tiny_chat_dir, tmp_path):
-    from training.trainer import _trainable_state
+    from training.trainer import trainable_state
 
     trained, outcome = train_chat(GatedChat(failures=99), tiny_chat_dir, tmp_path)
     report = outcome.report
     assert len(trained.checked_weights) >= 2  # every earlier snapshot was tried
-    assert _same(_trainable_state(trained.model), trained.checked_weights[0])
+    assert _same(trainable_state(trained.model), trained.checked_weights[0])
     assert report.verdict == "ruined" and not report.answer_check.passed
     assert report.summary.startswith("It now gives nearly the same answer to every question.")
     assert report.to_json()["answer_check"]["problem"] == "collapse"

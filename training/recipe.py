@@ -22,7 +22,7 @@ from training.data import Example
 from training import answer_check, presets
 from training.presets import TrainSettings
 from training.report import AnswerCheck, Sample, TrainingReport, build_report
-from training.trainer import Checkpoint, Fitted, Hooks, fit, loss_metrics, mean_loss, use_bf16
+from training.trainer import Checkpoint, Fitted, Hooks, fit, loss_metrics, mean_loss, trainable_state, use_bf16
 
 
 SAMPLES = 3  # rows a report shows side by side
@@ -180,7 +180,7 @@ def _earlier_passing(recipe: Recipe, fitted: Fitted, checked: list[Example], exp
     """The kept weights failed the answer check: the latest earlier snapshot whose answers pass replaces them
     (ruined_at is then the step that failed). When none passes, the kept weights stay, with the failed check."""
     failed_step = fitted.state.best_step or fitted.state.step
-    kept = {name: value.clone() for name, value in _trainable(recipe.model).items()}
+    kept = trainable_state(recipe.model)
     for step, weights in _few(list(reversed(fitted.snapshots))):
         hooks.log(f"the answers at step {failed_step} failed the answer check ({failed.problem}); trying step {step}")
         recipe.model.load_state_dict(weights, strict=False)
@@ -201,10 +201,6 @@ def _few(snapshots: list, most: int = WALK_BACK) -> list:
     if len(snapshots) <= most:
         return snapshots
     return [snapshots[round(i * (len(snapshots) - 1) / (most - 1))] for i in range(most)]
-
-
-def _trainable(model) -> dict:
-    return {name: value.detach() for name, value in model.named_parameters() if value.requires_grad}
 
 
 def with_method(spec: TaskSpec, settings: TrainSettings, data_format: str,

@@ -175,7 +175,7 @@ def mean_loss(model, items: list, loss_of: LossOf, batch_size: int, bf16: bool =
     return total / max(count, 1)
 
 
-def _trainable_state(model) -> dict:
+def trainable_state(model) -> dict:
     """The weights training changes: LoRA matrices and any new head."""
     return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.named_parameters() if v.requires_grad}
 
@@ -193,7 +193,7 @@ class Checkpoint:
         tmp = self.folder.with_name(self.folder.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        save_file(_trainable_state(model), tmp / "lora.safetensors")
+        save_file(trainable_state(model), tmp / "lora.safetensors")
         if best:
             save_file(best, tmp / "best.safetensors")
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -259,7 +259,7 @@ def fit(model, train: list, val: list, lengths: tuple[int, ...], settings: Train
         val_loss = None
         if state.step % eval_every == 0 or state.step == total:
             val_loss = mean_loss(model, val, loss_of, settings.batch_size, bf16, ranks)
-            weights = _trainable_state(model)
+            weights = trainable_state(model)
             if val_loss < state.best_val - 1e-4:
                 state.best_val, state.best_step, state.evals_without_gain, best = val_loss, state.step, 0, weights
             else:
