@@ -123,7 +123,8 @@ def refresh(service: TrainingService, job_id: str, request: gr.Request = None):
     state = status["state"]
     csv = service.evaluation_csv(job_id, owner=owner).path if state == "succeeded" else None
     frame = rows_frame(status["report"])
-    verdicts = {a["name"]: a["verdict"] for a in service.list_adapters(owner=owner)}
+    # Read once the results exist: this view is polled every second while the evaluation runs.
+    verdicts = {a["name"]: a["verdict"] for a in service.list_adapters(owner=owner)} if status["report"] else {}
     return (progress_markdown(status), results_markdown(status["report"], verdicts),
             gr.update(value=frame, visible=frame is not None), gr.update(value=csv, visible=csv is not None),
             gr.update(visible=state in ACTIVE), gr.update(active=state in ACTIVE))
