@@ -215,3 +215,31 @@ def test_a_classifier_that_gives_one_label_to_everything_is_flagged(ctx, tiny_be
     assert "to nearly every text" in report["summary"]
     listed = {a["name"]: a for a in TrainingService(ctx, start_manager=False).list_adapters()}
     assert listed["one-label"]["verdict"] == "ruined"  # the Adapters list carries the warning
+
+
+def test_answers_cut_at_the_length_limit_where_the_examples_stop_sooner():
+    from training.language import Reply
+
+    running = [Reply.of(" ".join(f"{word}{i}" for i, word in enumerate(f"{answer} {question}".split() * 2)), True)
+               for question, answer in zip(QUESTIONS, PLAIN)]  # each runs on in its own words
+    check = check_text(rows(running))
+    assert not check.passed and check.problem == "cut"
+    assert "length limit" in answer_check.sentence(check)
+    assert check_text(rows(running, base=running)).passed  # the base runs on just as much
+    assert check_text(rows(running, expected=running)).passed  # the examples are that long: a cut is expected
+
+
+def test_greedy_replies_say_when_the_limit_cut_them(tiny_chat_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from training.language import greedy_replies
+
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(tiny_chat_dir), AutoTokenizer.from_pretrained(tiny_chat_dir)
+    prompt = tokenizer("Hello there", add_special_tokens=False)["input_ids"]
+    short, = greedy_replies(model, tokenizer, [prompt], max_new_tokens=2)
+    assert short.cut and isinstance(short, str)
+    model.generation_config.eos_token_id = None  # an end token for this run: the first token it writes
+    first = model.generate(input_ids=__import__("torch").tensor([prompt]), max_new_tokens=1, do_sample=False)[0, -1]
+    model.generation_config.eos_token_id = int(first)
+    ended, = greedy_replies(model, tokenizer, [prompt], max_new_tokens=4)
+    assert not ended.cut

@@ -133,3 +133,60 @@ def test_an_unknown_verdict_still_has_a_heading():
     from ui.train_tab import verdict_heading
 
     assert verdict_heading(None) == i18n.marked("verdict.unknown")
+
+
+def _report_sentences() -> list[str]:
+    """Every summary the report can write, as training.report and the answer check write them."""
+    from training import answer_check
+    from training.report import AnswerCheck, Sample, verdict
+
+    history = [[1, 2.0, None], [2, 1.0, None]]
+    summaries = [verdict(2.0, 0.001, True, history)[1], verdict(2.0, 1.0, False, history, perplexity=False)[1],
+                 verdict(2.0, 1.9, True, history)[1], verdict(1.0, 0.9, True, [[1, 2.0, 1.0], [2, 1.0, 1.5]])[1]]
+    shown = (Sample("a review", "2", "2", "1"),)  # a label is the user's own text: it stays
+    summaries += [answer_check.sentence(AnswerCheck(False, problem, examples=shown))
+                  for problem in answer_check.SENTENCES]
+    return summaries
+
+
+@pytest.mark.parametrize("summary", _report_sentences())
+def test_every_report_summary_reads_in_chinese(summary):
+    chinese = i18n.localized_text(summary, "zh-CN")
+    assert not re.search(r"[A-Za-z]{3,}", chinese), chinese  # no English sentence left (numbers and % may stay)
+    assert i18n.localized_text(summary, "en") == summary
+
+
+def test_a_summary_keeps_the_sentences_it_has_no_template_for():
+    summary = ("The answers at step 12 were ruined, so the adapter from step 6, whose answers pass the check, is "
+               "kept. It learned: the loss on held-out examples fell by 42%. Accuracy 50.0 → 90.0.")
+    assert i18n.localized_text(summary, "zh-CN") == (
+        "第 12 步的回答已被破坏，因此保留了第 6 步的适配器，它的回答通过了检查。学到了：留出的样例上的损失下降了 42%。"
+        "Accuracy 50.0 → 90.0.")
+
+
+def test_the_train_report_reads_in_the_page_language():
+    from types import SimpleNamespace
+
+    from gradio.context import LocalContext
+
+    from ui import train_tab
+
+    report = {"verdict": "ruined", "loss_before": 2.1, "loss_after": 0.4,
+              "summary": "Its answers now repeat the same words over and over. Try a lower learning rate or fewer "
+                         "epochs.",
+              "answer_check": {"passed": False, "problem": "repetition", "repetition": 0.4, "collapse": 0.1,
+                               "drift": 0.0, "examples": [{"prompt": "Hi", "expected": "Hello.", "base": "Hello.",
+                                                           "adapter": "Hi hi hi hi"}]}}
+    status = {"state": "succeeded", "step": 6, "total_steps": 6, "epoch": 3, "eta_s": 0, "error": "",
+              "adapter": "my-bot", "report": report}
+    token = LocalContext.request.set(SimpleNamespace(cookies={i18n.COOKIE: "zh-CN"}, headers={}))
+    try:
+        text = train_tab.report_markdown(status) + train_tab.status_markdown(status)
+    finally:
+        LocalContext.request.reset(token)
+    for chinese in ("它的回答现在反复重复同样的词", "回答检查未通过（重复）", "最差的回答", "适配器已保存为 **my-bot**",
+                    "已完成", "第 6 / 6 步"):
+        assert chinese in text
+    assert "Hi hi hi hi" in text  # the model's answers are never translated
+    english = train_tab.report_markdown(status)
+    assert "Answer check failed (repetition)" in english and "repeat the same words" in english

@@ -28,6 +28,7 @@ REPEATED = (0.25, 0.35)  # share of repeated 3-grams: above the base's by, and a
 ALIKE = (0.2, 0.8)  # mean similarity between answers to different prompts: above the base's by, and at least
 DRIFT = 0.25  # mean similarity of answer to prompt: below the base's by
 EMPTY = 0.5  # share of empty answers: above the base's by
+CUT = 0.5  # share of answers cut at the length limit where their reference ends far sooner: above the base's by
 ONE_LABEL = (0.9, 0.75)  # one label for at least this share of rows, when the expected labels' top share is at most
 MIN_ROWS = 4  # fewer answers than this say nothing about collapse
 
@@ -37,6 +38,8 @@ SENTENCES = {
     "repetition": "Its answers now repeat the same words over and over. Try a lower learning rate or fewer epochs.",
     "drift": "Its answers no longer address the question asked. " + ADVICE,
     "empty": "It now gives empty answers to most questions. Try a lower learning rate or fewer epochs.",
+    "cut": "Its answers now run on until the length limit cuts them off, where the examples stop much sooner. Try "
+           "a lower learning rate or fewer epochs.",
     "one_label": "It now gives the label '{label}' to nearly every text. Try more rows of the other labels, fewer "
                  "epochs or a lower learning rate.",
     "one_passage": "It now ranks the same passage first for nearly every query. Try a lower learning rate or fewer "
@@ -99,6 +102,11 @@ def _repeated(items, size: int) -> float:
     return 1 - len(set(grams)) / len(grams) if len(grams) > 1 else 0.0
 
 
+def runs_on(answer: str, reference: str) -> bool:
+    """The token limit cut the answer (`training.language.Reply.cut`) where its reference is under half as long."""
+    return getattr(answer, "cut", False) and 2 * len(tokens(reference)) < len(tokens(answer))
+
+
 def lexical_embed(texts: list[str]) -> np.ndarray:
     """Unit vectors of hashed character 3-gram counts: a similarity that needs no model."""
     vectors = np.zeros((len(texts), 4096), dtype=np.float32)
@@ -123,7 +131,7 @@ def _mean(values) -> float:
 
 # ---- checks -----------------------------------------------------------------------------------------------------
 def check_text(rows: list[Sample], embed: Embed | None = None) -> AnswerCheck:
-    """Generated answers (chat, summaries, translations): collapse, repetition, empty answers, drift."""
+    """Generated answers (chat, summaries, translations): collapse, repetition, empty or cut answers, drift."""
     rows = [row for row in rows if row.base is not None and row.adapter is not None]  # unanswered: not read
     if not rows:
         return AnswerCheck()
@@ -139,11 +147,14 @@ def check_text(rows: list[Sample], embed: Embed | None = None) -> AnswerCheck:
                 "collapse": round(alike(adapter) - max(alike(base), alike(expected)), 3) if n >= MIN_ROWS else None,
                 "drift": round(float(on_b.mean() - on_a.mean()), 3)}
     empty = _mean(not r.adapter.strip() for r in rows) - _mean(not r.base.strip() for r in rows)
+    cut_a = [runs_on(r.adapter, r.expected) for r in rows]
+    cut = _mean(cut_a) - _mean(runs_on(r.base, r.expected) for r in rows)
     found = [  # the most specific problem first: looping answers are also alike
         ("repetition", measures["repetition"] >= REPEATED[0] and _mean(rep_a) >= REPEATED[1], lambda i: -rep_a[i]),
         ("collapse", n >= MIN_ROWS and measures["collapse"] >= ALIKE[0] and alike(adapter) >= ALIKE[1],
          lambda i: -float(adapter[i] @ adapter.mean(0))),
         ("empty", empty >= EMPTY, lambda i: len(rows[i].adapter.strip())),
+        ("cut", cut >= CUT, lambda i: (not cut_a[i], -len(rows[i].adapter))),
         ("drift", measures["drift"] >= DRIFT, lambda i: float(on_a[i] - on_b[i])),
     ]
     return _verdict(rows, measures, found)

@@ -122,12 +122,25 @@ def prompt_and_expected(tokenizer, fields: dict, system_prompt: str) -> tuple[st
     return question, ids, messages[-1]["content"]
 
 
+class Reply(str):
+    """A greedy reply that knows whether the token limit cut it (the answer check reads `cut`)."""
+
+    cut: bool = False
+
+    @classmethod
+    def of(cls, text: str, cut: bool) -> Reply:
+        reply = cls(text)
+        reply.cut = cut
+        return reply
+
+
 @torch.inference_mode()
 def greedy_replies(model, tokenizer, prompts: list[list[int]], max_new_tokens: int = 48,
-                   batch_size: int = 8) -> list[str]:
+                   batch_size: int = 8) -> list[Reply]:
     """Greedy replies to token-id prompts, several at a time (left-padded, as the generation engine batches)."""
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    ends = _end_ids(model, tokenizer)
     replies = []
     with evaluating(model):  # no LoRA dropout in a sample
         for start in range(0, len(prompts), batch_size):
@@ -137,8 +150,17 @@ def greedy_replies(model, tokenizer, prompts: list[list[int]], max_new_tokens: i
             mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch], device=device)
             out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                                  do_sample=False, pad_token_id=pad)
-            replies += [tokenizer.decode(row[width:], skip_special_tokens=True).strip() for row in out]
+            for row in out[:, width:].tolist():
+                cut = len(row) >= max_new_tokens and not ends.intersection(row)
+                replies.append(Reply.of(tokenizer.decode(row, skip_special_tokens=True).strip(), cut))
     return replies
+
+
+def _end_ids(model, tokenizer) -> set[int]:
+    """The token ids that end a reply: the tokenizer's end of text and the model's generation end tokens."""
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ends = configured if isinstance(configured, list) else [configured]
+    return {i for i in [*ends, tokenizer.eos_token_id] if i is not None}
 
 
 def fast_loss_matches(model, batch: dict) -> bool:

@@ -32,6 +32,11 @@ class Pair:
     reference: tuple[float, float] | None = None
 
 
+def untrained(model) -> bool:
+    """Whether the adapter is still as peft made it: LoRA's B matrices start at zero, so it changes nothing yet."""
+    return all(not p.any() for name, p in model.named_parameters() if "lora_B" in name)
+
+
 def has_answer(tokens: tuple[list, list]) -> bool:
     return any(label != IGNORE for label in tokens[1][1:])
 
@@ -126,10 +131,11 @@ class PreferenceRecipe(ChatRecipe):
     def predict(self, rows: list[Example]) -> list[dict]:
         """Each pair's margin, and the model's greedy answer to the first ANSWERED prompts."""
         items = [self.encode(row)[0] for row in rows]
-        margins: list[float] = []
-        with evaluating(self.model):
-            for start in range(0, len(items), self.settings.batch_size):
-                margins += self.margins(self.model, items[start:start + self.settings.batch_size]).tolist()
+        margins = [0.0] * len(items)  # an adapter that has not moved yet scores every pair as the base does
+        if not untrained(self.model):
+            with evaluating(self.model):
+                margins = [m for start in range(0, len(items), self.settings.batch_size)
+                           for m in self.margins(self.model, items[start:start + self.settings.batch_size]).tolist()]
         answered = rows[:ANSWERED]
         replies = greedy_replies(self.model, self.tokenizer, [self._prompt_ids(row.fields) for row in answered])
         return [{"margin": m, "reply": replies[i] if i < len(replies) else None} for i, m in enumerate(margins)]

@@ -24,7 +24,7 @@ class AnswerCheck:
     model's own answers on the same prompts, so a base that always repeats a little is not punished."""
 
     passed: bool = True
-    problem: str = ""  # "" when passed, else repetition, collapse, drift, empty, one_label or one_passage
+    problem: str = ""  # "" when passed, else repetition, collapse, drift, empty, cut, one_label or one_passage
     repetition: float | None = None  # the adapter's share of repeated 3-grams minus the base's
     collapse: float | None = None  # how alike the adapter's answers to different prompts are, minus the base's
     drift: float | None = None  # how much less the answers are about their prompt than the base's
@@ -77,8 +77,8 @@ def verdict(val_before: float, val_after: float, held_out: bool, loss_history: l
     checked = "held-out examples" if held_out else "your training examples (too few rows to hold some out)"
     if gain >= 0.1:
         fell = "almost to zero" if gain > 0.995 else f"by {gain:.0%}"
-        detail = f" (perplexity {_ppl(val_before)} → {_ppl(val_after)})" if perplexity else ""
-        return "learned", f"It learned: the loss on {checked} fell {fell}{detail}."
+        detail = f" Perplexity {_ppl(val_before)} → {_ppl(val_after)}." if perplexity else ""
+        return "learned", f"It learned: the loss on {checked} fell {fell}.{detail}"
     return "barely", (f"It barely changed: the loss on {checked} moved by {gain:.0%}. Try more epochs or a higher "
                       "learning rate.")
 

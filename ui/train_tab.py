@@ -13,11 +13,10 @@ from tasks.spec import metric_name, specs, trainable_spec
 from training import data, presets, trials
 from training.recipe import default_base as default_base_name
 from training.registry import recipe_class
-from training.report import check_line
 from training.service import TrainingService
 from ui.adapters_tab import adapters_table
 from ui.api import endpoint_function, expose, first_cell, handler, on_load, upload, user_of
-from ui.i18n import english, marked, t
+from ui.i18n import english, marked, phrase, t, text_in_page_language
 
 ADVANCED = ["rank", "alpha", "dropout", "target_modules", "learning_rate", "epochs", "max_steps", "batch_size",
             "grad_accum", "max_length", "seed", "precision", "system_prompt", "method", "beta", "rpo_alpha"]
@@ -172,17 +171,17 @@ def loss_frame(loss: list) -> pd.DataFrame:
 def status_markdown(status: dict) -> str:
     state = status["state"]
     if state == "queued":
-        return f"⏳ **Waiting** — number {status.get('position', 0)} in the queue."
+        return phrase("train.status.queued", position=status.get("position", 0))
     total = status["total_steps"] or 1
-    done = status["step"] / total
     bar = f"<progress value='{status['step']}' max='{total}' style='width:100%'></progress>"
-    eta = f" · about {int(status['eta_s'] or 0)} s left" if state == "running" and status["eta_s"] else ""
-    line = (f"**{state.title()}** — step {status['step']} of {status['total_steps']} ({done:.0%}) · "
-            f"epoch {status['epoch']}{eta}")
+    line = phrase("train.status.line", state=phrase(f"train.state.{state}"), step=status["step"],
+                  total=status["total_steps"], done=f"{status['step'] / total:.0%}", epoch=status["epoch"])
+    if state == "running" and status["eta_s"]:
+        line += phrase("train.status.eta", seconds=int(status["eta_s"]))
     if status.get("stage") and state == "running":  # the steps are a trial's, not the run's
-        line = f"🔎 Finding settings — {status['stage']}\n\n{line}"
+        line = phrase("train.status.finding", stage=status["stage"]) + "\n\n" + line
     if status["error"]:
-        line += f"\n\n⚠️ {status['error']}"
+        line += f"\n\n⚠️ {text_in_page_language(status['error'])}"
     return bar + "\n\n" + line
 
 
@@ -197,24 +196,26 @@ def report_markdown(status: dict) -> str:
     report = status.get("report") or {}
     if not report:
         return ""
-    figures = f"Loss {report['loss_before']} → {report['loss_after']}"
+    figures = phrase("train.report.loss", before=report["loss_before"], after=report["loss_after"])
     if "perplexity_before" in report:
-        figures += f" · perplexity {report['perplexity_before']} → {report['perplexity_after']}"
+        figures += " · " + phrase("train.report.perplexity", before=report["perplexity_before"],
+                                  after=report["perplexity_after"])
     check = report.get("answer_check") or {}
-    text = (f"### {verdict_heading(report.get('verdict'))}\n**{report['summary']}**\n\n{figures} · adapter saved as "
-            f"**{status['adapter']}**\n\n{check_line(check)}\n\n")
+    text = (f"### {verdict_heading(report.get('verdict'))}\n**{text_in_page_language(report['summary'])}**\n\n"
+            f"{figures} · {phrase('train.report.saved_as', adapter=status['adapter'])}\n\n{check_markdown(check)}\n\n")
     if check.get("examples"):
-        text += "**The worst answers**\n\n" + sample_table(check["examples"]) + "\n"
+        text += f"**{phrase('train.report.worst')}**\n\n" + sample_table(check["examples"]) + "\n"
     if report.get("metric_after"):
         names = list(report["metric_after"])
         text += ("| | " + " | ".join(map(metric_name, names)) + " |\n|---|"
                  + "---|" * len(names) + "\n")
         for row, key in (("before", "metric_before"), ("after", "metric_after")):
-            text += f"| {row} | " + " | ".join(str(report[key].get(n, "")) for n in names) + " |\n"
+            text += (f"| {phrase(f'train.report.{row}')} | " + " | ".join(str(report[key].get(n, "")) for n in names)
+                     + " |\n")
         text += "\n"
     if report.get("confusion"):
         labels, matrix = report["confusion"]["labels"], report["confusion"]["matrix"]
-        text += ("**Confusion on the checked rows** (rows: true label, columns: predicted)\n\n| | "
+        text += (f"**{phrase('train.report.confusion')}**\n\n| | "
                  + " | ".join(map(_cell, labels)) + " |\n|---|" + "---|" * len(labels) + "\n")
         text += "".join(f"| **{_cell(label)}** | " + " | ".join(map(str, counts)) + " |\n"
                         for label, counts in zip(labels, matrix)) + "\n"
@@ -224,9 +225,23 @@ def report_markdown(status: dict) -> str:
     return text
 
 
+def check_markdown(check: dict) -> str:
+    """The answer check in one line, in the page's language: passed or its problem, and the measures against the
+    base model (training.report.check_line is the English one the CLI prints)."""
+    if not check:
+        return ""
+    passed = check.get("passed", True)
+    state = phrase("train.check.passed") if passed else phrase(
+        "train.check.failed", problem=phrase(f"train.problem.{check.get('problem') or 'unknown'}"))
+    measures = ", ".join(f"{phrase(f'train.measure.{key}')} {check[key]:+.2f}"
+                         for key in ("repetition", "collapse", "drift") if check.get(key) is not None)
+    return state + (phrase("train.check.measures", measures=measures) if measures else "")
+
+
 def sample_table(samples: list[dict]) -> str:
     """Rows answered by the base model and by the adapter, side by side."""
-    return "| input | expected | base model | with the adapter |\n|---|---|---|---|\n" + "".join(
+    heads = [phrase(f"train.sample.{key}") for key in ("prompt", "expected", "base", "adapter")]
+    return f"| {' | '.join(heads)} |\n|---|---|---|---|\n" + "".join(
         "| " + " | ".join(_cell(sample[k]) for k in ("prompt", "expected", "base", "adapter")) + " |\n"
         for sample in samples)
 
@@ -236,12 +251,14 @@ def trials_markdown(trials: list[dict]) -> str:
     if not trials:
         return ""
     names = list(dict.fromkeys(key for trial in trials for key in trial["settings"]))
-    text = ("**Trials** (score: the task's metric, else minus the loss; the chosen one trained in full)\n\n| | "
-            + " | ".join(name.replace("_", " ") for name in names) + " | score | check | seconds |\n|---|"
+    heads = [phrase(f"train.field.{name}") if f"train.field.{name}" in english() else name.replace("_", " ")
+             for name in names] + [phrase(f"train.trials.{key}") for key in ("score", "check", "seconds")]
+    text = (f"**{phrase('train.trials.title')}**\n\n| | " + " | ".join(heads) + " |\n|---|"
             + "---|" * (len(names) + 3) + "\n")
     for trial in trials:
         cells = [trial["settings"].get(name, "") for name in names] + [trial["score"], trial["check"], trial["seconds"]]
-        text += f"| {'✅ chosen ' if trial['chosen'] else ''}| " + " | ".join(_cell(c) for c in cells) + " |\n"
+        chosen = f"✅ {phrase('train.trials.chosen')} " if trial["chosen"] else ""
+        text += f"| {chosen}| " + " | ".join(_cell(c) for c in cells) + " |\n"
     return text + "\n"
 
 

@@ -168,12 +168,15 @@ def page_locale(request: gr.Request | None) -> str:
     return SOURCE
 
 
+SENTENCES = ("error.", "report.")  # the keys of whole sentences the server writes, with `{part}`s
+
+
 @cache
 def _error_patterns() -> list[tuple[re.Pattern, str]]:
-    """The English error templates as patterns: a `{part}` matches whatever the sentence has there."""
+    """The English sentence templates as patterns: a `{part}` matches whatever the sentence has there."""
     patterns = []
     for key, template in english().items():
-        if key.startswith("error."):
+        if key.startswith(SENTENCES):
             regex = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>.+?)", re.escape(template))
             patterns.append((re.compile(regex + r"\Z", re.DOTALL), key))
     return patterns
@@ -197,6 +200,33 @@ def localized_sentence(sentence: str, locale: str) -> str:
         if found and key in texts:
             return texts[key].format(**{name: _term(part, texts) for name, part in found.groupdict().items()})
     return sentence
+
+
+def localized_text(text: str, locale: str) -> str:
+    """A text of several sentences (a report's summary): each known sentence in locale, the rest as it is."""
+    if locale == SOURCE:
+        return text
+    joined = ""
+    for part in re.split(r"(?<=[.!?]) +", text):
+        part = localized_sentence(part, locale)
+        joined += ("" if not joined or joined.endswith(("。", "！", "？")) else " ") + part
+    return joined
+
+
+def text_in_page_language(text: str) -> str:
+    """localized_text in the language of the page whose event is running (English outside an event)."""
+    from gradio.context import LocalContext
+
+    return localized_text(text, page_locale(LocalContext.request.get(None)))
+
+
+def phrase(key: str, **parts) -> str:
+    """A text with parts filled in, for a value a handler returns, in the language of the page whose event is
+    running (English outside an event or where the language lacks the key)."""
+    from gradio.context import LocalContext
+
+    texts = languages().get(page_locale(LocalContext.request.get(None)), {})
+    return texts.get(key, english()[key]).format(**parts)
 
 
 def in_page_language(sentence: str) -> str:
