@@ -151,3 +151,14 @@ def test_chat_in_chinese_on_smollm2_carries_the_notice(ctx, smollm2_dir):
     english = chat.reply("Hello, who are you?", temperature=0, max_new_tokens=2)
     assert english.notice == ""
     english.text()
+
+
+def test_a_chinese_page_chooses_the_multilingual_suggestion_while_the_hub_answers():
+    from ui.picker import with_suggestion
+
+    offline = ["SmolLM2-135M-Instruct", "gpt2"]
+    choices, chosen = with_suggestion("chat", offline, "zh-CN", reachable=True)
+    assert chosen == "Qwen2.5-1.5B-Instruct" and choices == ["Qwen2.5-1.5B-Instruct", *offline]
+    assert with_suggestion("chat", offline, "zh-CN", reachable=False) == (offline, None)  # offline: as it was
+    assert with_suggestion("chat", offline, "en", reachable=True) == (offline, None)
+    assert with_suggestion("chat", offline, "zh-CN") == (offline, None)  # the tests' HF_HUB_OFFLINE is honoured

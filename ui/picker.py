@@ -13,7 +13,7 @@ from models import catalog
 from models.adapters import NO_ADAPTER, selected
 from tasks.base import Task
 from ui.api import expose, on_load, user_of
-from ui.i18n import t
+from ui.i18n import page_locale, t
 
 MODEL_INFO = t("picker.model_info")
 ADAPTER_INFO = t("picker.adapter_info")
@@ -67,7 +67,8 @@ class Picker:
         """The model box's list: the tab's models, then the caller's merged models (language-model tasks)."""
         merged = [name for name, meta in self.task.ctx.adapters.merged.list(user_of(request))
                   if meta.task == self.task.id]
-        return gr.update(choices=list(dict.fromkeys(self.static_choices + merged)))
+        choices, suggestion = with_suggestion(self.task.id, self.static_choices + merged, page_locale(request))
+        return gr.update(choices=choices, **({"value": suggestion} if suggestion else {}))
 
     @property
     def outputs(self) -> list:
@@ -95,6 +96,14 @@ class Picker:
         gr.on([self.model.change, self.adapter.change], expose(self.describe, page=True),
               [self.model, self.adapter], self.info, **QUIET)
         tab.select(self.fresh, [self.model, self.adapter], self.adapter, **QUIET)
+
+
+def with_suggestion(task_id: str, choices: list[str], locale: str,
+                    reachable: bool | None = None) -> tuple[list[str], str | None]:
+    """(the model box's list, the model to choose): for a page in a language the task's defaults do not handle
+    (Chinese), the catalog's multilingual suggestion first and chosen, while the hub it downloads from answers."""
+    suggestion = catalog.suggested(task_id, locale, reachable)
+    return list(dict.fromkeys([suggestion] * bool(suggestion) + choices)), suggestion
 
 
 def info_line(model: str, note: str = "") -> str:
