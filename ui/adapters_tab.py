@@ -14,7 +14,7 @@ from tasks.spec import specs
 from training.report import VERDICTS, headline
 from training.service import TrainingService
 from ui.api import first_cell, handler, on_load, uploads, user_of
-from ui.i18n import t
+from ui.i18n import localized_columns, phrase, t
 
 HIDDEN = {"api_visibility": "undocumented"}
 COLUMNS = ["adapter", "task", "base model", "created", "MB", "verdict", "result", "shared", "owner"]
@@ -27,10 +27,11 @@ def table(training: TrainingService, request: gr.Request = None) -> pd.DataFrame
 def adapters_table(training: TrainingService, owner: str) -> pd.DataFrame:
     """The owner's adapters (every adapter for an admin) as the library shows them (the Train tab too)."""
     rows = [(a["name"], a["task"], a["base"], time.strftime("%Y-%m-%d %H:%M", time.localtime(a["created"])),
-             a["size_mb"], VERDICTS.get(a["verdict"], ""), headline(a["task"], a["metrics"]),
-             "shared" if a["shared"] else "private", a["owner"])
+             a["size_mb"], phrase(f"verdict.short.{a['verdict']}") if a["verdict"] in VERDICTS else "",
+             headline(a["task"], a["metrics"]), phrase(f"adapters.row.{'shared' if a['shared'] else 'private'}"),
+             a["owner"])
             for a in training.list_adapters(owner=owner)]
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return pd.DataFrame(rows, columns=localized_columns("adapters.column", COLUMNS))
 
 
 def _chosen(name: str) -> str:

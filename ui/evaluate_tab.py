@@ -14,7 +14,7 @@ from training.evaluation import MAX_VARIANTS
 from training.report import VERDICTS
 from training.service import TrainingService
 from ui.api import first_cell, handler, on_load, upload, user_of
-from ui.i18n import marked, t
+from ui.i18n import localized_columns, marked, phrase, t, text_in_page_language
 
 BASE_CHOICE = "base model"  # the box that evaluates the base model itself (a label, never an adapter name)
 ACTIVE = ("queued", "running")
@@ -77,7 +77,8 @@ def results_markdown(report: dict, verdicts: dict | None = None) -> str:
         names.get(k, k) + (" (lower is better)" if k in lower else "") for k in keys) + " |\n|---|" + "---|" * len(keys) + "\n"
     for i, variant in enumerate(report["variants"]):
         label = f"**{variant['label']}** ✓" if i == report["best"] and len(report["variants"]) > 1 else variant["label"]
-        trained = VERDICTS.get(verdicts.get(variant.get("adapter") or "", ""), "")
+        verdict = verdicts.get(variant.get("adapter") or "", "")
+        trained = phrase(f"verdict.short.{verdict}") if verdict in VERDICTS else ""
         label += f" ({trained})" if trained else ""
         text += f"| {_cell(label)} | " + " | ".join(_cell(variant["metrics"].get(k, "")) for k in keys) + " |\n"
     for variant in report["variants"]:
@@ -150,9 +151,10 @@ def progress_markdown(status: dict) -> str:
 
 
 def history(service: TrainingService, request: gr.Request = None) -> pd.DataFrame:
-    rows = [(j["job_id"], j["task"], j["state"], (j["report"] or {}).get("summary", j["error"])[:160])
+    rows = [(j["job_id"], j["task"], phrase(f"train.state.{j['state']}"),
+             text_in_page_language((j["report"] or {}).get("summary", j["error"]))[:160])
             for j in service.evaluations(user_of(request))[:20]]
-    return pd.DataFrame(rows, columns=["evaluation", "task", "state", "result"])
+    return pd.DataFrame(rows, columns=localized_columns("evaluate.column", ["evaluation", "task", "state", "result"]))
 
 
 def build(service: TrainingService, browser_secret: str) -> dict:

@@ -16,7 +16,7 @@ from training.registry import recipe_class
 from training.service import TrainingService
 from ui.adapters_tab import adapters_table
 from ui.api import endpoint_function, expose, first_cell, handler, on_load, upload, user_of
-from ui.i18n import english, marked, phrase, t, text_in_page_language
+from ui.i18n import english, localized_columns, marked, phrase, t, text_in_page_language
 
 ADVANCED = ["rank", "alpha", "dropout", "target_modules", "learning_rate", "epochs", "max_steps", "batch_size",
             "grad_accum", "max_length", "seed", "precision", "system_prompt", "method", "beta", "rpo_alpha"]
@@ -283,9 +283,9 @@ def refresh(service: TrainingService, job_id: str, request: gr.Request = None):
 
 
 def jobs_table(service: TrainingService, owner: str) -> pd.DataFrame:
-    rows = [(j["job_id"], j["name"], j["task"], j["state"], f"{j['step']}/{j['total_steps']}")
+    rows = [(j["job_id"], j["name"], j["task"], phrase(f"train.state.{j['state']}"), f"{j['step']}/{j['total_steps']}")
             for j in service.jobs(owner)[:20]]
-    return pd.DataFrame(rows, columns=["job", "adapter", "task", "state", "steps"])
+    return pd.DataFrame(rows, columns=localized_columns("train.column", ["job", "adapter", "task", "state", "steps"]))
 
 
 def tables(service: TrainingService, request: gr.Request = None) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -229,6 +229,11 @@ def phrase(key: str, **parts) -> str:
     return texts.get(key, english()[key]).format(**parts)
 
 
+def localized_columns(prefix: str, names: list[str]) -> list[str]:
+    """A table's column names as a handler returns them, in the page's language (key: prefix.name_in_snake_case)."""
+    return [phrase(f"{prefix}.{re.sub(r'[^a-z0-9]+', '_', name.lower()).strip('_')}") for name in names]
+
+
 def in_page_language(sentence: str) -> str:
     """An error sentence in the language of the page whose event is running (English outside an event)."""
     from gradio.context import LocalContext
