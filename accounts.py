@@ -98,6 +98,14 @@ class Accounts:
         """Whether name can log in now (a removed user's API keys stop working with the account)."""
         return name == self.settings.username or name in self.users()
 
+    def key_owner(self, key: str) -> str | None:
+        """The user an API key acts as, or None: a key never made or revoked, or whose user was removed (a Hugging
+        Face user's key works while the Space has sign-in)."""
+        owner = self.keys.owner_of(key)
+        if owner is None or (self.enabled and not owner.startswith("hf-") and not self.exists(owner)):
+            return None
+        return owner
+
     def is_admin(self, name: str) -> bool:
         if not self.enabled:
             return name == LOCAL_USER  # the single user of an app without accounts runs everything
