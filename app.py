@@ -17,7 +17,8 @@ import time
 import gradio as gr
 from starlette.middleware import Middleware
 
-import config
+from ui import zerogpu  # noqa: F401  (first of the app's modules: on ZeroGPU it imports spaces before torch)
+import config  # noqa: I001
 from models.device import set_threads
 from models.loading import ModelHub
 from server.openai_compat import OpenAIRoutes

@@ -28,6 +28,7 @@ from errors import UserError, internal_sentence
 from tasks.base import Upload
 from tasks.spec import EXAMPLES
 from ui.i18n import in_page_language
+from ui import zerogpu
 from ui.tool_docs import TOOL_DOCS
 
 HIDDEN = ("owner", "progress")  # task parameters the edge fills in
@@ -90,10 +91,10 @@ def user_of(request: gr.Request | None) -> str:
 def oauth_owner(request) -> str | None:
     """The owner for the Hugging Face user signed in on this request's session (`hf-<username>`), or None when
     nobody is, the sign-in expired, or the server has no Hugging Face sign-in."""
-    try:
-        info = request.session.get("oauth_info") or {}
-    except (AttributeError, AssertionError, KeyError):  # no session: no OAuth on this server
-        return None
+    underlying = getattr(request, "request", None) or request  # gr.Request wraps Starlette's
+    scope = getattr(underlying, "scope", None)
+    session = scope.get("session") if isinstance(scope, dict) else None  # none: no sign-in on this server
+    info = session.get("oauth_info") if isinstance(session, dict) else None
     if not isinstance(info, dict) or (info.get("expires_at") or float("inf")) < time.time():
         return None
     profile = (info.get("userinfo") or {}).get("preferred_username")
@@ -273,7 +274,8 @@ def publish(endpoints) -> None:
     if clash:
         raise ValueError(f"Two endpoints would be published as {', '.join(clash)}.")
     for endpoint in endpoints:
-        fn = endpoint_function(endpoint.fn)
+        # On ZeroGPU an endpoint that runs a model asks for the GPU per call (ui/zerogpu.py).
+        fn = endpoint_function(endpoint.fn, expose(zerogpu.gpu(endpoint.api_name, endpoint.fn)))
         # An MCP tool is named after the function: the public name, and the description a model reads.
         fn.__name__ = fn.__qualname__ = endpoint.api_name
         fn.__doc__ = TOOL_DOCS.get(endpoint.api_name, fn.__doc__)
