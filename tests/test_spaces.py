@@ -4,7 +4,9 @@ and scripts/space_check.py reports what will work."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -127,6 +129,33 @@ def test_space_check_prints_what_will_and_will_not_work(tmp_path):
     assert "will work" in table and "data directory" in table and "hub" in table
 
 
-def test_state_dir_keeps_the_databases_off_the_bucket(settings, tmp_path):
+def test_state_dir_keeps_the_databases_and_locks_off_the_bucket(settings, tmp_path):
+    from accounts import Accounts
+    from tasks.feedback import FeedbackService
+
     local = dataclasses.replace(settings, state_dir=str(tmp_path / "local"))
     assert local.state_path() == tmp_path / "local" and settings.state_path() == settings.data_dir
+    Accounts(local).add("alice", "alice-secret-1")
+    assert (settings.data_dir / "users.json").exists() and (tmp_path / "local" / "users.json.lock").exists()
+    assert FeedbackService(type("Ctx", (), {"settings": local})()).store.path.parent == tmp_path / "local"
+
+
+def test_where_folders_cannot_be_renamed_an_adapter_is_copied_with_its_metadata_last(tmp_path, monkeypatch):
+    from models import adapters
+    from models.adapter_meta import META_FILE
+
+    tmp = tmp_path / ".saving-x"
+    tmp.mkdir()
+    (tmp / META_FILE).write_text("{}")
+    (tmp / "adapter_model.safetensors").write_bytes(b"weights")
+    (tmp_path / "notes").mkdir()  # the name is taken: the next free one is used
+    copied, copy = [], shutil.copyfile
+
+    def no_folder_rename(self, target):  # a bucket's mount
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(Path, "rename", no_folder_rename)
+    monkeypatch.setattr(adapters.shutil, "copyfile", lambda a, b: (copied.append(Path(a).name), copy(a, b))[1])
+    final = adapters.rename_free(tmp, tmp_path, "notes", "adapter")
+    assert final == tmp_path / "notes-2" and copied == ["adapter_model.safetensors", META_FILE]
+    assert (final / "adapter_model.safetensors").read_bytes() == b"weights"
