@@ -18,9 +18,14 @@ def _default_data_dir() -> Path:
     return Path("data")
 
 
+def _default_host() -> str:
+    # A Space reaches the app from outside its container; everywhere else only this machine does by default.
+    return "0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1"
+
+
 @dataclass
 class Settings:
-    host: str = "127.0.0.1"  # interface the web server binds to; 0.0.0.0 on a Space or a shared box
+    host: str = field(default_factory=_default_host)  # interface the web server binds to; 0.0.0.0 on a Space
     port: int = 7860  # web server port
     data_dir: Path = field(default_factory=_default_data_dir)  # models, adapters, jobs and collections all live under it
     state_dir: str = ""  # SQLite databases (jobs, feedback) on a disk where file locking works ("" = the data dir)

@@ -383,4 +383,7 @@ TEXTS = {
     'first_run.untrained': 'Train the adapter first (step 2), then ask.',
     'first_run.dismiss': "Don't show this again",
     'first_run.welcome': '### 👋 New here? Teach a model something new in three steps\n\nBelow is the whole studio; this panel shows what it is for in a few minutes. The sample holds made-up facts about the planet Zorbia, which no model knows before training.',
+    # Spaces: Hugging Face sign-in (the Account view)
+    'account.sign_in_first': 'Sign in with Hugging Face to keep your own adapters, jobs and collections, and to make API keys.',
+    'account.signed_in_hf': 'Signed in with Hugging Face as',
 }

@@ -383,4 +383,7 @@ TEXTS = {
     'first_run.after': '使用你的新适配器',
     'first_run.untrained': '请先训练适配器（第 2 步），然后再提问。',
     'first_run.dismiss': '不再显示',
+    # Spaces: Hugging Face sign-in (the Account view)
+    'account.sign_in_first': '请用 Hugging Face 登录，以保存你自己的适配器、任务和文档集，并创建 API 密钥。',
+    'account.signed_in_hf': '已通过 Hugging Face 登录，用户名：',
 }
