@@ -17,6 +17,7 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
+from test_mcp import mcp
 from ui import zerogpu
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,7 +91,7 @@ def test_hugging_face_sign_in_owns_work_without_a_password_file(launch, settings
         "access_token": "hf_test", "token_type": "bearer", "expires_in": 3600, "scope": "openid profile",
         "expires_at": int(time.time()) + 3600, "userinfo": userinfo})
     monkeypatch.setenv("OAUTH_CLIENT_ID", "test-client")
-    url, demo = launch(settings)
+    url, demo = launch(dataclasses.replace(settings, mcp=True))
     assert not demo.ctx.accounts.enabled and not (settings.data_dir / "users.json").exists()
 
     clients = {}
@@ -109,7 +110,8 @@ def test_hugging_face_sign_in_owns_work_without_a_password_file(launch, settings
         bob.predict("launch", "notes", 3, "", api_name="/search")
     with pytest.raises(AppError, match="sign in with Hugging Face"):  # a visitor who has not signed in
         Client(url, verbose=False).predict(api_name="/whoami")
-    assert demo.ctx.accounts.keys.create("hf-alice")  # the key for /v1 and MCP is made the same way
+    key = demo.ctx.accounts.keys.create("hf-alice")  # as the Account view makes it for a signed-in user
+    assert json.loads(mcp(url, key, "collections").content[0].text)[0]["name"] == "notes"  # her MCP calls are hers
 
 
 def test_space_check_prints_what_will_and_will_not_work(tmp_path):

@@ -17,6 +17,7 @@ Gradio builds the server (`launch(mcp_server=True)`) with a tool per public endp
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 
@@ -87,6 +88,16 @@ def tools(write: bool, public: list[str]) -> list[str]:
     return list(public) if write else [name for name in public if name in READ_ONLY]
 
 
+def _as_json(postprocess):
+    """Gradio's tool results, with JSON for a dict or list result (Gradio writes Python's repr of it)."""
+    from gradio_client.utils import is_file_obj_with_meta
+
+    def results(data, root_url):
+        return postprocess([json.dumps(item, ensure_ascii=False) if isinstance(item, (dict, list))
+                            and not is_file_obj_with_meta(item) else item for item in data], root_url)
+    return results
+
+
 def serve_tools(demo, write: bool, secret: str) -> None:
     """After launch: keep only the chosen endpoints as tools, and give Gradio's own client for queued tools the
     loopback header (with accounts, Gradio's login would refuse it)."""
@@ -96,6 +107,7 @@ def serve_tools(demo, write: bool, secret: str) -> None:
     keep = set(tools(write, [endpoint.lstrip("/") for endpoint in server.tool_to_endpoint.values()]))
     server.tool_to_endpoint = {tool: endpoint for tool, endpoint in server.tool_to_endpoint.items()
                                if endpoint.lstrip("/") in keep}
+    server.postprocess_output_data = _as_json(server.postprocess_output_data)
     if demo.ctx.accounts.enabled:
         from gradio_client import Client
 
