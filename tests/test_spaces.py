@@ -61,7 +61,11 @@ def test_off_zerogpu_the_spaces_decorator_gives_the_function_back(monkeypatch):
     assert zerogpu.gpu("chat", chat) is chat and zerogpu.gpu("tokenize", chat) is chat
 
 
-def test_training_runs_as_bounded_calls_and_the_page_says_the_gpu_time():
+def test_training_runs_as_bounded_calls_and_the_page_says_the_gpu_time(monkeypatch):
+    monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
+    assert zerogpu.training_note(1000, 0.5) == ""  # off ZeroGPU the estimate says nothing of it
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    assert "minutes of GPU time" in zerogpu.training_note(1000, 0.5)
     slices = zerogpu.training_slices(1000, 0.5)
     room = zerogpu.MAX_S - zerogpu.START_S - zerogpu.CHECKPOINT_S
     assert slices.steps_per_call * 0.5 <= room and slices.calls * slices.steps_per_call >= 1000

@@ -16,6 +16,7 @@ from training.registry import recipe_class
 from training.report import check_line
 from training.service import TrainingService
 from ui.adapters_tab import adapters_table
+from ui import zerogpu
 from ui.api import endpoint_function, expose, first_cell, handler, on_load, upload, user_of
 from ui.i18n import english, marked, t
 
@@ -125,7 +126,7 @@ def estimate(service: TrainingService, task: str, file, base: str, preset: str, 
         progress(0.2, desc="Timing a few training steps on this machine")
         result = service.estimate(task, file_path(file), base, preset, overrides(values, preset),
                                   column_mapping(task, chosen))
-        return preflight.describe(result)
+        return preflight.describe(result) + zerogpu.training_note(result.get("steps"), result.get("step_s"))
     except UserError as error:
         return f"⚠️ {error}"
 

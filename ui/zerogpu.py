@@ -134,3 +134,10 @@ def gpu_time_sentence(slices: TrainingSlices) -> str:
     minutes = slices.gpu_seconds / 60
     return (f"On ZeroGPU this job needs about {minutes:.1f} minutes of GPU time, in {slices.calls} calls of up to "
             f"{MAX_S} seconds ({slices.steps_per_call} steps each).")
+
+
+def training_note(steps, step_s) -> str:
+    """On ZeroGPU, the paragraph the pre-flight estimate adds: the GPU time the job needs (else "")."""
+    if not on_zero_gpu() or not isinstance(steps, int) or not isinstance(step_s, (int, float)):
+        return ""
+    return "\n\n" + gpu_time_sentence(training_slices(steps, float(step_s)))
