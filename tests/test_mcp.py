@@ -10,13 +10,14 @@ import inspect
 import json
 
 import pytest
+from gradio_client import Client
 from mcp import ClientSession
 from mcp.client.streamable_http import streamablehttp_client
 
 from accounts import Accounts
 from tasks import TASKS
 from test_openai_api import add_adapter
-from ui.mcp import READ_ONLY, tools
+from ui.mcp import LOOPBACK_HEADER, READ_ONLY, tools
 from ui.tool_docs import TOOL_DOCS
 
 pytestmark = pytest.mark.worker  # the app is launched with a server of its own
@@ -79,6 +80,11 @@ def test_tools_act_as_the_user_whose_key_they_carry(launch, settings, tiny_chat_
     assert refused.isError and "no adapter named 'alices'" in refused.content[0].text
     assert json.loads(mcp(url, bob, "adapters").content[0].text) == []
 
+    # The same key logs a Gradio client in as its user; the loopback header with a wrong secret does nothing.
+    assert Client(url, headers={"Authorization": f"Bearer {bob}"}, verbose=False).predict(
+        api_name="/whoami")["name"] == "bob"
+    with pytest.raises(ValueError, match="credentials"):
+        Client(url, headers={LOOPBACK_HEADER: "a-guess"}, verbose=False)
     for key in (None, "lsk-made-up"):  # no key, or one never made: refused before any tool runs
         with pytest.raises(Exception) as error:
             mcp(url, key)
