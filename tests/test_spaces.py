@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import inspect
 import json
+import multiprocessing
 import shutil
 import subprocess
 import sys
@@ -49,6 +51,52 @@ def test_every_endpoint_that_runs_a_model_asks_zerogpu_for_a_bounded_duration(se
     one = asked["compare"]("chat", {"message": "Hi"}, [{"model": "", "adapter": ""}])
     assert asked["compare"]("chat", {"message": "Hi"}, [{"model": "", "adapter": ""}] * 3) > one
     assert asked["chat"](None, max_new_tokens="many") == zerogpu.UNKNOWN_S  # a bad request fails at once anyway
+
+
+def forking_gpu(fn, duration, timeout: float = 120):
+    """ZeroGPU's way of running a decorated call, recorded: in a process forked from the server (spaces forks its
+    worker the same way), the result sent back through a pipe."""
+    fork = multiprocessing.get_context("fork")
+
+    def call(*args, **kwargs):
+        assert zerogpu.MIN_S <= duration(*args, **kwargs) <= zerogpu.MAX_S
+        ours, theirs = fork.Pipe()
+
+        def child():
+            result = fn(*args, **kwargs)
+            theirs.send(list(result) if inspect.isgenerator(result) else result)
+
+        process = fork.Process(target=child, daemon=True)
+        process.start()
+        try:
+            if not ours.poll(timeout):
+                raise TimeoutError("the forked call did not answer")
+            return ours.recv()
+        finally:
+            process.kill()
+            process.join()
+    return call
+
+
+def test_a_call_in_zerogpus_forked_process_loads_its_own_models(settings, tiny_chat_dir, monkeypatch):
+    from models.loading import ModelHub
+    from tasks import TASKS
+    from tasks.base import Context
+
+    chat_settings = dataclasses.replace(settings, chat_model=str(tiny_chat_dir))
+    task = TASKS["chat"](Context(chat_settings, ModelHub(chat_settings)))
+    try:
+        served = task.complete("Once upon a time", max_new_tokens=5, temperature=0)  # loaded by the server
+        # Straight into a fork, the call would wait for the server's engine thread, which the fork does not have.
+        with pytest.raises(TimeoutError):
+            forking_gpu(task.complete, lambda *a, **k: zerogpu.MIN_S, timeout=5)("Once upon a time", max_new_tokens=5,
+                                                                                 temperature=0)
+        monkeypatch.setattr(zerogpu, "_decorator", lambda: forking_gpu)
+        assert zerogpu.gpu("complete", task.complete)("Once upon a time", max_new_tokens=5, temperature=0) == served
+        replies = zerogpu.gpu("chat", task.chat)("Hello", None, "", "", "", 0.0, 0.9, 5)
+        assert replies and replies[-1] == list(task.chat("Hello", None, "", "", "", 0.0, 0.9, 5))[-1]
+    finally:
+        task.ctx.hub.cache.clear()
 
 
 def test_off_zerogpu_the_spaces_decorator_gives_the_function_back(monkeypatch):

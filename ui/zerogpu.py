@@ -3,15 +3,21 @@
 through `gpu`, which asks for a duration computed from the request (tokens to write, text to read), bounded by
 MIN_S and MAX_S; off ZeroGPU the `spaces` package's decorator gives the function back unchanged.
 
-What this does not do yet (docs/architecture.md says so too): the chat engine's worker thread and the loaded
-models live in the server process, while ZeroGPU runs a decorated call in a forked process of its own; the
-engine would have to be started inside the call for the GPU to do the work. Training runs in a worker process
-that ZeroGPU cannot lend a GPU to; `training_slices` is the bound for running it as successive calls that save a
-checkpoint between them (`gpu_time_sentence` is what the page says about it).
+ZeroGPU runs a decorated call in a process forked from the server, which has the server's memory but not its
+threads: the models the server loaded have no engine thread there. `in_forked_process` gives that process a model
+cache of its own on its first call, so it loads the models onto the GPU it now has and starts their engines
+(tests/test_spaces.py runs calls in a real fork the same way).
+
+What this does not do yet: the UI's own events (the Chat tab's streaming and the other tabs' buttons) call the
+task functions by other paths and are not wrapped, so on ZeroGPU they would run on the server's CPU side, where
+ZeroGPU reports CUDA but lends none; they need the same wrapping. Training runs in a worker process that ZeroGPU
+cannot lend a GPU to; `training_slices` is the bound for running it as successive calls that save a checkpoint
+between them, and `training_note` is what the pre-flight estimate says about it.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import os
@@ -98,7 +104,39 @@ def gpu(api_name: str, fn: Callable) -> Callable:
         bound = signature.bind_partial(*args, **kwargs)
         bound.apply_defaults()
         return seconds(api_name, dict(bound.arguments))
-    return decorator(fn, duration=duration)
+    return decorator(in_forked_process(fn), duration=duration)
+
+
+_OWN_CACHE: set[tuple[int, int]] = set()  # (model hub, process) pairs whose cache was made in that process
+
+
+def in_forked_process(fn: Callable) -> Callable:
+    """fn as ZeroGPU runs it: in a process forked from the server, where the models the server loaded have no
+    engine threads (a fork copies only the calling thread). On its first call there, the process starts with an
+    empty model cache of its own, so it loads the models itself (onto the GPU it now has) and starts their
+    engines; later calls in the same process reuse them."""
+    parent = os.getpid()
+    ctx = getattr(getattr(fn, "__self__", None), "ctx", None)
+
+    def own_models() -> None:
+        pid = os.getpid()
+        if ctx is not None and pid != parent and (id(ctx.hub), pid) not in _OWN_CACHE:
+            # The server's entries are dropped, not closed: their threads live in the server, not here.
+            ctx.hub.cache = type(ctx.hub.cache)(ctx.hub.cache.budget)
+            _OWN_CACHE.add((id(ctx.hub), pid))
+
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def stream(*args, **kwargs):
+            own_models()
+            yield from fn(*args, **kwargs)
+        return stream
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        own_models()
+        return fn(*args, **kwargs)
+    return call
 
 
 def _decorator():
