@@ -20,6 +20,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 from test_mcp import mcp
+from test_openai_api import add_adapter
 from ui import zerogpu
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,7 +135,8 @@ def _signed_in(url: str, profiles: dict, name: str) -> str:
 
 
 @pytest.mark.worker
-def test_hugging_face_sign_in_owns_work_without_a_password_file(launch, settings, tmp_path, monkeypatch):
+def test_hugging_face_sign_in_owns_work_without_a_password_file(launch, settings, tiny_chat_dir, tmp_path,
+                                                                 monkeypatch):
     import gradio.oauth
 
     userinfo = {"preferred_username": "", "name": "", "sub": "1"}
@@ -160,6 +162,11 @@ def test_hugging_face_sign_in_owns_work_without_a_password_file(launch, settings
     assert bob.predict(api_name="/collections") == []
     with pytest.raises(AppError, match="no collection named 'notes'"):
         bob.predict("launch", "notes", 3, "", api_name="/search")
+    add_adapter(demo, tiny_chat_dir, "alices", 1, tmp_path, owner="hf-alice")
+    assert [a["name"] for a in alice.predict("", api_name="/adapters")] == ["alices"]
+    assert bob.predict("", api_name="/adapters") == []
+    with pytest.raises(AppError, match="no adapter named 'alices'"):
+        bob.predict("alices", api_name="/delete_adapter")
     with pytest.raises(AppError, match="sign in with Hugging Face"):  # a visitor who has not signed in
         Client(url, verbose=False).predict(api_name="/whoami")
     key = demo.ctx.accounts.keys.create("hf-alice")  # as the Account view makes it for a signed-in user
