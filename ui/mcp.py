@@ -55,13 +55,16 @@ class ApiKeyLogin:
         self._tokens: dict[str, str] = {}  # owner -> the session token this process made for them
 
     async def __call__(self, scope, receive, send):
-        gradio_app = scope.get("app") if scope["type"] == "http" else None
-        demo = getattr(gradio_app, "blocks", None)
-        accounts = getattr(getattr(demo, "ctx", None), "accounts", None)
-        if accounts is None or not keys_required(accounts):  # one local user: nothing to tell apart
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = Headers(scope=scope)
         key = bearer(headers)
+        if not (key or LOOPBACK_HEADER in headers or scope["path"].startswith(MCP_PATH)):
+            return await self.app(scope, receive, send)  # the page and its assets: nothing to read from disk
+        gradio_app = scope.get("app")
+        accounts = getattr(getattr(getattr(gradio_app, "blocks", None), "ctx", None), "accounts", None)
+        if accounts is None or not keys_required(accounts):  # one local user: nothing to tell apart
+            return await self.app(scope, receive, send)
         owner = accounts.key_owner(key) if key else None
         sent = headers.get(LOOPBACK_HEADER, "").encode("latin-1")  # bytes: any header compares without an error
         if owner is None and secrets.compare_digest(sent, self.secret.encode()):
