@@ -79,6 +79,7 @@ def forking_gpu(fn, duration, timeout: float = 120):
     return call
 
 
+@pytest.mark.worker  # runs a process of its own
 def test_a_call_in_zerogpus_forked_process_loads_its_own_models(settings, tiny_chat_dir, monkeypatch):
     from models.loading import ModelHub
     from tasks import TASKS
@@ -93,6 +94,7 @@ def test_a_call_in_zerogpus_forked_process_loads_its_own_models(settings, tiny_c
             forking_gpu(task.complete, lambda *a, **k: zerogpu.MIN_S, timeout=5)("Once upon a time", max_new_tokens=5,
                                                                                  temperature=0)
         monkeypatch.setattr(zerogpu, "_decorator", lambda: forking_gpu)
+        monkeypatch.setenv("SPACES_ZERO_GPU", "true")
         assert zerogpu.gpu("complete", task.complete)("Once upon a time", max_new_tokens=5, temperature=0) == served
         replies = zerogpu.gpu("chat", task.chat)("Hello", None, "", "", "", 0.0, 0.9, 5)
         assert replies and replies[-1] == list(task.chat("Hello", None, "", "", "", 0.0, 0.9, 5))[-1]
@@ -173,6 +175,7 @@ def test_hugging_face_sign_in_owns_work_without_a_password_file(launch, settings
     assert json.loads(mcp(url, key, "collections").content[0].text)[0]["name"] == "notes"  # her MCP calls are hers
 
 
+@pytest.mark.worker  # runs a process of its own
 def test_space_check_prints_what_will_and_will_not_work(tmp_path):
     bucket, local = tmp_path / "bucket", tmp_path / "local"
     bucket.mkdir()

@@ -104,7 +104,7 @@ def gpu(api_name: str, fn: Callable) -> Callable:
         bound = signature.bind_partial(*args, **kwargs)
         bound.apply_defaults()
         return seconds(api_name, dict(bound.arguments))
-    return decorator(in_forked_process(fn), duration=duration)
+    return decorator(in_forked_process(fn) if on_zero_gpu() else fn, duration=duration)
 
 
 _OWN_CACHE: set[tuple[int, int]] = set()  # (model hub, process) pairs whose cache was made in that process
