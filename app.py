@@ -18,7 +18,7 @@ import gradio as gr
 from starlette.middleware import Middleware
 
 from ui import zerogpu  # noqa: F401  (first of the app's modules: on ZeroGPU it imports spaces before torch)
-import config  # noqa: I001
+import config
 from models.device import set_threads
 from models.loading import ModelHub
 from server.openai_compat import OpenAIRoutes
