@@ -2,7 +2,8 @@
 
 Users live in `users.json` under the data directory with salted, slow password hashes (scrypt); shares in
 `shared.json`; API keys (hashed) in `api_keys.json`. All three are written to a temporary file and renamed into
-place, under a file lock, so the app and the `python app.py users ...` command never see half a file. With no users (and no --username), the app is the
+place, under a file lock (kept in the state directory, where locking works), so the app and the
+`python app.py users ...` command never see half a file. With no users (and no --username), the app is the
 single-user app: everything belongs to `local`.
 """
 
@@ -73,8 +74,8 @@ class Accounts:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.path = Path(settings.data_dir) / "users.json"
-        self._lock = FileLock(str(self.path) + ".lock")
-        self.keys = ApiKeys(settings.data_dir)
+        self._lock = FileLock(str(settings.state_path() / "users.json.lock"))
+        self.keys = ApiKeys(settings.data_dir, settings.state_path())
 
     # ---- reading ---------------------------------------------------------------------------------------------
     def users(self) -> dict[str, dict]:
@@ -97,6 +98,14 @@ class Accounts:
     def exists(self, name: str) -> bool:
         """Whether name can log in now (a removed user's API keys stop working with the account)."""
         return name == self.settings.username or name in self.users()
+
+    def key_owner(self, key: str) -> str | None:
+        """The user an API key acts as, or None: a key never made or revoked, or whose user was removed (a Hugging
+        Face user's key works while the Space has sign-in)."""
+        owner = self.keys.owner_of(key)
+        if owner is None or (self.enabled and not owner.startswith("hf-") and not self.exists(owner)):
+            return None
+        return owner
 
     def is_admin(self, name: str) -> bool:
         if not self.enabled:
@@ -151,9 +160,9 @@ class Accounts:
 class Shares:
     """What an admin shared with everyone: (owner, name) per kind; others may use a shared item, not change it."""
 
-    def __init__(self, data_dir: Path):
+    def __init__(self, data_dir: Path, locks: Path | None = None):
         self.path = Path(data_dir) / "shared.json"
-        self._lock = FileLock(str(self.path) + ".lock")
+        self._lock = FileLock(str(Path(locks or data_dir) / "shared.json.lock"))
 
     def items(self, kind: str) -> set[tuple[str, str]]:
         if not self.path.exists():
@@ -186,9 +195,9 @@ class ApiKeys:
     """API keys for the OpenAI-compatible routes: each acts as its owner. Only their hashes are stored
     (`api_keys.json`); a key is shown once, when it is made."""
 
-    def __init__(self, data_dir: Path):
+    def __init__(self, data_dir: Path, locks: Path | None = None):
         self.path = Path(data_dir) / "api_keys.json"
-        self._lock = FileLock(str(self.path) + ".lock")
+        self._lock = FileLock(str(Path(locks or data_dir) / "api_keys.json.lock"))
 
     def _keys(self) -> dict[str, dict]:
         if not self.path.exists():

@@ -15,7 +15,9 @@ import sys
 import time
 
 import gradio as gr
+from starlette.middleware import Middleware
 
+from ui import zerogpu  # noqa: F401  (first of the app's modules: on ZeroGPU it imports spaces before torch)
 import config
 from models.device import set_threads
 from models.loading import ModelHub
@@ -28,7 +30,8 @@ from tasks.feedback import FeedbackService
 from tasks.inside import InsideModel
 from tasks.library import AdapterLibrary
 from training.service import TrainingService
-from ui import account_tab, adapters_tab, evaluate_tab, feedback_tab, first_run, i18n, inside_tab, system_tab, train_tab
+from ui import account_tab, adapters_tab, evaluate_tab, feedback_tab, first_run, i18n, inside_tab, mcp, system_tab
+from ui import train_tab
 from ui import tabs as task_tabs
 from ui.api import expose, publish, user_of
 from ui.navigation import Navigation
@@ -102,14 +105,18 @@ def serve(demo: gr.Blocks, settings: config.Settings, block: bool = True, **opti
     False returns once it serves."""
     accounts = demo.ctx.accounts
     patient_localhost_check()
+    loopback = secrets.token_urlsafe(32)  # lets the MCP server's own client in (ui/mcp.py)
     demo.launch(server_name=settings.host, server_port=settings.port,
                 auth=accounts.check if accounts.enabled else None,
                 auth_message="Log in with your LoRA Studio account.",
                 max_file_size=f"{settings.max_upload_mb}mb", show_error=False, prevent_thread_lock=True,
-                i18n=i18n.translations(), **options)
+                i18n=i18n.translations(), mcp_server=settings.mcp,
+                app_kwargs={"middleware": [Middleware(mcp.ApiKeyLogin, secret=loopback)]}, **options)
     # On Gradio's own app, ahead of its routes: one server, one port, one command. (Handing them to launch as
     # FastAPI's `routes=` instead stopped Gradio from noticing a cancelled client's event.)
     demo.app.router.routes[:0] = list(demo.http_routes)
+    if settings.mcp:
+        mcp.serve_tools(demo, settings.mcp_write_tools, loopback)
     if block:
         demo.block_thread()
 

@@ -18,11 +18,17 @@ def _default_data_dir() -> Path:
     return Path("data")
 
 
+def _default_host() -> str:
+    # A Space reaches the app from outside its container; everywhere else only this machine does by default.
+    return "0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1"
+
+
 @dataclass
 class Settings:
-    host: str = "127.0.0.1"  # interface the web server binds to; 0.0.0.0 on a Space or a shared box
+    host: str = field(default_factory=_default_host)  # interface the web server binds to; 0.0.0.0 on a Space
     port: int = 7860  # web server port
     data_dir: Path = field(default_factory=_default_data_dir)  # models, adapters, jobs and collections all live under it
+    state_dir: str = ""  # SQLite databases (jobs, feedback) on a disk where file locking works ("" = the data dir)
     chat_model: str = ""  # default chat backbone ("" = the catalog default)
     embedding_model: str = ""  # default sentence-embedding backbone ("" = the catalog default)
     username: str = ""  # with a password: the UI asks for a login
@@ -52,6 +58,8 @@ class Settings:
     estimates: int = 1  # pre-flight estimates running at once (each loads a model in a subprocess)
     queue_size: int = 100  # requests waiting in the server's queue before new ones are turned away
     api_requests_per_user: int = 8  # generations one user may have running through the /v1 routes at once
+    mcp: bool = False  # also serve the public API as MCP tools at /gradio_api/mcp/ (read-only ones, see ui/mcp.py)
+    mcp_write_tools: bool = False  # operator opt-in: training, deleting, renaming, pushing... become MCP tools too
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).expanduser()
@@ -77,6 +85,14 @@ class Settings:
     def auth(self) -> tuple[str, str] | None:
         return (self.username, self.password) if self.username else None
 
+    def state_path(self, *parts: str) -> Path:
+        """A folder for the SQLite databases: --state-dir (local disk, where SQLite's locking works) when the data
+        directory is a mounted bucket, else under the data directory. Created on first use."""
+        root = Path(self.state_dir).expanduser() if self.state_dir else self.data_dir
+        folder = root.joinpath(*parts)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
     def path(self, *parts: str) -> Path:
         """A folder under the data directory, created on first use."""
         folder = self.data_dir.joinpath(*parts)
@@ -87,7 +103,9 @@ class Settings:
 _HELP = {
     "host": "interface to bind (0.0.0.0 to serve the network)",
     "port": "port of the web UI",
-    "data_dir": "where models, adapters, jobs and collections are stored",
+    "data_dir": "where models, adapters, jobs and collections are stored (on a Space: the Storage Bucket's mount)",
+    "state_dir": "where the SQLite databases live, on a local disk where file locking works (empty: the data "
+                 "directory; set it when the data directory is a mounted bucket)",
     "chat_model": "default chat backbone: a catalog name, hub id or local folder",
     "embedding_model": "default embedding backbone: a catalog name, hub id or local folder",
     "username": "login name for the UI (with --password)",
@@ -121,6 +139,9 @@ _HELP = {
     "estimates": "pre-flight training estimates running at once",
     "queue_size": "requests waiting in the server's queue before new ones are turned away",
     "api_requests_per_user": "generations one user may run at once through the /v1 routes",
+    "mcp": "serve the read-only operations (the six tasks, Inside the model, adapters and collections) as MCP tools "
+           "at /gradio_api/mcp/; with accounts a call needs an API key (Authorization: Bearer KEY)",
+    "mcp_write_tools": "also offer training, deleting, renaming, pushing and the other changes as MCP tools",
 }
 
 

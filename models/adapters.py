@@ -8,6 +8,7 @@ fingerprint, chat template and system prompt, data fingerprint, hyperparameters,
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import re
 import shutil
@@ -35,7 +36,7 @@ def sanitize_name(name: str) -> str:
 
 def adapter_store(settings) -> "AdapterStore":
     """The adapter store under a data directory (the server and the worker open the same one)."""
-    return AdapterStore(settings.path("adapters"), Shares(settings.data_dir))
+    return AdapterStore(settings.path("adapters"), Shares(settings.data_dir, settings.state_path()))
 
 
 def _unknown(name: str) -> NotFound:
@@ -200,6 +201,10 @@ class MergedModels:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+# Errors of a mount that cannot rename a folder (a Storage Bucket's, over FUSE): the folder is copied instead.
+_NO_FOLDER_RENAME = {errno.EXDEV, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EPERM, errno.EIO}
+
+
 def rename_free(tmp: Path, folder: Path, name: str, what: str) -> Path:
     """Rename tmp to folder/name, or to the first free name-2, name-3, ... (never over an existing one)."""
     base = sanitize_name(name)
@@ -208,9 +213,29 @@ def rename_free(tmp: Path, folder: Path, name: str, what: str) -> Path:
         try:
             tmp.rename(final)  # atomic; fails if the name is taken
             return final
-        except OSError:
+        except OSError as error:
+            if error.errno not in _NO_FOLDER_RENAME:
+                continue  # taken
+        try:
+            return copy_into_place(tmp, final)
+        except FileExistsError:
             continue
     raise UserError(f"Could not find a free name for the {what} '{name}'.")
+
+
+def copy_into_place(tmp: Path, final: Path) -> Path:
+    """Copy tmp's files into a new folder final, its metadata file last: lists and lookups go by that file, so
+    the folder counts only once it is complete (where folders cannot be renamed, as on a bucket's mount)."""
+    final.mkdir()  # FileExistsError: the name is taken
+    files = sorted(tmp.rglob("*"), key=lambda p: p.name == META_FILE)
+    for source in files:
+        target = final / source.relative_to(tmp)
+        if source.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+    return final
 
 
 def engine_key(owner: str, name: str, created: float) -> str:

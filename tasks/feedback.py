@@ -84,7 +84,7 @@ class FeedbackService:
 
     def __init__(self, ctx: Context):
         self.ctx = ctx
-        self.store = FeedbackStore(ctx.settings.path() / "feedback.sqlite")
+        self.store = FeedbackStore(ctx.settings.state_path() / "feedback.sqlite")
 
     def endpoints(self) -> list[Endpoint]:
         return [Endpoint("feedback", self.feedback), Endpoint("feedback_rows", self.feedback_rows),

@@ -17,9 +17,16 @@ HIDDEN = {"api_visibility": "undocumented"}
 
 
 def who(account: AccountService, request: gr.Request = None):
-    """The login line, and whether the admin tools show."""
-    me = account.whoami(owner=user_of(request))
-    if not me["accounts"]:
+    """The login line, and whether the log-out button, the admin tools and the API keys show."""
+    try:
+        owner = user_of(request)
+    except UserError:  # a Space with Hugging Face sign-in, visited before signing in
+        hidden = gr.update(visible=False)
+        return marked("account.sign_in_first"), hidden, hidden, hidden
+    me = account.whoami(owner=owner)
+    if owner.startswith("hf-") and not me["accounts"]:
+        line = marked("account.signed_in_hf") + f" **{owner.removeprefix('hf-')}** (`{owner}`)."
+    elif not me["accounts"]:
         line = marked("account.no_accounts")  # the front end shows it in the page's language
     else:
         line = f"Logged in as **{me['name']}**" + (" (admin)" if me["admin"] else "") + "."
@@ -75,6 +82,8 @@ def revoke_key(account: AccountService, key_id: str, request: gr.Request = None)
 def build(account: AccountService) -> None:
     with gr.Tab(t("tab.account"), id="account"):
         line = gr.Markdown()
+        if os.environ.get("OAUTH_CLIENT_ID"):  # a Space with `hf_oauth: true`: the sign-in that owns your work
+            gr.LoginButton()
         logout = gr.Button(t("account.log_out"), link="/logout", size="sm", visible=False)
         with gr.Column(visible=False) as admin:
             gr.Markdown(t("account.users"))
@@ -113,8 +122,15 @@ def build(account: AccountService) -> None:
     create.click(handler(create_key, account), label, [new_key, keys, label], **HIDDEN)
     revoke.click(handler(revoke_key, account), key_id, [keys, key_id], **HIDDEN)
     keys.select(first_cell, None, key_id, **HIDDEN)
-    on_load(handler(keys_table, account), None, keys)
+    on_load(handler(_keys_if_signed_in, account), None, keys)
     on_load(handler(_users_if_admin, account), None, users)
+
+
+def _keys_if_signed_in(account: AccountService, request: gr.Request = None):
+    try:
+        return keys_table(account, request)
+    except UserError:  # not signed in yet (a Space with Hugging Face sign-in)
+        return pd.DataFrame(columns=["key", "label", "created"])
 
 
 def _users_if_admin(account: AccountService, request: gr.Request = None):

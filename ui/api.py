@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import time
 import types
 import typing
 from collections.abc import Callable
@@ -27,6 +28,8 @@ from errors import UserError, internal_sentence
 from tasks.base import Upload
 from tasks.spec import EXAMPLES
 from ui.i18n import in_page_language
+from ui import zerogpu
+from ui.tool_docs import TOOL_DOCS
 
 HIDDEN = ("owner", "progress")  # task parameters the edge fills in
 NOT_UPLOADED = "Upload the file; paths on the server are not accepted."
@@ -68,19 +71,34 @@ def expose(fn: Callable, page: bool = False) -> Callable:
 
 # ---- who is asking -------------------------------------------------------------------------------------------
 
+# The MCP server's own client (its calls carry the caller's API key): a name no account can have (ui/mcp.py).
+LOOPBACK_USER = ":mcp-loopback"
+
+
 def user_of(request: gr.Request | None) -> str:
-    """The caller's name: the login, else the Hugging Face profile (a Space with hf_oauth), else `local`."""
+    """The caller's name: the login or API key's user, else the Hugging Face profile (a Space with hf_oauth),
+    else `local`."""
     name = getattr(request, "username", None) if request is not None else None
+    if name == LOOPBACK_USER:  # the MCP server's client without a caller's key: never anybody's work
+        raise UserError("Send your API key with the call (Authorization: Bearer KEY).")
     if not name and request is not None:
-        try:
-            info = request.session.get("oauth_info") or {}
-        except (AttributeError, AssertionError, KeyError):  # no session: no OAuth on this server
-            info = {}
-        profile = (info.get("userinfo") or {}).get("preferred_username")
-        name = f"hf-{profile.lower()}" if profile else None
+        name = oauth_owner(request)
     if not name and os.environ.get("OAUTH_CLIENT_ID"):  # a Space with Hugging Face login: anonymous owns nothing
         raise UserError("Please sign in with Hugging Face first (the button at the top of the page).")
     return name or LOCAL_USER
+
+
+def oauth_owner(request) -> str | None:
+    """The owner for the Hugging Face user signed in on this request's session (`hf-<username>`), or None when
+    nobody is, the sign-in expired, or the server has no Hugging Face sign-in."""
+    underlying = getattr(request, "request", None) or request  # gr.Request wraps Starlette's
+    scope = getattr(underlying, "scope", None)
+    session = scope.get("session") if isinstance(scope, dict) else None  # none: no sign-in on this server
+    info = session.get("oauth_info") if isinstance(session, dict) else None
+    if not isinstance(info, dict) or (info.get("expires_at") or float("inf")) < time.time():
+        return None
+    profile = (info.get("userinfo") or {}).get("preferred_username")
+    return f"hf-{profile.lower()}" if isinstance(profile, str) and profile else None
 
 
 # ---- uploads -------------------------------------------------------------------------------------------------
@@ -256,8 +274,12 @@ def publish(endpoints) -> None:
     if clash:
         raise ValueError(f"Two endpoints would be published as {', '.join(clash)}.")
     for endpoint in endpoints:
-        gr.api(endpoint_function(endpoint.fn), api_name=endpoint.api_name,
-               **(GENERATION if endpoint.generates else {}))
+        # On ZeroGPU an endpoint that runs a model asks for the GPU per call (ui/zerogpu.py).
+        fn = endpoint_function(endpoint.fn, expose(zerogpu.gpu(endpoint.api_name, endpoint.fn)))
+        # An MCP tool is named after the function: the public name, and the description a model reads.
+        fn.__name__ = fn.__qualname__ = endpoint.api_name
+        fn.__doc__ = TOOL_DOCS.get(endpoint.api_name, fn.__doc__)
+        gr.api(fn, api_name=endpoint.api_name, **(GENERATION if endpoint.generates else {}))
 
 
 def handler(fn: Callable, *bound) -> Callable:

@@ -15,6 +15,7 @@ from training.recipe import default_base as default_base_name
 from training.registry import recipe_class
 from training.service import TrainingService
 from ui.adapters_tab import adapters_table
+from ui import zerogpu
 from ui.api import endpoint_function, expose, first_cell, handler, on_load, upload, user_of
 from ui.i18n import english, localized_columns, marked, phrase, t, text_in_page_language
 
@@ -124,7 +125,7 @@ def estimate(service: TrainingService, task: str, file, base: str, preset: str, 
         progress(0.2, desc="Timing a few training steps on this machine")
         result = service.estimate(task, file_path(file), base, preset, overrides(values, preset),
                                   column_mapping(task, chosen))
-        return preflight.describe(result)
+        return preflight.describe(result) + zerogpu.training_note(result.get("steps"), result.get("step_s"))
     except UserError as error:
         return f"⚠️ {error}"
 

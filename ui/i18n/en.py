@@ -474,4 +474,7 @@ TEXTS = {
     'evaluate.column.task': 'task',
     'evaluate.column.state': 'state',
     'evaluate.column.result': 'result',
+    # Spaces: Hugging Face sign-in (the Account view)
+    'account.sign_in_first': 'Sign in with Hugging Face to keep your own adapters, jobs and collections, and to make API keys.',
+    'account.signed_in_hf': 'Signed in with Hugging Face as',
 }

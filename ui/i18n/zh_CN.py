@@ -474,4 +474,7 @@ TEXTS = {
     'evaluate.column.task': '任务',
     'evaluate.column.state': '状态',
     'evaluate.column.result': '结果',
+    # Spaces: Hugging Face sign-in (the Account view)
+    'account.sign_in_first': '请用 Hugging Face 登录，以保存你自己的适配器、任务和文档集，并创建 API 密钥。',
+    'account.signed_in_hf': '已通过 Hugging Face 登录，用户名：',
 }
