@@ -10,7 +10,7 @@ from training.store import JobStore
 
 
 def job_store(settings: Settings) -> JobStore:
-    return JobStore(settings.path("jobs") / "jobs.sqlite3")
+    return JobStore(settings.state_path("jobs") / "jobs.sqlite3")
 
 
 def job_folder(settings: Settings, job_id: str) -> Path:
