@@ -14,7 +14,7 @@ from tasks.compare import Comparison
 from tasks.spec import trainable_spec
 from training import data
 from training.service import TrainingService
-from ui.i18n import english, marked, t
+from ui.i18n import marked, phrase, t
 from ui.api import GENERATION, expose, handler, on_load, progress_for, user_of
 from ui.train_tab import ACTIVE, file_path, status_markdown
 
@@ -23,6 +23,7 @@ PRESET = "quick"  # minutes on a CPU
 QUESTION = "What is the capital of the planet Zorbia?"  # the sample's first fact
 ANSWER_TOKENS = 48  # the sample's answers are one short sentence
 DISMISSED_KEY = "lora-studio-first-run-dismissed"
+JOB_KEY = "lora-studio-first-run-job"  # the job being watched: a reload watches it on
 
 
 
@@ -69,7 +70,7 @@ def adapter_name(file) -> str:
 def start(training: TrainingService, file, request: gr.Request = None) -> str:
     """Queue the quick training job on the chosen file, as the Train tab would; returns its id."""
     if file in (None, ""):
-        raise UserError(english()["first_run.no_data"])
+        raise UserError(phrase("first_run.no_data"))
     out = training.submit(TASK, file_path(file), "", adapter_name(file), PRESET, {}, owner=user_of(request))
     return out["job_id"]
 
@@ -92,9 +93,9 @@ def progress_view(training: TrainingService, job_id: str, request: gr.Request = 
     done = state == "succeeded"
     line = status_markdown(status)
     if done:
-        line += "\n\n" + english()["first_run.ready"].format(name=status["adapter"])
+        line += "\n\n" + phrase("first_run.ready", name=status["adapter"])
     elif state not in ACTIVE:
-        line += "\n\n" + english()["first_run.failed"]
+        line += "\n\n" + phrase("first_run.failed")
     return (line, status["adapter"] if done else "", gr.update(interactive=state not in ACTIVE),
             gr.update(interactive=done), gr.update(active=state in ACTIVE))
 
@@ -103,7 +104,7 @@ def ask(training: TrainingService, comparison: Comparison, question: str, adapte
         request: gr.Request = None):
     """Stream the base model's and the adapter's answers to one question, side by side (one engine batch)."""
     if not adapter:
-        raise UserError(english()["first_run.untrained"])
+        raise UserError(phrase("first_run.untrained"))
     owner = user_of(request)
     base = training.adapter_base(adapter, owner)  # both on the adapter's own base: the only difference is it
     variants = [{"model": base, "adapter": ""}, {"model": base, "adapter": adapter}]
@@ -135,9 +136,10 @@ def build(training: TrainingService, comparison: Comparison, browser_secret: str
         with gr.Row():
             before = gr.Textbox(label=t("first_run.before"), lines=3, interactive=False)
             after = gr.Textbox(label=t("first_run.after"), lines=3, interactive=False)
-        job_id, adapter = gr.State(""), gr.State("")
+        adapter = gr.State("")
         timer = gr.Timer(1.0, active=False)
     dismissed = gr.BrowserState(False, storage_key=DISMISSED_KEY, secret=browser_secret)
+    job_id = gr.BrowserState("", storage_key=JOB_KEY, secret=browser_secret)
     wire(training, comparison, {
         "panel": panel, "use_sample": use_sample, "chosen": chosen, "summary": summary, "train": train,
         "progress": progress, "question": question, "ask_button": ask_button, "before": before, "after": after,
@@ -158,6 +160,7 @@ def wire(training: TrainingService, comparison: Comparison, c: dict) -> None:
     c["train"].click(handler(start, training), c["chosen"], c["job_id"], **hidden).then(
         watch, c["job_id"], view, **hidden)
     c["timer"].tick(watch, c["job_id"], view, show_progress="hidden", **hidden)
+    c["job_id"].change(watch, c["job_id"], view, show_progress="hidden", **hidden)  # the job a reload remembers
     c["ask_button"].click(handler(ask, training, comparison), [c["question"], c["adapter"]],
                           [c["before"], c["after"]], **hidden, **GENERATION)
     c["hide"].click(dismiss, None, [c["panel"], c["dismissed"]], **hidden)

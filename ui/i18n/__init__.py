@@ -78,15 +78,20 @@ def task_title(task_id: str, title: str) -> I18nData | str:
 
 # Gradio picks the browser's language (and has a Settings panel in its footer); this switch is on the page, is
 # remembered in the browser, and tells the server (a cookie) for the error sentences. It calls the front end's own
-# `changeLocale`, exported by its core module, so the page changes language without a reload. Gradio 6.31
+# `changeLocale`, exported by its core module (looked for in the page's other modules too, should a release rename
+# it), so the page changes language without a reload. Gradio 6.31
 # translates a tab's title again only once the tab has been opened, so the switch renames the other tabs' buttons
 # itself, from the titles of every language (their text nodes only: Gradio's own updates still land).
 SWITCH_JS = """
 async (locale) => {
-  const core = performance.getEntriesByType("resource").map((e) => e.name)
-    .find((name) => /\\/assets\\/core-[^/]+\\.js$/.test(name));
-  if (!locale || !core) return;
-  (await import(core)).changeLocale(locale);
+  if (!locale) return;
+  const scripts = performance.getEntriesByType("resource").map((e) => e.name)
+    .filter((name) => /\\/assets\\/[^/]+\\.js$/.test(name))
+    .sort((a, b) => /\\/core-/.test(b) - /\\/core-/.test(a));
+  for (const name of scripts) {
+    const module = await import(name).catch(() => ({}));
+    if (typeof module.changeLocale === "function") { module.changeLocale(locale); break; }
+  }
   localStorage.setItem("lora-studio-locale", locale);
   document.cookie = "__COOKIE__=" + encodeURIComponent(locale) + "; path=/; max-age=31536000; SameSite=Lax";
   const titles = __TITLES__;
