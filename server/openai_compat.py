@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +24,10 @@ from models.adapters import META_FILE
 from models.engine import SamplingParams
 from models.remote import ADAPTER_FILES
 from server.edge import ApiError, Edge, error_body, route
-from server.formats import ChatFormat, CompletionFormat, chunk, prompts_of, split_messages
+from server.formats import ChatFormat, CompletionFormat, chunk, prompts_of, read_messages
 from server.generation import MAX_CHOICES, Generation, generation_settings, usage
 from server.naming import ModelNames
+from server.tools import CallStream, ToolUse, tool_use
 from tasks.base import Context, Upload
 from tasks.chat import Prompt
 
@@ -71,10 +73,12 @@ class OpenAIRoutes:
         owner = await run_in_threadpool(self.edge.caller, request)  # it reads the accounts' files
         body = await self.edge.body(request)
         params, n, stops = generation_settings(body, max_tokens_default=512)
-        system, turns, message = split_messages(body.get("messages"))
+        system, turns = read_messages(body.get("messages"))
+        tools = tool_use(body, turns)
         base, adapter = await run_in_threadpool(self.naming.choose, owner, body.get("model"), catalog.DECODER)
-        prompt = await run_in_threadpool(self.chat.prompt, message, turns, system, base, adapter,
-                                         params.max_new_tokens, owner=owner)
+        prompt = await run_in_threadpool(
+            partial(self.chat.conversation, turns, system, base, adapter, params.max_new_tokens, owner=owner,
+                    tools=tools.tools or None if tools else None, opening=tools.prepare if tools else None))
         if prompt.dropped:
             raise ApiError(400, f"The messages are longer than {prompt.lm.name} can read with a reply of "
                                 f"{params.max_new_tokens} tokens (it reads {prompt.lm.context_length} in all): leave "
@@ -82,7 +86,7 @@ class OpenAIRoutes:
         model_id = (body.get("model") or "").strip() or prompt.lm.name
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         return await self._respond(request, owner, [prompt], params, n, stops, bool(body.get("stream")),
-                                   include_usage, ChatFormat(model_id))
+                                   include_usage, ChatFormat(model_id), tools if tools and tools.offered else None)
 
     # ---- POST /v1/completions ----------------------------------------------------------------------------
     async def completions(self, request: Request):
@@ -102,13 +106,20 @@ class OpenAIRoutes:
                                    include_usage, CompletionFormat(model_id))
 
     async def _respond(self, request: Request, owner: str, prompts: list[Prompt], params: SamplingParams, n: int,
-                       stops: list[str], stream: bool, include_usage: bool, shape: ChatFormat):
+                       stops: list[str], stream: bool, include_usage: bool, shape: ChatFormat,
+                       tools: ToolUse | None = None):
+        """The answer, whole or streamed; with tools, each reply read for the calls the model made."""
         count = len(prompts) * n
         if not stream:
             with self.edge.running(owner, count):
                 generation = Generation(prompts, params, n, stops)
                 texts, reasons = await generation.collect(request)
-            return JSONResponse(shape.whole(texts, reasons, usage(generation)))
+            if tools is None:
+                return JSONResponse(shape.whole(texts, reasons, usage(generation)))
+            read = [tools.read(prompts[0].opening + text) for text in texts]
+            return JSONResponse(shape.whole([content for content, _ in read],
+                                            ["tool_calls" if calls else reason for (_, calls), reason
+                                             in zip(read, reasons)], usage(generation), [c for _, c in read]))
         self.edge.check_room(owner, count)  # over the limit: a 429 status, before the stream starts
 
         async def events() -> AsyncIterator[str]:
@@ -117,8 +128,13 @@ class OpenAIRoutes:
                     generation = Generation(prompts, params, n, stops)
                     for index in range(count):
                         yield chunk(shape.start(index))
-                    async for kind, index, value in generation.stream(request):
-                        yield chunk(shape.piece(index, value) if kind == "text" else shape.end(index, value))
+                    if tools is None:
+                        async for kind, index, value in generation.stream(request):
+                            yield chunk(shape.piece(index, value) if kind == "text" else shape.end(index, value))
+                    else:
+                        async for event in tool_events(generation.stream(request), shape, tools, count,
+                                                       prompts[0].opening):
+                            yield event
                     if include_usage:
                         yield chunk(shape.usage(usage(generation)))
                     yield "data: [DONE]\n\n"
@@ -173,6 +189,23 @@ class OpenAIRoutes:
         model_id = (body.get("model") or "").strip() or embedder.name
         return JSONResponse({"object": "list", "data": data, "model": model_id,
                              "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+
+async def tool_events(events: AsyncIterator[tuple], shape: ChatFormat, tools: ToolUse, count: int,
+                      opening: str) -> AsyncIterator[str]:
+    """A chat stream's events with each choice read for tool calls: content as it comes, a call once it is whole,
+    and finish_reason tool_calls for a choice that made one."""
+    readers, sent = [CallStream(tools, opening) for _ in range(count)], [0] * count
+    async for kind, index, value in events:
+        reader = readers[index]
+        content, calls = reader.feed(value) if kind == "text" else reader.end()
+        if content:
+            yield chunk(shape.piece(index, content))
+        for event in shape.calls(index, calls, sent[index]):
+            yield chunk(event)
+        sent[index] += len(calls)
+        if kind == "end":
+            yield chunk(shape.end(index, "tool_calls" if sent[index] else value))
 
 
 def adapter_uploads(path: object) -> list[Upload]:
