@@ -17,6 +17,7 @@ import time
 import gradio as gr
 
 import config
+from models.backend_sync import AdapterSync
 from models.device import set_threads
 from models.loading import ModelHub
 from server.openai_compat import OpenAIRoutes
@@ -110,6 +111,7 @@ def serve(demo: gr.Blocks, settings: config.Settings, block: bool = True, **opti
     # On Gradio's own app, ahead of its routes: one server, one port, one command. (Handing them to launch as
     # FastAPI's `routes=` instead stopped Gradio from noticing a cancelled client's event.)
     demo.app.router.routes[:0] = list(demo.http_routes)
+    follow_backend(demo)
     if block:
         demo.block_thread()
 
@@ -193,6 +195,12 @@ def wire_use_adapter(trainer: dict, pickers: dict[str, Picker | None], nav: Navi
         return updates
 
     trainer["use"].click(expose(use), trainer["job_id"], outputs, api_visibility="undocumented")
+
+
+def follow_backend(demo: gr.Blocks) -> None:
+    """With --serve-backend: the backend's adapters follow the adapter library while the app serves."""
+    if demo.ctx.backend is not None:
+        AdapterSync(demo.ctx.backend, demo.ctx.adapters, demo.ctx.hub).start(lambda: demo.is_running)
 
 
 def parse_settings(argv: list[str]) -> config.Settings:

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import urllib.error
@@ -108,6 +109,10 @@ class Backend:
     def models(self) -> list[str]:
         return [m.id for m in openai.OpenAI(base_url=self.url + "/v1", api_key=KEY).models.list().data]
 
+    def adapters(self, prefix: str) -> list[str]:
+        """The adapters it holds whose names start with prefix."""
+        return [m for m in self.models() if m.startswith(prefix)]
+
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.terminate()
@@ -125,13 +130,20 @@ def backend(tmp_path, tiny_chat_dir, worker_process):
 def test_chat_completion_streaming_and_adapters_run_on_the_backend_with_the_local_answers(
         backend, launch, settings, tiny_chat_dir, tmp_path):
     local = dataclasses.replace(settings, chat_model=str(tiny_chat_dir))
-    front_settings = dataclasses.replace(local, serve_backend=backend.url + "/v1", serve_api_key=KEY)
+    front_settings = dataclasses.replace(local, serve_backend=backend.url + "/v1", serve_api_key=KEY,
+                                         serve_adapter_dir=str(backend.data_dir / "incoming"))  # it reads there
     url, front = launch(front_settings)
     import_adapter(front.ctx, tiny_chat_dir, "sun", tmp_path, seed=3)
     front.ctx.hub.cache.clear()  # the import checked the adapter against the base; chat needs no local model
     here = ChatTask(Context(local, ModelHub(local)))  # the same weights and adapter, on this machine
     expected = {adapter: list(here.chat(HELLO, [], "", "", adapter, 0, 0.9, 12))[-1] for adapter in ("", "sun")}
     assert expected[""] != expected["sun"]  # the adapter matters
+    # The new adapter reached the backend at once, before anyone used it: the backend answers with it by name.
+    wait_for(lambda: backend.adapters("sun-"), 120, "the imported adapter to be loaded on the backend")
+    [sun_id] = backend.adapters("sun-")
+    there = openai.OpenAI(base_url=backend.url + "/v1", api_key=KEY, max_retries=0, timeout=300)
+    assert there.chat.completions.create(model=sun_id, messages=[{"role": "user", "content": HELLO}], temperature=0,
+                                         max_tokens=12).choices[0].message.content == expected["sun"]
 
     gradio = Client(url, verbose=False)
     assert gradio.predict(HELLO, [], "", "", "", 0, 0.9, 12, api_name="/chat") == expected[""]
@@ -155,16 +167,22 @@ def test_chat_completion_streaming_and_adapters_run_on_the_backend_with_the_loca
     backend.stop()  # gone: one sentence, no traceback
     with pytest.raises(Exception, match="serving backend at .* does not answer"):
         gradio.predict(HELLO, [], "", "", "sun", 0, 0.9, 12, api_name="/chat")
-    backend.data_dir = tmp_path / "fresh-backend-data"  # back, without the adapter it had: loaded again
+    shutil.rmtree(backend.data_dir / "adapters")  # back, without the adapter it had: loaded again on first use
     backend.start()
     assert gradio.predict(HELLO, [], "", "", "sun", 0, 0.9, 12, api_name="/chat") == expected["sun"]
+    assert sun_id in system_report(front.ctx)  # what the backend holds
+    # Renamed here: the backend holds it under its new name only; deleted here: the backend unloads it.
+    gradio.predict("sun", "sunny", api_name="/rename_adapter")
+    wait_for(lambda: backend.adapters("sunny-") and not backend.adapters("sun-"), 120, "the rename to reach it")
+    gradio.predict("sunny", api_name="/delete_adapter")
+    wait_for(lambda: not backend.adapters("sunny"), 120, "the deleted adapter to be unloaded from the backend")
     wrong = ChatTask(Context(dataclasses.replace(front_settings, serve_api_key="wrong"), ModelHub(local)))
     with pytest.raises(UserError, match="refused the request \\(401\\)"):
         list(wrong.chat(HELLO, [], "", "", "", 0, 0.9, 4))
 
 
-def post(url: str, body: dict, key: str = "") -> tuple[int, str]:
-    request = urllib.request.Request(url.rstrip("/") + "/v1/load_lora_adapter", method="POST", data=json.dumps(body).encode(),
+def post(url: str, body: dict, key: str = "", route: str = "load_lora_adapter") -> tuple[int, str]:
+    request = urllib.request.Request(url.rstrip("/") + f"/v1/{route}", method="POST", data=json.dumps(body).encode(),
                                      headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=120) as response:
@@ -173,17 +191,23 @@ def post(url: str, body: dict, key: str = "") -> tuple[int, str]:
         return error.code, error.read().decode()
 
 
-def test_loading_an_adapter_is_the_operators_and_reads_only_adapter_folders(launch, settings, tiny_chat_dir,
-                                                                            tmp_path):
-    folder = plain_lora(tiny_chat_dir, tmp_path / "moon-peft", seed=2)
+def test_loading_an_adapter_is_the_operators_and_reads_only_the_data_directory(launch, settings, tiny_chat_dir,
+                                                                               tmp_path):
+    folder = plain_lora(tiny_chat_dir, settings.data_dir / "incoming" / "moon-peft", seed=2)
     open_url, _ = launch(dataclasses.replace(settings, chat_model=str(tiny_chat_dir)))
     status, text = post(open_url, {"lora_name": "moon", "lora_path": str(folder)})
     assert status == 403 and "operator" in text, text  # no key, no operator: nobody loads files by path
+    assert post(open_url, {"lora_name": "moon"}, route="unload_lora_adapter")[0] == 403
     url, demo = launch(dataclasses.replace(settings, chat_model=str(tiny_chat_dir), api_key=KEY))
-    for path in ("/etc", str(tmp_path / "missing"), str(ROOT)):
+    outside = plain_lora(tiny_chat_dir, tmp_path / "outside-peft", seed=2)
+    (settings.data_dir / "link").symlink_to(outside)
+    for path in (str(outside), str(settings.data_dir / "link"), "/etc", str(ROOT)):  # a real adapter, elsewhere
         status, text = post(url, {"lora_name": "moon", "lora_path": path}, KEY)
-        assert status == 400 and "adapter_config.json" in text
-    assert post(url, {"lora_name": "moon", "lora_path": str(folder)}, KEY) == (200, "Success: LoRA adapter 'moon' added successfully.")
+        assert status == 400 and "under this server's data directory" in text, text
+    status, text = post(url, {"lora_name": "moon", "lora_path": str(settings.data_dir / "missing")}, KEY)
+    assert status == 400 and "adapter_config.json" in text
+    assert post(url, {"lora_name": "moon", "lora_path": str(folder)}, KEY) == (
+        200, "Success: LoRA adapter 'moon' added successfully.")
     assert post(url, {"lora_name": "moon", "lora_path": str(folder)}, KEY)[0] == 200  # once is enough
     api = openai.OpenAI(base_url=url.rstrip("/") + "/v1", api_key=KEY, max_retries=0, timeout=300)
     assert "moon" in [m.id for m in api.models.list().data]
@@ -193,3 +217,8 @@ def test_loading_an_adapter_is_the_operators_and_reads_only_adapter_folders(laun
     assert by_ids.choices[0].text == by_text.choices[0].text  # "Hello there" is those two GPT-2 tokens
     with pytest.raises(openai.BadRequestError, match="whole numbers"):
         api.completions.create(model="moon", prompt=[10**9], max_tokens=4)
+    assert post(url, {"lora_name": "moon"}, KEY, "unload_lora_adapter") == (
+        200, "Success: LoRA adapter 'moon' removed successfully.")
+    assert "moon" not in [m.id for m in api.models.list().data] and folder.is_dir()  # its source stays
+    status, text = post(url, {"lora_name": "moon"}, KEY, "unload_lora_adapter")
+    assert status == 404 and "no adapter named 'moon'" in text
