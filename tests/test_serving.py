@@ -5,12 +5,15 @@ backend (a real OpenAI-compatible server in its own process), including the back
 from __future__ import annotations
 
 import dataclasses
+import http.server
 import json
+import logging
 import os
 import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -23,7 +26,9 @@ from accounts import Accounts
 from adapters_kit import plain_lora, zipped
 from conftest import free_port
 from errors import UserError
+from models.backend_sync import AdapterSync
 from models.loading import ModelHub
+from models.remote import ServingBackend
 from tasks.base import Context, Upload
 from tasks.chat import ChatTask
 from tasks.library import AdapterLibrary
@@ -222,3 +227,44 @@ def test_loading_an_adapter_is_the_operators_and_reads_only_the_data_directory(l
     assert "moon" not in [m.id for m in api.models.list().data] and folder.is_dir()  # its source stays
     status, text = post(url, {"lora_name": "moon"}, KEY, "unload_lora_adapter")
     assert status == 404 and "no adapter named 'moon'" in text
+
+
+class NoRoutes(http.server.BaseHTTPRequestHandler):
+    """An engine started without runtime adapters: it lists its base and has no load or unload route."""
+
+    served = ""
+
+    def do_GET(self):  # noqa: N802  (http.server's name)
+        self._send(200, {"object": "list", "data": [{"id": self.served, "object": "model", "parent": None}]})
+
+    def do_POST(self):  # noqa: N802
+        self._send(404, {"detail": "Not Found"})
+
+    def _send(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_a_backend_without_runtime_routes_keeps_the_restart_way_and_says_so(ctx, tiny_chat_dir, tmp_path, caplog):
+    NoRoutes.served = Path(tiny_chat_dir).name
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NoRoutes)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        backend = ServingBackend(f"http://127.0.0.1:{server.server_address[1]}/v1")
+        import_adapter(ctx, tiny_chat_dir, "sun", tmp_path)
+        sync = AdapterSync(backend, ctx.adapters, ctx.hub)
+        with caplog.at_level(logging.WARNING):
+            sync.sync()
+        assert backend.runtime_loading is False and not backend.loaded()
+        assert "cannot load adapters while it runs: restart it with `vllm serve" in caplog.text
+        assert "cannot load adapters while it runs" in backend.holds(operator=True)
+        assert not backend.unregister("sun-12345678")  # nothing to unload it with: it stays until a restart
+    finally:
+        server.shutdown()
