@@ -249,6 +249,8 @@ class ServingBackend:
             with self._lock:
                 self._folders.pop(served, None)
             self._listed = (0.0, [])
+            if self.adapter_dir is not None:  # the copy made for it to read
+                shutil.rmtree(self.adapter_dir / sanitize_name(name), ignore_errors=True)
             log.info("unloaded adapter %s from the serving backend %s", name, self.url)
             return True
         with self._lock:

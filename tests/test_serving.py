@@ -181,6 +181,7 @@ def test_chat_completion_streaming_and_adapters_run_on_the_backend_with_the_loca
     wait_for(lambda: backend.adapters("sunny-") and not backend.adapters("sun-"), 120, "the rename to reach it")
     gradio.predict("sunny", api_name="/delete_adapter")
     wait_for(lambda: not backend.adapters("sunny"), 120, "the deleted adapter to be unloaded from the backend")
+    wait_for(lambda: not list((backend.data_dir / "incoming").glob("sunny-*")), 30, "its copy to be removed")
     wrong = ChatTask(Context(dataclasses.replace(front_settings, serve_api_key="wrong"), ModelHub(local)))
     with pytest.raises(UserError, match="refused the request \\(401\\)"):
         list(wrong.chat(HELLO, [], "", "", "", 0, 0.9, 4))
