@@ -120,11 +120,13 @@ def test_tool_calls_through_openai_and_langchain(launch, settings, tool_chat_dir
     assert f"<tool_response>\n{RESULT}\n</tool_response>" in rendered and '"arguments": {"city": "Paris"}' in rendered
     assert answered.usage.prompt_tokens == len(prompt.ids)  # the very prompt the request was answered from
 
-    # A named function opens the reply with its call; "none" leaves the tools out of the prompt.
+    # A named function opens the reply with its call, "required" with a call's start; "none" leaves the tools out.
     named = api.chat.completions.create(messages=[{"role": "user", "content": QUESTIONS[1]}], tool_choice={
         "type": "function", "function": {"name": "get_weather"}}, **ask).choices[0]
     assert named.message.tool_calls, named.message.content
     assert named.message.tool_calls[0].function.name == "get_weather" and named.finish_reason == "tool_calls"
+    required = api.chat.completions.create(messages=question, tool_choice="required", **ask).choices[0]
+    assert [c.function.name for c in required.message.tool_calls] == ["get_weather"]
     untouched = api.chat.completions.create(messages=question, tool_choice="none", **ask)
     assert not untouched.choices[0].message.tool_calls
     assert untouched.usage.prompt_tokens < answered.usage.prompt_tokens - 50  # no tools block
