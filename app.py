@@ -95,6 +95,7 @@ def build_app(settings: config.Settings) -> gr.Blocks:
     demo.ctx = ctx  # tests and the CLI reach the shared services through the app
     demo.training = training
     demo.http_routes = OpenAIRoutes(ctx, by_id["chat"], search, library).router().routes  # served beside the UI
+    follow_backend(demo)
     return demo
 
 
@@ -111,7 +112,6 @@ def serve(demo: gr.Blocks, settings: config.Settings, block: bool = True, **opti
     # On Gradio's own app, ahead of its routes: one server, one port, one command. (Handing them to launch as
     # FastAPI's `routes=` instead stopped Gradio from noticing a cancelled client's event.)
     demo.app.router.routes[:0] = list(demo.http_routes)
-    follow_backend(demo)
     if block:
         demo.block_thread()
 
@@ -198,7 +198,8 @@ def wire_use_adapter(trainer: dict, pickers: dict[str, Picker | None], nav: Navi
 
 
 def follow_backend(demo: gr.Blocks) -> None:
-    """With --serve-backend: the backend's adapters follow the adapter library while the app serves."""
+    """With --serve-backend: the backend's adapters follow the adapter library once the app serves, until it
+    stops."""
     if demo.ctx.backend is not None:
         AdapterSync(demo.ctx.backend, demo.ctx.adapters, demo.ctx.hub).start(lambda: demo.is_running)
 

@@ -36,13 +36,15 @@ class AdapterSync:
         self._seen: tuple | None = None
         self._said: set[str] = set()  # warnings logged once
 
-    def start(self, running: Callable[[], bool]) -> AdapterSync:
-        """Follow the store in a thread of its own while running() says the app serves."""
-        threading.Thread(target=self._loop, args=(running,), name="backend-adapters", daemon=True).start()
+    def start(self, serving: Callable[[], bool]) -> AdapterSync:
+        """Follow the store in a thread of its own from when serving() says the app serves until it says no more."""
+        threading.Thread(target=self._loop, args=(serving,), name="backend-adapters", daemon=True).start()
         return self
 
-    def _loop(self, running: Callable[[], bool]) -> None:
-        while running():
+    def _loop(self, serving: Callable[[], bool]) -> None:
+        while not serving():
+            time.sleep(self.every_s)
+        while serving():
             seen = self._signature()
             pause = self.every_s
             if seen != self._seen:
