@@ -19,6 +19,7 @@ from starlette.middleware import Middleware
 
 from ui import zerogpu  # noqa: F401  (first of the app's modules: on ZeroGPU it imports spaces before torch)
 import config
+from models.backend_sync import AdapterSync
 from models.device import set_threads
 from models.loading import ModelHub
 from server.openai_compat import OpenAIRoutes
@@ -97,6 +98,7 @@ def build_app(settings: config.Settings) -> gr.Blocks:
     demo.ctx = ctx  # tests and the CLI reach the shared services through the app
     demo.training = training
     demo.http_routes = OpenAIRoutes(ctx, by_id["chat"], search, library).router().routes  # served beside the UI
+    follow_backend(demo)
     return demo
 
 
@@ -200,6 +202,13 @@ def wire_use_adapter(trainer: dict, pickers: dict[str, Picker | None], nav: Navi
         return updates
 
     trainer["use"].click(expose(use), trainer["job_id"], outputs, api_visibility="undocumented")
+
+
+def follow_backend(demo: gr.Blocks) -> None:
+    """With --serve-backend: the backend's adapters follow the adapter library once the app serves, until it
+    stops."""
+    if demo.ctx.backend is not None:
+        AdapterSync(demo.ctx.backend, demo.ctx.adapters, demo.ctx.hub).start(lambda: demo.is_running)
 
 
 def parse_settings(argv: list[str]) -> config.Settings:

@@ -102,7 +102,8 @@ class ServingBackend:
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.adapter_dir = Path(adapter_dir).expanduser() if adapter_dir else None
         self.client = httpx.Client(timeout=httpx.Timeout(READ_S, connect=CONNECT_S), headers=self.headers)
-        self._listed: tuple[float, list[str]] = (0.0, [])
+        self._listed: tuple[float, list[dict]] = (0.0, [])
+        self.runtime_loading: bool | None = None  # whether it loads adapters while it runs (None: not tried yet)
         self._folders: dict[str, tuple[str, Path]] = {}  # adapter id on the backend -> (its base's id, its folder)
         self._lms: dict[str, RemoteLM] = {}
         self._lock = threading.Lock()
@@ -129,19 +130,24 @@ class ServingBackend:
         except httpx.HTTPError as error:
             raise self._down(error) from None
 
-    def model_ids(self, fresh: bool = False) -> list[str]:
-        """The ids the backend's /v1/models lists (bases and adapters), asked again after a few seconds."""
-        when, ids = self._listed
-        if fresh or not ids or time.monotonic() - when > LISTED_FOR_S:
+    def models(self, fresh: bool = False) -> list[dict]:
+        """The backend's /v1/models entries (bases, and adapters with their `parent`), asked again after a few
+        seconds."""
+        when, entries = self._listed
+        if fresh or not entries or time.monotonic() - when > LISTED_FOR_S:
             try:
                 response = self.client.get(self.url + "/v1/models")
             except httpx.HTTPError as error:
                 raise self._down(error) from None
             if response.status_code != 200:
                 raise self._refused(response)
-            ids = [m["id"] for m in response.json().get("data", []) if isinstance(m, dict) and "id" in m]
-            self._listed = (time.monotonic(), ids)
-        return ids
+            entries = [m for m in _json(response).get("data", []) if isinstance(m, dict) and "id" in m]
+            self._listed = (time.monotonic(), entries)
+        return entries
+
+    def model_ids(self, fresh: bool = False) -> list[str]:
+        """The ids the backend's /v1/models lists (bases and adapters)."""
+        return [m["id"] for m in self.models(fresh)]
 
     # ---- bases ---------------------------------------------------------------------------------------------
     def served_id(self, source: catalog.ModelSource) -> str:
@@ -200,33 +206,80 @@ class ServingBackend:
             raise UserError(f"The adapter '{name}' was trained on {meta.base_model}, not on {lm.name}: pick "
                             f"{meta.base_model} as the model to use it.")
         whose = adapters.store.locate(owner, name)[0]
-        remote_name = f"{files.name}-{engine_key(whose, files.name, meta.created)[1:9]}"
-        return self.register(lm, remote_name, Path(files.folder)), meta
+        return self.register(lm.served_id, remote_name(whose, files.name, meta.created), Path(files.folder)), meta
 
-    def register(self, lm: RemoteLM, name: str, folder: Path) -> str:
+    def register(self, base_id: str, name: str, folder: Path) -> str:
         """The adapter's id on the backend, loading it there from a folder the backend reads if it is not
         listed yet; a backend that cannot load adapters at run time is a sentence with the command that would."""
         if name in self.model_ids():  # vLLM and LoRA Studio list the adapters they have
             with self._lock:
-                self._folders[name] = (lm.served_id, folder)
+                self._folders[name] = (base_id, folder)
             return name
         path = str(self._readable(name, folder))
-        body = {"lora_name": name, "lora_path": path, "base_model_name": lm.served_id}  # the last for LoRA Studio
-        for route, served in (("/v1/load_lora_adapter", name), ("/load_lora_adapter", f"{lm.served_id}:{name}")):
+        body = {"lora_name": name, "lora_path": path, "base_model_name": base_id}  # the last for LoRA Studio
+        for route, served in (("/v1/load_lora_adapter", name), ("/load_lora_adapter", f"{base_id}:{name}")):
             response = self._post(route, body)
-            if response.status_code in (404, 405) and "error" not in _json(response):
-                continue  # no such route on this engine
+            if _no_route(response):
+                continue
             if response.status_code != 200 and "already" not in response.text.lower():
                 raise self._refused(response)
             with self._lock:
-                self._folders[served] = (lm.served_id, folder)
+                self._folders[served] = (base_id, folder)
             self._listed = (0.0, [])
-            log.info("registered adapter %s on %s", name, self.url)
+            self.runtime_loading = True
+            log.info("loaded adapter %s on the serving backend %s", name, self.url)
             return served
+        self.runtime_loading = False
         adapter = engines.Served(name, path, engines.adapter_rank(folder))
-        command = engines.vllm_command(lm.served_id, [adapter])
+        command = engines.vllm_command(base_id, [adapter])
         raise UserError(f"The serving backend at {self.url} cannot load adapters while it runs: restart it with "
                         f"`{command}` (or with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True, which lets it load them).")
+
+    def unregister(self, served: str) -> bool:
+        """Unload an adapter this app loaded on the backend (by its id there); False when the backend has no
+        route for it (it keeps the adapter until it restarts)."""
+        base_id = self._folders.get(served, ("", None))[0]
+        name = served.removeprefix(f"{base_id}:") if base_id else served
+        for route in ("/v1/unload_lora_adapter", "/unload_lora_adapter"):
+            response = self._post(route, {"lora_name": name})
+            if _no_route(response):
+                continue
+            if response.status_code not in (200, 404):  # 404: it was gone already (the backend restarted)
+                raise self._refused(response)
+            with self._lock:
+                self._folders.pop(served, None)
+            self._listed = (0.0, [])
+            if self.adapter_dir is not None:  # the copy made for it to read
+                shutil.rmtree(self.adapter_dir / sanitize_name(name), ignore_errors=True)
+            log.info("unloaded adapter %s from the serving backend %s", name, self.url)
+            return True
+        with self._lock:
+            self._folders.pop(served, None)
+        log.warning("the serving backend %s cannot unload adapters while it runs: %s stays until it restarts",
+                    self.url, name)
+        return False
+
+    def loaded(self) -> dict[str, str]:
+        """The adapters this app loaded on the backend: their name there -> their id there (SGLang's is
+        base:name)."""
+        with self._lock:
+            return {served.removeprefix(f"{base_id}:"): served for served, (base_id, _) in self._folders.items()}
+
+    def holds(self, operator: bool) -> str:
+        """What the backend serves, in words for the System panel: its bases, its adapters (their names for the
+        operator, how many for anyone else) and whether it loads adapters while it runs."""
+        try:
+            entries = self.models(fresh=True)
+        except UserError as error:
+            return str(error)
+        adapters = [m["id"] for m in entries if m.get("parent")]
+        bases = ", ".join(m["id"] for m in entries if not m.get("parent")) or "nothing"
+        held = (", ".join(adapters) if operator else f"{len(adapters)}") if adapters else "none"
+        how = {True: "it loads and unloads adapters as they are trained, imported, renamed and deleted here",
+               False: "it cannot load adapters while it runs (it has no load_lora_adapter route): new adapters reach "
+                      "it when it is restarted with them (the Adapters tab writes that command)",
+               None: "no adapter was loaded on it yet"}[self.runtime_loading]
+        return f"It serves {bases}; adapters: {held}; {how}."
 
     def _readable(self, name: str, folder: Path) -> Path:
         """A folder holding the adapter's files that the backend can read: a copy in the shared folder, written
@@ -258,7 +311,7 @@ class ServingBackend:
                     break
                 base_id, folder = self._folders.pop(model_id)
                 name = model_id.split(":", 1)[1] if model_id.startswith(f"{base_id}:") else model_id
-                model_id = self.register(lm, name, folder)
+                model_id = self.register(base_id, name, folder)
         except Exception as error:  # noqa: BLE001  (every failure reaches the reader as its error)
             request.pieces.put(error)
         finally:
@@ -312,6 +365,19 @@ class ServingBackend:
                 request.pieces.put(choice["text"])
                 count += 1
         return count
+
+
+def remote_name(owner: str, name: str, created: float) -> str:
+    """An adapter's id on the backend: its name and a short key of its owner and version (names never clash)."""
+    return f"{name}-{engine_key(owner, name, created)[1:9]}"
+
+
+def _no_route(response: httpx.Response) -> bool:
+    """Whether the backend answered that it has no such route (a web framework's bare 404 or 405), not an error
+    of the route itself."""
+    body = _json(response)
+    return response.status_code in (404, 405) and (not body or body.get("detail") in ("Not Found",
+                                                                                      "Method Not Allowed"))
 
 
 def _json(response: httpx.Response) -> dict:

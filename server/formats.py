@@ -27,8 +27,9 @@ def prompts_of(prompt: object) -> list[str | list[int]]:
     raise ApiError(400, "'prompt' must be a text, a list of texts, or token ids.", param="prompt")
 
 
-def split_messages(messages: object) -> tuple[str, list[dict], str]:
-    """(system prompt, earlier turns, the last user message) from OpenAI chat messages."""
+def read_messages(messages: object) -> tuple[str, list[dict]]:
+    """(system prompt, the turns as chat templates take them) from OpenAI chat messages: user, assistant (with
+    its tool calls, their arguments as objects) and tool messages; the last must be the user's or a tool's."""
     if not isinstance(messages, list) or not messages:
         raise ApiError(400, "'messages' must be a non-empty list of {role, content} messages.", param="messages")
     system, turns = [], []
@@ -36,14 +37,40 @@ def split_messages(messages: object) -> tuple[str, list[dict], str]:
         role = message.get("role") if isinstance(message, dict) else None
         if role in ("system", "developer"):
             system.append(message_text(message.get("content")))
-        elif role in ("user", "assistant"):
-            turns.append({"role": role, "content": message_text(message.get("content"))})
+        elif role in ("user", "assistant", "tool"):
+            turn = {"role": role, "content": message_text(message.get("content"))}
+            if role == "assistant" and message.get("tool_calls"):
+                turn["tool_calls"] = [_template_call(call) for call in _listed(message["tool_calls"])]
+            if role == "tool" and isinstance(message.get("tool_call_id"), str):
+                turn["tool_call_id"] = message["tool_call_id"]
+            turns.append(turn)
         else:
-            raise ApiError(400, "Each message needs a role of system, user or assistant (tool messages are not "
-                                "supported).", param="messages")
-    if not turns or turns[-1]["role"] != "user":
-        raise ApiError(400, "The last message must be the user's.", param="messages")
-    return "\n\n".join(s for s in system if s.strip()), turns[:-1], turns[-1]["content"]
+            raise ApiError(400, "Each message needs a role of system, user, assistant or tool.", param="messages")
+    if not turns or turns[-1]["role"] not in ("user", "tool"):
+        raise ApiError(400, "The last message must be the user's (or a tool's result).", param="messages")
+    return "\n\n".join(s for s in system if s.strip()), turns
+
+
+def _listed(calls: object) -> list:
+    if not isinstance(calls, list):
+        raise ApiError(400, "An assistant message's 'tool_calls' must be a list.", param="messages")
+    return calls
+
+
+def _template_call(call: object) -> dict:
+    """An assistant's tool call as chat templates take it: {id, type, function: {name, arguments}} with the
+    arguments as an object (OpenAI sends them as JSON text)."""
+    function = call.get("function") if isinstance(call, dict) else None
+    arguments = function.get("arguments") if isinstance(function, dict) else None
+    try:
+        arguments = json.loads(arguments) if isinstance(arguments, str) else arguments
+    except ValueError:
+        arguments = None
+    if not isinstance(function.get("name") if function else None, str) or not isinstance(arguments, dict):
+        raise ApiError(400, "Each tool call of an assistant message needs a function with a name and arguments "
+                            "(a JSON object).", param="messages")
+    return {"id": str(call.get("id") or ""), "type": "function",
+            "function": {"name": function["name"], "arguments": arguments}}
 
 
 class ChatFormat:
@@ -59,13 +86,18 @@ class ChatFormat:
     def _head(self, kind: str) -> dict:
         return {"id": self.id, "object": kind, "created": self.created, "model": self.model}
 
-    def whole(self, texts: list[str], reasons: list[str], counts: dict) -> dict:
+    def whole(self, texts: list[str | None], reasons: list[str], counts: dict, calls: list[list] | None = None) -> dict:
+        calls = calls or [[] for _ in texts]
         return {**self._head(self.object), "usage": counts,
-                "choices": [self.choice(i, text, reason) for i, (text, reason) in enumerate(zip(texts, reasons))]}
+                "choices": [self.choice(i, text, reason, called) for i, (text, reason, called)
+                            in enumerate(zip(texts, reasons, calls))]}
 
-    def choice(self, index: int, text: str, reason: str) -> dict:
-        return {"index": index, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                "finish_reason": reason}
+    def choice(self, index: int, text: str | None, reason: str, calls: list | None = None) -> dict:
+        """A whole choice; with tool calls (server.tools.ToolCall) its message carries them."""
+        message = {"role": "assistant", "content": text}
+        if calls:
+            message["tool_calls"] = [call.wire() for call in calls]
+        return {"index": index, "message": message, "logprobs": None, "finish_reason": reason}
 
     def start(self, index: int) -> dict:
         return self._streamed(index, {"role": "assistant", "content": ""}, None)
@@ -75,6 +107,19 @@ class ChatFormat:
 
     def end(self, index: int, reason: str) -> dict:
         return self._streamed(index, {}, reason)
+
+    def calls(self, index: int, calls: list, first: int) -> list[dict]:
+        """Streamed tool calls (server.tools.ToolCall), numbered from first: each as OpenAI streams one, its id
+        and name, then its arguments."""
+        chunks = []
+        for number, call in enumerate(calls, first):
+            wire = call.wire()
+            chunks.append(self._streamed(index, {"tool_calls": [
+                {"index": number, "id": wire["id"], "type": "function",
+                 "function": {"name": call.name, "arguments": ""}}]}, None))
+            chunks.append(self._streamed(index, {"tool_calls": [
+                {"index": number, "function": {"arguments": call.arguments}}]}, None))
+        return chunks
 
     def _streamed(self, index: int, delta, reason: str | None) -> dict:
         return {**self._head(self.chunk_object),
@@ -93,7 +138,7 @@ class CompletionFormat(ChatFormat):
         super().__init__(model)
         self.id = "cmpl-" + secrets.token_hex(12)
 
-    def choice(self, index: int, text: str, reason: str) -> dict:
+    def choice(self, index: int, text: str, reason: str, calls: list | None = None) -> dict:
         return {"index": index, "text": text, "logprobs": None, "finish_reason": reason}
 
     def start(self, index: int) -> dict:

@@ -21,7 +21,7 @@ MAX_CHOICES = 8  # n per request, as the Chat tab's alternatives
 MAX_STOPS = 4  # OpenAI's own limit on stop sequences
 MAX_STOP_CHARS = 200  # a longer stop string would hold back the whole stream
 CHECK_EVERY_S = 0.5  # how often a generation checks that its client is still there
-IGNORED_WHEN_EMPTY = ("tools", "functions", "logit_bias", "response_format")  # sent empty by some clients
+IGNORED_WHEN_EMPTY = ("functions", "logit_bias", "response_format")  # sent empty by some clients
 
 
 def _number(body: dict, name: str, default, kind=float):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from config import LOCAL_USER
@@ -24,6 +25,7 @@ class Prompt:
     adapter: str | None = None
     dropped: int = 0
     notice: str = ""
+    opening: str = ""  # what the reply starts with, already at the end of the prompt (a forced tool call's start)
 
     def start(self, params: SamplingParams, caller: int | None = None, notice: str = "") -> Reply:
         """The reply to this prompt, generating (the one place a reply is started: chat, completion, /v1)."""
@@ -146,22 +148,34 @@ class ChatTask(Task):
     def prompt(self, message: str, history: list[dict] | None, system_prompt: str, model: str, adapter: str,
                max_new_tokens: int, *, owner: str = LOCAL_USER) -> Prompt:
         """The chat prompt's tokens on the model that will read it, the oldest turns dropped until it fits."""
+        message = require_text(message, "message", self.ctx.settings.max_chars)
+        return self.conversation([*clean_history(history), {"role": "user", "content": message}], system_prompt,
+                                 model, adapter, max_new_tokens, owner=owner)
+
+    def conversation(self, turns: list[dict], system_prompt: str, model: str, adapter: str, max_new_tokens: int, *,
+                     owner: str = LOCAL_USER, tools: list[dict] | None = None,
+                     opening: Callable[[str], str] | None = None) -> Prompt:
+        """The prompt of a conversation that ends with the user's message (or, with tools, a tool's result), the
+        oldest exchanges dropped until it fits. tools go to the chat template; opening, given the template, says
+        what the assistant's turn starts with (the reply goes on from there; it may refuse the template)."""
         limit = self.ctx.settings.max_chars
-        message = require_text(message, "message", limit)
-        turns = clean_history(history)
-        kept = turns[-self.ctx.settings.max_history:]  # the newest: older ones could never fit anyway
+        kept = turns[-self.ctx.settings.max_history - 1:]  # the newest: older ones could never fit anyway
         system_prompt = system_prompt if isinstance(system_prompt, str) else ""
-        if sum(len(turn["content"]) for turn in kept) + len(message) + len(system_prompt) > limit:
-            raise TooLarge(f"The conversation is too long: with its history and system prompt it has more than {limit:,} "
-                           "characters. Clear the conversation (or some of it) and ask again.")
+        if sum(len(turn["content"]) for turn in kept) + len(system_prompt) + len(json.dumps(tools or [])) > limit:
+            raise TooLarge("The conversation is too long: with its history and system prompt it has more than "
+                           f"{limit:,} characters. Clear the conversation (or some of it) and ask again.")
         lm, adapter_name, meta = self.lm(model, adapter, owner)
         system_prompt = (system_prompt or "").strip() or (meta.system_prompt if meta else "")
         template = (meta.chat_template if meta else None) or getattr(lm.tokenizer, "chat_template", None)
         if not template:
             raise UserError(f"'{lm.name}' is a base model without a chat template: use 'Continue text' "
                             "to have it continue your words, or pick an instruction model for chat.")
-        ids, dropped = fit_prompt(lm, system_prompt, kept, message, max_new_tokens, template)
-        return Prompt(lm, ids, adapter_name, dropped + len(turns) - len(kept), self.language_notice(message, lm.name))
+        start = opening(template) if opening else ""
+        last = max(i for i, turn in enumerate(kept) if turn["role"] == "user" or i == 0)  # the exchange now
+        ids, dropped = fit_prompt(lm, system_prompt, kept[:last], kept[last:], max_new_tokens, template, tools, start)
+        asked = next((t["content"] for t in reversed(kept) if t["role"] == "user"), "")
+        return Prompt(lm, ids, adapter_name, dropped + len(turns) - len(kept), self.language_notice(asked, lm.name),
+                      start)
 
     def complete(self, text: str, model: str = "", adapter: str = "", num_alternatives: int = 1,
                  max_new_tokens: int = 64, temperature: float = 0.8, top_p: float = 0.95, *,
@@ -197,28 +211,35 @@ def checked_ids(ids: list, vocabulary: int) -> list[int]:
     return list(ids)
 
 
-def fit_prompt(lm: TextModel, system_prompt: str, turns: list[dict], message: str, max_new_tokens: int,
-               template: str | None = None) -> tuple[list[int], int]:
-    """The prompt's token ids with the oldest exchanges dropped until it fits; also how many turns were dropped.
+def fit_prompt(lm: TextModel, system_prompt: str, turns: list[dict], tail: list[dict], max_new_tokens: int,
+               template: str | None = None, tools: list[dict] | None = None,
+               opening: str = "") -> tuple[list[int], int]:
+    """The prompt's token ids (turns, then the tail: the exchange now) with the oldest exchanges dropped until it
+    fits, and the reply's opening after the generation prompt; also how many turns were dropped.
 
     Linear in the history: each turn's words are tokenized once (in one batch) to guess where to start, and the
     template is rendered only from there (again from the next exchange while the guess was short)."""
     room = lm.context_length - min(max_new_tokens, lm.context_length // 4)
     head = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    tail = [{"role": "user", "content": message}]
     # Drop whole exchanges: some chat templates insist that the first turn is the user's.
     starts = [0] + [i for i, turn in enumerate(turns) if turn["role"] == "user" and i > 0] + [len(turns)]
     overhead = _template_overhead(lm, template)
     sizes = [len(ids) + overhead for ids in
              lm.tokenizer([t["content"] for t in head + turns + tail], add_special_tokens=False)["input_ids"]]
-    fixed = sum(sizes[:len(head)]) + sizes[-1]
+    fixed = sum(sizes[:len(head)]) + sum(sizes[len(head) + len(turns):])
     suffix = [0] * (len(turns) + 1)  # suffix[i]: the guessed tokens of turns[i:]
     for i in range(len(turns) - 1, -1, -1):
         suffix[i] = suffix[i + 1] + sizes[len(head) + i]
     first = next((k for k, start in enumerate(starts) if fixed + suffix[start] <= room), len(starts) - 1)
     for dropped in starts[first:]:
-        ids = lm.tokenizer.apply_chat_template(head + turns[dropped:] + tail, add_generation_prompt=True,
-                                               tokenize=True, return_dict=False, chat_template=template)
+        messages = head + turns[dropped:] + tail
+        if opening:  # tokenized with the rendered prompt, as apply_chat_template tokenizes it (no special tokens)
+            text = lm.tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=True, tokenize=False,
+                                                    chat_template=template)
+            ids = lm.tokenizer(text + opening, add_special_tokens=False)["input_ids"]
+        else:
+            ids = lm.tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=True, tokenize=True,
+                                                   return_dict=False, chat_template=template)
         if len(ids) <= room:
             return list(ids), dropped
     raise TooLarge(f"Your message is too long for {lm.name}: it reads at most {room} tokens with the system "

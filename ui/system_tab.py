@@ -30,8 +30,8 @@ def system_report(ctx: Context, request: gr.Request = None) -> str:
     where = (f"**Data directory** `{ctx.settings.data_dir.resolve()}` ({disk_used_mb(ctx):.0f} MB used)\n\n"
              if operator else "")
     backend = ctx.backend
-    served = (f"**Chat and completion** run on the serving backend {backend.url if operator else '(external)'}"
-              "\n\n" if backend else "")
+    served = (f"**Chat and completion** run on the serving backend {backend.url if operator else '(external)'}. "
+              f"{backend.holds(operator)}\n\n" if backend else "")
     return (f"**Device** {facts['device']} · **dtype** {str(ctx.hub.dtype).removeprefix('torch.')} · "
             f"**CPU threads** {facts['threads']} · **torch** {facts['torch']}\n\n{where}{served}"
             f"**Training** runs on {placement(ctx.settings)}\n\n"
