@@ -48,6 +48,8 @@ def read_messages(messages: object) -> tuple[str, list[dict]]:
             raise ApiError(400, "Each message needs a role of system, user, assistant or tool.", param="messages")
     if not turns or turns[-1]["role"] not in ("user", "tool"):
         raise ApiError(400, "The last message must be the user's (or a tool's result).", param="messages")
+    if turns[-1]["role"] == "user" and not turns[-1]["content"].strip():
+        raise ApiError(400, "Please enter some message: the last user message is empty.", param="messages")
     return "\n\n".join(s for s in system if s.strip()), turns
 
 

@@ -163,6 +163,8 @@ def test_a_strangers_oversized_or_odd_requests_get_one_sentence(launch, settings
         with pytest.raises(openai.APIStatusError, match=message) as refused:
             api.chat.completions.create(**{"model": "", "messages": HELLO, **options})
         assert refused.value.status_code in (400, 404) and str(ROOT) not in refused.value.message
+    with pytest.raises(openai.BadRequestError, match="last user message is empty"):
+        api.chat.completions.create(model="", messages=[{"role": "user", "content": "  "}])
     bad_json = urllib.request.Request(url.rstrip("/") + "/v1/completions", data=b"{not json",
                                       headers={"Content-Type": "application/json"})
     with pytest.raises(urllib.error.HTTPError) as not_json:
