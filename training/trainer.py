@@ -285,8 +285,10 @@ def fit(model, train: list, val: list, lengths: tuple[int, ...], settings: Train
         model.load_state_dict(best, strict=False)
     model.eval()
     earlier = [(step, weights) for step, weights in snapshots if step < (state.best_step or state.step)]
-    return Fitted(state, val_before, mean_loss(model, val, loss_of, settings.batch_size, bf16, ranks), held_out,
-                  earlier)
+    # The kept weights' loss was measured when they were kept: the same weights on the same rows, not scored again.
+    val_after = state.best_val if best and math.isfinite(state.best_val) else mean_loss(
+        model, val, loss_of, settings.batch_size, bf16, ranks)
+    return Fitted(state, val_before, val_after, held_out, earlier)
 
 
 def keep_snapshot(snapshots: list, step: int, weights: dict) -> None:
