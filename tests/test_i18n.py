@@ -190,3 +190,145 @@ def test_the_train_report_reads_in_the_page_language():
     assert "Hi hi hi hi" in text  # the model's answers are never translated
     english = train_tab.report_markdown(status)
     assert "Answer check failed (repetition)" in english and "repeat the same words" in english
+
+
+# ---- the other views' handler texts --------------------------------------------------------------------------
+
+@pytest.fixture
+def chinese_page():
+    """A running event from a page that shows Chinese (the switch's cookie)."""
+    from types import SimpleNamespace
+
+    from gradio.context import LocalContext
+
+    token = LocalContext.request.set(SimpleNamespace(cookies={i18n.COOKIE: "zh-CN"}, headers={}))
+    yield
+    LocalContext.request.reset(token)
+
+
+def _in_both(call):
+    """(call() outside an event: English, call() on a Chinese page)."""
+    from types import SimpleNamespace
+
+    from gradio.context import LocalContext
+
+    english = call()
+    token = LocalContext.request.set(SimpleNamespace(cookies={i18n.COOKIE: "zh-CN"}, headers={}))
+    try:
+        return english, call()
+    finally:
+        LocalContext.request.reset(token)
+
+
+@pytest.mark.parametrize("scores", [(50.0,), (50.0, 90.0), (70.0, 70.0)])
+def test_every_evaluation_summary_reads_in_chinese(scores):
+    from training.evaluation import verdict
+
+    scored = [{"label": f"V{i}", "metrics": {"accuracy": value}} for i, value in enumerate(scores)]
+    best = max(range(len(scores)), key=lambda i: scores[i])
+    for differ in (0, 3):
+        summary = verdict(scored, best, "accuracy", {"accuracy": "accuracy"}, 8, differ)
+        summary += " 2 answers could not be given (they count as wrong); see the problems listed with the results."
+        chinese = i18n.localized_text(summary, "zh-CN")
+        assert not re.search(r"[A-Za-z]{3,}", chinese), chinese
+
+
+def test_the_evaluate_view_reads_in_the_page_language():
+    from ui import evaluate_tab
+
+    report = {"summary": "On 4 rows, my-bot scored accuracy 75.0.", "metric_names": {"accuracy": "accuracy",
+              "perplexity": "perplexity"}, "lower_is_better": ["perplexity"], "best": 0,
+              "variants": [{"label": "my-bot", "adapter": "my-bot", "metrics": {"accuracy": 75.0, "perplexity": 3.0},
+                            "confusion": {"labels": ["pos", "neg"], "matrix": [[1, 0], [1, 2]]}}],
+              "problems": [{"line": 3, "variant": "my-bot", "reason": "The answer was empty."}],
+              "rows": [{"line": 1, "input": "Great film", "expected": "pos", "outputs": ["pos"], "scores": [1.0],
+                        "agree": True}]}
+    status = {"state": "interrupted", "step": 2, "total_steps": 4, "eta_s": 0, "error": ""}
+    view = lambda: (evaluate_tab.results_markdown(report, {"my-bot": "learned"}),  # noqa: E731
+                    evaluate_tab.progress_markdown(status), evaluate_tab.rows_frame(report))
+    (english, progress, rows), (chinese, progress_zh, rows_zh) = _in_both(view)
+    assert "accuracy | perplexity (lower is better)" in english and "**Confusion of my-bot**" in english
+    assert "**Interrupted** — 2 of 4 answers (50%)" in progress and "press Evaluate" in progress
+    assert list(rows.columns) == ["line", "input", "reference", "my-bot", "agree"] and rows.iloc[0, -1] == "yes"
+    for text in ("在 4 行上，my-bot 的准确率为 75.0。", "准确率 | 困惑度（越低越好）", "**my-bot 的混淆矩阵**", "无法给出的回答",
+                 "✅ 学到了"):
+        assert text in chinese
+    assert "已中断" in progress_zh and "重新运行" in progress_zh
+    assert list(rows_zh.columns) == ["行号", "输入", "参考答案", "my-bot", "一致"] and rows_zh.iloc[0, -1] == "是"
+    assert "Great film" in rows_zh.iloc[0, 1]  # the user's rows are never translated
+
+
+def test_the_search_view_reads_in_the_page_language():
+    from ui import search_tab
+
+    hit = {"source": "faq.txt", "chunk": 0, "collection": "docs", "score": 0.5, "text": "Refunds take a week."}
+    view = lambda: (search_tab.result_cards([], "x"), search_tab.result_cards([hit], "refund"),  # noqa: E731
+                    search_tab.hit_lines([]))
+    english, chinese = _in_both(view)
+    assert english[0] == "<p>No results: the collection is empty.</p>" and "chunk 1" in english[1]
+    assert "没有结果" in chinese[0] and "第 1 段" in chinese[1] and "take a week" in chinese[1]
+    assert chinese[2] == "*什么也没找到。*"
+    assert i18n.localized_sentence("already in the collection", "zh-CN") == "已在文档集中"
+
+
+def test_the_system_panel_reads_in_the_page_language(tmp_path):
+    from config import Settings
+    from models.loading import ModelHub
+    from tasks.base import Context
+    from ui.system_tab import system_report
+
+    settings = Settings(data_dir=tmp_path)
+    ctx = Context(settings, ModelHub(settings))
+    english, chinese = _in_both(lambda: system_report(ctx))
+    assert "**Training** runs on" in english and "| model | memory | decoding |" in english
+    assert "**训练** 运行于" in chinese and "| 模型 | 内存 | 解码方式 |" in chinese and "**已加载的模型**" in chinese
+    assert "(none yet)" not in chinese and "CPU 线程" in chinese
+
+
+def test_feedback_account_chat_and_compare_read_in_the_page_language():
+    from types import SimpleNamespace
+
+    import gradio as gr
+
+    from ui import account_tab, chat_tab, compare_panel, feedback_tab
+
+    rows = [{"id": "r1", "verdict": "up", "prompt": "Hi there", "reply": "Hello!", "correction": "", "model": "m",
+             "adapter": "", "history": [], "system_prompt": ""}]
+    feedback = SimpleNamespace(feedback_rows=lambda owner: rows)
+    account = SimpleNamespace(users=lambda owner: [{"name": "ann", "admin": True}],
+                              api_keys=lambda owner: [{"id": "k1", "label": "laptop", "created": 0}],
+                              share=lambda *args, **kwargs: {"kind": "adapter", "name": "bot", "owner": "ann",
+                                                            "shared": True})
+
+    def view():
+        try:
+            next(chat_tab.respond(None, " ", [], "", "", "", 0.3, 0.9, 16))
+        except gr.Error as error:
+            refused = error.message
+        return (feedback_tab.table(feedback, "local"), feedback_tab.summary(feedback, "local"),
+                account_tab.users_table(account), account_tab.keys_table(account),
+                account_tab.share(account, "adapter", "bot", "", True), refused,
+                compare_panel.variant_name({"model": "", "adapter": ""}))
+    english, chinese = _in_both(view)
+    assert list(english[0].columns) == feedback_tab.COLUMNS and english[0].iloc[0, 1] == "up"
+    assert english[1] == "1 training rows and 0 preference pairs so far."
+    assert list(english[2].columns) == ["user", "admin"] and list(english[3].columns) == ["key", "label", "created"]
+    assert english[4] == "The adapter **bot** of ann is now shared with everyone (read-only)."
+    assert english[5] == "Please type a message first." and english[6] == "the default model"
+    assert list(chinese[0].columns)[:3] == ["编号", "评价", "提示词"] and chinese[0].iloc[0, 2] == "Hi there"
+    assert chinese[1] == "目前有 1 条训练数据和 0 组偏好对。"
+    assert list(chinese[2].columns) == ["用户", "管理员"] and chinese[2].iloc[0, 1] == "是"
+    assert list(chinese[3].columns) == ["密钥", "用途", "创建时间"] and chinese[3].iloc[0, 1] == "laptop"
+    assert chinese[4] == "ann 的适配器 **bot** 现已与所有人共享（只读）。"
+    assert chinese[5] == "请先输入一条消息。" and chinese[6] == "默认模型"
+
+
+@pytest.mark.parametrize("sentence", [
+    "Tick what to evaluate: the base model and/or some adapters.", "Tick at most 4 to evaluate at once.",
+    'Write the column mapping as JSON, like {"text": "review", "label": "stars"}.',
+    "Pick a document to remove first.", "Pick a row in the table first.", "There is no feedback to export yet.",
+    "Type the name of the user to remove.", "Pick the key to revoke (click its row).",
+    "Only the assistant's replies take feedback.", "This reply answers no message."])
+def test_the_views_error_sentences_read_in_chinese(sentence):
+    chinese = i18n.localized_sentence(sentence, "zh-CN")
+    assert chinese != sentence and re.search(r"[\u4e00-\u9fff]", chinese), chinese

@@ -234,6 +234,13 @@ def phrase(key: str, **parts) -> str:
     return texts.get(key, english()[key]).format(**parts)
 
 
+def term(value: str) -> str:
+    """A known term (`term.*`: a metric's name) in the language of the page whose event is running, else as it is."""
+    from gradio.context import LocalContext
+
+    return _term(value, languages().get(page_locale(LocalContext.request.get(None)), {}))
+
+
 def localized_columns(prefix: str, names: list[str]) -> list[str]:
     """A table's column names as a handler returns them, in the page's language (key: prefix.name_in_snake_case)."""
     return [phrase(f"{prefix}.{re.sub(r'[^a-z0-9]+', '_', name.lower()).strip('_')}") for name in names]
