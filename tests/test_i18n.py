@@ -332,3 +332,54 @@ def test_feedback_account_chat_and_compare_read_in_the_page_language():
 def test_the_views_error_sentences_read_in_chinese(sentence):
     chinese = i18n.localized_sentence(sentence, "zh-CN")
     assert chinese != sentence and re.search(r"[\u4e00-\u9fff]", chinese), chinese
+
+
+def _task_notes() -> list[str]:
+    """The notes the task modules write, as they write them (tasks/summarize.py, translate.py, base.py)."""
+    from tasks.answer import SENTENCE_NOTE
+    from tasks.sentiment import ZERO_SHOT_NOTE
+
+    return [SENTENCE_NOTE, ZERO_SHOT_NOTE,
+            "Extractive summary, the offline fallback: the 3 most central of the text's 12 sentences, picked with "
+            "all-MiniLM-L6-v2 and kept word for word. The text is long, so 2,000 of its sentences, spread evenly "
+            "over it, were compared. For a rewritten summary pick a summarizer (e.g. BART-large-CNN) or an "
+            "instruction model.",
+            "Abstractive summary written by Flan-T5-base. The text was longer than Flan-T5-base reads at once, so it "
+            "was summarized in 3 parts. This small offline model can miss or invent details: check the summary "
+            "against the text. This text is Chinese, but Flan-T5-base is an English-first model, so expect weaker "
+            "results; Qwen2.5-0.5B-Instruct handles Chinese when the Hugging Face hub is reachable.",
+            "Translated by SmolLM2-135M-Instruct with a translation prompt, line by line. It is a small offline "
+            "model and a weak translator: check the result, or pick a translation model (NLLB, or "
+            "Helsinki-NLP/opus-mt-{src}-{tgt}) when the hub is reachable. 2 pieces came back empty from the model "
+            "and were left untranslated."]
+
+
+@pytest.mark.parametrize("note", _task_notes())
+def test_the_tasks_notes_read_in_chinese(note):
+    chinese = i18n.localized_text(note, "zh-CN")
+    words = re.sub(r"[\w.-]*(?:-|\d)[\w.{}/-]*|NLLB|BART|Hugging Face|Hub", "", chinese)  # model names stay
+    assert not re.search(r"[a-z]{3,}", words), chinese
+
+
+def test_the_model_line_and_the_task_tabs_read_in_the_page_language():
+    from types import SimpleNamespace
+
+    from models import catalog
+    from ui import answer_tab, summarize_tab, translate_tab
+
+    name = next(n for n, b in catalog.CATALOG.items() if b.offline)
+    answer = {"found": False, "score": 0.12, "level": "sentence", "answer": ""}
+    found = {"found": True, "score": 0.9, "level": "span", "answer": "Gustave Eiffel"}
+    view = lambda: (summarize_tab.model_info(""), translate_tab.model_info(""),  # noqa: E731
+                    answer_tab.answer_line(answer), answer_tab.answer_line(found),
+                    translate_tab.detected(SimpleNamespace(detect=lambda text: {"name": "German", "code": "de",
+                                                                                 "confidence": 0.97}), "Hallo"),
+                    summarize_tab.model_info(name))
+    english, chinese = _in_both(view)
+    assert english[0].startswith("Model: ") and "extractive" in english[0] and "weak translator" in english[1]
+    assert english[2] == "*No answer found* (the best candidate scored 0.12)."
+    assert english[4] == "Detected: **German** (de), 97% sure"
+    assert chinese[0].startswith("模型：") and "抽取式" in chinese[0] and "许可证" in chinese[0]
+    assert "翻译能力较弱" in chinese[1] and "没有找到答案" in chinese[2]
+    assert chinese[3] == "Gustave Eiffel\n\n*得分 0.90 · 精确片段*" and chinese[4] == "检测到：**German**（de），把握 97%"
+    assert "可离线运行" in chinese[5]
