@@ -383,3 +383,28 @@ def test_the_model_line_and_the_task_tabs_read_in_the_page_language():
     assert "翻译能力较弱" in chinese[1] and "没有找到答案" in chinese[2]
     assert chinese[3] == "Gustave Eiffel\n\n*得分 0.90 · 精确片段*" and chinese[4] == "检测到：**German**（de），把握 97%"
     assert "可离线运行" in chinese[5]
+
+
+def test_inside_the_model_reads_in_the_page_language():
+    from types import SimpleNamespace
+
+    from ui import inside_tab
+
+    tokens = [{"text": " Paris", "prob": 0.6, "kept": True}, {"text": " Rome", "prob": 0.4, "kept": True}]
+    scored = {"tokens": [{"text": "Hi", "logprob": None}, {"text": "!", "logprob": -2.0}], "loss": 2.0,
+              "perplexity": 7.4}
+    inside = SimpleNamespace(
+        next_token=lambda *args, **kwargs: {"model": "GPT-2", "adapter": "", "tokens": tokens, "entropy": 1.0,
+                                            "kept_by_top_p": 2, "base": None},
+        token_loss=lambda *args, **kwargs: {**scored, "adapter": "", "base": None},
+        tokenize=lambda text, name: {"model": name, "count": 2, "tokens": [{"text": "Hi", "id": 1}] * 2})
+    view = lambda: (inside_tab.next_view(inside, "The capital", "GPT-2", "none", 2, 1.0, 0.9)[1],  # noqa: E731
+                    inside_tab.surprise_view(inside, "Hi!", "GPT-2", "none")[2],
+                    inside_tab.tokens_view(inside, "Hi", "GPT-2", False)[0]["label"],
+                    inside_tab.attention_row({"tokens": ["a", "b"], "weights": [[1.0, 0.0], [0.5, 0.5]]}, "1:b"))
+    english, chinese = _in_both(view)
+    assert english[0] == ("**GPT-2**: entropy 1.00 bits (about 2 equally likely choices); top-p keeps 2 tokens.")
+    assert english[1] == "**base**: loss 2.000, perplexity 7.4" and english[2] == "GPT-2: 2 tokens"
+    assert chinese[0] == "**GPT-2**: 熵 1.00 比特（约相当于 2 个同样可能的选择）；top-p 保留 2 个 token。"
+    assert chinese[1] == "**基础模型**: 损失 2.000，困惑度 7.4" and chinese[2] == "GPT-2：2 个 token"
+    assert chinese[3].layout.title.text == "1:b 关注哪里"
