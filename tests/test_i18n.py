@@ -328,7 +328,15 @@ def test_feedback_account_chat_and_compare_read_in_the_page_language():
     'Write the column mapping as JSON, like {"text": "review", "label": "stars"}.',
     "Pick a document to remove first.", "Pick a row in the table first.", "There is no feedback to export yet.",
     "Type the name of the user to remove.", "Pick the key to revoke (click its row).",
-    "Only the assistant's replies take feedback.", "This reply answers no message."])
+    "Only the assistant's replies take feedback.", "This reply answers no message.",
+    "Please choose the CSV column that holds the texts.",
+    "Something went wrong on the server (reference 1a2b3c4d); please try again, or tell the operator the reference.",
+    "Please paste a context to answer from, or name a document collection.", "Please give the collection a name.",
+    "The file 'a.doc' is not a supported type; upload .txt, .md, .csv, .pdf files.",
+    "The PDF 'scan.pdf' has no text that can be extracted (it may be scanned images).",
+    "'GPT-2' is a base model without a chat template: use 'Continue text' to have it continue your words, or pick an "
+    "instruction model for chat.", "Put [MASK] once where the missing word goes, e.g. 'The capital of France is [MASK].'",
+    "Give at least two sentences, one per line, to compare.", "Compare at most 8 sentences at once (9 given)."])
 def test_the_views_error_sentences_read_in_chinese(sentence):
     chinese = i18n.localized_sentence(sentence, "zh-CN")
     assert chinese != sentence and re.search(r"[\u4e00-\u9fff]", chinese), chinese

@@ -16,7 +16,7 @@ from tasks.feedback import FeedbackService
 from tasks.inside import InsideModel
 from ui.api import GENERATION, expose, handler, user_of
 from ui.compare_panel import compare_panel
-from ui.i18n import phrase, t
+from ui.i18n import phrase, t, text_in_page_language
 from ui.picker import Picker, adapter_value, picker
 from ui.services import TabServices
 
@@ -34,7 +34,7 @@ def respond(task: ChatTask, message: str, history: list, system_prompt: str, mod
     reply = task.reply(message, history, system_prompt, model, adapter_value(adapter),
                        temperature, top_p, int(max_new_tokens), owner=user_of(request))
     if reply.notice:
-        gr.Warning(reply.notice)
+        gr.Warning(text_in_page_language(reply.notice))
     history = list(history or []) + [{"role": "user", "content": message},
                                      {"role": "assistant", "content": "…"}]
     yield history, ""

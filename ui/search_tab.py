@@ -91,7 +91,7 @@ def run_search(task: SearchTask, query: str, collection: str, k: int, adapter: s
     """UI handler: search and show the results as cards."""
     hits = task.find(user_of(request), query, collection, int(k), adapter_value(adapter), progress_for(progress))
     if notice := task.language_notice(query, task.model):  # Chinese to an English-first model
-        gr.Warning(notice)
+        gr.Warning(text_in_page_language(notice))
     return result_cards(hits, query)
 
 
