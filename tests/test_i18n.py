@@ -416,3 +416,13 @@ def test_inside_the_model_reads_in_the_page_language():
     assert chinese[0] == "**GPT-2**: 熵 1.00 比特（约相当于 2 个同样可能的选择）；top-p 保留 2 个 token。"
     assert chinese[1] == "**基础模型**: 损失 2.000，困惑度 7.4" and chinese[2] == "GPT-2：2 个 token"
     assert chinese[3].layout.title.text == "1:b 关注哪里"
+
+
+def test_the_sentiment_table_reads_in_the_page_language():
+    from ui import sentiment_tab
+
+    rows = [{"text": "I loved it", "label": "positive", "scores": {"positive": 0.9, "negative": 0.1}}]
+    english, chinese = _in_both(lambda: sentiment_tab.results_table(rows))
+    assert list(english.columns) == ["text", "label", "positive score", "negative score"]
+    assert list(chinese.columns) == ["文本", "标签", "positive 得分", "negative 得分"]
+    assert chinese.iloc[0, 0] == "I loved it" and chinese.iloc[0, 1] == "positive"  # the text and the model's label

@@ -654,4 +654,7 @@ TEXTS = {
     'error.no_feedback_sft': 'No feedback to train on yet: like a reply (👍) or correct one first.',
     'error.no_pairs': 'No preference pairs yet: correct a reply, or like one reply and dislike another to the same message.',
     'term.collection': 'collection',
+    'sentiment.column.text': 'text',
+    'sentiment.column.label': 'label',
+    'sentiment.column.score': '{label} score',
 }

@@ -654,4 +654,7 @@ TEXTS = {
     'error.no_feedback_sft': '还没有可用于训练的反馈：请先给回复点赞（👍）或更正一条回复。',
     'error.no_pairs': '还没有偏好对：请更正一条回复，或对同一条消息的两条回复一个点赞、一个点踩。',
     'term.collection': '文档集',
+    'sentiment.column.text': '文本',
+    'sentiment.column.label': '标签',
+    'sentiment.column.score': '{label} 得分',
 }
