@@ -250,8 +250,8 @@ def test_the_evaluate_view_reads_in_the_page_language():
     assert "accuracy | perplexity (lower is better)" in english and "**Confusion of my-bot**" in english
     assert "**Interrupted** — 2 of 4 answers (50%)" in progress and "press Evaluate" in progress
     assert list(rows.columns) == ["line", "input", "reference", "my-bot", "agree"] and rows.iloc[0, -1] == "yes"
-    for text in ("在 4 行上，my-bot 的准确率为 75.0。", "准确率 | 困惑度（越低越好）", "**my-bot 的混淆矩阵**", "无法给出的回答",
-                 "✅ 学到了"):
+    for text in ("在 4 行上，my-bot 的准确率为 75.0。", "准确率 | 困惑度（越低越好）", "**my-bot 的混淆矩阵**",
+                 "无法给出的回答", "✅ 学到了"):
         assert text in chinese
     assert "已中断" in progress_zh and "重新运行" in progress_zh
     assert list(rows_zh.columns) == ["行号", "输入", "参考答案", "my-bot", "一致"] and rows_zh.iloc[0, -1] == "是"
@@ -335,7 +335,8 @@ def test_feedback_account_chat_and_compare_read_in_the_page_language():
     "The file 'a.doc' is not a supported type; upload .txt, .md, .csv, .pdf files.",
     "The PDF 'scan.pdf' has no text that can be extracted (it may be scanned images).",
     "'GPT-2' is a base model without a chat template: use 'Continue text' to have it continue your words, or pick an "
-    "instruction model for chat.", "Put [MASK] once where the missing word goes, e.g. 'The capital of France is [MASK].'",
+    "instruction model for chat.",
+    "Put [MASK] once where the missing word goes, e.g. 'The capital of France is [MASK].'",
     "Give at least two sentences, one per line, to compare.", "Compare at most 8 sentences at once (9 given)."])
 def test_the_views_error_sentences_read_in_chinese(sentence):
     chinese = i18n.localized_sentence(sentence, "zh-CN")
@@ -389,7 +390,8 @@ def test_the_model_line_and_the_task_tabs_read_in_the_page_language():
     assert english[4] == "Detected: **German** (de), 97% sure"
     assert chinese[0].startswith("模型：") and "抽取式" in chinese[0] and "许可证" in chinese[0]
     assert "翻译能力较弱" in chinese[1] and "没有找到答案" in chinese[2]
-    assert chinese[3] == "Gustave Eiffel\n\n*得分 0.90 · 精确片段*" and chinese[4] == "检测到：**German**（de），把握 97%"
+    assert chinese[3] == "Gustave Eiffel\n\n*得分 0.90 · 精确片段*"
+    assert chinese[4] == "检测到：**German**（de），把握 97%"
     assert "可离线运行" in chinese[5]
 
 

@@ -38,8 +38,8 @@ def held_out_jobs(service: TrainingService, task: str, owner: str) -> list[tuple
 def task_changed(service: TrainingService, task: str, request: gr.Request = None):
     owner = user_of(request)
     ticks = choices(service, task, owner)
-    return (gr.update(choices=ticks, value=ticks[:2]), gr.update(choices=held_out_jobs(service, task, owner), value=None),
-            trainable_spec(task).formats)
+    return (gr.update(choices=ticks, value=ticks[:2]),
+            gr.update(choices=held_out_jobs(service, task, owner), value=None), trainable_spec(task).formats)
 
 
 def variants_of(ticked: list[str], base_model: str) -> list[dict]:
@@ -47,8 +47,8 @@ def variants_of(ticked: list[str], base_model: str) -> list[dict]:
         raise UserError("Tick what to evaluate: the base model and/or some adapters.")
     if len(ticked) > MAX_VARIANTS:
         raise UserError(f"Tick at most {MAX_VARIANTS} to evaluate at once.")
-    return [{"model": (base_model or "").strip(), "adapter": ""} if name == BASE_CHOICE else {"model": "", "adapter": name}
-            for name in ticked]
+    return [{"model": (base_model or "").strip(), "adapter": ""} if name == BASE_CHOICE
+            else {"model": "", "adapter": name} for name in ticked]
 
 
 def start(service: TrainingService, task: str, file, job: str, columns: str, ticked: list[str], base_model: str,
