@@ -368,6 +368,8 @@ def test_the_page_in_chinese_chats_and_switches_to_english(launch, settings, tin
     # Chat still answers; what the user typed is not translated.
     top.nth(0).click()
     tab(page, "对话").click()
+    # The model's line is written by the server in the page's language once the page loads.
+    expect(page.locator('[role="tabpanel"]:visible').get_by_text("你自己选择的").first).to_be_visible()
     page.get_by_placeholder("输入消息后按回车").fill("Say hello")
     page.get_by_role("button", name="发送").click()
     expect(page.get_by_test_id("bot")).to_have_count(1, timeout=60_000)

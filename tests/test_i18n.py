@@ -190,3 +190,241 @@ def test_the_train_report_reads_in_the_page_language():
     assert "Hi hi hi hi" in text  # the model's answers are never translated
     english = train_tab.report_markdown(status)
     assert "Answer check failed (repetition)" in english and "repeat the same words" in english
+
+
+# ---- the other views' handler texts --------------------------------------------------------------------------
+
+@pytest.fixture
+def chinese_page():
+    """A running event from a page that shows Chinese (the switch's cookie)."""
+    from types import SimpleNamespace
+
+    from gradio.context import LocalContext
+
+    token = LocalContext.request.set(SimpleNamespace(cookies={i18n.COOKIE: "zh-CN"}, headers={}))
+    yield
+    LocalContext.request.reset(token)
+
+
+def _in_both(call):
+    """(call() outside an event: English, call() on a Chinese page)."""
+    from types import SimpleNamespace
+
+    from gradio.context import LocalContext
+
+    english = call()
+    token = LocalContext.request.set(SimpleNamespace(cookies={i18n.COOKIE: "zh-CN"}, headers={}))
+    try:
+        return english, call()
+    finally:
+        LocalContext.request.reset(token)
+
+
+@pytest.mark.parametrize("scores", [(50.0,), (50.0, 90.0), (70.0, 70.0)])
+def test_every_evaluation_summary_reads_in_chinese(scores):
+    from training.evaluation import verdict
+
+    scored = [{"label": f"V{i}", "metrics": {"accuracy": value}} for i, value in enumerate(scores)]
+    best = max(range(len(scores)), key=lambda i: scores[i])
+    for differ in (0, 3):
+        summary = verdict(scored, best, "accuracy", {"accuracy": "accuracy"}, 8, differ)
+        summary += " 2 answers could not be given (they count as wrong); see the problems listed with the results."
+        chinese = i18n.localized_text(summary, "zh-CN")
+        assert not re.search(r"[A-Za-z]{3,}", chinese), chinese
+
+
+def test_the_evaluate_view_reads_in_the_page_language():
+    from ui import evaluate_tab
+
+    report = {"summary": "On 4 rows, my-bot scored accuracy 75.0.", "metric_names": {"accuracy": "accuracy",
+              "perplexity": "perplexity"}, "lower_is_better": ["perplexity"], "best": 0,
+              "variants": [{"label": "my-bot", "adapter": "my-bot", "metrics": {"accuracy": 75.0, "perplexity": 3.0},
+                            "confusion": {"labels": ["pos", "neg"], "matrix": [[1, 0], [1, 2]]}}],
+              "problems": [{"line": 3, "variant": "my-bot", "reason": "The answer was empty."}],
+              "rows": [{"line": 1, "input": "Great film", "expected": "pos", "outputs": ["pos"], "scores": [1.0],
+                        "agree": True}]}
+    status = {"state": "interrupted", "step": 2, "total_steps": 4, "eta_s": 0, "error": ""}
+    view = lambda: (evaluate_tab.results_markdown(report, {"my-bot": "learned"}),  # noqa: E731
+                    evaluate_tab.progress_markdown(status), evaluate_tab.rows_frame(report))
+    (english, progress, rows), (chinese, progress_zh, rows_zh) = _in_both(view)
+    assert "accuracy | perplexity (lower is better)" in english and "**Confusion of my-bot**" in english
+    assert "**Interrupted** — 2 of 4 answers (50%)" in progress and "press Evaluate" in progress
+    assert list(rows.columns) == ["line", "input", "reference", "my-bot", "agree"] and rows.iloc[0, -1] == "yes"
+    for text in ("在 4 行上，my-bot 的准确率为 75.0。", "准确率 | 困惑度（越低越好）", "**my-bot 的混淆矩阵**",
+                 "无法给出的回答", "✅ 学到了"):
+        assert text in chinese
+    assert "已中断" in progress_zh and "重新运行" in progress_zh
+    assert list(rows_zh.columns) == ["行号", "输入", "参考答案", "my-bot", "一致"] and rows_zh.iloc[0, -1] == "是"
+    assert "Great film" in rows_zh.iloc[0, 1]  # the user's rows are never translated
+
+
+def test_the_search_view_reads_in_the_page_language():
+    from ui import search_tab
+
+    hit = {"source": "faq.txt", "chunk": 0, "collection": "docs", "score": 0.5, "text": "Refunds take a week."}
+    view = lambda: (search_tab.result_cards([], "x"), search_tab.result_cards([hit], "refund"),  # noqa: E731
+                    search_tab.hit_lines([]))
+    english, chinese = _in_both(view)
+    assert english[0] == "<p>No results: the collection is empty.</p>" and "chunk 1" in english[1]
+    assert "没有结果" in chinese[0] and "第 1 段" in chinese[1] and "take a week" in chinese[1]
+    assert chinese[2] == "*什么也没找到。*"
+    assert i18n.localized_sentence("already in the collection", "zh-CN") == "已在文档集中"
+
+
+def test_the_system_panel_reads_in_the_page_language(tmp_path):
+    from config import Settings
+    from models.loading import ModelHub
+    from tasks.base import Context
+    from ui.system_tab import system_report
+
+    settings = Settings(data_dir=tmp_path)
+    ctx = Context(settings, ModelHub(settings))
+    english, chinese = _in_both(lambda: system_report(ctx))
+    assert "**Training** runs on" in english and "| model | memory | decoding |" in english
+    assert "**训练** 运行于" in chinese and "| 模型 | 内存 | 解码方式 |" in chinese and "**已加载的模型**" in chinese
+    assert "(none yet)" not in chinese and "CPU 线程" in chinese
+
+
+def test_feedback_account_chat_and_compare_read_in_the_page_language():
+    from types import SimpleNamespace
+
+    import gradio as gr
+
+    from ui import account_tab, chat_tab, compare_panel, feedback_tab
+
+    rows = [{"id": "r1", "verdict": "up", "prompt": "Hi there", "reply": "Hello!", "correction": "", "model": "m",
+             "adapter": "", "history": [], "system_prompt": ""}]
+    feedback = SimpleNamespace(feedback_rows=lambda owner: rows)
+    account = SimpleNamespace(users=lambda owner: [{"name": "ann", "admin": True}],
+                              api_keys=lambda owner: [{"id": "k1", "label": "laptop", "created": 0}],
+                              share=lambda *args, **kwargs: {"kind": "adapter", "name": "bot", "owner": "ann",
+                                                            "shared": True})
+
+    def view():
+        try:
+            next(chat_tab.respond(None, " ", [], "", "", "", 0.3, 0.9, 16))
+        except gr.Error as error:
+            refused = error.message
+        return (feedback_tab.table(feedback, "local"), feedback_tab.summary(feedback, "local"),
+                account_tab.users_table(account), account_tab.keys_table(account),
+                account_tab.share(account, "adapter", "bot", "", True), refused,
+                compare_panel.variant_name({"model": "", "adapter": ""}))
+    english, chinese = _in_both(view)
+    assert list(english[0].columns) == feedback_tab.COLUMNS and english[0].iloc[0, 1] == "up"
+    assert english[1] == "1 training rows and 0 preference pairs so far."
+    assert list(english[2].columns) == ["user", "admin"] and list(english[3].columns) == ["key", "label", "created"]
+    assert english[4] == "The adapter **bot** of ann is now shared with everyone (read-only)."
+    assert english[5] == "Please type a message first." and english[6] == "the default model"
+    assert list(chinese[0].columns)[:3] == ["编号", "评价", "提示词"] and chinese[0].iloc[0, 2] == "Hi there"
+    assert chinese[1] == "目前有 1 条训练数据和 0 组偏好对。"
+    assert list(chinese[2].columns) == ["用户", "管理员"] and chinese[2].iloc[0, 1] == "是"
+    assert list(chinese[3].columns) == ["密钥", "用途", "创建时间"] and chinese[3].iloc[0, 1] == "laptop"
+    assert chinese[4] == "ann 的适配器 **bot** 现已与所有人共享（只读）。"
+    assert chinese[5] == "请先输入一条消息。" and chinese[6] == "默认模型"
+
+
+@pytest.mark.parametrize("sentence", [
+    "Tick what to evaluate: the base model and/or some adapters.", "Tick at most 4 to evaluate at once.",
+    'Write the column mapping as JSON, like {"text": "review", "label": "stars"}.',
+    "Pick a document to remove first.", "Pick a row in the table first.", "There is no feedback to export yet.",
+    "Type the name of the user to remove.", "Pick the key to revoke (click its row).",
+    "Only the assistant's replies take feedback.", "This reply answers no message.",
+    "Please choose the CSV column that holds the texts.",
+    "Something went wrong on the server (reference 1a2b3c4d); please try again, or tell the operator the reference.",
+    "Please paste a context to answer from, or name a document collection.", "Please give the collection a name.",
+    "The file 'a.doc' is not a supported type; upload .txt, .md, .csv, .pdf files.",
+    "The PDF 'scan.pdf' has no text that can be extracted (it may be scanned images).",
+    "'GPT-2' is a base model without a chat template: use 'Continue text' to have it continue your words, or pick an "
+    "instruction model for chat.",
+    "Put [MASK] once where the missing word goes, e.g. 'The capital of France is [MASK].'",
+    "Give at least two sentences, one per line, to compare.", "Compare at most 8 sentences at once (9 given)."])
+def test_the_views_error_sentences_read_in_chinese(sentence):
+    chinese = i18n.localized_sentence(sentence, "zh-CN")
+    assert chinese != sentence and re.search(r"[\u4e00-\u9fff]", chinese), chinese
+
+
+def _task_notes() -> list[str]:
+    """The notes the task modules write, as they write them (tasks/summarize.py, translate.py, base.py)."""
+    from tasks.answer import SENTENCE_NOTE
+    from tasks.sentiment import ZERO_SHOT_NOTE
+
+    return [SENTENCE_NOTE, ZERO_SHOT_NOTE,
+            "Extractive summary, the offline fallback: the 3 most central of the text's 12 sentences, picked with "
+            "all-MiniLM-L6-v2 and kept word for word. The text is long, so 2,000 of its sentences, spread evenly "
+            "over it, were compared. For a rewritten summary pick a summarizer (e.g. BART-large-CNN) or an "
+            "instruction model.",
+            "Abstractive summary written by Flan-T5-base. The text was longer than Flan-T5-base reads at once, so it "
+            "was summarized in 3 parts. This small offline model can miss or invent details: check the summary "
+            "against the text. This text is Chinese, but Flan-T5-base is an English-first model, so expect weaker "
+            "results; Qwen2.5-0.5B-Instruct handles Chinese when the Hugging Face hub is reachable.",
+            "Translated by SmolLM2-135M-Instruct with a translation prompt, line by line. It is a small offline "
+            "model and a weak translator: check the result, or pick a translation model (NLLB, or "
+            "Helsinki-NLP/opus-mt-{src}-{tgt}) when the hub is reachable. 2 pieces came back empty from the model "
+            "and were left untranslated."]
+
+
+@pytest.mark.parametrize("note", _task_notes())
+def test_the_tasks_notes_read_in_chinese(note):
+    chinese = i18n.localized_text(note, "zh-CN")
+    words = re.sub(r"[\w.-]*(?:-|\d)[\w.{}/-]*|NLLB|BART|Hugging Face|Hub", "", chinese)  # model names stay
+    assert not re.search(r"[a-z]{3,}", words), chinese
+
+
+def test_the_model_line_and_the_task_tabs_read_in_the_page_language():
+    from types import SimpleNamespace
+
+    from models import catalog
+    from ui import answer_tab, summarize_tab, translate_tab
+
+    name = next(n for n, b in catalog.CATALOG.items() if b.offline)
+    answer = {"found": False, "score": 0.12, "level": "sentence", "answer": ""}
+    found = {"found": True, "score": 0.9, "level": "span", "answer": "Gustave Eiffel"}
+    view = lambda: (summarize_tab.model_info(""), translate_tab.model_info(""),  # noqa: E731
+                    answer_tab.answer_line(answer), answer_tab.answer_line(found),
+                    translate_tab.detected(SimpleNamespace(detect=lambda text: {"name": "German", "code": "de",
+                                                                                 "confidence": 0.97}), "Hallo"),
+                    summarize_tab.model_info(name))
+    english, chinese = _in_both(view)
+    assert english[0].startswith("Model: ") and "extractive" in english[0] and "weak translator" in english[1]
+    assert english[2] == "*No answer found* (the best candidate scored 0.12)."
+    assert english[4] == "Detected: **German** (de), 97% sure"
+    assert chinese[0].startswith("模型：") and "抽取式" in chinese[0] and "许可证" in chinese[0]
+    assert "翻译能力较弱" in chinese[1] and "没有找到答案" in chinese[2]
+    assert chinese[3] == "Gustave Eiffel\n\n*得分 0.90 · 精确片段*"
+    assert chinese[4] == "检测到：**German**（de），把握 97%"
+    assert "可离线运行" in chinese[5]
+
+
+def test_inside_the_model_reads_in_the_page_language():
+    from types import SimpleNamespace
+
+    from ui import inside_tab
+
+    tokens = [{"text": " Paris", "prob": 0.6, "kept": True}, {"text": " Rome", "prob": 0.4, "kept": True}]
+    scored = {"tokens": [{"text": "Hi", "logprob": None}, {"text": "!", "logprob": -2.0}], "loss": 2.0,
+              "perplexity": 7.4}
+    inside = SimpleNamespace(
+        next_token=lambda *args, **kwargs: {"model": "GPT-2", "adapter": "", "tokens": tokens, "entropy": 1.0,
+                                            "kept_by_top_p": 2, "base": None},
+        token_loss=lambda *args, **kwargs: {**scored, "adapter": "", "base": None},
+        tokenize=lambda text, name: {"model": name, "count": 2, "tokens": [{"text": "Hi", "id": 1}] * 2})
+    view = lambda: (inside_tab.next_view(inside, "The capital", "GPT-2", "none", 2, 1.0, 0.9)[1],  # noqa: E731
+                    inside_tab.surprise_view(inside, "Hi!", "GPT-2", "none")[2],
+                    inside_tab.tokens_view(inside, "Hi", "GPT-2", False)[0]["label"],
+                    inside_tab.attention_row({"tokens": ["a", "b"], "weights": [[1.0, 0.0], [0.5, 0.5]]}, "1:b"))
+    english, chinese = _in_both(view)
+    assert english[0] == ("**GPT-2**: entropy 1.00 bits (about 2 equally likely choices); top-p keeps 2 tokens.")
+    assert english[1] == "**base**: loss 2.000, perplexity 7.4" and english[2] == "GPT-2: 2 tokens"
+    assert chinese[0] == "**GPT-2**: 熵 1.00 比特（约相当于 2 个同样可能的选择）；top-p 保留 2 个 token。"
+    assert chinese[1] == "**基础模型**: 损失 2.000，困惑度 7.4" and chinese[2] == "GPT-2：2 个 token"
+    assert chinese[3].layout.title.text == "1:b 关注哪里"
+
+
+def test_the_sentiment_table_reads_in_the_page_language():
+    from ui import sentiment_tab
+
+    rows = [{"text": "I loved it", "label": "positive", "scores": {"positive": 0.9, "negative": 0.1}}]
+    english, chinese = _in_both(lambda: sentiment_tab.results_table(rows))
+    assert list(english.columns) == ["text", "label", "positive score", "negative score"]
+    assert list(chinese.columns) == ["文本", "标签", "positive 得分", "negative 得分"]
+    assert chinese.iloc[0, 0] == "I loved it" and chinese.iloc[0, 1] == "positive"  # the text and the model's label

@@ -262,7 +262,7 @@ def test_ui_helpers(search, upload_dir, tmp_path):
             search, "c", files + [str(upload_dir / "blob.txt")], "Pasted words.", **quiet)
     assert "Added 2 documents (2 chunks) to 'c'" in status and "Skipped **blob.txt**" in status
     assert choices["choices"] == ["c"] and cleared == [None, ""]
-    assert sorted(row[0] for row in rows)[1] == "shop <b>.txt" and len(removable["choices"]) == 2
+    assert sorted(rows.iloc[:, 0])[1] == "shop <b>.txt" and len(removable["choices"]) == 2
     cards = search_tab.run_search(search, "refund policy", "c", 1, "none", **quiet)
     assert "<mark>Refund</mark>" in cards and "shop &lt;b&gt;.txt" in cards
     status, _, rows, _ = search_tab.remove_document(search, "c", "shop <b>.txt")

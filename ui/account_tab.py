@@ -11,7 +11,7 @@ import pandas as pd
 from errors import UserError
 from tasks.account import AccountService
 from ui.api import first_cell, handler, on_load, user_of
-from ui.i18n import marked, t
+from ui.i18n import localized_columns, marked, phrase, t
 
 HIDDEN = {"api_visibility": "undocumented"}
 
@@ -29,20 +29,20 @@ def who(account: AccountService, request: gr.Request = None):
     elif not me["accounts"]:
         line = marked("account.no_accounts")  # the front end shows it in the page's language
     else:
-        line = f"Logged in as **{me['name']}**" + (" (admin)" if me["admin"] else "") + "."
+        line = phrase("account.logged_in_admin" if me["admin"] else "account.logged_in", name=me["name"])
     keys = me["accounts"] or bool(os.environ.get("OAUTH_CLIENT_ID"))
     return (line, gr.update(visible=me["accounts"]), gr.update(visible=me["accounts"] and me["admin"]),
             gr.update(visible=keys))
 
 
 def users_table(account: AccountService, request: gr.Request = None) -> pd.DataFrame:
-    rows = [(u["name"], "yes" if u["admin"] else "") for u in account.users(owner=user_of(request))]
-    return pd.DataFrame(rows, columns=["user", "admin"])
+    rows = [(u["name"], phrase("account.row.yes") if u["admin"] else "") for u in account.users(owner=user_of(request))]
+    return pd.DataFrame(rows, columns=localized_columns("account.column", ["user", "admin"]))
 
 
 def add_user(account: AccountService, name: str, password: str, admin: bool, request: gr.Request = None):
     user = account.add_user(name, password, admin, owner=user_of(request))
-    gr.Info(f"Added {user['name']}.")
+    gr.Info(phrase("account.added", name=user["name"]))
     return users_table(account, request), "", ""
 
 
@@ -50,20 +50,21 @@ def remove_user(account: AccountService, name: str, request: gr.Request = None):
     if not (name or "").strip():
         raise UserError("Type the name of the user to remove.")
     account.remove_user(name.strip(), owner=user_of(request))
-    gr.Info(f"Removed {name.strip()}.")
+    gr.Info(phrase("account.removed", name=name.strip()))
     return users_table(account, request)
 
 
 def share(account: AccountService, kind: str, name: str, whose: str, shared: bool, request: gr.Request = None):
     done = account.share(kind, name, whose, shared, owner=user_of(request))
-    return (f"The {done['kind']} **{done['name']}** of {done['owner']} is "
-            f"{'now shared with everyone (read-only)' if done['shared'] else 'no longer shared'}.")
+    kind = phrase(f"account.kind_{done['kind']}") if done["kind"] in ("adapter", "collection") else done["kind"]
+    return phrase("account.now_shared" if done["shared"] else "account.not_shared", kind=kind, name=done["name"],
+                  owner=done["owner"])
 
 
 def keys_table(account: AccountService, request: gr.Request = None) -> pd.DataFrame:
     rows = [(k["id"], k["label"], time.strftime("%Y-%m-%d %H:%M", time.localtime(k["created"])))
             for k in account.api_keys(owner=user_of(request))]
-    return pd.DataFrame(rows, columns=["key", "label", "created"])
+    return pd.DataFrame(rows, columns=localized_columns("account.column", ["key", "label", "created"]))
 
 
 def create_key(account: AccountService, label: str, request: gr.Request = None):
@@ -75,7 +76,7 @@ def revoke_key(account: AccountService, key_id: str, request: gr.Request = None)
     if not (key_id or "").strip():
         raise UserError("Pick the key to revoke (click its row).")
     account.revoke_key(key_id, owner=user_of(request))
-    gr.Info("Revoked: the key no longer works.")
+    gr.Info(phrase("account.revoked"))
     return keys_table(account, request), ""
 
 
@@ -130,11 +131,11 @@ def _keys_if_signed_in(account: AccountService, request: gr.Request = None):
     try:
         return keys_table(account, request)
     except UserError:  # not signed in yet (a Space with Hugging Face sign-in)
-        return pd.DataFrame(columns=["key", "label", "created"])
+        return pd.DataFrame(columns=localized_columns("account.column", ["key", "label", "created"]))
 
 
 def _users_if_admin(account: AccountService, request: gr.Request = None):
     try:
         return users_table(account, request)
     except UserError:
-        return pd.DataFrame(columns=["user", "admin"])
+        return pd.DataFrame(columns=localized_columns("account.column", ["user", "admin"]))

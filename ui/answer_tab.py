@@ -12,7 +12,7 @@ from tasks.answer import SENTENCE_NOTE, AnswerTask
 from tasks.text import highlight
 from ui.api import handler, progress_for, user_of
 from ui.compare_panel import compare_panel
-from ui.i18n import t
+from ui.i18n import phrase, t, text_in_page_language
 from ui.picker import Picker, adapter_value, picker
 from ui.services import TabServices
 
@@ -32,7 +32,8 @@ EXAMPLES = [
 
 def fallback_note(task: AnswerTask, model: str, adapter: str, owner: str = LOCAL_USER) -> str:
     """The note when the model answers at sentence level (the offline fallback)."""
-    return f"*{SENTENCE_NOTE}*" if task.sentence_level(model, adapter_value(adapter), owner) else ""
+    sentence_level = task.sentence_level(model, adapter_value(adapter), owner)
+    return f"*{text_in_page_language(SENTENCE_NOTE)}*" if sentence_level else ""
 
 
 def ask(task: AnswerTask, question: str, context: str, collection: str, model: str, adapter: str,
@@ -41,21 +42,22 @@ def ask(task: AnswerTask, question: str, context: str, collection: str, model: s
     result = task.find(question, context, collection, model, adapter_value(adapter), progress_for(progress),
                        owner=user_of(request))
     if result.notice:  # Chinese to an English-first model
-        gr.Warning(result.notice)
-    level = "sentence-level (offline fallback)" if result.level == "sentence" else "exact span"
+        gr.Warning(text_in_page_language(result.notice))
+    level = phrase("answer.level.sentence" if result.level == "sentence" else "answer.level.span")
     if not result.found:
-        details = (f"No answer found: the best candidate scored {result.score:.2f}, too low to trust "
-                   f"({level}). Try rephrasing the question.")
+        details = phrase("answer.not_found", score=f"{result.score:.2f}", level=level)
         return "", details, html.escape(result.passage)
-    details = f"Score {result.score:.2f} · {level}" + (f" · from **{result.source}**" if result.source else "")
+    details = phrase("answer.score", score=f"{result.score:.2f}", level=level) + (
+        phrase("answer.from", source=result.source) if result.source else "")
     return result.answer, details, highlight(result.passage, result.start, result.end)
 
 
 def answer_line(result: dict) -> str:
     """One variant's answer for the side-by-side columns."""
     if not result["found"]:
-        return f"*No answer found* (the best candidate scored {result['score']:.2f})."
-    return f"{result['answer']}\n\n*score {result['score']:.2f} · {result['level']}*"
+        return phrase("answer.not_found_short", score=f"{result['score']:.2f}")
+    level = phrase(f"answer.level.{result['level']}") if result["level"] in ("sentence", "span") else result["level"]
+    return f"{result['answer']}\n\n*" + phrase("answer.score_short", score=f"{result['score']:.2f}", level=level) + "*"
 
 
 def build(task: AnswerTask, tab: gr.Tab, services: TabServices) -> Picker:

@@ -45,7 +45,8 @@ def _translated(error: BaseException, page: bool = False) -> BaseException:
         return gr.Error(in_page_language(str(error)) if page else str(error))
     if isinstance(error, (gr.Error, ClientGone)):
         return error
-    return gr.Error(internal_sentence(error))
+    sentence = internal_sentence(error)
+    return gr.Error(in_page_language(sentence) if page else sentence)
 
 
 def expose(fn: Callable, page: bool = False) -> Callable:

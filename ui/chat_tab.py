@@ -16,7 +16,7 @@ from tasks.feedback import FeedbackService
 from tasks.inside import InsideModel
 from ui.api import GENERATION, expose, handler, user_of
 from ui.compare_panel import compare_panel
-from ui.i18n import t
+from ui.i18n import phrase, t, text_in_page_language
 from ui.picker import Picker, adapter_value, picker
 from ui.services import TabServices
 
@@ -30,11 +30,11 @@ def respond(task: ChatTask, message: str, history: list, system_prompt: str, mod
             temperature: float, top_p: float, max_new_tokens: int, request: gr.Request = None):
     """UI handler: append the user's message, then stream the assistant's reply into the chatbot."""
     if not (message or "").strip():
-        raise gr.Error("Please type a message first.")
+        raise gr.Error(phrase("chat.type_first"))
     reply = task.reply(message, history, system_prompt, model, adapter_value(adapter),
                        temperature, top_p, int(max_new_tokens), owner=user_of(request))
     if reply.notice:
-        gr.Warning(reply.notice)
+        gr.Warning(text_in_page_language(reply.notice))
     history = list(history or []) + [{"role": "user", "content": message},
                                      {"role": "assistant", "content": "…"}]
     yield history, ""
@@ -95,7 +95,7 @@ def liked(feedback: FeedbackService, history: list, system_prompt: str, model: s
     verdict = "up" if evt.liked is True or evt.liked == "Like" else "down"
     feedback.feedback(prompt, reply, verdict, "", turns, system_prompt, model, adapter_value(adapter),
                       owner=user_of(request))
-    gr.Info("Thanks: kept in your Feedback tab.")
+    gr.Info(phrase("chat.thanks_kept"))
 
 
 def corrected(feedback: FeedbackService, history: list, system_prompt: str, model: str, adapter: str,
@@ -106,13 +106,13 @@ def corrected(feedback: FeedbackService, history: list, system_prompt: str, mode
     prompt, turns, _ = turn_at(history, evt.index)
     feedback.feedback(prompt, message_text(evt.previous_value), "", message_text(evt.value), turns, system_prompt,
                       model, adapter_value(adapter), owner=user_of(request))
-    gr.Info("Correction kept in your Feedback tab.")
+    gr.Info(phrase("chat.correction_kept"))
 
 
 def export_chat(history: list, fmt: str) -> str:
     """Write the conversation to a Markdown or JSON file and return its path for download."""
     if not history:
-        raise gr.Error("There is no conversation to export yet.")
+        raise gr.Error(phrase("chat.nothing_to_export"))
     turns = [{"role": m["role"], "content": message_text(m["content"])} for m in history]
     if fmt == "JSON":
         body, suffix = json.dumps(turns, ensure_ascii=False, indent=2), ".json"

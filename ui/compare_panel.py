@@ -11,7 +11,7 @@ from models.adapters import NO_ADAPTER
 from tasks.base import Task
 from tasks.compare import MAX_VARIANTS, Comparison
 from ui.api import GENERATION, expose, on_load, progress_for, user_of
-from ui.i18n import t
+from ui.i18n import phrase, t
 from ui.picker import QUIET, adapter_choices, adapter_update, adapter_value
 
 EXPLAIN = (t("compare.explain"))
@@ -77,5 +77,5 @@ def compare_panel(task: Task, inputs: dict[str, gr.Component], render: Callable[
 
 
 def variant_name(result: dict) -> str:
-    model = result.get("model") or "the default model"
+    model = result.get("model") or phrase("compare.default_model")
     return f"{model} + {result['adapter']}" if result.get("adapter") else model

@@ -14,7 +14,7 @@ from training.evaluation import MAX_VARIANTS
 from training.report import VERDICTS
 from training.service import TrainingService
 from ui.api import first_cell, handler, on_load, upload, user_of
-from ui.i18n import localized_columns, marked, phrase, t, text_in_page_language
+from ui.i18n import localized_columns, marked, phrase, t, term, text_in_page_language
 
 BASE_CHOICE = "base model"  # the box that evaluates the base model itself (a label, never an adapter name)
 ACTIVE = ("queued", "running")
@@ -38,8 +38,8 @@ def held_out_jobs(service: TrainingService, task: str, owner: str) -> list[tuple
 def task_changed(service: TrainingService, task: str, request: gr.Request = None):
     owner = user_of(request)
     ticks = choices(service, task, owner)
-    return (gr.update(choices=ticks, value=ticks[:2]), gr.update(choices=held_out_jobs(service, task, owner), value=None),
-            trainable_spec(task).formats)
+    return (gr.update(choices=ticks, value=ticks[:2]),
+            gr.update(choices=held_out_jobs(service, task, owner), value=None), trainable_spec(task).formats)
 
 
 def variants_of(ticked: list[str], base_model: str) -> list[dict]:
@@ -47,8 +47,8 @@ def variants_of(ticked: list[str], base_model: str) -> list[dict]:
         raise UserError("Tick what to evaluate: the base model and/or some adapters.")
     if len(ticked) > MAX_VARIANTS:
         raise UserError(f"Tick at most {MAX_VARIANTS} to evaluate at once.")
-    return [{"model": (base_model or "").strip(), "adapter": ""} if name == BASE_CHOICE else {"model": "", "adapter": name}
-            for name in ticked]
+    return [{"model": (base_model or "").strip(), "adapter": ""} if name == BASE_CHOICE
+            else {"model": "", "adapter": name} for name in ticked]
 
 
 def start(service: TrainingService, task: str, file, job: str, columns: str, ticked: list[str], base_model: str,
@@ -73,8 +73,9 @@ def results_markdown(report: dict, verdicts: dict | None = None) -> str:
     names = report["metric_names"]
     keys = list(dict.fromkeys(k for v in report["variants"] for k in v["metrics"]))
     lower = set(report.get("lower_is_better", []))
-    text = f"### {marked('evaluate.results')}\n**{report['summary']}**\n\n| | " + " | ".join(
-        names.get(k, k) + (" (lower is better)" if k in lower else "") for k in keys) + " |\n|---|" + "---|" * len(keys) + "\n"
+    heads = [term(names.get(k, k)) + (phrase("evaluate.lower_is_better") if k in lower else "") for k in keys]
+    text = (f"### {marked('evaluate.results')}\n**{text_in_page_language(report['summary'])}**\n\n| | "
+            + " | ".join(heads) + " |\n|---|" + "---|" * len(keys) + "\n")
     for i, variant in enumerate(report["variants"]):
         label = f"**{variant['label']}** ✓" if i == report["best"] and len(report["variants"]) > 1 else variant["label"]
         verdict = verdicts.get(variant.get("adapter") or "", "")
@@ -84,13 +85,14 @@ def results_markdown(report: dict, verdicts: dict | None = None) -> str:
     for variant in report["variants"]:
         if variant.get("confusion"):
             labels, matrix = variant["confusion"]["labels"], variant["confusion"]["matrix"]
-            text += (f"\n**Confusion of {_cell(variant['label'])}** (rows: true label, columns: predicted)\n\n| | "
+            text += (f"\n{phrase('evaluate.confusion_of', name=_cell(variant['label']))}\n\n| | "
                      + " | ".join(map(_cell, labels)) + " |\n|---|" + "---|" * len(labels) + "\n")
             text += "".join(f"| **{_cell(label)}** | " + " | ".join(map(str, counts)) + " |\n"
                             for label, counts in zip(labels, matrix))
     if report.get("problems"):
-        text += "\n**Answers that could not be given**\n\n" + "".join(
-            f"- line {p['line']}, {_cell(p['variant'])}: {_cell(p['reason'])}\n" for p in report["problems"][:10])
+        text += f"\n**{phrase('evaluate.not_given')}**\n\n" + "".join(
+            phrase("evaluate.not_given_line", line=p["line"], variant=_cell(p["variant"]),
+                   reason=_cell(text_in_page_language(p["reason"]))) + "\n" for p in report["problems"][:10])
     return text
 
 
@@ -99,9 +101,11 @@ def rows_frame(report: dict) -> pd.DataFrame | None:
     if not report:
         return None
     labels = [v["label"] for v in report["variants"]]
-    columns = ["line", "input", "reference", *[f"{label}" for label in labels], "agree"]
+    heads = localized_columns("evaluate.row", ["line", "input", "reference", "agree"])
+    columns = [*heads[:3], *labels, heads[3]]
+    said = {True: phrase("evaluate.row.yes"), False: phrase("evaluate.row.no")}
     rows = [[r["line"], r["input"], r["expected"], *[f"{text}  [{score:g}]" for text, score in
-                                                      zip(r["outputs"], r["scores"])], "yes" if r["agree"] else "no"]
+                                                      zip(r["outputs"], r["scores"])], said[bool(r["agree"])]]
             for r in report["rows"]]
     return pd.DataFrame(rows, columns=columns)
 
@@ -113,14 +117,15 @@ def _cell(value) -> str:
 def refresh(service: TrainingService, job_id: str, request: gr.Request = None):
     """The view of one evaluation: progress, results, the rows, the CSV, and whether it can be cancelled."""
     hidden = gr.update(value=None, visible=False)
-    empty = ("No evaluation yet.", "", hidden, hidden, gr.update(visible=False), gr.update(active=False))
+    empty = (marked("evaluate.no_evaluation_yet"), "", hidden, hidden, gr.update(visible=False),
+             gr.update(active=False))
     if not job_id:
         return empty
     owner = user_of(request)
     try:
         status = service.job(job_id, owner=owner)
     except UserError:
-        return ("That evaluation no longer exists.", *empty[1:])
+        return (phrase("evaluate.gone"), *empty[1:])
     state = status["state"]
     csv = service.evaluation_csv(job_id, owner=owner).path if state == "succeeded" else None
     frame = rows_frame(status["report"])
@@ -138,15 +143,16 @@ def stop(service: TrainingService, job_id: str, request: gr.Request = None) -> N
 def progress_markdown(status: dict) -> str:
     state = status["state"]
     if state == "queued":
-        return f"⏳ **Waiting** — number {status.get('position', 0)} in the queue (training jobs share it)."
+        return phrase("evaluate.status.queued", position=status.get("position", 0))
     total = status["total_steps"] or 1
-    line = f"**{state.title()}** — {status['step']} of {status['total_steps']} answers ({status['step'] / total:.0%})"
+    line = phrase("evaluate.status.line", state=phrase(f"train.state.{state}"), step=status["step"],
+                  total=status["total_steps"], done=f"{status['step'] / total:.0%}")
     if state == "running" and status["eta_s"]:
-        line += f" · about {int(status['eta_s'])} s left"
+        line += phrase("train.status.eta", seconds=int(status["eta_s"]))
     if status["error"]:
-        line += f"\n\n⚠️ {status['error']}"
+        line += f"\n\n⚠️ {text_in_page_language(status['error'])}"
     if state == "interrupted":
-        line += "\n\nThe app stopped during this evaluation: press Evaluate to run it again."
+        line += "\n\n" + phrase("evaluate.status.interrupted")
     return f"<progress value='{status['step']}' max='{total}' style='width:100%'></progress>\n\n{line}"
 
 

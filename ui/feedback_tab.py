@@ -12,7 +12,7 @@ import pandas as pd
 from errors import UserError
 from tasks.feedback import FeedbackService, training_rows
 from ui.api import first_cell, handler, on_load, user_of
-from ui.i18n import t
+from ui.i18n import localized_columns, phrase, t
 
 COLUMNS = ["id", "verdict", "prompt", "reply", "correction", "model", "adapter"]
 INTRO = (t("feedback.intro"))
@@ -20,7 +20,9 @@ INTRO = (t("feedback.intro"))
 
 def table(service: FeedbackService, owner: str) -> pd.DataFrame:
     rows = service.feedback_rows(owner=owner)
-    return pd.DataFrame([{c: _short(r[c]) for c in COLUMNS} for r in reversed(rows)], columns=COLUMNS)
+    verdicts = {"up": phrase("feedback.row.up"), "down": phrase("feedback.row.down")}
+    shown = [[verdicts.get(r[c], r[c]) if c == "verdict" else _short(r[c]) for c in COLUMNS] for r in reversed(rows)]
+    return pd.DataFrame(shown, columns=localized_columns("feedback.column", COLUMNS))
 
 
 def _short(value: object) -> str:
@@ -30,8 +32,8 @@ def _short(value: object) -> str:
 
 def summary(service: FeedbackService, owner: str) -> str:
     supervised, pairs = training_rows(service.feedback_rows(owner=owner))
-    return (f"{len(supervised)} training rows and {len(pairs)} preference pairs so far."
-            if supervised or pairs else "No training rows yet: like (👍) or correct a reply in Chat.")
+    return (phrase("feedback.so_far", rows=len(supervised), pairs=len(pairs))
+            if supervised or pairs else phrase("feedback.none_yet"))
 
 
 def show(service: FeedbackService, request: gr.Request = None):
@@ -54,7 +56,7 @@ def save(service: FeedbackService, row_id: str, prompt: str, reply: str, correct
     row = service.feedback(prompt, reply, "" if verdict == "none" else verdict, correction, old.get("history"),
                            old.get("system_prompt", ""), old.get("model", ""), old.get("adapter", ""), row_id,
                            owner=owner)
-    gr.Info("Saved.")
+    gr.Info(phrase("feedback.saved"))
     return row["id"], table(service, owner), summary(service, owner)
 
 

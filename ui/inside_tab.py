@@ -11,7 +11,7 @@ from models.adapters import NO_ADAPTER
 from tasks.inside import MASK, InsideModel
 from tasks.spec import specs
 from ui.api import handler, on_load, user_of
-from ui.i18n import t
+from ui.i18n import phrase, t, text_in_page_language
 from ui.picker import adapter_value as chosen
 
 DECODERS = ["SmolLM2-135M-Instruct", "GPT-2", "Qwen2.5-0.5B-Instruct"]
@@ -38,7 +38,8 @@ def adapter_choices(inside: InsideModel, owner: str, kinds: tuple[str, ...]) -> 
 
 
 def bars(labels: list[str], values: list[float], what: str, colours: list[str], title: str = "") -> go.Figure:
-    figure = go.Figure(go.Bar(x=labels, y=values, marker_color=colours, name="adapter" if title else what,
+    name = phrase("inside.adapter") if title else what
+    figure = go.Figure(go.Bar(x=labels, y=values, marker_color=colours, name=name,
                               hovertemplate="%{x}: %{y:.3f}<extra></extra>"))
     figure.update_layout(yaxis={"title": what}, title=title, showlegend=False, **LAYOUT)
     return figure
@@ -53,7 +54,8 @@ def tokens_view(inside: InsideModel, text: str, model: str, compare: bool):
     for name in models:
         result = inside.tokenize(text, name)
         pieces = [(t["text"], f"#{t['id']}") for t in result["tokens"]]
-        views.append(gr.update(value=pieces, label=f"{result['model']}: {result['count']} tokens", visible=True))
+        views.append(gr.update(value=pieces, label=phrase("inside.token_count", model=result["model"],
+                                                          count=result["count"]), visible=True))
     return views + [gr.update(visible=False)] * (3 - len(views))
 
 
@@ -63,16 +65,17 @@ def next_view(inside: InsideModel, text: str, model: str, adapter: str, k: int, 
               request: gr.Request = None):
     result = inside.next_token(text, model, chosen(adapter), int(k), temperature, top_p, owner=user_of(request))
     tokens = result["tokens"]
-    figure = bars([repr(t["text"]) for t in tokens], [t["prob"] for t in tokens], "probability",
-                  [KEPT if t["kept"] else CUT for t in tokens], "with the adapter" if result["adapter"] else "")
+    figure = bars([repr(t["text"]) for t in tokens], [t["prob"] for t in tokens], phrase("inside.probability"),
+                  [KEPT if t["kept"] else CUT for t in tokens],
+                  phrase("inside.with_adapter") if result["adapter"] else "")
     if result["base"]:  # the base's bars beside the adapter's (its own top tokens)
         base = result["base"]["tokens"]
-        figure.add_trace(go.Bar(x=[repr(t["text"]) for t in base], y=[t["prob"] for t in base], name="base",
-                                marker_color=BASE_COLOUR))
+        figure.add_trace(go.Bar(x=[repr(t["text"]) for t in base], y=[t["prob"] for t in base],
+                                name=phrase("inside.base"), marker_color=BASE_COLOUR))
         figure.update_layout(barmode="group", showlegend=True)
-    summary = (f"**{result['model']}**{' + ' + result['adapter'] if result['adapter'] else ''}: entropy "
-               f"{result['entropy']:.2f} bits (about {2 ** result['entropy']:.0f} equally likely choices); "
-               f"top-p keeps {result['kept_by_top_p']:,} tokens.")
+    summary = f"**{result['model']}**{' + ' + result['adapter'] if result['adapter'] else ''}: " + phrase(
+        "inside.entropy", bits=f"{result['entropy']:.2f}", choices=f"{2 ** result['entropy']:.0f}",
+        kept=f"{result['kept_by_top_p']:,}")
     return figure, summary, gr.update(choices=[(repr(t["text"]), t["text"]) for t in tokens], value=None)
 
 
@@ -90,9 +93,10 @@ def append_likeliest(inside: InsideModel, text: str, model: str, adapter: str, r
 def fill_view(inside: InsideModel, text: str, model: str, request: gr.Request = None):
     result = inside.fill_mask(text, model, 8, owner=user_of(request))
     words = result["candidates"]
-    figure = bars([c["token"] for c in words], [c["score"] for c in words], "score", [KEPT] * len(words))
+    figure = bars([c["token"] for c in words], [c["score"] for c in words], phrase("inside.score"),
+                  [KEPT] * len(words))
     best = words[0]["text"] if words else ""
-    return figure, f"**{result['model']}**: “{best}”\n\n*{result['note']}*"
+    return figure, f"**{result['model']}**: “{best}”\n\n*{text_in_page_language(result['note'])}*"
 
 
 # ---- attention -----------------------------------------------------------------------------------------------
@@ -101,11 +105,12 @@ def attention_view(inside: InsideModel, text: str, model: str, layer: int, head:
     result = inside.attention(text, model, int(layer), int(head))
     labels = [f"{i}:{t}" for i, t in enumerate(result["tokens"])]
     figure = go.Figure(go.Heatmap(z=result["weights"], x=labels, y=labels, colorscale="Blues", zmin=0,
-                                  hovertemplate="%{y} looks at %{x}: %{z:.2f}<extra></extra>"))
-    figure.update_layout(yaxis={"autorange": "reversed", "title": "token"}, xaxis={"title": "looks at"},
-                         margin={"l": 10, "r": 10, "t": 30, "b": 10}, height=480,
-                         title=f"layer {result['layer']}, {'mean of heads' if result['head'] < 0 else 'head'} "
-                               f"{'' if result['head'] < 0 else result['head']}")
+                                  hovertemplate=phrase("inside.looks_at_hover") + "<extra></extra>"))
+    title = (phrase("inside.layer_mean", layer=result["layer"]) if result["head"] < 0
+             else phrase("inside.layer_head", layer=result["layer"], head=result["head"]))
+    figure.update_layout(yaxis={"autorange": "reversed", "title": phrase("inside.token")},
+                         xaxis={"title": phrase("inside.looks_at")},
+                         margin={"l": 10, "r": 10, "t": 30, "b": 10}, height=480, title=title)
     sliders = (gr.update(maximum=result["layers"] - 1), gr.update(maximum=result["heads"] - 1))
     return (figure, *sliders, gr.update(choices=labels, value=labels[-1]), result)
 
@@ -116,7 +121,8 @@ def attention_row(result: dict | None, token: str | None):
         return None
     labels = [f"{i}:{t}" for i, t in enumerate(result["tokens"])]
     row = result["weights"][labels.index(token)] if token in labels else []
-    return bars(labels, row, "attention", [KEPT] * len(row), f"where {token} looks")
+    return bars(labels, row, phrase("inside.attention_axis"), [KEPT] * len(row), phrase("inside.where_looks",
+                                                                                         token=token))
 
 
 # ---- embeddings ----------------------------------------------------------------------------------------------
@@ -125,17 +131,17 @@ def similarity_view(inside: InsideModel, texts: str, model: str, adapter: str, r
     result = inside.similarity(texts, model, chosen(adapter), owner=user_of(request))
     short = [t if len(t) <= 40 else t[:37] + "…" for t in result["texts"]]
     heat = go.Figure(go.Heatmap(z=result["matrix"], x=short, y=short, colorscale="RdBu", zmin=-1, zmax=1,
-                                hovertemplate="%{y}<br>%{x}<br>cosine %{z:.2f}<extra></extra>"))
+                                hovertemplate="%{y}<br>%{x}<br>" + phrase("inside.cosine_hover") + "<extra></extra>"))
     heat.update_layout(yaxis={"autorange": "reversed"}, margin={"l": 10, "r": 10, "t": 30, "b": 10}, height=420,
-                       title="cosine similarity")
+                       title=phrase("inside.cosine"))
     points = go.Figure()
-    maps = [("after training" if result["adapter"] else result["model"], result["points"])]
+    maps = [(phrase("inside.after_training") if result["adapter"] else result["model"], result["points"])]
     if result["base_points"]:
-        maps.insert(0, ("before training", result["base_points"]))
+        maps.insert(0, (phrase("inside.before_training"), result["base_points"]))
     for name, xy in maps:
         points.add_trace(go.Scatter(x=[p[0] for p in xy], y=[p[1] for p in xy], mode="markers+text", text=short,
                                     textposition="top center", name=name))
-    points.update_layout(margin={"l": 10, "r": 10, "t": 30, "b": 10}, height=420, title="a map of the sentences",
+    points.update_layout(margin={"l": 10, "r": 10, "t": 30, "b": 10}, height=420, title=phrase("inside.sentence_map"),
                          xaxis={"zeroline": False, "showticklabels": False, "range": padded(maps, 0)},
                          yaxis={"zeroline": False, "showticklabels": False, "range": padded(maps, 1)})
     return heat, points
@@ -155,16 +161,18 @@ def surprise_view(inside: InsideModel, text: str, model: str, adapter: str, requ
     result = inside.token_loss(text, model, chosen(adapter), owner=user_of(request))
     views = [("adapter" if result["adapter"] else "base", result)] + ([("base", result["base"])]
                                                                         if result["base"] else [])
+    shown = {"adapter": phrase("inside.adapter"), "base": phrase("inside.base")}
     figure = go.Figure()
     for name, view in views:
         scored = [(f"{i}:{t['text']}", -t["logprob"]) for i, t in enumerate(view["tokens"]) if t["logprob"] is not None]
-        figure.add_trace(go.Bar(x=[x for x, _ in scored], y=[y for _, y in scored], name=name,
+        figure.add_trace(go.Bar(x=[x for x, _ in scored], y=[y for _, y in scored], name=shown[name],
                                 marker_color=KEPT if name == "adapter" or len(views) == 1 else BASE_COLOUR))
-    figure.update_layout(barmode="group", showlegend=len(views) > 1, yaxis={"title": "surprise (−log p, nats)"},
+    figure.update_layout(barmode="group", showlegend=len(views) > 1, yaxis={"title": phrase("inside.surprise_axis")},
                          **LAYOUT)
     coloured = [(t["text"], None if t["logprob"] is None else surprise_level(-t["logprob"]))
                 for t in result["tokens"]]
-    lines = [f"**{name}**: loss {view['loss']:.3f}, perplexity {view['perplexity']:.1f}" for name, view in views]
+    lines = [f"**{shown[name]}**: " + phrase("inside.loss_line", loss=f"{view['loss']:.3f}",
+                                               perplexity=f"{view['perplexity']:.1f}") for name, view in views]
     return coloured, figure, "  \n".join(lines)
 
 

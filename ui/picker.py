@@ -13,7 +13,7 @@ from models import catalog
 from models.adapters import NO_ADAPTER, selected
 from tasks.base import Task
 from ui.api import expose, on_load, user_of
-from ui.i18n import page_locale, t
+from ui.i18n import page_locale, t, text_in_page_language
 
 MODEL_INFO = t("picker.model_info")
 ADAPTER_INFO = t("picker.adapter_info")
@@ -60,6 +60,10 @@ class Picker:
         """fresh() for a tab whose model is fixed."""
         return self.fresh(self.task.default(), current, request)
 
+    def describe_fixed(self, adapter: str | None, request: gr.Request = None) -> str:
+        """describe() for a tab whose model is fixed (the task's default)."""
+        return self.describe("", adapter or NO_ADAPTER, request)
+
     def on_load(self, request: gr.Request = None):
         return gr.update(choices=self.choices(self.task.default(), user_of(request)))
 
@@ -87,6 +91,11 @@ class Picker:
         """Keep the info line and the adapter list current: when the model or adapter changes, when the page
         loads and whenever the tab opens (an adapter trained since the page was built must be selectable)."""
         on_load(self.on_load, None, self.adapter)
+        # The line is built in English with the page; it is written again in the page's language once it loads.
+        if self.model is not None:
+            on_load(expose(self.describe, page=True), [self.model, self.adapter], self.info)
+        else:
+            on_load(expose(self.describe_fixed, page=True), self.adapter, self.info)
         if self.model is not None:
             on_load(self.model_choices, None, self.model)
         if self.model is None:
@@ -108,7 +117,7 @@ def with_suggestion(task_id: str, choices: list[str], locale: str,
 
 def info_line(model: str, note: str = "") -> str:
     """The line above the model box: the model, its licence and where it runs, then the tab's note if any."""
-    return catalog.describe(model) + (f"\n\n{note}" if note else "")
+    return text_in_page_language(catalog.describe(model)) + (f"\n\n{note}" if note else "")
 
 
 def describer(task: Task, note: Callable[[str, str], str] | None) -> Callable[[str, str], str]:

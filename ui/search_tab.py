@@ -5,13 +5,14 @@ from __future__ import annotations
 import html
 
 import gradio as gr
+import pandas as pd
 
 from errors import UserError
 from tasks.search import MAX_RESULTS, SearchTask
 from tasks.text import snippet
 from ui.api import handler, on_load, progress_for, uploads, user_of
 from ui.compare_panel import compare_panel
-from ui.i18n import t
+from ui.i18n import localized_columns, marked, phrase, t, text_in_page_language
 from ui.picker import Picker, adapter_value, picker
 from ui.services import TabServices
 
@@ -23,10 +24,11 @@ EXAMPLE_QUERIES = ["how do I get my money back", "when is the office open", "I f
 def result_cards(hits: list[dict], query: str) -> str:
     """HTML cards: score, source and the chunk with the query's words marked."""
     if not hits:
-        return "<p>No results: the collection is empty.</p>"
+        return f"<p>{phrase('search.no_results')}</p>"
     cards = []
     for hit in hits:
-        where = f"{html.escape(hit['source'])} · chunk {hit['chunk'] + 1} · {html.escape(hit['collection'])}"
+        where = (f"{html.escape(hit['source'])} · {phrase('search.chunk', number=hit['chunk'] + 1)} · "
+                 f"{html.escape(hit['collection'])}")
         cards.append("<div style='border:1px solid var(--border-color-primary);border-radius:8px;"
                      "padding:8px 12px;margin-bottom:8px'>"
                      f"<div style='opacity:.8;font-size:.9em'><b>{hit['score']:.3f}</b> · {where}</div>"
@@ -34,12 +36,14 @@ def result_cards(hits: list[dict], query: str) -> str:
     return "\n".join(cards)
 
 
-def _documents_view(task: SearchTask, collection: str | None, request: gr.Request = None) -> tuple[list[list], dict]:
+def _documents_view(task: SearchTask, collection: str | None,
+                    request: gr.Request = None) -> tuple[pd.DataFrame, dict]:
     try:
         documents = task.documents(user_of(request), collection or "")
     except UserError:
         documents = []
-    rows = [[d["name"], d["chunks"], d["added"].replace("T", " ")[:16]] for d in documents]
+    rows = pd.DataFrame([[d["name"], d["chunks"], d["added"].replace("T", " ")[:16]] for d in documents],
+                        columns=localized_columns("search.column", ["document", "chunks", "added (UTC)"]))
     names = [d["name"] for d in documents]
     return rows, gr.update(choices=names, value=names[0] if names else None)
 
@@ -58,12 +62,13 @@ def add_files(task: SearchTask, collection: str, files: list | None, text: str, 
     lines = []
     if result["added"]:
         count = len(result["added"])
-        lines.append(f"Added {count} document{'s' if count != 1 else ''} ({result['chunks']} chunks) to "
-                     f"'{collection.strip()}'.")
-    lines += [f"Replaced the earlier version of {html.escape(name)}." for name in result["replaced"]]
-    lines += [f"Skipped **{html.escape(s['name'])}**: {html.escape(s['reason'])}" for s in result["skipped"]]
+        lines.append(phrase("search.added_one" if count == 1 else "search.added", count=count,
+                            chunks=result["chunks"], collection=collection.strip()))
+    lines += [phrase("search.replaced", name=html.escape(name)) for name in result["replaced"]]
+    lines += [phrase("search.skipped", name=html.escape(s["name"]),
+                     reason=html.escape(text_in_page_language(s["reason"]))) for s in result["skipped"]]
     if result["skipped"]:
-        gr.Warning(f"{len(result['skipped'])} item(s) were skipped; see the list below the button.")
+        gr.Warning(phrase("search.skipped_warning", count=len(result["skipped"])))
     choices, rows, removable = refresh(task, collection, request)
     return "\n\n".join(f"- {line}" for line in lines), choices, rows, removable, None, ""
 
@@ -73,9 +78,10 @@ def remove_document(task: SearchTask, collection: str, source: str | None, reque
     if not source:
         raise UserError("Pick a document to remove first.")
     result = task.remove(user_of(request), collection, source)
-    status = f"Removed {html.escape(source)}; {result['documents']} document(s) and {result['chunks']} chunks left."
+    status = phrase("search.removed", name=html.escape(source), documents=result["documents"],
+                    chunks=result["chunks"])
     if not result["documents"]:
-        status = f"Removed {html.escape(source)}; the collection was empty, so it is gone too."
+        status = phrase("search.removed_last", name=html.escape(source))
     choices, rows, removable = refresh(task, collection, request)
     return status, choices, rows, removable
 
@@ -85,20 +91,20 @@ def run_search(task: SearchTask, query: str, collection: str, k: int, adapter: s
     """UI handler: search and show the results as cards."""
     hits = task.find(user_of(request), query, collection, int(k), adapter_value(adapter), progress_for(progress))
     if notice := task.language_notice(query, task.model):  # Chinese to an English-first model
-        gr.Warning(notice)
+        gr.Warning(text_in_page_language(notice))
     return result_cards(hits, query)
 
 
 def hit_lines(hits: list[dict]) -> str:
     """One variant's passages for the side-by-side columns: score, source and the start of the text."""
     if not hits:
-        return "*Nothing found.*"
+        return f"*{phrase('search.nothing_found')}*"
     return "\n".join(f"{i}. **{h['score']:.2f}** · {h['source']} — {h['text'][:160]}" for i, h in enumerate(hits, 1))
 
 
 def build(task: SearchTask, tab: gr.Tab, services: TabServices) -> Picker:
     """Build the tab's contents; returns its adapter picker (the embedding model is the operator's)."""
-    chosen = picker(task, None, lambda m, a, owner="": "Finds passages by meaning, not just matching words.",
+    chosen = picker(task, None, lambda m, a, owner="": marked("search.note"),
                     adapter_info=t("search.adapter_info"), extra=lambda: gr.Dropdown(
                         [], value="my documents", label=t("search.collection"), allow_custom_value=True, scale=3,
                         info=t("search.pick_collection_type_new")))

@@ -14,7 +14,7 @@ from tasks.sentiment import ZERO_SHOT_NOTE, SentimentTask
 from tasks.text import csv_column, csv_table
 from ui.api import handler, progress_for, upload, user_of
 from ui.compare_panel import compare_panel
-from ui.i18n import t
+from ui.i18n import phrase, t, text_in_page_language
 from ui.picker import Picker, adapter_value, picker
 from ui.services import TabServices
 
@@ -31,7 +31,7 @@ EXAMPLES = [
 
 def fallback_note(task: SentimentTask, model: str, adapter: str, owner: str = LOCAL_USER) -> str:
     """The note when the model runs the offline zero-shot method."""
-    return f"*{ZERO_SHOT_NOTE}*" if task.zero_shot(model, adapter_value(adapter), owner) else ""
+    return f"*{text_in_page_language(ZERO_SHOT_NOTE)}*" if task.zero_shot(model, adapter_value(adapter), owner) else ""
 
 
 def csv_columns(task: SentimentTask, path: str | None):
@@ -44,9 +44,11 @@ def csv_columns(task: SentimentTask, path: str | None):
 
 
 def results_table(rows: list[dict]) -> pd.DataFrame:
-    """One row per text: the text, its label, and one score column per label."""
-    return pd.DataFrame([{"text": r["text"], "label": r["label"],
-                          **{f"{label} score": round(p, 3) for label, p in r["scores"].items()}} for r in rows])
+    """One row per text: the text, its label, and one score column per label (named in the page's language)."""
+    text, label_head = phrase("sentiment.column.text"), phrase("sentiment.column.label")
+    return pd.DataFrame([{text: r["text"], label_head: r["label"],
+                          **{phrase("sentiment.column.score", label=label): round(p, 3)
+                             for label, p in r["scores"].items()}} for r in rows])
 
 
 def label_counts(rows: list[dict]) -> pd.DataFrame:
@@ -77,7 +79,7 @@ def analyze(task: SentimentTask, text: str, path: str | None, column: str | None
         texts = text
     rows, note = task.analyze(texts, model, adapter_value(adapter), progress_for(progress), owner=user_of(request))
     table = results_table(rows)
-    return table, label_counts(rows), gr.update(value=write_csv(table), visible=True), note
+    return table, label_counts(rows), gr.update(value=write_csv(table), visible=True), text_in_page_language(note)
 
 
 def sentiment_lines(rows: list[dict]) -> str:

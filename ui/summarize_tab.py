@@ -8,13 +8,11 @@ from models import catalog
 from tasks.summarize import SummarizeTask
 from ui.api import handler, progress_for, user_of
 from ui.compare_panel import compare_panel
-from ui.i18n import t
+from ui.i18n import phrase, t, text_in_page_language
 from ui.picker import Picker, adapter_value, info_line, picker
 from ui.services import TabServices
 
 
-EXTRACTIVE_NOTE = ("*Offline, the summary is extractive: it keeps the text's most central sentences word for word. "
-                   "It is weaker than a real summarizer (BART-large-CNN) or an instruction model, which rewrite.*")
 EXAMPLES = [
     ["Honeybees pollinate a large share of the crops that people eat, from apples to almonds. My neighbour "
      "painted his fence blue last weekend.\n\nWithout bees, farmers would harvest far less fruit and many "
@@ -45,7 +43,7 @@ def fallback_note(model: str, adapter: str = "", owner: str = "") -> str:
     """The note on the offline extractive fallback, for a model that can only pick sentences."""
     backbone = catalog.find(model)
     extractive = backbone is not None and backbone.family in (catalog.EMBEDDING, catalog.ENCODER)
-    return EXTRACTIVE_NOTE if extractive else ""
+    return f"*{phrase('summarize.note_extractive')}*" if extractive else ""
 
 
 def model_info(model: str) -> str:
@@ -59,7 +57,9 @@ def summarize(task: SummarizeTask, text: str, method: str, length: str, model: s
     """UI handler: the summary and its note."""
     result = task.run(text, "" if method == "auto" else method, length, model, adapter_value(adapter),
                       progress=progress_for(progress), owner=user_of(request))
-    return result["summary"], f"**{result['method'].title()}** · {result['model']} — {result['note']}"
+    method = phrase(f"summarize.method.{result['method']}") if result["method"] in ("extractive", "abstractive") \
+        else result["method"].title()
+    return result["summary"], f"**{method}** · {result['model']} — {text_in_page_language(result['note'])}"
 
 
 def build(task: SummarizeTask, tab: gr.Tab, services: TabServices) -> Picker:

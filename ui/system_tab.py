@@ -10,7 +10,7 @@ from models import device
 from tasks.base import Context
 from training.manager import placement
 from ui.api import handler, user_of
-from ui.i18n import t
+from ui.i18n import phrase, t, text_in_page_language
 
 
 def disk_used_mb(ctx: Context) -> float:
@@ -26,17 +26,17 @@ def system_report(ctx: Context, request: gr.Request = None) -> str:
     facts = device.describe()
     shown = (lambda key: key) if operator else (lambda key: Path(key.split(":", 1)[-1].split("+")[0]).name)
     models = "\n".join(f"| {shown(m['model'])} | {m['memory_mb']} MB | {m['decoding']} |"
-                       for m in ctx.hub.loaded()) or "| (none yet) | | |"
-    where = (f"**Data directory** `{ctx.settings.data_dir.resolve()}` ({disk_used_mb(ctx):.0f} MB used)\n\n"
-             if operator else "")
+                       for m in ctx.hub.loaded()) or f"| {phrase('system.none_yet')} | | |"
+    where = (phrase("system.data_directory", path=ctx.settings.data_dir.resolve(), used=f"{disk_used_mb(ctx):.0f}")
+             + "\n\n" if operator else "")
     backend = ctx.backend
-    served = (f"**Chat and completion** run on the serving backend {backend.url if operator else '(external)'}. "
-              f"{backend.holds(operator)}\n\n" if backend else "")
-    return (f"**Device** {facts['device']} · **dtype** {str(ctx.hub.dtype).removeprefix('torch.')} · "
-            f"**CPU threads** {facts['threads']} · **torch** {facts['torch']}\n\n{where}{served}"
-            f"**Training** runs on {placement(ctx.settings)}\n\n"
-            f"**Loaded models** (budget {ctx.settings.memory_budget_gb:g} GB; models load on first use)\n\n"
-            f"| model | memory | decoding |\n|---|---|---|\n{models}")
+    served = (phrase("system.served", url=backend.url if operator else phrase("system.external"))
+              + f" {backend.holds(operator)}\n\n" if backend else "")
+    return (phrase("system.device", device=facts["device"], dtype=str(ctx.hub.dtype).removeprefix("torch."),
+                   threads=facts["threads"], torch=facts["torch"]) + f"\n\n{where}{served}"
+            + phrase("system.training", where=text_in_page_language(placement(ctx.settings))) + "\n\n"
+            + phrase("system.loaded", budget=f"{ctx.settings.memory_budget_gb:g}") + "\n\n"
+            + phrase("system.table_head") + f"\n|---|---|---|\n{models}")
 
 
 def build(ctx: Context) -> None:

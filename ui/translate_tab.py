@@ -13,15 +13,13 @@ from tasks.generation import offline_fallback
 from tasks.translate import LANGUAGES, TranslateTask
 from ui.api import handler, progress_for, user_of
 from ui.compare_panel import compare_panel
-from ui.i18n import t
+from ui.i18n import in_page_language, phrase, t, text_in_page_language
 from ui.picker import Picker, adapter_value, info_line, picker
 from ui.services import TabServices
 
 
 # Translation models on the hub (not in the catalog: they need the hub); {src}/{tgt} become the chosen pair.
 HUB_TRANSLATORS = ["Helsinki-NLP/opus-mt-{src}-{tgt}", "facebook/nllb-200-distilled-600M", "facebook/m2m100_418M"]
-WEAK_NOTE = ("*This small offline model is a weak translator: fine for short, simple sentences. With the hub "
-             "reachable, pick a translation model (Marian opus-mt, NLLB) for real work.*")
 EXAMPLES = [
     ["Le marché ouvre tous les samedis à huit heures.\nOn y trouve des légumes, du fromage et du pain frais.\n\n"
      "En hiver, les marchands vendent aussi du vin chaud."],
@@ -40,7 +38,7 @@ def fallback_note(model: str, adapter: str = "", owner: str = "") -> str:
     """The note when the model is the weak offline fallback."""
     backbone = catalog.find(model)
     weak = backbone is not None and backbone.family == catalog.DECODER and offline_fallback(backbone.name)
-    return WEAK_NOTE if weak else ""
+    return f"*{phrase('translate.note_weak')}*" if weak else ""
 
 
 def model_info(model: str) -> str:
@@ -56,8 +54,8 @@ def detected(task: TranslateTask, text: str) -> str:
     try:
         found = task.detect(text)
     except UserError as error:
-        return f"*{error}*"
-    return f"Detected: **{found['name']}** ({found['code']}), {found['confidence']:.0%} sure"
+        return f"*{in_page_language(str(error))}*"
+    return phrase("translate.detected", name=found["name"], code=found["code"], sure=f"{found['confidence']:.0%}")
 
 
 def translate(task: TranslateTask, text: str, source: str, target: str, model: str, adapter: str,
@@ -66,8 +64,9 @@ def translate(task: TranslateTask, text: str, source: str, target: str, model: s
     result = task.run(text, target, source, model, adapter_value(adapter), progress=progress_for(progress),
                       owner=user_of(request))
     name = LANGUAGES[result["source"]].name
-    how = "chosen by you" if source != "auto" else f"detected, {result['source_confidence']:.0%} sure"
-    return result["translation"], f"Source: **{name}** ({how})", result["note"]
+    how = (phrase("translate.chosen") if source != "auto"
+           else phrase("translate.detected_how", sure=f"{result['source_confidence']:.0%}"))
+    return result["translation"], phrase("translate.source", name=name, how=how), text_in_page_language(result["note"])
 
 
 def build(task: TranslateTask, tab: gr.Tab, services: TabServices) -> Picker:

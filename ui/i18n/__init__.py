@@ -9,9 +9,13 @@
 - What Gradio does not translate, the server does, in the page's language (`page_locale`): the known error
   sentences of `gr.Error` (English templates under `error.*`, their `{parts}` kept) — in UI events only, the
   public API answers in English.
+- Text a handler builds is written in the page's language too: `phrase` for a text with parts, `marked` for a
+  fixed one in a Markdown value, `localized_columns` for a table's column names, `term` for a metric's name, and
+  `text_in_page_language` for the sentences the tasks and training write in English (templates under `report.*`,
+  as the errors'). What the user typed, the model's output, names and numbers are never translated.
 - Gradio 6.31 leaves untranslated: a table's headers (an Examples table's come from its inputs' labels, so a
-  multi-column one has none), and a Dropdown's choices (a live switch blanks the chosen one's text): choices are
-  translated in Radios only. Text built by a handler (status lines, the model's description) stays English.
+  multi-column one has none; a handler's table has them from `localized_columns`), and a Dropdown's choices (a
+  live switch blanks the chosen one's text): choices are translated in Radios only.
 """
 
 from __future__ import annotations
@@ -232,6 +236,13 @@ def phrase(key: str, **parts) -> str:
 
     texts = languages().get(page_locale(LocalContext.request.get(None)), {})
     return texts.get(key, english()[key]).format(**parts)
+
+
+def term(value: str) -> str:
+    """A known term (`term.*`: a metric's name) in the language of the page whose event is running, else as it is."""
+    from gradio.context import LocalContext
+
+    return _term(value, languages().get(page_locale(LocalContext.request.get(None)), {}))
 
 
 def localized_columns(prefix: str, names: list[str]) -> list[str]:
