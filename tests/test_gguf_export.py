@@ -1,0 +1,145 @@
+"""GGUF export for llama.cpp and Ollama: a merged model written as GGUF loads back through transformers' GGUF loader
+and answers as the adapter did, a quantized one loads and answers, an adapter's GGUF LoRA holds peft's matrices
+in llama.cpp's order, and what cannot be exported says so in one sentence."""
+
+from __future__ import annotations
+
+import tempfile
+import zipfile
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from adapters_kit import plain_lora, plain_peft_greedy, zipped
+from errors import UserError
+from tasks.base import Upload
+from tasks.library import AdapterLibrary
+
+TARGETS = ("q_proj", "k_proj", "v_proj", "down_proj")  # q and k are reordered for llama.cpp, v and down are not
+PROMPT = [{"role": "user", "content": "Tell me about the moon."}]
+
+
+@pytest.fixture
+def library(ctx) -> AdapterLibrary:
+    return AdapterLibrary(ctx)
+
+
+@pytest.fixture
+def moon(library, tiny_chat_dir, tmp_path) -> Path:
+    """A random plain-peft LoRA imported as the chat adapter 'moon'; returns its peft folder."""
+    folder = plain_lora(tiny_chat_dir, tmp_path / "peft", targets=TARGETS)
+    library.import_adapter(Upload(str(zipped(folder, tmp_path / "moon.zip")), "moon.zip"), "moon", "chat",
+                           str(tiny_chat_dir))
+    return folder
+
+
+def unpacked(bundle: Upload, into: Path) -> Path:
+    with zipfile.ZipFile(bundle.path) as archive:
+        archive.extractall(into)
+        (folder,) = {name.split("/")[0] for name in archive.namelist()}
+    return into / folder
+
+
+def prompt_ids(tokenizer) -> list[int]:
+    return tokenizer.apply_chat_template(PROMPT, add_generation_prompt=True, tokenize=True, return_dict=False)
+
+
+def gguf_greedy(folder: Path, file: str, ids: list[int], tokens: int) -> list[int]:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=file, dtype=torch.float32).eval()
+    out = model.generate(torch.tensor([ids]), max_new_tokens=tokens, do_sample=False,
+                         attention_mask=torch.ones(1, len(ids), dtype=torch.long))
+    return out[0, len(ids):].tolist()
+
+
+def test_merged_model_as_gguf_answers_as_the_adapter(library, moon, tiny_chat_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    library.merge_adapter("moon")
+    folder = unpacked(library.export_gguf("moon-merged", "f16"), tmp_path / "f16")
+    assert sorted(p.name for p in folder.iterdir()) == ["Modelfile", "README.md", "moon-merged.f16.gguf"]
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file="moon-merged.f16.gguf")
+    ids = prompt_ids(tokenizer)
+    assert ids == prompt_ids(AutoTokenizer.from_pretrained(tiny_chat_dir))  # the vocabulary and template survive
+    expected = plain_peft_greedy(tiny_chat_dir, moon, ids, 10)
+    assert gguf_greedy(folder, "moon-merged.f16.gguf", ids, 10) == expected
+    modelfile = (folder / "Modelfile").read_text()
+    assert "FROM ./moon-merged.f16.gguf" in modelfile and "ADAPTER" not in modelfile
+    assert 'TEMPLATE """{{- range .Messages }}<|im_start|>{{ .Role }}' in modelfile
+    assert 'PARAMETER stop "<|im_end|>"' in modelfile
+    assert "ollama create" in (folder / "README.md").read_text()
+
+    # Quantized to Q8_0, the matrices are a quarter of their fp32 size, close to the weights, and it answers.
+    folder = unpacked(library.export_gguf("moon-merged", "q8_0"), tmp_path / "q8")
+    reader = gguf.GGUFReader(folder / "moon-merged.q8_0.gguf")
+    kinds = {t.name: t.tensor_type for t in reader.tensors}
+    assert kinds["blk.0.attn_v.weight"] == gguf.GGMLQuantizationType.Q8_0
+    assert kinds["blk.0.attn_norm.weight"] == gguf.GGMLQuantizationType.F32 and "output.weight" not in kinds  # tied
+    v = next(t for t in reader.tensors if t.name == "blk.0.ffn_down.weight")
+    merged = load_file(library.adapters.merged.find("local", "moon-merged") / "model.safetensors")
+    original = merged["model.layers.0.mlp.down_proj.weight"].numpy()
+    error = np.abs(gguf.dequantize(v.data, v.tensor_type).reshape(original.shape) - original).max()
+    assert error <= np.abs(original).max() / 100
+    answer = gguf_greedy(folder, "moon-merged.q8_0.gguf", ids, 5)
+    assert len(answer) == 5
+
+
+def test_adapter_as_gguf_lora_holds_peft_matrices_in_llama_cpp_order(library, moon, tmp_path):
+    from transformers.modeling_gguf_pytorch_utils import LlamaTensorProcessor
+
+    folder = unpacked(library.export_gguf("moon", "f16"), tmp_path / "lora")
+    base_file = f"{Path(library.adapters.store.meta('local', 'moon').base_model).name.lower()}.f16.gguf"
+    assert {p.name for p in folder.iterdir()} == {"Modelfile", "README.md", base_file, "moon.lora.gguf"}
+    modelfile = (folder / "Modelfile").read_text()
+    assert f"FROM ./{base_file}\nADAPTER ./moon.lora.gguf\n" in modelfile
+
+    reader = gguf.GGUFReader(folder / "moon.lora.gguf")
+    assert reader.fields["general.type"].contents() == "adapter"
+    assert reader.fields["adapter.type"].contents() == "lora"
+    assert reader.fields["adapter.lora.alpha"].contents() == 16.0
+    assert reader.fields["general.architecture"].contents() == "llama"
+    written = {t.name: np.array(t.data).reshape(tuple(reversed(t.shape.tolist()))) for t in reader.tensors}
+    peft = load_file(moon / "adapter_model.safetensors")
+    gguf_names = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+                  "mlp.down_proj": "ffn_down"}
+    unpermute = LlamaTensorProcessor({"num_attention_heads": 4, "num_key_value_heads": 2})
+    expected = set()
+    for key, tensor in peft.items():  # base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight
+        layer, module, part = key.split(".")[4], ".".join(key.split(".")[5:7]), key.split(".")[7]
+        name = f"blk.{layer}.{gguf_names[module]}.weight.{part.lower()}"
+        expected.add(name)
+        values = written[name]
+        assert values.shape == tuple(tensor.shape)
+        if part == "lora_B" and module in ("self_attn.q_proj", "self_attn.k_proj"):
+            values = unpermute.process(values, f"blk.{layer}.{gguf_names[module]}.weight").weights  # as on load
+        assert np.array_equal(values, tensor.numpy()), name
+    assert set(written) == expected
+
+
+def test_what_cannot_be_exported_says_so(library, moon, tiny_gpt2_dir, tmp_path):
+    folder = plain_lora(tiny_gpt2_dir, tmp_path / "gpt2-lora", targets=("c_attn",))
+    library.import_adapter(Upload(str(zipped(folder, tmp_path / "g.zip")), "g.zip"), "words", "chat",
+                           str(tiny_gpt2_dir))
+    with pytest.raises(UserError, match="supports Llama-family.*gpt2 model, which is not supported yet"):
+        library.export_gguf("words", "q8_0")
+    with pytest.raises(UserError, match="quantization f16, q8_0, q4_0"):
+        library.export_gguf("moon", "q3_k")
+    with pytest.raises(UserError, match="no adapter named 'moon'"):
+        library.export_gguf("moon", "f16", owner="someone-else")  # another user's adapter is unknown
+
+    # A cancelled export (the client went away: progress raises) leaves no files behind.
+    exports = Path(tempfile.gettempdir()) / "lora-studio-exports"
+    before = set(exports.glob("bundle-*"))
+
+    def cancel(fraction: float, message: str) -> None:
+        if fraction > 0.1:
+            raise RuntimeError("cancelled")
+
+    with pytest.raises(RuntimeError, match="cancelled"):
+        library.export_gguf("moon", "q4_0", progress=cancel)
+    assert set(exports.glob("bundle-*")) == before
