@@ -8,6 +8,7 @@ the Modelfile has no TEMPLATE line and Ollama takes the chat template stored in 
 
 from __future__ import annotations
 
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,9 +38,27 @@ def chat_format(chat_template: str | None) -> ChatFormat | None:
     return next((f for f in FORMATS if chat_template and f.marker in chat_template), None)
 
 
+def implied_system(tokenizer, chat_template: str | None) -> str:
+    """The system prompt a ChatML template writes by itself into a conversation without one (SmolLM2's does): the
+    app's prompts hold it, so the Modelfile's SYSTEM must too (Ollama's .Messages would lack it)."""
+    if chat_format(chat_template) is not FORMATS[0]:
+        return ""
+    from jinja2 import TemplateError
+
+    try:
+        rendered = tokenizer.apply_chat_template([{"role": "user", "content": "?"}], tokenize=False,
+                                                 chat_template=chat_template)
+    except (TemplateError, ValueError, TypeError):  # a template that cannot render alone: no default to keep
+        return ""
+    found = re.match(r"<\|im_start\|>system\n(.*?)<\|im_end\|>", rendered if isinstance(rendered, str) else "", re.S)
+    return found.group(1) if found else ""
+
+
 def _quoted(text: str) -> str:
-    # A Modelfile value in triple quotes ends at the next three quotes; the text never closes it early.
-    return '"""' + text.replace('"""', '" " "') + '"""'
+    # A Modelfile value in triple quotes ends at the next three quotes: the text never holds three in a row, nor
+    # ends in one (it would run into the closing three).
+    body = text.replace('"""', '" " "')
+    return '"""' + body + (" " if body.endswith('"') else "") + '"""'
 
 
 def modelfile(model_file: str, adapter_file: str | None, chat_template: str | None, system_prompt: str,

@@ -284,6 +284,7 @@ class AdapterLibrary:
                                     progress, 0.1, 0.85)
             if folder:
                 gguf_export.write_lora(files / adapter_file, folder, model.config, folder.name, progress, 0.85, 0.9)
+            system = system or ollama.implied_system(tokenizer, template)
             (files / "Modelfile").write_text(ollama.modelfile(model_file, adapter_file, template, system,
                                                               tokenizer.eos_token), encoding="utf-8")
             (files / "README.md").write_text(ollama.card(files.name, model_file, adapter_file, quantization,

@@ -143,3 +143,40 @@ def test_what_cannot_be_exported_says_so(library, moon, tiny_gpt2_dir, tmp_path)
     with pytest.raises(RuntimeError, match="cancelled"):
         library.export_gguf("moon", "q4_0", progress=cancel)
     assert set(exports.glob("bundle-*")) == before
+
+
+def _split(regex: str) -> dict:
+    return {"type": "Sequence", "pretokenizers": [{"type": "Split", "pattern": {"Regex": regex}},
+                                                  {"type": "ByteLevel", "use_regex": False}]}
+
+
+@pytest.mark.parametrize("pre_tokenizer, name", [
+    ({"type": "ByteLevel", "use_regex": True}, "gpt-2"),  # GPT-2, and SmolLM2 as the offline pack converts it
+    ({"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": True},
+                                            {"type": "ByteLevel", "use_regex": True}]}, "smollm"),
+    ("llama3", "llama-bpe"), ("qwen2", "qwen2"), ({"type": "Metaspace"}, None)])
+def test_llama_cpp_names_the_pre_tokenizers_it_knows(pre_tokenizer, name):
+    from transformers.integrations.gguf.gguf_tokenizer_mapping import GGUF_PRE_TOKENIZER_SPLITS
+
+    from models.gguf_export import tokenizer_pre
+
+    if isinstance(pre_tokenizer, str):  # the regexes transformers' GGUF loader puts back for these names
+        pre_tokenizer = _split(GGUF_PRE_TOKENIZER_SPLITS[pre_tokenizer])
+    tokenizer_json = {"model": {"type": "BPE"}, "pre_tokenizer": pre_tokenizer}
+    if name is None:
+        with pytest.raises(UserError, match="byte-level BPE tokenizers"):
+            tokenizer_pre(tokenizer_json)
+    else:
+        assert tokenizer_pre(tokenizer_json) == name
+
+
+def test_modelfile_writes_known_chat_formats_as_go_templates():
+    from models.ollama import modelfile
+
+    llama3 = "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' }}"
+    text = modelfile("m.q8_0.gguf", "a.lora.gguf", llama3, 'Say """hi"""', "<|eot_id|>")
+    assert text.splitlines()[1:3] == ["FROM ./m.q8_0.gguf", "ADAPTER ./a.lora.gguf"]
+    assert "<|start_header_id|>{{ .Role }}<|end_header_id|>" in text and 'SYSTEM """Say " " "hi" " " """' in text
+    assert text.count('PARAMETER stop "<|eot_id|>"') == 1
+    other = modelfile("m.f16.gguf", None, "{{ messages }}", "", "</s>")
+    assert "TEMPLATE" not in other.replace("No TEMPLATE", "") and 'PARAMETER stop "</s>"' in other

@@ -383,4 +383,11 @@ TEXTS = {
     'first_run.untrained': 'Train the adapter first (step 2), then ask.',
     'first_run.dismiss': "Don't show this again",
     'first_run.welcome': '### 👋 New here? Teach a model something new in three steps\n\nBelow is the whole studio; this panel shows what it is for in a few minutes. The sample holds made-up facts about the planet Zorbia, which no model knows before training.',
+    # GGUF export (Adapters tab)
+    'adapters.gguf_accordion': 'Export for Ollama / llama.cpp (GGUF)',
+    'adapters.gguf_help': 'A chat adapter comes out as a GGUF LoRA beside its base model as GGUF; a merged model (type its name above) as one GGUF file. The zip holds an Ollama `Modelfile` and a short card: unzip it and run `ollama create my-model -f Modelfile`.',
+    'adapters.gguf_quantization': 'Quantization',
+    'adapters.gguf_quantization_info': 'f16: as trained, largest. q8_0: half the size, answers almost the same. q4_0: smallest, answers a little differently.',
+    'adapters.gguf_export': 'Export for Ollama / llama.cpp',
+    'adapters.gguf_file': 'GGUF zip (GGUF files, Modelfile, card)',
 }

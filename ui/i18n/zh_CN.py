@@ -383,4 +383,11 @@ TEXTS = {
     'first_run.after': '使用你的新适配器',
     'first_run.untrained': '请先训练适配器（第 2 步），然后再提问。',
     'first_run.dismiss': '不再显示',
+    # GGUF export (Adapters tab)
+    'adapters.gguf_accordion': '导出到 Ollama / llama.cpp（GGUF）',
+    'adapters.gguf_help': '聊天适配器会导出为 GGUF LoRA，并附带其基础模型的 GGUF 文件；合并后的模型（在上方输入它的名称）导出为单个 GGUF 文件。zip 中包含 Ollama 的 `Modelfile` 和一份简短说明：解压后运行 `ollama create my-model -f Modelfile`。',
+    'adapters.gguf_quantization': '量化方式',
+    'adapters.gguf_quantization_info': 'f16：保持训练时的精度，文件最大。q8_0：约一半大小，回答几乎相同。q4_0：最小，回答会略有不同。',
+    'adapters.gguf_export': '导出到 Ollama / llama.cpp',
+    'adapters.gguf_file': 'GGUF 压缩包（GGUF 文件、Modelfile、说明）',
 }
