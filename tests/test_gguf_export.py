@@ -180,3 +180,29 @@ def test_modelfile_writes_known_chat_formats_as_go_templates():
     assert text.count('PARAMETER stop "<|eot_id|>"') == 1
     other = modelfile("m.f16.gguf", None, "{{ messages }}", "", "</s>")
     assert "TEMPLATE" not in other.replace("No TEMPLATE", "") and 'PARAMETER stop "</s>"' in other
+
+
+def test_a_qwen2_model_round_trips_through_gguf(tiny_chat_dir, tmp_path):
+    """Qwen2 keeps its q/k rows (its rope is the half-split one) and has q/k/v biases."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    from models.gguf_export import write_model
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_chat_dir)
+    torch.manual_seed(0)
+    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         tie_word_embeddings=False, initializer_range=0.3)
+    model = Qwen2ForCausalLM(config).eval()
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.q_proj.bias.normal_(0, 0.3)
+    write_model(tmp_path / "q.gguf", model, tokenizer, "f16", "tiny-qwen2", tokenizer.chat_template,
+                lambda fraction, message: None)
+    back = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="q.gguf", dtype=torch.float32).eval()
+    assert type(back).__name__ == "Qwen2ForCausalLM" and not back.config.tie_word_embeddings
+    ids = torch.tensor([prompt_ids(tokenizer)])
+    with torch.no_grad():
+        assert (model(ids).logits - back(ids).logits).abs().max() < 0.05  # f16 rounding only
+        assert model.generate(ids, max_new_tokens=8, do_sample=False).tolist() == back.generate(
+            ids, max_new_tokens=8, do_sample=False).tolist()
