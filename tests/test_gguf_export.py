@@ -206,3 +206,14 @@ def test_a_qwen2_model_round_trips_through_gguf(tiny_chat_dir, tmp_path):
         assert (model(ids).logits - back(ids).logits).abs().max() < 0.05  # f16 rounding only
         assert model.generate(ids, max_new_tokens=8, do_sample=False).tolist() == back.generate(
             ids, max_new_tokens=8, do_sample=False).tolist()
+
+
+def test_the_adapters_tab_gives_the_zip(library, moon):
+    import gradio as gr
+
+    from ui.adapters_tab import export_gguf
+
+    update = export_gguf(library, " moon ", "q4_0", progress=gr.Progress())
+    assert update["visible"] and Path(update["value"]).name == "moon-gguf-q4_0.zip"
+    with pytest.raises(UserError, match="Pick an adapter first"):
+        export_gguf(library, "", "q4_0", progress=gr.Progress())
