@@ -8,7 +8,9 @@ import {getLlama} from "node-llama-cpp";
 const request = JSON.parse(process.argv[2]);
 const llama = await getLlama({gpu: false, build: "never", logLevel: "error"});
 const model = await llama.loadModel({modelPath: request.model});
-const context = await model.createContext({contextSize: 256, ...(request.lora ? {lora: request.lora} : {})});
+// One thread: on a busy machine two spin-waiting threads slowed a 135M model from seconds to minutes.
+const context = await model.createContext({contextSize: 256, threads: request.threads ?? 1,
+                                          ...(request.lora ? {lora: request.lora} : {})});
 const sequence = context.getSequence();
 const ownIds = request.prompt ? Array.from(model.tokenize(request.prompt, true)) : [];
 const tokens = [];
