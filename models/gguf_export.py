@@ -7,6 +7,7 @@ What llama.cpp expects and a plain rename would miss:
 - Llama keeps its rope in "pairs of consecutive values", so the converter reorders the rows of every q and k
   projection per head (`permute` below); a LoRA's B matrix (its output rows) is reordered the same way. Qwen2's
   rope is the half-split one transformers uses: no reordering.
+- Llama 3.1+'s rope scaling becomes a rope_freqs tensor (one factor per frequency), as llama.cpp reads it.
 - Norms and other vectors stay F32; a tied output layer is not written (llama.cpp reuses token_embd); a matrix
   whose rows do not split into quantization blocks falls back to F16; with q4_0 the embeddings stay Q8_0 (as
   llama-quantize keeps them finer).
@@ -65,10 +66,35 @@ def family(config, name: str) -> Family:
     if found is None:
         raise UserError(f"GGUF export supports {SUPPORTED} so far; {name} is a {model_type} model, which is not "
                         "supported yet.")
-    rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
-    if rope.get("rope_type", rope.get("type", "default")) != "default":
-        raise UserError(f"GGUF export does not support {name}'s rope scaling ({rope.get('rope_type')}) yet.")
+    kind = _rope_type(config)
+    if kind != "default" and not (kind == "llama3" and found.arch == gguf.MODEL_ARCH.LLAMA):
+        raise UserError(f"GGUF export does not support {name}'s rope scaling ({kind}) yet.")
     return found
+
+
+def _rope_type(config) -> str:
+    rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    return rope.get("rope_type", rope.get("type", "default"))
+
+
+def llama3_rope_factors(config) -> torch.Tensor:
+    """Llama 3.1+'s rope scaling as llama.cpp takes it: a rope_freqs tensor of one factor per frequency, each
+    frequency divided by its factor (as LlamaModel.generate_extra_tensors computes it)."""
+    rope = config.rope_parameters
+    dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    freqs = 1.0 / (rope.get("rope_theta", 10000.0) ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+    factor, low, high = rope.get("factor", 8.0), rope.get("low_freq_factor", 1.0), rope.get("high_freq_factor", 4.0)
+    old_context = rope.get("original_max_position_embeddings", 8192)
+    factors = []
+    for wavelength in (2 * math.pi / freqs).tolist():
+        if wavelength < old_context / high:
+            factors.append(1.0)
+        elif wavelength > old_context / low:
+            factors.append(factor)
+        else:
+            smooth = (old_context / wavelength - low) / (high - low)
+            factors.append(1 / ((1 - smooth) / factor + smooth))
+    return torch.tensor(factors, dtype=torch.float32)
 
 
 def permute(weights: torch.Tensor, n_head: int) -> torch.Tensor:
@@ -143,6 +169,10 @@ def _model_plan(model, fam: Family, quantization: str) -> list[Planned]:
         name = gguf_name(hf_name)
         make = (lambda t=tensor, h=heads: permute(t, h)) if heads else (lambda t=tensor: t)
         plan.append(Planned(name, tuple(tensor.shape), _tensor_type(name, tuple(tensor.shape), quantization), make))
+    if _rope_type(config) == "llama3":
+        factors = llama3_rope_factors(config)
+        plan.append(Planned(gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight", tuple(factors.shape), Q.F32,
+                            lambda: factors))
     return plan
 
 

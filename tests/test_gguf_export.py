@@ -217,3 +217,24 @@ def test_the_adapters_tab_gives_the_zip(library, moon):
     assert update["visible"] and Path(update["value"]).name == "moon-gguf-q4_0.zip"
     with pytest.raises(UserError, match="Pick an adapter first"):
         export_gguf(library, "", "q4_0", progress=gr.Progress())
+
+
+def test_llama3_rope_scaling_is_written_as_llama_cpp_reads_it(tiny_chat_dir, tmp_path):
+    """Llama 3.1+ scales its rope frequencies; llama.cpp divides each by the factor in rope_freqs.weight, which
+    must give transformers' own scaled frequencies."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from models.gguf_export import write_model
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_chat_dir)
+    rope = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
+                         rope_parameters=rope)
+    model = LlamaForCausalLM(config).eval()
+    write_model(tmp_path / "r.gguf", model, tokenizer, "f16", "tiny-llama3", None, lambda fraction, message: None)
+    factors = next(t for t in gguf.GGUFReader(tmp_path / "r.gguf").tensors if t.name == "rope_freqs.weight").data
+    plain = 1.0 / (500000.0 ** (torch.arange(0, 32, 2, dtype=torch.float32) / 32))
+    scaled = model.model.rotary_emb.inv_freq
+    assert not torch.allclose(scaled, plain) and torch.allclose(plain / torch.tensor(factors), scaled, rtol=1e-5)
