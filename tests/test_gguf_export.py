@@ -18,6 +18,7 @@ from adapters_kit import plain_lora, plain_peft_greedy, zipped
 from errors import UserError
 from tasks.base import Upload
 from tasks.library import AdapterLibrary
+from ui.i18n import localized_sentence
 
 TARGETS = ("q_proj", "k_proj", "v_proj", "down_proj")  # q and k are reordered for llama.cpp, v and down are not
 PROMPT = [{"role": "user", "content": "Tell me about the moon."}]
@@ -125,8 +126,9 @@ def test_what_cannot_be_exported_says_so(library, moon, tiny_gpt2_dir, tmp_path)
     folder = plain_lora(tiny_gpt2_dir, tmp_path / "gpt2-lora", targets=("c_attn",))
     library.import_adapter(Upload(str(zipped(folder, tmp_path / "g.zip")), "g.zip"), "words", "chat",
                            str(tiny_gpt2_dir))
-    with pytest.raises(UserError, match="supports Llama-family.*gpt2 model, which is not supported yet"):
+    with pytest.raises(UserError, match="supports Llama-family.*gpt2 model, which is not supported yet") as error:
         library.export_gguf("words", "q8_0")
+    assert "暂不支持" in localized_sentence(str(error.value), "zh-CN")  # the Adapters tab in Chinese says it so
     with pytest.raises(UserError, match="quantization f16, q8_0, q4_0"):
         library.export_gguf("moon", "q3_k")
     with pytest.raises(UserError, match="no adapter named 'moon'"):
