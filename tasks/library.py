@@ -1,5 +1,6 @@
 """The adapter library: rename, export as a standard PEFT zip with a model card, import one trained anywhere,
-merge one into its base as a new local model, and push one to the Hugging Face Hub.
+merge one into its base as a new local model, export a chat adapter or merged model as GGUF for llama.cpp and
+Ollama, and push one to the Hugging Face Hub.
 
 Not a task (it has no spec): the app publishes these beside the training endpoints. Every operation acts on the
 caller's own adapters (a shared one can be exported and merged, not renamed); an import is checked completely in
@@ -19,12 +20,12 @@ import transformers
 
 from config import LOCAL_USER
 from errors import UserError
-from models import catalog, engines, lora, portable
+from models import catalog, engines, gguf_export, lora, ollama, portable
 from models.adapter_meta import AdapterMeta, MergedMeta
 from models.adapters import sanitize_name
 from models.cache import too_big
 from models.kinds import KINDS
-from models.loading import load_pretrained, load_sentence_transformer, weights_on_disk
+from models.loading import load_pretrained, load_sentence_transformer, read_config, weights_on_disk
 from tasks.base import Context, Endpoint, Upload
 from tasks.spec import spec as task_spec, trainable_spec
 
@@ -41,7 +42,8 @@ class AdapterLibrary:
     def endpoints(self) -> list[Endpoint]:
         return [Endpoint("rename_adapter", self.rename_adapter), Endpoint("export_adapter", self.export_adapter),
                 Endpoint("import_adapter", self.import_adapter), Endpoint("merge_adapter", self.merge_adapter),
-                Endpoint("push_adapter", self.push_adapter), Endpoint("serve_commands", self.serve_commands)]
+                Endpoint("push_adapter", self.push_adapter), Endpoint("serve_commands", self.serve_commands),
+                Endpoint("export_gguf", self.export_gguf)]
 
     # ---- serving at scale ----------------------------------------------------------------------------------
     def serve_commands(self, names: list[str], *, owner: str = LOCAL_USER) -> list[dict]:
@@ -235,6 +237,68 @@ class AdapterLibrary:
         merged = lora.merged(model, files, source.name)
         return lambda target: (merged.save_pretrained(target), tokenizer.save_pretrained(target))
 
+    # ---- GGUF for llama.cpp and Ollama ------------------------------------------------------------------------
+    def export_gguf(self, name: str, quantization: str = "q8_0", *, owner: str = LOCAL_USER,
+                    progress: gguf_export.Progress | None = None) -> Upload:
+        """A zip for llama.cpp and Ollama: a chat adapter as a GGUF LoRA with its base model as GGUF, or one of your
+        merged models as one GGUF file, at quantization f16, q8_0 or q4_0; with an Ollama Modelfile and a card."""
+        progress = progress or (lambda fraction, message: None)
+        quantization = quantization.strip().lower() if isinstance(quantization, str) and quantization.strip() \
+            else "q8_0"
+        if quantization not in gguf_export.QUANTIZATIONS:
+            raise UserError(f"Choose the quantization {', '.join(gguf_export.QUANTIZATIONS)}, not "
+                            f"'{quantization[:20]}'.")
+        name = name.strip() if isinstance(name, str) else ""
+        merged = self.adapters.merged.find(owner, name)
+        if merged is not None:
+            made = MergedMeta.read(merged)
+            task, folder, meta, system = made.task, None, None, made.system_prompt
+            source = self.ctx.hub.source(self.adapters.reference(owner, name))
+        else:
+            _, folder = self.store.locate(owner, name)
+            meta = AdapterMeta.read(folder)
+            task, system = meta.task, meta.system_prompt
+            source = self.ctx.hub.source(self.adapters.base_of(meta))
+        if task_spec(task).adapter_kind != "lm":
+            raise UserError(f"GGUF export is for chat models; '{name}' is a {task} "
+                            f"{'model' if merged is not None else 'adapter'}.")
+        gguf_export.family(read_config(source, self.ctx.hub.options(source)), source.name)  # before any loading
+        on_disk = weights_on_disk(source)
+        if on_disk > self.ctx.hub.cache.budget:
+            raise too_big(source.name, on_disk, self.ctx.hub.cache.budget)
+        progress(0.02, f"loading {source.name}")
+        model, tokenizer = load_pretrained(source, transformers.AutoModelForCausalLM, self.ctx.hub.options(source),
+                                           "a text-generation model", torch.float32, torch.device("cpu"))
+        if meta is not None and lora.weights_fingerprint(model) != meta.base_fingerprint:
+            raise UserError(f"The adapter was trained on other weights than {source.name} has now; it cannot be "
+                            "exported with them.")
+        template = (meta.chat_template if meta else None) or tokenizer.chat_template
+        bundle = Path(tempfile.mkdtemp(prefix="bundle-", dir=_exports_root()))
+        try:
+            files = bundle / (folder.name if folder else name)
+            files.mkdir()
+            _check_disk(bundle, 2 * gguf_export.model_bytes(model, quantization))  # the files, then the zip
+            model_file = f"{sanitize_name(source.name if folder else name)}.{quantization}.gguf"
+            adapter_file = f"{folder.name}.lora.gguf" if folder else None
+            gguf_export.write_model(files / model_file, model, tokenizer, quantization, source.name, template,
+                                    progress, 0.1, 0.85)
+            if folder:
+                gguf_export.write_lora(files / adapter_file, folder, model.config, folder.name, progress, 0.85, 0.9)
+            system = system or ollama.implied_system(tokenizer, template)
+            (files / "Modelfile").write_text(ollama.modelfile(model_file, adapter_file, template, system,
+                                                              tokenizer.eos_token), encoding="utf-8")
+            (files / "README.md").write_text(ollama.card(files.name, model_file, adapter_file, quantization,
+                                                         portable.hub_id(meta) if meta else source.name),
+                                             encoding="utf-8")
+            progress(0.92, "packing the zip")
+            target = bundle / f"{files.name}-gguf-{quantization}.zip"
+            ollama.write_zip(files, target)
+            shutil.rmtree(files)
+        except BaseException:
+            shutil.rmtree(bundle, ignore_errors=True)  # a cancelled or failed export leaves nothing behind
+            raise
+        return Upload(str(target), target.name)
+
     # ---- push ------------------------------------------------------------------------------------------------
     def push_adapter(self, name: str, repo_id: str, token: str, private: bool = True, *,
                      owner: str = LOCAL_USER) -> dict:
@@ -287,6 +351,13 @@ def _exports_root() -> Path:
         if time.time() - old.stat().st_mtime > EXPORTS_KEPT_S:
             shutil.rmtree(old, ignore_errors=True)
     return root
+
+
+def _check_disk(folder: Path, needed: int) -> None:
+    free = shutil.disk_usage(folder).free
+    if needed > free:
+        raise UserError(f"The export needs about {needed / 2**20:,.0f} MB of free disk space and the server has "
+                        f"{free / 2**20:,.0f} MB; free some space or pick a smaller quantization.")
 
 
 def _kind(meta: AdapterMeta) -> str:

@@ -75,6 +75,7 @@ def test_public_api_names_are_the_contracts(settings):
         "/delete_adapter": ["name"], "/rename_adapter": ["name", "new_name"], "/export_adapter": ["name"],
         "/import_adapter": ["data", "name", "task", "base"], "/merge_adapter": ["name", "new_name"],
         "/push_adapter": ["name", "repo_id", "token", "private"],
+        "/export_gguf": ["name", "quantization"],
         "/tokenize": ["text", "model"], "/next_token": ["text", "model", "adapter", "k", "temperature", "top_p"],
         "/fill_mask": ["text", "model", "k"], "/attention": ["text", "model", "layer", "head"],
         "/similarity": ["texts", "model", "adapter"], "/token_loss": ["text", "model", "adapter"],

@@ -83,6 +83,8 @@ CASES = [
     ("/rename_adapter", ["x" * 100_000, "y"], "no adapter named"),
     ("/export_adapter", ["nope"], "no adapter named"),
     ("/merge_adapter", ["../nope"], "no adapter named"),
+    ("/export_gguf", ["../nope", "f16"], "no adapter named"),
+    ("/export_gguf", ["nope", "q9_k"], "quantization f16, q8_0, q4_0"),
     ("/push_adapter", ["nope", "me/nope", "hf_x"], "no adapter named"),
     ("/push_adapter", ["nope", "../../etc", "hf_x"], "your-name/model-name"),
     ("/push_adapter", ["nope", "me/nope", ""], "access token"),

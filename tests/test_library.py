@@ -239,6 +239,9 @@ def test_library_through_the_api(launch, settings, tiny_chat_dir, tmp_path):
     downloaded = Path(client.predict("luna", api_name="/export_adapter"))
     assert downloaded.name == "luna.zip" and "luna/adapter_model.safetensors" in zipfile.ZipFile(
         downloaded).namelist()
+    gguf = Path(client.predict("luna", "q8_0", api_name="/export_gguf"))
+    assert gguf.name == "luna-gguf-q8_0.zip" and {"luna/Modelfile", "luna/luna.lora.gguf"} <= set(zipfile.ZipFile(
+        gguf).namelist())
     merged = client.predict("luna", "", api_name="/merge_adapter")
     assert merged["model"] == "luna-merged"
     reply = client.predict(QUESTION, [], "", "luna-merged", "", 0, 0.9, 8, api_name="/chat")

@@ -142,6 +142,7 @@ def test_the_adapter_library_is_each_users_own(accounts_app, tiny_chat_dir, tmp_
     _refused(lambda: bob.predict("moon", "mine", api_name="/rename_adapter"), unknown)
     _refused(lambda: bob.predict("moon", api_name="/export_adapter"), unknown)
     _refused(lambda: bob.predict("moon", "", api_name="/merge_adapter"), unknown)
+    _refused(lambda: bob.predict("moon", "f16", api_name="/export_gguf"), unknown)
     _refused(lambda: bob.predict("moon", "bob/moon", "hf_x", True, api_name="/push_adapter"), unknown)
     _refused(lambda: bob.predict("Hi", [], "", "", "moon", 0, 0.9, 4, api_name="/chat"), unknown)
     _refused(lambda: bob.predict("chat", {"message": "Hi"}, [{"adapter": "moon"}], api_name="/compare"), unknown)
@@ -154,6 +155,7 @@ def test_the_adapter_library_is_each_users_own(accounts_app, tiny_chat_dir, tmp_
                        api_name="/import_adapter")["name"] == "moon"  # his own "moon": names are per user
     alice.predict("moon", "", api_name="/merge_adapter")
     _refused(lambda: bob.predict("Hi", [], "", "moon-merged", "", 0, 0.9, 4, api_name="/chat"), "Unknown model")
+    _refused(lambda: bob.predict("moon-merged", "f16", api_name="/export_gguf"), "no adapter named 'moon-merged'")
     alices_folder = str(demo.ctx.adapters.merged.find("alice", "moon-merged"))  # typed as a path: no way in
     _refused(lambda: bob.predict("Hi", [], "", alices_folder, "", 0, 0.9, 4, api_name="/chat"), "Unknown model")
     assert alice.predict("Hi", [], "", "moon-merged", "", 0, 0.9, 4, api_name="/chat") is not None

@@ -1,5 +1,6 @@
 """The Adapters tab: the library of your adapters (task, base, date, size, result, shared or private), with
-rename, delete, export as a PEFT zip, import one trained anywhere, merge into a model, and push to the Hub."""
+rename, delete, export as a PEFT zip, import one trained anywhere, merge into a model, export for Ollama and
+llama.cpp (GGUF), and push to the Hub."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from tasks.library import AdapterLibrary
 from tasks.spec import specs
 from training.report import VERDICTS, headline
 from training.service import TrainingService
-from ui.api import first_cell, handler, on_load, uploads, user_of
+from models.gguf_export import QUANTIZATIONS
+from ui.api import first_cell, handler, on_load, progress_for, uploads, user_of
 from ui.i18n import localized_columns, phrase, t
 
 HIDDEN = {"api_visibility": "undocumented"}
@@ -78,6 +80,14 @@ def merge(library: AdapterLibrary, name: str, new_name: str, progress=gr.Progres
             "in a model box to use it.")
 
 
+def export_gguf(library: AdapterLibrary, name: str, quantization: str, progress=gr.Progress(),
+                request: gr.Request = None):
+    """The GGUF zip of the chosen adapter or merged model (progress shown; closing the page stops it)."""
+    bundle = library.export_gguf(_chosen(name), quantization, owner=user_of(request),
+                                 progress=progress_for(progress))
+    return gr.update(value=bundle.path, visible=True)
+
+
 def push(library: AdapterLibrary, name: str, repo_id: str, token: str, private: bool, progress=gr.Progress(),
          request: gr.Request = None):
     progress(0.2, desc="uploading to the Hugging Face Hub")
@@ -127,6 +137,13 @@ def build(library: AdapterLibrary, training: TrainingService) -> None:
                 base = gr.Textbox(label=t("common.base_model"), info=t("adapters.empty_base_config_names"))
             import_btn = gr.Button(t("adapters.import"), variant="primary")
             imported = gr.Markdown()
+        with gr.Accordion(t("adapters.gguf_accordion"), open=False):
+            gr.Markdown(t("adapters.gguf_help"))
+            with gr.Row():
+                quantization = gr.Radio(list(QUANTIZATIONS), value="q8_0", label=t("adapters.gguf_quantization"),
+                                        info=t("adapters.gguf_quantization_info"), scale=3)
+                gguf_btn = gr.Button(t("adapters.gguf_export"), size="sm")
+            gguf_file = gr.File(label=t("adapters.gguf_file"), visible=False)
         with gr.Accordion(t("adapters.push_hugging_face_hub"), open=False):
             with gr.Row():
                 repo = gr.Textbox(label=t("adapters.repository"), placeholder=t("adapters.name_my_adapter"))
@@ -151,4 +168,5 @@ def build(library: AdapterLibrary, training: TrainingService) -> None:
     merge_btn.click(handler(merge, library), [chosen, merge_name], merged, **HIDDEN)
     import_btn.click(handler(import_files, library, training), [files, import_name, task, base],
                      [adapters, chosen, imported], **HIDDEN)
+    gguf_btn.click(handler(export_gguf, library), [chosen, quantization], gguf_file, **HIDDEN)
     push_btn.click(handler(push, library), [chosen, repo, token, private], [pushed, token], **HIDDEN)

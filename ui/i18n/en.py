@@ -657,4 +657,14 @@ TEXTS = {
     'sentiment.column.text': 'text',
     'sentiment.column.label': 'label',
     'sentiment.column.score': '{label} score',
+    # GGUF export (Adapters tab)
+    'adapters.gguf_accordion': 'Export for Ollama / llama.cpp (GGUF)',
+    'adapters.gguf_help': 'A chat adapter comes out as a GGUF LoRA beside its base model as GGUF; a merged model (type its name above) as one GGUF file. The zip holds an Ollama `Modelfile` and a short card: unzip it and run `ollama create my-model -f Modelfile`.',
+    'adapters.gguf_quantization': 'Quantization',
+    'adapters.gguf_quantization_info': 'f16: as trained, largest. q8_0: half the size, answers almost the same. q4_0: smallest, answers a little differently.',
+    'adapters.gguf_export': 'Export for Ollama / llama.cpp',
+    'adapters.gguf_file': 'GGUF zip (GGUF files, Modelfile, card)',
+    'error.gguf_family': 'GGUF export supports {supported} so far; {name} is a {kind} model, which is not supported yet.',
+    'error.gguf_chat_only': "GGUF export is for chat models; '{name}' is a {task} {what}.",
+    'error.gguf_disk': 'The export needs about {needed} MB of free disk space and the server has {free} MB; free some space or pick a smaller quantization.',
 }

@@ -657,4 +657,14 @@ TEXTS = {
     'sentiment.column.text': '文本',
     'sentiment.column.label': '标签',
     'sentiment.column.score': '{label} 得分',
+    # GGUF export (Adapters tab)
+    'adapters.gguf_accordion': '导出到 Ollama / llama.cpp（GGUF）',
+    'adapters.gguf_help': '聊天适配器会导出为 GGUF LoRA，并附带其基础模型的 GGUF 文件；合并后的模型（在上方输入它的名称）导出为单个 GGUF 文件。zip 中包含 Ollama 的 `Modelfile` 和一份简短说明：解压后运行 `ollama create my-model -f Modelfile`。',
+    'adapters.gguf_quantization': '量化方式',
+    'adapters.gguf_quantization_info': 'f16：保持训练时的精度，文件最大。q8_0：约一半大小，回答几乎相同。q4_0：最小，回答会略有不同。',
+    'adapters.gguf_export': '导出到 Ollama / llama.cpp',
+    'adapters.gguf_file': 'GGUF 压缩包（GGUF 文件、Modelfile、说明）',
+    'error.gguf_family': 'GGUF 导出目前支持 {supported}；{name} 是 {kind} 模型，暂不支持。',
+    'error.gguf_chat_only': "GGUF 导出仅适用于聊天模型；“{name}”是 {task} {what}。",
+    'error.gguf_disk': '导出需要约 {needed} MB 的可用磁盘空间，而服务器只有 {free} MB；请释放一些空间，或选择更小的量化方式。',
 }
