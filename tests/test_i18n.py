@@ -391,7 +391,7 @@ def test_the_model_line_and_the_task_tabs_read_in_the_page_language():
     assert chinese[0].startswith("模型：") and "抽取式" in chinese[0] and "许可证" in chinese[0]
     assert "翻译能力较弱" in chinese[1] and "没有找到答案" in chinese[2]
     assert chinese[3] == "Gustave Eiffel\n\n*得分 0.90 · 精确片段*"
-    assert chinese[4] == "检测到：**German**（de），把握 97%"
+    assert chinese[4] == "检测到：**德语**（de），把握 97%"  # the language's name too
     assert "可离线运行" in chinese[5]
 
 
@@ -428,3 +428,11 @@ def test_the_sentiment_table_reads_in_the_page_language():
     assert list(english.columns) == ["text", "label", "positive score", "negative score"]
     assert list(chinese.columns) == ["文本", "标签", "positive 得分", "negative 得分"]
     assert chinese.iloc[0, 0] == "I loved it" and chinese.iloc[0, 1] == "positive"  # the text and the model's label
+
+
+def test_every_translation_language_is_named_in_each_dictionary():
+    from tasks.translate import LANGUAGES
+
+    for code, language in LANGUAGES.items():
+        assert i18n.english()[f"lang.{code}"] == language.name  # the English name is the task's own
+        assert all(f"lang.{code}" in texts for texts in i18n.languages().values())

@@ -113,7 +113,8 @@ def test_tab_handlers_read_a_csv_and_give_table_chart_and_download(sentiment, up
     assert sentiment_tab.csv_columns(sentiment, str(path))["value"] == "text"
     table, counts, download, note = sentiment_tab.analyze(sentiment, "ignored", str(path), "text", "", "none")
     assert list(table["label"]) == ["positive", "negative"]
-    assert dict(zip(counts["label"], counts["count"])) == {"negative": 1, "neutral": 0, "positive": 1}
+    assert dict(zip(counts["value"]["label"], counts["value"]["count"])) == {"negative": 1, "neutral": 0, "positive": 1}
+    assert (counts["x_title"], counts["y_title"]) == ("label", "texts")  # in the page's language
     assert pd.read_csv(download["value"])["label"].tolist() == ["positive", "negative"]
     assert "offline fallback" in note
 

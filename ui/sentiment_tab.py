@@ -79,7 +79,9 @@ def analyze(task: SentimentTask, text: str, path: str | None, column: str | None
         texts = text
     rows, note = task.analyze(texts, model, adapter_value(adapter), progress_for(progress), owner=user_of(request))
     table = results_table(rows)
-    return table, label_counts(rows), gr.update(value=write_csv(table), visible=True), text_in_page_language(note)
+    chart = gr.update(value=label_counts(rows), x_title=phrase("sentiment.axis_label"),
+                      y_title=phrase("sentiment.axis_count"))
+    return table, chart, gr.update(value=write_csv(table), visible=True), text_in_page_language(note)
 
 
 def sentiment_lines(rows: list[dict]) -> str:
@@ -103,7 +105,7 @@ def build(task: SentimentTask, tab: gr.Tab, services: TabServices) -> Picker:
     note = gr.Markdown()
     with gr.Row():
         table = gr.Dataframe(label=t("common.results"), wrap=True, scale=3, interactive=False)
-        chart = gr.BarPlot(x="label", y="count", title="Labels", scale=2, label=t("sentiment.label_counts"))
+        chart = gr.BarPlot(x="label", y="count", scale=2, label=t("sentiment.label_counts"))
     download = gr.File(label=t("sentiment.download_results_csv"), visible=False)
 
     compare_panel(task, {"texts": text}, sentiment_lines, MODELS)

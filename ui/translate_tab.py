@@ -13,7 +13,7 @@ from tasks.generation import offline_fallback
 from tasks.translate import LANGUAGES, TranslateTask
 from ui.api import handler, progress_for, user_of
 from ui.compare_panel import compare_panel
-from ui.i18n import in_page_language, phrase, t, text_in_page_language
+from ui.i18n import english, in_page_language, phrase, t, text_in_page_language
 from ui.picker import Picker, adapter_value, info_line, picker
 from ui.services import TabServices
 
@@ -55,7 +55,13 @@ def detected(task: TranslateTask, text: str) -> str:
         found = task.detect(text)
     except UserError as error:
         return f"*{in_page_language(str(error))}*"
-    return phrase("translate.detected", name=found["name"], code=found["code"], sure=f"{found['confidence']:.0%}")
+    return phrase("translate.detected", name=language_name(found["code"], found["name"]), code=found["code"],
+                  sure=f"{found['confidence']:.0%}")
+
+
+def language_name(code: str, name: str) -> str:
+    """A language's name in the page's language (as detection named it, for a code the dictionaries lack)."""
+    return phrase(f"lang.{code}") if f"lang.{code}" in english() else name
 
 
 def translate(task: TranslateTask, text: str, source: str, target: str, model: str, adapter: str,
@@ -63,7 +69,7 @@ def translate(task: TranslateTask, text: str, source: str, target: str, model: s
     """UI handler: the translation, the source language it used, and the note."""
     result = task.run(text, target, source, model, adapter_value(adapter), progress=progress_for(progress),
                       owner=user_of(request))
-    name = LANGUAGES[result["source"]].name
+    name = language_name(result["source"], LANGUAGES[result["source"]].name)
     how = (phrase("translate.chosen") if source != "auto"
            else phrase("translate.detected_how", sure=f"{result['source_confidence']:.0%}"))
     return result["translation"], phrase("translate.source", name=name, how=how), text_in_page_language(result["note"])
@@ -71,13 +77,13 @@ def translate(task: TranslateTask, text: str, source: str, target: str, model: s
 
 def build(task: TranslateTask, tab: gr.Tab, services: TabServices) -> Picker:
     """Build the tab's contents; returns its model-and-adapter picker."""
-    languages = [(f"{lang.name} ({lang.code})", lang.code) for lang in LANGUAGES.values()]
+    languages = [(t(f"lang.{lang.code}"), lang.code) for lang in LANGUAGES.values()]
     chosen = picker(task, model_choices(), fallback_note,
                     model_info=t("translate.model_info"))
     model, adapter = chosen.model, chosen.adapter
     with gr.Row():
-        source = gr.Dropdown([("Detect automatically", "auto")] + languages, value="auto", label=t("translate.from"),
-                             info=t("translate.choose_yourself_when_text"))
+        source = gr.Dropdown([(t("translate.detect_auto"), "auto")] + languages, value="auto",
+                             label=t("translate.from"), info=t("translate.choose_yourself_when_text"))
         target = gr.Dropdown(languages, value="en", label=t("translate.to"))
     with gr.Row():
         with gr.Column():
