@@ -239,22 +239,25 @@ def test_the_evaluate_view_reads_in_the_page_language():
     report = {"summary": "On 4 rows, my-bot scored accuracy 75.0.", "metric_names": {"accuracy": "accuracy",
               "perplexity": "perplexity"}, "lower_is_better": ["perplexity"], "best": 0,
               "variants": [{"label": "my-bot", "adapter": "my-bot", "metrics": {"accuracy": 75.0, "perplexity": 3.0},
-                            "confusion": {"labels": ["pos", "neg"], "matrix": [[1, 0], [1, 2]]}}],
+                            "confusion": {"labels": ["pos", "neg"], "matrix": [[1, 0], [1, 2]]}},
+                           {"label": "tiny (base)", "adapter": "", "metrics": {"accuracy": 50.0, "perplexity": 4.0}}],
               "problems": [{"line": 3, "variant": "my-bot", "reason": "The answer was empty."}],
-              "rows": [{"line": 1, "input": "Great film", "expected": "pos", "outputs": ["pos"], "scores": [1.0],
-                        "agree": True}]}
+              "rows": [{"line": 1, "input": "Great film", "expected": "pos", "outputs": ["pos", "neg"],
+                        "scores": [1.0, 0.0], "agree": False}]}
     status = {"state": "interrupted", "step": 2, "total_steps": 4, "eta_s": 0, "error": ""}
     view = lambda: (evaluate_tab.results_markdown(report, {"my-bot": "learned"}),  # noqa: E731
                     evaluate_tab.progress_markdown(status), evaluate_tab.rows_frame(report))
     (english, progress, rows), (chinese, progress_zh, rows_zh) = _in_both(view)
     assert "accuracy | perplexity (lower is better)" in english and "**Confusion of my-bot**" in english
     assert "**Interrupted** — 2 of 4 answers (50%)" in progress and "press Evaluate" in progress
-    assert list(rows.columns) == ["line", "input", "reference", "my-bot", "agree"] and rows.iloc[0, -1] == "yes"
+    assert list(rows.columns) == ["line", "input", "reference", "my-bot", "tiny (base)", "agree"]
+    assert rows.iloc[0, -1] == "no" and "| tiny (base) |" in english
     for text in ("在 4 行上，my-bot 的准确率为 75.0。", "准确率 | 困惑度（越低越好）", "**my-bot 的混淆矩阵**",
                  "无法给出的回答", "✅ 学到了"):
         assert text in chinese
     assert "已中断" in progress_zh and "重新运行" in progress_zh
-    assert list(rows_zh.columns) == ["行号", "输入", "参考答案", "my-bot", "一致"] and rows_zh.iloc[0, -1] == "是"
+    assert list(rows_zh.columns) == ["行号", "输入", "参考答案", "my-bot", "tiny（基础模型）", "一致"]
+    assert rows_zh.iloc[0, -1] == "否" and "| tiny（基础模型） |" in chinese
     assert "Great film" in rows_zh.iloc[0, 1]  # the user's rows are never translated
 
 

@@ -14,7 +14,7 @@ from training.evaluation import MAX_VARIANTS
 from training.report import VERDICTS
 from training.service import TrainingService
 from ui.api import first_cell, handler, on_load, upload, user_of
-from ui.i18n import localized_columns, marked, phrase, t, term, text_in_page_language
+from ui.i18n import in_page_language, localized_columns, marked, phrase, t, term, text_in_page_language
 
 BASE_CHOICE = "base model"  # the box that evaluates the base model itself (a label, never an adapter name)
 ACTIVE = ("queued", "running")
@@ -24,9 +24,10 @@ def evaluated() -> list[str]:
     return [spec.id for spec in specs() if spec.evaluated]
 
 
-def choices(service: TrainingService, task: str, owner: str) -> list[str]:
-    """What can be ticked: the base model and the owner's adapters for the task."""
-    return [BASE_CHOICE] + [a["name"] for a in service.list_adapters(task, owner=owner)]
+def choices(service: TrainingService, task: str, owner: str) -> list[tuple[str, str]]:
+    """What can be ticked, (shown, value): the base model and the owner's adapters for the task."""
+    names = [a["name"] for a in service.list_adapters(task, owner=owner)]
+    return [(phrase("evaluate.base_choice"), BASE_CHOICE)] + [(name, name) for name in names]
 
 
 def held_out_jobs(service: TrainingService, task: str, owner: str) -> list[tuple[str, str]]:
@@ -38,7 +39,7 @@ def held_out_jobs(service: TrainingService, task: str, owner: str) -> list[tuple
 def task_changed(service: TrainingService, task: str, request: gr.Request = None):
     owner = user_of(request)
     ticks = choices(service, task, owner)
-    return (gr.update(choices=ticks, value=ticks[:2]),
+    return (gr.update(choices=ticks, value=[value for _, value in ticks[:2]]),
             gr.update(choices=held_out_jobs(service, task, owner), value=None), trainable_spec(task).formats)
 
 
@@ -77,7 +78,8 @@ def results_markdown(report: dict, verdicts: dict | None = None) -> str:
     text = (f"### {marked('evaluate.results')}\n**{text_in_page_language(report['summary'])}**\n\n| | "
             + " | ".join(heads) + " |\n|---|" + "---|" * len(keys) + "\n")
     for i, variant in enumerate(report["variants"]):
-        label = f"**{variant['label']}** ✓" if i == report["best"] and len(report["variants"]) > 1 else variant["label"]
+        label = in_page_language(variant["label"])
+        label = f"**{label}** ✓" if i == report["best"] and len(report["variants"]) > 1 else label
         verdict = verdicts.get(variant.get("adapter") or "", "")
         trained = phrase(f"verdict.short.{verdict}") if verdict in VERDICTS else ""
         label += f" ({trained})" if trained else ""
@@ -85,7 +87,7 @@ def results_markdown(report: dict, verdicts: dict | None = None) -> str:
     for variant in report["variants"]:
         if variant.get("confusion"):
             labels, matrix = variant["confusion"]["labels"], variant["confusion"]["matrix"]
-            text += (f"\n{phrase('evaluate.confusion_of', name=_cell(variant['label']))}\n\n| | "
+            text += (f"\n{phrase('evaluate.confusion_of', name=_cell(in_page_language(variant['label'])))}\n\n| | "
                      + " | ".join(map(_cell, labels)) + " |\n|---|" + "---|" * len(labels) + "\n")
             text += "".join(f"| **{_cell(label)}** | " + " | ".join(map(str, counts)) + " |\n"
                             for label, counts in zip(labels, matrix))
@@ -100,7 +102,7 @@ def rows_frame(report: dict) -> pd.DataFrame | None:
     """Each row with every variant's answer and score, the rows where they disagree first."""
     if not report:
         return None
-    labels = [v["label"] for v in report["variants"]]
+    labels = [in_page_language(v["label"]) for v in report["variants"]]
     heads = localized_columns("evaluate.row", ["line", "input", "reference", "agree"])
     columns = [*heads[:3], *labels, heads[3]]
     said = {True: phrase("evaluate.row.yes"), False: phrase("evaluate.row.no")}
@@ -170,7 +172,8 @@ def build(service: TrainingService, browser_secret: str) -> dict:
         with gr.Row():
             task = gr.Dropdown(evaluated(), value=first, label=t("common.task"), scale=1)
             base_model = gr.Textbox(label=t("evaluate.base_model_empty_task"), scale=2)
-            ticked = gr.CheckboxGroup([BASE_CHOICE], value=[BASE_CHOICE], label=t("evaluate.up_to"), scale=3)
+            ticked = gr.CheckboxGroup([(t("evaluate.base_choice"), BASE_CHOICE)], value=[BASE_CHOICE],
+                                      label=t("evaluate.up_to"), scale=3)
         with gr.Row():
             uploaded = gr.File(label=t("evaluate.rows_evaluate_jsonl_json"),
                                file_types=list(data.EXTENSIONS), scale=3)

@@ -702,4 +702,8 @@ TEXTS = {
     # the Sentiment view's chart axes
     'sentiment.axis_label': 'label',
     'sentiment.axis_count': 'texts',
+    # Evaluate's variants (training/plan.py Variant.label)
+    'evaluate.base_choice': 'base model',
+    'report.variant_on': '{adapter} on {model}',
+    'report.variant_base': '{model} (base)',
 }

@@ -702,4 +702,8 @@ TEXTS = {
     # the Sentiment view's chart axes
     'sentiment.axis_label': '标签',
     'sentiment.axis_count': '文本数',
+    # Evaluate's variants (training/plan.py Variant.label)
+    'evaluate.base_choice': '基础模型',
+    'report.variant_on': '{adapter}（基于 {model}）',
+    'report.variant_base': '{model}（基础模型）',
 }
