@@ -428,3 +428,7 @@ def test_the_sentiment_table_reads_in_the_page_language():
     assert list(english.columns) == ["text", "label", "positive score", "negative score"]
     assert list(chinese.columns) == ["文本", "标签", "positive 得分", "negative 得分"]
     assert chinese.iloc[0, 0] == "I loved it" and chinese.iloc[0, 1] == "positive"  # the text and the model's label
+
+
+def test_a_phrase_without_parts_keeps_its_braces():
+    assert i18n.phrase("inside.looks_at_hover") == "%{y} looks at %{x}: %{z:.2f}"  # plotly's, not ours to fill
