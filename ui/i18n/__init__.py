@@ -235,7 +235,8 @@ def phrase(key: str, **parts) -> str:
     from gradio.context import LocalContext
 
     texts = languages().get(page_locale(LocalContext.request.get(None)), {})
-    return texts.get(key, english()[key]).format(**parts)
+    text = texts.get(key, english()[key])
+    return text.format(**parts) if parts else text  # a text without parts may hold braces of its own (plotly's %{x})
 
 
 def term(value: str) -> str:
