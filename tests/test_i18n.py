@@ -439,5 +439,7 @@ def test_every_translation_language_is_named_in_each_dictionary():
     for code, language in LANGUAGES.items():
         assert i18n.english()[f"lang.{code}"] == language.name  # the English name is the task's own
         assert all(f"lang.{code}" in texts for texts in i18n.languages().values())
+
+
 def test_a_phrase_without_parts_keeps_its_braces():
     assert i18n.phrase("inside.looks_at_hover") == "%{y} looks at %{x}: %{z:.2f}"  # plotly's, not ours to fill
