@@ -179,13 +179,15 @@ def test_the_train_report_reads_in_the_page_language():
                                                            "adapter": "Hi hi hi hi"}]}}
     status = {"state": "succeeded", "step": 6, "total_steps": 6, "epoch": 3, "eta_s": 0, "error": "",
               "adapter": "my-bot", "report": report}
+    searching = {**status, "state": "running", "stage": "trial 2 of 6: lr 3e-3, rank 16"}
     token = LocalContext.request.set(SimpleNamespace(cookies={i18n.COOKIE: "zh-CN"}, headers={}))
     try:
         text = train_tab.report_markdown(status) + train_tab.status_markdown(status)
+        text += train_tab.status_markdown(searching)
     finally:
         LocalContext.request.reset(token)
     for chinese in ("它的回答现在反复重复同样的词", "回答检查未通过（重复）", "最差的回答", "适配器已保存为 **my-bot**",
-                    "已完成", "第 6 / 6 步"):
+                    "已完成", "第 6 / 6 步", "第 2 / 6 次试验：lr 3e-3, rank 16"):
         assert chinese in text
     assert "Hi hi hi hi" in text  # the model's answers are never translated
     english = train_tab.report_markdown(status)

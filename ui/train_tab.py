@@ -17,7 +17,7 @@ from training.service import TrainingService
 from ui.adapters_tab import adapters_table
 from ui import zerogpu
 from ui.api import endpoint_function, expose, first_cell, handler, on_load, upload, user_of
-from ui.i18n import english, localized_columns, marked, phrase, t, text_in_page_language
+from ui.i18n import english, in_page_language, localized_columns, marked, phrase, t, text_in_page_language
 
 ADVANCED = ["rank", "alpha", "dropout", "target_modules", "learning_rate", "epochs", "max_steps", "batch_size",
             "grad_accum", "max_length", "seed", "precision", "system_prompt", "method", "beta", "rpo_alpha"]
@@ -180,7 +180,7 @@ def status_markdown(status: dict) -> str:
     if state == "running" and status["eta_s"]:
         line += phrase("train.status.eta", seconds=int(status["eta_s"]))
     if status.get("stage") and state == "running":  # the steps are a trial's, not the run's
-        line = phrase("train.status.finding", stage=status["stage"]) + "\n\n" + line
+        line = phrase("train.status.finding", stage=in_page_language(status["stage"])) + "\n\n" + line
     if status["error"]:
         line += f"\n\n⚠️ {text_in_page_language(status['error'])}"
     return bar + "\n\n" + line

@@ -706,4 +706,6 @@ TEXTS = {
     'evaluate.base_choice': 'base model',
     'report.variant_on': '{adapter} on {model}',
     'report.variant_base': '{model} (base)',
+    # a settings search's stage (training/trials.py)
+    'report.trial': 'trial {n} of {total}: {settings}',
 }

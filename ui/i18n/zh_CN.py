@@ -706,4 +706,6 @@ TEXTS = {
     'evaluate.base_choice': '基础模型',
     'report.variant_on': '{adapter}（基于 {model}）',
     'report.variant_base': '{model}（基础模型）',
+    # a settings search's stage (training/trials.py)
+    'report.trial': '第 {n} / {total} 次试验：{settings}',
 }
