@@ -445,3 +445,13 @@ def test_every_translation_language_is_named_in_each_dictionary():
 
 def test_a_phrase_without_parts_keeps_its_braces():
     assert i18n.phrase("inside.looks_at_hover") == "%{y} looks at %{x}: %{z:.2f}"  # plotly's, not ours to fill
+
+
+def test_the_surprise_levels_are_named_and_coloured_in_each_language():
+    from ui import inside_tab
+
+    english, chinese = _in_both(lambda: [inside_tab.surprise_level(n) for n in (0.5, 2.0, 6.0)])
+    assert english == ["expected", "a little surprising", "surprising"]
+    assert chinese == ["意料之中", "有点意外", "很意外"]
+    colours = inside_tab.surprise_colours()
+    assert colours["expected"] == colours["意料之中"] == "green" and colours["很意外"] == "red"

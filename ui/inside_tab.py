@@ -11,7 +11,7 @@ from models.adapters import NO_ADAPTER
 from tasks.inside import MASK, InsideModel
 from tasks.spec import specs
 from ui.api import handler, on_load, user_of
-from ui.i18n import phrase, t, text_in_page_language
+from ui.i18n import languages, phrase, t, text_in_page_language
 from ui.picker import adapter_value as chosen
 
 DECODERS = ["SmolLM2-135M-Instruct", "GPT-2", "Qwen2.5-0.5B-Instruct"]
@@ -176,8 +176,17 @@ def surprise_view(inside: InsideModel, text: str, model: str, adapter: str, requ
     return coloured, figure, "  \n".join(lines)
 
 
+SURPRISE_COLOURS = {"expected": "green", "a_little": "yellow", "surprising": "red"}  # by level, under 1, 4, more nats
+
+
 def surprise_level(nats: float) -> str:
-    return "expected" if nats < 1.0 else "a little surprising" if nats < 4.0 else "surprising"
+    """The token's level as the page names it (the colour map knows every language's name)."""
+    return phrase(f"inside.level.{'expected' if nats < 1.0 else 'a_little' if nats < 4.0 else 'surprising'}")
+
+
+def surprise_colours() -> dict[str, str]:
+    return {texts[f"inside.level.{level}"]: colour for texts in languages().values()
+            for level, colour in SURPRISE_COLOURS.items()}
 
 
 # ---- the tab -------------------------------------------------------------------------------------------------
@@ -275,8 +284,7 @@ def build(inside: InsideModel) -> None:
                         label=t("common.examples"))
             sp_summary = gr.Markdown()
             sp_tokens = gr.HighlightedText(label=t("inside.each_token_surprise"), combine_adjacent=False,
-                                           color_map={"expected": "green", "a little surprising": "yellow",
-                                                      "surprising": "red"})
+                                           color_map=surprise_colours())
             sp_plot = gr.Plot(label=t("inside.surprise_each_token"))
         alone, compared = gr.State(False), gr.State(True)  # made in the tab: a bar holds only tabs
 

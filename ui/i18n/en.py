@@ -708,4 +708,8 @@ TEXTS = {
     'report.variant_base': '{model} (base)',
     # a settings search's stage (training/trials.py)
     'report.trial': 'trial {n} of {total}: {settings}',
+    # Inside the model: how surprising each token is
+    'inside.level.expected': 'expected',
+    'inside.level.a_little': 'a little surprising',
+    'inside.level.surprising': 'surprising',
 }

@@ -708,4 +708,8 @@ TEXTS = {
     'report.variant_base': '{model}（基础模型）',
     # a settings search's stage (training/trials.py)
     'report.trial': '第 {n} / {total} 次试验：{settings}',
+    # Inside the model: how surprising each token is
+    'inside.level.expected': '意料之中',
+    'inside.level.a_little': '有点意外',
+    'inside.level.surprising': '很意外',
 }
