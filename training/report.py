@@ -121,8 +121,7 @@ def build_report(fitted, before: dict, after: dict, samples: list[Sample], perpl
         dict(extra or {}), check)
 
 
-VERDICTS = {"learned": "✅ learned", "barely": "➖ barely changed", "overfit": "⚠️ fits your examples only",
-            "ruined": "⛔ ruined answers"}  # the verdict as the tabs name it
+VERDICTS = ("learned", "barely", "overfit", "ruined")  # the tabs name each in the page's language (verdict.short.*)
 
 
 def check_line(check: dict) -> str:

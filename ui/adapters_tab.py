@@ -29,11 +29,16 @@ def table(training: TrainingService, request: gr.Request = None) -> pd.DataFrame
 def adapters_table(training: TrainingService, owner: str) -> pd.DataFrame:
     """The owner's adapters (every adapter for an admin) as the library shows them (the Train tab too)."""
     rows = [(a["name"], a["task"], a["base"], time.strftime("%Y-%m-%d %H:%M", time.localtime(a["created"])),
-             a["size_mb"], phrase(f"verdict.short.{a['verdict']}") if a["verdict"] in VERDICTS else "",
+             a["size_mb"], verdict_label(a["verdict"]),
              headline(a["task"], a["metrics"]), phrase(f"adapters.row.{'shared' if a['shared'] else 'private'}"),
              a["owner"])
             for a in training.list_adapters(owner=owner)]
     return pd.DataFrame(rows, columns=localized_columns("adapters.column", COLUMNS))
+
+
+def verdict_label(verdict: str | None) -> str:
+    """A training verdict as the tables name it, in the page's language ("" for none)."""
+    return phrase(f"verdict.short.{verdict}") if verdict in VERDICTS else ""
 
 
 def _chosen(name: str) -> str:

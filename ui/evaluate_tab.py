@@ -11,8 +11,8 @@ from errors import UserError
 from tasks.spec import specs, trainable_spec
 from training import data
 from training.evaluation import MAX_VARIANTS
-from training.report import VERDICTS
 from training.service import TrainingService
+from ui.adapters_tab import verdict_label
 from ui.api import first_cell, handler, on_load, upload, user_of
 from ui.i18n import in_page_language, localized_columns, marked, phrase, t, term, text_in_page_language
 
@@ -80,8 +80,7 @@ def results_markdown(report: dict, verdicts: dict | None = None) -> str:
     for i, variant in enumerate(report["variants"]):
         label = in_page_language(variant["label"])
         label = f"**{label}** ✓" if i == report["best"] and len(report["variants"]) > 1 else label
-        verdict = verdicts.get(variant.get("adapter") or "", "")
-        trained = phrase(f"verdict.short.{verdict}") if verdict in VERDICTS else ""
+        trained = verdict_label(verdicts.get(variant.get("adapter") or ""))
         label += f" ({trained})" if trained else ""
         text += f"| {_cell(label)} | " + " | ".join(_cell(variant["metrics"].get(k, "")) for k in keys) + " |\n"
     for variant in report["variants"]:

@@ -157,8 +157,7 @@ def wire(training: TrainingService, comparison: Comparison, c: dict) -> None:
     c["chosen"].change(expose(data_summary), c["chosen"], c["summary"], **hidden)
     view = [c["progress"], c["adapter"], c["train"], c["ask_button"], c["timer"]]
     watch = handler(progress_view, training)
-    c["train"].click(handler(start, training), c["chosen"], c["job_id"], **hidden).then(
-        watch, c["job_id"], view, **hidden)
+    c["train"].click(handler(start, training), c["chosen"], c["job_id"], **hidden)  # its change starts the watch
     c["timer"].tick(watch, c["job_id"], view, show_progress="hidden", **hidden)
     c["job_id"].change(watch, c["job_id"], view, show_progress="hidden", **hidden)  # the job a reload remembers
     c["ask_button"].click(handler(ask, training, comparison), [c["question"], c["adapter"]],
