@@ -455,3 +455,15 @@ def test_the_surprise_levels_are_named_and_coloured_in_each_language():
     assert chinese == ["意料之中", "有点意外", "很意外"]
     colours = inside_tab.surprise_colours()
     assert colours["expected"] == colours["意料之中"] == "green" and colours["很意外"] == "red"
+
+
+def test_each_tasks_data_formats_are_in_the_dictionaries_as_the_spec_writes_them():
+    from tasks.spec import specs
+    from ui import tabs  # noqa: F401  (the tasks register with their tabs' modules)
+    from ui.train_tab import formats_text
+
+    for spec in specs():
+        if spec.formats:
+            assert i18n.english()[f"formats.{spec.id}"] == spec.formats
+            assert all(f"formats.{spec.id}" in texts for texts in i18n.languages().values())
+            assert formats_text(spec) == i18n.marked(f"formats.{spec.id}")

@@ -13,6 +13,7 @@ from training import data
 from training.evaluation import MAX_VARIANTS
 from training.service import TrainingService
 from ui.adapters_tab import verdict_label
+from ui.train_tab import formats_text
 from ui.api import first_cell, handler, on_load, upload, user_of
 from ui.i18n import in_page_language, localized_columns, marked, phrase, t, term, text_in_page_language
 
@@ -40,7 +41,8 @@ def task_changed(service: TrainingService, task: str, request: gr.Request = None
     owner = user_of(request)
     ticks = choices(service, task, owner)
     return (gr.update(choices=ticks, value=[value for _, value in ticks[:2]]),
-            gr.update(choices=held_out_jobs(service, task, owner), value=None), trainable_spec(task).formats)
+            gr.update(choices=held_out_jobs(service, task, owner), value=None),
+            formats_text(trainable_spec(task)))
 
 
 def variants_of(ticked: list[str], base_model: str) -> list[dict]:
@@ -179,7 +181,7 @@ def build(service: TrainingService, browser_secret: str) -> dict:
             with gr.Column(scale=2):
                 job = gr.Dropdown([], label=t("evaluate.held_out_rows_training"), value=None)
                 sample = gr.Button(t("common.try_sample"), size="sm")
-                formats = gr.Markdown(trainable_spec(first).formats)
+                formats = gr.Markdown(formats_text(trainable_spec(first)))
         columns = gr.Textbox(label=t("evaluate.column_mapping_optional"),
                              placeholder=t("evaluate.text_review_label_stars"))
         run = gr.Button(t("evaluate.evaluate"), variant="primary")

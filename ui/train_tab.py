@@ -84,7 +84,7 @@ def task_changed(service: TrainingService, task: str) -> list:
                for i in range(slots())]
     spec = trainable_spec(task)
     choices = [name for family in recipe_class(spec.id).families for name in catalog.choices(family)]
-    return [gr.update(choices=choices, value=default), spec.formats, *mapping]
+    return [gr.update(choices=choices, value=default), formats_text(spec), *mapping]
 
 
 def inspect_data(task: str, file, *chosen):
@@ -167,6 +167,11 @@ def loss_frame(loss: list) -> pd.DataFrame:
     rows += [(s, v, "training") for s, v, _ in loss if v is not None]
     rows += [(s, v, "validation") for s, _, v in loss if v is not None]
     return pd.DataFrame(rows, columns=["step", "loss", "series"]).astype({"step": "int64", "loss": "float64"})
+
+
+def formats_text(spec) -> str:
+    """The task's training data formats, translated on the page where the dictionaries know the task."""
+    return marked(f"formats.{spec.id}") if f"formats.{spec.id}" in english() else spec.formats
 
 
 def status_markdown(status: dict) -> str:
@@ -312,7 +317,7 @@ def build(service: TrainingService, browser_secret: str) -> dict:
                                  file_types=list(data.EXTENSIONS), scale=2)
             with gr.Column(scale=1):
                 sample = gr.Button(t("common.try_sample"), size="sm")
-                formats = gr.Markdown(first.formats)
+                formats = gr.Markdown(formats_text(first))
         check = gr.Markdown(t("train.upload_data_file"))
         with gr.Accordion(t("train.preview_column_mapping"), open=False):
             preview = gr.Dataframe(label=t("train.first_rows"), interactive=False)

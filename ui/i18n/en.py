@@ -712,4 +712,11 @@ TEXTS = {
     'inside.level.expected': 'expected',
     'inside.level.a_little': 'a little surprising',
     'inside.level.surprising': 'surprising',
+    # each task's training data formats (tasks' TaskSpec.formats)
+    'formats.chat': 'Chat data: `messages`, ShareGPT `conversations`, Alpaca `instruction`/`output`, two columns (prompt, response), or plain text; preference pairs (`prompt`, `chosen`, `rejected`) train with DPO.',
+    'formats.summarize': 'Columns `text` and `summary` (CSV or JSONL).',
+    'formats.translate': 'Columns `source` and `target`; optional `source_lang` and `target_lang` (detected if absent).',
+    'formats.sentiment': 'Columns `text` and `label`: any labels you like, at least two different ones.',
+    'formats.answer': 'Columns `question`, `context` and `answer`; the answer must appear word for word in the context.',
+    'formats.search': 'Columns `query` and `positive` (the passage it should find); optional `negative` (one it should not).',
 }

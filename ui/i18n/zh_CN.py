@@ -712,4 +712,11 @@ TEXTS = {
     'inside.level.expected': '意料之中',
     'inside.level.a_little': '有点意外',
     'inside.level.surprising': '很意外',
+    # each task's training data formats (tasks' TaskSpec.formats)
+    'formats.chat': '对话数据：`messages`、ShareGPT `conversations`、Alpaca `instruction`/`output`、两列（提示词、回答）或纯文本；偏好数据对（`prompt`、`chosen`、`rejected`）用 DPO 训练。',
+    'formats.summarize': '列 `text` 和 `summary`（CSV 或 JSONL）。',
+    'formats.translate': '列 `source` 和 `target`；可选 `source_lang` 和 `target_lang`（缺省时自动检测）。',
+    'formats.sentiment': '列 `text` 和 `label`：标签随你定，至少要有两种不同的标签。',
+    'formats.answer': '列 `question`、`context` 和 `answer`；答案必须逐字出现在上下文中。',
+    'formats.search': '列 `query` 和 `positive`（它应找到的段落）；可选 `negative`（它不应找到的段落）。',
 }
