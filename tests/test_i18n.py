@@ -467,3 +467,13 @@ def test_each_tasks_data_formats_are_in_the_dictionaries_as_the_spec_writes_them
             assert i18n.english()[f"formats.{spec.id}"] == spec.formats
             assert all(f"formats.{spec.id}" in texts for texts in i18n.languages().values())
             assert formats_text(spec) == i18n.marked(f"formats.{spec.id}")
+
+
+def test_the_adapter_boxes_name_no_adapter_in_the_page_language_and_keep_its_value(ctx):
+    from models.adapters import NO_ADAPTER, selected
+    from tasks.chat import ChatTask
+    from ui.picker import adapter_update
+
+    english, chinese = _in_both(lambda: adapter_update(ChatTask(ctx), "", "gone", "local")["choices"][0])
+    assert english == ("none", NO_ADAPTER) and chinese == ("无", NO_ADAPTER)
+    assert selected(chinese[1]) is None  # what the box sends still means no adapter

@@ -7,12 +7,11 @@ from collections.abc import Callable
 
 import gradio as gr
 
-from models.adapters import NO_ADAPTER
 from tasks.base import Task
 from tasks.compare import MAX_VARIANTS, Comparison
 from ui.api import GENERATION, expose, on_load, progress_for, user_of
 from ui.i18n import phrase, t
-from ui.picker import QUIET, adapter_choices, adapter_update, adapter_value
+from ui.picker import QUIET, adapter_choices, adapter_update, adapter_value, no_adapter_box
 
 EXPLAIN = (t("compare.explain"))
 # The variants' boxes, one key each: the front end translates a whole label, it cannot number one.
@@ -38,9 +37,8 @@ def compare_panel(task: Task, inputs: dict[str, gr.Component], render: Callable[
                         boxes.append(gr.Dropdown(models, value=None, label=t(VARIANT_MODEL[i]),
                                                  allow_custom_value=True,
                                                  info=t("compare.empty_adapter_s_base")))
-                    boxes.append(gr.Dropdown([NO_ADAPTER], value=NO_ADAPTER, allow_custom_value=True,
-                                             label=t("compare.adapter") if models is not None
-                                             else t(VARIANT_ADAPTER[i])))
+                    boxes.append(no_adapter_box(allow_custom_value=True, label=t("compare.adapter")
+                                                if models is not None else t(VARIANT_ADAPTER[i])))
         own = own_inputs() if own_inputs else {}
         inputs = {**inputs, **own}
         button = gr.Button(t("compare.compare"), variant="primary")

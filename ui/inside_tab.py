@@ -7,12 +7,12 @@ import gradio as gr
 import plotly.graph_objects as go
 
 from models import catalog
-from models.adapters import NO_ADAPTER
 from tasks.inside import MASK, InsideModel
 from tasks.spec import specs
 from ui.api import handler, on_load, user_of
 from ui.i18n import languages, phrase, t, text_in_page_language
 from ui.picker import adapter_value as chosen
+from ui.picker import no_adapter, no_adapter_box
 
 DECODERS = ["SmolLM2-135M-Instruct", "GPT-2", "Qwen2.5-0.5B-Instruct"]
 TOKENIZERS = ["GPT-2", "SmolLM2-135M-Instruct", "all-MiniLM-L6-v2"]  # BPE, BPE with another vocabulary, WordPiece
@@ -30,11 +30,11 @@ EXPLAIN = {
 }
 
 
-def adapter_choices(inside: InsideModel, owner: str, kinds: tuple[str, ...]) -> list[str]:
+def adapter_choices(inside: InsideModel, owner: str, kinds: tuple[str, ...]) -> list:
     """The owner's adapters whose task has one of the adapter kinds (language-model adapters, search ones)."""
     tasks = [s.id for s in specs() if s.trainable and s.adapter_kind in kinds]
     names = [a["name"] for task in tasks for a in inside.ctx.adapters.store.list(owner, task)]
-    return [NO_ADAPTER] + list(dict.fromkeys(names))
+    return [no_adapter()] + list(dict.fromkeys(names))
 
 
 def bars(labels: list[str], values: list[float], what: str, colours: list[str], title: str = "") -> go.Figure:
@@ -200,7 +200,7 @@ def decoder_row(text: str, label: str, decoder: str) -> tuple[gr.Textbox, gr.Dro
     """A view's text, decoder and language-model adapter boxes (the adapters are filled in on load)."""
     with gr.Row():
         return (gr.Textbox(text, label=t(label), scale=3), model_box(DECODERS, decoder),
-                gr.Dropdown([NO_ADAPTER], value=NO_ADAPTER, label=t("common.adapter"), allow_custom_value=True))
+                no_adapter_box(label=t("common.adapter"), allow_custom_value=True))
 
 
 def build(inside: InsideModel) -> None:
@@ -268,8 +268,7 @@ def build(inside: InsideModel) -> None:
                                       "The stock market fell today.\nShares dropped sharply this morning.",
                                       label=t("inside.sentences_one_per_line"), lines=5, scale=3)
                 em_model = model_box(ENCODERS[:1], "all-MiniLM-L6-v2")
-                em_adapter = gr.Dropdown([NO_ADAPTER], value=NO_ADAPTER, label=t("inside.search_adapter"),
-                                         allow_custom_value=True)
+                em_adapter = no_adapter_box(label=t("inside.search_adapter"), allow_custom_value=True)
             em_run = gr.Button(t("inside.compare_sentences"), variant="primary")
             gr.Examples([["A man is playing a guitar.\nSomeone plays the guitar.\nThe stock market fell today."]],
                         [em_texts], label=t("common.examples"))

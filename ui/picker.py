@@ -13,7 +13,7 @@ from models import catalog
 from models.adapters import NO_ADAPTER, selected
 from tasks.base import Task
 from ui.api import expose, on_load, user_of
-from ui.i18n import page_locale, t, text_in_page_language
+from ui.i18n import page_locale, phrase, t, text_in_page_language
 
 MODEL_INFO = t("picker.model_info")
 ADAPTER_INFO = t("picker.adapter_info")
@@ -25,15 +25,26 @@ def adapter_value(choice: str | None) -> str:
     return selected(choice) or ""
 
 
-def adapter_choices(task: Task, model: str, owner: str) -> list[str]:
+def no_adapter() -> tuple[str, str]:
+    """An adapter box's first choice: 'none' in the language of the page whose event runs; its value stays
+    NO_ADAPTER, which the API reads as no adapter."""
+    return phrase("common.no_adapter"), NO_ADAPTER
+
+
+def no_adapter_box(**options) -> gr.Dropdown:
+    """An adapter box holding only 'none' (in the page's language) until the page's load fills it."""
+    return gr.Dropdown([(t("common.no_adapter"), NO_ADAPTER)], value=NO_ADAPTER, **options)
+
+
+def adapter_choices(task: Task, model: str, owner: str) -> list:
     """'none' plus the adapters the owner may use for task on model ("" = the task's default)."""
-    return [NO_ADAPTER] + task.adapter_names(model or "", owner)
+    return [no_adapter()] + task.adapter_names(model or "", owner)
 
 
 def adapter_update(task: Task, model: str, current: str | None, owner: str):
     """An adapter box's update for model: its adapters, keeping the current choice when it still applies."""
-    choices = adapter_choices(task, model, owner)
-    return gr.update(choices=choices, value=current if current in choices else NO_ADAPTER)
+    names = task.adapter_names(model or "", owner)
+    return gr.update(choices=[no_adapter()] + names, value=current if current in names else NO_ADAPTER)
 
 
 @dataclass
@@ -48,7 +59,7 @@ class Picker:
     extra: gr.Component | None = None  # the tab's own component in the picker's row
     static_choices: list[str] = field(default_factory=list)  # the model box's list before merged models
 
-    def choices(self, model: str, owner: str) -> list[str]:
+    def choices(self, model: str, owner: str) -> list:
         """'none' plus the adapters the owner may use for this task on model."""
         return adapter_choices(self.task, model, owner)
 
@@ -147,6 +158,6 @@ def picker(task: Task, choices: list[str] | None, note: Callable[[str, str], str
         if choices is not None:
             model = gr.Dropdown(choices, value=default, label=t("picker.model"), allow_custom_value=True, scale=3,
                                 info=model_info)
-        adapter = gr.Dropdown([NO_ADAPTER], value=NO_ADAPTER, label=t("common.adapter"), scale=2, info=adapter_info)
+        adapter = no_adapter_box(label=t("common.adapter"), scale=2, info=adapter_info)
         own = extra() if extra is not None else None
     return Picker(task, info, model, adapter, describe, own, list(choices or []))

@@ -719,4 +719,6 @@ TEXTS = {
     'formats.sentiment': 'Columns `text` and `label`: any labels you like, at least two different ones.',
     'formats.answer': 'Columns `question`, `context` and `answer`; the answer must appear word for word in the context.',
     'formats.search': 'Columns `query` and `positive` (the passage it should find); optional `negative` (one it should not).',
+    # The adapter boxes' choice for no adapter.
+    'common.no_adapter': 'none',
 }

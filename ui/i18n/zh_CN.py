@@ -719,4 +719,6 @@ TEXTS = {
     'formats.sentiment': '列 `text` 和 `label`：标签随你定，至少要有两种不同的标签。',
     'formats.answer': '列 `question`、`context` 和 `answer`；答案必须逐字出现在上下文中。',
     'formats.search': '列 `query` 和 `positive`（它应找到的段落）；可选 `negative`（它不应找到的段落）。',
+    # The adapter boxes' choice for no adapter.
+    'common.no_adapter': '无',
 }
