@@ -32,8 +32,9 @@ def no_adapter() -> tuple[str, str]:
 
 
 def no_adapter_box(**options) -> gr.Dropdown:
-    """An adapter box holding only 'none' (in the page's language) until the page's load fills it."""
-    return gr.Dropdown([(t("common.no_adapter"), NO_ADAPTER)], value=NO_ADAPTER, **options)
+    """An adapter box holding only 'none' until the page's load fills it, naming 'none' in the page's language
+    (Gradio leaves a Dropdown's choices untranslated)."""
+    return gr.Dropdown([no_adapter()], value=NO_ADAPTER, **options)
 
 
 def adapter_choices(task: Task, model: str, owner: str) -> list:
