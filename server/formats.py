@@ -110,6 +110,10 @@ class ChatFormat:
     def end(self, index: int, reason: str) -> dict:
         return self._streamed(index, {}, reason)
 
+    def cited(self, index: int, citations: list[dict]) -> dict:
+        """A streamed reply's citations (an extra field, as its whole message has them), just before its end."""
+        return self._streamed(index, {"citations": citations}, None)
+
     def calls(self, index: int, calls: list, first: int) -> list[dict]:
         """Streamed tool calls (server.tools.ToolCall), numbered from first: each as OpenAI streams one, its id
         and name, then its arguments."""

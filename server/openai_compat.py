@@ -78,10 +78,17 @@ class OpenAIRoutes:
         params, n, stops = generation_settings(body, max_tokens_default=512)
         system, turns = read_messages(body.get("messages"))
         tools = tool_use(body, turns)
+        collection = body.get("collection")  # an extra field: answer from this collection, with citations
+        if collection not in (None, "") and tools:
+            raise ApiError(400, "Give either tools or a collection, not both.", param="collection")
         base, adapter = await run_in_threadpool(self.naming.choose, owner, body.get("model"), catalog.DECODER)
-        prompt = await run_in_threadpool(
-            partial(self.chat.conversation, turns, system, base, adapter, params.max_new_tokens, owner=owner,
-                    tools=tools.tools or None if tools else None, opening=tools.prepare if tools else None))
+        if collection not in (None, ""):
+            prompt = await run_in_threadpool(partial(self.chat.grounded, turns, collection, system, base, adapter,
+                                                     params.max_new_tokens, owner=owner, sources_line=False))
+        else:
+            prompt = await run_in_threadpool(
+                partial(self.chat.conversation, turns, system, base, adapter, params.max_new_tokens, owner=owner,
+                        tools=tools.tools or None if tools else None, opening=tools.prepare if tools else None))
         if prompt.dropped:
             raise ApiError(400, f"The messages are longer than {prompt.lm.name} can read with a reply of "
                                 f"{params.max_new_tokens} tokens (it reads {prompt.lm.context_length} in all): leave "
@@ -89,7 +96,8 @@ class OpenAIRoutes:
         model_id = (body.get("model") or "").strip() or prompt.lm.name
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         return await self._respond(request, owner, [prompt], params, n, stops, bool(body.get("stream")),
-                                   include_usage, ChatFormat(model_id), tools if tools and tools.offered else None)
+                                   include_usage, ChatFormat(model_id), tools if tools and tools.offered else None,
+                                   cites=collection not in (None, ""))
 
     # ---- POST /v1/completions ----------------------------------------------------------------------------
     async def completions(self, request: Request):
@@ -110,15 +118,19 @@ class OpenAIRoutes:
 
     async def _respond(self, request: Request, owner: str, prompts: list[Prompt], params: SamplingParams, n: int,
                        stops: list[str], stream: bool, include_usage: bool, shape: ChatFormat,
-                       tools: ToolUse | None = None):
-        """The answer, whole or streamed; with tools, each reply read for the calls the model made."""
+                       tools: ToolUse | None = None, cites: bool = False):
+        """The answer, whole or streamed; with tools, each reply read for the calls the model made; cites: each
+        message has the passages its reply cites (`citations`)."""
         count = len(prompts) * n
         if not stream:
             with self.edge.running(owner, count):
                 generation = Generation(prompts, params, n, stops)
                 texts, reasons = await generation.collect(request)
             if tools is None:
-                return JSONResponse(shape.whole(texts, reasons, usage(generation)))
+                whole = shape.whole(texts, reasons, usage(generation))
+                for choice, reply in zip(whole["choices"], generation.replies) if cites else ():
+                    choice["message"]["citations"] = [p.public() for p in reply.citations]
+                return JSONResponse(whole)
             read = [tools.read(prompts[0].opening + text) for text in texts]
             return JSONResponse(shape.whole([content for content, _ in read],
                                             ["tool_calls" if calls else reason for (_, calls), reason
@@ -133,6 +145,9 @@ class OpenAIRoutes:
                         yield chunk(shape.start(index))
                     if tools is None:
                         async for kind, index, value in generation.stream(request):
+                            if kind == "end" and cites:
+                                sources = generation.replies[index].citations
+                                yield chunk(shape.cited(index, [p.public() for p in sources]))
                             yield chunk(shape.piece(index, value) if kind == "text" else shape.end(index, value))
                     else:
                         async for event in tool_events(generation.stream(request), shape, tools, count,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 
 from config import LOCAL_USER
 from errors import TooLarge, UserError
@@ -12,6 +13,8 @@ from models import catalog
 from models.engine import GREEDY_BELOW, Request, SamplingParams, new_caller
 from models.text_model import TextModel
 from tasks.base import Endpoint, Task, require_range, require_text
+from tasks.grounding import (INSTRUCTION, NOTHING_FOUND, PASSAGE_SHARE, PASSAGES, Passage, fitted, grounded_message,
+                             relevant, retrieval_queries, with_citations, without_sources)
 from tasks.spec import DataField, TaskSpec
 
 
@@ -26,10 +29,18 @@ class Prompt:
     dropped: int = 0
     notice: str = ""
     opening: str = ""  # what the reply starts with, already at the end of the prompt (a forced tool call's start)
+    passages: list[Passage] = field(default_factory=list)  # the documents' passages it holds, to cite
+    known: str = ""  # the reply itself when no model needs asking (nothing in the documents is about it)
+    sources_line: bool = True  # a cited reply ends with its Sources line (/chat); /v1 gives them as a field
 
     def start(self, params: SamplingParams, caller: int | None = None, notice: str = "") -> Reply:
         """The reply to this prompt, generating (the one place a reply is started: chat, completion, /v1)."""
-        return Reply(self.lm, self.lm.generate(self.ids, params, self.adapter, caller), notice)
+        if self.known:
+            request = Request([], params)
+            request.stop.set()
+            return Reply(self.lm, request, notice, known=self.known)
+        return Reply(self.lm, self.lm.generate(self.ids, params, self.adapter, caller), notice, self.passages,
+                     sources_line=self.sources_line)
 
 
 @dataclass
@@ -40,6 +51,10 @@ class Reply:
     lm: TextModel
     request: Request
     notice: str = ""
+    passages: list[Passage] = field(default_factory=list)
+    known: str = ""
+    sources_line: bool = True
+    citations: list[Passage] = field(default_factory=list)  # the passages the finished reply cites
 
     @property
     def tokens(self) -> int:
@@ -52,14 +67,33 @@ class Reply:
         return self.lm.finish_reason(self.request, self.request.params.max_new_tokens)
 
     def texts(self) -> Iterator[str]:
-        """The whole reply so far, once per new token; stopping the iteration stops generation."""
-        return self.request.texts(self.lm.tokenizer)
+        """The whole reply so far, once per new token; stopping the iteration stops generation. A reply from
+        documents ends with its citations."""
+        if self.known:
+            return iter_once(self.known)
+        texts = self.request.texts(self.lm.tokenizer)
+        return self._cited(texts) if self.passages else texts
+
+    def _cited(self, texts: Iterator[str]) -> Iterator[str]:
+        last = ""
+        try:
+            for last in texts:
+                yield last
+        finally:
+            texts.close()
+        final, self.citations = with_citations(last, self.passages, self.sources_line)
+        if final != last:
+            yield final
 
     def text(self) -> str:
         last = ""
         for last in self.texts():
             pass
         return last
+
+
+def iter_once(text: str) -> Iterator[str]:
+    yield text
 
 
 def message_text(content: object) -> str:
@@ -114,28 +148,29 @@ class ChatTask(Task):
         return [Endpoint("chat", self.chat, generates=True), Endpoint("complete", self.complete, generates=True)]
 
     def chat(self, message: str, history: list[dict] | None = None, system_prompt: str = "", model: str = "",
-             adapter: str = "", temperature: float = 0.3, top_p: float = 0.9, max_new_tokens: int = 256, *,
-             owner: str = LOCAL_USER) -> Iterator[str]:
-        """Stream a reply to message, given the earlier turns; every yield is the whole reply so far."""
+             adapter: str = "", temperature: float = 0.3, top_p: float = 0.9, max_new_tokens: int = 256,
+             collection: str = "", *, owner: str = LOCAL_USER) -> Iterator[str]:
+        """Stream a reply to message, given the earlier turns; every yield is the whole reply so far. With a
+        collection, the reply answers from its documents and ends with a Sources line naming what it cites."""
         reply = self.reply(message, history, system_prompt, model, adapter, temperature, top_p, max_new_tokens,
-                           owner=owner)
+                           collection, owner=owner)
         yield from reply.texts()
 
     def reply(self, message: str, history: list[dict] | None = None, system_prompt: str = "", model: str = "",
-              adapter: str = "", temperature: float = 0.3, top_p: float = 0.9, max_new_tokens: int = 256, *,
-              owner: str = LOCAL_USER) -> Reply:
+              adapter: str = "", temperature: float = 0.3, top_p: float = 0.9, max_new_tokens: int = 256,
+              collection: str = "", *, owner: str = LOCAL_USER) -> Reply:
         """Start generating a reply; the Reply carries a notice when old turns were left out, or when the message is
         Chinese and the model English-first."""
         return self.start(*self.prepare(message, history, system_prompt, model, adapter, temperature, top_p,
-                                        max_new_tokens, owner=owner))
+                                        max_new_tokens, collection, owner=owner))
 
     def prepare(self, message: str, history: list[dict] | None = None, system_prompt: str = "", model: str = "",
-                adapter: str = "", temperature: float = 0.3, top_p: float = 0.9, max_new_tokens: int = 256, *,
-                owner: str = LOCAL_USER) -> tuple[Prompt, SamplingParams]:
+                adapter: str = "", temperature: float = 0.3, top_p: float = 0.9, max_new_tokens: int = 256,
+                collection: str = "", *, owner: str = LOCAL_USER) -> tuple[Prompt, SamplingParams]:
         """Everything a reply needs before it starts (the model loaded, the adapter attached, the prompt fitted):
         several prepared replies start together, into one engine batch."""
         params = sampling(temperature, top_p, max_new_tokens)
-        return self.prompt(message, history, system_prompt, model, adapter, params.max_new_tokens,
+        return self.prompt(message, history, system_prompt, model, adapter, params.max_new_tokens, collection,
                            owner=owner), params
 
     @staticmethod
@@ -146,11 +181,46 @@ class ChatTask(Task):
         return prompt.start(params, notice=" ".join(filter(None, [notice, prompt.notice])))
 
     def prompt(self, message: str, history: list[dict] | None, system_prompt: str, model: str, adapter: str,
-               max_new_tokens: int, *, owner: str = LOCAL_USER) -> Prompt:
+               max_new_tokens: int, collection: str = "", *, owner: str = LOCAL_USER) -> Prompt:
         """The chat prompt's tokens on the model that will read it, the oldest turns dropped until it fits."""
         message = require_text(message, "message", self.ctx.settings.max_chars)
-        return self.conversation([*clean_history(history), {"role": "user", "content": message}], system_prompt,
-                                 model, adapter, max_new_tokens, owner=owner)
+        turns = [*clean_history(history), {"role": "user", "content": message}]
+        if collection and not (isinstance(collection, str) and not collection.strip()):  # blank: no documents
+            return self.grounded(turns, collection, system_prompt, model, adapter, max_new_tokens, owner=owner)
+        return self.conversation(turns, system_prompt, model, adapter, max_new_tokens, owner=owner)
+
+    @cached_property
+    def search(self):
+        """The collections a conversation may answer from (built on first use: most chats have none)."""
+        from tasks.search import SearchTask
+
+        return SearchTask(self.ctx)
+
+    def grounded(self, turns: list[dict], collection: str, system_prompt: str, model: str, adapter: str,
+                 max_new_tokens: int, *, owner: str = LOCAL_USER, sources_line: bool = True) -> Prompt:
+        """The prompt of a conversation answered from a collection: the passages most like it (the newest
+        message, and it with the one before) in the last user turn, within PASSAGE_SHARE of the model's room;
+        with none relevant, a reply that says so and no model asked."""
+        if not isinstance(collection, str):
+            raise UserError("The collection must be a collection's name.")
+        if not turns or turns[-1]["role"] != "user":
+            raise UserError("A conversation answered from documents must end with the user's message.")
+        turns = [{**turn, "content": without_sources(turn["content"])} if turn["role"] == "assistant" else turn
+                 for turn in turns]
+        found = relevant([self.search.find(owner, query, collection, 2 * PASSAGES)
+                          for query in retrieval_queries(turns)])
+        lm = self.lm(model, adapter, owner)[0]
+        if not found:
+            return Prompt(lm, [], known=NOTHING_FOUND.format(collection=collection.strip()))
+        room = lm.context_length - min(max_new_tokens, lm.context_length // 4)
+        tokens = lambda text: len(lm.tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+        passages = fitted(found, tokens, int(room * PASSAGE_SHARE) - tokens(INSTRUCTION + turns[-1]["content"]))
+        if not passages:
+            raise TooLarge(f"Your message leaves no room in {lm.name} for the documents' passages: shorten it.")
+        asked = {"role": "user", "content": grounded_message(turns[-1]["content"], passages)}
+        prompt = self.conversation([*turns[:-1], asked], system_prompt, model, adapter, max_new_tokens, owner=owner)
+        prompt.passages, prompt.sources_line = passages, sources_line
+        return prompt
 
     def conversation(self, turns: list[dict], system_prompt: str, model: str, adapter: str, max_new_tokens: int, *,
                      owner: str = LOCAL_USER, tools: list[dict] | None = None,

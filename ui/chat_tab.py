@@ -13,10 +13,11 @@ from errors import UserError
 from models import catalog
 from tasks.chat import ChatTask, message_text
 from tasks.feedback import FeedbackService
+from tasks.grounding import Passage, without_sources
 from tasks.inside import InsideModel
-from ui.api import GENERATION, expose, handler, user_of
+from ui.api import GENERATION, expose, handler, on_load, user_of
 from ui.compare_panel import compare_panel
-from ui.i18n import phrase, t, text_in_page_language
+from ui.i18n import in_page_language, phrase, t, text_in_page_language
 from ui.picker import Picker, adapter_value, picker
 from ui.services import TabServices
 
@@ -24,23 +25,51 @@ from ui.services import TabServices
 MAX_ALTERNATIVES = 4
 ALTERNATIVE = ("chat.alternative_1", "chat.alternative_2", "chat.alternative_3", "chat.alternative_4")  # a label each
 CONTINUATION = "<div style='white-space:pre-wrap; padding-top:1.6em'>{}</div>"  # below the box's label
+SOURCES_MARK = "\n\n📎 "  # where a reply's sources start in the chat (in any language)
 
 
 def respond(task: ChatTask, message: str, history: list, system_prompt: str, model: str, adapter: str,
-            temperature: float, top_p: float, max_new_tokens: int, request: gr.Request = None):
-    """UI handler: append the user's message, then stream the assistant's reply into the chatbot."""
+            temperature: float, top_p: float, max_new_tokens: int, collection: str = "",
+            request: gr.Request = None):
+    """UI handler: append the user's message, then stream the assistant's reply into the chatbot; a reply from
+    documents ends with its sources, each passage under its number, source and chunk."""
     if not (message or "").strip():
         raise gr.Error(phrase("chat.type_first"))
-    reply = task.reply(message, history, system_prompt, model, adapter_value(adapter),
-                       temperature, top_p, int(max_new_tokens), owner=user_of(request))
+    said = [{"role": m["role"], "content": reply_only(m["content"])} for m in history or []]
+    reply = task.reply(message, said, system_prompt, model, adapter_value(adapter),
+                       temperature, top_p, int(max_new_tokens), collection or "", owner=user_of(request))
     if reply.notice:
         gr.Warning(text_in_page_language(reply.notice))
     history = list(history or []) + [{"role": "user", "content": message},
                                      {"role": "assistant", "content": "…"}]
     yield history, ""
     for text in reply.texts():
+        text = in_page_language(text) if reply.known else with_sources(text, reply.citations)
         history[-1] = {"role": "assistant", "content": text}
         yield history, ""
+
+
+def with_sources(text: str, citations: list[Passage]) -> str:
+    """A reply as the chat shows it: with its sources, when it cites any, as passages to open under it."""
+    if not citations:
+        return text
+    cards = "".join(f"<details><summary>[{p.number}] {html.escape(p.source)} · "
+                    f"{phrase('search.chunk', number=p.chunk + 1)}</summary>\n\n{html.escape(p.text)}\n\n</details>"
+                    for p in citations)
+    return f"{without_sources(text)}{SOURCES_MARK}**{phrase('chat.sources')}**\n\n{cards}"
+
+
+def reply_only(content: object) -> str:
+    """A chat message's text without the sources shown under it (the model reads its own words only)."""
+    text = message_text(content)
+    cut = text.find(SOURCES_MARK)
+    return text[:cut] if cut >= 0 else text
+
+
+def collection_choices(task: ChatTask, current: str | None, request: gr.Request = None):
+    """The documents box: none, then the caller's collections (kept chosen while it still exists)."""
+    names = task.search.store.names(user_of(request))
+    return gr.update(choices=[(phrase("chat.no_documents"), "")] + names, value=current if current in names else "")
 
 
 def alternatives(task: ChatTask, inside: InsideModel, text: str, model: str, adapter: str, count: int,
@@ -83,7 +112,7 @@ def turn_at(history: list, index: object) -> tuple[str, list, str]:
     if asked is None:
         raise UserError("This reply answers no message.")
     turns = [{"role": m["role"], "content": message_text(m["content"])} for m in history[:asked]]
-    return message_text(history[asked]["content"]), turns, message_text(history[i]["content"])
+    return message_text(history[asked]["content"]), turns, reply_only(history[i]["content"])
 
 
 def liked(feedback: FeedbackService, history: list, system_prompt: str, model: str, adapter: str,
@@ -104,7 +133,7 @@ def corrected(feedback: FeedbackService, history: list, system_prompt: str, mode
     if history[evt.index if isinstance(evt.index, int) else evt.index[0]]["role"] != "assistant":
         return  # an edited question is just a changed conversation
     prompt, turns, _ = turn_at(history, evt.index)
-    feedback.feedback(prompt, message_text(evt.previous_value), "", message_text(evt.value), turns, system_prompt,
+    feedback.feedback(prompt, reply_only(evt.previous_value), "", reply_only(evt.value), turns, system_prompt,
                       model, adapter_value(adapter), owner=user_of(request))
     gr.Info(phrase("chat.correction_kept"))
 
@@ -132,6 +161,8 @@ def build(task: ChatTask, tab: gr.Tab, services: TabServices) -> Picker:
         info=t("chat.continue_text_suits_base")))
     model, adapter, mode = chosen.model, chosen.adapter, chosen.extra
     with gr.Column(visible=True) as chat_box:
+        documents = gr.Dropdown([(phrase("chat.no_documents"), "")], value="", label=t("chat.documents"),
+                                info=t("chat.documents_info"))
         chatbot = gr.Chatbot(label=t("chat.conversation"), height=420, buttons=["copy"], editable="all",
                              feedback_options=("Like", "Dislike"))
         gr.Markdown(t("chat.reply_edit_pencil_into"))
@@ -173,7 +204,7 @@ def build(task: ChatTask, tab: gr.Tab, services: TabServices) -> Picker:
     saved = gr.BrowserState([], storage_key="lora-studio-chat", secret=services.browser_secret)
 
     hidden = {"api_visibility": "undocumented"}
-    inputs = [message, chatbot, system_prompt, model, adapter, temperature, top_p, max_new_tokens]
+    inputs = [message, chatbot, system_prompt, model, adapter, temperature, top_p, max_new_tokens, documents]
     sending = gr.on([message.submit, send.click], handler(respond, task), inputs, [chatbot, message], **hidden,
                     **GENERATION)
     stop.click(None, None, None, cancels=[sending], **hidden)
@@ -188,5 +219,7 @@ def build(task: ChatTask, tab: gr.Tab, services: TabServices) -> Picker:
     chatbot.like(handler(liked, services.feedback), judged, None, **hidden)
     chatbot.edit(handler(corrected, services.feedback), judged, None, **hidden)
     chosen.wire(tab)
+    on_load(handler(collection_choices, task), documents, documents)
+    tab.select(handler(collection_choices, task), documents, documents, show_progress="hidden", **hidden)
     chatbot.change(lambda h: h, chatbot, saved, **hidden)
     return chosen

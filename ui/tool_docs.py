@@ -27,7 +27,10 @@ TOOL_DOCS: dict[str, str] = {
         _MODEL, _ADAPTER,
         "temperature: randomness from 0 to 2; 0 always picks the likeliest word (the same answer every time).",
         "top_p: sample only from the likeliest words whose probabilities add up to this (0 to 1).",
-        "max_new_tokens: the longest reply in tokens (about three quarters of a word each)."),
+        "max_new_tokens: the longest reply in tokens (about three quarters of a word each).",
+        "collection: the name of one of your document collections to answer from: the reply uses its passages and "
+        "ends with a 'Sources:' line naming each one it cites, or says it does not know when none is about the "
+        "question; empty to answer without documents."),
     "complete": _doc(
         "Continue a text with a base language model (one not tuned for chat). Returns a list of continuations.",
         "text: the beginning to continue.", _MODEL, _ADAPTER,

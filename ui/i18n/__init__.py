@@ -177,7 +177,7 @@ def page_locale(request: gr.Request | None) -> str:
     return SOURCE
 
 
-SENTENCES = ("error.", "report.")  # the keys of whole sentences the server writes, with `{part}`s
+SENTENCES = ("error.", "report.", "reply.")  # the keys of whole sentences the server writes, with `{part}`s
 
 
 @cache

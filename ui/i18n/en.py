@@ -721,4 +721,10 @@ TEXTS = {
     'formats.search': 'Columns `query` and `positive` (the passage it should find); optional `negative` (one it should not).',
     # The adapter boxes' choice for no adapter.
     'common.no_adapter': 'none',
+    # Chat from documents (tasks/grounding.py).
+    'chat.documents': 'Answer from documents',
+    'chat.documents_info': 'One of your collections (add documents in Use → Search): each answer comes from its passages and names its sources.',
+    'chat.no_documents': 'none (the model alone)',
+    'chat.sources': 'Sources',
+    'reply.nothing_found': "I don't know: nothing in the collection '{collection}' is about this. Ask with other words, or add the document that answers it.",
 }

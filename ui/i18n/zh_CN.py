@@ -721,4 +721,10 @@ TEXTS = {
     'formats.search': '列 `query` 和 `positive`（它应找到的段落）；可选 `negative`（它不应找到的段落）。',
     # The adapter boxes' choice for no adapter.
     'common.no_adapter': '无',
+    # Chat from documents (tasks/grounding.py).
+    'chat.documents': '从文档回答',
+    'chat.documents_info': '你的一个文档集（在“使用 → 搜索”中添加文档）：每个回答都来自其中的段落，并注明出处。',
+    'chat.no_documents': '无（只用模型）',
+    'chat.sources': '出处',
+    'reply.nothing_found': '我不知道：文档集“{collection}”中没有与此相关的内容。换个说法再问，或添加能回答它的文档。',
 }
