@@ -126,6 +126,16 @@ def cited(reply: str, passages: list[Passage]) -> list[Passage]:
     return [p for p, share in zip(passages, shares) if share >= SUPPORT and share >= top / 2]
 
 
+def unsupported(reply: str, passages: list[Passage], question: str = "") -> list[str]:
+    """The names and numbers a reply states that neither its passages nor the question hold: where a small model
+    made something up beside what it quotes."""
+    known = set().union(*(_words(p.text) for p in passages), _words(question))
+    stated = re.findall(r"\b[A-Z][\w-]*[a-z][\w-]*\b|\d[\d,.:]*\d|\d", _MARKER.sub("", reply))
+    fresh = [word for word in stated if word.lower() not in _COMMON | known
+             and not set(_WORD.findall(word.lower())) <= known]
+    return list(dict.fromkeys(fresh))
+
+
 def with_citations(reply: str, passages: list[Passage], sources_line: bool = True) -> tuple[str, list[Passage]]:
     """The reply with its citations: `[n]` marks at its end when it wrote none, then (sources_line) the line
     naming each cited passage; also the cited passages."""

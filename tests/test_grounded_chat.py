@@ -14,8 +14,8 @@ from gradio_client import Client, handle_file
 from errors import NotFound, UserError
 from tasks.base import Upload
 from tasks.chat import ChatTask
-from tasks.grounding import (NOTHING_FOUND, SOURCES, Passage, cited, fitted, retrieval_queries, with_citations,
-                             without_sources)
+from tasks.grounding import (NOTHING_FOUND, SOURCES, Passage, cited, fitted, retrieval_queries, unsupported,
+                             with_citations, without_sources)
 from ui import chat_tab
 
 HANDBOOK = Path(__file__).resolve().parent.parent / "examples" / "handbook"
@@ -62,6 +62,16 @@ def test_citations_point_at_the_passages_given_to_the_model():
     assert cited("I cannot say.", given) == [] and with_citations("I cannot say.", given) == ("I cannot say.", [])
     assert without_sources(text) == "The crossing to Selk Island takes 47 minutes. [2]"
     assert cited("渡轮需要四十七分钟。", [passage(1, "去塞尔克岛的渡轮需要四十七分钟。", "ferry.md")])  # Chinese words
+
+
+def test_names_and_numbers_the_passages_do_not_hold_are_pointed_out():
+    given = [passage(1, "The Varnholt lighthouse on Kessel Point has been kept since 2011 by Orla Finch.", "l.md")]
+    made_up = "The lighthouse on Kessel Point is kept by Elara Varnholt, a British-Dutch keeper, since 1990. [1]"
+    assert unsupported(made_up, given, "Who keeps the lighthouse?") == ["Elara", "British-Dutch", "1990"]
+    assert unsupported("Orla Finch has kept it since 2011. [1]", given) == []
+    shown = chat_tab.with_sources(*with_citations(made_up, given), "Who keeps the lighthouse?")
+    assert "⚠️ Not in its sources: Elara, British-Dutch, 1990." in shown
+    assert chat_tab.reply_only(shown) == made_up  # the warning is not the model's words
 
 
 def test_a_follow_up_is_searched_with_the_message_before():
@@ -154,3 +164,13 @@ def test_smollm2_answers_from_the_handbook_with_its_source_over_chat_and_v1(laun
     assert cited_chunks == [whole.model_extra["citations"]]
     unknown = client.predict("Who wrote Hamlet?", [], "", "", "", 0, 0.9, 64, "handbook", api_name="/chat")
     assert unknown == NOTHING_FOUND.format(collection="handbook")
+
+
+def test_compare_answers_each_variant_from_the_collection(chat):
+    from tasks.compare import Comparison
+
+    comparison = Comparison({"chat": chat})
+    *_, last = comparison.compare("chat", {"message": "Who wrote Hamlet?", "collection": "handbook",
+                                           "temperature": 0, "max_new_tokens": 4},
+                                  [{"model": chat.model, "adapter": ""}, {"model": chat.model, "adapter": ""}])
+    assert [r["result"] for r in last] == [NOTHING_FOUND.format(collection="handbook")] * 2

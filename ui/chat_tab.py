@@ -13,7 +13,7 @@ from errors import UserError
 from models import catalog
 from tasks.chat import ChatTask, message_text
 from tasks.feedback import FeedbackService
-from tasks.grounding import Passage, without_sources
+from tasks.grounding import Passage, unsupported, without_sources
 from tasks.inside import InsideModel
 from ui.api import GENERATION, expose, handler, on_load, user_of
 from ui.compare_panel import compare_panel
@@ -44,19 +44,23 @@ def respond(task: ChatTask, message: str, history: list, system_prompt: str, mod
                                      {"role": "assistant", "content": "…"}]
     yield history, ""
     for text in reply.texts():
-        text = in_page_language(text) if reply.known else with_sources(text, reply.citations)
+        text = in_page_language(text) if reply.known else with_sources(text, reply.citations, message)
         history[-1] = {"role": "assistant", "content": text}
         yield history, ""
 
 
-def with_sources(text: str, citations: list[Passage]) -> str:
-    """A reply as the chat shows it: with its sources, when it cites any, as passages to open under it."""
+def with_sources(text: str, citations: list[Passage], question: str = "") -> str:
+    """A reply as the chat shows it: with its sources, when it cites any, as passages to open under it, and the
+    names and numbers it states that they do not hold (to check)."""
     if not citations:
         return text
-    cards = "".join(f"<details><summary>[{p.number}] {html.escape(p.source)} · "
-                    f"{phrase('search.chunk', number=p.chunk + 1)}</summary>\n\n{html.escape(p.text)}\n\n</details>"
-                    for p in citations)
-    return f"{without_sources(text)}{SOURCES_MARK}**{phrase('chat.sources')}**\n\n{cards}"
+    made_up = unsupported(without_sources(text), citations, question)
+    warning = f"⚠️ {phrase('chat.not_in_sources', words=', '.join(made_up))}\n\n" if made_up else ""
+    # One line of HTML per passage: Markdown inside it stays as written (a passage's "# Title" is not a heading).
+    cards = "\n".join(f"<details><summary>[{p.number}] {html.escape(p.source)} · "
+                      f"{phrase('search.chunk', number=p.chunk + 1)}</summary><blockquote>"
+                      f"{html.escape(p.text).replace(chr(10), '<br>')}</blockquote></details>" for p in citations)
+    return f"{without_sources(text)}{SOURCES_MARK}**{phrase('chat.sources')}**\n\n{warning}{cards}"
 
 
 def reply_only(content: object) -> str:

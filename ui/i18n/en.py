@@ -727,4 +727,5 @@ TEXTS = {
     'chat.no_documents': 'none (the model alone)',
     'chat.sources': 'Sources',
     'reply.nothing_found': "I don't know: nothing in the collection '{collection}' is about this. Ask with other words, or add the document that answers it.",
+    'chat.not_in_sources': 'Not in its sources: {words}. Check these before you rely on them.',
 }

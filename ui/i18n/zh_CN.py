@@ -727,4 +727,5 @@ TEXTS = {
     'chat.no_documents': '无（只用模型）',
     'chat.sources': '出处',
     'reply.nothing_found': '我不知道：文档集“{collection}”中没有与此相关的内容。换个说法再问，或添加能回答它的文档。',
+    'chat.not_in_sources': '出处中没有：{words}。依赖它们之前请先核对。',
 }
