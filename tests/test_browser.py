@@ -152,7 +152,7 @@ def test_train_a_classifier_then_use_it_in_the_sentiment_tab(launch, page):
     page.goto(url, wait_until="domcontentloaded")
     tab(page, "Train").click()
     task = page.get_by_role("combobox", name="Task")
-    choose(task, "sentiment")
+    choose(task, "Sentiment")  # the task box names each task; its value is the id
     expect(page.get_by_role("combobox", name="Base model")).to_have_value("all-MiniLM-L6-v2")
     expect(page.get_by_text(re.compile(r"^Columns\s*text\s*and\s*label"))).to_be_visible()
     page.get_by_role("button", name="Try the sample").click()
@@ -180,7 +180,7 @@ def test_train_a_classifier_then_use_it_in_the_sentiment_tab(launch, page):
     # Is it better than the zero-shot base? (The sample is too small to hold rows out: both score on it.)
     tab(page, "Evaluate").click()
     evaluate = page.locator('[role="tabpanel"]:visible')
-    choose(evaluate.get_by_role("combobox", name="Task"), "sentiment")
+    choose(evaluate.get_by_role("combobox", name="Task"), "Sentiment")
     expect(evaluate.get_by_role("checkbox", name="support-tickets")).to_be_checked()
     expect(evaluate.get_by_role("checkbox", name="base model")).to_be_checked()
     evaluate.get_by_role("button", name="Try the sample").click()

@@ -477,3 +477,13 @@ def test_the_adapter_boxes_name_no_adapter_in_the_page_language_and_keep_its_val
     english, chinese = _in_both(lambda: adapter_update(ChatTask(ctx), "", "gone", "local")["choices"][0])
     assert english == ("none", NO_ADAPTER) and chinese == ("无", NO_ADAPTER)
     assert selected(chinese[1]) is None  # what the box sends still means no adapter
+
+
+def test_the_task_boxes_and_presets_are_named_in_the_page_language_and_keep_their_values():
+    from training.presets import PRESETS
+    from ui.i18n import task_choices
+
+    english, chinese = _in_both(lambda: task_choices(["chat", "answer"]))
+    assert english == [("Chat", "chat"), ("Question answering", "answer")]
+    assert chinese == [("对话", "chat"), ("问答", "answer")]
+    assert all(f"preset.{name}" in i18n.english() for name in PRESETS)  # each preset's radio label

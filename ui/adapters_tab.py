@@ -16,7 +16,7 @@ from training.report import VERDICTS, headline
 from training.service import TrainingService
 from models.gguf_export import QUANTIZATIONS
 from ui.api import first_cell, handler, on_load, progress_for, uploads, user_of
-from ui.i18n import localized_columns, phrase, t
+from ui.i18n import localized_columns, phrase, t, task_choices
 
 HIDDEN = {"api_visibility": "undocumented"}
 COLUMNS = ["adapter", "task", "base model", "created", "MB", "verdict", "result", "shared", "owner"]
@@ -137,7 +137,8 @@ def build(library: AdapterLibrary, training: TrainingService) -> None:
                             file_types=[".zip", ".json", ".safetensors"])
             with gr.Row():
                 import_name = gr.Textbox(label=t("common.name"), info=t("adapters.empty_file_s_name"))
-                task = gr.Dropdown([""] + [s.id for s in specs() if s.trainable], value="", label=t("common.task"),
+                task = gr.Dropdown([("", "")] + task_choices([s.id for s in specs() if s.trainable]), value="",
+                                   label=t("common.task"),
                                    info=t("adapters.empty_what_lora_studio"))
                 base = gr.Textbox(label=t("common.base_model"), info=t("adapters.empty_base_config_names"))
             import_btn = gr.Button(t("adapters.import"), variant="primary")
@@ -165,6 +166,7 @@ def build(library: AdapterLibrary, training: TrainingService) -> None:
             serve_lines = gr.Markdown()
     on_load(handler(table, training), None, adapters)
     on_load(handler(chat_adapters, training), None, to_serve)
+    on_load(lambda: gr.update(choices=[("", "")] + task_choices([s.id for s in specs() if s.trainable])), None, task)
     serve_btn.click(handler(serve_at_scale, library), to_serve, serve_lines, **HIDDEN)
     adapters.select(first_cell, None, chosen, **HIDDEN)
     rename_btn.click(handler(rename, library, training), [chosen, new_name], [adapters, chosen], **HIDDEN)

@@ -15,7 +15,8 @@ from training.service import TrainingService
 from ui.adapters_tab import verdict_label
 from ui.train_tab import formats_text
 from ui.api import first_cell, handler, on_load, upload, user_of
-from ui.i18n import in_page_language, localized_columns, marked, phrase, t, term, text_in_page_language
+from ui.i18n import (in_page_language, localized_columns, marked, phrase, t, task_choices, term,
+                     text_in_page_language)
 
 BASE_CHOICE = "base model"  # the box that evaluates the base model itself (a label, never an adapter name)
 ACTIVE = ("queued", "running")
@@ -171,7 +172,7 @@ def build(service: TrainingService, browser_secret: str) -> dict:
     with gr.Tab(t("tab.evaluate"), id="evaluate"):
         gr.Markdown(t("evaluate.better_than_before_examples"))
         with gr.Row():
-            task = gr.Dropdown(evaluated(), value=first, label=t("common.task"), scale=1)
+            task = gr.Dropdown(task_choices(evaluated()), value=first, label=t("common.task"), scale=1)
             base_model = gr.Textbox(label=t("evaluate.base_model_empty_task"), scale=2)
             ticked = gr.CheckboxGroup([(t("evaluate.base_choice"), BASE_CHOICE)], value=[BASE_CHOICE],
                                       label=t("evaluate.up_to"), scale=3)
@@ -204,6 +205,7 @@ def build(service: TrainingService, browser_secret: str) -> dict:
     task.change(refill, task, [ticked, job, formats], **hidden)
     on_load(refill, task, [ticked, job, formats])
     on_load(handler(history, service), None, past)
+    on_load(lambda: gr.update(choices=task_choices(evaluated())), None, task)
     sample.click(lambda t: str(trainable_spec(t).sample_path), task, uploaded, **hidden)
     run.click(handler(start, service), [task, uploaded, job, columns, ticked, base_model], [job_id, saved],
               **hidden).then(show, job_id, view, **hidden).then(handler(history, service), None, past, **hidden)

@@ -17,7 +17,8 @@ from training.service import TrainingService
 from ui.adapters_tab import adapters_table
 from ui import zerogpu
 from ui.api import endpoint_function, expose, first_cell, handler, on_load, upload, user_of
-from ui.i18n import english, in_page_language, localized_columns, marked, phrase, t, text_in_page_language
+from ui.i18n import (english, in_page_language, localized_columns, marked, phrase, t, task_choices,
+                     text_in_page_language)
 
 ADVANCED = ["rank", "alpha", "dropout", "target_modules", "learning_rate", "epochs", "max_steps", "batch_size",
             "grad_accum", "max_length", "seed", "precision", "system_prompt", "method", "beta", "rpo_alpha"]
@@ -306,7 +307,7 @@ def build(service: TrainingService, browser_secret: str) -> dict:
     with gr.Tab(t("tab.train"), id="train"):
         gr.Markdown(t("train.teach_model_from_own"))
         with gr.Row():
-            task = gr.Dropdown(trainable(), value="chat", label=t("common.task"), scale=1)
+            task = gr.Dropdown(task_choices(trainable()), value="chat", label=t("common.task"), scale=1)
             base = gr.Dropdown(catalog.choices(catalog.DECODER), value=default_base, label=t("common.base_model"),
                                allow_custom_value=True, scale=2)
             name = gr.Textbox(label=t("train.adapter_name"), placeholder=t("train.my_adapter"), scale=2)
@@ -325,8 +326,8 @@ def build(service: TrainingService, browser_secret: str) -> dict:
                 mapping = [gr.Dropdown([], label=slot_label("chat", i), visible=i < len(first.fields),
                                        info=first.fields[i].help if i < len(first.fields) else None,
                                        allow_custom_value=False) for i in range(slots())]
-        preset = gr.Radio(list(presets.PRESETS), value="quick", label=t("train.preset"),
-                          info=t("train.quick_few_minutes_cpu"))
+        preset = gr.Radio([(t(f"preset.{name}"), name) for name in presets.PRESETS], value="quick",
+                          label=t("train.preset"), info=t("train.quick_few_minutes_cpu"))
         with gr.Row():
             search = gr.Checkbox(label=t("train.find_settings"), scale=2, info=t("train.find_settings_info"))
             search_minutes = gr.Number(trials.DEFAULT_MINUTES, label=t("train.search_budget"), minimum=1,
@@ -378,6 +379,7 @@ def build(service: TrainingService, browser_secret: str) -> dict:
     cancel.click(endpoint_function(service.cancel), job_id, None, **hidden)
     resume.click(endpoint_function(service.resume), job_id, None, **hidden).then(show, job_id, view, **hidden)
     on_load(handler(tables, service), None, [jobs, adapters])
+    on_load(lambda: gr.update(choices=task_choices(trainable())), None, task)
     jobs.select(first_cell, None, job_id, **hidden)
     return {"use": use, "job_id": job_id, "base": base, "task": task, "data": uploaded, "preset": preset,
             "advanced": advanced}

@@ -246,6 +246,13 @@ def term(value: str) -> str:
     return _term(value, languages().get(page_locale(LocalContext.request.get(None)), {}))
 
 
+def task_choices(task_ids: list[str]) -> list[tuple[str, str]]:
+    """A task box's choices: each task named in the language of the page whose event runs (Gradio leaves a
+    Dropdown's choices untranslated), its id the value."""
+    return [(phrase(f"task.{task_id}") if f"task.{task_id}" in english() else task_id, task_id)
+            for task_id in task_ids]
+
+
 def localized_columns(prefix: str, names: list[str]) -> list[str]:
     """A table's column names as a handler returns them, in the page's language (key: prefix.name_in_snake_case)."""
     return [phrase(f"{prefix}.{re.sub(r'[^a-z0-9]+', '_', name.lower()).strip('_')}") for name in names]

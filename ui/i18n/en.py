@@ -728,4 +728,9 @@ TEXTS = {
     'chat.sources': 'Sources',
     'reply.nothing_found': "I don't know: nothing in the collection '{collection}' is about this. Ask with other words, or add the document that answers it.",
     'chat.not_in_sources': 'Not in its sources: {words}. Check these before you rely on them.',
+    # Preset names (their values stay the API's names).
+    'preset.quick': 'quick',
+    'preset.balanced': 'balanced',
+    'preset.thorough': 'thorough',
+    'preset.preference': 'preference',
 }
