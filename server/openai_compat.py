@@ -83,8 +83,10 @@ class OpenAIRoutes:
             raise ApiError(400, "Give either tools or a collection, not both.", param="collection")
         base, adapter = await run_in_threadpool(self.naming.choose, owner, body.get("model"), catalog.DECODER)
         if collection not in (None, ""):
+            searcher = body.get("search_adapter") or ""  # another extra field: the adapter that searches it
             prompt = await run_in_threadpool(partial(self.chat.grounded, turns, collection, system, base, adapter,
-                                                     params.max_new_tokens, owner=owner, sources_line=False))
+                                                     params.max_new_tokens, owner=owner, sources_line=False,
+                                                     search_adapter=searcher if isinstance(searcher, str) else ""))
         else:
             prompt = await run_in_threadpool(
                 partial(self.chat.conversation, turns, system, base, adapter, params.max_new_tokens, owner=owner,

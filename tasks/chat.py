@@ -158,20 +158,21 @@ class ChatTask(Task):
 
     def reply(self, message: str, history: list[dict] | None = None, system_prompt: str = "", model: str = "",
               adapter: str = "", temperature: float = 0.3, top_p: float = 0.9, max_new_tokens: int = 256,
-              collection: str = "", *, owner: str = LOCAL_USER) -> Reply:
+              collection: str = "", *, owner: str = LOCAL_USER, search_adapter: str = "") -> Reply:
         """Start generating a reply; the Reply carries a notice when old turns were left out, or when the message is
-        Chinese and the model English-first."""
+        Chinese and the model English-first. search_adapter: the embedding adapter that searches the collection."""
         return self.start(*self.prepare(message, history, system_prompt, model, adapter, temperature, top_p,
-                                        max_new_tokens, collection, owner=owner))
+                                        max_new_tokens, collection, owner=owner, search_adapter=search_adapter))
 
     def prepare(self, message: str, history: list[dict] | None = None, system_prompt: str = "", model: str = "",
                 adapter: str = "", temperature: float = 0.3, top_p: float = 0.9, max_new_tokens: int = 256,
-                collection: str = "", *, owner: str = LOCAL_USER) -> tuple[Prompt, SamplingParams]:
+                collection: str = "", *, owner: str = LOCAL_USER,
+                search_adapter: str = "") -> tuple[Prompt, SamplingParams]:
         """Everything a reply needs before it starts (the model loaded, the adapter attached, the prompt fitted):
         several prepared replies start together, into one engine batch."""
         params = sampling(temperature, top_p, max_new_tokens)
         return self.prompt(message, history, system_prompt, model, adapter, params.max_new_tokens, collection,
-                           owner=owner), params
+                           owner=owner, search_adapter=search_adapter), params
 
     @staticmethod
     def start(prompt: Prompt, params: SamplingParams) -> Reply:
@@ -181,12 +182,14 @@ class ChatTask(Task):
         return prompt.start(params, notice=" ".join(filter(None, [notice, prompt.notice])))
 
     def prompt(self, message: str, history: list[dict] | None, system_prompt: str, model: str, adapter: str,
-               max_new_tokens: int, collection: str = "", *, owner: str = LOCAL_USER) -> Prompt:
+               max_new_tokens: int, collection: str = "", *, owner: str = LOCAL_USER,
+               search_adapter: str = "") -> Prompt:
         """The chat prompt's tokens on the model that will read it, the oldest turns dropped until it fits."""
         message = require_text(message, "message", self.ctx.settings.max_chars)
         turns = [*clean_history(history), {"role": "user", "content": message}]
         if collection and not (isinstance(collection, str) and not collection.strip()):  # blank: no documents
-            return self.grounded(turns, collection, system_prompt, model, adapter, max_new_tokens, owner=owner)
+            return self.grounded(turns, collection, system_prompt, model, adapter, max_new_tokens, owner=owner,
+                                 search_adapter=search_adapter)
         return self.conversation(turns, system_prompt, model, adapter, max_new_tokens, owner=owner)
 
     @cached_property
@@ -197,7 +200,8 @@ class ChatTask(Task):
         return SearchTask(self.ctx)
 
     def grounded(self, turns: list[dict], collection: str, system_prompt: str, model: str, adapter: str,
-                 max_new_tokens: int, *, owner: str = LOCAL_USER, sources_line: bool = True) -> Prompt:
+                 max_new_tokens: int, *, owner: str = LOCAL_USER, sources_line: bool = True,
+                 search_adapter: str = "") -> Prompt:
         """The prompt of a conversation answered from a collection: the passages most like it (the newest
         message, and it with the one before) in the last user turn, within PASSAGE_SHARE of the model's room;
         with none relevant, a reply that says so and no model asked."""
@@ -207,7 +211,7 @@ class ChatTask(Task):
             raise UserError("A conversation answered from documents must end with the user's message.")
         turns = [{**turn, "content": without_sources(turn["content"])} if turn["role"] == "assistant" else turn
                  for turn in turns]
-        found = relevant([self.search.find(owner, query, collection, 2 * PASSAGES)
+        found = relevant([self.search.find(owner, query, collection, 2 * PASSAGES, search_adapter or "")
                           for query in retrieval_queries(turns)])
         lm = self.lm(model, adapter, owner)[0]
         if not found:

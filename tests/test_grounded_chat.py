@@ -136,8 +136,9 @@ def test_the_chat_view_shows_the_sources_under_the_reply_and_the_model_reads_its
 
 
 def test_the_chat_view_lists_the_users_collections(chat):
-    update = chat_tab.collection_choices(chat, "gone")
+    update, searchers = chat_tab.collection_choices(chat, "gone", "gone")
     assert update["choices"] == [("none (the model alone)", ""), "handbook"] and update["value"] == ""
+    assert searchers["choices"] == [("none", "none")] and searchers["value"] == "none"
 
 
 @pytest.mark.integration
@@ -174,3 +175,9 @@ def test_compare_answers_each_variant_from_the_collection(chat):
                                            "temperature": 0, "max_new_tokens": 4},
                                   [{"model": chat.model, "adapter": ""}, {"model": chat.model, "adapter": ""}])
     assert [r["result"] for r in last] == [NOTHING_FOUND.format(collection="handbook")] * 2
+
+
+def test_the_collection_is_searched_with_the_chosen_search_adapter(chat):
+    with pytest.raises(UserError, match="atlas-finder") as unknown:
+        ask(chat, "How high is Mount Ferrow?", search_adapter="atlas-finder")
+    assert "adapter" in str(unknown.value)

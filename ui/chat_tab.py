@@ -18,7 +18,7 @@ from tasks.inside import InsideModel
 from ui.api import GENERATION, expose, handler, on_load, user_of
 from ui.compare_panel import compare_panel
 from ui.i18n import in_page_language, phrase, t, text_in_page_language
-from ui.picker import Picker, adapter_value, picker
+from ui.picker import Picker, adapter_update, adapter_value, no_adapter_box, picker
 from ui.services import TabServices
 
 
@@ -29,7 +29,7 @@ SOURCES_MARK = "\n\n📎 "  # where a reply's sources start in the chat (in any 
 
 
 def respond(task: ChatTask, message: str, history: list, system_prompt: str, model: str, adapter: str,
-            temperature: float, top_p: float, max_new_tokens: int, collection: str = "",
+            temperature: float, top_p: float, max_new_tokens: int, collection: str = "", search_adapter: str = "",
             request: gr.Request = None):
     """UI handler: append the user's message, then stream the assistant's reply into the chatbot; a reply from
     documents ends with its sources, each passage under its number, source and chunk."""
@@ -37,7 +37,8 @@ def respond(task: ChatTask, message: str, history: list, system_prompt: str, mod
         raise gr.Error(phrase("chat.type_first"))
     said = [{"role": m["role"], "content": reply_only(m["content"])} for m in history or []]
     reply = task.reply(message, said, system_prompt, model, adapter_value(adapter),
-                       temperature, top_p, int(max_new_tokens), collection or "", owner=user_of(request))
+                       temperature, top_p, int(max_new_tokens), collection or "", owner=user_of(request),
+                       search_adapter=adapter_value(search_adapter))
     if reply.notice:
         gr.Warning(text_in_page_language(reply.notice))
     history = list(history or []) + [{"role": "user", "content": message},
@@ -70,10 +71,12 @@ def reply_only(content: object) -> str:
     return text[:cut] if cut >= 0 else text
 
 
-def collection_choices(task: ChatTask, current: str | None, request: gr.Request = None):
-    """The documents box: none, then the caller's collections (kept chosen while it still exists)."""
+def collection_choices(task: ChatTask, current: str | None, searcher: str | None, request: gr.Request = None):
+    """The documents box: none, then the caller's collections (kept chosen while it still exists); and the search
+    adapter box, as Search's."""
     names = task.search.store.names(user_of(request))
-    return gr.update(choices=[(phrase("chat.no_documents"), "")] + names, value=current if current in names else "")
+    return (gr.update(choices=[(phrase("chat.no_documents"), "")] + names, value=current if current in names else ""),
+            adapter_update(task.search, "", searcher, user_of(request)))
 
 
 def alternatives(task: ChatTask, inside: InsideModel, text: str, model: str, adapter: str, count: int,
@@ -165,8 +168,10 @@ def build(task: ChatTask, tab: gr.Tab, services: TabServices) -> Picker:
         info=t("chat.continue_text_suits_base")))
     model, adapter, mode = chosen.model, chosen.adapter, chosen.extra
     with gr.Column(visible=True) as chat_box:
-        documents = gr.Dropdown([(phrase("chat.no_documents"), "")], value="", label=t("chat.documents"),
-                                info=t("chat.documents_info"))
+        with gr.Row():
+            documents = gr.Dropdown([(phrase("chat.no_documents"), "")], value="", label=t("chat.documents"),
+                                    info=t("chat.documents_info"), scale=3)
+            searcher = no_adapter_box(label=t("inside.search_adapter"), info=t("search.adapter_info"), scale=1)
         chatbot = gr.Chatbot(label=t("chat.conversation"), height=420, buttons=["copy"], editable="all",
                              feedback_options=("Like", "Dislike"))
         gr.Markdown(t("chat.reply_edit_pencil_into"))
@@ -208,7 +213,8 @@ def build(task: ChatTask, tab: gr.Tab, services: TabServices) -> Picker:
     saved = gr.BrowserState([], storage_key="lora-studio-chat", secret=services.browser_secret)
 
     hidden = {"api_visibility": "undocumented"}
-    inputs = [message, chatbot, system_prompt, model, adapter, temperature, top_p, max_new_tokens, documents]
+    inputs = [message, chatbot, system_prompt, model, adapter, temperature, top_p, max_new_tokens, documents,
+              searcher]
     sending = gr.on([message.submit, send.click], handler(respond, task), inputs, [chatbot, message], **hidden,
                     **GENERATION)
     stop.click(None, None, None, cancels=[sending], **hidden)
@@ -223,7 +229,8 @@ def build(task: ChatTask, tab: gr.Tab, services: TabServices) -> Picker:
     chatbot.like(handler(liked, services.feedback), judged, None, **hidden)
     chatbot.edit(handler(corrected, services.feedback), judged, None, **hidden)
     chosen.wire(tab)
-    on_load(handler(collection_choices, task), documents, documents)
-    tab.select(handler(collection_choices, task), documents, documents, show_progress="hidden", **hidden)
+    on_load(handler(collection_choices, task), [documents, searcher], [documents, searcher])
+    tab.select(handler(collection_choices, task), [documents, searcher], [documents, searcher],
+               show_progress="hidden", **hidden)
     chatbot.change(lambda h: h, chatbot, saved, **hidden)
     return chosen
