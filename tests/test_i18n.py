@@ -487,3 +487,16 @@ def test_the_task_boxes_and_presets_are_named_in_the_page_language_and_keep_thei
     assert english == [("Chat", "chat"), ("Question answering", "answer")]
     assert chinese == [("对话", "chat"), ("问答", "answer")]
     assert all(f"preset.{name}" in i18n.english() for name in PRESETS)  # each preset's radio label
+
+
+def test_a_chat_export_names_the_speakers_in_the_page_language():
+    import json
+    from pathlib import Path
+
+    from ui.chat_tab import export_chat
+
+    history = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello! 你好"}]
+    english, chinese = _in_both(lambda: Path(export_chat(history, "Markdown")).read_text(encoding="utf-8"))
+    assert english == "**User:** Hi\n\n**Assistant:** Hello! 你好"
+    assert chinese == "**用户：** Hi\n\n**助手：** Hello! 你好"
+    assert json.loads(Path(export_chat(history, "JSON")).read_text(encoding="utf-8")) == history  # data stays as is

@@ -153,7 +153,7 @@ def export_chat(history: list, fmt: str) -> str:
     if fmt == "JSON":
         body, suffix = json.dumps(turns, ensure_ascii=False, indent=2), ".json"
     else:
-        body = "\n\n".join(f"**{t['role'].title()}:** {t['content']}" for t in turns)
+        body = "\n\n".join(f"**{phrase('chat.role_' + t['role'])}** {t['content']}" for t in turns)
         suffix = ".md"
     with tempfile.NamedTemporaryFile("w", suffix=suffix, prefix="chat-", delete=False, encoding="utf-8") as f:
         f.write(body)

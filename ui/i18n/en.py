@@ -733,4 +733,7 @@ TEXTS = {
     'preset.balanced': 'balanced',
     'preset.thorough': 'thorough',
     'preset.preference': 'preference',
+    # A Markdown export's speakers.
+    'chat.role_user': 'User:',
+    'chat.role_assistant': 'Assistant:',
 }

@@ -733,4 +733,7 @@ TEXTS = {
     'preset.balanced': '均衡',
     'preset.thorough': '充分',
     'preset.preference': '偏好（DPO）',
+    # A Markdown export's speakers.
+    'chat.role_user': '用户：',
+    'chat.role_assistant': '助手：',
 }
