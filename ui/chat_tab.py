@@ -25,6 +25,7 @@ from ui.services import TabServices
 MAX_ALTERNATIVES = 4
 ALTERNATIVE = ("chat.alternative_1", "chat.alternative_2", "chat.alternative_3", "chat.alternative_4")  # a label each
 CONTINUATION = "<div style='white-space:pre-wrap; padding-top:1.6em'>{}</div>"  # below the box's label
+SPEAKERS = {"user": "chat.role_user", "assistant": "chat.role_assistant"}  # a Markdown export's names for them
 SOURCES_MARK = "\n\n📎 "  # where a reply's sources start in the chat (in any language)
 
 
@@ -153,7 +154,7 @@ def export_chat(history: list, fmt: str) -> str:
     if fmt == "JSON":
         body, suffix = json.dumps(turns, ensure_ascii=False, indent=2), ".json"
     else:
-        body = "\n\n".join(f"**{phrase('chat.role_' + t['role'])}** {t['content']}" for t in turns)
+        body = "\n\n".join(f"**{phrase(SPEAKERS[t['role']])}** {t['content']}" for t in turns)
         suffix = ".md"
     with tempfile.NamedTemporaryFile("w", suffix=suffix, prefix="chat-", delete=False, encoding="utf-8") as f:
         f.write(body)
