@@ -81,7 +81,7 @@ def build(task: AnswerTask, tab: gr.Tab, services: TabServices) -> Picker:
                   MODELS)
 
     hidden = {"api_visibility": "undocumented"}
-    gr.on([ask_button.click, question.submit], handler(ask, task),
+    gr.on([ask_button.click, question.submit], handler(ask, task, gpu="answer"),
           [question, context, collection, model, adapter], [answer, details, marked], **hidden)
     chosen.wire(tab)
     return chosen

@@ -283,17 +283,35 @@ def publish(endpoints) -> None:
         gr.api(fn, api_name=endpoint.api_name, **(GENERATION if endpoint.generates else {}))
 
 
-def handler(fn: Callable, *bound) -> Callable:
+def handler(fn: Callable, *bound, gpu: str = "") -> Callable:
     """A UI event handler: fn with its first arguments bound (the task), errors as one sentence, and its
-    gr.Request / gr.Progress parameters still filled in by Gradio."""
+    gr.Request / gr.Progress parameters still filled in by Gradio. gpu: the endpoint whose work fn does (it runs a
+    model): on ZeroGPU it asks for the GPU per call as that endpoint does, sized by the same estimate."""
     hints = typing.get_type_hints(fn)
-    signature = inspect.signature(fn)
-    params = list(signature.parameters.values())[len(bound):]
-    wrapper = expose(functools.partial(fn, *bound), page=True)
+    full = inspect.signature(fn)
+    signature = full.replace(parameters=list(full.parameters.values())[len(bound):])
+    call = bound_function(fn, bound, signature)
+    if gpu:
+        call = zerogpu.gpu(gpu, call, next((b.ctx for b in bound if hasattr(b, "ctx")), None))
+    wrapper = expose(call, page=True)
     del wrapper.__wrapped__
-    wrapper.__signature__ = signature.replace(parameters=params)
-    wrapper.__annotations__ = {p.name: hints[p.name] for p in params if p.name in hints}
+    wrapper.__signature__ = signature
+    wrapper.__annotations__ = {name: hints[name] for name in signature.parameters if name in hints}
     return wrapper
+
+
+def bound_function(fn: Callable, bound: tuple, signature: inspect.Signature) -> Callable:
+    """fn with its first arguments bound, as a function of its own name and the rest of its signature (a
+    generator function stays one: ZeroGPU streams those)."""
+    if inspect.isgeneratorfunction(fn):
+        def call(*args, **kwargs):
+            yield from fn(*bound, *args, **kwargs)
+    else:
+        def call(*args, **kwargs):
+            return fn(*bound, *args, **kwargs)
+    call.__name__ = call.__qualname__ = fn.__name__
+    call.__doc__, call.__signature__ = fn.__doc__, signature
+    return call
 
 
 def first_cell(evt: gr.SelectData) -> str:

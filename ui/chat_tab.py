@@ -216,13 +216,13 @@ def build(task: ChatTask, tab: gr.Tab, services: TabServices) -> Picker:
     hidden = {"api_visibility": "undocumented"}
     inputs = [message, chatbot, system_prompt, model, adapter, temperature, top_p, max_new_tokens, documents,
               searcher]
-    sending = gr.on([message.submit, send.click], handler(respond, task), inputs, [chatbot, message], **hidden,
-                    **GENERATION)
+    sending = gr.on([message.submit, send.click], handler(respond, task, gpu="chat"), inputs, [chatbot, message],
+                    **hidden, **GENERATION)
     stop.click(None, None, None, cancels=[sending], **hidden)
     clear.click(lambda: [], None, chatbot, **hidden)
     export.click(expose(lambda h, f: gr.update(value=export_chat(h, f), visible=True), page=True),
                  [chatbot, export_format], export_file, **hidden)
-    go.click(handler(alternatives, task, services.inside),
+    go.click(handler(alternatives, task, services.inside, gpu="complete"),
              [prompt, model, adapter, count, complete_tokens, complete_temperature], outs, **hidden)
     mode.change(lambda m: (gr.update(visible=m == "Chat"), gr.update(visible=m != "Chat")), mode,
                 [chat_box, complete_box], **hidden)

@@ -9,6 +9,7 @@ import gradio as gr
 
 from tasks.base import Task
 from tasks.compare import MAX_VARIANTS, Comparison
+from ui import zerogpu
 from ui.api import GENERATION, expose, on_load, progress_for, user_of
 from ui.i18n import phrase, t
 from ui.picker import QUIET, adapter_choices, adapter_update, adapter_value, no_adapter_box
@@ -59,8 +60,9 @@ def compare_panel(task: Task, inputs: dict[str, gr.Component], render: Callable[
                    for r in update] + [gr.update(visible=False)] * (MAX_VARIANTS - len(update))
 
     triggers = [button.click] + [c.submit for c in own.values() if isinstance(c, gr.Textbox)]
-    gr.on(triggers, expose(run, page=True), [*inputs.values(), *boxes], columns, api_visibility="undocumented",
-          **GENERATION)
+    run.__name__ = "compare_variants"  # on ZeroGPU it asks for the GPU as /compare does
+    gr.on(triggers, expose(zerogpu.gpu("compare", run, task.ctx), page=True), [*inputs.values(), *boxes], columns,
+          api_visibility="undocumented", **GENERATION)
 
     # As in the picker: each variant's adapters are those trained on its model (the task's default when empty).
     def adapter_lists(request: gr.Request = None):

@@ -160,6 +160,6 @@ def wire(training: TrainingService, comparison: Comparison, c: dict) -> None:
     c["train"].click(handler(start, training), c["chosen"], c["job_id"], **hidden)  # its change starts the watch
     c["timer"].tick(watch, c["job_id"], view, show_progress="hidden", **hidden)
     c["job_id"].change(watch, c["job_id"], view, show_progress="hidden", **hidden)  # the job a reload remembers
-    c["ask_button"].click(handler(ask, training, comparison), [c["question"], c["adapter"]],
+    c["ask_button"].click(handler(ask, training, comparison, gpu="compare"), [c["question"], c["adapter"]],
                           [c["before"], c["after"]], **hidden, **GENERATION)
     c["hide"].click(dismiss, None, [c["panel"], c["dismissed"]], **hidden)

@@ -290,24 +290,25 @@ def build(inside: InsideModel) -> None:
     tok_run.click(handler(tokens_view, inside), [tok_text, tok_model, alone], tok_views, **hidden)
     tok_compare.click(handler(tokens_view, inside), [tok_text, tok_model, compared], tok_views, **hidden)
     next_inputs = [nt_text, nt_model, nt_adapter, nt_k, nt_temperature, nt_top_p]
-    show_next = handler(next_view, inside)
+    show_next = handler(next_view, inside, gpu="next_token")
     nt_outputs = [nt_plot, nt_summary, nt_pick]
     nt_run.click(show_next, next_inputs, nt_outputs, **hidden)
     gr.on([nt_temperature.release, nt_top_p.release, nt_k.release], show_next, next_inputs, nt_outputs, **hidden)
     nt_pick.input(append_token, [nt_text, nt_pick], nt_text, **hidden).then(show_next, next_inputs, nt_outputs,
                                                                             **hidden)
-    nt_likeliest.click(handler(append_likeliest, inside), [nt_text, nt_model, nt_adapter], nt_text,
+    nt_likeliest.click(handler(append_likeliest, inside, gpu="next_token"), [nt_text, nt_model, nt_adapter], nt_text,
                        **hidden).then(show_next, next_inputs, nt_outputs, **hidden)
-    fm_run.click(handler(fill_view, inside), [fm_text, fm_model], [fm_plot, fm_note], **hidden)
-    show_attention = handler(attention_view, inside)
+    fm_run.click(handler(fill_view, inside, gpu="fill_mask"), [fm_text, fm_model], [fm_plot, fm_note], **hidden)
+    show_attention = handler(attention_view, inside, gpu="attention")
     at_outputs = [at_plot, at_layer, at_head, at_token, at_result]
     at_run.click(show_attention, [at_text, at_model, at_layer, at_head], at_outputs, **hidden)
     gr.on([at_layer.release, at_head.release], show_attention, [at_text, at_model, at_layer, at_head], at_outputs,
           **hidden)
     at_token.change(attention_row, [at_result, at_token], at_row, **hidden)
-    em_run.click(handler(similarity_view, inside), [em_texts, em_model, em_adapter], [em_heat, em_map], **hidden)
-    sp_run.click(handler(surprise_view, inside), [sp_text, sp_model, sp_adapter], [sp_tokens, sp_plot, sp_summary],
-                 **hidden)
+    em_run.click(handler(similarity_view, inside, gpu="similarity"), [em_texts, em_model, em_adapter],
+                 [em_heat, em_map], **hidden)
+    sp_run.click(handler(surprise_view, inside, gpu="token_loss"), [sp_text, sp_model, sp_adapter],
+                 [sp_tokens, sp_plot, sp_summary], **hidden)
 
     def adapters(request: gr.Request = None):
         owner = user_of(request)

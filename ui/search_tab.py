@@ -141,7 +141,9 @@ def build(task: SearchTask, tab: gr.Tab, services: TabServices) -> Picker:
     chosen.wire(tab)
     # Only the documents follow the collection: updating the dropdown from its own change event could loop.
     collection.change(handler(_documents_view, task), collection, [documents, doomed], **hidden)
-    add.click(handler(add_files, task), [collection, files, pasted], [status, *shown, files, pasted], **hidden)
+    add.click(handler(add_files, task, gpu="add_documents"), [collection, files, pasted],
+              [status, *shown, files, pasted], **hidden)
     remove.click(handler(remove_document, task), [collection, doomed], [status, *shown], **hidden)
-    gr.on([query.submit, go.click], handler(run_search, task), [query, collection, k, adapter], results, **hidden)
+    gr.on([query.submit, go.click], handler(run_search, task, gpu="search"), [query, collection, k, adapter], results,
+          **hidden)
     return chosen

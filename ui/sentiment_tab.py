@@ -111,8 +111,8 @@ def build(task: SentimentTask, tab: gr.Tab, services: TabServices) -> Picker:
     compare_panel(task, {"texts": text}, sentiment_lines, MODELS)
 
     hidden = {"api_visibility": "undocumented"}
-    run.click(handler(analyze, task), [text, uploaded, column, model, adapter], [table, chart, download, note],
-              **hidden)
+    run.click(handler(analyze, task, gpu="sentiment"), [text, uploaded, column, model, adapter],
+              [table, chart, download, note], **hidden)
     uploaded.change(handler(csv_columns, task), uploaded, column, **hidden)
     chosen.wire(tab)
     return chosen

@@ -83,6 +83,7 @@ def build(task: SummarizeTask, tab: gr.Tab, services: TabServices) -> Picker:
                   model_choices(), lambda v: {**v, "method": "" if v["method"] == "auto" else v["method"]})
 
     hidden = {"api_visibility": "undocumented"}
-    go.click(handler(summarize, task), [text, method, length, model, adapter], [summary, note], **hidden)
+    go.click(handler(summarize, task, gpu="summarize"), [text, method, length, model, adapter], [summary, note],
+             **hidden)
     chosen.wire(tab)
     return chosen

@@ -102,7 +102,7 @@ def build(task: TranslateTask, tab: gr.Tab, services: TabServices) -> Picker:
 
     hidden = {"api_visibility": "undocumented"}
     text.change(functools.partial(detected, task), text, found, trigger_mode="always_last", **hidden)
-    go.click(handler(translate, task), [text, source, target, model, adapter], [translation, used, note],
-             **hidden)
+    go.click(handler(translate, task, gpu="translate"), [text, source, target, model, adapter],
+             [translation, used, note], **hidden)
     chosen.wire(tab)
     return chosen

@@ -8,11 +8,13 @@ threads: the models the server loaded have no engine thread there. `in_forked_pr
 cache of its own on its first call, so it loads the models onto the GPU it now has and starts their engines
 (tests/test_spaces.py runs calls in a real fork the same way).
 
-What this does not do yet: the UI's own events (the Chat tab's streaming and the other tabs' buttons) call the
-task functions by other paths and are not wrapped, so on ZeroGPU they would run on the server's CPU side, where
-ZeroGPU reports CUDA but lends none; they need the same wrapping. Training runs in a worker process that ZeroGPU
-cannot lend a GPU to; `training_slices` is the bound for running it as successive calls that save a checkpoint
-between them, and `training_note` is what the pre-flight estimate says about it.
+The UI's own events that run a model (the Chat tab's streaming, the task views' buttons, Inside's views) go
+through the same wrapping (`ui.api.handler(..., gpu=<endpoint>)`), sized by their endpoint's estimate from the
+arguments they share with it; a handler whose arguments the estimate cannot read asks for UNKNOWN_S.
+
+What this does not do yet: training runs in a worker process that ZeroGPU cannot lend a GPU to;
+`training_slices` is the bound for running it as successive calls that save a checkpoint between them, and
+`training_note` is what the pre-flight estimate says about it. Nothing here has run on a real ZeroGPU Space.
 """
 
 from __future__ import annotations
@@ -90,9 +92,10 @@ def seconds(api_name: str, arguments: dict) -> int:
     return int(min(MAX_S, max(MIN_S, math.ceil(START_S + work))))
 
 
-def gpu(api_name: str, fn: Callable) -> Callable:
+def gpu(api_name: str, fn: Callable, ctx=None) -> Callable:
     """fn as a ZeroGPU call with a duration computed from its arguments, when the endpoint runs a model; off
-    ZeroGPU the spaces package returns fn itself (and without the package fn is returned as it is)."""
+    ZeroGPU the spaces package returns fn itself (and without the package fn is returned as it is). ctx: the
+    app's services whose models fn uses (a task method's own when not given)."""
     if api_name not in ESTIMATES:
         return fn
     decorator = _decorator()
@@ -104,19 +107,19 @@ def gpu(api_name: str, fn: Callable) -> Callable:
         bound = signature.bind_partial(*args, **kwargs)
         bound.apply_defaults()
         return seconds(api_name, dict(bound.arguments))
-    return decorator(in_forked_process(fn) if on_zero_gpu() else fn, duration=duration)
+    return decorator(in_forked_process(fn, ctx) if on_zero_gpu() else fn, duration=duration)
 
 
 _OWN_CACHE: set[tuple[int, int]] = set()  # (model hub, process) pairs whose cache was made in that process
 
 
-def in_forked_process(fn: Callable) -> Callable:
+def in_forked_process(fn: Callable, ctx=None) -> Callable:
     """fn as ZeroGPU runs it: in a process forked from the server, where the models the server loaded have no
     engine threads (a fork copies only the calling thread). On its first call there, the process starts with an
     empty model cache of its own, so it loads the models itself (onto the GPU it now has) and starts their
     engines; later calls in the same process reuse them."""
     parent = os.getpid()
-    ctx = getattr(getattr(fn, "__self__", None), "ctx", None)
+    ctx = ctx or getattr(getattr(fn, "__self__", None), "ctx", None)
 
     def own_models() -> None:
         pid = os.getpid()
