@@ -96,6 +96,10 @@ def run_job(settings: Settings, job_id: str, echo: bool = False, progress=None,
 
     if job.kind == "evaluate":
         return _finish_evaluation(settings, job, store, log, stop_reason)
+    if job.kind == "make_data":
+        from training import make_data
+
+        return make_data.run(settings, job, store, log, stop_reason)
     checkpoint = Checkpoint(folder / "checkpoint")
     if ranks.count > 1:
         log(f"training on {ranks.count} processes ({ranks.state.backend} on {ranks.state.device.type}), "
