@@ -187,3 +187,59 @@ def test_a_writer_that_writes_nothing_usable_fails_with_the_counts(maker, tiny_c
     status = made(maker, job_id)
     assert status["state"] == "failed" and status["error"].startswith("No usable rows were made from 2 passages")
     assert not rows_path(maker.ctx.settings, job_id).exists()
+
+
+# ---- training on made rows ---------------------------------------------------------------------------------------
+QA = [("Who founded Velmora?", "Tarsin Quell founded Velmora in 1742."),
+      ("How many bridges has Velmora?", "Velmora has 17 bridges."),
+      ("What colour are the roofs of Velmora?", "The roofs of Velmora are green."),
+      ("When is the market of Velmora open?", "The market of Velmora opens on Thursdays only."),
+      ("How tall is the Ostrel lighthouse?", "The Ostrel lighthouse is 64 metres tall."),
+      ("Who kept the Ostrel lighthouse?", "Ilse Vantry kept the Ostrel lighthouse for 31 years.")]
+
+
+def made_chat_rows(maker: DataMaker, tiny_chat_dir, tmp_path, owner: str = "local") -> str:
+    """A finished chat make-data job with the user's own question; its rows as a writer model would have made
+    them (the tiny test model writes no usable pairs)."""
+    from training.documents_data import COLUMNS
+
+    job_id = maker.make_training_data("chat", "", write_facts(tmp_path), str(tiny_chat_dir),
+                                      {"own_questions": "Where does the river Ost flow? | through Velmora"},
+                                      owner=owner)["job_id"]
+    write_rows([{"prompt": q, "response": a, "source": "velmora.txt"} for q, a in QA],
+               rows_path(maker.ctx.settings, job_id), COLUMNS["chat"])
+    maker.training.store.update(job_id, state="succeeded")
+    return job_id
+
+
+def test_an_adapter_trained_on_made_rows_says_so_and_is_scored_on_held_out_and_own_questions(
+        maker, tiny_chat_dir, tmp_path):
+    job_id = made_chat_rows(maker, tiny_chat_dir, tmp_path)
+    training = maker.training
+    # The rows file keeps its name through the Train view's upload: that alone says where the rows came from.
+    trained = training.submit("chat", str(rows_path(maker.ctx.settings, job_id)), str(tiny_chat_dir), "facts",
+                              "quick", {"epochs": 1})["job_id"]
+    assert worker.run_job(maker.ctx.settings, trained) == "succeeded", training.job(trained)["error"]
+    report = training.job(trained)["report"]
+    assert report["summary"].startswith("Trained on rows generated from the files 'velmora.txt', 'ostrel.txt'. ")
+    assert report["held_out"] is True  # 6 rows: 1 held out, which a user's own file of 6 rows would not be
+    generated = report["generated"]
+    assert generated["held_out"]["rows"] == 1 and generated["own"]["rows"] == 1
+    assert set(generated["own"]["after"]) == {"recalled"}
+    assert generated["source"] == "the files 'velmora.txt', 'ostrel.txt'"
+    held, own = generated["held_out"], generated["own"]
+    assert report["summary"].endswith(
+        f" On 1 held-out generated row, {held['after']['recalled']:g}% of the adapter's answers say the reference "
+        f"answer (the base model's: {held['before']['recalled']:g}%). On 1 of your own questions, "
+        f"{own['after']['recalled']:g}% of the adapter's answers say the reference answer (the base model's: "
+        f"{own['before']['recalled']:g}%).")
+
+
+def test_training_on_rows_named_as_made_by_another_user_is_refused(maker, tiny_chat_dir, tmp_path):
+    job_id = made_chat_rows(maker, tiny_chat_dir, tmp_path, owner="alice")
+    with pytest.raises(UserError, match="There are no generated training rows"):
+        maker.training.submit("chat", str(rows_path(maker.ctx.settings, job_id)), str(tiny_chat_dir), "theirs",
+                              "quick", {"generated_from": job_id}, owner="bob")
+    with pytest.raises(UserError, match="made for chat, not for search"):
+        maker.training.submit("search", str(rows_path(maker.ctx.settings, job_id)), "", "wrong", "quick",
+                              {"generated_from": job_id}, owner="alice")

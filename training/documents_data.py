@@ -37,6 +37,8 @@ STOPWORDS = frozenset(
     "what which who whom whose when where why how does do did has have had as into about than then there their they "
     "he she his her him i you we our your not no yes".split())
 DROP_REASONS = ("unparsed", "unsupported", "not_in_passage", "duplicate")
+GENERATED_FILE = re.compile(r"generated-([0-9a-f]{12})\.jsonl")  # the rows file's name names its job
+HOLD_OUT = 0.2  # of generated rows, set aside to score the adapter on
 
 
 @dataclass(frozen=True)
@@ -274,6 +276,16 @@ def own_questions(value: object) -> list[dict]:
     return rows
 
 
+def generated_job(data_path: str, settings: object) -> tuple[str, bool]:
+    """(the make-data job whose rows a training file holds, whether the user named it): settings' generated_from,
+    else the id in the rows file's own name ("" when neither)."""
+    given = settings.get("generated_from") if isinstance(settings, dict) else None
+    if isinstance(given, str) and given.strip():
+        return given.strip(), True
+    found = GENERATED_FILE.fullmatch(Path(data_path).name) if data_path else None
+    return (found.group(1) if found else ""), False
+
+
 def recalled(answers: list[str], references: list[str]) -> float:
     """The share (in %) of answers that say their reference: every number of it and most of its words."""
     if not answers:
@@ -284,3 +296,50 @@ def recalled(answers: list[str], references: list[str]) -> float:
         if words and _numbers(reference) <= _numbers(answer) and sum(w in said for w in words) / len(words) >= 0.6:
             hits += 1
     return round(100 * hits / len(answers), 1)
+
+
+# ---- training on made rows ----------------------------------------------------------------------------------------
+def hold_out(examples: list, seed: int) -> tuple[list, list]:
+    """Generated rows split for training and scoring: HOLD_OUT of them (at least 1 of 5 or more, at most 200) set
+    aside with seed, both parts in the file's order. Unlike a user's own file, even a few generated rows are split:
+    the report is meant to say how the adapter answers questions it was not shown."""
+    if len(examples) < 5:
+        return list(examples), []
+    size = min(200, max(1, round(len(examples) * HOLD_OUT)))
+    held = set(random.Random(seed).sample(range(len(examples)), size))
+    return ([e for i, e in enumerate(examples) if i not in held], [e for i, e in enumerate(examples) if i in held])
+
+
+def reported(report, source: str):
+    """A training report of an adapter trained on generated rows: says so, and how it scored on held-out
+    generated rows and on the user's own questions (report.extra["generated"])."""
+    from dataclasses import replace
+
+    from training.report import metric_sentence
+
+    generated = report.extra.get("generated", {})
+    words = [f"Trained on rows generated from {source}."]
+    for key, one, many in (("held_out", "held-out generated row", "held-out generated rows"),
+                           ("own", "of your own questions", "of your own questions")):
+        if not (part := generated.get(key)):
+            continue
+        rows = f"{part['rows']} {one if part['rows'] == 1 else many}"
+        if "recalled" in part["after"]:
+            words.append(f"On {rows}, {part['after']['recalled']:g}% of the adapter's answers say the reference "
+                         f"answer (the base model's: {part['before']['recalled']:g}%).")
+        else:
+            words.append(f"On {rows}: {metric_sentence(part['before'], part['after'])}")
+    return replace(report, summary=" ".join(words[:1] + [report.summary] + words[1:]),
+                   extra={**report.extra, "generated": {**generated, "source": source}})
+
+
+def own_examples(path: str) -> list:
+    """The user's own questions (a JSONL file of {question, answer}) as chat rows to score an adapter on."""
+    from training.data import Example
+    from training.formats import turns
+
+    if not path:
+        return []
+    with open(path, encoding="utf-8") as lines:
+        found = [json.loads(line) for line in lines if line.strip()]
+    return [Example(n, turns("", row["question"], row["answer"])) for n, row in enumerate(found, 1)]

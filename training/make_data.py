@@ -9,7 +9,6 @@ rename, so a cancelled job leaves none. The rows come back in /job's `report.row
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,7 +26,6 @@ from training.trainer import Stopped
 
 IN_FLIGHT = 4  # writer requests in the engine at once: they batch, and leave room for chat users
 SHOWN_ROWS = 2000  # rows /job's report carries; the file has them all
-GENERATED_FILE = re.compile(r"generated-([0-9a-f]{12})\.jsonl")  # the rows file's name names its job
 
 
 class DataMaker:
@@ -120,16 +118,6 @@ class DataMaker:
 
 def rows_path(settings, job_id: str) -> Path:
     return paths.job_folder(settings, job_id) / f"generated-{job_id}.jsonl"
-
-
-def generated_job(data_path: str, settings: dict | None) -> str:
-    """The make-data job whose rows a training file holds: settings' generated_from, else the id in the rows
-    file's own name ("" when neither)."""
-    given = (settings or {}).get("generated_from")
-    if isinstance(given, str) and given.strip():
-        return given.strip()
-    found = GENERATED_FILE.fullmatch(Path(data_path).name) if data_path else None
-    return found.group(1) if found else ""
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> Path:
