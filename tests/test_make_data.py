@@ -243,3 +243,47 @@ def test_training_on_rows_named_as_made_by_another_user_is_refused(maker, tiny_c
     with pytest.raises(UserError, match="made for chat, not for search"):
         maker.training.submit("search", str(rows_path(maker.ctx.settings, job_id)), "", "wrong", "quick",
                               {"generated_from": job_id}, owner="alice")
+
+
+# ---- through the API, as a client would ----------------------------------------------------------------------------
+@pytest.mark.worker  # the job manager runs it in a worker process
+def test_make_training_data_through_the_api(launch, tmp_path):
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    from waiting import wait_for
+
+    url, demo = launch()
+    client = Client(url, verbose=False)
+    files = [handle_file(u.path) for u in write_facts(tmp_path)]
+    out = client.predict("search", "", files, "", {"write_questions": False}, api_name="/make_training_data")
+    status = wait_for(lambda: (s := client.predict(out["job_id"], api_name="/job"))["state"] in
+                      ("succeeded", "failed") and s, what="the rows")
+    assert status["state"] == "succeeded", status["error"]
+    assert status["kind"] == "make_data" and len(status["report"]["rows"]) == status["report"]["made"] == 2
+    downloaded = client.predict(out["job_id"], api_name="/training_rows_file")
+    assert len(open(downloaded, encoding="utf-8").read().splitlines()) == 2
+    with pytest.raises(AppError, match="There is no collection named 'nobody'"):
+        client.predict("chat", "nobody", None, "", {}, api_name="/make_training_data")
+
+
+def test_the_table_fixed_and_trimmed_becomes_the_training_file(maker, tiny_chat_dir, tmp_path):
+    import pandas as pd
+
+    from ui import make_data_tab
+
+    job_id = made_chat_rows(maker, tiny_chat_dir, tmp_path)
+    table = make_data_tab.frame({"task": "chat", "rows": [{"prompt": q, "response": a, "source": "velmora.txt"}
+                                                          for q, a in QA]})
+    assert list(table.columns) == ["prompt", "response", "source"]
+    table.loc[1, "response"] = "Velmora has seventeen bridges."  # fixed by hand
+    table = make_data_tab.delete_row(table, 0)
+    with pytest.raises(UserError, match="Pick a row"):
+        make_data_tab.delete_row(table, None)
+    task, path = make_data_tab.rows_file(maker, job_id, table)
+    assert task == "chat" and path.endswith(f"generated-{job_id}.jsonl")
+    rows = [json.loads(line) for line in open(path, encoding="utf-8")]
+    assert len(rows) == 5 and rows[0] == {"prompt": QA[1][0], "response": "Velmora has seventeen bridges.",
+                                          "source": "velmora.txt"}
+    with pytest.raises(UserError, match="no rows left"):
+        make_data_tab.rows_file(maker, job_id, pd.DataFrame(columns=["prompt", "response", "source"]))
