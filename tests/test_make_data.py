@@ -12,8 +12,9 @@ from tasks.base import Upload
 from tasks.search import SearchTask
 from training import worker
 from training.answer_check import lexical_embed
-from training.documents_data import (MakeSettings, Passage, answer_row, inverse_cloze_pairs, make_rows, own_questions,
-                                     parse_pairs, recalled, rows_from_replies, supported, write_rows)
+from training.documents_data import (MakeSettings, Passage, answer_row, first_answer, inverse_cloze_pairs, make_rows,
+                                     own_questions, parse_drafts, parse_pairs, recalled, rows_from_replies, supported,
+                                     write_rows)
 from training.make_data import DataMaker, rows_path
 from training.service import TrainingService
 
@@ -35,6 +36,27 @@ def test_parser_reads_numbered_and_bold_pairs():
                                   ("What day?", "Thursday")]
     assert parse_pairs("问题：谁建了它？\n答案：Tarsin Quell") == [("谁建了它？", "Tarsin Quell")]
     assert parse_pairs("I cannot help with that.") == []
+
+
+def test_questions_left_without_an_answer_are_answered_in_a_second_round():
+    # SmolLM2-135M's own reply to the writer's prompt about velmora.txt: it stops at "Answer:".
+    stopped = "Question: What is the name of the town that was founded by Tarsin Quell in 1742?\nAnswer:"
+    assert parse_pairs(stopped) == []
+    assert parse_drafts(stopped) == [("What is the name of the town that was founded by Tarsin Quell in 1742?", "")]
+    assert parse_drafts("1. Who kept it?\nQuestion: How tall?\nAnswer: 64 metres") == [
+        ("How tall?", "64 metres"), ("Who kept it?", "")]
+    assert first_answer("\nAnswer: Velmora, in 1742.\nAnything else?") == "Velmora, in 1742."
+    asked = []
+
+    def writer(prompts: list[str]) -> list[str]:  # replies as the writer gave them, round by round
+        asked.append(prompts)
+        return [stopped] if len(asked) == 1 else ["The town is Velmora, founded by Tarsin Quell in 1742."]
+
+    made = make_rows("chat", PASSAGES[:1], MakeSettings(), writer, lexical_embed)
+    assert len(asked) == 2 and asked[1][0].endswith("Question: What is the name of the town that was founded by "
+                                                    "Tarsin Quell in 1742?")
+    assert made.rows == [{"prompt": parse_drafts(stopped)[0][0], "source": "velmora.txt",
+                          "response": "The town is Velmora, founded by Tarsin Quell in 1742."}]
 
 
 @pytest.mark.parametrize("question, answer, kept", [

@@ -151,6 +151,35 @@ def parse_pairs(reply: str) -> list[tuple[str, str]]:
     return pairs
 
 
+_QUESTION = re.compile(r"(?:^|\n)\s*(?:\d+[.)]\s*)?(?:" + _LABEL.format("Question|Q|问题") + r")?(?P<q>[^\n]+[?？])",
+                       re.IGNORECASE)
+
+
+def parse_drafts(reply: str) -> list[tuple[str, str]]:
+    """The pairs of a reply, then the questions it wrote without an answer (as (question, "")): a small writer
+    often stops at "Answer:", and its question can still be answered in a second request."""
+    pairs = parse_pairs(reply)
+    asked = {question for question, _ in pairs}
+    for match in _QUESTION.finditer(reply or ""):
+        question = " ".join(match.group("q").split())
+        if question not in asked:
+            asked.add(question)
+            pairs.append((question, ""))
+    return pairs
+
+
+def answer_prompt(passage: str, question: str) -> str:
+    """What the writer is asked for a question it left unanswered: a short answer from the passage."""
+    return (f"Passage:\n{passage}\n\nAnswer the question in one short sentence, using only the passage.\n"
+            f"Question: {question}")
+
+
+def first_answer(reply: str) -> str:
+    """The answer in a reply to answer_prompt: its first line, without an "Answer:" label."""
+    line = next((line for line in (reply or "").splitlines() if line.strip()), "")
+    return " ".join(re.sub(r"^\s*" + _LABEL.format("Answer|A|答案"), "", line, flags=re.IGNORECASE).split())
+
+
 def _content_words(text: str) -> list[str]:
     return [w for w in tokens(text) if w not in STOPWORDS]
 
@@ -187,15 +216,22 @@ class Made:
 
 
 def rows_from_replies(task: str, passages: list[Passage], replies: list[str], embed: Embed | None = None) -> Made:
-    """The rows of a task from the writer's replies (one per passage): unparsed, unsupported and repeated pairs
-    are dropped and counted; an answer row also needs its answer word for word in the passage."""
+    """The rows of a task from the writer's replies (one per passage); see rows_from_pairs."""
+    return rows_from_pairs(task, passages, [parse_pairs(reply) for reply in replies], embed)
+
+
+def rows_from_pairs(task: str, passages: list[Passage], pairs: list[list[tuple[str, str]]],
+                    embed: Embed | None = None) -> Made:
+    """The rows of a task from each passage's (question, answer) pairs: a passage without a pair, unsupported
+    and repeated pairs are dropped and counted; an answer row also needs its answer word for word in the
+    passage."""
     dropped = dict.fromkeys(DROP_REASONS, 0)
     rows, seen = [], set()
-    for passage, reply in zip(passages, replies):
-        pairs = parse_pairs(reply)
-        if not pairs:
+    for passage, found in zip(passages, pairs):
+        found = [(question, answer) for question, answer in found if answer]
+        if not found:
             dropped["unparsed"] += 1
-        for question, answer in pairs:
+        for question, answer in found:
             key = " ".join(tokens(question))
             if key in seen:
                 dropped["duplicate"] += 1
@@ -219,15 +255,21 @@ def rows_from_replies(task: str, passages: list[Passage], replies: list[str], em
 
 def make_rows(task: str, passages: list[Passage], settings: MakeSettings, writer: Writer | None,
               embed: Embed | None = None) -> Made:
-    """All the rows of a task from passages: the writer's pairs (when the task uses one) and, for search,
-    inverse-cloze pairs."""
+    """All the rows of a task from passages: the writer's pairs (when the task uses one; questions it wrote
+    without an answer are answered in a second round) and, for search, inverse-cloze pairs."""
     if task not in TASKS:
         raise UserError(f"Training data can be made for {', '.join(TASKS)}, not for '{task}'.")
     passages = passages[:settings.max_passages]
     made = Made([], dict.fromkeys(DROP_REASONS, 0), len(passages))
     if writer is not None and uses_writer(task, settings):
-        replies = writer([writer_prompt(p.text, settings.questions_per_passage) for p in passages])
-        made = rows_from_replies(task, passages, replies, embed)
+        drafts = [parse_drafts(reply)[:settings.questions_per_passage]
+                  for reply in writer([writer_prompt(p.text, settings.questions_per_passage) for p in passages])]
+        open_ = [(i, j) for i, found in enumerate(drafts) for j, (_, answer) in enumerate(found) if not answer]
+        if open_:
+            replies = writer([answer_prompt(passages[i].text, drafts[i][j][0]) for i, j in open_])
+            for (i, j), reply in zip(open_, replies):
+                drafts[i][j] = (drafts[i][j][0], first_answer(reply))
+        made = rows_from_pairs(task, passages, drafts, embed)
     if task == "search" and settings.inverse_cloze:
         made.rows += inverse_cloze_pairs(passages, settings.seed)
     return made

@@ -186,7 +186,7 @@ def _writer(settings, job, making: MakeSettings, store, stop_reason):
             if reason := stop_reason():
                 raise Stopped(reason, JobProgress(done, len(prompts)))
         return lm_replies(lm, prompts, [making.max_new_tokens] * len(prompts), None, progress, IN_FLIGHT,
-                          "Writing questions for passage")
+                          "Writer reply")
     return write
 
 
