@@ -276,6 +276,10 @@ def test_make_training_data_through_the_api(launch, tmp_path):
     from waiting import wait_for
 
     url, demo = launch()
+    named = demo.get_api_info()["named_endpoints"]  # DESIGN.md §1's parameters, in order
+    for name, parameters in {"/make_training_data": ["task", "collection", "files", "model", "settings"],
+                             "/training_rows_file": ["job_id"]}.items():
+        assert [p["parameter_name"] for p in named[name]["parameters"]] == parameters, name
     client = Client(url, verbose=False)
     files = [handle_file(u.path) for u in write_facts(tmp_path)]
     out = client.predict("search", "", files, "", {"write_questions": False}, api_name="/make_training_data")
