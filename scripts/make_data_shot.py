@@ -29,6 +29,7 @@ def main() -> None:
     parser.add_argument("--url", help="use this running app instead of starting one")
     parser.add_argument("--port", type=int, default=7872, help="port for the app this script starts")
     parser.add_argument("--documents", type=int, default=4, help="fact documents uploaded")
+    parser.add_argument("--models", default=str(ROOT / "data" / "models"), help="converted models to reuse")
     parser.add_argument("--out", default=str(ROOT / "docs" / "make-data.png"))
     parser.add_argument("--chromium", default=os.environ.get("LORA_STUDIO_CHROMIUM", "/usr/bin/chromium"))
     args = parser.parse_args()
@@ -38,7 +39,7 @@ def main() -> None:
         (folder / name).write_text(text, encoding="utf-8")
         files.append(str(folder / name))
     data_dir = tempfile.mkdtemp(prefix="make-data-shot-")
-    models = ROOT / "data" / "models"
+    models = Path(args.models)
     if models.is_dir():  # the converted SmolLM2, not converted again
         (Path(data_dir) / "models").symlink_to(models.resolve(), target_is_directory=True)
     base = (args.url or f"http://127.0.0.1:{args.port}").rstrip("/")
