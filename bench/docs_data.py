@@ -51,13 +51,26 @@ OWN = [("Who founded Velmora?", "Tarsin Quell"), ("How tall is the Ostrel lighth
        ("Who conducts the Cindral Orchestra?", "Runa Halvers"), ("How many towers has Yarrowgate Castle?", "9")]
 
 
+def ran(training, job_id: str) -> tuple[dict | None, float]:
+    """(the job's status, seconds) once the worker's own function has run it; None (said why) unless it
+    succeeded."""
+    from training import worker
+
+    started = time.monotonic()
+    worker.run_job(training.settings, job_id)
+    status = training.job(job_id)
+    if status["state"] != "succeeded":
+        print(f"{status['kind']} job {status['state']}: {status['error']}")
+        return None, 0.0
+    return status, time.monotonic() - started
+
+
 def main() -> None:
     from bench.common import header, parser
     from config import Settings
     from models.loading import ModelHub
     from tasks.base import Context, Upload
     from tasks.search import SearchTask
-    from training import worker
     from training.make_data import DataMaker, rows_path
     from training.service import TrainingService
 
@@ -84,14 +97,10 @@ def main() -> None:
         files.append(Upload(str(work / name), name))
     own = "\n".join(f"{q} | {a}" for q, a in OWN)
 
-    started = time.monotonic()
     made_id = maker.make_training_data("chat", "", files, args.writer,
                                        {"questions_per_passage": args.questions, "own_questions": own})["job_id"]
-    worker.run_job(settings, made_id)
-    made = training.job(made_id)
-    writing_s = time.monotonic() - started
-    if made["state"] != "succeeded":
-        print(f"making rows {made['state']}: {made['error']}")
+    made, writing_s = ran(training, made_id)
+    if made is None:
         return
     report = made["report"]
     print(f"rows: {report['made']} made from {report['passages']} passages in {writing_s:.0f} s; "
@@ -99,13 +108,9 @@ def main() -> None:
     for row in report["rows"][:6]:
         print(f"  Q: {row['prompt']}\n  A: {row['response']}")
 
-    started = time.monotonic()
     job_id = training.submit("chat", str(rows_path(settings, made_id)), args.base, "facts", args.preset, {})["job_id"]
-    worker.run_job(settings, job_id)
-    trained = training.job(job_id)
-    training_s = time.monotonic() - started
-    if trained["state"] != "succeeded":
-        print(f"training {trained['state']}: {trained['error']}")
+    trained, training_s = ran(training, job_id)
+    if trained is None:
         return
     result = trained["report"]
     print(f"trained in {training_s:.0f} s (report included); verdict {result['verdict']}")
