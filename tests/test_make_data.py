@@ -248,6 +248,12 @@ def test_an_adapter_trained_on_made_rows_says_so_and_is_scored_on_held_out_and_o
     generated = report["generated"]
     assert generated["held_out"]["rows"] == 1 and generated["own"]["rows"] == 1
     assert set(generated["own"]["after"]) == {"recalled"}
+    # Evaluate's "held-out rows of a training job" are the very rows this report scored.
+    from training import evaluation
+
+    plan = training._held_out_plan(trained, "chat", "local")
+    held = evaluation.rows(maker.ctx.settings, "chat", plan)
+    assert [row.fields["messages"][0]["content"] for row in held] == [report["samples"][0]["prompt"]]
     assert generated["source"] == "the files 'velmora.txt', 'ostrel.txt'"
     held, own = generated["held_out"], generated["own"]
     assert report["summary"].endswith(

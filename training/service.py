@@ -156,7 +156,7 @@ class TrainingService:
         if trained.validation:
             return JobPlan(data=trained.validation, columns=trained.columns)
         plan = JobPlan(data=trained.data, columns=trained.columns, held_out_seed=trained.settings.seed,
-                       from_job=job.id)
+                       from_job=job.id, generated_from=trained.generated_from)
         if not evaluation.rows(self.settings, task, plan):
             raise UserError(f"The job '{job.id}' held out no rows (it trained on fewer than 50); upload a set of "
                             "rows to evaluate on instead.")
