@@ -30,9 +30,10 @@ from tasks.compare import Comparison
 from tasks.feedback import FeedbackService
 from tasks.inside import InsideModel
 from tasks.library import AdapterLibrary
+from training.make_data import DataMaker
 from training.service import TrainingService
 from ui import account_tab, adapters_tab, evaluate_tab, feedback_tab, first_run, i18n, inside_tab, mcp, system_tab
-from ui import train_tab
+from ui import make_data_tab, train_tab
 from ui import tabs as task_tabs
 from ui.api import expose, publish, user_of
 from ui.navigation import Navigation
@@ -64,6 +65,7 @@ def build_app(settings: config.Settings) -> gr.Blocks:
     inside = InsideModel(ctx)
     comparison = Comparison(by_id)
     feedback = FeedbackService(ctx)
+    maker = DataMaker(ctx, training, search.store)
     claim_local_data(ctx, training, search.store, feedback.store)
     secret = browser_secret(settings)
     with gr.Blocks(title="LoRA Studio") as demo:
@@ -72,7 +74,7 @@ def build_app(settings: config.Settings) -> gr.Blocks:
             gr.LoginButton()
         # The public API first: it takes the plain names (/cancel), and UI events that call the same functions
         # get suffixed ones (/cancel_1) instead of the other way round.
-        publish([endpoint for provider in (*tasks, comparison, inside, feedback, training, library, account)
+        publish([endpoint for provider in (*tasks, comparison, inside, feedback, training, library, account, maker)
                  for endpoint in provider.endpoints()])
         first_run.build(training, comparison, secret)  # a first visit's guided tour, above the areas
         # Six areas by what a person came to do; Use, Train and Settings hold views of their own.
@@ -84,6 +86,7 @@ def build_app(settings: config.Settings) -> gr.Blocks:
             with nav.area(i18n.t("tab.train"), "training"):
                 trainer = train_tab.build(training, secret)
                 fed = feedback_tab.build(feedback)  # where training rows come from
+                made = make_data_tab.build(maker, search.store)  # ... and rows written from documents
             evaluate_tab.build(training, secret)
             adapters_tab.build(library, training)
             inside_tab.build(inside)
@@ -93,6 +96,7 @@ def build_app(settings: config.Settings) -> gr.Blocks:
         refresh_pickers_on_open(use, pickers)
         wire_use_adapter(trainer, pickers, nav, training)
         wire_train_from_feedback(fed, trainer, nav, feedback)
+        make_data_tab.wire_train(made, trainer, nav, maker)
         nav.link(demo)
     demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_size)
     demo.ctx = ctx  # tests and the CLI reach the shared services through the app

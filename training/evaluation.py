@@ -17,7 +17,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 from errors import UserError
 from models.adapters import selected
-from training import data
+from training import data, documents_data
 from training.data import Example
 from training.plan import JobPlan, JobProgress, Variant
 from training.scorers import Evaluation
@@ -30,8 +30,9 @@ SHOWN_CHARS = 600  # of each input, reference and output a results row keeps
 def rows(settings, task: str, plan: JobPlan) -> list[Example]:
     """The rows an evaluation scores: its file's, or those a training job held out of its file (same seed)."""
     found = data.load_examples(plan.data, task, plan.columns or None, settings.max_upload_mb).examples
-    if plan.held_out_seed is not None:
-        found = data.split_validation(found, plan.held_out_seed)[1]
+    if plan.held_out_seed is not None:  # rows made from documents were split as documents_data.hold_out does
+        split = documents_data.hold_out if plan.generated_from else data.split_validation
+        found = split(found, plan.held_out_seed)[1]
     return found
 
 

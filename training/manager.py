@@ -105,7 +105,7 @@ class JobManager:
         folder = paths.job_folder(self.settings, job_id)
         logfile = folder / "worker.out"
         worker = [str(WORKER), "--settings", str(write_settings(self.settings, folder)), job_id]
-        count = processes(self.settings) if self.store.get(job_id).kind != "evaluate" else 1
+        count = processes(self.settings) if self.store.get(job_id).kind == "train" else 1
         with logfile.open("ab") as out:
             # Its own session: Ctrl-C in the app's terminal reaches the app, which then stops the worker cleanly;
             # the session's group holds every process of a run, which a signal to the group reaches.

@@ -76,6 +76,9 @@ class JobPlan:
     from_job: str = ""  # ... and that job's id
     search_minutes: float = 0.0  # training: find the settings first, in trials within this budget (0 = no search)
     trials: tuple[Trial, ...] = ()  # ... the trials once run; `settings` are then the chosen trial's
+    generated_from: str = ""  # made data, and training on it: what the rows were made from, in words
+    own_questions: str = ""  # ... a file of the user's own {question, answer} rows the adapter is also scored on
+    making: dict = field(default_factory=dict)  # made data: its documents_data.MakeSettings as JSON
     version: int = PLAN_VERSION
 
     @classmethod

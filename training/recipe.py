@@ -130,9 +130,12 @@ class Outcome:
 
 
 def train(recipe: Recipe, source: catalog.ModelSource, options: dict, train_rows: list[Example],
-          val_rows: list[Example], checkpoint: Checkpoint, hooks: Hooks) -> Outcome | None:
+          val_rows: list[Example], checkpoint: Checkpoint, hooks: Hooks,
+          own: list[Example] | None = None) -> Outcome | None:
     """Fine-tune with recipe on the rows; scores on val_rows (the training rows when there are none). In a run
-    of several processes only rank 0 gets the Outcome (the others None)."""
+    of several processes only rank 0 gets the Outcome (the others None). own: rows made from documents are
+    trained on (not None), and the user's own questions (maybe none): the report's extra["generated"] scores
+    both models on the held-out rows and on those."""
     settings = recipe.settings
     train_rows, val_rows = recipe.prepare(train_rows), recipe.prepare(val_rows)
     torch.manual_seed(settings.seed)  # a new head's initial weights are part of a resumable run
@@ -144,6 +147,8 @@ def train(recipe: Recipe, source: catalog.ModelSource, options: dict, train_rows
     checked = [row for row in (val_rows or train_rows) if recipe.checkable(row)][:recipe.checked_rows]
     expected = [recipe.expected(row) for row in checked]
     before = recipe.predict(checked) if hooks.ranks.main else []
+    own = [row for row in recipe.prepare(own) if recipe.checkable(row)] if own is not None else None
+    own_before = recipe.predict(own) if own and hooks.ranks.main else []
     lengths = tuple(recipe.length(item) for item in train_items)
     fitted = fit(recipe.model, train_items, val_items, lengths, settings, checkpoint, hooks, recipe.loss)
     if not hooks.ranks.main:
@@ -158,14 +163,35 @@ def train(recipe: Recipe, source: catalog.ModelSource, options: dict, train_rows
                                                            check, val_items or train_items, hooks)
         rows = _answers(recipe, checked, expected, before, after)
     scores = (recipe.score(before, expected), recipe.score(after, expected)) if checked else ({}, {})
+    extra = recipe.extra(after, expected) if checked else {}
+    if own is not None:
+        extra["generated"] = _generated(recipe, bool(fitted.held_out and checked), before, after, expected, own,
+                                        own_before)
     report = build_report(fitted, scores[0], scores[1], rows[:SAMPLES], recipe.perplexity, recipe.metric_decides,
-                          recipe.extra(after, expected) if checked else {}, check, ruined_at)
+                          extra, check, ruined_at)
     metrics = {**loss_metrics(fitted, len(train_rows), len(val_rows)),
                **({"perplexity_before": round(math.exp(min(fitted.val_before, 50)), 2),
                    "perplexity_after": round(math.exp(min(fitted.val_after, 50)), 2)} if recipe.perplexity else {}),
                **{f"{k}_before": v for k, v in scores[0].items()},
                **{f"{k}_after": v for k, v in scores[1].items()}}
     return Outcome(recipe.trained, metrics, report, recipe.meta())
+
+
+def _generated(recipe: Recipe, held_out: bool, before: list, after: list, expected: list[str],
+               own: list[Example], own_before: list) -> dict:
+    """Rows made from documents: both models scored on the held-out generated rows and on the user's own, with
+    the task's metric, or for answers in words the share that say their reference."""
+    from training.documents_data import recalled
+
+    def scored(base: list, adapter: list, references: list[str]) -> dict:
+        said = lambda answers: recipe.score(answers, references) or {  # noqa: E731
+            "recalled": recalled([recipe.as_text(a) for a in answers], references)}
+        return {"rows": len(references), "before": said(base), "after": said(adapter)}
+
+    found = {"held_out": scored(before, after, expected)} if held_out else {}
+    if own:
+        found["own"] = scored(own_before, recipe.predict(own), [recipe.expected(row) for row in own])
+    return found
 
 
 def _answers(recipe: Recipe, checked: list[Example], expected: list[str], before: list, after: list) -> list[Sample]:

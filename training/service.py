@@ -14,7 +14,7 @@ from models import catalog
 from models.adapters import sanitize_name
 from tasks.base import Context, Endpoint, Upload
 from tasks.spec import evaluated_spec, trainable_spec
-from training import data, evaluation, paths, presets, recipe, registry, trials
+from training import data, documents_data, evaluation, paths, presets, recipe, registry, trials
 from training.manager import JobManager, placement
 from training.plan import JobPlan
 from training.store import JobState
@@ -57,7 +57,9 @@ class TrainingService:
         name = sanitize_name(name or f"{task}-adapter")
         self._check_name_free(owner, name)
         self._check_room(owner)
+        made = self._made_from(*documents_data.generated_job(data_path, settings), task, owner)
         settings, search_minutes = trials.requested(settings if isinstance(settings, dict) else None)
+        settings = {k: v for k, v in settings.items() if k != "generated_from"} if settings else settings
         train_settings = presets.build(preset, settings)
         columns = _mapping(columns) or {}
         source = self.base_source(base, task)
@@ -72,16 +74,31 @@ class TrainingService:
                                 f"(it reads as {held_out.format} data, the training file as {report.format}).")
         # Everything is checked: the plan is what the worker runs, as it is.
         plan = JobPlan(columns=columns, rows=len(report.examples), settings=train_settings, preset=preset,
-                       search_minutes=search_minutes)
+                       search_minutes=search_minutes, generated_from=made.plan.generated_from if made else "")
         # A catalog model is stored by name (its offline source may move); anything else by its location.
         base_ref = source.name if catalog.find(source.name) else source.location
         job = self.store.create(owner, task, name, base_ref, plan)
         folder = paths.job_folder(self.settings, job.id)
         validation = str(_copy_into(validation_path, folder, "validation")) if validation_path else ""
-        self.store.update(job.id, plan=plan.placed(str(_copy_into(data_path, folder, "data")), validation))
+        plan = plan.placed(str(_copy_into(data_path, folder, "data")), validation)
+        if made and made.plan.own_questions and task == "chat":
+            plan = replace(plan, own_questions=str(_copy_into(made.plan.own_questions, folder, "own-questions")))
+        self.store.update(job.id, plan=plan)
         if self.manager:
             self.manager.wake()
         return {"job_id": job.id, "position": self.store.position(job.id)}
+
+    def _made_from(self, job_id: str, named: bool, task: str, owner: str):
+        """The owner's make-data job whose rows a training file holds (None when it holds none such): its
+        report then says where the rows came from. Only an id the user named is refused when it is none."""
+        job = self.store.get(job_id) if job_id else None
+        if job is None or job.owner != owner or job.kind != "make_data" or job.state != JobState.SUCCEEDED:
+            if named:
+                raise UserError(f"There are no generated training rows '{job_id[:40]}' of yours.")
+            return None
+        if job.task != task:
+            raise UserError(f"These rows were made for {job.task}, not for {task}: train them as {job.task}.")
+        return job
 
     # ---- evaluations -------------------------------------------------------------------------------------
     def evaluate(self, task: str, data: Upload | None = None, variants: list[dict] | None = None,
@@ -139,7 +156,7 @@ class TrainingService:
         if trained.validation:
             return JobPlan(data=trained.validation, columns=trained.columns)
         plan = JobPlan(data=trained.data, columns=trained.columns, held_out_seed=trained.settings.seed,
-                       from_job=job.id)
+                       from_job=job.id, generated_from=trained.generated_from)
         if not evaluation.rows(self.settings, task, plan):
             raise UserError(f"The job '{job.id}' held out no rows (it trained on fewer than 50); upload a set of "
                             "rows to evaluate on instead.")

@@ -52,10 +52,11 @@ MIGRATIONS = [
         created REAL NOT NULL, updated REAL NOT NULL)""",
     # 2: the worker's process start time beside its pid, so a reused pid is never taken for the worker.
     "ALTER TABLE jobs ADD COLUMN started REAL NOT NULL DEFAULT 0",
-    # 3: what a job does: 'train' (an adapter) or 'evaluate' (scores of variants on a set of rows).
+    # 3: what a job does: 'train' (an adapter), 'evaluate' (scores of variants on a set of rows) or 'make_data'
+    # (training rows written from documents).
     "ALTER TABLE jobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'train'",
 ]
-KINDS = ("train", "evaluate")
+KINDS = ("train", "evaluate", "make_data")
 
 
 @dataclass

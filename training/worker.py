@@ -33,7 +33,7 @@ from models.adapter_meta import AdapterMeta  # noqa: E402
 from models.device import set_threads  # noqa: E402
 from models.loading import pretrained_options  # noqa: E402
 from tasks.spec import trainable_spec  # noqa: E402
-from training import answer_check, data, evaluation, paths, recipe, registry, trials  # noqa: E402
+from training import answer_check, data, documents_data, evaluation, paths, recipe, registry, trials  # noqa: E402
 from training.plan import JobProgress  # noqa: E402
 from training.store import JobState  # noqa: E402
 from training.manager import start_time  # noqa: E402
@@ -96,6 +96,10 @@ def run_job(settings: Settings, job_id: str, echo: bool = False, progress=None,
 
     if job.kind == "evaluate":
         return _finish_evaluation(settings, job, store, log, stop_reason)
+    if job.kind == "make_data":
+        from training import make_data
+
+        return make_data.run(settings, job, store, log, stop_reason)
     checkpoint = Checkpoint(folder / "checkpoint")
     if ranks.count > 1:
         log(f"training on {ranks.count} processes ({ranks.state.backend} on {ranks.state.device.type}), "
@@ -145,14 +149,17 @@ def _train(settings: Settings, job, log, hooks: Hooks, checkpoint: Checkpoint, k
         train_rows = report.examples
         val_rows = data.load_examples(plan.validation, job.task, plan.columns or None,
                                       settings.max_upload_mb).examples
+    elif plan.generated_from:  # rows made from documents: a few are always held out to score the adapter on
+        train_rows, val_rows = documents_data.hold_out(report.examples, plan.settings.seed)
     else:
         train_rows, val_rows = data.split_validation(report.examples, plan.settings.seed)
     log(f"training on {len(train_rows)} rows, checking on {len(val_rows) or 'the training'} rows")
     source = recipe.base_source(settings, spec, job.base)
 
-    def run(train_settings, run_hooks: Hooks, run_checkpoint: Checkpoint):
+    def run(train_settings, run_hooks: Hooks, run_checkpoint: Checkpoint, own=None):
         return recipe.train(registry.recipe_class(spec.id, train_settings.method)(train_settings), source,
-                            pretrained_options(settings, source), train_rows, val_rows, run_checkpoint, run_hooks)
+                            pretrained_options(settings, source), train_rows, val_rows, run_checkpoint, run_hooks,
+                            own)
 
     if plan.search_minutes and not plan.trials:  # a resumed job found its settings before it stopped
         language = catalog.DECODER in registry.recipe_class(spec.id, plan.settings.method).families
@@ -160,11 +167,14 @@ def _train(settings: Settings, job, log, hooks: Hooks, checkpoint: Checkpoint, k
         keep_plan(plan)
     train_settings = plan.settings
     started = time.time()
-    outcome = run(train_settings, hooks, checkpoint)
+    own = documents_data.own_examples(plan.own_questions) if plan.generated_from else None
+    outcome = run(train_settings, hooks, checkpoint, own)
     if outcome is None:  # not rank 0: nothing to save
         return None, source, {}
     if plan.trials:
         outcome.report = trials.reported(outcome.report, plan.trials)
+    if plan.generated_from:
+        outcome.report = documents_data.reported(outcome.report, plan.generated_from)
     meta = AdapterMeta(
         task=job.task, base_model=source.name, base_location=source.location,
         system_prompt=train_settings.system_prompt, **outcome.meta,
