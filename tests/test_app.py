@@ -63,7 +63,7 @@ def test_public_api_names_are_the_contracts(settings):
     # DESIGN.md §1: every operation under its plain name (a UI event calling the same function must not take it).
     for name, parameters in {
         "/chat": ["message", "history", "system_prompt", "model", "adapter", "temperature", "top_p",
-                  "max_new_tokens"],
+                  "max_new_tokens", "collection"],
         "/summarize": ["text", "method", "length", "model", "adapter"],
         "/translate": ["text", "target", "source", "model", "adapter"],
         "/sentiment": ["texts", "model", "adapter"],
@@ -76,6 +76,8 @@ def test_public_api_names_are_the_contracts(settings):
         "/import_adapter": ["data", "name", "task", "base"], "/merge_adapter": ["name", "new_name"],
         "/push_adapter": ["name", "repo_id", "token", "private"],
         "/export_gguf": ["name", "quantization"],
+        "/make_training_data": ["task", "collection", "files", "model", "settings"],
+        "/training_rows_file": ["job_id"],
         "/tokenize": ["text", "model"], "/next_token": ["text", "model", "adapter", "k", "temperature", "top_p"],
         "/fill_mask": ["text", "model", "k"], "/attention": ["text", "model", "layer", "head"],
         "/similarity": ["texts", "model", "adapter"], "/token_loss": ["text", "model", "adapter"],
