@@ -55,10 +55,11 @@ def set_threads(threads: int) -> int:
 def warm_up(threads: int) -> threading.Thread:
     """Import torch and the model classes in a background thread and give torch its threads: started once the page
     is up, so the first request finds them loaded (they take seconds to import, and the page needs none of them).
-    A request that comes sooner imports what it needs itself, under the same import lock."""
+    A request that comes sooner waits for them (lazy.IMPORTS)."""
     def run() -> None:
-        set_threads(threads)
-        from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401  (transformers loads these lazily)
+        with lazy.IMPORTS:  # a request waits for these (models/lazy.py)
+            set_threads(threads)
+            from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401  (loaded lazily otherwise)
 
     thread = threading.Thread(target=run, name="warm-up", daemon=True)
     thread.start()

@@ -4,7 +4,9 @@ the first attribute read, so the page is drawn before torch, transformers or plo
 The stand-in forwards reads, writes and deletes (a test's monkeypatch), calls and isinstance() to the real object,
 and once loaded it puts the real object in its place in the module that made it, so the code there pays nothing
 afterwards (through the stand-in an attribute read costs ~2 µs, and a decode step makes hundreds). The import is
-Python's own, under its per-module lock, so two threads that reach it at once import it once.
+Python's own, and one at a time (IMPORTS): two threads that import transformers at once can see it half made
+("cannot import name 'AutoModelForCausalLM'"), so a stand-in's import waits for one in progress, and so does
+`settled()`, which the model hub calls before any model work (that code imports these libraries directly too).
 What a stand-in cannot be: a base class or a decorator applied at import time (both read it at once), or an
 operand of `[]`, `in` or arithmetic; import those where they are used.
 """
@@ -14,8 +16,12 @@ from __future__ import annotations
 import functools
 import importlib
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
+
+
+IMPORTS = threading.RLock()  # held while a heavy library is imported, by a stand-in or by a warm-up
 
 
 class Lazy:
@@ -32,9 +38,10 @@ class Lazy:
     def _load(self) -> Any:
         target = self._lazy_target
         if target is None:
-            target = importlib.import_module(self._lazy_module)
-            if self._lazy_attribute:
-                target = getattr(target, self._lazy_attribute)
+            with IMPORTS:
+                target = importlib.import_module(self._lazy_module)
+                if self._lazy_attribute:
+                    target = getattr(target, self._lazy_attribute)
             object.__setattr__(self, "_lazy_target", target)
             owner = self._lazy_owner or {}
             for name in [name for name, value in owner.items() if value is self]:
@@ -75,6 +82,12 @@ def module(name: str) -> Any:
 def attribute(module_name: str, name: str) -> Any:
     """A stand-in for `from module_name import name`: a class or function, called or read through."""
     return Lazy(module_name, name, owner=sys._getframe(1).f_globals)
+
+
+def settled() -> None:
+    """Wait for an import of a heavy library in progress (the warm-up after the page is up) to finish."""
+    with IMPORTS:
+        pass
 
 
 def inference_mode(function: Callable) -> Callable:

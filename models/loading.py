@@ -249,6 +249,7 @@ class ModelHub:
 
         A typed folder inside the data directory is refused like an unknown name, except the converted offline
         models: users' merged models and adapters are reached by their owner's names only."""
+        lazy.settled()  # every model's work starts here: after a warm-up's imports, never beside them
         if isinstance(reference, catalog.ModelSource):
             return reference
         source = catalog.resolve(reference, self.models_dir, default or self.default(catalog.DECODER))
