@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import secrets
@@ -14,13 +13,17 @@ import signal
 import sys
 import time
 
+import config
+
+if __name__ == "__main__" and sys.argv[1:2] not in (["train"], ["users"]):
+    config.parse(sys.argv[1:], "app.py", __doc__)  # `--help` and a wrong flag answer before the UI's libraries load
+
 import gradio as gr
 from starlette.middleware import Middleware
 
 from ui import zerogpu  # noqa: F401  (first of the app's modules: on ZeroGPU it imports spaces before torch)
-import config
 from models.backend_sync import AdapterSync
-from models.device import set_threads
+from models.device import warm_up
 from models.loading import ModelHub
 from server.openai_compat import OpenAIRoutes
 from tasks import TASKS
@@ -216,12 +219,7 @@ def follow_backend(demo: gr.Blocks) -> None:
 
 
 def parse_settings(argv: list[str]) -> config.Settings:
-    parser = argparse.ArgumentParser(prog="app.py", description=__doc__)
-    config.add_arguments(parser)
-    try:
-        return config.from_namespace(parser.parse_args(argv))
-    except ValueError as error:
-        parser.error(str(error))
+    return config.parse(argv, "app.py", __doc__)
 
 
 def _interrupt(signum, frame) -> None:
@@ -235,12 +233,13 @@ def main(argv: list[str]) -> None:
 
         sys.exit(cli.COMMANDS[argv[0]](argv[1:]))
     settings = parse_settings(argv)
-    set_threads(settings.threads)
     demo = build_app(settings)
     # SIGTERM (a service manager, `docker stop`) stops the app like Ctrl-C: the training job is interrupted cleanly.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        serve(demo, settings)
+        serve(demo, settings, block=False)
+        warm_up(settings.threads)  # torch and transformers load (and torch takes its threads) once the page is up
+        demo.block_thread()
     finally:
         demo.training.manager.shutdown()
 

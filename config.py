@@ -173,3 +173,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def from_namespace(ns: argparse.Namespace) -> Settings:
     return Settings(**{f.name: getattr(ns, f.name) for f in fields(Settings)})
+
+
+def parse(argv: list[str], prog: str, description: str | None) -> Settings:
+    """Settings from command-line flags (the environment's defaults under them); a wrong one exits with usage."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    add_arguments(parser)
+    try:
+        return from_namespace(parser.parse_args(argv))
+    except ValueError as error:
+        parser.error(str(error))

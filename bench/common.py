@@ -35,6 +35,16 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_flags() -> str:
+    """The CPU's vector-instruction flags (AVX…, AMX…, F16C, FMA): which products are fastest depends on them."""
+    try:
+        line = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return "unknown"
+    wanted = ("avx", "amx", "f16c", "fma")
+    return " ".join(sorted(flag for flag in line.split(":", 1)[1].split() if flag.startswith(wanted)))
+
+
 def version(package: str) -> str:
     try:
         return metadata.version(package)
@@ -58,6 +68,7 @@ def header(title: str, threads: int = 0) -> None:
     print(f"== {title}")
     print(f"machine: {cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
           f"python {platform.python_version()}")
+    print(f"CPU flags: {cpu_flags()}")
     print("versions: " + ", ".join(f"{p} {version(p)}" for p in PACKAGES))
     print(f"torch threads: {torch.get_num_threads()}; load average at start: {load()}")
     busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0

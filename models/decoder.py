@@ -22,15 +22,15 @@ import logging
 import sys
 from collections.abc import Callable
 
-import torch
-from torch.nn import functional
-from transformers import DynamicCache
-from transformers.cache_utils import DynamicLayer
-from transformers.masking_utils import create_causal_mask
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-
-from models import kernels
+from models import kernels, lazy
 from models.lora import PEFT_BASE
+
+torch = lazy.module("torch")
+functional = lazy.module("torch.nn.functional")
+DynamicCache = lazy.attribute("transformers", "DynamicCache")
+cache_utils = lazy.module("transformers.cache_utils")  # its DynamicLayer is compared by identity
+create_causal_mask = lazy.attribute("transformers.masking_utils", "create_causal_mask")
+ALL_ATTENTION_FUNCTIONS = lazy.attribute("transformers.modeling_utils", "ALL_ATTENTION_FUNCTIONS")
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +45,13 @@ PRODUCTS = {"qkv": ("q_proj", "k_proj", "v_proj"), "o_proj": ("o_proj",), "gate_
             "down_proj": ("down_proj",)}
 # A layer's LoRA for one adapter: product -> (its roles' lora_A side by side, their lora_B × scaling, each on its
 # own rows and columns, zero elsewhere): x·Aᵀ·Bᵀ is every role's B(A(x))·scaling at once, in the product's layout
-LayerLora = dict[str, tuple[torch.Tensor, torch.Tensor]]
+LayerLora = dict[str, tuple["torch.Tensor", "torch.Tensor"]]
 
 
 class LeanDecoder:
     """The engine's forward pass for one loaded Llama-family model (see the module docstring)."""
 
-    def __init__(self, model, enabled: bool = True):
+    def __init__(self, model, enabled: bool = True, measured: kernels.Measured | None = None):
         self.model = model  # the causal LM itself; peft injects its LoRA layers into this same tree
         self.config = model.config
         inner = model.model
@@ -72,9 +72,9 @@ class LeanDecoder:
                              b["k_proj"].out_features // layer.self_attn.head_dim)
                             for b, layer in zip(self.base, self.layers)]
         self.qkv, qkv_bytes, qkv_unused = kernels.join([[b["q_proj"], b["k_proj"], b["v_proj"]] for b in self.base],
-                                                       enabled)
+                                                       enabled, measured)
         self.gate_up, mlp_bytes, mlp_unused = kernels.join([[b["gate_proj"], b["up_proj"]] for b in self.base],
-                                                           enabled)
+                                                           enabled, measured)
         self.extra_bytes = qkv_bytes + mlp_bytes  # for the model cache's size (less what release_unused() frees)
         self.joined = [name for name, added in (("q·k·v", qkv_bytes), ("gate·up", mlp_bytes)) if added]
         self._unused = qkv_unused + mlp_unused  # the members' own fp16 copies, freed once this pass is kept
@@ -220,7 +220,7 @@ def _append(cache, i: int, keys: torch.Tensor, values: torch.Tensor) -> tuple[to
     to spare; a step writes its columns into the room. Whatever replaced the views since (the engine crops,
     selects rows, rebuilds caches; the model's own forward concatenates) is noticed and copied once."""
     layer = cache.layers[i] if i < len(cache.layers) else None
-    if (type(layer) is not DynamicLayer or not layer.is_initialized or layer.keys.numel() == 0
+    if (type(layer) is not cache_utils.DynamicLayer or not layer.is_initialized or layer.keys.numel() == 0
             or getattr(cache, "offloading", False)):
         return cache.update(keys, values, i)
     length, new = layer.keys.shape[-2], keys.shape[-2]
@@ -276,7 +276,7 @@ def _plus_lora(out: torch.Tensor, x: torch.Tensor, lora, product: str) -> torch.
     return out
 
 
-def build(model, enabled: bool = True) -> LeanDecoder | None:
+def build(model, enabled: bool = True, measured: kernels.Measured | None = None) -> LeanDecoder | None:
     """The lean forward pass for this model, if its family is known and the pass matches its own forward."""
     config = model.config
     if not enabled or getattr(config, "model_type", None) not in FAMILIES or hasattr(model, "peft_config"):
@@ -284,7 +284,7 @@ def build(model, enabled: bool = True) -> LeanDecoder | None:
     if "sliding_attention" in (getattr(config, "layer_types", None) or ()):  # another mask per layer: not here
         return None
     try:
-        decoder = LeanDecoder(model, enabled)
+        decoder = LeanDecoder(model, enabled, measured)
         with torch.inference_mode():
             matches = _matches_model(decoder)
     except Exception as error:  # a variant of the family this pass does not know: the model's own forward runs

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 
-import torch
+from models import lazy
+
+torch = lazy.module("torch")
 
 
 def pick_device() -> torch.device:
@@ -47,6 +50,20 @@ def set_threads(threads: int) -> int:
     count = threads if threads > 0 else (os.cpu_count() or 1)
     torch.set_num_threads(count)
     return count
+
+
+def warm_up(threads: int) -> threading.Thread:
+    """Import torch and the model classes in a background thread and give torch its threads: started once the page
+    is up, so the first request finds them loaded (they take seconds to import, and the page needs none of them).
+    A request that comes sooner waits for them (lazy.IMPORTS)."""
+    def run() -> None:
+        with lazy.IMPORTS:  # a request waits for these (models/lazy.py)
+            set_threads(threads)
+            from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401  (loaded lazily otherwise)
+
+    thread = threading.Thread(target=run, name="warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 def describe() -> dict[str, str]:

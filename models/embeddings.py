@@ -6,9 +6,11 @@ import threading
 from collections.abc import Callable
 
 import numpy as np
-import torch
 
+from models import lazy
 from models.threads import in_own_thread
+
+torch = lazy.module("torch")
 
 Progress = Callable[[int, int], None]  # (texts done, texts in all)
 SHARED_BATCH = 32  # texts; requests up to this size are run together with others that wait at the same time

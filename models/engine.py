@@ -21,11 +21,12 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-import torch
-from transformers import DynamicCache
-
+from models import lazy
 from models.lora import PEFT_BASE
 from models.speculation import MIN_SHARE, STEP_DRAFTS, Drafter, verify
+
+torch = lazy.module("torch")
+DynamicCache = lazy.attribute("transformers", "DynamicCache")
 
 log = logging.getLogger(__name__)
 

@@ -29,9 +29,11 @@ from pathlib import Path
 
 import gguf
 import numpy as np
-import torch
 
 from errors import UserError
+from models import lazy
+
+torch = lazy.module("torch")
 
 Progress = Callable[[float, str], None]  # (fraction done, what is happening); may raise to stop
 Q = gguf.GGMLQuantizationType

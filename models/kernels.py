@@ -13,17 +13,25 @@ from memory. Three products are candidates for each shape of linear layer:
   copies' memory (half the linear weights again).
 Which wins depends on the CPU and its libraries, so each is measured on the model's own weights and the fastest
 kept, for prompts (many rows) too where it is also faster for them; anything with gradients keeps the library's
-own product and the fp32 weights (training, and the exact logits it needs).
+own product and the fp32 weights (training, and the exact logits it needs). The choices are remembered per machine
+(`Measured`): a second start on the same CPU, torch and threads takes them without measuring again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import platform
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
-import torch
-from torch.nn import functional
+from models import lazy
+
+torch = lazy.module("torch")
+functional = lazy.module("torch.nn.functional")
 
 FEW_ROWS = 16  # at most this many rows are a decode step; more are a prompt, which a product takes only if measured
 WORTH_MEASURING = 4_000_000  # a model whose linear weights are fewer than this decodes fast either way
@@ -43,7 +51,7 @@ class Choice:
 
 # A product's preparation: (layer) -> a function (rows) -> outputs, and the bytes it keeps. It raises RuntimeError
 # where this build or machine cannot run it.
-Prepared = tuple[Callable[[torch.Tensor], torch.Tensor], int]
+Prepared = tuple[Callable[["torch.Tensor"], "torch.Tensor"], int]
 
 
 def _library(layer: torch.nn.Linear) -> Prepared:
@@ -69,8 +77,64 @@ PRODUCTS: dict[str, Callable[[torch.nn.Linear], Prepared]] = {
 }
 
 
-def tune(model: torch.nn.Module, enabled: bool = True) -> Choice:
-    """Give each shape of the model's linear layers the fastest measured product for decode steps."""
+class Measured:
+    """The products measured before on this machine, in a JSON file (under the data directory's models/): keyed by
+    what decides which is fastest (the CPU's model and flags, torch's version and threads) and then by the shapes
+    of the layers measured, so a second start, or another model with the same shapes, skips the measurement."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.machine = machine_key()
+        self.choices: dict[str, list] = self._read().get(self.machine, {})
+        self.changed = False
+
+    def _read(self) -> dict:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8")) if self.path else {}
+        except (OSError, ValueError):  # none yet, or unreadable: measure again
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def get(self, key: str) -> list | None:
+        return self.choices.get(key)
+
+    def put(self, key: str, value: list) -> None:
+        self.choices[key], self.changed = value, True
+
+    def save(self) -> None:
+        """Write the choices beside other machines' (written to a temporary name and renamed into place)."""
+        if not (self.changed and self.path):
+            return
+        data = self._read()
+        data[self.machine] = self.choices
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
+            tmp.replace(self.path)
+        except OSError:  # a read-only data directory measures again next time
+            tmp.unlink(missing_ok=True)
+        self.changed = False
+
+
+def machine_key() -> str:
+    """What decides which product is fastest here: the CPU's model and flags, torch's version and threads."""
+    cpu = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                name, _, value = line.partition(":")
+                if name.strip() in ("model name", "flags") and name.strip() not in cpu:
+                    cpu[name.strip()] = " ".join(sorted(value.split()))
+    except OSError:
+        cpu["model name"] = platform.processor() or platform.machine()
+    described = json.dumps([cpu, torch.__version__, torch.get_num_threads()], sort_keys=True)
+    return hashlib.sha256(described.encode()).hexdigest()[:16]
+
+
+def tune(model: torch.nn.Module, enabled: bool = True, measured: Measured | None = None) -> Choice:
+    """Give each shape of the model's linear layers the fastest measured product for decode steps (the one
+    measured before on this machine, if `measured` holds it)."""
     layers = [m for m in model.modules() if type(m) is torch.nn.Linear]
     unmeasured = _not_measured(layers, enabled)
     if unmeasured:
@@ -82,7 +146,7 @@ def tune(model: torch.nn.Module, enabled: bool = True) -> Choice:
     extra = 0
     with torch.inference_mode():
         for group in shapes.values():
-            name, prepared, prompts = _fastest(group)
+            name, prepared, prompts = _remembered(group, measured)
             if name != "library":
                 extra += sum(_install(layer, ready, prompts) for layer, ready in zip(group, prepared))
             label = f"{name} (prompts too)" if prompts else name
@@ -101,10 +165,11 @@ def _not_measured(layers: list[torch.nn.Linear], enabled: bool) -> str:
     return ""
 
 
-Joined = Callable[[torch.Tensor], torch.Tensor]  # the input -> the members' outputs side by side (last dim)
+Joined = Callable[["torch.Tensor"], "torch.Tensor"]  # the input -> the members' outputs side by side (last dim)
 
 
-def join(groups: list[list[torch.nn.Linear]], enabled: bool = True) -> tuple[list[Joined], int, list]:
+def join(groups: list[list[torch.nn.Linear]], enabled: bool = True,
+         measured: Measured | None = None) -> tuple[list[Joined], int, list]:
     """For groups of layers that read one input (a layer's q, k and v), a function each giving all the members'
     outputs side by side, the bytes this adds, and the members whose own products it makes unused (release() frees
     them once the caller keeps the joined ones).
@@ -117,16 +182,28 @@ def join(groups: list[list[torch.nn.Linear]], enabled: bool = True) -> tuple[lis
     mixed = any(len({(m.in_features, m.bias is None) for m in group}) > 1 for group in groups)
     if mixed or _not_measured(layers, enabled):
         return one_by_one, 0, []
+    key = "joined " + " ".join(f"{'+'.join(str(m.out_features) for m in group)}x{group[0].in_features}"
+                               for group in groups[:1]) + f" bias={groups[0][0].bias is not None} n={len(groups)}"
+    known = measured.get(key) if measured else None
+    if known and not known[0]:  # measured before: the members' own products were as fast
+        return one_by_one, 0, []
     with torch.inference_mode():
         try:
             packed = [_packed_side_by_side(group) for group in groups]
         except (RuntimeError, AttributeError, NotImplementedError):  # no fp16 product here
             return one_by_one, 0, []
-        width = groups[0][0].in_features
-        members = [layer.forward for layer in layers]
-        if _milliseconds(packed, width) >= FASTER * _milliseconds(members, width):
-            return one_by_one, 0, []
-        prompts = _milliseconds(packed, width, PROMPT_ROWS) < FASTER * _milliseconds(members, width, PROMPT_ROWS)
+        if known:
+            prompts = known[1]
+        else:
+            width = groups[0][0].in_features
+            members = [layer.forward for layer in layers]
+            faster = _milliseconds(packed, width) < FASTER * _milliseconds(members, width)
+            prompts = faster and (_milliseconds(packed, width, PROMPT_ROWS)
+                                  < FASTER * _milliseconds(members, width, PROMPT_ROWS))
+            if measured is not None:
+                measured.put(key, [faster, prompts])
+            if not faster:
+                return one_by_one, 0, []
     added = sum(layer.weight.numel() * 2 for layer in layers)
     unused = [layer for layer in layers if prompts or not getattr(layer, "decode_prompts", False)]
     return [_joined(group, product, prompts) for group, product in zip(groups, packed)], added, unused
@@ -171,6 +248,23 @@ def release(layers: list[torch.nn.Linear]) -> int:
             del layer.forward
         freed += layer.__dict__.pop("decode_bytes", 0)
     return freed
+
+
+def _remembered(group: list[torch.nn.Linear], measured: Measured | None) -> tuple[str, list[Prepared], bool]:
+    """_fastest's choice for the group, taken from `measured` where it holds one this build can still prepare."""
+    key = f"linear {'x'.join(map(str, group[0].weight.shape))} bias={group[0].bias is not None} n={len(group)}"
+    known = measured.get(key) if measured else None
+    if known and (known[0] == "library" or known[0] in PRODUCTS):
+        name, prompts = known
+        prepare = _library if name == "library" else PRODUCTS[name]
+        try:
+            return name, [prepare(layer) for layer in group], prompts
+        except (RuntimeError, AttributeError, NotImplementedError):  # these weights cannot (fp16 range): measure
+            pass
+    name, prepared, prompts = _fastest(group)
+    if measured is not None:
+        measured.put(key, [name, prompts])
+    return name, prepared, prompts
 
 
 def _fastest(group: list[torch.nn.Linear]) -> tuple[str, list[Prepared], bool]:

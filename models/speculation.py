@@ -11,7 +11,9 @@ decoding. One pass then yields up to a whole draft plus one token for the price 
 
 from __future__ import annotations
 
-import torch
+from models import lazy
+
+torch = lazy.module("torch")
 
 NGRAMS = (3, 2)  # suffix lengths looked up, longest first; a lone repeated token is too weak a clue to pay
 FIRST_DRAFT = 4

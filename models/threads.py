@@ -7,7 +7,9 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
-import torch
+from models import lazy
+
+torch = lazy.module("torch")
 
 T = TypeVar("T")
 

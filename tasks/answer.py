@@ -11,16 +11,17 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import torch
 
 from config import LOCAL_USER
 from errors import TooLarge, UserError
-from models import catalog
+from models import catalog, lazy
 from models.loading import token_limit
 from tasks.base import Endpoint, Task, require_text
 from tasks.search import SearchTask
 from tasks.spec import DataField, TaskSpec
 from tasks.text import split_sentences
+
+torch = lazy.module("torch")
 
 Progress = Callable[[float, str], None]
 

@@ -8,10 +8,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 
-import torch
-
 from errors import UserError
-from models import catalog
+from models import catalog, lazy
 from models.adapters import selected
 from models.engine import SamplingParams, new_caller
 from models.text_model import TextModel
@@ -19,6 +17,8 @@ from models.loading import LoadedModel, ModelHub, read_config, token_limit
 from tasks.base import Task
 from tasks.chat import Reply
 from tasks.text import chunk_text
+
+torch = lazy.module("torch")
 
 Progress = Callable[[float, str], None]  # (fraction done, what is happening)
 Counter = Callable[[str], int]  # tokens in a text

@@ -11,18 +11,19 @@ import math
 import threading
 
 import numpy as np
-import torch
-from transformers import AutoTokenizer
 
 from config import LOCAL_USER
 from errors import UserError
-from models import catalog, offline
+from models import catalog, lazy, offline
 from models.adapters import selected
 from models.engine import GREEDY_BELOW
 from models.lora import PEFT_BASE
 from models.loading import LoadedLM, read_config
 from tasks.base import Context, Endpoint, require_range, require_text
 from tasks.spec import spec as task_spec
+
+torch = lazy.module("torch")
+AutoTokenizer = lazy.attribute("transformers", "AutoTokenizer")
 
 MASK = "[MASK]"
 MAX_TOKENS = 512  # a text these views read at once (they are for looking at a sentence or a paragraph)

@@ -15,12 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-import transformers
-
 from config import LOCAL_USER
 from errors import UserError
-from models import catalog, engines, gguf_export, lora, ollama, portable
+from models import catalog, engines, gguf_export, lazy, lora, ollama, portable
 from models.adapter_meta import AdapterMeta, MergedMeta
 from models.adapters import sanitize_name
 from models.cache import too_big
@@ -28,6 +25,9 @@ from models.kinds import KINDS
 from models.loading import load_pretrained, load_sentence_transformer, read_config, weights_on_disk
 from tasks.base import Context, Endpoint, Upload
 from tasks.spec import spec as task_spec, trainable_spec
+
+torch = lazy.module("torch")
+transformers = lazy.module("transformers")
 
 CARRIED = {"chat_template": str, "system_prompt": str, "labels": list, "metrics": dict, "settings": dict,
            "rows": dict}  # what an imported lora_studio.json may bring (anything else in it is ignored)

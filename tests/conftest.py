@@ -156,13 +156,17 @@ def smollm2_dir(shared_models_dir) -> Path:
     return offline.smollm2(shared_models_dir)
 
 
-@pytest.fixture
-def settings(tmp_path, shared_models_dir) -> Settings:
-    """Settings with a fresh data directory whose models/ folder is the session's shared one."""
-    data = tmp_path / "data"
+def fresh_settings(folder: Path, shared_models_dir: Path) -> Settings:
+    """Settings with a fresh data directory in folder whose models/ folder is the session's shared one."""
+    data = folder / "data"
     data.mkdir()
     (data / "models").symlink_to(shared_models_dir, target_is_directory=True)
     return Settings(data_dir=data, threads=2)
+
+
+@pytest.fixture
+def settings(tmp_path, shared_models_dir) -> Settings:
+    return fresh_settings(tmp_path, shared_models_dir)
 
 
 @pytest.fixture
@@ -192,9 +196,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def launch(settings):
-    """Launch the real app on a free localhost port; returns (url, demo). Closed after the test."""
+def _launcher(settings: Settings):
+    """start(settings=None) launches the real app on a free localhost port and returns (url, demo); the generator
+    closes every app it started once resumed."""
     from app import build_app, serve
 
     demos = []
@@ -213,6 +217,25 @@ def launch(settings):
         demo.training.manager.shutdown()
         demo.ctx.hub.cache.clear()
         demo.close()
+
+
+@pytest.fixture
+def launch(settings):
+    """Launch the real app on a free localhost port; returns (url, demo). Closed after the test."""
+    yield from _launcher(settings)
+
+
+@pytest.fixture(scope="module")
+def module_settings(tmp_path_factory, shared_models_dir) -> Settings:
+    """Settings with a fresh data directory shared by one test module."""
+    return fresh_settings(tmp_path_factory.mktemp("module"), shared_models_dir)
+
+
+@pytest.fixture(scope="module")
+def launch_for_module(module_settings):
+    """`launch` for an app that a module's tests share (each launch costs a second or two, and its models load
+    again): for tests that only read it, or leave it as they found it. Closed after the module."""
+    yield from _launcher(module_settings)
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,7 @@
 """The launched app, called through gradio_client like any program would."""
 
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -14,6 +16,32 @@ def test_help_lists_the_settings(capsys):
     out = capsys.readouterr().out
     for flag in ("--host", "--port", "--data-dir", "--chat-model", "--username", "--password"):
         assert flag in out
+
+
+HEAVY = ("torch", "transformers", "peft", "sentence_transformers", "faiss", "plotly")
+DRAWN = """
+import pathlib, socket, sys, tempfile
+import httpx
+import app, config
+settings = config.Settings(data_dir=pathlib.Path(tempfile.mkdtemp()), host="127.0.0.1", port=int(sys.argv[1]))
+demo = app.build_app(settings)
+app.serve(demo, settings, block=False, quiet=True)
+print(httpx.get(demo.local_url).status_code, [name for name in %r if name in sys.modules])
+demo.close()
+""" % (HEAVY,)
+
+
+def test_help_and_the_page_come_before_the_model_libraries_load(worker_process):
+    from conftest import ROOT, free_port
+
+    helped = subprocess.run([sys.executable, "-X", "importtime", "app.py", "--help"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert helped.returncode == 0 and "--data-dir" in helped.stdout
+    imported = {line.rsplit("|", 1)[-1].strip() for line in helped.stderr.splitlines()}
+    assert not imported & {"gradio", *HEAVY}  # `--help` needs none of them
+    drawn = subprocess.run([sys.executable, "-c", DRAWN, str(free_port())], cwd=ROOT, capture_output=True, text=True,
+                           timeout=300)
+    assert "200 []" in drawn.stdout.splitlines(), drawn.stdout + drawn.stderr  # the page, and none of them loaded
 
 
 def test_chat_and_complete_endpoints(launch, tiny_gpt2_dir, tiny_chat_dir):

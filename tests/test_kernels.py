@@ -213,3 +213,31 @@ def test_members_run_one_by_one_where_joining_does_not_pay_or_cannot_run(monkeyp
     with torch.inference_mode():
         outputs = joined[1](x).split([2048, 1024, 1024], dim=-1)
         assert all(torch.equal(out, layer(x)) for out, layer in zip(outputs, model.groups()[1]))
+
+
+def test_a_second_load_takes_the_products_measured_before_on_this_machine(monkeypatch, tmp_path):
+    path = tmp_path / "kernels.json"
+    forced(monkeypatch, "fp16 weights", prompts=True)
+    model = Attention()
+    first = kernels.Measured(path)
+    text = kernels.tune(model, measured=first).text
+    timed_in_turn(monkeypatch, 1.0, 10.0, 1.0, 10.0)  # joining is faster, for prompts too
+    joined_bytes = kernels.join(model.groups(), measured=first)[1]
+    first.save()
+
+    def measured_again(*args, **kwargs):
+        raise AssertionError("measured again")
+
+    monkeypatch.setattr(kernels, "_fastest", measured_again)
+    monkeypatch.setattr(kernels, "_milliseconds", measured_again)
+    again, remembered = Attention(), kernels.Measured(path)
+    assert kernels.tune(again, measured=remembered).text == text
+    joined, added, unused = kernels.join(again.groups(), measured=remembered)
+    assert added == joined_bytes and len(unused) == 6
+    x = torch.randn(2, 512)
+    with torch.inference_mode():
+        for out, layer in zip(joined[0](x).split([2048, 1024, 1024], dim=-1), again.groups()[0]):
+            assert torch.allclose(out, torch.nn.functional.linear(x, layer.weight.half().float()), atol=1e-4)
+    monkeypatch.setattr(kernels, "machine_key", lambda: "another CPU, torch or thread count")
+    with pytest.raises(AssertionError, match="measured again"):
+        kernels.tune(Attention(), measured=kernels.Measured(path))

@@ -41,12 +41,14 @@ def add_adapter(demo, base: Path, name: str, seed: int, tmp_path: Path, owner: s
                                                    owner=owner)["name"]
 
 
-@pytest.fixture
-def served(launch, settings, tiny_chat_dir, tmp_path):
-    """The app with the tiny chat model as its default and two adapters on it; (url, demo)."""
-    url, demo = launch(dataclasses.replace(settings, chat_model=str(tiny_chat_dir)))
-    add_adapter(demo, tiny_chat_dir, "sun", 1, tmp_path)
-    add_adapter(demo, tiny_chat_dir, "moon", 2, tmp_path)
+@pytest.fixture(scope="module")
+def served(launch_for_module, module_settings, tiny_chat_dir, tmp_path_factory):
+    """The app with the tiny chat model as its default and two adapters on it; (url, demo). The module's tests
+    share it: each leaves its engine idle, as it found it."""
+    url, demo = launch_for_module(dataclasses.replace(module_settings, chat_model=str(tiny_chat_dir)))
+    folder = tmp_path_factory.mktemp("adapters")
+    add_adapter(demo, tiny_chat_dir, "sun", 1, folder)
+    add_adapter(demo, tiny_chat_dir, "moon", 2, folder)
     return url, demo
 
 

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import re
 
-import torch
-
 from errors import UserError
-from models import catalog, lora
+from models import catalog, lazy, lora
 from models.loading import LoadedModel, load_pretrained, load_sentence_transformer, token_limit
 from training import answer_check, metrics
 from training.data import Example, RowError
@@ -21,6 +19,8 @@ from training.presets import TrainSettings
 from training.recipe import Recipe
 from training.report import AnswerCheck, Sample
 from training.trainer import evaluating
+
+torch = lazy.module("torch")
 
 # LoRA goes on the encoder's layers only (never on a head, which trains in full). BERT/RoBERTa/MiniLM name their
 # linear layers query/key/value/dense, DistilBERT q_lin/k_lin/v_lin/out_lin/lin1/lin2.

@@ -3,17 +3,17 @@ whose assistant words are learned; summaries and translations are prompted exact
 
 from __future__ import annotations
 
-import torch
-from transformers import AutoModelForCausalLM
-
 from errors import UserError
-from models import catalog, lora
+from models import catalog, lazy, lora
 from models.loading import load_pretrained
 from training import metrics
 from training.data import Example
 from training.formats import turns
 from training.recipe import Recipe
 from training.trainer import evaluating, lora_config
+
+torch = lazy.module("torch")
+AutoModelForCausalLM = lazy.attribute("transformers", "AutoModelForCausalLM")
 
 # For base models without a chat template (GPT-2): a plain question/answer layout. It is saved with the adapter
 # and applied in chat, so the adapter sees at inference the layout it was trained on.
@@ -134,7 +134,7 @@ class Reply(str):
         return reply
 
 
-@torch.inference_mode()
+@lazy.inference_mode
 def greedy_replies(model, tokenizer, prompts: list[list[int]], max_new_tokens: int = 48,
                    batch_size: int = 8) -> list[Reply]:
     """Greedy replies to token-id prompts, several at a time (left-padded, as the generation engine batches)."""

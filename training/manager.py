@@ -17,13 +17,15 @@ from dataclasses import asdict
 from pathlib import Path
 
 import psutil
-import torch
 
 from accounts import write_private_json
 from config import Settings
+from models import lazy
 from models.device import set_threads
 from training import paths
 from training.store import JobState, JobStore
+
+torch = lazy.module("torch")
 
 log = logging.getLogger(__name__)
 WORKER = Path(__file__).resolve().parent / "worker.py"

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
+from models import lazy
 from training.data import Example
 from training.language import IGNORE, ChatRecipe, collate, encode_messages, fast_loss_matches, greedy_replies
 from training.trainer import evaluating
+
+torch = lazy.module("torch")
 
 ANSWERED = 12  # prompts answered for the report: the answer check reads them, the first few are shown
 TIE = 1e-3  # a margin this close to 0 prefers neither answer (the untrained adapter's, for every pair)

@@ -11,11 +11,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-import torch
-
 from config import Settings
 from errors import UserError
-from models import catalog
+from models import catalog, lazy
 from models.loading import operator_default
 from tasks.spec import TaskSpec
 from training.data import Example
@@ -23,6 +21,8 @@ from training import answer_check, presets
 from training.presets import TrainSettings
 from training.report import AnswerCheck, Sample, TrainingReport, build_report
 from training.trainer import Checkpoint, Fitted, Hooks, fit, loss_metrics, mean_loss, trainable_state, use_bf16
+
+torch = lazy.module("torch")
 
 
 SAMPLES = 3  # rows a report shows side by side

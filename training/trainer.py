@@ -17,12 +17,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-from safetensors.torch import load_file, save_file
-from transformers import get_linear_schedule_with_warmup
-
+from models import lazy
 from training.plan import JobProgress
 from training.presets import TrainSettings
+
+torch = lazy.module("torch")
+load_file = lazy.attribute("safetensors.torch", "load_file")
+save_file = lazy.attribute("safetensors.torch", "save_file")
+get_linear_schedule_with_warmup = lazy.attribute("transformers", "get_linear_schedule_with_warmup")
 
 
 class Stopped(Exception):
@@ -109,7 +111,7 @@ class Hooks:
 
 
 # (model, a batch of encoded items) -> (mean loss, its weight: learned tokens or rows)
-LossOf = Callable[[object, list], tuple[torch.Tensor, int]]
+LossOf = Callable[[object, list], tuple["torch.Tensor", int]]
 
 
 @dataclass

@@ -4,15 +4,16 @@ surprise, each drawn from tasks/inside.py on the real models, with a plain expla
 from __future__ import annotations
 
 import gradio as gr
-import plotly.graph_objects as go
 
-from models import catalog
+from models import catalog, lazy
 from tasks.inside import MASK, InsideModel
 from tasks.spec import specs
 from ui.api import handler, on_load, user_of
 from ui.i18n import languages, phrase, t, text_in_page_language
 from ui.picker import adapter_value as chosen
 from ui.picker import no_adapter, no_adapter_box
+
+go = lazy.module("plotly.graph_objects")
 
 DECODERS = ["SmolLM2-135M-Instruct", "GPT-2", "Qwen2.5-0.5B-Instruct"]
 TOKENIZERS = ["GPT-2", "SmolLM2-135M-Instruct", "all-MiniLM-L6-v2"]  # BPE, BPE with another vocabulary, WordPiece
