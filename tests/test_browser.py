@@ -131,7 +131,7 @@ def test_upload_train_then_chat_with_the_adapter(launch, settings, tiny_chat_dir
 
     expect(tab(page, "Chat")).to_have_attribute("aria-selected", "true")
     expect(chat_model).to_have_value(str(tiny_chat_dir))
-    expect(page.get_by_role("combobox", name="Adapter")).to_have_value("zorbia-facts")
+    expect(page.get_by_role("combobox", name="Adapter", exact=True)).to_have_value("zorbia-facts")
     page.get_by_role("button", name=re.compile("Generation settings")).click()
     temperature = page.get_by_role("spinbutton", name="number input for Temperature")
     tokens = page.get_by_role("spinbutton", name="number input for Max new tokens")
@@ -170,7 +170,7 @@ def test_train_a_classifier_then_use_it_in_the_sentiment_tab(launch, page):
 
     expect(tab(page, "Sentiment")).to_have_attribute("aria-selected", "true")
     sentiment = page.locator('[role="tabpanel"]:visible').last  # inside Use's panel
-    expect(sentiment.get_by_role("combobox", name="Adapter")).to_have_value("support-tickets")
+    expect(sentiment.get_by_role("combobox", name="Adapter", exact=True)).to_have_value("support-tickets")
     sentiment.get_by_label("Texts, one per line").fill("I was charged twice for the same order.")
     expect(sentiment.get_by_text("Zero-shot (offline fallback)")).to_be_hidden()  # the adapter's classifier now
     sentiment.get_by_role("button", name="Analyse").click()
