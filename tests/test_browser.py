@@ -227,6 +227,10 @@ def test_compare_side_by_side_in_the_chat_tab(launch, settings, tiny_chat_dir, p
     settings.chat_model = str(tiny_chat_dir)
     url, _ = launch()
     page.goto(url, wait_until="domcontentloaded")
+    # Short replies: a long one keeps a busy page drawing, and a click elsewhere then waits past its timeout.
+    page.get_by_role("button", name=re.compile("Generation settings")).click()
+    tokens = page.get_by_role("spinbutton", name="number input for Max new tokens")
+    type_numbers({tokens: "16"}, "Enter", {tokens: page.get_by_role("slider", name="range slider for Max new tokens")})
     page.get_by_role("button", name="Compare side by side").click()
     second = page.get_by_role("combobox", name="Variant 2: model")
     choose(second, str(tiny_chat_dir))
@@ -374,6 +378,8 @@ def test_the_page_in_chinese_chats_and_switches_to_english(launch, settings, tin
     page.get_by_role("button", name="发送").click()
     expect(page.get_by_test_id("bot")).to_have_count(1, timeout=60_000)
     expect(page.get_by_test_id("user")).to_have_text("Say hello")
+    # The tiny model's reply runs to 256 tokens; end it, or a busy page keeps the next click waiting.
+    page.get_by_role("button", name="停止").click()
 
     # A known error sentence is shown in Chinese (the server knows the page's language).
     tab(page, "翻译").click()
