@@ -213,7 +213,7 @@ class ChatTask(Task):
                  for turn in turns]
         found = relevant([self.search.find(owner, query, collection, 2 * PASSAGES, search_adapter or "")
                           for query in retrieval_queries(turns)])
-        lm = self.lm(model, adapter, owner)[0]
+        lm = self.lm(model, adapter, owner)[0]  # even when nothing is found: a wrong model or adapter is named
         if not found:
             return Prompt(lm, [], known=NOTHING_FOUND.format(collection=collection.strip()))
         room = lm.context_length - min(max_new_tokens, lm.context_length // 4)

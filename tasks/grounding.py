@@ -11,6 +11,8 @@ import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+from tasks.text import STOPWORDS
+
 MIN_RELEVANCE = 0.3  # cosine (MiniLM) below which a passage is not about the question; bench/grounded_chat.py
 PASSAGES = 3  # the best passages the model reads
 QUERY_CHARS = 1_000  # of a message, searched for
@@ -25,10 +27,6 @@ _MARKER = re.compile(r"\[(\d{1,2})\]")
 _WORD = re.compile(r"[^\W_]+")
 _CJK = re.compile(r"[\u3400-\u9fff]")
 _REFERRING = frozenset("it its they them their that this these those there he she his her him".split())
-_COMMON = frozenset(
-    "the a an and or of to in on at for by with from is are was were be been it its this that these those what "
-    "which who whom whose when where why how do does did has have had not no yes can could will would should "
-    "about as into than then there their they them he she his her you your i me my we our us".split())
 
 
 @dataclass(frozen=True)
@@ -107,7 +105,7 @@ def grounded_message(message: str, passages: list[Passage]) -> str:
 
 def _words(text: str) -> set[str]:
     """The words that carry meaning (Chinese: each character pair), lower-cased."""
-    words = {w for w in _WORD.findall(text.lower()) if w not in _COMMON and (len(w) > 2 or w.isdigit())}
+    words = {w for w in _WORD.findall(text.lower()) if w not in STOPWORDS and (len(w) > 2 or w.isdigit())}
     han = "".join(_CJK.findall(text))
     return words | {han[i:i + 2] for i in range(len(han) - 1)}
 
@@ -131,7 +129,7 @@ def unsupported(reply: str, passages: list[Passage], question: str = "") -> list
     made something up beside what it quotes."""
     known = set().union(*(_words(p.text) for p in passages), _words(question))
     stated = re.findall(r"\b[A-Z][\w-]*[a-z][\w-]*\b|\d[\d,.:]*\d|\d", _MARKER.sub("", reply))
-    fresh = [word for word in stated if word.lower() not in _COMMON | known
+    fresh = [word for word in stated if word.lower() not in STOPWORDS | known
              and not set(_WORD.findall(word.lower())) <= known]
     return list(dict.fromkeys(fresh))
 

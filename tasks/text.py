@@ -13,6 +13,12 @@ from pathlib import Path
 
 from errors import TooLarge, UserError
 
+# English function words: they say nothing of what a passage is about (retrieval follow-ups, support checks).
+STOPWORDS = frozenset(
+    "a an the and or but of to in on at by for with from into about as than then is are was were be been being "
+    "do does did has have had can could will would should not no yes it its this that these those there their "
+    "they them he she his her him i me my you your we our us what which who whom whose when where why how".split())
+
 # A sentence ends at . ! ? … followed by space and an upper-case letter, digit, quote or CJK character.
 # Abbreviations such as "e.g." followed by lower case stay joined.
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+(?=[\"'“(\[]?[A-ZÀ-ÖØ-Þ0-9\u3040-\u30ff\u4e00-\u9fff])")
@@ -244,8 +250,8 @@ def chunk_text(text: str, max_size: int, min_size: int | None = None, size: Call
     """text cut into chunks of at most max_size (as size measures: words, or a tokenizer's tokens).
 
     Chunks end at a paragraph once they hold min_size (default max_size: as full as they can be), else at a
-    sentence; a sentence too big alone is cut between words (or a Chinese one after a clause). With overlap, each chunk after the first repeats
-    the previous chunk's last sentence, so no idea is cut in two."""
+    sentence; a sentence too big alone is cut between words (or a Chinese one after a clause). With overlap, each
+    chunk after the first repeats the previous chunk's last sentence, so no idea is cut in two."""
     min_size = max_size if min_size is None else min_size
     groups: list[list[_Unit]] = []
     current: list[_Unit] = []

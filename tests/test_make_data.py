@@ -263,6 +263,28 @@ def test_an_adapter_trained_on_made_rows_says_so_and_is_scored_on_held_out_and_o
         f"{own['before']['recalled']:g}%).")
 
 
+def generated_report(own_before: float, own_after: float):
+    """A report as training on made rows leaves it, before `reported` reads it: the loss fell by half."""
+    from training.report import TrainingReport
+
+    scored = lambda before, after: {"rows": 3, "before": {"recalled": before}, "after": {"recalled": after}}  # noqa
+    return TrainingReport("learned", "It learned: the loss on held-out examples fell by 50%.", True, 2.0, 1.0,
+                          extra={"generated": {"held_out": scored(0.0, 33.3), "own": scored(own_before, own_after)}})
+
+
+def test_an_adapter_that_answers_your_own_questions_no_better_than_the_base_is_not_called_learned():
+    from training.documents_data import UNLEARNED_OWN, reported
+    from ui.i18n import localized_text
+
+    unlearned = reported(generated_report(33.3, 33.3), "the collection 'handbook'")
+    assert unlearned.verdict == "barely" and "It learned:" not in unlearned.summary
+    assert unlearned.summary.startswith(f"Trained on rows generated from the collection 'handbook'. {UNLEARNED_OWN}")
+    assert reported(generated_report(0.0, 33.3), "the collection 'handbook'").verdict == "learned"
+    # Every sentence of it reads in Chinese, the collection's name kept as the user wrote it.
+    chinese = localized_text(unlearned.summary, "zh-CN")
+    assert "“handbook”" in chinese and not any(word in chinese for word in ("Trained", "learned", "On 3", "Make"))
+
+
 def test_training_on_rows_named_as_made_by_another_user_is_refused(maker, tiny_chat_dir, tmp_path):
     job_id = made_chat_rows(maker, tiny_chat_dir, tmp_path, owner="alice")
     with pytest.raises(UserError, match="There are no generated training rows"):

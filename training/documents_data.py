@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from errors import UserError
-from tasks.text import split_sentences
+from tasks.text import STOPWORDS, split_sentences
 from training.answer_check import lexical_embed, tokens
 
 Embed = Callable[[list[str]], np.ndarray]  # texts -> unit vectors
@@ -32,10 +32,6 @@ COLUMNS = {"chat": ("prompt", "response"), "search": ("query", "positive"),
 MIN_OVERLAP = 0.5  # share of the answer's content words that must occur in the passage
 MIN_SIMILARITY = 0.3  # cosine of "question answer" with the passage's closest sentence
 MAX_PASSAGES = 500  # passages one job reads at most (the operator's job limits bound the rest)
-STOPWORDS = frozenset(
-    "a an the of to in on at by for with from and or but is are was were be been being it its this that these those "
-    "what which who whom whose when where why how does do did has have had as into about than then there their they "
-    "he she his her him i you we our your not no yes".split())
 DROP_REASONS = ("unparsed", "unsupported", "not_in_passage", "duplicate")
 GENERATED_FILE = re.compile(r"generated-([0-9a-f]{12})\.jsonl")  # the rows file's name names its job
 HOLD_OUT = 0.2  # of generated rows, set aside to score the adapter on
@@ -354,7 +350,9 @@ def hold_out(examples: list, seed: int) -> tuple[list, list]:
 
 def reported(report, source: str):
     """A training report of an adapter trained on generated rows: says so, and how it scored on held-out
-    generated rows and on the user's own questions (report.extra["generated"])."""
+    generated rows and on the user's own questions (report.extra["generated"]). Own questions are the point of
+    such a run: when the adapter answers them no better than the base model, the verdict is not *learned*, however
+    far the loss on the generated rows fell."""
     from dataclasses import replace
 
     from training.report import metric_sentence
@@ -371,8 +369,21 @@ def reported(report, source: str):
                          f"answer (the base model's: {part['before']['recalled']:g}%).")
         else:
             words.append(f"On {rows}: {metric_sentence(part['before'], part['after'])}")
-    return replace(report, summary=" ".join(words[:1] + [report.summary] + words[1:]),
+    verdict, summary = report.verdict, report.summary
+    if verdict == "learned" and (own := generated.get("own")) and not _improved(own["before"], own["after"]):
+        verdict, summary = "barely", UNLEARNED_OWN + (
+            f" {metric_sentence(report.metric_before, report.metric_after)}" if report.metric_after else "")
+    return replace(report, verdict=verdict, summary=" ".join(words[:1] + [summary] + words[1:]),
                    extra={**report.extra, "generated": {**generated, "source": source}})
+
+
+UNLEARNED_OWN = ("It learned the wording of the generated rows, but it answers your own questions no better than the "
+                 "base model. Make rows from more passages, fix them in the table, or add rows of your own.")
+
+
+def _improved(before: dict, after: dict) -> bool:
+    """Whether the adapter scored better than the base on some metric (every one of ours is higher-is-better)."""
+    return any(after[name] > before.get(name, 0) for name in after)
 
 
 def own_examples(path: str) -> list:

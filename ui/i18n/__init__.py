@@ -182,13 +182,15 @@ SENTENCES = ("error.", "report.", "reply.")  # the keys of whole sentences the s
 
 @cache
 def _error_patterns() -> list[tuple[re.Pattern, str]]:
-    """The English sentence templates as patterns: a `{part}` matches whatever the sentence has there."""
+    """The English sentence templates as patterns: a `{part}` matches whatever the sentence has there. The most
+    specific first (the most text of its own), so that '{adapter} on {model}' cannot take a longer sentence that
+    happens to hold " on "."""
     patterns = []
     for key, template in english().items():
         if key.startswith(SENTENCES):
             regex = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>.+?)", re.escape(template))
-            patterns.append((re.compile(regex + r"\Z", re.DOTALL), key))
-    return patterns
+            patterns.append((len(re.sub(r"\{\w+\}", "", template)), re.compile(regex + r"\Z", re.DOTALL), key))
+    return [(pattern, key) for _, pattern, key in sorted(patterns, key=lambda p: -p[0])]
 
 
 def _term(value: str, texts: dict[str, str]) -> str:

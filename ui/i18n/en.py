@@ -759,4 +759,12 @@ TEXTS = {
     'make_data.rows': 'Rows (click a cell to fix it; click a row, then Delete row)',
     'make_data.delete_row': 'Delete row',
     'make_data.train': 'Train on these rows',
+    'report.generated_collection': "Trained on rows generated from the collection '{name}'.",
+    'report.generated_file': 'Trained on rows generated from the file {names}.',
+    'report.generated_files': 'Trained on rows generated from the files {names}.',
+    'report.generated_held_out_one': "On 1 held-out generated row, {after}% of the adapter's answers say the reference answer (the base model's: {before}%).",
+    'report.generated_held_out': "On {rows} held-out generated rows, {after}% of the adapter's answers say the reference answer (the base model's: {before}%).",
+    'report.generated_own': "On {rows} of your own questions, {after}% of the adapter's answers say the reference answer (the base model's: {before}%).",
+    'report.unlearned_own': 'It learned the wording of the generated rows, but it answers your own questions no better than the base model.',
+    'report.try_made_rows': 'Make rows from more passages, fix them in the table, or add rows of your own.',
 }

@@ -759,4 +759,12 @@ TEXTS = {
     'make_data.rows': '数据行（点击单元格可修改；点击一行后按“删除行”）',
     'make_data.delete_row': '删除行',
     'make_data.train': '用这些数据训练',
+    'report.generated_collection': '训练数据由集合“{name}”生成。',
+    'report.generated_file': '训练数据由文件 {names} 生成。',
+    'report.generated_files': '训练数据由文件 {names} 生成。',
+    'report.generated_held_out_one': '在 1 条留出的生成数据上，适配器的回答中有 {after}% 说出了参考答案（基础模型：{before}%）。',
+    'report.generated_held_out': '在 {rows} 条留出的生成数据上，适配器的回答中有 {after}% 说出了参考答案（基础模型：{before}%）。',
+    'report.generated_own': '在你自己的 {rows} 个问题上，适配器的回答中有 {after}% 说出了参考答案（基础模型：{before}%）。',
+    'report.unlearned_own': '它学会了生成数据的措辞，但回答你自己的问题并不比基础模型好。',
+    'report.try_made_rows': '请从更多段落生成数据、在表格中修改它们，或加入你自己写的数据行。',
 }
