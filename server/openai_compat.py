@@ -31,6 +31,7 @@ from server.naming import ModelNames
 from server.tools import CallStream, ToolUse, tool_use
 from tasks.base import Context, Upload
 from tasks.chat import Prompt
+from tasks.grounding import asks_documents
 
 MAX_INPUTS = 2048  # embedding inputs per request, OpenAI's own limit
 
@@ -79,10 +80,10 @@ class OpenAIRoutes:
         system, turns = read_messages(body.get("messages"))
         tools = tool_use(body, turns)
         collection = body.get("collection")  # an extra field: answer from this collection, with citations
-        if collection not in (None, "") and tools:
+        if asks_documents(collection) and tools:
             raise ApiError(400, "Give either tools or a collection, not both.", param="collection")
         base, adapter = await run_in_threadpool(self.naming.choose, owner, body.get("model"), catalog.DECODER)
-        if collection not in (None, ""):
+        if asks_documents(collection):
             searcher = body.get("search_adapter") or ""  # another extra field: the adapter that searches it
             prompt = await run_in_threadpool(partial(self.chat.grounded, turns, collection, system, base, adapter,
                                                      params.max_new_tokens, owner=owner, sources_line=False,
@@ -99,7 +100,7 @@ class OpenAIRoutes:
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         return await self._respond(request, owner, [prompt], params, n, stops, bool(body.get("stream")),
                                    include_usage, ChatFormat(model_id), tools if tools and tools.offered else None,
-                                   cites=collection not in (None, ""))
+                                   cites=asks_documents(collection))
 
     # ---- POST /v1/completions ----------------------------------------------------------------------------
     async def completions(self, request: Request):

@@ -13,8 +13,8 @@ from models import catalog
 from models.engine import GREEDY_BELOW, Request, SamplingParams, new_caller
 from models.text_model import TextModel
 from tasks.base import Endpoint, Task, require_range, require_text
-from tasks.grounding import (INSTRUCTION, NOTHING_FOUND, PASSAGE_SHARE, PASSAGES, Passage, fitted, grounded_message,
-                             relevant, retrieval_queries, with_citations, without_sources)
+from tasks.grounding import (INSTRUCTION, NOTHING_FOUND, PASSAGE_SHARE, PASSAGES, Passage, asks_documents, fitted,
+                             grounded_message, relevant, retrieval_queries, with_citations, without_sources)
 from tasks.spec import DataField, TaskSpec
 
 
@@ -70,7 +70,7 @@ class Reply:
         """The whole reply so far, once per new token; stopping the iteration stops generation. A reply from
         documents ends with its citations."""
         if self.known:
-            return iter_once(self.known)
+            return iter((self.known,))
         texts = self.request.texts(self.lm.tokenizer)
         return self._cited(texts) if self.passages else texts
 
@@ -79,9 +79,9 @@ class Reply:
         try:
             for last in texts:
                 yield last
-        finally:
+        finally:  # also when the reader stops early (a /v1 stop string): the citations are still the reply's
             texts.close()
-        final, self.citations = with_citations(last, self.passages, self.sources_line)
+            final, self.citations = with_citations(last, self.passages, self.sources_line)
         if final != last:
             yield final
 
@@ -90,10 +90,6 @@ class Reply:
         for last in self.texts():
             pass
         return last
-
-
-def iter_once(text: str) -> Iterator[str]:
-    yield text
 
 
 def message_text(content: object) -> str:
@@ -187,7 +183,7 @@ class ChatTask(Task):
         """The chat prompt's tokens on the model that will read it, the oldest turns dropped until it fits."""
         message = require_text(message, "message", self.ctx.settings.max_chars)
         turns = [*clean_history(history), {"role": "user", "content": message}]
-        if collection and not (isinstance(collection, str) and not collection.strip()):  # blank: no documents
+        if asks_documents(collection):
             return self.grounded(turns, collection, system_prompt, model, adapter, max_new_tokens, owner=owner,
                                  search_adapter=search_adapter)
         return self.conversation(turns, system_prompt, model, adapter, max_new_tokens, owner=owner)
@@ -224,6 +220,7 @@ class ChatTask(Task):
         asked = {"role": "user", "content": grounded_message(turns[-1]["content"], passages)}
         prompt = self.conversation([*turns[:-1], asked], system_prompt, model, adapter, max_new_tokens, owner=owner)
         prompt.passages, prompt.sources_line = passages, sources_line
+        prompt.notice = self.language_notice(turns[-1]["content"], lm.name)  # of the question, not the passages
         return prompt
 
     def conversation(self, turns: list[dict], system_prompt: str, model: str, adapter: str, max_new_tokens: int, *,

@@ -24,6 +24,7 @@ NOTHING_FOUND = ("I don't know: nothing in the collection '{collection}' is abou
 INSTRUCTION = ("Answer the question using only the passages below. If they do not say, answer that you don't "
                "know.")
 _MARKER = re.compile(r"\[(\d{1,2})\]")
+_STATED = re.compile(r"\b[A-Z][\w-]*[a-z][\w-]*\b|\d[\d,.:]*\d|\d")  # a capitalised word or a number
 _WORD = re.compile(r"[^\W_]+")
 _CJK = re.compile(r"[\u3400-\u9fff]")
 _REFERRING = frozenset("it its they them their that this these those there he she his her him".split())
@@ -97,6 +98,12 @@ def fitted(passages: list[Passage], count_tokens: Callable[[str], int], budget: 
     return kept
 
 
+def asks_documents(collection: object) -> bool:
+    """Whether a request names a collection to answer from: blank or missing means none (a name that is not a
+    string counts, to be refused by name)."""
+    return not (collection is None or isinstance(collection, str) and not collection.strip())
+
+
 def grounded_message(message: str, passages: list[Passage]) -> str:
     """The user's turn as the model reads it: the instruction, the numbered passages, then the question."""
     blocks = "\n\n".join(f"[{p.number}] ({p.source or 'pasted text'})\n{p.text}" for p in passages)
@@ -128,10 +135,19 @@ def unsupported(reply: str, passages: list[Passage], question: str = "") -> list
     """The names and numbers a reply states that neither its passages nor the question hold: where a small model
     made something up beside what it quotes."""
     known = set().union(*(_words(p.text) for p in passages), _words(question))
-    stated = re.findall(r"\b[A-Z][\w-]*[a-z][\w-]*\b|\d[\d,.:]*\d|\d", _MARKER.sub("", reply))
+    text = _MARKER.sub("", reply)
+    stated = [found.group() for found in _STATED.finditer(text)
+              if found.group()[0].isdigit() or not _opens_sentence(text, found.start())]
     fresh = [word for word in stated if word.lower() not in STOPWORDS | known
              and not set(_WORD.findall(word.lower())) <= known]
     return list(dict.fromkeys(fresh))
+
+
+def _opens_sentence(text: str, start: int) -> bool:
+    """Whether a word at start opens a sentence or a list item ("According to…", "However,"): a capital there says
+    nothing of a name."""
+    before = text[:start].rstrip(" \t\"'“(*-•")
+    return not before or before[-1] in ".!?:;\n"
 
 
 def with_citations(reply: str, passages: list[Passage], sources_line: bool = True) -> tuple[str, list[Passage]]:
@@ -140,9 +156,9 @@ def with_citations(reply: str, passages: list[Passage], sources_line: bool = Tru
     sources = cited(reply, passages)
     if not sources:
         return reply, []
-    text = reply.rstrip()
+    text = reply  # only ever added to: a streamed reply's last piece is what follows the text already sent
     if not _MARKER.search(text):
-        text += " " + "".join(f"[{p.number}]" for p in sources)
+        text += ("" if text[-1:].isspace() else " ") + "".join(f"[{p.number}]" for p in sources)
     if sources_line:
         text += SOURCES + " " + "; ".join(p.label for p in sources)
     return text, sources

@@ -74,6 +74,42 @@ def test_names_and_numbers_the_passages_do_not_hold_are_pointed_out():
     assert chat_tab.reply_only(shown) == made_up  # the warning is not the model's words
 
 
+def test_a_sentence_opening_word_is_not_taken_for_a_made_up_name():
+    given = [passage(1, "The ferry to Selk Island takes 47 minutes.", "ferry.md")]
+    reply = "According to the passage, the ferry takes 47 minutes. However, it may vary. Sure! Selk Island. [1]"
+    assert unsupported(reply, given) == []
+    assert unsupported("Based on [1]: - Sure, the Kessel ferry takes 52 minutes.", given) == ["Kessel", "52"]
+
+
+def test_a_streamed_reply_only_grows_and_keeps_its_citations_when_the_reader_stops_early():
+    from tasks.chat import Reply
+
+    given = [passage(1, "The ferry to Selk Island takes 47 minutes.", "ferry.md")]
+    last = "The ferry to Selk Island takes 47 minutes.\n\n"
+    text, _ = with_citations(last, given, sources_line=False)
+    assert text == last + "[1]"  # a client that streamed `last` gets the rest, not a rewritten text
+    reply = Reply(None, None, passages=given, sources_line=False)
+    texts = reply._cited(t for t in ["The ferry", "The ferry to Selk Island takes 47 minutes."])
+    assert [next(texts), next(texts)] == ["The ferry", "The ferry to Selk Island takes 47 minutes."]
+    texts.close()  # as /v1 does at a stop string
+    assert reply.citations == given
+
+
+def test_a_blank_collection_means_no_documents_everywhere(chat):
+    from tasks.grounding import asks_documents
+
+    assert [asks_documents(c) for c in (None, "", "  ", "handbook", 3)] == [False, False, False, True, True]
+    prompt = chat.prompt("How high is Mount Ferrow?", [], "", chat.model, "", 8, "  ")  # as /chat and /v1 read it
+    assert prompt.passages == [] and not prompt.known
+
+
+def test_the_nothing_found_reply_reads_in_chinese():
+    from ui.i18n import localized_sentence
+
+    english = NOTHING_FOUND.format(collection="handbook")
+    assert "handbook" in (chinese := localized_sentence(english, "zh-CN")) and chinese != english
+
+
 def test_a_follow_up_is_searched_with_the_message_before():
     turns = [{"role": "user", "content": "Tell me about the Selk Island ferry."},
              {"role": "assistant", "content": "It is the Marrow Gull."}, {"role": "user", "content": "How long?"}]

@@ -36,7 +36,7 @@ def test_texts_are_non_empty_and_keep_their_placeholders(locale):
     for key, english in i18n.english().items():
         text = i18n.languages()[locale][key]
         assert isinstance(text, str) and text.strip(), key
-        if key.startswith("error."):  # a template's {parts} are filled in from the English sentence
+        if key.startswith(i18n.SENTENCES):  # a template's {parts} are filled in from the English sentence
             assert set(re.findall(r"\{(\w+)\}", text)) == set(re.findall(r"\{(\w+)\}", english)), key
 
 

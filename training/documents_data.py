@@ -276,15 +276,23 @@ def uses_writer(task: str, settings: MakeSettings) -> bool:
 
 
 # ---- files --------------------------------------------------------------------------------------------------------
-def write_rows(rows: list[dict], path: Path, columns: tuple[str, ...]) -> Path:
-    """The rows as JSONL with the task's columns (and each row's source), written to a temporary name and renamed
-    into place, so a cancelled or failed job never leaves half a file."""
+def write_jsonl(path: Path, rows) -> Path:
+    """Rows as JSONL, written to a temporary name beside path and renamed into place: never half a file (a killed
+    worker leaves only `<name>.tmp`, which its job's end removes)."""
     tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as out:
-        for row in rows:
-            out.write(json.dumps({c: row[c] for c in (*columns, "source") if c in row}, ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    try:
+        with tmp.open("w", encoding="utf-8") as out:
+            for row in rows:
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
+
+
+def write_rows(rows: list[dict], path: Path, columns: tuple[str, ...]) -> Path:
+    """The rows with the task's columns (and each row's source), as write_jsonl writes them."""
+    return write_jsonl(path, ({c: row[c] for c in (*columns, "source") if c in row} for row in rows))
 
 
 def read_passages(path: Path) -> list[Passage]:

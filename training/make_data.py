@@ -8,7 +8,6 @@ rename, so a cancelled job leaves none. The rows come back in /job's `report.row
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -64,8 +63,9 @@ class DataMaker:
         job = store.create(owner, task, "training data", model.strip() if isinstance(model, str) else "", plan,
                            kind="make_data")
         folder = paths.job_folder(self.ctx.settings, job.id)
-        data = _write_jsonl(folder / "passages.jsonl", [{"text": p.text, "source": p.source} for p in passages])
-        mine = str(_write_jsonl(folder / "own-questions.jsonl", own)) if own else ""
+        data = documents_data.write_jsonl(folder / "passages.jsonl", [{"text": p.text, "source": p.source}
+                                                                       for p in passages[:making.max_passages]])
+        mine = str(documents_data.write_jsonl(folder / "own-questions.jsonl", own)) if own else ""
         store.update(job.id, plan=replace(plan, data=str(data), own_questions=mine))
         if self.training.manager:
             self.training.manager.wake()
@@ -73,6 +73,8 @@ class DataMaker:
 
     def passages(self, collection: object, files: list[Upload] | None, owner: str) -> tuple[list[Passage], str]:
         """The passages to write from and what they are, in words: a collection's chunks, or the uploads'."""
+        if isinstance(collection, str) and collection.strip() and files:
+            raise UserError("Make training data from a collection or from files, not both.")
         if isinstance(collection, str) and collection.strip():
             manifest = self.collections.open(owner, collection.strip()).manifest()  # another's: as unknown
             found = [Passage(c["text"], c["source"]) for c in manifest["chunks"]]
@@ -118,13 +120,6 @@ class DataMaker:
 
 def rows_path(settings, job_id: str) -> Path:
     return paths.job_folder(settings, job_id) / f"generated-{job_id}.jsonl"
-
-
-def _write_jsonl(path: Path, rows: list[dict]) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
-    tmp.replace(path)
-    return path
 
 
 # ---- in the worker process ----------------------------------------------------------------------------------------

@@ -119,7 +119,8 @@ def turn_at(history: list, index: object) -> tuple[str, list, str]:
     asked = next((j for j in range(i - 1, -1, -1) if history[j]["role"] == "user"), None)
     if asked is None:
         raise UserError("This reply answers no message.")
-    turns = [{"role": m["role"], "content": message_text(m["content"])} for m in history[:asked]]
+    turns = [{"role": m["role"], "content": reply_only(m["content"]) if m["role"] == "assistant"
+              else message_text(m["content"])} for m in history[:asked]]  # rows may become training data
     return message_text(history[asked]["content"]), turns, reply_only(history[i]["content"])
 
 

@@ -3,7 +3,6 @@ delete, then trained on in the Train view with the right task and columns."""
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pandas as pd
 
 from errors import UserError
 from tasks.collections import CollectionStore
-from training.documents_data import COLUMNS
+from training.documents_data import COLUMNS, write_jsonl
 from training.make_data import DataMaker
 from ui.api import handler, on_load, uploads, user_of
 from ui.i18n import marked, phrase, t, text_in_page_language
@@ -88,10 +87,9 @@ def rows_file(maker: DataMaker, job_id: str, rows: pd.DataFrame, request: gr.Req
     kept = [row for row in kept if all(str(row.get(c, "")).strip() for c in columns if c != "answer_start")]
     if not kept:
         raise UserError("There are no rows left to train on.")
-    folder = Path(tempfile.mkdtemp(prefix="made-rows-"))
-    path = folder / f"generated-{job.id}.jsonl"
-    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in kept), encoding="utf-8")
-    return job.task, str(path)
+    folder = Path(tempfile.gettempdir()) / "lora-studio-made-rows"  # one file per job, each click replaces it
+    folder.mkdir(exist_ok=True)
+    return job.task, str(write_jsonl(folder / f"generated-{job.id}.jsonl", kept))
 
 
 def _value(value):
