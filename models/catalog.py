@@ -117,7 +117,7 @@ class ModelSource:
         return self.location
 
 
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$")  # at most 96 characters a part, as the hub allows
 _hub_state: dict[str, float | bool] = {"checked": 0.0, "up": False}
 
 
@@ -159,15 +159,29 @@ def resolve(reference: str, models_dir: Path, default: str = DEFAULTS[DECODER]) 
     backbone = find(reference)
     if backbone is not None:
         return _from_catalog(backbone, models_dir)
-    folder = Path(reference).expanduser()
-    if folder.is_dir():
+    folder = _folder(reference)
+    if folder is not None:
         if not (folder / "config.json").exists():
             raise UserError(f"The folder '{reference}' holds no model (no config.json in it).")
         return ModelSource(folder.name, str(folder.resolve()), None, local=True)
     if HUB_ID.match(reference):
         return _from_hub(reference, reference, None, "see the model card")
-    raise NotFound(f"Unknown model '{reference}': pick one from the list, type a Hugging Face id "
-                    "such as 'openai-community/gpt2', or the path of a model folder.")
+    raise unknown_model(reference)
+
+
+def unknown_model(reference: str) -> NotFound:
+    """The error for what names no model, and for a folder that is not the caller's to read: the same sentence."""
+    return NotFound(f"Unknown model '{reference[:80]}': pick one from the list, type a Hugging Face id such as "
+                    "'openai-community/gpt2', or the path of a model folder.")
+
+
+def _folder(reference: str) -> Path | None:
+    """The folder reference names, or None: a name no file system takes as a path (too long, "~nobody") is none."""
+    try:
+        folder = Path(reference).expanduser()
+        return folder if folder.is_dir() else None
+    except (OSError, RuntimeError):  # RuntimeError: the home folder of a user there is not
+        return None
 
 
 def _from_catalog(backbone: Backbone, models_dir: Path) -> ModelSource:

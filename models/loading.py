@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from config import Settings
-from errors import NotFound, UserError
+from errors import UserError
 from models import catalog, decoder, kernels, lazy, lora
 from models.cache import ModelCache, too_big
 from models.device import fast_bf16, pick_device, pick_dtype
@@ -252,10 +252,16 @@ class ModelHub:
         lazy.settled()  # every model's work starts here: after a warm-up's imports, never beside them
         if isinstance(reference, catalog.ModelSource):
             return reference
-        source = catalog.resolve(reference, self.models_dir, default or self.default(catalog.DECODER))
+        try:
+            source = catalog.resolve(reference, self.models_dir, default or self.default(catalog.DECODER))
+        except UserError:
+            # "holds no model" would tell a stranger that a folder of someone's data (a collection, a job) is there
+            typed = os.path.expanduser(str(reference).strip())
+            if os.path.isdir(typed) and self.private(typed):
+                raise catalog.unknown_model(str(reference).strip()) from None
+            raise
         if source.local and self.private(source.location):
-            raise NotFound(f"Unknown model '{str(reference)[:80]}': pick one from the list, type a Hugging Face id, "
-                           "or the path of a model folder.")
+            raise catalog.unknown_model(str(reference).strip())  # the very sentence a name that is nothing gets
         return source
 
     def private(self, location: str) -> bool:

@@ -85,9 +85,11 @@ class OpenAIRoutes:
         base, adapter = await run_in_threadpool(self.naming.choose, owner, body.get("model"), catalog.DECODER)
         if asks_documents(collection):
             searcher = body.get("search_adapter") or ""  # another extra field: the adapter that searches it
+            if not isinstance(searcher, str):  # never silently searched without the adapter asked for
+                raise ApiError(400, "The search_adapter must be a search adapter's name.", param="search_adapter")
             prompt = await run_in_threadpool(partial(self.chat.grounded, turns, collection, system, base, adapter,
                                                      params.max_new_tokens, owner=owner, sources_line=False,
-                                                     search_adapter=searcher if isinstance(searcher, str) else ""))
+                                                     search_adapter=searcher))
         else:
             prompt = await run_in_threadpool(
                 partial(self.chat.conversation, turns, system, base, adapter, params.max_new_tokens, owner=owner,

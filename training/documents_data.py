@@ -62,9 +62,10 @@ class MakeSettings:
         data = {k: v for k, v in (data or {}).items() if v not in (None, "")}
         known = {f.name: f for f in fields(cls)}
         unknown = sorted(set(data) - set(known) - {"own_questions"})
-        if unknown:
-            raise UserError(f"Unknown setting{'s' if len(unknown) > 1 else ''} for making training data: "
-                            f"{', '.join(unknown)}.")
+        if unknown:  # a few of them, each cut short
+            named = ", ".join(key[:40] for key in unknown[:5]) + (f" and {len(unknown) - 5:,} more"
+                                                                   if len(unknown) > 5 else "")
+            raise UserError(f"Unknown setting{'s' if len(unknown) > 1 else ''} for making training data: {named}.")
         typed = {}
         for key, value in data.items():
             if key not in known:
@@ -72,8 +73,10 @@ class MakeSettings:
             kind = type(getattr(cls(), key))
             try:
                 typed[key] = _flag(value) if kind is bool else kind(value)
-            except (TypeError, ValueError):
-                raise UserError(f"The setting {key} must be a {kind.__name__}, not {value!r}.") from None
+            except (TypeError, ValueError, OverflowError):  # OverflowError: int(Infinity), which JSON may send
+                import reprlib  # a value shown cut short: never a stranger's megabyte echoed back
+
+                raise UserError(f"The setting {key} must be a {kind.__name__}, not {reprlib.repr(value)}.") from None
         return cls(**typed)
 
     def to_json(self) -> dict:
@@ -301,6 +304,9 @@ def read_passages(path: Path) -> list[Passage]:
         return [Passage(**json.loads(line)) for line in lines if line.strip()]
 
 
+OWN_LIMIT, OWN_CHARS = 100, 1_000  # the user's own questions: how many, and the characters of each and its answer
+
+
 def own_questions(value: object) -> list[dict]:
     """The user's own questions with their answers: a list of {question, answer}, or text with one
     "question | answer" per line; a UserError for anything else."""
@@ -311,14 +317,17 @@ def own_questions(value: object) -> list[dict]:
                  for line in value.splitlines() if line.strip()]
     if not isinstance(value, list):
         raise UserError("Your own questions must be a list of {\"question\": ..., \"answer\": ...}.")
+    if len(value) > OWN_LIMIT:
+        raise UserError(f"Give at most {OWN_LIMIT} questions of your own.")
     rows = []
     for item in value:
         if not (isinstance(item, dict) and isinstance(item.get("question"), str) and item["question"].strip()
                 and isinstance(item.get("answer"), str) and item["answer"].strip()):
             raise UserError("Write each of your own questions with its answer, as \"question | answer\".")
-        rows.append({"question": item["question"].strip(), "answer": item["answer"].strip()})
-    if len(rows) > 100:
-        raise UserError("Give at most 100 questions of your own.")
+        row = {"question": item["question"].strip(), "answer": item["answer"].strip()}
+        if max(map(len, row.values())) > OWN_CHARS:
+            raise UserError(f"Keep each of your own questions and answers within {OWN_CHARS:,} characters.")
+        rows.append(row)
     return rows
 
 

@@ -48,7 +48,7 @@ class DataMaker:
         scored on)."""
         task = task.strip() if isinstance(task, str) and task.strip() else "chat"
         if task not in documents_data.TASKS:
-            raise UserError(f"Training data can be made for {', '.join(documents_data.TASKS)}, not for '{task}'.")
+            raise UserError(f"Training data can be made for {', '.join(documents_data.TASKS)}, not for '{task[:40]}'.")
         settings = settings if isinstance(settings, dict) else {}
         making = MakeSettings.from_json(settings)
         own = documents_data.own_questions(settings.get("own_questions"))
