@@ -137,7 +137,6 @@ TEXTS = {
     'error.too_short_language': 'The text is too short to tell its language; choose the source language.',
     'error.unclear_language': "Could not tell the text's language; choose the source language.",
     'error.unknown_language': "Unknown {role} language '{value}': use one of {choices}.",
-    'error.unknown_local_model': "Unknown model '{name}': pick one from the list, type a Hugging Face id, or the path of a model folder.",
     'error.unknown_model': "Unknown model '{name}': pick one from the list, type a Hugging Face id such as 'openai-community/gpt2', or the path of a model folder.",
     'error.upload_without_content': 'An uploaded file arrived without its content; please upload it again.',
 

@@ -137,7 +137,6 @@ TEXTS = {
     'error.too_short_language': '文本太短，无法判断语言；请选择源语言。',
     'error.unclear_language': '无法判断文本的语言；请选择源语言。',
     'error.unknown_language': '未知的{role}语言“{value}”：请使用以下之一：{choices}。',
-    'error.unknown_local_model': '未知模型“{name}”：请从列表中选择，输入 Hugging Face id，或模型文件夹的路径。',
     'error.unknown_model': "未知模型“{name}”：请从列表中选择，输入 Hugging Face id（如 'openai-community/gpt2'），或模型文件夹的路径。",
     'error.upload_without_content': '上传的文件没有内容，请重新上传。',
 
