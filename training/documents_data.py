@@ -14,7 +14,7 @@ import json
 import random
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -59,34 +59,12 @@ class MakeSettings:
     @classmethod
     def from_json(cls, data: dict | None) -> MakeSettings:
         """From the user's dict: unknown keys and wrong types are named in one sentence."""
-        data = {k: v for k, v in (data or {}).items() if v not in (None, "")}
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(data) - set(known) - {"own_questions"})
-        if unknown:  # a few of them, each cut short
-            named = ", ".join(key[:40] for key in unknown[:5]) + (f" and {len(unknown) - 5:,} more"
-                                                                   if len(unknown) > 5 else "")
-            raise UserError(f"Unknown setting{'s' if len(unknown) > 1 else ''} for making training data: {named}.")
-        typed = {}
-        for key, value in data.items():
-            if key not in known:
-                continue
-            kind = type(getattr(cls(), key))
-            try:
-                typed[key] = _flag(value) if kind is bool else kind(value)
-            except (TypeError, ValueError, OverflowError):  # OverflowError: int(Infinity), which JSON may send
-                import reprlib  # a value shown cut short: never a stranger's megabyte echoed back
+        from training.presets import typed_settings
 
-                raise UserError(f"The setting {key} must be a {kind.__name__}, not {reprlib.repr(value)}.") from None
-        return cls(**typed)
+        return cls(**typed_settings(cls(), data, "setting", " for making training data", frozenset({"own_questions"})))
 
     def to_json(self) -> dict:
         return asdict(self)
-
-
-def _flag(value: object) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "yes", "on", "1")
-    return bool(value)
 
 
 @dataclass(frozen=True)

@@ -94,21 +94,43 @@ def explicit(overrides: dict | None) -> set[str]:
 def build(preset: str = "quick", overrides: dict | None = None) -> TrainSettings:
     """A preset with the user's overrides; unknown presets or settings are named in the error."""
     if (preset or "quick") not in PRESETS:
-        raise UserError(f"Unknown preset '{preset}': choose {', '.join(PRESETS)}.")
-    overrides = {k: v for k, v in (overrides or {}).items() if v not in (None, "")}
-    known = {f.name: f.type for f in fields(TrainSettings)}
-    unknown = sorted(set(overrides) - set(known))
-    if unknown:
-        raise UserError(f"Unknown training setting{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}.")
+        raise UserError(f"Unknown preset '{str(preset)[:40]}': choose {', '.join(PRESETS)}.")
     base = PRESETS[preset or "quick"]
-    typed = {}
-    for key, value in overrides.items():
-        kind = type(getattr(base, key))
-        try:
-            typed[key] = kind(value)
-        except (TypeError, ValueError):
-            raise UserError(f"The setting {key} must be a {kind.__name__}, not {value!r}.") from None
+    typed = typed_settings(base, overrides, "training setting")
     method = typed.pop("method", base.method)
     if method not in METHODS:
-        raise UserError(f"The training method must be {' or '.join(METHODS)}, not {method!r}.")
+        raise UserError(f"The training method must be {' or '.join(METHODS)}, not {method[:40]!r}.")
     return replace(for_method(base, method, set(typed)), **typed)
+
+
+def typed_settings(default, given: dict | None, noun: str, after: str = "", also: frozenset = frozenset()) -> dict:
+    """The user's settings as the types of default's fields, blanks left out (also: keys the caller reads itself).
+    Unknown keys and wrong values are named in one sentence, cut short: never a stranger's megabyte echoed back."""
+    import reprlib
+
+    given = {k: v for k, v in (given or {}).items() if v not in (None, "")}
+    names = {f.name for f in fields(default)}
+    unknown = sorted(set(given) - names - also, key=str)
+    if unknown:
+        named = ", ".join(str(key)[:40] for key in unknown[:5]) + (
+            f" and {len(unknown) - 5:,} more" if len(unknown) > 5 else "")
+        raise UserError(f"Unknown {noun}{'s' if len(unknown) > 1 else ''}{after}: {named}.")
+    typed = {}
+    for key in given.keys() & names:
+        kind = type(getattr(default, key))
+        try:
+            typed[key] = flag(given[key], key) if kind is bool else kind(given[key])
+        except (TypeError, ValueError, OverflowError):  # OverflowError: int(Infinity), which JSON may send
+            raise UserError(f"The setting {key} must be a {kind.__name__}, not {reprlib.repr(given[key])}.") from None
+    return typed
+
+
+def flag(value: object, name: str) -> bool:
+    """A yes/no setting as JSON, a form or the CLI's --set key=true gives it; anything else is named."""
+    if isinstance(value, bool) or value is None:
+        return bool(value)
+    words = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False,
+             "0": False, "": False}
+    if isinstance(value, (str, int)) and str(value).strip().lower() in words:
+        return words[str(value).strip().lower()]
+    raise UserError(f"The setting {name} must be true or false, not {str(value)[:40]!r}.")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from errors import UserError
 from training.plan import JobPlan, JobProgress, Trial
-from training.presets import TrainSettings
+from training.presets import TrainSettings, flag
 from training.report import TrainingReport
 from training.trainer import Checkpoint, Hooks, Stopped
 
@@ -46,17 +46,7 @@ def requested(settings: dict | None) -> tuple[dict | None, float]:
         return settings, 0.0
     rest = {k: v for k, v in settings.items() if k not in KEYS}
     minutes = _minutes(settings.get("search_minutes"))  # checked even without search: a typo should not pass
-    return rest, minutes if _flag(settings.get("search")) else 0.0
-
-
-def _flag(value) -> bool:
-    if isinstance(value, bool) or value is None:
-        return bool(value)
-    words = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False,
-             "0": False, "": False}
-    if isinstance(value, str) and value.strip().lower() in words:  # the CLI's --set search=true
-        return words[value.strip().lower()]
-    raise UserError(f"The setting search must be true or false, not {str(value)[:40]!r}.")
+    return rest, minutes if flag(settings.get("search"), "search") else 0.0
 
 
 def _minutes(value) -> float:
