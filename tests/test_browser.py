@@ -387,10 +387,13 @@ def test_the_page_in_chinese_chats_and_switches_to_english(launch, settings, tin
     page.locator('[role="tabpanel"]:visible').get_by_role("button", name="翻译", exact=True).last.click()
     expect(page.get_by_text("请输入要翻译的文本：内容为空。")).to_be_visible()
 
-    # The switch changes the page at once, and the choice outlives a reload.
+    # The switch changes the page at once (a reload, in the same view), the server's own lines included, and the
+    # choice outlives a reload.
     page.get_by_label("English", exact=True).check()
-    expect(top).to_have_text(AREAS)
+    expect(top).to_have_text(AREAS, timeout=30_000)
     expect(page.get_by_text("Text to translate").first).to_be_visible()
+    tab(page, "Chat").click()
+    expect(page.locator('[role="tabpanel"]:visible').get_by_text("your own choice").first).to_be_visible()
     page.reload(wait_until="domcontentloaded")
     page.wait_for_selector("button[role=tab]")
     expect(top).to_have_text(AREAS, timeout=30_000)  # the remembered choice is applied once the page loads

@@ -171,6 +171,15 @@ def test_the_chat_view_shows_the_sources_under_the_reply_and_the_model_reads_its
     assert history[-1]["content"] == NOTHING_FOUND.format(collection="handbook") and history[-3]["content"] == shown
 
 
+def test_the_chat_view_shows_the_message_at_once_and_gives_it_back_when_refused(chat):
+    steps = chat_tab.respond(chat, "Hello", [], "", "no such model", "none", 0, 0.9, 8)
+    history, box = next(steps)  # before any model is loaded
+    assert history[0] == {"role": "user", "content": "Hello"} and history[1]["content"].startswith("⏳") and box == ""
+    assert next(steps) == ([], "Hello")
+    with pytest.raises(NotFound, match="Unknown model 'no such model'"):
+        next(steps)
+
+
 def test_the_chat_view_lists_the_users_collections(chat):
     update, searchers = chat_tab.collection_choices(chat, "gone", "gone")
     assert update["choices"] == [("none (the model alone)", ""), "handbook"] and update["value"] == ""

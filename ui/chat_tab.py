@@ -36,15 +36,20 @@ def respond(task: ChatTask, message: str, history: list, system_prompt: str, mod
     documents ends with its sources, each passage under its number, source and chunk."""
     if not (message or "").strip():
         raise gr.Error(phrase("chat.type_first"))
-    said = [{"role": m["role"], "content": reply_only(m["content"])} for m in history or []]
-    reply = task.reply(message, said, system_prompt, model, adapter_value(adapter),
-                       temperature, top_p, int(max_new_tokens), collection or "", owner=user_of(request),
-                       search_adapter=adapter_value(search_adapter))
+    before = list(history or [])
+    said = [{"role": m["role"], "content": reply_only(m["content"])} for m in before]
+    # The message shows at once: a model's first load (or a search of documents) can take a while.
+    history = before + [{"role": "user", "content": message}, {"role": "assistant", "content": phrase("chat.waiting")}]
+    yield history, ""
+    try:
+        reply = task.reply(message, said, system_prompt, model, adapter_value(adapter),
+                           temperature, top_p, int(max_new_tokens), collection or "", owner=user_of(request),
+                           search_adapter=adapter_value(search_adapter))
+    except Exception:
+        yield before, message  # the conversation as it was and the message back in its box: nothing lost
+        raise
     if reply.notice:
         gr.Warning(text_in_page_language(reply.notice))
-    history = list(history or []) + [{"role": "user", "content": message},
-                                     {"role": "assistant", "content": "…"}]
-    yield history, ""
     for text in reply.texts():
         text = in_page_language(text) if reply.known else with_sources(text, reply.citations, message)
         history[-1] = {"role": "assistant", "content": text}

@@ -81,13 +81,14 @@ def task_title(task_id: str, title: str) -> I18nData | str:
 # ---- the language switch ---------------------------------------------------------------------------------------
 
 # Gradio picks the browser's language (and has a Settings panel in its footer); this switch is on the page, is
-# remembered in the browser, and tells the server (a cookie) for the error sentences. It calls the front end's own
-# `changeLocale`, exported by its core module (looked for in the page's other modules too, should a release rename
-# it), so the page changes language without a reload. Gradio 6.31
+# remembered in the browser, and tells the server (a cookie) for what it writes: error sentences, model lines,
+# choices. On load it calls the front end's own `changeLocale`, exported by its core module (looked for in the
+# page's other modules too, should a release rename it). A click on the switch reloads the page (it keeps its view):
+# only a new load has the server write its texts again in the new language. Gradio 6.31
 # translates a tab's title again only once the tab has been opened, so the switch renames the other tabs' buttons
 # itself, from the titles of every language (their text nodes only: Gradio's own updates still land).
 SWITCH_JS = """
-async (locale) => {
+async (locale, reload = true) => {
   if (!locale) return;
   const scripts = performance.getEntriesByType("resource").map((e) => e.name)
     .filter((name) => /\\/assets\\/[^/]+\\.js$/.test(name))
@@ -96,8 +97,10 @@ async (locale) => {
     const module = await import(name).catch(() => ({}));
     if (typeof module.changeLocale === "function") { module.changeLocale(locale); break; }
   }
+  const changed = localStorage.getItem("lora-studio-locale") !== locale;
   localStorage.setItem("lora-studio-locale", locale);
   document.cookie = "__COOKIE__=" + encodeURIComponent(locale) + "; path=/; max-age=31536000; SameSite=Lax";
+  if (changed && reload) { location.reload(); return; }
   const titles = __TITLES__;
   const keyOf = {};
   for (const texts of Object.values(titles)) for (const [key, text] of Object.entries(texts)) keyOf[text] ??= key;
@@ -117,7 +120,7 @@ async () => {
   const known = __KNOWN__;
   const saved = localStorage.getItem("lora-studio-locale");
   if (known.includes(saved)) {
-    await (__SWITCH__)(saved);
+    await (__SWITCH__)(saved, false);
     return saved;
   }
   const browser = navigator.language || "en";
@@ -145,7 +148,7 @@ def language_switch() -> gr.Radio:
                       value=SOURCE, show_label=False, container=False, elem_id="language-switch",
                       elem_classes="language-switch", min_width=220, scale=0)
     quiet = {"api_visibility": "undocumented", "show_progress": "hidden"}
-    switch.change(None, switch, None, js=switch_js(), **quiet)
+    switch.input(None, switch, None, js=switch_js(), **quiet)  # the user's click only: it reloads the page
     gr.on(None, None, None, switch, js=CURRENT_JS.replace("__KNOWN__", json.dumps(known))
           .replace("__SWITCH__", switch_js()), **quiet)
     return switch

@@ -766,4 +766,5 @@ TEXTS = {
     'report.generated_own': "On {rows} of your own questions, {after}% of the adapter's answers say the reference answer (the base model's: {before}%).",
     'report.unlearned_own': 'It learned the wording of the generated rows, but it answers your own questions no better than the base model.',
     'report.try_made_rows': 'Make rows from more passages, fix them in the table, or add rows of your own.',
+    'chat.waiting': "⏳ Reading your message (a model's first answer also loads it: up to a minute)…",
 }

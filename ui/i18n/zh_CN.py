@@ -766,4 +766,5 @@ TEXTS = {
     'report.generated_own': '在你自己的 {rows} 个问题上，适配器的回答中有 {after}% 说出了参考答案（基础模型：{before}%）。',
     'report.unlearned_own': '它学会了生成数据的措辞，但回答你自己的问题并不比基础模型好。',
     'report.try_made_rows': '请从更多段落生成数据、在表格中修改它们，或加入你自己写的数据行。',
+    'chat.waiting': '⏳ 正在阅读你的消息（模型第一次回答时还要加载模型：最多一分钟）……',
 }
