@@ -333,7 +333,7 @@ TEXTS = {
     'train.preset': 'Preset',
     'train.preview_column_mapping': 'Preview and column mapping',
     'train.progress': '### Progress',
-    'train.quick_few_minutes_cpu': 'quick: a few minutes on a CPU; balanced and thorough learn more, slower.',
+    'train.quick_few_minutes_cpu': 'Quick: a few minutes on a CPU; Balanced and Thorough learn more, slower; Preference trains on chosen and rejected answers (DPO).',
     'train.recent_jobs_select_one': 'Recent jobs (select one to view it)',
     'train.resume': 'Resume',
     'train.teach_model_from_own': 'Teach a model from your own examples with LoRA. Training runs in the background: you can close this page and come back.',
@@ -728,10 +728,10 @@ TEXTS = {
     'reply.nothing_found': "I don't know: nothing in the collection '{collection}' is about this. Ask with other words, or add the document that answers it.",
     'chat.not_in_sources': 'Not in its sources: {words}. Check these before you rely on them.',
     # Preset names (their values stay the API's names).
-    'preset.quick': 'quick',
-    'preset.balanced': 'balanced',
-    'preset.thorough': 'thorough',
-    'preset.preference': 'preference',
+    'preset.quick': 'Quick',
+    'preset.balanced': 'Balanced',
+    'preset.thorough': 'Thorough',
+    'preset.preference': 'Preference (DPO)',
     # A Markdown export's speakers.
     'chat.role_user': 'User:',
     'chat.role_assistant': 'Assistant:',

@@ -333,7 +333,7 @@ TEXTS = {
     'train.preset': '预设',
     'train.preview_column_mapping': '预览与列映射',
     'train.progress': '### 进度',
-    'train.quick_few_minutes_cpu': '快速：在 CPU 上几分钟；均衡和充分学得更多，但更慢。',
+    'train.quick_few_minutes_cpu': '快速：在 CPU 上几分钟；均衡和充分学得更多，但更慢；偏好用选中和拒绝的回答训练（DPO）。',
     'train.recent_jobs_select_one': '最近的任务（选择一个查看）',
     'train.resume': '继续',
     'train.teach_model_from_own': '用 LoRA 让模型从你自己的示例中学习。训练在后台运行：你可以关闭页面，稍后再回来。',
