@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import platform
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,8 +107,9 @@ class Measured:
         if not (self.changed and self.path):
             return
         data = self._read()
-        data[self.machine] = self.choices
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        saved = data.get(self.machine)  # what another model's load saved meanwhile stays
+        data[self.machine] = {**(saved if isinstance(saved, dict) else {}), **self.choices}
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")

