@@ -97,7 +97,7 @@ def highlight(text: str, start: int, end: int) -> str:
 def snippet(text: str, query: str, width: int = 300) -> str:
     """HTML of up to width characters of text with the query's words marked (for Chinese, the query's pairs of
     characters, since it has no spaces to find words by)."""
-    words = {w.lower() for w in re.findall(r"\w{3,}", query) if not HAN.search(w)}
+    words = {w.lower() for w in re.findall(r"\w{3,}", query) if not HAN.search(w)} - STOPWORDS  # "the", "when"
     pairs = {run[i:i + 2] for run in re.findall(f"[{CJK}]+", query) for i in range(len(run) - 1)}
     shown = text
     if len(text) > width:

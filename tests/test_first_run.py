@@ -55,3 +55,13 @@ def test_a_job_that_is_gone_stops_the_polling():
         line, adapter, train, ask, timer = first_run.progress_view(Gone({}), job_id)
         assert (line, adapter) == (marked("first_run.not_started"), "")
         assert train["interactive"] and not ask["interactive"] and timer["active"] is False
+
+
+def test_the_upload_box_is_named_above_it_not_over_its_icon():
+    import gradio as gr
+
+    with gr.Blocks() as page:
+        first_run.build(Adapters({}), None, "secret")
+    box = next(block for block in page.blocks.values() if isinstance(block, gr.File))
+    lines = [str(block.value) for block in page.blocks.values() if isinstance(block, gr.Markdown)]
+    assert box.show_label is False and marked("first_run.upload") in lines  # a low box's label covers its icon

@@ -315,7 +315,7 @@ def test_feedback_account_chat_and_compare_read_in_the_page_language():
                 account_tab.share(account, "adapter", "bot", "", True), refused,
                 compare_panel.variant_name({"model": "", "adapter": ""}))
     english, chinese = _in_both(view)
-    assert list(english[0].columns) == feedback_tab.COLUMNS and english[0].iloc[0, 1] == "up"
+    assert list(english[0].columns) == feedback_tab.COLUMNS and english[0].iloc[0, 1] == "👍 up"
     assert english[1] == "1 training rows and 0 preference pairs so far."
     assert list(english[2].columns) == ["user", "admin"] and list(english[3].columns) == ["key", "label", "created"]
     assert english[4] == "The adapter **bot** of ann is now shared with everyone (read-only)."
@@ -431,7 +431,7 @@ def test_the_sentiment_table_reads_in_the_page_language():
     rows = [{"text": "I loved it", "label": "positive", "scores": {"positive": 0.9, "negative": 0.1}}]
     english, chinese = _in_both(lambda: sentiment_tab.results_table(rows))
     assert list(english.columns) == ["text", "label", "positive score", "negative score"]
-    assert list(chinese.columns) == ["文本", "标签", "positive 得分", "negative 得分"]
+    assert list(chinese.columns) == ["文本", "标签", "“positive”得分", "“negative”得分"]  # the label quoted, as a name
     assert chinese.iloc[0, 0] == "I loved it" and chinese.iloc[0, 1] == "positive"  # the text and the model's label
 
 
@@ -500,3 +500,76 @@ def test_a_chat_export_names_the_speakers_in_the_page_language():
     assert english == "**User:** Hi\n\n**Assistant:** Hello! 你好"
     assert chinese == "**用户：** Hi\n\n**助手：** Hello! 你好"
     assert json.loads(Path(export_chat(history, "JSON")).read_text(encoding="utf-8")) == history  # data stays as is
+
+
+def test_the_loss_plot_waits_for_a_loss_and_reads_in_the_page_language():
+    from ui import train_tab
+
+    losses = [(10, 2.5, None), (20, 2.1, 2.3)]  # (step, training loss, validation loss)
+    english, chinese = _in_both(lambda: (train_tab.refresh(None, "")[1], train_tab.loss_plot(losses)))
+    assert english[0]["visible"] is False  # no job yet: no empty chart with broken axes
+    assert english[1]["visible"] is True
+    assert (english[1]["x_title"], english[1]["y_title"], english[1]["color_title"]) == ("step", "loss", "loss on")
+    assert set(english[1]["value"]["series"]) == {"training", "validation"}
+    assert (chinese[1]["x_title"], chinese[1]["y_title"], chinese[1]["color_title"]) == ("步数", "损失", "损失来自")
+    assert set(chinese[1]["value"]["series"]) == {"训练集", "验证集"}
+
+
+def test_toasts_and_errors_are_titled_in_the_page_language(monkeypatch):
+    import gradio as gr
+
+    from errors import UserError
+    from ui import api
+
+    shown = []
+    monkeypatch.setattr(gr, "Info", lambda message, title: shown.append((message, title)))
+    monkeypatch.setattr(gr, "Warning", lambda message, title: shown.append((message, title)))
+
+    def view():
+        i18n.show_info("saved")
+        i18n.show_warning("careful")
+        return (api._translated(UserError("Pick a row in the table first."), page=True),
+                api._translated(gr.Error("A view's own sentence."), page=True),
+                api._translated(UserError("Pick a row in the table first.")))
+    english, chinese = _in_both(view)
+    assert shown == [("saved", "Info"), ("careful", "Warning"), ("saved", "提示"), ("careful", "警告")]
+    assert [error.title for error in english] == ["Error", "Error", "Error"]
+    assert [error.title for error in chinese] == ["错误", "错误", "Error"]  # the public API stays English
+    assert chinese[0].message == i18n.localized_sentence("Pick a row in the table first.", "zh-CN")
+
+
+def test_a_users_mistake_prints_no_traceback_but_a_servers_error_does():
+    import gradio as gr
+
+    from errors import UserError
+    from ui import api
+
+    assert api._translated(UserError("Please enter some text: it is empty.")).print_exception is False
+    assert api._translated(gr.Error("Please type a message first."), page=True).print_exception is False
+    internal = api._translated(RuntimeError("a bug"), page=True)
+    assert internal.print_exception is True and "reference" in internal.message
+
+
+def test_the_evaluate_view_says_what_its_rows_need_not_how_training_reads_them():
+    from tasks.spec import trainable_spec
+    from ui import evaluate_tab
+    from ui.train_tab import formats_text
+
+    assert evaluate_tab.formats_help("chat") == i18n.marked("evaluate.formats.chat")
+    assert all("DPO" not in texts["evaluate.formats.chat"] for texts in i18n.languages().values())
+    assert evaluate_tab.formats_help("sentiment") == formats_text(trainable_spec("sentiment"))  # read alike
+
+
+def test_the_default_collection_is_named_in_the_page_language_and_a_typed_name_stays():
+    from ui import search_tab
+
+    english, chinese = _in_both(lambda: (search_tab.default_collection(search_tab.DEFAULT_COLLECTION),
+                                         search_tab.default_collection("Handbook")))
+    assert english[0]["value"] == "my documents" and chinese[0]["value"] == "我的文档"
+    assert "value" not in chinese[1]  # the user's own name is kept
+
+
+def test_the_feedback_verdicts_read_alike_in_every_language():
+    for texts in i18n.languages().values():
+        assert texts["feedback.verdict_up"].startswith("👍") and texts["feedback.verdict_down"].startswith("👎")
+        assert texts["feedback.row.up"].startswith("👍") and texts["feedback.row.down"].startswith("👎")

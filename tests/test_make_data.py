@@ -341,3 +341,18 @@ def test_the_table_fixed_and_trimmed_becomes_the_training_file(maker, tiny_chat_
                                           "source": "velmora.txt"}
     with pytest.raises(UserError, match="no rows left"):
         make_data_tab.rows_file(maker, job_id, pd.DataFrame(columns=["prompt", "response", "source"]))
+
+
+@pytest.mark.parametrize("made, shown", [([], False), ([{"prompt": "Q?", "response": "A.", "source": "a.txt"}], True)])
+def test_the_delete_button_shows_only_while_there_are_rows(made, shown):
+    from types import SimpleNamespace
+
+    from ui import make_data_tab
+
+    status = {"state": "succeeded", "report": {"task": "chat", "rows": made, "summary": "Made rows."}}
+    maker = SimpleNamespace(training=SimpleNamespace(job=lambda job_id, owner: status))
+    assert make_data_tab.refresh(maker, "")[4].get("visible") is None  # no job: the button stays hidden as built
+    assert make_data_tab.refresh(maker, "job-1")[4]["visible"] is shown
+    if made:
+        left, button = make_data_tab.delete_and_show(make_data_tab.frame(status["report"]), 0)
+        assert left.empty and button["visible"] is False  # the last row gone: nothing left to delete

@@ -350,3 +350,11 @@ def test_concurrent_short_requests_share_forward_passes(ctx):
     together = np.stack([results[i] for i in range(len(queries))])
     assert embedder.forward_passes - before < len(queries)  # some requests rode along with others
     assert float((alone * together).sum(axis=1).min()) > 0.999  # and each got its own vector
+
+
+def test_the_results_mark_the_querys_words_but_not_its_stopwords():
+    from tasks.text import snippet
+
+    shown = snippet("The office is open when the doors are, and the refund desk too.", "When is the office open and")
+    assert "<mark>office</mark>" in shown and "<mark>open</mark>" in shown
+    assert "<mark>" not in shown.replace("<mark>office</mark>", "").replace("<mark>open</mark>", "")

@@ -112,11 +112,12 @@ def test_tab_handlers_read_a_csv_and_give_table_chart_and_download(sentiment, up
     pd.DataFrame({"stars": [5, 1], "text": POSITIVE[:1] + NEGATIVE[:1]}).to_csv(path, index=False)
     assert sentiment_tab.csv_columns(sentiment, str(path))["value"] == "text"
     table, counts, download, note = sentiment_tab.analyze(sentiment, "ignored", str(path), "text", "", "none")
-    assert list(table["label"]) == ["positive", "negative"]
+    assert table["visible"] and counts["visible"]  # both hidden until the first results
+    assert list(table["value"]["label"]) == ["positive", "negative"]
     assert dict(zip(counts["value"]["label"], counts["value"]["count"])) == {"negative": 1, "neutral": 0, "positive": 1}
     assert (counts["x_title"], counts["y_title"]) == ("label", "texts")  # in the page's language
     assert pd.read_csv(download["value"])["label"].tolist() == ["positive", "negative"]
-    assert "offline fallback" in note
+    assert note == ""  # the zero-shot line is said once, above the model box (sentiment_tab.fallback_note)
 
 
 def test_sentiment_through_the_api(launch):
@@ -128,3 +129,10 @@ def test_sentiment_through_the_api(launch):
     assert [r["label"] for r in rows] == ["positive", "negative"]
     with pytest.raises(AppError, match="every line is empty"):
         client.predict("   ", api_name="/sentiment")
+
+
+def test_the_results_note_leaves_the_zero_shot_line_to_the_model_line():
+    from tasks.sentiment import ZERO_SHOT_NOTE
+
+    assert sentiment_tab.results_note(ZERO_SHOT_NOTE) == ""
+    assert sentiment_tab.results_note(f"{ZERO_SHOT_NOTE} Another line.") == "Another line."

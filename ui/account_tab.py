@@ -11,7 +11,7 @@ import pandas as pd
 from errors import UserError
 from tasks.account import AccountService
 from ui.api import first_cell, handler, on_load, user_of
-from ui.i18n import localized_columns, marked, phrase, t
+from ui.i18n import localized_columns, marked, phrase, show_info, t
 
 HIDDEN = {"api_visibility": "undocumented"}
 
@@ -42,7 +42,7 @@ def users_table(account: AccountService, request: gr.Request = None) -> pd.DataF
 
 def add_user(account: AccountService, name: str, password: str, admin: bool, request: gr.Request = None):
     user = account.add_user(name, password, admin, owner=user_of(request))
-    gr.Info(phrase("account.added", name=user["name"]))
+    show_info(phrase("account.added", name=user["name"]))
     return users_table(account, request), "", ""
 
 
@@ -50,7 +50,7 @@ def remove_user(account: AccountService, name: str, request: gr.Request = None):
     if not (name or "").strip():
         raise UserError("Type the name of the user to remove.")
     account.remove_user(name.strip(), owner=user_of(request))
-    gr.Info(phrase("account.removed", name=name.strip()))
+    show_info(phrase("account.removed", name=name.strip()))
     return users_table(account, request)
 
 
@@ -76,7 +76,7 @@ def revoke_key(account: AccountService, key_id: str, request: gr.Request = None)
     if not (key_id or "").strip():
         raise UserError("Pick the key to revoke (click its row).")
     account.revoke_key(key_id, owner=user_of(request))
-    gr.Info(phrase("account.revoked"))
+    show_info(phrase("account.revoked"))
     return keys_table(account, request), ""
 
 

@@ -16,7 +16,7 @@ from training.report import VERDICTS, headline
 from training.service import TrainingService
 from models.gguf_export import QUANTIZATIONS
 from ui.api import first_cell, handler, on_load, progress_for, uploads, user_of
-from ui.i18n import localized_columns, phrase, t, task_choices
+from ui.i18n import localized_columns, phrase, show_info, t, task_choices
 
 HIDDEN = {"api_visibility": "undocumented"}
 COLUMNS = ["adapter", "task", "base model", "created", "MB", "verdict", "result", "shared", "owner"]
@@ -50,13 +50,13 @@ def _chosen(name: str) -> str:
 def rename(library: AdapterLibrary, training: TrainingService, name: str, new_name: str,
            request: gr.Request = None):
     done = library.rename_adapter(_chosen(name), new_name, owner=user_of(request))
-    gr.Info(f"Renamed '{done['old_name']}' to '{done['name']}'.")
+    show_info(phrase("adapters.renamed", old=done["old_name"], new=done["name"]))
     return table(training, request), done["name"]
 
 
 def delete(training: TrainingService, name: str, request: gr.Request = None):
     training.delete_adapter(_chosen(name), owner=user_of(request))
-    gr.Info(f"Deleted '{name.strip()}'.")
+    show_info(phrase("adapters.deleted", name=name.strip()))
     return table(training, request), ""
 
 

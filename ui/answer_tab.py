@@ -12,7 +12,7 @@ from tasks.answer import SENTENCE_NOTE, AnswerTask
 from tasks.text import highlight
 from ui.api import handler, progress_for, user_of
 from ui.compare_panel import compare_panel
-from ui.i18n import phrase, t, text_in_page_language
+from ui.i18n import phrase, show_warning, t, text_in_page_language
 from ui.picker import Picker, adapter_value, picker
 from ui.services import TabServices
 
@@ -42,7 +42,7 @@ def ask(task: AnswerTask, question: str, context: str, collection: str, model: s
     result = task.find(question, context, collection, model, adapter_value(adapter), progress_for(progress),
                        owner=user_of(request))
     if result.notice:  # Chinese to an English-first model
-        gr.Warning(text_in_page_language(result.notice))
+        show_warning(text_in_page_language(result.notice))
     level = phrase("answer.level.sentence" if result.level == "sentence" else "answer.level.span")
     if not result.found:
         details = phrase("answer.not_found", score=f"{result.score:.2f}", level=level)

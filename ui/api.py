@@ -27,7 +27,7 @@ from config import LOCAL_USER
 from errors import UserError, internal_sentence
 from tasks.base import Upload
 from tasks.spec import EXAMPLES
-from ui.i18n import in_page_language
+from ui.i18n import in_page_language, phrase
 from ui import zerogpu
 from ui.tool_docs import TOOL_DOCS
 
@@ -40,13 +40,27 @@ class ClientGone(Exception):
 
 
 def _translated(error: BaseException, page: bool = False) -> BaseException:
-    """The error as the caller sees it; page: in the page's language (UI events; the public API stays English)."""
+    """The error as the caller sees it; page: in the page's language, its title too (UI events; the public API
+    stays English)."""
     if isinstance(error, UserError):
-        return gr.Error(in_page_language(str(error)) if page else str(error))
-    if isinstance(error, (gr.Error, ClientGone)):
+        return user_error(in_page_language(str(error)) if page else str(error), page)
+    if isinstance(error, gr.Error):  # a view's own sentence for the user's mistake (Chat's "type a message first")
+        return user_error(error.message, page, error.title)
+    if isinstance(error, ClientGone):
         return error
-    sentence = internal_sentence(error)
-    return gr.Error(in_page_language(sentence) if page else sentence)
+    sentence = internal_sentence(error)  # logged there with its traceback
+    return gr.Error(in_page_language(sentence) if page else sentence, title=_title(page))
+
+
+def user_error(message: str, page: bool = False, title: str = "Error") -> gr.Error:
+    """A user's mistake as Gradio shows it: titled in the page's language (page) and with no traceback in the
+    server's console, since the server did nothing wrong. A title of the raiser's own (not Gradio's "Error") stays."""
+    return gr.Error(message, title=_title(page) if title == "Error" else title, print_exception=False)
+
+
+def _title(page: bool) -> str:
+    """An error's title: Gradio's English "Error", in the page's language on a page."""
+    return phrase("toast.error") if page else "Error"
 
 
 def expose(fn: Callable, page: bool = False) -> Callable:

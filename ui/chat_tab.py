@@ -17,7 +17,7 @@ from tasks.grounding import Passage, unsupported, without_sources
 from tasks.inside import InsideModel
 from ui.api import GENERATION, expose, handler, on_load, user_of
 from ui.compare_panel import compare_panel
-from ui.i18n import in_page_language, phrase, t, text_in_page_language
+from ui.i18n import in_page_language, phrase, show_info, show_warning, t, text_in_page_language
 from ui.picker import Picker, adapter_update, adapter_value, no_adapter_box, picker
 from ui.services import TabServices
 
@@ -49,7 +49,7 @@ def respond(task: ChatTask, message: str, history: list, system_prompt: str, mod
         yield before, message  # the conversation as it was and the message back in its box: nothing lost
         raise
     if reply.notice:
-        gr.Warning(text_in_page_language(reply.notice))
+        show_warning(text_in_page_language(reply.notice))
     for text in reply.texts():
         text = in_page_language(text) if reply.known else with_sources(text, reply.citations, message)
         history[-1] = {"role": "assistant", "content": text}
@@ -138,7 +138,7 @@ def liked(feedback: FeedbackService, history: list, system_prompt: str, model: s
     verdict = "up" if evt.liked is True or evt.liked == "Like" else "down"
     feedback.feedback(prompt, reply, verdict, "", turns, system_prompt, model, adapter_value(adapter),
                       owner=user_of(request))
-    gr.Info(phrase("chat.thanks_kept"))
+    show_info(phrase("chat.thanks_kept"))
 
 
 def corrected(feedback: FeedbackService, history: list, system_prompt: str, model: str, adapter: str,
@@ -149,7 +149,7 @@ def corrected(feedback: FeedbackService, history: list, system_prompt: str, mode
     prompt, turns, _ = turn_at(history, evt.index)
     feedback.feedback(prompt, reply_only(evt.previous_value), "", reply_only(evt.value), turns, system_prompt,
                       model, adapter_value(adapter), owner=user_of(request))
-    gr.Info(phrase("chat.correction_kept"))
+    show_info(phrase("chat.correction_kept"))
 
 
 def export_chat(history: list, fmt: str) -> str:

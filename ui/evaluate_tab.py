@@ -15,7 +15,7 @@ from training.service import TrainingService
 from ui.adapters_tab import verdict_label
 from ui.train_tab import formats_text
 from ui.api import first_cell, handler, on_load, upload, user_of
-from ui.i18n import (in_page_language, localized_columns, marked, phrase, t, task_choices, term,
+from ui.i18n import (english, in_page_language, localized_columns, marked, phrase, t, task_choices, term,
                      text_in_page_language)
 
 BASE_CHOICE = "base model"  # the box that evaluates the base model itself (a label, never an adapter name)
@@ -38,12 +38,19 @@ def held_out_jobs(service: TrainingService, task: str, owner: str) -> list[tuple
             if j["task"] == task and j["state"] == "succeeded"]
 
 
+def formats_help(task: str) -> str:
+    """What a task's rows need to be scored, where Evaluate reads them differently from training (a chat row needs
+    the reply it should get); else the Train view's data formats."""
+    key = f"evaluate.formats.{task}"
+    return marked(key) if key in english() else formats_text(trainable_spec(task))
+
+
 def task_changed(service: TrainingService, task: str, request: gr.Request = None):
     owner = user_of(request)
     ticks = choices(service, task, owner)
     return (gr.update(choices=ticks, value=[value for _, value in ticks[:2]]),
             gr.update(choices=held_out_jobs(service, task, owner), value=None),
-            formats_text(trainable_spec(task)))
+            formats_help(task))
 
 
 def variants_of(ticked: list[str], base_model: str) -> list[dict]:
@@ -182,7 +189,7 @@ def build(service: TrainingService, browser_secret: str) -> dict:
             with gr.Column(scale=2):
                 job = gr.Dropdown([], label=t("evaluate.held_out_rows_training"), value=None)
                 sample = gr.Button(t("common.try_sample"), size="sm")
-                formats = gr.Markdown(formats_text(trainable_spec(first)))
+                formats = gr.Markdown(formats_help(first))
         columns = gr.Textbox(label=t("evaluate.column_mapping_optional"),
                              placeholder=t("evaluate.text_review_label_stars"))
         run = gr.Button(t("evaluate.evaluate"), variant="primary")

@@ -12,7 +12,7 @@ import pandas as pd
 from errors import UserError
 from tasks.feedback import FeedbackService, training_rows
 from ui.api import first_cell, handler, on_load, user_of
-from ui.i18n import localized_columns, phrase, t
+from ui.i18n import localized_columns, phrase, show_info, t
 
 COLUMNS = ["id", "verdict", "prompt", "reply", "correction", "model", "adapter"]
 INTRO = (t("feedback.intro"))
@@ -56,7 +56,7 @@ def save(service: FeedbackService, row_id: str, prompt: str, reply: str, correct
     row = service.feedback(prompt, reply, "" if verdict == "none" else verdict, correction, old.get("history"),
                            old.get("system_prompt", ""), old.get("model", ""), old.get("adapter", ""), row_id,
                            owner=owner)
-    gr.Info(phrase("feedback.saved"))
+    show_info(phrase("feedback.saved"))
     return row["id"], table(service, owner), summary(service, owner)
 
 

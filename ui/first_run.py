@@ -123,7 +123,9 @@ def build(training: TrainingService, comparison: Comparison, browser_secret: str
             with gr.Column():
                 gr.Markdown(t("first_run.step1"))
                 use_sample = gr.Button(t("first_run.sample"), variant="secondary")
-                chosen = gr.File(label=t("first_run.upload"), file_types=list(data.EXTENSIONS), height=120)
+                # The line above the box, not its label: in a box this low the label covers the upload icon.
+                gr.Markdown(t("first_run.upload"))
+                chosen = gr.File(show_label=False, file_types=list(data.EXTENSIONS), height=120)
                 summary = gr.Markdown(t("first_run.no_data"))
             with gr.Column():
                 gr.Markdown(t("first_run.step2"))

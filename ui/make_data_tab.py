@@ -40,26 +40,29 @@ def frame(report: dict) -> pd.DataFrame:
 
 
 def refresh(maker: DataMaker, job_id: str, request: gr.Request = None):
-    """The view of one make-data job: progress or the report, the rows once made, cancel and train buttons."""
+    """The view of one make-data job: progress or the report, the rows once made, cancel, delete-row and train
+    buttons."""
     hidden = gr.update(visible=False)
     if not job_id:
-        return marked("make_data.none_yet"), gr.update(), hidden, hidden, gr.update(active=False)
+        return marked("make_data.none_yet"), gr.update(), hidden, hidden, gr.update(), gr.update(active=False)
     try:
         status = maker.training.job(job_id, owner=user_of(request))
     except UserError:
-        return phrase("make_data.gone"), gr.update(), hidden, hidden, gr.update(active=False)
+        return phrase("make_data.gone"), gr.update(), hidden, hidden, gr.update(), gr.update(active=False)
     state, report = status["state"], status["report"]
     if state == "succeeded":
         text = text_in_page_language(report["summary"]) + "\n\n" + phrase("make_data.edit_then_train")
-        return text, gr.update(value=frame(report), visible=True), hidden, gr.update(visible=True), \
-            gr.update(active=False)
+        rows = frame(report)
+        return text, gr.update(value=rows, visible=True), hidden, gr.update(visible=True), \
+            gr.update(visible=not rows.empty), gr.update(active=False)
     line = phrase("make_data.status", state=phrase(f"train.state.{state}"), step=status["step"],
                   total=status["total_steps"])
     if status["error"]:
         line += f"\n\n⚠️ {text_in_page_language(status['error'])}"
     total = status["total_steps"] or 1
     text = f"<progress value='{status['step']}' max='{total}' style='width:100%'></progress>\n\n{line}"
-    return text, gr.update(), gr.update(visible=state in ACTIVE), hidden, gr.update(active=state in ACTIVE)
+    return text, gr.update(), gr.update(visible=state in ACTIVE), hidden, gr.update(), \
+        gr.update(active=state in ACTIVE)
 
 
 def stop(maker: DataMaker, job_id: str, request: gr.Request = None) -> None:
@@ -75,6 +78,12 @@ def delete_row(rows: pd.DataFrame, index: int | None) -> pd.DataFrame:
     if index is None or rows is None or not 0 <= index < len(rows):
         raise UserError("Pick a row in the table first.")
     return rows.drop(rows.index[index]).reset_index(drop=True)
+
+
+def delete_and_show(rows: pd.DataFrame, index: int | None) -> tuple[pd.DataFrame, dict]:
+    """UI handler: the table without the picked row, and the delete button only while rows are left."""
+    left = delete_row(rows, index)
+    return left, gr.update(visible=not left.empty)
 
 
 def rows_file(maker: DataMaker, job_id: str, rows: pd.DataFrame, request: gr.Request = None) -> tuple[str, str]:
@@ -121,13 +130,15 @@ def build(maker: DataMaker, store: CollectionStore) -> dict:
         cancel = gr.Button(t("common.cancel"), variant="stop", visible=False)
         rows = gr.Dataframe(label=t("make_data.rows"), interactive=True, wrap=True, visible=False)
         with gr.Row():
-            delete = gr.Button(t("make_data.delete_row"), variant="stop")
+            # Shown with the rows: a small button beside the table's work, not a page-wide red one.
+            delete = gr.Button(t("make_data.delete_row"), variant="secondary", size="sm", scale=0, min_width=160,
+                               visible=False)
             train = gr.Button(t("make_data.train"), variant="primary", visible=False)
         job_id = gr.State("")
         picked = gr.State(None)
         timer = gr.Timer(1.0, active=False)
 
-    view = [status, rows, cancel, train, timer]
+    view = [status, rows, cancel, train, delete, timer]
     show = handler(refresh, maker)
     on_load(handler(collections, store), None, collection)
     make.click(handler(start, maker), [task, collection, files, model, per_passage, inverse_cloze, own], job_id,
@@ -136,7 +147,8 @@ def build(maker: DataMaker, store: CollectionStore) -> dict:
     timer.tick(show, job_id, view, **hidden)
     cancel.click(handler(stop, maker), job_id, None, **hidden)
     rows.select(remember, None, picked, **hidden)
-    delete.click(handler(delete_row), [rows, picked], rows, **hidden).then(lambda: None, None, picked, **hidden)
+    delete.click(handler(delete_and_show), [rows, picked], [rows, delete], **hidden).then(
+        lambda: None, None, picked, **hidden)
     return {"job_id": job_id, "rows": rows, "train": train}
 
 

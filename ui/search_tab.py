@@ -12,12 +12,13 @@ from tasks.search import MAX_RESULTS, SearchTask
 from tasks.text import snippet
 from ui.api import handler, on_load, progress_for, uploads, user_of
 from ui.compare_panel import compare_panel
-from ui.i18n import localized_columns, marked, phrase, t, text_in_page_language
+from ui.i18n import english, localized_columns, marked, phrase, show_warning, t, text_in_page_language
 from ui.picker import Picker, adapter_value, picker
 from ui.services import TabServices
 
 
 FILE_TYPES = [".txt", ".md", ".csv", ".pdf"]
+DEFAULT_COLLECTION = english()["search.default_collection"]  # the page is built in English
 EXAMPLE_QUERIES = ["how do I get my money back", "when is the office open", "I forgot my password"]
 
 
@@ -34,6 +35,12 @@ def result_cards(hits: list[dict], query: str) -> str:
                      f"<div style='opacity:.8;font-size:.9em'><b>{hit['score']:.3f}</b> · {where}</div>"
                      f"<div>{snippet(hit['text'], query, width=600)}</div></div>")
     return "\n".join(cards)
+
+
+def default_collection(current: str | None):
+    """UI handler at load: the collection box's built-in name in the page's language (Gradio leaves a Dropdown's
+    value untranslated); a name the user typed stays."""
+    return gr.update(value=phrase("search.default_collection")) if current == DEFAULT_COLLECTION else gr.update()
 
 
 def _documents_view(task: SearchTask, collection: str | None,
@@ -68,7 +75,7 @@ def add_files(task: SearchTask, collection: str, files: list | None, text: str, 
     lines += [phrase("search.skipped", name=html.escape(s["name"]),
                      reason=html.escape(text_in_page_language(s["reason"]))) for s in result["skipped"]]
     if result["skipped"]:
-        gr.Warning(phrase("search.skipped_warning", count=len(result["skipped"])))
+        show_warning(phrase("search.skipped_warning", count=len(result["skipped"])))
     choices, rows, removable = refresh(task, collection, request)
     return "\n\n".join(f"- {line}" for line in lines), choices, rows, removable, None, ""
 
@@ -91,7 +98,7 @@ def run_search(task: SearchTask, query: str, collection: str, k: int, adapter: s
     """UI handler: search and show the results as cards."""
     hits = task.find(user_of(request), query, collection, int(k), adapter_value(adapter), progress_for(progress))
     if notice := task.language_notice(query, task.model):  # Chinese to an English-first model
-        gr.Warning(text_in_page_language(notice))
+        show_warning(text_in_page_language(notice))
     return result_cards(hits, query)
 
 
@@ -106,7 +113,7 @@ def build(task: SearchTask, tab: gr.Tab, services: TabServices) -> Picker:
     """Build the tab's contents; returns its adapter picker (the embedding model is the operator's)."""
     chosen = picker(task, None, lambda m, a, owner="": marked("search.note"),
                     adapter_info=t("search.adapter_info"), extra=lambda: gr.Dropdown(
-                        [], value="my documents", label=t("search.collection"), allow_custom_value=True, scale=3,
+                        [], value=DEFAULT_COLLECTION, label=t("search.collection"), allow_custom_value=True, scale=3,
                         info=t("search.pick_collection_type_new")))
     adapter, collection = chosen.adapter, chosen.extra
     with gr.Row():
@@ -138,6 +145,7 @@ def build(task: SearchTask, tab: gr.Tab, services: TabServices) -> Picker:
     # The user's collections are listed when the page loads and the tab opens (never built into the page).
     tab.select(handler(refresh, task), collection, shown, **hidden)
     on_load(handler(refresh, task), collection, shown)
+    on_load(default_collection, collection, collection)
     chosen.wire(tab)
     # Only the documents follow the collection: updating the dropdown from its own change event could loop.
     collection.change(handler(_documents_view, task), collection, [documents, doomed], **hidden)

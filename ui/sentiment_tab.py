@@ -60,6 +60,11 @@ def label_counts(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame({"label": list(counts), "count": list(counts.values())})
 
 
+def results_note(note: str) -> str:
+    """The analysis's note without the zero-shot line: the line above the model box already says it."""
+    return text_in_page_language(note.removeprefix(ZERO_SHOT_NOTE).strip())
+
+
 def write_csv(table: pd.DataFrame) -> str:
     """Write the results to a temporary CSV file and return its path for download."""
     with tempfile.NamedTemporaryFile("w", suffix=".csv", prefix="sentiment-", delete=False,
@@ -80,8 +85,9 @@ def analyze(task: SentimentTask, text: str, path: str | None, column: str | None
     rows, note = task.analyze(texts, model, adapter_value(adapter), progress_for(progress), owner=user_of(request))
     table = results_table(rows)
     chart = gr.update(value=label_counts(rows), x_title=phrase("sentiment.axis_label"),
-                      y_title=phrase("sentiment.axis_count"))
-    return table, chart, gr.update(value=write_csv(table), visible=True), text_in_page_language(note)
+                      y_title=phrase("sentiment.axis_count"), visible=True)
+    return (gr.update(value=table, visible=True), chart, gr.update(value=write_csv(table), visible=True),
+            results_note(note))
 
 
 def sentiment_lines(rows: list[dict]) -> str:
@@ -103,10 +109,14 @@ def build(task: SentimentTask, tab: gr.Tab, services: TabServices) -> Picker:
     run = gr.Button(t("sentiment.analyse"), variant="primary")
     gr.Examples(EXAMPLES, [text], label=t("common.examples"))
     note = gr.Markdown()
+    # Hidden until the first run (an empty table shows headers "1 2 3"); the table has the page's width, so its
+    # score columns fit, and the chart sits below it. Its bars start at 0: Gradio's own axis starts at the least
+    # count, which hides the bars of equal counts.
+    table = gr.Dataframe(label=t("common.results"), wrap=True, interactive=False, visible=False)
     with gr.Row():
-        table = gr.Dataframe(label=t("common.results"), wrap=True, scale=3, interactive=False)
-        chart = gr.BarPlot(x="label", y="count", scale=2, label=t("sentiment.label_counts"))
-    download = gr.File(label=t("sentiment.download_results_csv"), visible=False)
+        chart = gr.BarPlot(x="label", y="count", label=t("sentiment.label_counts"), visible=False, y_lim=[0, None],
+                           scale=2)
+        download = gr.File(label=t("sentiment.download_results_csv"), visible=False, scale=1)
 
     compare_panel(task, {"texts": text}, sentiment_lines, MODELS)
 

@@ -17,7 +17,7 @@ from training.service import TrainingService
 from ui.adapters_tab import adapters_table
 from ui import zerogpu
 from ui.api import endpoint_function, expose, first_cell, handler, on_load, upload, user_of
-from ui.i18n import (english, in_page_language, localized_columns, marked, phrase, t, task_choices,
+from ui.i18n import (english, in_page_language, localized_columns, marked, phrase, show_info, t, task_choices,
                      text_in_page_language)
 
 ADVANCED = ["rank", "alpha", "dropout", "target_modules", "learning_rate", "epochs", "max_steps", "batch_size",
@@ -137,8 +137,8 @@ def start(service: TrainingService, request: gr.Request, task, file, validation,
     settings = {**overrides(values, preset), **search_settings(search, minutes)}
     out = service.submit(task, file_path(file), base, name, preset, settings, column_mapping(task, chosen),
                          file_path(validation), owner=user_of(request))
-    where = "starting now" if out["position"] <= 1 else f"number {out['position']} in the queue"
-    gr.Info(f"Training job {out['job_id']} created ({where}).")
+    show_info(phrase("train.created_now", job=out["job_id"]) if out["position"] <= 1 else
+              phrase("train.created_queued", job=out["job_id"], position=out["position"]))
     return out["job_id"], out["job_id"]
 
 
@@ -159,15 +159,24 @@ def preset_values(preset: str) -> list:
 
 
 def loss_frame(loss: list) -> pd.DataFrame:
-    """The loss curves for the plot, with an empty point per series.
+    """The loss curves for the plot, with an empty point per series (named in the page's language).
 
     Gradio's plot keeps the axis types and the series of the first value it draws and only swaps the data
     afterwards: without numeric dtypes and both series in every frame, a plot first drawn empty stays blank.
     """
-    rows = [(0, None, "training"), (0, None, "validation")]
-    rows += [(s, v, "training") for s, v, _ in loss if v is not None]
-    rows += [(s, v, "validation") for s, _, v in loss if v is not None]
+    training, validation = phrase("train.plot.training"), phrase("train.plot.validation")
+    rows = [(0, None, training), (0, None, validation)]
+    rows += [(s, v, training) for s, v, _ in loss if v is not None]
+    rows += [(s, v, validation) for s, _, v in loss if v is not None]
     return pd.DataFrame(rows, columns=["step", "loss", "series"]).astype({"step": "int64", "loss": "float64"})
+
+
+def loss_plot(loss: list) -> dict:
+    """The loss plot's update: hidden until there is a loss to draw (an empty one draws broken axes), its axes and
+    legend in the page's language."""
+    frame = loss_frame(loss)
+    return gr.update(value=frame, visible=bool(frame["loss"].notna().any()), x_title=phrase("train.plot.step"),
+                     y_title=phrase("train.plot.loss"), color_title=phrase("train.plot.loss_on"))
 
 
 def formats_text(spec) -> str:
@@ -276,15 +285,15 @@ def _cell(value) -> str:
 def refresh(service: TrainingService, job_id: str, request: gr.Request = None):
     """The view of one job: status, loss plot, log tail, report, and which buttons apply."""
     if not job_id:
-        return ("No training job yet.", loss_frame([]), "", "", gr.update(visible=False),
+        return (marked("train.no_training_job_yet"), loss_plot([]), "", "", gr.update(visible=False),
                 gr.update(visible=False), gr.update(visible=False), gr.update(active=False))
     try:
         status = service.job(job_id, owner=user_of(request))
     except UserError:
-        return ("That job no longer exists.", loss_frame([]), "", "", *[gr.update(visible=False)] * 3,
+        return (phrase("make_data.gone"), loss_plot([]), "", "", *[gr.update(visible=False)] * 3,
                 gr.update(active=False))
     state = status["state"]
-    return (status_markdown(status), loss_frame(status["loss"]), service.log_tail(job_id, LOG_LINES),
+    return (status_markdown(status), loss_plot(status["loss"]), service.log_tail(job_id, LOG_LINES),
             report_markdown(status), gr.update(visible=state in ACTIVE), gr.update(visible=state == "interrupted"),
             gr.update(visible=state == "succeeded"), gr.update(active=state in ACTIVE))
 
@@ -344,7 +353,7 @@ def build(service: TrainingService, browser_secret: str) -> dict:
         # No block label: Gradio sizes the chart to the block's height without it, so a label clips the legend.
         # The log box holds the whole tail, so the newest line shows without scrolling.
         plot = gr.LinePlot(loss_frame([]), x="step", y="loss", color="series", height=300, show_label=False,
-                           color_title="loss on", x_axis_labels_visible=True)
+                           color_title="loss on", x_axis_labels_visible=True, visible=False)
         logs = gr.Textbox(label=t("train.log"), lines=LOG_LINES, max_lines=LOG_LINES, interactive=False)
         with gr.Row():
             cancel = gr.Button(t("common.cancel"), variant="stop", visible=False)

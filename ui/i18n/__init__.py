@@ -8,7 +8,7 @@
   Only one marked key per value is translated, so a marked text is never glued to another marked text.
 - What Gradio does not translate, the server does, in the page's language (`page_locale`): the known error
   sentences of `gr.Error` (English templates under `error.*`, their `{parts}` kept) — in UI events only, the
-  public API answers in English.
+  public API answers in English. The toasts' titles too: `show_info`, `show_warning`, and ui/api.py's gr.Error.
 - Text a handler builds is written in the page's language too: `phrase` for a text with parts, `marked` for a
   fixed one in a Markdown value, `localized_columns` for a table's column names, `term` for a metric's name, and
   `text_in_page_language` for the sentences the tasks and training write in English (templates under `report.*`,
@@ -242,6 +242,16 @@ def phrase(key: str, **parts) -> str:
     texts = languages().get(page_locale(LocalContext.request.get(None)), {})
     text = texts.get(key, english()[key])
     return text.format(**parts) if parts else text  # a text without parts may hold braces of its own (plotly's %{x})
+
+
+def show_info(message: str) -> None:
+    """gr.Info titled in the page's language (Gradio titles it in English)."""
+    gr.Info(message, title=phrase("toast.info"))
+
+
+def show_warning(message: str) -> None:
+    """gr.Warning titled in the page's language (Gradio titles it in English)."""
+    gr.Warning(message, title=phrase("toast.warning"))
 
 
 def term(value: str) -> str:
