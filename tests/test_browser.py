@@ -240,6 +240,9 @@ def test_compare_side_by_side_in_the_chat_tab(launch, settings, tiny_chat_dir, p
         column = page.get_by_test_id("markdown").filter(has=page.get_by_text(name, exact=True))
         expect(column).to_have_text(re.compile(re.escape(name) + r"\s*\S"), timeout=60_000)
     expect(page.get_by_test_id("markdown").filter(has_text=" + ")).to_have_count(0)  # no adapter was chosen
+    # The columns have finished streaming (Gradio marks an output it still updates as .generating): a click
+    # elsewhere while they draw can wait past its timeout, as a fresh-clone CI run once showed.
+    expect(page.locator(".generating")).to_have_count(0, timeout=60_000)
 
     # Every task tab has the panel: two sentiment models on the same texts, a column each.
     tab(page, "Sentiment").click()
