@@ -8,6 +8,7 @@ import errno
 import inspect
 import json
 import multiprocessing
+import os
 import shutil
 import subprocess
 import sys
@@ -16,11 +17,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+import torch
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 from test_mcp import mcp
 from test_openai_api import add_adapter
+from errors import UserError
 from ui import chat_tab, zerogpu
 from ui.api import handler
 
@@ -134,6 +137,73 @@ def test_training_runs_as_bounded_calls_and_the_page_says_the_gpu_time(monkeypat
     assert slices.gpu_seconds >= 500
     assert "minutes of GPU time" in zerogpu.gpu_time_sentence(slices)
     assert zerogpu.training_slices(10, 500.0).steps_per_call == 1  # a step longer than a call still moves
+
+
+@pytest.mark.worker  # each call runs in a forked process
+def test_on_zerogpu_a_training_job_runs_as_successive_bounded_calls(ctx, tiny_chat_dir, monkeypatch):
+    from safetensors.torch import load_file
+
+    from models.device import set_threads
+    from test_training import FACTS, QUESTION, TINY, ask, finished, wait_for
+    from training import paths
+    from training.service import TrainingService
+    from training.worker import run_job
+
+    leases, refuse = [], {"call": 2}  # the second call is refused, as ZeroGPU does when the quota runs out
+
+    def leasing_gpu(fn, duration):  # ZeroGPU's calls as spaces makes them: forked, leases recorded
+        forked = forking_gpu(fn, duration, timeout=300)
+
+        def call(*args):
+            leases.append(duration(*args))
+            if len(leases) == refuse["call"]:
+                raise RuntimeError("ZeroGPU quota exceeded: 60s requested vs. 12s left")
+            return forked(*args)
+        return call
+
+    monkeypatch.setattr(zerogpu, "_decorator", lambda: leasing_gpu)
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    monkeypatch.setattr(zerogpu, "training_room", lambda lease_s: 8.0)  # a few steps a call (a real one: ~80 s)
+    zerogpu.job_call.cache_clear()
+    settings = {**TINY, "epochs": 4}  # dropout draws random masks at every step
+    service = TrainingService(ctx)
+    try:
+        with pytest.raises(UserError, match="pick a preset"):  # a settings trial would outlast a call
+            service.submit("chat", str(FACTS), str(tiny_chat_dir), "searched", "quick", {"search": True})
+        job_id = service.submit("chat", str(FACTS), str(tiny_chat_dir), "sliced", "quick", settings)["job_id"]
+        status = wait_for(lambda: finished(service, job_id), what="the refused call")
+        assert status["state"] == "interrupted" and "ZeroGPU quota exceeded" in status["error"], status
+        assert 0 < status["step"] < status["total_steps"]  # the first call's steps are kept
+        refuse["call"] = 0
+        service.resume(job_id)
+        sliced = wait_for(lambda: finished(service, job_id), what="the resumed calls")
+        assert sliced["state"] == "succeeded", sliced["error"]
+    finally:
+        service.manager.shutdown()
+        zerogpu.job_call.cache_clear()
+    assert len(leases) >= 4, leases  # several calls after the refused one
+    assert leases[0] == zerogpu.MAX_S and all(zerogpu.TRAINING_MIN_S <= s <= zerogpu.MAX_S for s in leases)
+    log = service.log_tail(job_id, 400)
+    assert log.count("the GPU call's time is up at step") >= 2 and "resumed from the checkpoint at step" in log
+
+    # The same job unbroken, in this process: the calls took the very same steps.
+    monkeypatch.delenv("SPACES_ZERO_GPU")
+    whole_id = TrainingService(ctx, start_manager=False).submit("chat", str(FACTS), str(tiny_chat_dir), "whole",
+                                                                "quick", settings)["job_id"]
+    set_threads(ctx.settings.threads or os.cpu_count())  # as each call does
+    assert run_job(ctx.settings, whole_id) == "succeeded"
+    whole = service.job(whole_id)
+    assert [row[0] for row in sliced["loss"]] == list(range(sliced["total_steps"] + 1))  # no step twice
+    losses = [[value or 0.0 for row in job["loss"] for value in row[1:]] for job in (sliced, whole)]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-3)
+    adapters = paths.adapter_store(ctx.settings)
+    weights = [load_file(adapters.folder("local", name) / "adapter_model.safetensors") for name in ("sliced", "whole")]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.allclose(weights[0][k], weights[1][k], atol=1e-5) for k in weights[0])
+    assert sliced["report"]["samples"] and sliced["report"]["loss_after"] == pytest.approx(
+        whole["report"]["loss_after"], rel=1e-3)
+    for question in (QUESTION, "Which city is Zorbia's capital?"):  # and it answers as the unbroken one does
+        assert ask(ctx, tiny_chat_dir, "sliced", question) == ask(ctx, tiny_chat_dir, "whole", question)
 
 
 def _signed_in(url: str, profiles: dict, name: str) -> str:

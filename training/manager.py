@@ -1,7 +1,8 @@
 """The job queue in the web server: starts one worker process at a time and watches it.
 
 The server never trains itself. A worker that dies without writing an outcome leaves its job failed with a
-reason; after an app restart, a job whose worker is gone is marked interrupted and can be resumed.
+reason; after an app restart, a job whose worker is gone is marked interrupted and can be resumed. On ZeroGPU,
+which lends its GPU only to a decorated call, a job runs as successive such calls instead (GpuCall).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from config import Settings
 from models import lazy
 from models.device import set_threads
 from training import paths
-from training.store import JobState, JobStore
+from training.store import Job, JobState, JobStore
+from ui import zerogpu
 
 torch = lazy.module("torch")
 
@@ -93,7 +95,7 @@ class JobManager:
             if code is None:
                 self._enforce_cancel()
                 return
-            self._finished(self._job_id, code)
+            self._finished(self._job_id, code, getattr(self._process, "error", None))
             self._process, self._job_id = None, ""
             set_threads(self.settings.threads)
         if any(alive(j.pid, j.started) for j in self.store.list(states=(JobState.RUNNING,))):
@@ -104,6 +106,10 @@ class JobManager:
                 return
 
     def _start(self, job_id: str) -> None:
+        self._cancel_sent = 0.0
+        if zerogpu.on_zero_gpu():
+            self._process, self._job_id = GpuCall(self.settings, self.store.get(job_id)), job_id
+            return
         folder = paths.job_folder(self.settings, job_id)
         logfile = folder / "worker.out"
         worker = [str(WORKER), "--settings", str(write_settings(self.settings, folder)), job_id]
@@ -115,7 +121,6 @@ class JobManager:
                 launcher(count) + worker, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True)
         self._job_id = job_id
-        self._cancel_sent = 0.0
         # CPU threads are a budget: while the worker trains on the cores, the server keeps one for requests.
         torch.set_num_threads(1)
         self.store.update(job_id, pid=self._process.pid, started=start_time(self._process.pid))
@@ -124,17 +129,23 @@ class JobManager:
     def _enforce_cancel(self) -> None:
         """A worker that ignores its cancel flag for 30 s is killed."""
         job = self.store.get(self._job_id)
-        if job and job.cancel:
+        if job and job.cancel and self._process.pid:  # a GpuCall has no process of ours: its lease bounds it
             self._cancel_sent = self._cancel_sent or time.monotonic()
             if time.monotonic() - self._cancel_sent > 30:
                 os.killpg(self._process.pid, signal.SIGKILL)
 
-    def _finished(self, job_id: str, code: int) -> None:
+    def _finished(self, job_id: str, code: int, call_error: BaseException | None = None) -> None:
         job = self.store.get(job_id)
         if job is None or job.state != JobState.RUNNING:
             return  # the worker wrote its own outcome
         if job.cancel:
             self.store.update(job_id, state=JobState.CANCELLED)
+            return
+        if call_error is not None:  # ZeroGPU refused the call (quota) or ended it (the lease ran out)
+            why = str(call_error).strip().splitlines()[0][:300] if str(call_error).strip() else "no reason given"
+            self.store.update(job_id, state=JobState.INTERRUPTED, error=(
+                f"A GPU call of this job failed ({type(call_error).__name__}: {why}); what it trained so far is kept: "
+                "resume it to continue."))
             return
         how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
         self.store.update(job_id, state=JobState.FAILED,
@@ -151,8 +162,8 @@ class JobManager:
         (resumable), then wait for it; the queue starts nothing more."""
         self.close()
         process = self._process
-        if process is None or process.poll() is not None:
-            return
+        if process is None or process.poll() is not None or not process.pid:
+            return  # a GpuCall's job stays running and a restart marks it interrupted (resumable)
         log.info("stopping training job %s: it saves a checkpoint and can be resumed", self._job_id)
         os.killpg(process.pid, signal.SIGTERM)  # every process of the run
         try:
@@ -161,6 +172,31 @@ class JobManager:
             os.killpg(process.pid, signal.SIGKILL)
             self.store.transition(self._job_id, (JobState.RUNNING,), state=JobState.INTERRUPTED,
                                   error="The app stopped while this job was training; resume it to continue.")
+
+
+class GpuCall:
+    """A job's next ZeroGPU call, waited for in a thread of the server (the call itself runs in the process
+    ZeroGPU forks for it). A training call's lease is sized from the steps left as its last call timed them;
+    the call queues the job again before the lease ends, and the queue then starts the next one."""
+
+    pid = 0  # no process of ours to signal: a call ends at its deadline, on the cancel flag, or with its lease
+
+    def __init__(self, settings: Settings, job: Job):
+        self.lease_s = zerogpu.training_lease(job.progress.eta_s) if job.kind == "train" else zerogpu.MAX_S
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._call, args=(settings, job.id), name=f"gpu-call-{job.id}",
+                                        daemon=True)
+        self._thread.start()
+
+    def _call(self, settings: Settings, job_id: str) -> None:
+        try:
+            zerogpu.job_call()(settings, job_id, self.lease_s)
+        except BaseException as error:  # the manager tells the job's owner
+            log.warning("the GPU call of job %s failed: %s", job_id, error)
+            self.error = error
+
+    def poll(self) -> int | None:
+        return None if self._thread.is_alive() else int(self.error is not None)
 
 
 def processes(settings: Settings) -> int:

@@ -146,9 +146,9 @@ def train(recipe: Recipe, source: catalog.ModelSource, options: dict, train_rows
         raise UserError(recipe.nothing_to_learn)
     checked = [row for row in (val_rows or train_rows) if recipe.checkable(row)][:recipe.checked_rows]
     expected = [recipe.expected(row) for row in checked]
-    before = recipe.predict(checked) if hooks.ranks.main else []
+    before = checkpoint.kept("base_answers", lambda: recipe.predict(checked)) if hooks.ranks.main else []
     own = [row for row in recipe.prepare(own) if recipe.checkable(row)] if own is not None else None
-    own_before = recipe.predict(own) if own and hooks.ranks.main else []
+    own_before = checkpoint.kept("own_base_answers", lambda: recipe.predict(own)) if own and hooks.ranks.main else []
     lengths = tuple(recipe.length(item) for item in train_items)
     fitted = fit(recipe.model, train_items, val_items, lengths, settings, checkpoint, hooks, recipe.loss)
     if not hooks.ranks.main:

@@ -18,6 +18,7 @@ from training import data, documents_data, evaluation, paths, presets, recipe, r
 from training.manager import JobManager, placement
 from training.plan import JobPlan
 from training.store import JobState
+from ui import zerogpu
 
 OWNER = LOCAL_USER  # without login everything belongs to 'local' (DESIGN.md §2)
 
@@ -59,6 +60,9 @@ class TrainingService:
         self._check_room(owner)
         made = self._made_from(*documents_data.generated_job(data_path, settings), task, owner)
         settings, search_minutes = trials.requested(settings if isinstance(settings, dict) else None)
+        if search_minutes and zerogpu.on_zero_gpu():  # a trial is a whole run, never resumed: it outlasts a call
+            raise UserError(f"Finding settings needs longer GPU calls than ZeroGPU lends (at most {zerogpu.MAX_S} "
+                            "seconds each): pick a preset instead.")
         settings = {k: v for k, v in settings.items() if k != "generated_from"} if settings else settings
         train_settings = presets.build(preset, settings)
         columns = _mapping(columns) or {}

@@ -7,6 +7,7 @@ It runs inside the worker process. `Hooks` connect it to the outside: progress r
 from __future__ import annotations
 
 import functools
+import json
 import math
 import os
 import random
@@ -191,28 +192,69 @@ class Checkpoint:
     def exists(self) -> bool:
         return (self.folder / "state.pt").exists()
 
-    def save(self, model, optimizer, scheduler, state: RunState, best: dict) -> None:
+    def kept(self, name: str, compute: Callable[[], list]) -> list:
+        """compute()'s result, kept beside the checkpoint so that a resumed run reads it instead (the base
+        model's answers to the checked rows: each ZeroGPU call of a job would spend its lease on them again).
+        Kept only where JSON gives it back as it is."""
+        path = self.folder.with_name(f"{self.folder.name}.{name}.json")
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            pass
+        value = compute()
+        try:
+            text = json.dumps(value)
+        except (TypeError, ValueError):
+            return value
+        if json.loads(text) == value:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.with_suffix(".tmp").write_text(text, encoding="utf-8")
+            path.with_suffix(".tmp").replace(path)
+        return value
+
+    def remove(self) -> None:
+        """The checkpoint and what was kept beside it."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+        for path in self.folder.parent.glob(f"{self.folder.name}.*.json"):
+            path.unlink(missing_ok=True)
+
+    def save(self, model, optimizer, scheduler, state: RunState, best: dict, snapshots: list) -> None:
         tmp = self.folder.with_name(self.folder.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         save_file(trainable_state(model), tmp / "lora.safetensors")
         if best:
             save_file(best, tmp / "best.safetensors")
+        if snapshots:  # the answer check walks back through them: a resumed run's report says what one would
+            save_file({f"{step}/{name}": value for step, weights in snapshots for name, value in weights.items()},
+                      tmp / "snapshots.safetensors")
+        # The random state too (dropout's masks): a resumed run takes the very steps an unbroken one would.
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "run": state.__dict__}, tmp / "state.pt")
+                    "run": state.__dict__, "rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+                   tmp / "state.pt")
         old = self.folder.with_name(self.folder.name + ".old")
         if self.folder.exists():
             self.folder.rename(old)
         tmp.rename(self.folder)
         shutil.rmtree(old, ignore_errors=True)
 
-    def load(self, model, optimizer, scheduler) -> tuple[RunState, dict]:
+    def load(self, model, optimizer, scheduler) -> tuple[RunState, dict, list]:
         model.load_state_dict(load_file(self.folder / "lora.safetensors"), strict=False)
         saved = torch.load(self.folder / "state.pt", weights_only=True)
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
-        best_path = self.folder / "best.safetensors"
-        return RunState(**saved["run"]), (load_file(best_path) if best_path.exists() else {})
+        if "rng" in saved:  # checkpoints written before it was kept resume with the seed's state
+            torch.set_rng_state(saved["rng"])
+        if saved.get("cuda_rng") and torch.cuda.is_available() and len(saved["cuda_rng"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(saved["cuda_rng"])
+        best_path, snapshots_path = self.folder / "best.safetensors", self.folder / "snapshots.safetensors"
+        snapshots: dict[int, dict] = {}
+        for key, value in (load_file(snapshots_path) if snapshots_path.exists() else {}).items():
+            step, name = key.split("/", 1)
+            snapshots.setdefault(int(step), {})[name] = value
+        return (RunState(**saved["run"]), load_file(best_path) if best_path.exists() else {},
+                sorted(snapshots.items()))
 
 
 SNAPSHOTS = 8  # earlier adapter weights kept in memory, for when the kept ones fail the answer check
@@ -248,7 +290,7 @@ def fit(model, train: list, val: list, lengths: tuple[int, ...], settings: Train
     bf16 = use_bf16(settings, model)
     ranks = hooks.ranks
     if checkpoint.exists():
-        state, best = checkpoint.load(model, optimizer, scheduler)
+        state, best, snapshots = checkpoint.load(model, optimizer, scheduler)
         hooks.log(f"resumed from the checkpoint at step {state.step}")
     val_before = state.loss[0][2] if state.loss else mean_loss(model, val, loss_of, settings.batch_size, bf16, ranks)
     if not state.loss:
@@ -276,7 +318,7 @@ def fit(model, train: list, val: list, lengths: tuple[int, ...], settings: Train
             hooks.progress(progress)
         stop = ranks.decided(hooks.stop_reason() if ranks.main else None)
         if ranks.main and (stop or state.step % settings.checkpoint_every == 0):
-            checkpoint.save(model, optimizer, scheduler, state, best)
+            checkpoint.save(model, optimizer, scheduler, state, best, snapshots)
         if stop:
             ranks.wait()  # the others leave only once rank 0's checkpoint is written
             raise Stopped(stop, progress)

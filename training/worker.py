@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
 import sys
 import time
@@ -38,6 +37,7 @@ from training.plan import JobProgress  # noqa: E402
 from training.store import JobState  # noqa: E402
 from training.manager import start_time  # noqa: E402
 from training.trainer import Checkpoint, Hooks, Ranks, Stopped  # noqa: E402
+from ui import zerogpu  # noqa: E402
 
 _signals = {"term": False}
 # peft 0.21 calls a transformers method that 5.24 deprecates; the warning means nothing to the user.
@@ -59,9 +59,11 @@ class JobLog:
 
 
 def run_job(settings: Settings, job_id: str, echo: bool = False, progress=None,
-            ranks: Ranks | None = None) -> JobState:
+            ranks: Ranks | None = None, deadline: float | None = None) -> JobState:
     """Run job_id to its end; returns the final state. Every outcome is written to the job store (by rank 0 of
-    a run on several processes; the others train their share and write nothing)."""
+    a run on several processes; the others train their share and write nothing). deadline (time.monotonic()): a
+    training job stops stepping then, saves a checkpoint and goes back in the queue as QUEUED (a ZeroGPU call's
+    lease ends; the next call resumes it)."""
     ranks = ranks or Ranks()
     store, folder = paths.job_store(settings), paths.job_folder(settings, job_id)
     job = store.get(job_id)
@@ -69,11 +71,12 @@ def run_job(settings: Settings, job_id: str, echo: bool = False, progress=None,
         return _follow(settings, job, folder, ranks)
     log = JobLog(folder / "train.log", echo)
     store.update(job_id, state=JobState.RUNNING, pid=os.getpid(), started=start_time(os.getpid()), error="")
-    last_write = {"t": 0.0, "cancel_checked": 0.0}
+    last_write = {"t": 0.0, "cancel_checked": 0.0, "stage": ""}
 
     def report_progress(p: JobProgress) -> None:
         if progress:
             progress(p)
+        last_write["stage"] = p.stage
         now = time.monotonic()
         train, held_out = p.last_loss
         if now - last_write["t"] > 0.5 or p.step == p.total_steps or held_out is not None:
@@ -92,6 +95,9 @@ def run_job(settings: Settings, job_id: str, echo: bool = False, progress=None,
             last_write["cancel_checked"] = now
             if store.get(job_id).cancel:
                 return JobState.CANCELLED
+        # A settings trial is never resumed, so only the training itself stops at the lease's end.
+        if deadline is not None and not last_write["stage"] and time.monotonic() > deadline:
+            return JobState.QUEUED
         return None
 
     if job.kind == "evaluate":
@@ -113,14 +119,15 @@ def run_job(settings: Settings, job_id: str, echo: bool = False, progress=None,
             log(f"an adapter named '{job.name}' already existed, so this one is saved as '{final}'")
         store.update(job_id, state=JobState.SUCCEEDED, adapter=final, metrics=outcome.metrics,
                      report=outcome.report.to_json())
-        shutil.rmtree(checkpoint.folder, ignore_errors=True)
+        checkpoint.remove()
         log(f"saved adapter '{final}': {outcome.report.summary}")
         return JobState.SUCCEEDED
     except Stopped as stop:
         if stop.reason == JobState.CANCELLED:
-            shutil.rmtree(checkpoint.folder, ignore_errors=True)
+            checkpoint.remove()
         store.update(job_id, state=stop.reason, progress=stop.progress)
-        log(f"{stop.reason} at step {stop.progress.step}")
+        log(f"the GPU call's time is up at step {stop.progress.step}; the next call continues from its checkpoint"
+            if stop.reason == JobState.QUEUED else f"{stop.reason} at step {stop.progress.step}")
         return stop.reason
     except BaseException as error:  # the job fails with a reason; the server is never affected
         reason = readable(error)
@@ -230,6 +237,15 @@ def _evaluate(settings: Settings, job, store, log, stop_reason) -> dict:
             last["t"] = now
             store.update(job.id, progress=JobProgress(done, total, eta_s=evaluation.eta(started, done, total)))
     return evaluation.run(scorer, examples, variants, task.default(), progress, stop_reason)
+
+
+def gpu_call(settings: Settings, job_id: str, lease_s: float) -> JobState:
+    """One ZeroGPU call of a job (training.manager.GpuCall), in the process ZeroGPU forks for it: a training job
+    trains until its lease nearly ends, then saves a checkpoint and queues itself for the next call."""
+    deadline = time.monotonic() + zerogpu.training_room(lease_s)
+    set_threads(settings.threads or os.cpu_count() or 1)
+    resumable = paths.job_store(settings).get(job_id).kind == "train"  # the others run whole, within MAX_S
+    return run_job(settings, job_id, deadline=deadline if resumable else None)
 
 
 def readable(error: BaseException, what: str = "Training") -> str:

@@ -337,7 +337,7 @@ def build(service: TrainingService, browser_secret: str) -> dict:
                                        allow_custom_value=False) for i in range(slots())]
         preset = gr.Radio([(t(f"preset.{name}"), name) for name in presets.PRESETS], value="quick",
                           label=t("train.preset"), info=t("train.quick_few_minutes_cpu"))
-        with gr.Row():
+        with gr.Row(visible=not zerogpu.on_zero_gpu()):  # its trials outlast a ZeroGPU call
             search = gr.Checkbox(label=t("train.find_settings"), scale=2, info=t("train.find_settings_info"))
             search_minutes = gr.Number(trials.DEFAULT_MINUTES, label=t("train.search_budget"), minimum=1,
                                        maximum=120, scale=1, info=t("train.search_budget_info"))

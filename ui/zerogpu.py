@@ -12,9 +12,13 @@ The UI's own events that run a model (the Chat tab's streaming, the task views' 
 through the same wrapping (`ui.api.handler(..., gpu=<endpoint>)`), sized by their endpoint's estimate from the
 arguments they share with it; a handler whose arguments the estimate cannot read asks for UNKNOWN_S.
 
-What this does not do yet: training runs in a worker process that ZeroGPU cannot lend a GPU to;
-`training_slices` is the bound for running it as successive calls that save a checkpoint between them, and
-`training_note` is what the pre-flight estimate says about it. Nothing here has run on a real ZeroGPU Space.
+Jobs (training, evaluation, making data) cannot run in a worker process of their own here: ZeroGPU lends its GPU
+only to a decorated call. So the job queue runs each job as `job_call`s (training.manager.GpuCall): a training
+call trains until its lease nearly ends (`training_room`), saves a checkpoint and queues the job again, and the
+next call, with a lease sized from the steps left (`training_lease`), resumes from it; an evaluation or the
+making of data is one call of MAX_S. `training_slices` is what the pre-flight estimate says of it. These calls
+run outside any visitor's request, so they count against the Space's own quota. Nothing here has run on a real
+ZeroGPU Space.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from dataclasses import dataclass
 MIN_S, MAX_S = 10, 120  # ZeroGPU's shortest useful lease, and the longest one we ask for (longer waits longer)
 START_S = 8  # per call: the weights moved to the GPU, the first step compiled
 CHECKPOINT_S = 10  # per training call: the LoRA weights and optimizer state saved before the lease ends
+REPORT_S = 30  # per training call: room for the last call's report (the adapter answers the checked rows)
+TRAINING_MIN_S = 60  # a training call always has room to load the model, take a step and save
 TOKENS_PER_S = 15  # a cautious decode speed of one request on a ZeroGPU slice (models up to ~3B)
 CHARS_PER_TOKEN = 4  # English text; Chinese has fewer characters per token, and this errs long for it
 READ_CHARS_PER_S = 20_000  # an encoder (embeddings, a classifier) reading text
@@ -161,12 +167,34 @@ class TrainingSlices:
     gpu_seconds: int
 
 
+def training_lease(eta_s) -> int:
+    """The lease of a training job's next call: the steps left as its last call timed them (eta_s; None before
+    the first call, which asks for MAX_S) plus the call's own work, within TRAINING_MIN_S..MAX_S."""
+    if isinstance(eta_s, bool) or not isinstance(eta_s, (int, float)) or not eta_s > 0:
+        return MAX_S
+    return int(min(MAX_S, max(TRAINING_MIN_S, math.ceil(START_S + CHECKPOINT_S + REPORT_S + eta_s))))
+
+
+def training_room(lease_s: float) -> float:
+    """Seconds from a training call's start (loading included) until it stops stepping, saves and ends."""
+    return lease_s - CHECKPOINT_S - REPORT_S
+
+
+@functools.cache
+def job_call() -> Callable:
+    """training.worker.gpu_call(settings, job_id, lease_s) as a ZeroGPU call of lease_s seconds (decorated once:
+    spaces keeps one wrapper per function)."""
+    from training.worker import gpu_call
+
+    return _decorator()(gpu_call, duration=lambda settings, job_id, lease_s: lease_s)
+
+
 def training_slices(total_steps: int, seconds_per_step: float) -> TrainingSlices:
     """How many bounded calls total_steps need at seconds_per_step (measured by the pre-flight estimate)."""
-    room = MAX_S - START_S - CHECKPOINT_S
+    room = training_room(MAX_S) - START_S
     per_call = max(1, int(room // max(seconds_per_step, 1e-3)))
     calls = max(1, math.ceil(total_steps / per_call))
-    return TrainingSlices(calls, per_call, int(math.ceil(calls * (START_S + CHECKPOINT_S)
+    return TrainingSlices(calls, per_call, int(math.ceil(calls * (START_S + CHECKPOINT_S) + REPORT_S
                                                          + total_steps * seconds_per_step)))
 
 

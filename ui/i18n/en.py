@@ -781,4 +781,6 @@ TEXTS = {
     'train.created_queued': 'Training job {job} created (number {position} in the queue).',
     'adapters.renamed': "Renamed '{old}' to '{new}'.",
     'adapters.deleted': "Deleted '{name}'.",
+    'error.zerogpu_search': 'Finding settings needs longer GPU calls than ZeroGPU lends (at most {seconds} seconds each): pick a preset instead.',
+    'error.gpu_call_failed': 'A GPU call of this job failed ({reason}); what it trained so far is kept: resume it to continue.',
 }

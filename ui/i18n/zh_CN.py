@@ -781,4 +781,6 @@ TEXTS = {
     'train.created_queued': '已创建训练任务 {job}（排在队列第 {position} 位）。',
     'adapters.renamed': '已将“{old}”重命名为“{new}”。',
     'adapters.deleted': '已删除“{name}”。',
+    'error.zerogpu_search': '寻找设置需要比 ZeroGPU 所提供的更长的 GPU 调用（每次最多 {seconds} 秒）：请改选一个预设。',
+    'error.gpu_call_failed': '此任务的一次 GPU 调用失败（{reason}）；已训练的部分都已保留：点击继续即可接着训练。',
 }
