@@ -92,7 +92,10 @@ def test_dpo_on_a_tiny_model_learns_the_preferred_answers(service, tmp_path, tin
 @pytest.mark.integration
 def test_dpo_on_smollm2_takes_the_style_and_keeps_the_topic(ctx, service, tmp_path, smollm2_dir):
     """Made-up style pairs (bench/dpo_style.py: a fixed greeting and farewell around a plain answer, the plain
-    answer rejected), the default preset: the held-out greedy answers take the style and still answer."""
+    answer rejected), the default preset: the held-out greedy answers take the style and still answer. The 16
+    held-out questions are asked of the base and the adapter in one engine batch, as the Compare tab asks them
+    (one at a time they took ~40 s). Trained on 32 pairs instead of 48 (24 steps), the adapter learned the
+    greeting but not the farewell: this test would fail, so the run stays whole."""
     from bench import dpo_style
 
     out = service.submit("chat", str(dpo_style.write_pairs(tmp_path / "pairs.jsonl")), "", "style", "quick")
@@ -102,8 +105,10 @@ def test_dpo_on_smollm2_takes_the_style_and_keeps_the_topic(ctx, service, tmp_pa
     assert status["state"] == "succeeded", status["error"]
     assert status["report"]["verdict"] == "learned" and status["report"]["answer_check"]["passed"]
     rows, chat = dpo_style.held_out(), ChatTask(ctx)
-    answers = {adapter: [chat.reply(row["prompt"], adapter=adapter, temperature=0, max_new_tokens=64).text()
-                         for row in rows] for adapter in ("", "style")}
+    prepared = {(adapter, i): chat.prepare(row["prompt"], adapter=adapter, temperature=0, max_new_tokens=64)
+                for adapter in ("", "style") for i, row in enumerate(rows)}
+    replies = {key: chat.start(*ready) for key, ready in prepared.items()}  # all started: one batch
+    answers = {adapter: [replies[adapter, i].text() for i in range(len(rows))] for adapter in ("", "style")}
     base, adapter = dpo_style.shares(answers[""], rows), dpo_style.shares(answers["style"], rows)
     print(f"held-out answers: base {base}, adapter {adapter}")
     assert base["style"] == 0 and adapter["style"] >= 0.75  # 16 new questions

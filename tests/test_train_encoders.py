@@ -80,7 +80,8 @@ def test_span_head_trained_from_the_api_finds_made_up_names(launch, tmp_path):
     question = "Who runs the night shift?"
     before = client.predict(question, NEW_CONTEXT, "", "", "", api_name="/answer")
     assert before["level"] == "sentence" and before["answer"] != "Tormund Vexley"  # a whole sentence at best
-    status = train_through_api(client, "answer", synthetic.answer_csv(tmp_path), "names")
+    # 2 epochs, not the preset's 6: the held-out loss is near zero from the second epoch on.
+    status = train_through_api(client, "answer", synthetic.answer_csv(tmp_path), "names", {"epochs": 2})
     assert improved(status, "exact_match") >= 80
     after = client.predict(question, NEW_CONTEXT, "", "", "names", api_name="/answer")
     assert after["level"] == "span" and after["found"] and after["answer"] == "Tormund Vexley"
@@ -103,12 +104,13 @@ def test_search_adapter_learns_jargon_and_re_embeds_the_collection(launch, tmp_p
     client = Client(url, verbose=False)
     added = client.predict("handbook", [handle_file(str(f)) for f in files], "", api_name="/add_documents")
     assert added["chunks"] == len(pairs)
-    status = train_through_api(client, "search", data, "jargon")
+    # 3 epochs, not the preset's 6: the held-out loss is near zero by then.
+    status = train_through_api(client, "search", data, "jargon", {"epochs": 3})
     assert improved(status, "mrr") >= 80
 
-    def top1(adapter: str) -> float:
+    def top1(adapter: str) -> float:  # every third query (20): each is a call, against all 60 passages
         hits = [client.predict(query, "handbook", 1, adapter, api_name="/search")[0]["text"] == passage
-                for query, passage in pairs]
+                for query, passage in pairs[::3]]
         return sum(hits) / len(hits)
 
     base, tuned = top1(""), top1("jargon")
