@@ -71,12 +71,12 @@ def run_job(settings: Settings, job_id: str, echo: bool = False, progress=None,
         return _follow(settings, job, folder, ranks)
     log = JobLog(folder / "train.log", echo)
     store.update(job_id, state=JobState.RUNNING, pid=os.getpid(), started=start_time(os.getpid()), error="")
-    last_write = {"t": 0.0, "cancel_checked": 0.0, "stage": ""}
+    last_write = {"t": 0.0, "cancel_checked": 0.0, "stage": "", "last_step": False}
 
     def report_progress(p: JobProgress) -> None:
         if progress:
             progress(p)
-        last_write["stage"] = p.stage
+        last_write["stage"], last_write["last_step"] = p.stage, p.step >= p.total_steps
         now = time.monotonic()
         train, held_out = p.last_loss
         if now - last_write["t"] > 0.5 or p.step == p.total_steps or held_out is not None:
@@ -95,8 +95,10 @@ def run_job(settings: Settings, job_id: str, echo: bool = False, progress=None,
             last_write["cancel_checked"] = now
             if store.get(job_id).cancel:
                 return JobState.CANCELLED
-        # A settings trial is never resumed, so only the training itself stops at the lease's end.
-        if deadline is not None and not last_write["stage"] and time.monotonic() > deadline:
+        # A settings trial is never resumed, so only the training itself stops at the lease's end; after its last
+        # step the report is written in the room the lease keeps for it.
+        if (deadline is not None and not last_write["stage"] and not last_write["last_step"]
+                and time.monotonic() > deadline):
             return JobState.QUEUED
         return None
 
