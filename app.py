@@ -240,9 +240,15 @@ def main(argv: list[str]) -> None:
         serve(demo, settings, block=False)
         warm_up(settings.threads)  # torch and transformers load (and torch takes its threads) once the page is up
         demo.block_thread()
+    except KeyboardInterrupt:  # Ctrl-C (or SIGTERM) while it was still starting: stop as block_thread would
+        print("Stopped while starting.")
+        demo.close()
     finally:
         demo.training.manager.shutdown()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    try:
+        main(sys.argv[1:])
+    except KeyboardInterrupt:  # Ctrl-C before the page was drawn: the person asked for it, no traceback
+        sys.exit("Stopped.")

@@ -44,6 +44,28 @@ def test_help_and_the_page_come_before_the_model_libraries_load(worker_process):
     assert "200 []" in drawn.stdout.splitlines(), drawn.stdout + drawn.stderr  # the page, and none of them loaded
 
 
+def test_ctrl_c_while_the_app_starts_stops_it_without_a_traceback(worker_process, tmp_path):
+    """Ctrl-C as the page comes up (torch still loading behind it): the app stops and says so, no traceback."""
+    import signal
+
+    from conftest import ROOT, free_port
+
+    process = subprocess.Popen([sys.executable, "app.py", "--data-dir", str(tmp_path), "--port", str(free_port())],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if "Running on local URL" in line:
+                process.send_signal(signal.SIGINT)
+                break
+        out = "".join(lines) + process.communicate(timeout=120)[0]
+    finally:
+        process.kill()
+    assert "Running on local URL" in out, out
+    assert "Traceback" not in out and ("Stopped while starting." in out or "closing server" in out), out
+
+
 def test_chat_and_complete_endpoints(launch, tiny_gpt2_dir, tiny_chat_dir):
     url, _ = launch()
     client = Client(url, verbose=False)
