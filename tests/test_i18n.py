@@ -9,7 +9,7 @@ import pytest
 from ui import i18n
 
 UI = Path(__file__).resolve().parent.parent / "ui"
-USED = re.compile(r"""\b(?:t|marked)\(\s*["']([\w.]+)["']""")  # t("key") / marked("key") with a literal key
+USED = re.compile(r"""\b(?:t|marked|phrase)\(\s*["']([\w.]+)["']""")  # t / marked / phrase("key") with a literal key
 QUOTED_KEY = re.compile(r"""["']((?:compare|chat|verdict|task)\.[\w.]+)["']""")  # keys kept in tuples first
 
 
@@ -573,3 +573,59 @@ def test_the_feedback_verdicts_read_alike_in_every_language():
     for texts in i18n.languages().values():
         assert texts["feedback.verdict_up"].startswith("👍") and texts["feedback.verdict_down"].startswith("👎")
         assert texts["feedback.row.up"].startswith("👍") and texts["feedback.row.down"].startswith("👎")
+
+
+def test_the_column_mapping_reads_in_chinese_and_says_what_each_task_field_holds(settings):
+    from types import SimpleNamespace
+
+    from tasks.spec import specs
+    from ui import train_tab
+
+    for spec in filter(lambda s: s.trainable, specs()):
+        for i, field in enumerate(spec.fields):  # the dictionaries' English is the field's own
+            assert i18n.english()[f"column.{spec.id}.{field.name}.help"] == field.help
+            english, chinese = _in_both(lambda: train_tab.slot_texts(spec.id, i, i18n.phrase))
+            assert english[0] == f"{field.name} column" + ("" if field.required else " (optional)")
+            assert chinese[0].startswith(f"{field.name} 列") and not re.search(r"[a-z]{3,} [a-z]{3,}", chinese[1])
+    english, chinese = _in_both(lambda: train_tab.task_changed(SimpleNamespace(settings=settings), "search")[2:])  # a new task re-labels them
+    assert [u.get("label") for u in chinese[:3]] == ["query 列", "positive 列", "negative 列（可选）"]
+    assert chinese[0]["info"] == "别人搜索的内容" and english[0]["info"] == "what someone searches for"
+    assert not chinese[3]["visible"] and chinese[3]["label"] == ""  # search has three fields
+
+
+def test_the_data_check_reads_in_chinese_down_to_each_rejected_rows_reason(tmp_path):
+    from training import data
+    from ui import train_tab
+
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"prompt": "Hi", "response": "Hello"}\n[1]\n{"prompt": "", "response": "x"}\nnot json\n')
+    report = data.load_examples(path, "chat")
+    english, chinese = _in_both(lambda: train_tab.data_check(report))
+    assert english == ("Read 4 rows, kept 1. 3 rejected: line 2: not a JSON object but a list; line 3: empty "
+                       "'prompt'; line 4: not valid JSON: Expecting value.")
+    assert chinese.startswith("读取 4 条，保留 1 条。3 条被拒绝：第 2 行：不是 JSON 对象，而是列表；第 3 行：“prompt”为空")
+    assert english == report.summary().replace("; 3 rejected", ". 3 rejected")  # the log's English says the same
+
+
+def test_every_rejected_rows_reason_has_its_chinese():
+    """Every reason a row can be rejected for (training/formats.py, readers.py, the span recipe) is a known
+    sentence, so the data check never shows an English reason on a Chinese page."""
+    import ast
+
+    def samples(node) -> list[str]:  # the message with every {expression} as "x"
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return [node.value]
+        if isinstance(node, ast.JoinedStr):
+            return ["".join(v.value if isinstance(v, ast.Constant) else "x" for v in node.values)]
+        if isinstance(node, ast.IfExp):
+            return samples(node.body) + samples(node.orelse)
+        return []
+
+    found = []
+    for name in ("formats", "readers", "encoders"):
+        tree = ast.parse((UI.parent / "training" / f"{name}.py").read_text())
+        for call in ast.walk(tree):
+            if isinstance(call, ast.Call) and getattr(call.func, "id", "") in ("RowError", "Rejected"):
+                found += samples(call.args[-1])
+    assert len(found) >= 25
+    assert [text for text in found if i18n.localized_sentence(text, "zh-CN") == text] == []

@@ -71,18 +71,17 @@ def import_files(library: AdapterLibrary, training: TrainingService, files, name
     if not received:
         raise UserError("Upload the adapter first: a zip of its folder, or its adapter_config.json and "
                         "adapter_model.safetensors.")
-    progress(0.2, desc="checking the adapter against its base model")
+    progress(0.2, desc=phrase("adapters.progress_checking"))
     done = library.import_adapter(received, name, task, base, owner=user_of(request))
     return (table(training, request), done["name"],
-            f"Imported **{done['name']}**: a {done['task']} adapter on {done['base']} (rank {done['rank']}, "
-            f"{done['size_mb']} MB). Pick it in the {done['task']} tab.")
+            phrase("adapters.imported", name=done["name"], task=phrase(f"task.{done['task']}"), base=done["base"],
+                   rank=done["rank"], size=done["size_mb"]))
 
 
 def merge(library: AdapterLibrary, name: str, new_name: str, progress=gr.Progress(), request: gr.Request = None):
-    progress(0.2, desc="merging the adapter into a copy of its base model")
+    progress(0.2, desc=phrase("adapters.progress_merging"))
     done = library.merge_adapter(_chosen(name), new_name, owner=user_of(request))
-    return (f"Saved the model **{done['model']}** ({done['task']}, from {done['base']}): type `{done['model']}` "
-            "in a model box to use it.")
+    return phrase("adapters.merged", model=done["model"], task=phrase(f"task.{done['task']}"), base=done["base"])
 
 
 def export_gguf(library: AdapterLibrary, name: str, quantization: str, progress=gr.Progress(),
@@ -95,18 +94,19 @@ def export_gguf(library: AdapterLibrary, name: str, quantization: str, progress=
 
 def push(library: AdapterLibrary, name: str, repo_id: str, token: str, private: bool, progress=gr.Progress(),
          request: gr.Request = None):
-    progress(0.2, desc="uploading to the Hugging Face Hub")
+    progress(0.2, desc=phrase("adapters.progress_uploading"))
     done = library.push_adapter(_chosen(name), repo_id, token, private, owner=user_of(request))
-    return f"Uploaded to [{done['url']}]({done['url']}).", ""
+    return phrase("adapters.uploaded", url=done["url"]), ""
 
 
 def serve_at_scale(library: AdapterLibrary, names: list[str], request: gr.Request = None) -> str:
     """The command lines that serve the chosen adapters on vLLM and SGLang, as Markdown."""
     parts = []
     for group in library.serve_commands(names or [], owner=user_of(request)):
-        parts.append(f"**{group['base']}** with {', '.join(group['adapters'])} (largest rank {group['max_rank']})\n\n"
-                     f"vLLM:\n```bash\n{group['vllm']}\n```\nSGLang:\n```bash\n{group['sglang']}\n```\n"
-                     f"Then: `{group['use']}`")
+        heading = phrase("adapters.serve_group", base=group["base"], adapters=", ".join(group["adapters"]),
+                         rank=group["max_rank"])
+        parts.append(f"{heading}\n\nvLLM:\n```bash\n{group['vllm']}\n```\nSGLang:\n```bash\n{group['sglang']}\n```\n"
+                     + phrase("adapters.serve_then", use=f"`{group['use']}`"))
     return "\n\n".join(parts)
 
 

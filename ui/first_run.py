@@ -14,9 +14,9 @@ from tasks.compare import Comparison
 from tasks.spec import trainable_spec
 from training import data
 from training.service import TrainingService
-from ui.i18n import marked, phrase, t
+from ui.i18n import in_page_language, marked, phrase, t
 from ui.api import GENERATION, expose, handler, on_load, progress_for, user_of
-from ui.train_tab import ACTIVE, file_path, status_markdown
+from ui.train_tab import ACTIVE, data_check, file_path, status_markdown
 
 TASK = "chat"  # the promise is shown on chat: the sample teaches facts a base model cannot know
 PRESET = "quick"  # minutes on a CPU
@@ -56,9 +56,9 @@ def data_summary(file) -> str:
     if file in (None, ""):
         return marked("first_run.no_data")
     try:
-        return data.load_examples(file_path(file), TASK).summary()
+        return data_check(data.load_examples(file_path(file), TASK))
     except UserError as error:
-        return f"⚠️ {error}"
+        return f"⚠️ {in_page_language(str(error))}"
 
 
 def adapter_name(file) -> str:

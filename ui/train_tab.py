@@ -63,12 +63,17 @@ def task_fields(task: str) -> tuple[str, ...]:
     return tuple(f.name for f in trainable_spec(task).fields)
 
 
-def slot_label(task: str, i: int) -> str:
-    """The label of mapping dropdown i for a task: its field, marked when optional ("" for an unused slot)."""
-    fields = trainable_spec(task).fields
-    if i >= len(fields):
-        return ""
-    return f"{fields[i].name} column" + ("" if fields[i].required else " (optional)")
+def slot_texts(task: str, i: int, text=t) -> tuple[str, str | None]:
+    """Mapping dropdown i's label (its field, marked when optional) and help for a task, through text (t while
+    building, phrase in a handler); ("", None) for an unused slot. A task the dictionaries do not know shows its
+    fields' own English."""
+    spec = trainable_spec(task)
+    if i >= len(spec.fields):
+        return "", None
+    field, key = spec.fields[i], f"column.{spec.id}.{spec.fields[i].name}"
+    if key not in english():
+        return f"{field.name} column" + ("" if field.required else " (optional)"), field.help
+    return text(key), text(f"{key}.help")
 
 
 def column_mapping(task: str, chosen: list) -> dict | None:
@@ -80,9 +85,10 @@ def column_mapping(task: str, chosen: list) -> dict | None:
 def task_changed(service: TrainingService, task: str) -> list:
     """A new task: its base models, its data format and one mapping dropdown per field."""
     default = default_base_name(service.settings, trainable_spec(task))
-    mapping = [gr.update(visible=i < len(task_fields(task)), value=None, label=slot_label(task, i),
-                         info=trainable_spec(task).fields[i].help if i < len(task_fields(task)) else None)
-               for i in range(slots())]
+    mapping = []
+    for i in range(slots()):
+        label, info = slot_texts(task, i, phrase)
+        mapping.append(gr.update(visible=i < len(task_fields(task)), value=None, label=label, info=info))
     spec = trainable_spec(task)
     choices = [name for family in recipe_class(spec.id).families for name in catalog.choices(family)]
     return [gr.update(choices=choices, value=default), formats_text(spec), *mapping]
@@ -91,17 +97,33 @@ def task_changed(service: TrainingService, task: str) -> list:
 def inspect_data(task: str, file, *chosen):
     """Preview the file, offer its columns for mapping, and report what would be kept."""
     if file in (None, ""):
-        return gr.update(value=None), *[gr.update(choices=[])] * slots(), "Upload a data file."
+        return gr.update(value=None), *[gr.update(choices=[])] * slots(), phrase("train.upload_data_file")
     columns, rows = [], []
     try:
         path = file_path(file)
         columns, rows = data.preview(path)
         report = data.load_examples(path, task, column_mapping(task, list(chosen)))
-        summary = f"**Format:** {report.format}. {report.summary()}"
+        summary = phrase("data.format", format=report.format) + " " + data_check(report)
     except UserError as error:
-        summary = f"⚠️ {error}"
+        summary = f"⚠️ {in_page_language(str(error))}"
     table = pd.DataFrame(rows, columns=columns) if columns and rows else None
     return gr.update(value=table), *[gr.update(choices=columns, value=c) for c in chosen], summary
+
+
+def data_check(report: data.DataReport) -> str:
+    """What training would keep of a file, in the page's language: rows read and kept, then the first rejected
+    rows with their reasons (`report.summary()` says the same in English, for the log)."""
+    kept = (phrase("data.kept_one", kept=len(report.examples)) if report.rows_read == 1 else
+            phrase("data.kept", read=report.rows_read, kept=len(report.examples)))
+    if not report.rejected:
+        return kept
+    listed = phrase("data.separator").join(
+        phrase(f"data.at_{report.unit}", line=r.line, reason=in_page_language(r.reason))
+        for r in report.rejected[:data.MAX_LISTED])
+    more = len(report.rejected) - data.MAX_LISTED
+    rejected = (phrase("data.rejected_more", count=len(report.rejected), listed=listed, more=more) if more > 0 else
+                phrase("data.rejected", count=len(report.rejected), listed=listed))
+    return kept + ("" if kept.endswith("。") else " ") + rejected  # no space after a Chinese full stop
 
 
 def overrides(values: list, preset: str = "quick") -> dict:
@@ -123,7 +145,7 @@ def estimate(service: TrainingService, task: str, file, base: str, preset: str, 
 
     chosen, values = list(values[:slots()]), list(values[slots():])
     try:
-        progress(0.2, desc="Timing a few training steps on this machine")
+        progress(0.2, desc=phrase("train.progress_timing"))
         result = service.estimate(task, file_path(file), base, preset, overrides(values, preset),
                                   column_mapping(task, chosen))
         return preflight.describe(result) + zerogpu.training_note(result.get("steps"), result.get("step_s"))
@@ -332,9 +354,11 @@ def build(service: TrainingService, browser_secret: str) -> dict:
         with gr.Accordion(t("train.preview_column_mapping"), open=False):
             preview = gr.Dataframe(label=t("train.first_rows"), interactive=False)
             with gr.Row():
-                mapping = [gr.Dropdown([], label=slot_label("chat", i), visible=i < len(first.fields),
-                                       info=first.fields[i].help if i < len(first.fields) else None,
-                                       allow_custom_value=False) for i in range(slots())]
+                mapping = []
+                for i in range(slots()):
+                    label, info = slot_texts(first.id, i)
+                    mapping.append(gr.Dropdown([], label=label, info=info, visible=i < len(first.fields),
+                                               allow_custom_value=False))
         preset = gr.Radio([(t(f"preset.{name}"), name) for name in presets.PRESETS], value="quick",
                           label=t("train.preset"), info=t("train.quick_few_minutes_cpu"))
         with gr.Row(visible=not zerogpu.on_zero_gpu()):  # its trials outlast a ZeroGPU call

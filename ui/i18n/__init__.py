@@ -181,6 +181,7 @@ def page_locale(request: gr.Request | None) -> str:
 
 
 SENTENCES = ("error.", "report.", "reply.")  # the keys of whole sentences the server writes, with `{part}`s
+LITERAL = {"field"}  # parts kept as they are: a data file's column name is what the file must hold, in any language
 
 
 @cache
@@ -212,7 +213,8 @@ def localized_sentence(sentence: str, locale: str) -> str:
     for pattern, key in _error_patterns():
         found = pattern.match(sentence)
         if found and key in texts:
-            return texts[key].format(**{name: _term(part, texts) for name, part in found.groupdict().items()})
+            return texts[key].format(**{name: part if name in LITERAL else _term(part, texts)
+                                        for name, part in found.groupdict().items()})
     return sentence
 
 
