@@ -587,7 +587,8 @@ def test_the_column_mapping_reads_in_chinese_and_says_what_each_task_field_holds
             english, chinese = _in_both(lambda: train_tab.slot_texts(spec.id, i, i18n.phrase))
             assert english[0] == f"{field.name} column" + ("" if field.required else " (optional)")
             assert chinese[0].startswith(f"{field.name} 列") and not re.search(r"[a-z]{3,} [a-z]{3,}", chinese[1])
-    english, chinese = _in_both(lambda: train_tab.task_changed(SimpleNamespace(settings=settings), "search")[2:])  # a new task re-labels them
+    # a new task re-labels them
+    english, chinese = _in_both(lambda: train_tab.task_changed(SimpleNamespace(settings=settings), "search")[2:])
     assert [u.get("label") for u in chinese[:3]] == ["query 列", "positive 列", "negative 列（可选）"]
     assert chinese[0]["info"] == "别人搜索的内容" and english[0]["info"] == "what someone searches for"
     assert not chinese[3]["visible"] and chinese[3]["label"] == ""  # search has three fields
@@ -603,7 +604,8 @@ def test_the_data_check_reads_in_chinese_down_to_each_rejected_rows_reason(tmp_p
     english, chinese = _in_both(lambda: train_tab.data_check(report))
     assert english == ("Read 4 rows, kept 1. 3 rejected: line 2: not a JSON object but a list; line 3: empty "
                        "'prompt'; line 4: not valid JSON: Expecting value.")
-    assert chinese.startswith("读取 4 条，保留 1 条。3 条被拒绝：第 2 行：不是 JSON 对象，而是列表；第 3 行：“prompt”为空")
+    assert chinese.startswith("读取 4 条，保留 1 条。3 条被拒绝：第 2 行：不是 JSON 对象，而是列表；"
+                              "第 3 行：“prompt”为空")
     assert english == report.summary().replace("; 3 rejected", ". 3 rejected")  # the log's English says the same
 
 
@@ -629,3 +631,100 @@ def test_every_rejected_rows_reason_has_its_chinese():
                 found += samples(call.args[-1])
     assert len(found) >= 25
     assert [text for text in found if i18n.localized_sentence(text, "zh-CN") == text] == []
+
+
+# Sentences the server raises that never reach the page, so they stay English: each with why.
+ENGLISH_ONLY = {
+    "Write overrides and columns as KEY=VALUE.": "cli.py: the `train` command's own arguments, at the terminal",
+    "The two passwords differ; nothing was changed.": "cli.py: `users passwd` asks twice at the terminal",
+    "Send your API key with the call (Authorization: Bearer KEY).": "ui/api.py: only the MCP server's own client",
+}
+
+
+def _raised_sentences() -> list[str]:
+    """Every sentence the app's source raises as a UserError, each {expression} as "x"; also those it raises from
+    a variable: a settings check's (`checks = [(ok, sentence), ...]`) and a recipe's `nothing_to_learn`."""
+    import ast
+
+    def render(node) -> list[str]:
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return [node.value]
+        if isinstance(node, ast.JoinedStr):
+            return ["".join(v.value if isinstance(v, ast.Constant) else "x" for v in node.values)]
+        if isinstance(node, ast.IfExp):
+            return render(node.body) + render(node.orelse)
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+            return [a + b for a in render(node.left) for b in render(node.right)]
+        return []
+
+    root, found = UI.parent, []
+    for path in sorted(root.rglob("*.py")):
+        if {".venv", "tests", "bench"} & set(path.relative_to(root).parts):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and node.args and "UserError" in (getattr(node.func, "id", None),
+                                                                             getattr(node.func, "attr", None)):
+                found += render(node.args[0])
+            elif isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "nothing_to_learn":
+                found += render(node.value)
+            elif isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "checks":
+                found += [text for check in node.value.elts for text in render(check.elts[-1])]
+    return found
+
+
+def test_every_error_the_server_raises_has_its_chinese():
+    sentences = _raised_sentences()
+    assert len(sentences) > 200  # the scan still finds them
+    untranslated = {text for text in sentences if i18n.localized_sentence(text, "zh-CN") == text}
+    assert sorted(untranslated) == sorted(ENGLISH_ONLY)
+
+
+def test_each_sentence_template_takes_its_own_sentences():
+    """No template takes a sentence meant for another: each one, filled in, reads back through its own key."""
+    english = i18n.english()
+    for key, template in english.items():
+        if key.startswith(i18n.SENTENCES):
+            sentence = re.sub(r"\{(\w+)\}", lambda part: f"<{part.group(1)}>", template)
+            taken = next(k for pattern, k in i18n._error_patterns() if pattern.match(sentence))
+            assert english[taken] == template, (key, taken)
+
+
+def test_raised_errors_read_in_chinese_with_their_parts_in_place(tmp_path):
+    import zipfile
+
+    from errors import UserError
+    from models.portable import _checked_member
+    from tasks.base import require_range
+    from tasks.text import csv_column
+    from tasks.translate import language
+
+    (tmp_path / "reviews.csv").write_text("text,stars\nGreat,5\n")
+    raised = []
+    for raise_it in (lambda: _checked_member(zipfile.ZipInfo("../evil.json")),
+                     lambda: require_range(3, "Temperature", 0.0, 2.0),
+                     lambda: csv_column(tmp_path / "reviews.csv", "review", 10),
+                     lambda: language("xx", "source")):
+        with pytest.raises(UserError) as error:
+            raise_it()
+        raised.append(str(error.value))
+    chinese = [i18n.localized_sentence(sentence, "zh-CN") for sentence in raised]
+    assert chinese[:3] == ["zip 条目“../evil.json”指向适配器文件夹之外；已拒绝该 zip。",
+                           "温度必须在 0.0 到 2.0 之间，而不是 3。",  # a known term is translated
+                           "文件中没有“review”列；它的列是：text, stars。"]  # a column's name stays as the file has it
+    assert chinese[3].startswith("未知的源语言“xx”")  # training/language.py puts it after a row's number:
+    assert i18n.localized_sentence(f"Row 4: {raised[3]}", "zh-CN") == f"第 4 行：{chinese[3]}"  # translated too
+    for english, chinese in [
+        ("The adapter 'reviews' was trained for sentiment, not chat.",  # models/adapters.py
+         "适配器“reviews”是为 sentiment 任务训练的，不能用于 chat。"),
+        ("The adapter does not fit gpt2: its layer 'transformer.h.0.attn.c_attn' expects size 576, the model's has "
+         "768. Choose its base model.",  # models/portable.py
+         "适配器与 gpt2 不匹配：它的层“transformer.h.0.attn.c_attn”需要大小 576，而模型的是 768。请选择它的基础模型。"),
+        ("The collection 'handbook' is shared with you by alice, read-only; only they can change it.",
+         "文档集“handbook”是 alice 以只读方式共享给你的；只有对方可以修改它。"),  # tasks/collections.py
+        ("The text is already in French; pick another target language.", "文本已经是法语；请选择另一种目标语言。"),
+    ]:
+        assert i18n.localized_sentence(english, "zh-CN") == chinese
+    # A job's error of two sentences, as the Make data view shows it (by sentence, for a report), reads whole.
+    failed = "No usable rows were made from 2 passages: the writer answered nothing. Try another writer model."
+    assert i18n.localized_text(failed, "zh-CN") == ("从 2 个段落中没有生成可用的数据：出题模型什么也没有回答。"
+                                                    "请换一个出题模型。")

@@ -181,7 +181,11 @@ def page_locale(request: gr.Request | None) -> str:
 
 
 SENTENCES = ("error.", "report.", "reply.")  # the keys of whole sentences the server writes, with `{part}`s
-LITERAL = {"field"}  # parts kept as they are: a data file's column name is what the file must hold, in any language
+# Parts kept as they are: a data file's column names are what the file must hold, in any language.
+LITERAL = {"field", "column", "columns"}
+NESTED = {"error", "variant"}  # parts that are themselves sentences the server writes: a row's error, a variant's name
+TERMS = ("term.", "lang.")  # the keys of the words a part is translated as: a metric's name, a language's
+BREAK = re.compile(r"(?<=[.!?]) +")  # where the next sentence of a text begins
 
 
 @cache
@@ -198,22 +202,31 @@ def _error_patterns() -> list[tuple[re.Pattern, str]]:
 
 
 def _term(value: str, texts: dict[str, str]) -> str:
-    """A part of a sentence in the target language when it is a known term (`term.*`), else as it is."""
+    """A part of a sentence in the target language when it is a known term (`term.*`, a language's name), else as
+    it is."""
     for key, english_text in english().items():
-        if key.startswith("term.") and english_text == value:
+        if key.startswith(TERMS) and english_text == value:
             return texts.get(key, value)
     return value
 
 
-def localized_sentence(sentence: str, locale: str) -> str:
-    """A known English error sentence in locale (its parts kept, known terms translated); any other as it is."""
+def _part(name: str, part: str, locale: str, texts: dict[str, str]) -> str:
+    """A sentence's part in locale: literal, a sentence of its own, or a term."""
+    if name in LITERAL:
+        return part
+    return localized_sentence(part, locale) if name in NESTED else _term(part, texts)
+
+
+def localized_sentence(sentence: str, locale: str, sentences: int | None = None) -> str:
+    """A known English error sentence in locale (its parts kept, known terms translated); any other as it is.
+    sentences: only a template of that many sentences may take it."""
     texts = languages().get(locale)
     if texts is None or locale == SOURCE:
         return sentence
     for pattern, key in _error_patterns():
         found = pattern.match(sentence)
-        if found and key in texts:
-            return texts[key].format(**{name: part if name in LITERAL else _term(part, texts)
+        if found and key in texts and sentences in (None, len(BREAK.split(english()[key]))):
+            return texts[key].format(**{name: _part(name, part, locale, texts)
                                         for name, part in found.groupdict().items()})
     return sentence
 
@@ -222,8 +235,13 @@ def localized_text(text: str, locale: str) -> str:
     """A text of several sentences (a report's summary): each known sentence in locale, the rest as it is."""
     if locale == SOURCE:
         return text
+    parts = BREAK.split(text)
+    # A message of several sentences that one template writes (an error and its advice: a job's error) goes whole;
+    # only a template of as many sentences may take it, so a one-sentence template's part never swallows the rest.
+    if len(parts) > 1 and (whole := localized_sentence(text, locale, len(parts))) != text:
+        return whole
     joined = ""
-    for part in re.split(r"(?<=[.!?]) +", text):
+    for part in parts:
         part = localized_sentence(part, locale)
         joined += ("" if not joined or joined.endswith(("。", "！", "？")) else " ") + part
     return joined
