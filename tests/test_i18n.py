@@ -349,7 +349,7 @@ def test_the_views_error_sentences_read_in_chinese(sentence):
 
 
 def _task_notes() -> list[str]:
-    """The notes the task modules write, as they write them (tasks/summarize.py, translate.py, base.py)."""
+    """The notes the task modules write, as they write them (tasks/summarize.py, translate.py, base.py, chat.py)."""
     from tasks.answer import SENTENCE_NOTE
     from tasks.sentiment import ZERO_SHOT_NOTE
 
@@ -365,7 +365,10 @@ def _task_notes() -> list[str]:
             "Translated by SmolLM2-135M-Instruct with a translation prompt, line by line. It is a small offline "
             "model and a weak translator: check the result, or pick a translation model (NLLB, or "
             "Helsinki-NLP/opus-mt-{src}-{tgt}) when the hub is reachable. 2 pieces came back empty from the model "
-            "and were left untranslated."]
+            "and were left untranslated.",
+            "The conversation was longer than SmolLM2-135M-Instruct can read, so the 3 oldest messages were left out "
+            "of this reply. This text is Chinese, but SmolLM2-135M-Instruct is an English-first model, so expect "
+            "weaker results."]  # tasks/chat.py: the Chat view's warning
 
 
 @pytest.mark.parametrize("note", _task_notes())
@@ -641,35 +644,96 @@ ENGLISH_ONLY = {
 }
 
 
-def _raised_sentences() -> list[str]:
-    """Every sentence the app's source raises as a UserError, each {expression} as "x"; also those it raises from
-    a variable: a settings check's (`checks = [(ok, sentence), ...]`) and a recipe's `nothing_to_learn`."""
+def _source() -> list:
+    """The app's source, parsed (not its tests, benchmarks or virtualenv)."""
     import ast
 
-    def render(node) -> list[str]:
-        if isinstance(node, ast.Constant) and isinstance(node.value, str):
-            return [node.value]
-        if isinstance(node, ast.JoinedStr):
-            return ["".join(v.value if isinstance(v, ast.Constant) else "x" for v in node.values)]
-        if isinstance(node, ast.IfExp):
-            return render(node.body) + render(node.orelse)
-        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
-            return [a + b for a in render(node.left) for b in render(node.right)]
-        return []
+    root = UI.parent
+    return [ast.parse(path.read_text()) for path in sorted(root.rglob("*.py"))
+            if not {".venv", "tests", "bench"} & set(path.relative_to(root).parts)]
 
-    root, found = UI.parent, []
-    for path in sorted(root.rglob("*.py")):
-        if {".venv", "tests", "bench"} & set(path.relative_to(root).parts):
-            continue
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Call) and node.args and "UserError" in (getattr(node.func, "id", None),
-                                                                             getattr(node.func, "attr", None)):
-                found += render(node.args[0])
+
+def _texts(node, follow=lambda name: []) -> list[str]:
+    """The strings an expression can be, each {expression} as "x"; follow(name): what a variable or a called
+    function stands for (nothing where not followed)."""
+    import ast
+
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return [node.value]
+    if isinstance(node, ast.JoinedStr):
+        texts = [""]
+        for value in node.values:
+            parts = [value.value] if isinstance(value, ast.Constant) else _texts(value.value, follow) or ["x"]
+            texts = [text + part for text in texts for part in parts]
+        return texts
+    if isinstance(node, ast.IfExp):
+        return _texts(node.body, follow) + _texts(node.orelse, follow)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        return [a + b for a in _texts(node.left, follow) for b in _texts(node.right, follow)]
+    if isinstance(node, ast.Name):
+        return follow(node.id)
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        return follow(node.func.id)
+    return []
+
+
+def _user_error_kinds(trees: list) -> set[str]:
+    """UserError and the classes derived from it (errors.py's NotFound, TooLarge, OverLimit; a backend's)."""
+    import ast
+
+    classes = [node for tree in trees for node in ast.walk(tree) if isinstance(node, ast.ClassDef)]
+    kinds = {"UserError"}
+    while derived := {c.name for c in classes if c.name not in kinds
+                      and {getattr(base, "id", getattr(base, "attr", None)) for base in c.bases} & kinds}:
+        kinds |= derived
+    return kinds
+
+
+def _raised_sentences() -> list[str]:
+    """Every sentence the app's source raises as a UserError (or a kind of it), each {expression} as "x"; also
+    those it raises from a variable: a settings check's (`checks = [(ok, sentence), ...]`) and a recipe's
+    `nothing_to_learn`."""
+    import ast
+
+    trees, found = _source(), []
+    kinds = _user_error_kinds(trees)
+    for tree in trees:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and node.args and {getattr(node.func, "id", None),
+                                                             getattr(node.func, "attr", None)} & kinds:
+                found += _texts(node.args[0])
             elif isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "nothing_to_learn":
-                found += render(node.value)
+                found += _texts(node.value)
             elif isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "checks":
-                found += [text for check in node.value.elts for text in render(check.elts[-1])]
+                found += [text for check in node.value.elts for text in _texts(check.elts[-1])]
     return found
+
+
+def _job_errors() -> list[str]:
+    """Every error a job can end with, as the source writes it: each `error=` keyword's value (the job store's
+    update and transition), a variable followed to what its function assigns it, a call to what that function
+    returns (the worker's readable())."""
+    import ast
+
+    functions = [node for tree in _source() for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)]
+    by_name = {function.name: function for function in functions}
+
+    def inside(function, seen: frozenset = frozenset()):
+        def follow(name: str) -> list[str]:
+            if name in seen:
+                return []
+            assigned = [node.value for node in ast.walk(function) if isinstance(node, ast.Assign)
+                        and [getattr(target, "id", None) for target in node.targets] == [name]]
+            if assigned:
+                return [text for value in assigned for text in _texts(value, inside(function, seen | {name}))]
+            called = by_name.get(name)
+            returned = [node.value for node in ast.walk(called) if isinstance(node, ast.Return)] if called else []
+            return [text for value in returned if value for text in _texts(value, inside(called, seen | {name}))]
+        return follow
+
+    return sorted({text for function in functions for call in ast.walk(function) if isinstance(call, ast.Call)
+                   for keyword in call.keywords if keyword.arg == "error"
+                   for text in _texts(keyword.value, inside(function)) if text})
 
 
 def test_every_error_the_server_raises_has_its_chinese():
@@ -677,6 +741,75 @@ def test_every_error_the_server_raises_has_its_chinese():
     assert len(sentences) > 200  # the scan still finds them
     untranslated = {text for text in sentences if i18n.localized_sentence(text, "zh-CN") == text}
     assert sorted(untranslated) == sorted(ENGLISH_ONLY)
+
+
+def test_every_error_a_job_ends_with_has_its_chinese():
+    """What a training, evaluation or make-data job stores as its error (the manager's, the worker's readable())
+    is shown in its view in the page's language: each form has its Chinese."""
+    errors = _job_errors()
+    assert len(errors) >= 8  # the scan still finds them
+    assert [text for text in errors if i18n.localized_text(text, "zh-CN") == text] == []
+
+
+def test_a_jobs_error_reads_in_chinese_in_its_view():
+    from types import SimpleNamespace
+
+    from training.manager import JobManager
+    from training.store import JobState
+    from training.worker import readable
+    from ui import evaluate_tab, train_tab
+
+    stored = []
+    store = SimpleNamespace(get=lambda job_id: SimpleNamespace(state=JobState.RUNNING, cancel=0),
+                            update=lambda job_id, **fields: stored.append(fields["error"]))
+    for code in (-9, 1):  # the worker was killed, or exited without writing its outcome
+        JobManager._finished(SimpleNamespace(store=store), "job-1", code)
+    errors = stored + [readable(MemoryError(), "Evaluation"), readable(KeyboardInterrupt(), "Making training data"),
+                       readable(ValueError("bad value"))]
+    assert [i18n.localized_text(error, "zh-CN") for error in errors] == [
+        "训练进程意外停止（被信号 9 终止）；没有保存适配器。", "训练进程意外停止（以退出码 1 退出）；没有保存适配器。",
+        "评估时机器内存不足：请选择更小的模型。", "生成训练数据被中断了。", "训练失败：ValueError: bad value"]
+    status = {"state": "failed", "step": 3, "total_steps": 10, "epoch": 1, "eta_s": 0, "error": errors[0]}
+    english, chinese = _in_both(lambda: (train_tab.status_markdown(status), evaluate_tab.progress_markdown(status)))
+    assert all(errors[0] in text for text in english) and all("被信号 9 终止" in text for text in chinese)
+
+
+def test_the_system_panels_decoding_column_reads_in_chinese():
+    """The decoding column as models/ writes it (kernels.tune, the lean pass's describe(), loading.decoding())
+    reads in Chinese, product names and figures kept."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from models import kernels
+    from models.decoder import LeanDecoder
+    from models.loading import LoadedLM, decoding
+    from ui.system_tab import decoding_in_page_language
+
+    def line(kernel: str, joined=None, extra_mb=0, speculate=False, drafted=0) -> str:
+        lean = "" if joined is None else "; " + LeanDecoder.describe(SimpleNamespace(joined=joined,
+                                                                                     extra_bytes=extra_mb * 2**20))
+        engine = SimpleNamespace(speculate=speculate, accepted=drafted // 2, drafted=drafted)
+        return decoding(LoadedLM(None, None, None, engine, kernel + lean))
+
+    small = torch.nn.Sequential(torch.nn.Linear(4, 4))
+    lines = [line(kernels._described({"W·xᵀ (prompts too)": 3, "fp16 weights": 165, "library": 1}, 90 * 2**20),
+                  ["q·k·v", "gate·up"], 12, speculate=True, drafted=2468),
+             line(kernels._described({"fp16 weights (prompts too)": 1}, 0), ["gate·up"], speculate=True),
+             line(kernels._described({"library": 30}, 0), []),
+             line(kernels.tune(small, enabled=False).text),
+             line(kernels.tune(small).text),
+             line(kernels.tune(torch.nn.Sequential(torch.nn.Linear(4, 4, dtype=torch.bfloat16))).text)]
+    english, chinese = _in_both(lambda: [decoding_in_page_language(text) for text in lines])
+    assert english == lines  # an English page shows what models/ wrote
+    assert chinese[0] == ("加载时实测：3 层用W·xᵀ（提示词也用），165 层用fp16 权重，1 层用库自带的乘法，"
+                          "fp16 副本另占 90 MB；精简前向计算（q·k·v 与 gate·up 各合并为一次 fp16 乘法，"
+                          "取代各自的乘法，内存净变化 +12 MB）；推测解码：开（2,468 个草稿 token 中保留了 1,234 个）")
+    assert chinese[1].startswith("加载时实测：1 层用fp16 权重（提示词也用）；精简前向计算（gate·up 各合并")
+    assert chinese[1].endswith("；推测解码：开（还没有草稿）")
+    for text in chinese:
+        words = re.sub(r"W·xᵀ|fp16|fp32|q·k·v|gate·up|--decode-kernels plain|CPU|MB|token", "", text)
+        assert re.search(r"[\u4e00-\u9fff]", text) and not re.search(r"[A-Za-z]{2,}", words), text
 
 
 def test_each_sentence_template_takes_its_own_sentences():
@@ -694,7 +827,9 @@ def test_raised_errors_read_in_chinese_with_their_parts_in_place(tmp_path):
 
     from errors import UserError
     from models.portable import _checked_member
+    from models.adapters import _unknown
     from tasks.base import require_range
+    from tasks.sentiment import MAX_CHARS, split_texts
     from tasks.text import csv_column
     from tasks.translate import language
 
@@ -711,6 +846,12 @@ def test_raised_errors_read_in_chinese_with_their_parts_in_place(tmp_path):
     assert chinese[:3] == ["zip 条目“../evil.json”指向适配器文件夹之外；已拒绝该 zip。",
                            "温度必须在 0.0 到 2.0 之间，而不是 3。",  # a known term is translated
                            "文件中没有“review”列；它的列是：text, stars。"]  # a column's name stays as the file has it
+    # The kinds of UserError (NotFound, TooLarge) read in Chinese as well.
+    with pytest.raises(UserError) as error:
+        split_texts(["fine", "x" * (MAX_CHARS + 1)])
+    assert i18n.localized_sentence(str(error.value), "zh-CN") == (
+        f"第 2 条文本太长（{MAX_CHARS + 1:,} 个字符）；每条最多 {MAX_CHARS:,} 个。")
+    assert i18n.localized_sentence(str(_unknown("reviews")), "zh-CN") == "没有名为“reviews”的适配器。"
     assert chinese[3].startswith("未知的源语言“xx”")  # training/language.py puts it after a row's number:
     assert i18n.localized_sentence(f"Row 4: {raised[3]}", "zh-CN") == f"第 4 行：{chinese[3]}"  # translated too
     for english, chinese in [

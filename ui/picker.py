@@ -13,7 +13,7 @@ from models import catalog
 from models.adapters import NO_ADAPTER, selected
 from tasks.base import Task
 from ui.api import expose, on_load, user_of
-from ui.i18n import page_locale, phrase, t, text_in_page_language
+from ui.i18n import in_page_language, page_locale, phrase, t, text_in_page_language
 
 MODEL_INFO = t("picker.model_info")
 ADAPTER_INFO = t("picker.adapter_info")
@@ -140,7 +140,7 @@ def describer(task: Task, note: Callable[[str, str], str] | None) -> Callable[[s
         try:
             return info_line(model, note(model, adapter, owner=user_of(request)) if note else "")
         except UserError as error:
-            return info_line(model, f"⚠️ {error}")
+            return info_line(model, f"⚠️ {in_page_language(str(error))}")
     return describe
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import gradio as gr
@@ -10,7 +11,9 @@ from models import device
 from tasks.base import Context
 from training.manager import placement
 from ui.api import handler, user_of
-from ui.i18n import phrase, t, text_in_page_language
+from ui.i18n import in_page_language, phrase, t, text_in_page_language
+
+ITEM_BREAK = re.compile(r", (?![^(]*\))")  # a ", " between the products measured at load, not inside a parenthesis
 
 
 def disk_used_mb(ctx: Context) -> float:
@@ -20,12 +23,21 @@ def disk_used_mb(ctx: Context) -> float:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) / 2**20
 
 
+def decoding_in_page_language(line: str) -> str:
+    """The decoding column's line (models/loading.py decoding()) in the page's language, piece by piece: its
+    pieces are joined by "; ", the products measured at load by ", ", and each is a known English piece
+    (`report.decode.*`). models/ writes it in English, for the log and the benchmarks too."""
+    return phrase("system.decoding.pieces").join(
+        phrase("system.decoding.items").join(map(in_page_language, ITEM_BREAK.split(piece)))
+        for piece in line.split("; "))
+
+
 def system_report(ctx: Context, request: gr.Request = None) -> str:
     """The panel; server paths (the data directory, model folders) only for an admin, the server's operator."""
     operator = ctx.accounts.is_admin(user_of(request))
     facts = device.describe()
     shown = (lambda key: key) if operator else (lambda key: Path(key.split(":", 1)[-1].split("+")[0]).name)
-    models = "\n".join(f"| {shown(m['model'])} | {m['memory_mb']} MB | {m['decoding']} |"
+    models = "\n".join(f"| {shown(m['model'])} | {m['memory_mb']} MB | {decoding_in_page_language(m['decoding'])} |"
                        for m in ctx.hub.loaded()) or f"| {phrase('system.none_yet')} | | |"
     where = (phrase("system.data_directory", path=ctx.settings.data_dir.resolve(), used=f"{disk_used_mb(ctx):.0f}")
              + "\n\n" if operator else "")

@@ -150,7 +150,7 @@ def estimate(service: TrainingService, task: str, file, base: str, preset: str, 
                                   column_mapping(task, chosen))
         return preflight.describe(result) + zerogpu.training_note(result.get("steps"), result.get("step_s"))
     except UserError as error:
-        return f"⚠️ {error}"
+        return f"⚠️ {in_page_language(str(error))}"
 
 
 def start(service: TrainingService, request: gr.Request, task, file, validation, base, name, preset, search,

@@ -183,7 +183,8 @@ def page_locale(request: gr.Request | None) -> str:
 SENTENCES = ("error.", "report.", "reply.")  # the keys of whole sentences the server writes, with `{part}`s
 # Parts kept as they are: a data file's column names are what the file must hold, in any language.
 LITERAL = {"field", "column", "columns"}
-NESTED = {"error", "variant"}  # parts that are themselves sentences the server writes: a row's error, a variant's name
+# Parts that are themselves sentences the server writes: a row's error, a variant's name, a decode product's name.
+NESTED = {"error", "variant", "product"}
 TERMS = ("term.", "lang.")  # the keys of the words a part is translated as: a metric's name, a language's
 BREAK = re.compile(r"(?<=[.!?]) +")  # where the next sentence of a text begins
 

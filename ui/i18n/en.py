@@ -1133,4 +1133,85 @@ TEXTS = {
     'error.upload_adapter_first': 'Upload the adapter first: a zip of its folder, or its adapter_config.json and adapter_model.safetensors.',
     # ui/make_data_tab.py
     'error.no_rows_left': 'There are no rows left to train on.',
+    # the kinds of UserError (NotFound, TooLarge, OverLimit; a backend's BackendDown), by source file
+    # accounts.py
+    'error.no_user': "There is no user named '{name}'.",
+    'error.no_api_key': "You have no API key '{key}'.",
+    # models/adapters.py, server/naming.py
+    'error.no_adapter': "There is no adapter named '{name}'.",
+    # models/portable.py
+    'error.file_over_mb': "The file '{name}' is larger than {limit} MB.",
+    'error.zip_entries': 'The zip holds {count} entries; an adapter has a few (at most {limit}).',
+    'error.zip_entry_large': "The zip entry '{entry}' unpacks to {size} MB, more than an adapter can be; it was not unpacked.",
+    'error.zip_large': 'The zip unpacks to more than an adapter can be; it was not unpacked.',
+    'error.config_large': "{config} is too large to be an adapter's configuration.",
+    # models/remote.py
+    'error.backend_down': 'The serving backend at {url} does not answer ({reason}); try again in a moment, or ask the operator to start it.',
+    # server/edge.py
+    'error.generations_limit': 'You have {count} generations running and the limit is {limit}; wait for one to finish and try again.',
+    'error.request_large': 'The request is larger than {size} MB, more than this server reads.',
+    # server/openai_compat.py
+    'error.no_model_here': "There is no model '{name}' here; GET /v1/models lists them.",
+    'error.no_adapter_here': "There is no adapter named '{name}' here.",
+    'error.embeddings_large': 'Send at most {count} texts and {limit} characters in all per request.',
+    # tasks/answer.py
+    'error.question_long': 'The question is too long ({count} tokens); keep it under {limit}.',
+    # tasks/chat.py
+    'error.no_room_passages': "Your message leaves no room in {model} for the documents' passages: shorten it.",
+    'error.conversation_long': 'The conversation is too long: with its history and system prompt it has more than {limit} characters. Clear the conversation (or some of it) and ask again.',
+    'error.continue_long': 'The text is too long for {model}: {count} tokens, and it reads at most {room} before the continuation. Shorten it or ask for fewer new tokens.',
+    'error.message_long': 'Your message is too long for {model}: it reads at most {room} tokens with the system prompt. Shorten the message or the system prompt.',
+    # tasks/collections.py
+    'error.no_document': "There is no document named '{name}' in the collection '{collection}'.",
+    'error.no_collection': "There is no collection named '{name}'; add documents to create it.",
+    # tasks/feedback.py
+    'error.no_feedback_row': "You have no feedback row '{row}'.",
+    'error.feedback_long': 'This feedback is too long ({count} characters); a row holds up to {limit}.',
+    # tasks/sentiment.py
+    'error.texts_many': 'There are {count} texts; the limit is {limit} per request. Split them into smaller batches.',
+    'error.text_long': 'Text {number} is too long ({count} characters); the limit is {limit} per text.',
+    # training/service.py
+    'error.eval_rows_many': 'The set has {count} rows; this server evaluates at most {limit} at once. Use a sample of them.',
+    'error.jobs_limit': 'You already have {count} jobs waiting or running (the limit is {limit}); wait for one to finish or cancel one.',
+    'error.no_training_job': "There is no training job '{job}'.",
+    # the error a job ends with (the Train, Evaluate and Make data views): training/manager.py
+    'error.app_stopped_training': 'The app stopped while this job was training; resume it to continue.',
+    'error.process_killed': 'The training process stopped unexpectedly (it was killed by signal {signal}); no adapter was saved.',
+    'error.process_exited': 'The training process stopped unexpectedly (it exited with code {code}); no adapter was saved.',
+    # training/worker.py readable(): what failed, in the training, evaluation and make-data jobs
+    'error.out_of_memory': 'The machine ran out of memory during this {what}: pick a smaller model.',
+    'error.out_of_memory_training': 'The machine ran out of memory while training: lower the batch size or the max sequence length, or pick a smaller model.',
+    'error.job_interrupted': '{what} was interrupted.',
+    'error.job_failed': '{what} failed: {reason}',
+    'term.job_training': 'Training',
+    'term.job_evaluation': 'Evaluation',
+    'term.job_evaluation_lower': 'evaluation',
+    'term.job_making_data': 'Making training data',
+    'term.job_making_data_lower': 'making training data',
+    # tasks/chat.py: the warning when old messages were left out
+    'report.dropped_messages': 'The conversation was longer than {model} can read, so the {count} oldest messages were left out of this reply.',
+    'report.dropped_message': 'The conversation was longer than {model} can read, so the {count} oldest message was left out of this reply.',
+    # the System panel's decoding column, piece by piece: models/kernels.py (tune), models/decoder.py (describe),
+    # models/loading.py (decoding)
+    'report.decode.library_fastest': 'library products (measured fastest)',
+    'report.decode.library_plain': 'library products (--decode-kernels plain)',
+    'report.decode.library_fp32_cpu': 'library products (measured only for fp32 weights on a CPU)',
+    'report.decode.library_small': 'library products (a model this small decodes fast either way)',
+    'report.decode.measured_layers': 'measured at load: {product} for {count} layers',
+    'report.decode.measured_layer': 'measured at load: {product} for {count} layer',
+    'report.decode.layers': '{product} for {count} layers',
+    'report.decode.layer': '{product} for {count} layer',
+    'report.decode.prompts_too': '{product} (prompts too)',
+    'report.decode.library': 'library',
+    'report.decode.fp16': 'fp16 weights',
+    'report.decode.fp16_copies': '+{size} MB for the fp16 copies',
+    'report.decode.lean': 'lean forward pass',
+    'report.decode.lean_joined': 'lean forward pass ({joined} joined in one fp16 product each, in place of their own)',
+    'report.decode.lean_joined_net': 'lean forward pass ({joined} joined in one fp16 product each, in place of their own, {size} MB net)',
+    'term.decode_joined_both': 'q·k·v and gate·up',
+    'report.decode.drafts_off': 'speculative drafts off',
+    'report.decode.drafts_none': 'speculative drafts on (no drafts yet)',
+    'report.decode.drafts_kept': 'speculative drafts on ({kept} of {drafted} draft tokens kept)',
+    'system.decoding.pieces': '; ',
+    'system.decoding.items': ', ',
 }

@@ -1133,4 +1133,85 @@ TEXTS = {
     'error.upload_adapter_first': '请先上传适配器：它的文件夹的 zip，或它的 adapter_config.json 和 adapter_model.safetensors。',
     # ui/make_data_tab.py
     'error.no_rows_left': '没有剩下可用于训练的数据了。',
+    # the kinds of UserError (NotFound, TooLarge, OverLimit; a backend's BackendDown), by source file
+    # accounts.py
+    'error.no_user': '没有名为“{name}”的用户。',
+    'error.no_api_key': '你没有 API 密钥“{key}”。',
+    # models/adapters.py, server/naming.py
+    'error.no_adapter': '没有名为“{name}”的适配器。',
+    # models/portable.py
+    'error.file_over_mb': '文件“{name}”超过了 {limit} MB。',
+    'error.zip_entries': 'zip 中有 {count} 个条目；一个适配器只有几个文件（最多 {limit} 个）。',
+    'error.zip_entry_large': 'zip 条目“{entry}”解压后有 {size} MB，超过了适配器可能的大小；没有解压它。',
+    'error.zip_large': 'zip 解压后超过了适配器可能的大小；没有解压它。',
+    'error.config_large': '{config} 太大，不可能是适配器的配置。',
+    # models/remote.py
+    'error.backend_down': '位于 {url} 的推理后端没有响应（{reason}）；请稍后再试，或请管理员启动它。',
+    # server/edge.py
+    'error.generations_limit': '你有 {count} 个生成正在运行，上限是 {limit} 个；请等其中一个完成后再试。',
+    'error.request_large': '请求大于 {size} MB，超过了这台服务器读取的上限。',
+    # server/openai_compat.py
+    'error.no_model_here': '这里没有模型“{name}”；GET /v1/models 会列出可用的模型。',
+    'error.no_adapter_here': '这里没有名为“{name}”的适配器。',
+    'error.embeddings_large': '每个请求最多发送 {count} 条文本，总共最多 {limit} 个字符。',
+    # tasks/answer.py
+    'error.question_long': '问题太长（{count} 个 token）；请控制在 {limit} 个以内。',
+    # tasks/chat.py
+    'error.no_room_passages': '你的消息占满了 {model} 能读取的长度，没有给文档的段落留下空间：请缩短它。',
+    'error.conversation_long': '对话太长：连同历史记录和系统提示词，超过了 {limit} 个字符。请清空对话（或其中一部分）后再问。',
+    'error.continue_long': '文本对 {model} 来说太长：有 {count} 个 token，而它在续写之前最多读取 {room} 个。请缩短文本，或减少最大新 token 数。',
+    'error.message_long': '你的消息对 {model} 来说太长：连同系统提示词，它最多读取 {room} 个 token。请缩短消息或系统提示词。',
+    # tasks/collections.py
+    'error.no_document': '文档集“{collection}”中没有名为“{name}”的文档。',
+    'error.no_collection': '没有名为“{name}”的文档集；添加文档即可创建它。',
+    # tasks/feedback.py
+    'error.no_feedback_row': '你没有反馈行“{row}”。',
+    'error.feedback_long': '这条反馈太长（{count} 个字符）；每行最多 {limit} 个。',
+    # tasks/sentiment.py
+    'error.texts_many': '共有 {count} 条文本；每个请求最多 {limit} 条。请分成更小的批次。',
+    'error.text_long': '第 {number} 条文本太长（{count} 个字符）；每条最多 {limit} 个。',
+    # training/service.py
+    'error.eval_rows_many': '这组数据有 {count} 行；这台服务器一次最多评估 {limit} 行。请从中抽样使用。',
+    'error.jobs_limit': '你已经有 {count} 个任务在等待或运行（上限是 {limit} 个）；请等其中一个完成，或取消一个。',
+    'error.no_training_job': '没有训练任务“{job}”。',
+    # the error a job ends with (the Train, Evaluate and Make data views): training/manager.py
+    'error.app_stopped_training': '这个任务训练期间应用停止了；点击继续即可接着训练。',
+    'error.process_killed': '训练进程意外停止（被信号 {signal} 终止）；没有保存适配器。',
+    'error.process_exited': '训练进程意外停止（以退出码 {code} 退出）；没有保存适配器。',
+    # training/worker.py readable(): what failed, in the training, evaluation and make-data jobs
+    'error.out_of_memory': '{what}时机器内存不足：请选择更小的模型。',
+    'error.out_of_memory_training': '训练时机器内存不足：请调低批大小或最大序列长度，或选择更小的模型。',
+    'error.job_interrupted': '{what}被中断了。',
+    'error.job_failed': '{what}失败：{reason}',
+    'term.job_training': '训练',
+    'term.job_evaluation': '评估',
+    'term.job_evaluation_lower': '评估',
+    'term.job_making_data': '生成训练数据',
+    'term.job_making_data_lower': '生成训练数据',
+    # tasks/chat.py: the warning when old messages were left out
+    'report.dropped_messages': '对话超出了 {model} 能读取的长度，因此这次回复没有读取最早的 {count} 条消息。',
+    'report.dropped_message': '对话超出了 {model} 能读取的长度，因此这次回复没有读取最早的 {count} 条消息。',
+    # the System panel's decoding column, piece by piece: models/kernels.py (tune), models/decoder.py (describe),
+    # models/loading.py (decoding)
+    'report.decode.library_fastest': '库自带的矩阵乘法（实测最快）',
+    'report.decode.library_plain': '库自带的矩阵乘法（--decode-kernels plain）',
+    'report.decode.library_fp32_cpu': '库自带的矩阵乘法（只为 CPU 上的 fp32 权重实测）',
+    'report.decode.library_small': '库自带的矩阵乘法（这么小的模型怎样解码都快）',
+    'report.decode.measured_layers': '加载时实测：{count} 层用{product}',
+    'report.decode.measured_layer': '加载时实测：{count} 层用{product}',
+    'report.decode.layers': '{count} 层用{product}',
+    'report.decode.layer': '{count} 层用{product}',
+    'report.decode.prompts_too': '{product}（提示词也用）',
+    'report.decode.library': '库自带的乘法',
+    'report.decode.fp16': 'fp16 权重',
+    'report.decode.fp16_copies': 'fp16 副本另占 {size} MB',
+    'report.decode.lean': '精简前向计算',
+    'report.decode.lean_joined': '精简前向计算（{joined} 各合并为一次 fp16 乘法，取代各自的乘法）',
+    'report.decode.lean_joined_net': '精简前向计算（{joined} 各合并为一次 fp16 乘法，取代各自的乘法，内存净变化 {size} MB）',
+    'term.decode_joined_both': 'q·k·v 与 gate·up',
+    'report.decode.drafts_off': '推测解码：关',
+    'report.decode.drafts_none': '推测解码：开（还没有草稿）',
+    'report.decode.drafts_kept': '推测解码：开（{drafted} 个草稿 token 中保留了 {kept} 个）',
+    'system.decoding.pieces': '；',
+    'system.decoding.items': '，',
 }
