@@ -124,11 +124,11 @@ def test_sigterm_interrupts_every_process_and_the_run_resumes(ctx, tiny_chat_dir
 
 @pytest.mark.worker  # the estimate times its steps in a process of its own
 def test_the_estimate_says_where_the_run_will_train(ctx, tiny_chat_dir):
-    from training.estimate import describe
+    from ui.train_tab import estimate_text
 
     service = service_on(ctx, 2)
     try:
         result = service.estimate("chat", str(FACTS), str(tiny_chat_dir), "quick", {"max_steps": 2}, None)
     finally:
         service.manager.shutdown()
-    assert "**runs on:** 2 processes sharing the CPU's cores (gloo)" in describe(result)
+    assert "**runs on:** 2 processes sharing the CPU's cores (gloo)" in estimate_text(result)

@@ -869,3 +869,16 @@ def test_raised_errors_read_in_chinese_with_their_parts_in_place(tmp_path):
     failed = "No usable rows were made from 2 passages: the writer answered nothing. Try another writer model."
     assert i18n.localized_text(failed, "zh-CN") == ("从 2 个段落中没有生成可用的数据：出题模型什么也没有回答。"
                                                     "请换一个出题模型。")
+
+
+def test_the_estimate_reads_in_chinese():
+    from ui import train_tab
+
+    result = {"trainable_params": 1_234, "total_params": 100_000, "memory_gb": 1.5, "duration_s": 180, "steps": 30,
+              "step_s": 6.0, "placement": "1 process on the CPU"}
+    english, chinese = _in_both(lambda: train_tab.estimate_text(result))
+    assert english == ("**Trainable parameters:** 1,234 of 100,000 (1.23%) · **memory:** about 1.5 GB · **duration:** "
+                       "about 3 min for 30 steps (6.0 s per step measured on this machine) · **runs on:** 1 process on "
+                       "the CPU")
+    assert chinese == ("**可训练参数：**1,234 / 100,000（1.23%）· **内存：**约 1.5 GB · **时长：**30 步约需 3 分钟（本机实测每步 "
+                       "6.0 秒） · **运行于：**" + i18n.languages()["zh-CN"]["report.placement_cpu"])

@@ -269,11 +269,12 @@ def test_a_validation_file_is_scored_instead_of_held_out_rows(ctx, tiny_bert_dir
 def test_preflight_estimate_times_real_steps(request, task, model):
     from training import estimate
     from training.presets import build
+    from ui.train_tab import estimate_text
 
     location = str(request.getfixturevalue(model))
     result = estimate.estimate(location, build("quick", {"batch_size": 2, "max_length": 32}), 10, task)
     assert 0 < result["trainable_params"] < result["total_params"] and result["step_s"] >= 0
     assert result["steps"] == 30  # 6 epochs of 5 batches
-    assert "Trainable parameters" in estimate.describe(result)
+    assert "Trainable parameters" in estimate_text(result)
     with pytest.raises(UserError, match="Could not estimate"):
         estimate.estimate(location + "-missing", build("quick"), 10, task)

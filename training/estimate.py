@@ -82,15 +82,5 @@ def estimate(location: str, settings: TrainSettings, rows: int, task: str = "cha
     return result
 
 
-def describe(result: dict) -> str:
-    minutes = result["duration_s"] / 60
-    length = f"about {minutes:.0f} min" if minutes >= 1.5 else f"about {result['duration_s']} s"
-    return (f"**Trainable parameters:** {result['trainable_params']:,} of {result['total_params']:,} "
-            f"({result['trainable_params'] / result['total_params']:.2%}) · **memory:** about "
-            f"{result['memory_gb']} GB · **duration:** {length} for {result['steps']} steps "
-            f"({result['step_s']} s per step measured on this machine)"
-            + (f" · **runs on:** {result['placement']}" if result.get("placement") else ""))
-
-
 if __name__ == "__main__":
     print(json.dumps(measure(sys.argv[1], TrainSettings(**json.loads(sys.argv[2])), sys.argv[3])))

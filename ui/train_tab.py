@@ -141,16 +141,27 @@ def search_settings(search: bool, minutes) -> dict:
 def estimate(service: TrainingService, task: str, file, base: str, preset: str, progress=gr.Progress(),
              *values) -> str:
     """Pre-flight: trainable parameters, memory, and the duration from a few steps timed on this machine."""
-    from training import estimate as preflight
-
     chosen, values = list(values[:slots()]), list(values[slots():])
     try:
         progress(0.2, desc=phrase("train.progress_timing"))
         result = service.estimate(task, file_path(file), base, preset, overrides(values, preset),
                                   column_mapping(task, chosen))
-        return preflight.describe(result) + zerogpu.training_note(result.get("steps"), result.get("step_s"))
+        return estimate_text(result) + zerogpu.training_note(result.get("steps"), result.get("step_s"))
     except UserError as error:
         return f"⚠️ {in_page_language(str(error))}"
+
+
+def estimate_text(result: dict) -> str:
+    """The pre-flight estimate in the page's language: trainable parameters, memory, duration, where it runs."""
+    seconds = result["duration_s"]
+    length = (phrase("estimate.minutes", minutes=f"{seconds / 60:.0f}") if seconds >= 90 else
+              phrase("estimate.seconds", seconds=seconds))
+    text = phrase("estimate.line", trainable=f"{result['trainable_params']:,}", total=f"{result['total_params']:,}",
+                  share=f"{result['trainable_params'] / result['total_params']:.2%}", memory=result["memory_gb"],
+                  length=length, steps=result["steps"], step_s=result["step_s"])
+    if result.get("placement"):
+        text += phrase("estimate.runs_on", where=text_in_page_language(result["placement"]))
+    return text
 
 
 def start(service: TrainingService, request: gr.Request, task, file, validation, base, name, preset, search,

@@ -200,9 +200,10 @@ def training_slices(total_steps: int, seconds_per_step: float) -> TrainingSlices
 
 def gpu_time_sentence(slices: TrainingSlices) -> str:
     """What the page says a training job will take of the Space's GPU time."""
-    minutes = slices.gpu_seconds / 60
-    return (f"On ZeroGPU this job needs about {minutes:.1f} minutes of GPU time, in {slices.calls} calls of up to "
-            f"{MAX_S} seconds ({slices.steps_per_call} steps each).")
+    from ui.i18n import phrase  # not at the top: this module is imported before the others, spaces before torch
+
+    return phrase("estimate.zerogpu", minutes=f"{slices.gpu_seconds / 60:.1f}", calls=slices.calls, seconds=MAX_S,
+                  steps=slices.steps_per_call)
 
 
 def training_note(steps, step_s) -> str:

@@ -1214,4 +1214,9 @@ TEXTS = {
     'report.decode.drafts_kept': 'speculative drafts on ({kept} of {drafted} draft tokens kept)',
     'system.decoding.pieces': '; ',
     'system.decoding.items': ', ',
+    'estimate.line': '**Trainable parameters:** {trainable} of {total} ({share}) · **memory:** about {memory} GB · **duration:** {length} for {steps} steps ({step_s} s per step measured on this machine)',
+    'estimate.minutes': 'about {minutes} min',
+    'estimate.seconds': 'about {seconds} s',
+    'estimate.runs_on': ' · **runs on:** {where}',
+    'estimate.zerogpu': 'On ZeroGPU this job needs about {minutes} minutes of GPU time, in {calls} calls of up to {seconds} seconds ({steps} steps each).',
 }

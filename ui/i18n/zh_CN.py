@@ -1214,4 +1214,9 @@ TEXTS = {
     'report.decode.drafts_kept': '推测解码：开（{drafted} 个草稿 token 中保留了 {kept} 个）',
     'system.decoding.pieces': '；',
     'system.decoding.items': '，',
+    'estimate.line': '**可训练参数：**{trainable} / {total}（{share}）· **内存：**约 {memory} GB · **时长：**{steps} 步{length}（本机实测每步 {step_s} 秒）',
+    'estimate.minutes': '约需 {minutes} 分钟',
+    'estimate.seconds': '约需 {seconds} 秒',
+    'estimate.runs_on': ' · **运行于：**{where}',
+    'estimate.zerogpu': '在 ZeroGPU 上，这个任务大约需要 {minutes} 分钟 GPU 时间，分 {calls} 次调用，每次最多 {seconds} 秒（每次 {steps} 步）。',
 }
