@@ -617,21 +617,12 @@ def test_every_rejected_rows_reason_has_its_chinese():
     sentence, so the data check never shows an English reason on a Chinese page."""
     import ast
 
-    def samples(node) -> list[str]:  # the message with every {expression} as "x"
-        if isinstance(node, ast.Constant) and isinstance(node.value, str):
-            return [node.value]
-        if isinstance(node, ast.JoinedStr):
-            return ["".join(v.value if isinstance(v, ast.Constant) else "x" for v in node.values)]
-        if isinstance(node, ast.IfExp):
-            return samples(node.body) + samples(node.orelse)
-        return []
-
     found = []
     for name in ("formats", "readers", "encoders"):
         tree = ast.parse((UI.parent / "training" / f"{name}.py").read_text())
         for call in ast.walk(tree):
             if isinstance(call, ast.Call) and getattr(call.func, "id", "") in ("RowError", "Rejected"):
-                found += samples(call.args[-1])
+                found += _texts(call.args[-1])
     assert len(found) >= 25
     assert [text for text in found if i18n.localized_sentence(text, "zh-CN") == text] == []
 
@@ -880,5 +871,6 @@ def test_the_estimate_reads_in_chinese():
     assert english == ("**Trainable parameters:** 1,234 of 100,000 (1.23%) · **memory:** about 1.5 GB · **duration:** "
                        "about 3 min for 30 steps (6.0 s per step measured on this machine) · **runs on:** 1 process on "
                        "the CPU")
-    assert chinese == ("**可训练参数：**1,234 / 100,000（1.23%）· **内存：**约 1.5 GB · **时长：**30 步约需 3 分钟（本机实测每步 "
-                       "6.0 秒） · **运行于：**" + i18n.languages()["zh-CN"]["report.placement_cpu"])
+    assert chinese == ("**可训练参数：**1,234 / 100,000（1.23%）· **内存：**约 1.5 GB · "
+                       "**时长：**30 步约需 3 分钟（本机实测每步 6.0 秒） · **运行于：**"
+                       + i18n.languages()["zh-CN"]["report.placement_cpu"])
