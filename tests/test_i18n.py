@@ -871,6 +871,21 @@ def test_the_estimate_reads_in_chinese():
     assert english == ("**Trainable parameters:** 1,234 of 100,000 (1.23%) · **memory:** about 1.5 GB · **duration:** "
                        "about 3 min for 30 steps (6.0 s per step measured on this machine) · **runs on:** 1 process on "
                        "the CPU")
-    assert chinese == ("**可训练参数：**1,234 / 100,000（1.23%）· **内存：**约 1.5 GB · "
-                       "**时长：**30 步约需 3 分钟（本机实测每步 6.0 秒） · **运行于：**"
+    assert chinese == ("**可训练参数**：1,234 / 100,000（1.23%）· **内存**：约 1.5 GB · "
+                       "**时长**：30 步约需 3 分钟（本机实测每步 6.0 秒） · **运行于**："
                        + i18n.languages()["zh-CN"]["report.placement_cpu"])
+
+
+@pytest.mark.parametrize("locale", list(i18n.languages()))
+def test_bold_text_is_bold_in_every_language(locale):
+    """Markdown closes `**` only where it is right-flanking: `**格式：**messages` (punctuation inside, a letter
+    after) shows its asterisks. So no closing `**` follows punctuation and precedes a letter or an ideograph, and
+    no opening one the other way round."""
+    punctuation = "：。，；！？）」”:.,;!?)"
+    for key, text in i18n.languages()[locale].items():
+        marks = [m.start() for m in re.finditer(r"\*\*", text)]
+        for i, at in enumerate(marks):
+            before, after = text[at - 1:at], text[at + 2:at + 3]
+            inner, outer = (before, after) if i % 2 else (after, before)  # a closing mark's inside is before it
+            word = outer and (outer.isalnum() or ord(outer) > 0x2e80 or outer in "{}")  # a {part} is filled in
+            assert not (inner and inner in punctuation and word), key
