@@ -103,7 +103,8 @@ def inspect_data(task: str, file, *chosen):
         path = file_path(file)
         columns, rows = data.preview(path)
         report = data.load_examples(path, task, column_mapping(task, list(chosen)))
-        summary = phrase("data.format", format=report.format) + " " + data_check(report)
+        summary = phrase("data.format", format=report.format)
+        summary += ("" if summary.endswith("。") else " ") + data_check(report)  # no space after a Chinese stop
     except UserError as error:
         summary = f"⚠️ {in_page_language(str(error))}"
     table = pd.DataFrame(rows, columns=columns) if columns and rows else None
@@ -123,7 +124,7 @@ def data_check(report: data.DataReport) -> str:
     more = len(report.rejected) - data.MAX_LISTED
     rejected = (phrase("data.rejected_more", count=len(report.rejected), listed=listed, more=more) if more > 0 else
                 phrase("data.rejected", count=len(report.rejected), listed=listed))
-    return kept + ("" if kept.endswith("。") else " ") + rejected  # no space after a Chinese full stop
+    return kept + ("" if kept.endswith("。") else " ") + rejected
 
 
 def overrides(values: list, preset: str = "quick") -> dict:
