@@ -889,3 +889,17 @@ def test_bold_text_is_bold_in_every_language(locale):
             inner, outer = (before, after) if i % 2 else (after, before)  # a closing mark's inside is before it
             word = outer and (outer.isalnum() or ord(outer) > 0x2e80 or outer in "{}")  # a {part} is filled in
             assert not (inner and inner in punctuation and word), key
+
+
+def test_a_file_with_no_usable_row_says_each_rows_reason_in_chinese(tmp_path):
+    from errors import UserError
+    from training import data
+
+    path = tmp_path / "broken.jsonl"
+    path.write_text('[1]\n{"prompt": "", "response": "x"}\n')
+    with pytest.raises(UserError) as error:
+        data.load_examples(path, "chat")
+    assert str(error.value) == ("The file 'broken.jsonl' has no usable rows (line 1: not a JSON object but a list; "
+                                "line 2: empty 'prompt').")
+    assert i18n.localized_sentence(str(error.value), "zh-CN") == (
+        "文件“broken.jsonl”中没有可用的数据行（第 1 行：不是 JSON 对象，而是列表；第 2 行：“prompt”为空）。")

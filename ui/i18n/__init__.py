@@ -185,6 +185,7 @@ SENTENCES = ("error.", "report.", "reply.")  # the keys of whole sentences the s
 LITERAL = {"field", "column", "columns"}
 # Parts that are themselves sentences the server writes: a row's error, a variant's name, a decode product's name.
 NESTED = {"error", "variant", "product"}
+LISTED = {"reasons"}  # parts that are such sentences joined by "; ": a file's first rejected rows, "line 2: …"
 TERMS = ("term.", "lang.")  # the keys of the words a part is translated as: a metric's name, a language's
 BREAK = re.compile(r"(?<=[.!?]) +")  # where the next sentence of a text begins
 
@@ -212,10 +213,13 @@ def _term(value: str, texts: dict[str, str]) -> str:
 
 
 def _part(name: str, part: str, locale: str, texts: dict[str, str]) -> str:
-    """A sentence's part in locale: literal, a sentence of its own, or a term."""
+    """A sentence's part in locale: literal, a sentence of its own (or a list of them), or a term."""
     if name in LITERAL:
         return part
-    return localized_sentence(part, locale) if name in NESTED else _term(part, texts)
+    if name in LISTED:
+        return texts.get("data.separator", "; ").join(_part("error", item, locale, texts) for item in part.split("; "))
+    translated = localized_sentence(part, locale) if name in NESTED else part
+    return translated if translated != part else _term(part, texts)
 
 
 def localized_sentence(sentence: str, locale: str, sentences: int | None = None) -> str:

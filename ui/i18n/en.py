@@ -1219,4 +1219,6 @@ TEXTS = {
     'estimate.seconds': 'about {seconds} s',
     'estimate.runs_on': ' · **runs on:** {where}',
     'estimate.zerogpu': 'On ZeroGPU this job needs about {minutes} minutes of GPU time, in {calls} calls of up to {seconds} seconds ({steps} steps each).',
+    'report.row.at_line': 'line {line}: {error}',
+    'report.row.at_item': 'item {line}: {error}',
 }

@@ -1219,4 +1219,6 @@ TEXTS = {
     'estimate.seconds': '约需 {seconds} 秒',
     'estimate.runs_on': ' · **运行于**：{where}',
     'estimate.zerogpu': '在 ZeroGPU 上，这个任务大约需要 {minutes} 分钟 GPU 时间，分 {calls} 次调用，每次最多 {seconds} 秒（每次 {steps} 步）。',
+    'report.row.at_line': '第 {line} 行：{error}',
+    'report.row.at_item': '第 {line} 项：{error}',
 }
