@@ -17,8 +17,8 @@ from training.service import TrainingService
 from ui.adapters_tab import adapters_table
 from ui import zerogpu
 from ui.api import endpoint_function, expose, first_cell, handler, on_load, upload, user_of
-from ui.i18n import (english, in_page_language, localized_columns, marked, phrase, show_info, t, task_choices,
-                     text_in_page_language)
+from ui.i18n import (english, in_page_language, localized_columns, marked, phrase, sentences_joined, show_info, t,
+                     task_choices, text_in_page_language)
 
 ADVANCED = ["rank", "alpha", "dropout", "target_modules", "learning_rate", "epochs", "max_steps", "batch_size",
             "grad_accum", "max_length", "seed", "precision", "system_prompt", "method", "beta", "rpo_alpha"]
@@ -103,8 +103,7 @@ def inspect_data(task: str, file, *chosen):
         path = file_path(file)
         columns, rows = data.preview(path)
         report = data.load_examples(path, task, column_mapping(task, list(chosen)))
-        summary = phrase("data.format", format=report.format)
-        summary += ("" if summary.endswith("。") else " ") + data_check(report)  # no space after a Chinese stop
+        summary = sentences_joined([phrase("data.format", format=report.format), data_check(report)])
     except UserError as error:
         summary = f"⚠️ {in_page_language(str(error))}"
     table = pd.DataFrame(rows, columns=columns) if columns and rows else None
@@ -124,7 +123,7 @@ def data_check(report: data.DataReport) -> str:
     more = len(report.rejected) - data.MAX_LISTED
     rejected = (phrase("data.rejected_more", count=len(report.rejected), listed=listed, more=more) if more > 0 else
                 phrase("data.rejected", count=len(report.rejected), listed=listed))
-    return kept + ("" if kept.endswith("。") else " ") + rejected
+    return sentences_joined([kept, rejected])
 
 
 def overrides(values: list, preset: str = "quick") -> dict:

@@ -245,10 +245,15 @@ def localized_text(text: str, locale: str) -> str:
     # only a template of as many sentences may take it, so a one-sentence template's part never swallows the rest.
     if len(parts) > 1 and (whole := localized_sentence(text, locale, len(parts))) != text:
         return whole
+    return sentences_joined(localized_sentence(part, locale) for part in parts)
+
+
+def sentences_joined(sentences) -> str:
+    """Sentences one after another as their language writes them: a space after an English stop, none after a
+    Chinese one."""
     joined = ""
-    for part in parts:
-        part = localized_sentence(part, locale)
-        joined += ("" if not joined or joined.endswith(("。", "！", "？")) else " ") + part
+    for sentence in sentences:
+        joined += ("" if not joined or joined.endswith(("。", "！", "？")) else " ") + sentence
     return joined
 
 
