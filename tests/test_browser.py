@@ -395,9 +395,11 @@ def test_the_page_in_chinese_chats_and_switches_to_english(launch, settings, tin
     # choice outlives a reload.
     page.get_by_label("English", exact=True).check()
     expect(top).to_have_text(AREAS, timeout=30_000)
-    expect(page.get_by_text("Text to translate").first).to_be_visible()
+    # The reloaded page draws the view after its top bar: a fresh-clone CI run saw it take over 5 s.
+    expect(page.get_by_text("Text to translate").first).to_be_visible(timeout=30_000)
     tab(page, "Chat").click()
-    expect(page.locator('[role="tabpanel"]:visible').get_by_text("your own choice").first).to_be_visible()
+    expect(page.locator('[role="tabpanel"]:visible').get_by_text("your own choice").first).to_be_visible(
+        timeout=30_000)
     page.reload(wait_until="domcontentloaded")
     page.wait_for_selector("button[role=tab]")
     expect(top).to_have_text(AREAS, timeout=30_000)  # the remembered choice is applied once the page loads
