@@ -24,6 +24,9 @@ from tasks.base import Context
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                404: "not_found_error", 413: "invalid_request_error", 429: "rate_limit_error", 500: "server_error",
                503: "server_error"}
+# An oversized body is still read (and dropped) up to this size before the 413 goes out: a server that answers
+# while the client is still sending makes the client's socket fail with a reset, and the 413's sentence is lost.
+DRAINED_AT_MOST = 64 * 2**20
 
 
 class ApiError(Exception):
@@ -113,14 +116,18 @@ class Edge:
         limit = self.ctx.settings.max_chars * 8 + 2**20  # max_chars of text even fully \u-escaped, plus the rest
         too_large = TooLarge(f"The request is larger than {limit / 2**20:.1f} MB, more than this server reads.")
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:  # refused before a byte of it is read
+        if declared.isdigit() and int(declared) > DRAINED_AT_MOST:  # refused before a byte of it is read
             raise too_large
-        received, size = [], 0
+        over, received, size = declared.isdigit() and int(declared) > limit, [], 0
         async for chunk in request.stream():
             size += len(chunk)
-            if size > limit:  # a client that sent no length, or a wrong one
-                raise too_large
-            received.append(chunk)
+            over = over or size > limit  # a client that sent no length, or a wrong one
+            if not over:
+                received.append(chunk)
+            elif size > DRAINED_AT_MOST:
+                break
+        if over:
+            raise too_large
         try:
             body = json.loads(b"".join(received))
         except ValueError:  # not JSON, or not UTF-8

@@ -145,12 +145,13 @@ def test_errors_come_in_openais_shape_with_their_status(served, launch, settings
 def test_a_strangers_oversized_or_odd_requests_get_one_sentence(launch, settings, tiny_chat_dir):
     url, _ = launch(dataclasses.replace(settings, chat_model=str(tiny_chat_dir), max_chars=1000))
     api = client(url)
-    huge = {"model": "", "messages": [{"role": "user", "content": "x" * 1_500_000}]}  # 1,500 times the limit
-    request = urllib.request.Request(url.rstrip("/") + "/v1/chat/completions", data=json.dumps(huge).encode(),
-                                     headers={"Content-Type": "application/json"})
-    with pytest.raises(urllib.error.HTTPError) as too_big:
-        urllib.request.urlopen(request, timeout=60)
-    assert too_big.value.code == 413 and "larger than" in json.loads(too_big.value.read())["error"]["message"]
+    for size in (1_500_000, 12_000_000, 1_500_000):  # 1,500 and 12,000 times the limit
+        huge = {"model": "", "messages": [{"role": "user", "content": "x" * size}]}
+        request = urllib.request.Request(url.rstrip("/") + "/v1/chat/completions", data=json.dumps(huge).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as too_big:  # a 413 with its sentence, not a reset connection
+            urllib.request.urlopen(request, timeout=60)
+        assert too_big.value.code == 413 and "larger than" in json.loads(too_big.value.read())["error"]["message"]
     with pytest.raises(openai.APIStatusError, match="conversation is too long") as system:  # counted too
         api.chat.completions.create(model="", messages=[{"role": "system", "content": "x" * 5000}] + HELLO)
     assert system.value.status_code == 413
