@@ -903,3 +903,22 @@ def test_a_file_with_no_usable_row_says_each_rows_reason_in_chinese(tmp_path):
                                 "line 2: empty 'prompt').")
     assert i18n.localized_sentence(str(error.value), "zh-CN") == (
         "文件“broken.jsonl”中没有可用的数据行（第 1 行：不是 JSON 对象，而是列表；第 2 行：“prompt”为空）。")
+
+
+def test_the_job_and_adapter_tables_name_the_task_and_state_in_the_page_language():
+    from types import SimpleNamespace
+
+    from ui import adapters_tab, evaluate_tab, train_tab
+
+    job = {"job_id": "job-1", "name": "my-bot", "task": "summarize", "state": "succeeded", "step": 4,
+           "total_steps": 4, "report": {"summary": "On 4 rows, my-bot scored accuracy 75.0."}, "error": ""}
+    adapter = {"name": "my-bot", "task": "summarize", "base": "tiny", "created": 0, "size_mb": 1.0,
+               "verdict": "learned", "metrics": {}, "shared": False, "owner": "local"}
+    service = SimpleNamespace(jobs=lambda owner: [job], evaluations=lambda owner: [job],
+                              list_adapters=lambda owner: [adapter])
+    english, chinese = _in_both(lambda: (train_tab.jobs_table(service, "local").iloc[0].tolist(),
+                                         evaluate_tab.history(service).iloc[0].tolist()[:3],
+                                         adapters_tab.adapters_table(service, "local").iloc[0].tolist()[:2]))
+    assert english == (["job-1", "my-bot", "Summarize", "Succeeded", "4/4"], ["job-1", "Summarize", "Succeeded"],
+                       ["my-bot", "Summarize"])
+    assert chinese == (["job-1", "my-bot", "摘要", "已完成", "4/4"], ["job-1", "摘要", "已完成"], ["my-bot", "摘要"])

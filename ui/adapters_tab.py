@@ -28,8 +28,8 @@ def table(training: TrainingService, request: gr.Request = None) -> pd.DataFrame
 
 def adapters_table(training: TrainingService, owner: str) -> pd.DataFrame:
     """The owner's adapters (every adapter for an admin) as the library shows them (the Train tab too)."""
-    rows = [(a["name"], a["task"], a["base"], time.strftime("%Y-%m-%d %H:%M", time.localtime(a["created"])),
-             a["size_mb"], verdict_label(a["verdict"]),
+    rows = [(a["name"], phrase(f"task.{a['task']}"), a["base"],
+             time.strftime("%Y-%m-%d %H:%M", time.localtime(a["created"])), a["size_mb"], verdict_label(a["verdict"]),
              headline(a["task"], a["metrics"]), phrase(f"adapters.row.{'shared' if a['shared'] else 'private'}"),
              a["owner"])
             for a in training.list_adapters(owner=owner)]

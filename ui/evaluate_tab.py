@@ -168,7 +168,7 @@ def progress_markdown(status: dict) -> str:
 
 
 def history(service: TrainingService, request: gr.Request = None) -> pd.DataFrame:
-    rows = [(j["job_id"], j["task"], phrase(f"train.state.{j['state']}"),
+    rows = [(j["job_id"], phrase(f"task.{j['task']}"), phrase(f"train.state.{j['state']}"),
              text_in_page_language((j["report"] or {}).get("summary", j["error"]))[:160])
             for j in service.evaluations(user_of(request))[:20]]
     return pd.DataFrame(rows, columns=localized_columns("evaluate.column", ["evaluation", "task", "state", "result"]))

@@ -332,7 +332,8 @@ def refresh(service: TrainingService, job_id: str, request: gr.Request = None):
 
 
 def jobs_table(service: TrainingService, owner: str) -> pd.DataFrame:
-    rows = [(j["job_id"], j["name"], j["task"], phrase(f"train.state.{j['state']}"), f"{j['step']}/{j['total_steps']}")
+    rows = [(j["job_id"], j["name"], phrase(f"task.{j['task']}"), phrase(f"train.state.{j['state']}"),
+             f"{j['step']}/{j['total_steps']}")
             for j in service.jobs(owner)[:20]]
     return pd.DataFrame(rows, columns=localized_columns("train.column", ["job", "adapter", "task", "state", "steps"]))
 
