@@ -922,3 +922,16 @@ def test_the_job_and_adapter_tables_name_the_task_and_state_in_the_page_language
     assert english == (["job-1", "my-bot", "Summarize", "Succeeded", "4/4"], ["job-1", "Summarize", "Succeeded"],
                        ["my-bot", "Summarize"])
     assert chinese == (["job-1", "my-bot", "摘要", "已完成", "4/4"], ["job-1", "摘要", "已完成"], ["my-bot", "摘要"])
+
+
+def test_a_made_data_summary_reads_in_chinese_down_to_what_was_dropped():
+    from training.make_data import DROPPED_WORDS, dropped_words
+
+    dropped = dict.fromkeys(DROPPED_WORDS, 2)
+    for reason in DROPPED_WORDS.values():  # each reason on its own, as a list of one
+        assert not re.search("[A-Za-z]", i18n.localized_text(f"No usable rows were made from 2 passages: 2 {reason}. "
+                                                             "Try another writer model.", "zh-CN")), reason
+    summary = f"Made 12 rows from 5 passages of handbook.pdf. Dropped: {dropped_words(dropped)}."
+    assert i18n.localized_text(summary, "zh-CN") == (
+        "从 handbook.pdf 的 5 个段落生成了 12 行数据。丢弃的：2 条回复没有给出问题和答案；2 个答案得不到段落的支持；"
+        "2 个答案在段落中找不到原文；2 个重复的问题。")

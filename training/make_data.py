@@ -25,6 +25,9 @@ from training.trainer import Stopped
 
 IN_FLIGHT = 4  # writer requests in the engine at once: they batch, and leave room for chat users
 SHOWN_ROWS = 2000  # rows /job's report carries; the file has them all
+DROPPED_WORDS = {"unparsed": "replies without a question and answer",
+                 "unsupported": "answers the passage does not support",
+                 "not_in_passage": "answers not found word for word in the passage", "duplicate": "repeated questions"}
 
 
 class DataMaker:
@@ -186,16 +189,14 @@ def _writer(settings, job, making: MakeSettings, store, stop_reason):
 
 
 def dropped_words(dropped: dict[str, int]) -> str:
-    words = {"unparsed": "replies without a question and answer", "unsupported": "answers the passage does not "
-             "support", "not_in_passage": "answers not found word for word in the passage",
-             "duplicate": "repeated questions"}
-    return ", ".join(f"{n} {words[k]}" for k, n in dropped.items() if n)
+    """What was dropped, by reason, as "3 repeated questions; 1 answers ..." (the page translates each item)."""
+    return "; ".join(f"{n} {DROPPED_WORDS[k]}" for k, n in dropped.items() if n)
 
 
 def made_report(job, made: documents_data.Made, file_name: str) -> dict:
     """/job's report of a make-data job: the rows and their columns, what was dropped and why."""
     columns = COLUMNS[job.task]
-    summary = f"Made {made.made} {job.task} rows from {made.passages} passages of {job.plan.generated_from}."
+    summary = f"Made {made.made} rows from {made.passages} passages of {job.plan.generated_from}."
     if any(made.dropped.values()):
         summary += f" Dropped: {dropped_words(made.dropped)}."
     return {"kind": "make_data", "task": job.task, "source": job.plan.generated_from, "passages": made.passages,

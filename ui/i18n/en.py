@@ -1221,4 +1221,10 @@ TEXTS = {
     'estimate.zerogpu': 'On ZeroGPU this job needs about {minutes} minutes of GPU time, in {calls} calls of up to {seconds} seconds ({steps} steps each).',
     'report.row.at_line': 'line {line}: {error}',
     'report.row.at_item': 'item {line}: {error}',
+    'report.dropped.unparsed': '{count} replies without a question and answer',
+    'report.dropped.unsupported': '{count} answers the passage does not support',
+    'report.dropped.not_in_passage': '{count} answers not found word for word in the passage',
+    'report.dropped.duplicate': '{count} repeated questions',
+    'report.made_rows': 'Made {count} rows from {passages} passages of {source}.',
+    'report.made_dropped': 'Dropped: {reasons}.',
 }

@@ -1221,4 +1221,10 @@ TEXTS = {
     'estimate.zerogpu': '在 ZeroGPU 上，这个任务大约需要 {minutes} 分钟 GPU 时间，分 {calls} 次调用，每次最多 {seconds} 秒（每次 {steps} 步）。',
     'report.row.at_line': '第 {line} 行：{error}',
     'report.row.at_item': '第 {line} 项：{error}',
+    'report.dropped.unparsed': '{count} 条回复没有给出问题和答案',
+    'report.dropped.unsupported': '{count} 个答案得不到段落的支持',
+    'report.dropped.not_in_passage': '{count} 个答案在段落中找不到原文',
+    'report.dropped.duplicate': '{count} 个重复的问题',
+    'report.made_rows': '从 {source} 的 {passages} 个段落生成了 {count} 行数据。',
+    'report.made_dropped': '丢弃的：{reasons}。',
 }
