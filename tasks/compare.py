@@ -33,14 +33,20 @@ class Comparison:
     def endpoints(self) -> list[Endpoint]:
         return [Endpoint("compare", self.compare, generates=True)]
 
-    def compare(self, task: str, inputs: dict | None = None, variants: list[dict] | None = None, *,
-                owner: str = LOCAL_USER, progress: Progress | None = None) -> Iterator[list[dict]]:
+    def compare(self, task: str, inputs: dict | None = None, variants: list[dict] | None = None,
+                collection: str = "", *, owner: str = LOCAL_USER,
+                progress: Progress | None = None) -> Iterator[list[dict]]:
         """Run the task's own endpoint on each variant ({model, adapter}) with the same inputs (the endpoint's
         other parameters); yields [{model, adapter, result}] in the variants' order — for chat once per new
-        token with each reply so far, for the other tasks once, when all are done."""
+        token with each reply so far, for the other tasks once, when all are done. collection: every variant
+        answers from it (chat's own `collection` input, given on its own)."""
         progress = progress or no_progress
         function = self._function(task)
         kwargs = self._inputs(task, function, inputs)
+        if collection:
+            if "collection" not in inspect.signature(function).parameters:
+                raise UserError(f"Only chat answers from a collection; {task} takes none.")
+            kwargs["collection"] = collection
         chosen = self._variants(function, variants)
         if task_spec(task).id == "chat":
             yield from self._stream(kwargs, chosen, owner, progress)

@@ -116,7 +116,7 @@ def test_public_api_names_are_the_contracts(settings):
                   "max_new_tokens", "collection"],
         "/summarize": ["text", "method", "length", "model", "adapter"],
         "/translate": ["text", "target", "source", "model", "adapter"],
-        "/sentiment": ["texts", "model", "adapter"],
+        "/sentiment": ["texts", "model", "adapter"], "/compare": ["task", "inputs", "variants", "collection"],
         "/answer": ["question", "context", "collection", "model", "adapter"],
         "/add_documents": ["collection", "files", "text"], "/search": ["query", "collection", "k", "adapter"],
         "/collections": [], "/remove_document": ["collection", "source"],

@@ -214,12 +214,20 @@ def test_smollm2_answers_from_the_handbook_with_its_source_over_chat_and_v1(laun
 
 def test_compare_answers_each_variant_from_the_collection(chat):
     from tasks.compare import Comparison
+    from tasks.sentiment import SentimentTask
 
     comparison = Comparison({"chat": chat})
     *_, last = comparison.compare("chat", {"message": "Who wrote Hamlet?", "collection": "handbook",
                                            "temperature": 0, "max_new_tokens": 4},
                                   [{"model": chat.model, "adapter": ""}, {"model": chat.model, "adapter": ""}])
     assert [r["result"] for r in last] == [NOTHING_FOUND.format(collection="handbook")] * 2
+    # The same collection as compare's own last parameter (DESIGN §1, round 3), not one of chat's inputs.
+    *_, last = comparison.compare("chat", {"message": "Who wrote Hamlet?", "temperature": 0, "max_new_tokens": 4},
+                                  [{"model": chat.model, "adapter": ""}], "handbook")
+    assert [r["result"] for r in last] == [NOTHING_FOUND.format(collection="handbook")]
+    with pytest.raises(UserError, match="Only chat answers from a collection"):
+        list(Comparison({"sentiment": SentimentTask(chat.ctx)}).compare("sentiment", {"texts": ["Great"]},
+                                                                        [{"model": ""}], "handbook"))
 
 
 def test_the_collection_is_searched_with_the_chosen_search_adapter(chat):
