@@ -28,6 +28,14 @@ class TooLarge(UserError):
     code = "too_large"
 
 
+class ContextTooLong(TooLarge):
+    """A prompt longer than the model reads, even with older turns left out: a 400, as OpenAI answers it (the
+    clients that shorten and retry look for its code)."""
+
+    status = 400
+    code = "context_length_exceeded"
+
+
 class OverLimit(UserError):
     """A per-user limit on work in flight was reached; trying again later will work."""
 

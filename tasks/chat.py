@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from config import LOCAL_USER
-from errors import TooLarge, UserError
+from errors import ContextTooLong, TooLarge, UserError
 from models import catalog
 from models.engine import GREEDY_BELOW, Request, SamplingParams, new_caller
 from models.text_model import TextModel
@@ -216,7 +216,7 @@ class ChatTask(Task):
         tokens = lambda text: len(lm.tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
         passages = fitted(found, tokens, int(room * PASSAGE_SHARE) - tokens(INSTRUCTION + turns[-1]["content"]))
         if not passages:
-            raise TooLarge(f"Your message leaves no room in {lm.name} for the documents' passages: shorten it.")
+            raise ContextTooLong(f"Your message leaves no room in {lm.name} for the documents' passages: shorten it.")
         asked = {"role": "user", "content": grounded_message(turns[-1]["content"], passages)}
         prompt = self.conversation([*turns[:-1], asked], system_prompt, model, adapter, max_new_tokens, owner=owner)
         prompt.passages, prompt.sources_line = passages, sources_line
@@ -270,7 +270,7 @@ class ChatTask(Task):
         ids = checked_ids(text, len(lm.tokenizer)) if isinstance(text, list) else lm.tokenizer(text)["input_ids"]
         room = lm.context_length - max_new_tokens
         if len(ids) > room:
-            raise TooLarge(f"The text is too long for {lm.name}: {len(ids)} tokens, and it reads at most "
+            raise ContextTooLong(f"The text is too long for {lm.name}: {len(ids)} tokens, and it reads at most "
                            f"{room} before the continuation. Shorten it or ask for fewer new tokens.")
         return Prompt(lm, list(ids), adapter_name)
 
@@ -313,7 +313,7 @@ def fit_prompt(lm: TextModel, system_prompt: str, turns: list[dict], tail: list[
                                                    return_dict=False, chat_template=template)
         if len(ids) <= room:
             return list(ids), dropped
-    raise TooLarge(f"Your message is too long for {lm.name}: it reads at most {room} tokens with the system "
+    raise ContextTooLong(f"Your message is too long for {lm.name}: it reads at most {room} tokens with the system "
                     "prompt. Shorten the message or the system prompt.")
 
 

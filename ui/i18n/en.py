@@ -1227,4 +1227,5 @@ TEXTS = {
     'report.dropped.duplicate': '{count} repeated questions',
     'report.made_rows': 'Made {count} rows from {passages} passages of {source}.',
     'report.made_dropped': 'Dropped: {reasons}.',
+    'error.compare_without_collection': 'Only chat answers from a collection; {task} takes none.',
 }

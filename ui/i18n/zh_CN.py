@@ -1227,4 +1227,5 @@ TEXTS = {
     'report.dropped.duplicate': '{count} 个重复的问题',
     'report.made_rows': '从 {source} 的 {passages} 个段落生成了 {count} 行数据。',
     'report.made_dropped': '丢弃的：{reasons}。',
+    'error.compare_without_collection': '只有对话能根据文档集回答；{task} 不接受文档集。',
 }
