@@ -77,7 +77,7 @@ class AdapterLibrary:
         return location if operator else f"./{Path(location).name}"
 
     # ---- rename, export ------------------------------------------------------------------------------------
-    def rename_adapter(self, name: str, new_name: str, *, owner: str = LOCAL_USER) -> dict:
+    def rename_adapter(self, name: str, new_name: str = "", *, owner: str = LOCAL_USER) -> dict:
         """Rename one of your adapters; returns {name, old_name}."""
         old = name if isinstance(name, str) else ""
         return {"name": self.store.rename(owner, old, new_name if isinstance(new_name, str) else ""),
@@ -300,7 +300,7 @@ class AdapterLibrary:
         return Upload(str(target), target.name)
 
     # ---- push ------------------------------------------------------------------------------------------------
-    def push_adapter(self, name: str, repo_id: str, token: str, private: bool = True, *,
+    def push_adapter(self, name: str, repo_id: str = "", token: str = "", private: bool = True, *,
                      owner: str = LOCAL_USER) -> dict:
         """Upload an adapter (or one of your merged models, by its name) to the Hugging Face Hub with its model
         card, as a private repository unless private is False; returns {url}. The token is used once, never

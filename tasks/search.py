@@ -62,7 +62,7 @@ class SearchTask(Task):
         chunks and embedding models."""
         return self.summaries(owner, everyone=self.ctx.accounts.enabled and self.ctx.accounts.is_admin(owner))
 
-    def remove_document(self, collection: str, source: str, *, owner: str = LOCAL_USER) -> dict:
+    def remove_document(self, collection: str, source: str = "", *, owner: str = LOCAL_USER) -> dict:
         """Remove one document (by its source name) from one of your collections; returns what is left."""
         return self.remove(owner, collection, source)
 

@@ -88,6 +88,11 @@ CASES = [
     ("/push_adapter", ["nope", "me/nope", "hf_x"], "no adapter named"),
     ("/push_adapter", ["nope", "../../etc", "hf_x"], "your-name/model-name"),
     ("/push_adapter", ["nope", "me/nope", ""], "access token"),
+    # Every parameter after the first is optional (DESIGN §1): left out, it is asked for in a sentence.
+    ("/train", ["chat"], "upload a data file"),
+    ("/remove_document", ["handbook"], "document name: it is empty"),
+    ("/rename_adapter", ["nope"], "no adapter named"),
+    ("/push_adapter", ["nope"], "your-name/model-name"),
 ]
 
 

@@ -38,7 +38,7 @@ class TrainingService:
                 Endpoint("delete_adapter", self.delete_adapter), Endpoint("evaluate", self.evaluate),
                 Endpoint("evaluation_csv", self.evaluation_csv)]
 
-    def train(self, task: str, data: Upload, base: str = "", name: str = "", preset: str = "quick",
+    def train(self, task: str, data: Upload | None = None, base: str = "", name: str = "", preset: str = "quick",
               settings: dict | None = None, columns: dict | None = None, validation: Upload | None = None, *,
               owner: str = OWNER) -> dict:
         """Start a LoRA training job; returns {job_id, position} (poll /job with the id).
