@@ -81,6 +81,13 @@ def _password(args) -> str:
     return first
 
 
+def _command_first(argv: list[str], commands) -> list[str]:
+    """`users --data-dir X list` read as `users list --data-dir X`: the app's options go before the command too,
+    as they go before everything when the app starts."""
+    at = next((i for i, arg in enumerate(argv) if arg in commands), 0)
+    return argv[at:] + argv[:at]
+
+
 def users_command(argv: list[str]) -> int:
     """`python app.py users add|remove|list|passwd|key`: manage who may log in (with users, the app asks for a
     login) and their API keys."""
@@ -102,7 +109,7 @@ def users_command(argv: list[str]) -> int:
         sub.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     for sub in commands.choices.values():
         config.add_arguments(sub)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_command_first(argv, commands.choices))
     accounts = Accounts(config.from_namespace(args))
     try:
         if args.command == "add":

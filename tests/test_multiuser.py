@@ -43,6 +43,16 @@ def test_accounts_store_slow_salted_hashes_in_a_private_file(settings):
     assert [u["name"] for u in accounts.list()] == ["carol"]
 
 
+def test_the_users_command_takes_the_apps_options_before_or_after_the_command(settings, capsys):
+    from cli import users_command
+
+    Accounts(settings).add("carol", "carol-admin-3", admin=True)
+    folder = str(settings.data_dir)
+    for argv in (["list", "--data-dir", folder], ["--data-dir", folder, "list"]):
+        assert users_command(argv) == 0
+        assert capsys.readouterr().out == "carol  (admin)\n"
+
+
 @pytest.fixture
 def accounts_app(launch, settings, tmp_path):
     """The launched app with three real accounts (carol is the admin) and something made before accounts."""
