@@ -3,8 +3,12 @@ class that turns a request's model and adapter choice into a loaded model."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar, NamedTuple
 
 from accounts import Accounts
@@ -55,6 +59,20 @@ class Upload(NamedTuple):
 
     path: str
     name: str
+
+
+DOWNLOADS_KEPT_S = 3600  # Gradio copies a returned file at once; older downloads are only leftovers
+
+
+def download_folder() -> Path:
+    """A fresh folder for a file an endpoint returns (an export, a training file): in the system's temp folder,
+    where Gradio may serve files from; the downloads older than an hour are cleared on the way."""
+    root = Path(tempfile.gettempdir()) / "lora-studio-exports"
+    root.mkdir(exist_ok=True)
+    for old in root.glob("bundle-*"):
+        if time.time() - old.stat().st_mtime > DOWNLOADS_KEPT_S:
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix="bundle-", dir=root))
 
 
 def require_text(value: object, what: str = "text", limit: int = 100_000) -> str:

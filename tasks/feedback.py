@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import database
 from config import LOCAL_USER
 from errors import NotFound, TooLarge, UserError
-from tasks.base import Context, Endpoint, Upload, require_text
+from tasks.base import Context, Endpoint, Upload, download_folder, require_text
 from tasks.chat import clean_history
 
 VERDICTS = ("up", "down", "")
@@ -139,10 +138,10 @@ class FeedbackService:
             raise UserError("No feedback to train on yet: like a reply (👍) or correct one first." if method == "sft"
                             else "No preference pairs yet: correct a reply, or like one reply and dislike another "
                                  "to the same message.")
-        with tempfile.NamedTemporaryFile("w", suffix=".jsonl", prefix="feedback-", delete=False,
-                                         encoding="utf-8") as out:
-            out.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-        return Upload(out.name, f"feedback-{'pairs' if method == 'dpo' else 'rows'}.jsonl")
+        name = f"feedback-{'pairs' if method == 'dpo' else 'rows'}.jsonl"
+        target = download_folder() / name
+        target.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+        return Upload(str(target), name)
 
 
 def training_rows(rows: list[dict]) -> tuple[list[dict], list[dict]]:

@@ -23,7 +23,7 @@ from models.adapters import sanitize_name
 from models.cache import too_big
 from models.kinds import KINDS
 from models.loading import load_pretrained, load_sentence_transformer, read_config, weights_on_disk
-from tasks.base import Context, Endpoint, Upload
+from tasks.base import Context, Endpoint, Upload, download_folder
 from tasks.spec import spec as task_spec, trainable_spec
 
 torch = lazy.module("torch")
@@ -88,7 +88,7 @@ class AdapterLibrary:
         card (README.md); it loads with plain peft."""
         _, folder = self.store.locate(owner, name if isinstance(name, str) else "")
         meta = AdapterMeta.read(folder)
-        target = Path(tempfile.mkdtemp(prefix="bundle-", dir=_exports_root())) / f"{folder.name}.zip"
+        target = download_folder() / f"{folder.name}.zip"
         return Upload(str(portable.write_bundle(folder, folder.name, meta, target, _kind(meta))), target.name)
 
     # ---- import ----------------------------------------------------------------------------------------------
@@ -273,7 +273,7 @@ class AdapterLibrary:
             raise UserError(f"The adapter was trained on other weights than {source.name} has now; it cannot be "
                             "exported with them.")
         template = (meta.chat_template if meta else None) or tokenizer.chat_template
-        bundle = Path(tempfile.mkdtemp(prefix="bundle-", dir=_exports_root()))
+        bundle = download_folder()
         try:
             files = bundle / (folder.name if folder else name)
             files.mkdir()
@@ -337,20 +337,6 @@ class AdapterLibrary:
         _, folder = self.store.locate(owner, name)
         meta = AdapterMeta.read(folder)
         return portable.write_bundle_folder(folder, folder.name, meta, tmp, _kind(meta))
-
-
-EXPORTS_KEPT_S = 3600  # Gradio copies a returned file at once; older bundles are only leftovers
-
-
-def _exports_root() -> Path:
-    """The folder export zips are written to (in the system's temp folder, where Gradio may serve files from),
-    cleared of bundles older than an hour on the way."""
-    root = Path(tempfile.gettempdir()) / "lora-studio-exports"
-    root.mkdir(exist_ok=True)
-    for old in root.glob("bundle-*"):
-        if time.time() - old.stat().st_mtime > EXPORTS_KEPT_S:
-            shutil.rmtree(old, ignore_errors=True)
-    return root
 
 
 def _check_disk(folder: Path, needed: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import gradio as gr
 import pytest
@@ -10,6 +11,7 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 
 from errors import NotFound, UserError
+from tasks.base import download_folder
 from tasks.feedback import FeedbackService, training_rows
 from training import data
 from ui.chat_tab import corrected, liked
@@ -49,7 +51,8 @@ def test_rows_make_supervised_rows_and_preference_pairs(feedback, tmp_path):
     assert [(p["chosen"], p["rejected"]) for p in pairs] == [("4", "5"), ("Hello there!", "hi.")]
     made = feedback.feedback_training_set()
     rows = [json.loads(line) for line in open(made.path, encoding="utf-8")]
-    assert rows == supervised
+    assert rows == supervised and made.name == "feedback-rows.jsonl"
+    assert Path(made.path).parent.parent == download_folder().parent  # a download, cleared after an hour
     # The file is chat training data as the Train tab reads it.
     report = data.load_examples(made.path, "chat")
     assert report.format == "messages" and len(report.examples) == 2 and not report.rejected
