@@ -27,7 +27,7 @@ def _default_host() -> str:
 class Settings:
     host: str = field(default_factory=_default_host)  # interface the web server binds to; 0.0.0.0 on a Space
     port: int = 7860  # web server port
-    data_dir: Path = field(default_factory=_default_data_dir)  # models, adapters, jobs and collections all live under it
+    data_dir: Path = field(default_factory=_default_data_dir)  # models, adapters, jobs and collections live under it
     state_dir: str = ""  # SQLite databases (jobs, feedback) on a disk where file locking works ("" = the data dir)
     chat_model: str = ""  # default chat backbone ("" = the catalog default)
     embedding_model: str = ""  # default sentence-embedding backbone ("" = the catalog default)
@@ -123,7 +123,8 @@ _HELP = {
     "decode_kernels": "chat decode products: auto (measured at load on this machine: fp16 weight copies or another "
                       "layout where faster, a lean forward pass on Llama and Qwen2 models; answers checked in "
                       "bench/decode.py) or plain (the library's fp32 products and the model's own forward)",
-    "speculative": "speculative decoding from prompt lookups (the same answers; those that quote their prompt come faster)",
+    "speculative": "speculative decoding from prompt lookups (the same answers; those that quote their prompt come "
+                   "faster)",
     "train_processes": "processes a training job runs on, data-parallel (0 = one per visible GPU, else 1; on CPUs "
                        "they share the cores)",
     "trust_remote_code": "allow hub models to run their own code (off unless you trust them)",

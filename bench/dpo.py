@@ -34,7 +34,6 @@ import gc
 import json
 import math
 import os
-import random
 import statistics
 import sys
 import tempfile

@@ -10,7 +10,6 @@ The model and its settings are the app's defaults for chat: SmolLM2-135M-Instruc
 
 from __future__ import annotations
 
-import re
 import shutil
 import tempfile
 import time

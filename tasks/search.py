@@ -41,7 +41,8 @@ class SearchTask(Task):
 
     def __init__(self, ctx):
         super().__init__(ctx)
-        self.store = CollectionStore(ctx.settings.path("collections"), Shares(ctx.settings.data_dir, ctx.settings.state_path()))
+        self.store = CollectionStore(ctx.settings.path("collections"),
+                                     Shares(ctx.settings.data_dir, ctx.settings.state_path()))
 
     def endpoints(self) -> list[Endpoint]:
         return [Endpoint("add_documents", self.add_documents), Endpoint("search", self.search),
