@@ -122,7 +122,7 @@ def test_adapter_as_gguf_lora_holds_peft_matrices_in_llama_cpp_order(library, mo
     assert set(written) == expected
 
 
-def test_what_cannot_be_exported_says_so(library, moon, tiny_gpt2_dir, tmp_path):
+def test_what_cannot_be_exported_says_so(library, moon, tiny_gpt2_dir, tmp_path, monkeypatch):
     folder = plain_lora(tiny_gpt2_dir, tmp_path / "gpt2-lora", targets=("c_attn",))
     library.import_adapter(Upload(str(zipped(folder, tmp_path / "g.zip")), "g.zip"), "words", "chat",
                            str(tiny_gpt2_dir))
@@ -135,6 +135,7 @@ def test_what_cannot_be_exported_says_so(library, moon, tiny_gpt2_dir, tmp_path)
         library.export_gguf("moon", "f16", owner="someone-else")  # another user's adapter is unknown
 
     # A cancelled export (the client went away: progress raises) leaves no files behind.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # this test's own downloads: no other run's count
     exports = Path(tempfile.gettempdir()) / "lora-studio-exports"
     before = set(exports.glob("bundle-*"))
 
