@@ -271,7 +271,7 @@ class ChatTask(Task):
         room = lm.context_length - max_new_tokens
         if len(ids) > room:
             raise ContextTooLong(f"The text is too long for {lm.name}: {len(ids)} tokens, and it reads at most "
-                           f"{room} before the continuation. Shorten it or ask for fewer new tokens.")
+                                 f"{room} before the continuation. Shorten it or ask for fewer new tokens.")
         return Prompt(lm, list(ids), adapter_name)
 
 
@@ -313,8 +313,8 @@ def fit_prompt(lm: TextModel, system_prompt: str, turns: list[dict], tail: list[
                                                    return_dict=False, chat_template=template)
         if len(ids) <= room:
             return list(ids), dropped
-    raise ContextTooLong(f"Your message is too long for {lm.name}: it reads at most {room} tokens with the system "
-                    "prompt. Shorten the message or the system prompt.")
+    raise ContextTooLong(f"Your message is too long for {lm.name}: it reads at most {room} tokens with the "
+                         "system prompt. Shorten the message or the system prompt.")
 
 
 def _template_overhead(lm: TextModel, template: str | None) -> int:
