@@ -73,7 +73,9 @@ TOOL_DOCS: dict[str, str] = {
         "{model, adapter, result} in the variants' order.",
         "task: chat, summarize, translate, sentiment, answer or search.",
         "inputs: the task's own parameters as an object, for example {\"message\": \"Hi\"} for chat.",
-        "variants: a list of {model, adapter} objects to compare (use an empty adapter for the base model)."),
+        "variants: a list of {model, adapter} objects to compare (use an empty adapter for the base model).",
+        "collection: for chat, one of your document collections (see the collections tool) every variant answers "
+        "from; empty for none."),
     "tokenize": _doc(
         "Show how a model's tokenizer cuts a text into tokens. Returns {model, tokens: [{id, text, start, end}], "
         "count}.",
