@@ -286,6 +286,13 @@ def test_another_users_collection_or_search_adapter_over_v1_and_compare_answers_
 
     assert compared("facts") == compared("atlas").replace("atlas", "facts")
 
+    def compared_from(collection: str) -> str:  # compare's own last parameter, as DESIGN §1 (round 3) has it
+        return refusal(lambda: stage.bob.predict("chat", {"message": "Who founded Velmora?"},
+                                                 [{"model": "", "adapter": ""}], collection, api_name="/compare"))
+
+    assert compared_from("facts") == compared("facts")
+    assert "cannot be a collection name" in compared_from(HUGE)  # one short sentence (refusal checks it)
+
 
 # ---- 4. no login --------------------------------------------------------------------------------------------------
 def test_without_a_login_or_key_the_new_endpoints_refuse(stage):
