@@ -115,10 +115,11 @@ class Edge:
         """The request's JSON object, read with a size limit: a stranger's gigabyte never reaches memory."""
         limit = self.ctx.settings.max_chars * 8 + 2**20  # max_chars of text even fully \u-escaped, plus the rest
         too_large = TooLarge(f"The request is larger than {limit / 2**20:.1f} MB, more than this server reads.")
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > DRAINED_AT_MOST:  # refused before a byte of it is read
+        length = request.headers.get("content-length", "")
+        declared = int(length) if length.isdigit() else 0
+        if declared > DRAINED_AT_MOST:  # refused before a byte of it is read
             raise too_large
-        over, received, size = declared.isdigit() and int(declared) > limit, [], 0
+        over, received, size = declared > limit, [], 0
         async for chunk in request.stream():
             size += len(chunk)
             over = over or size > limit  # a client that sent no length, or a wrong one

@@ -16,7 +16,7 @@ from training.report import VERDICTS, headline
 from training.service import TrainingService
 from models.gguf_export import QUANTIZATIONS
 from ui.api import first_cell, handler, on_load, progress_for, uploads, user_of
-from ui.i18n import localized_columns, phrase, show_info, t, task_choices
+from ui.i18n import localized_columns, phrase, show_info, t, task_choices, task_name
 
 HIDDEN = {"api_visibility": "undocumented"}
 COLUMNS = ["adapter", "task", "base model", "created", "MB", "verdict", "result", "shared", "owner"]
@@ -28,7 +28,7 @@ def table(training: TrainingService, request: gr.Request = None) -> pd.DataFrame
 
 def adapters_table(training: TrainingService, owner: str) -> pd.DataFrame:
     """The owner's adapters (every adapter for an admin) as the library shows them (the Train tab too)."""
-    rows = [(a["name"], phrase(f"task.{a['task']}"), a["base"],
+    rows = [(a["name"], task_name(a["task"]), a["base"],
              time.strftime("%Y-%m-%d %H:%M", time.localtime(a["created"])), a["size_mb"], verdict_label(a["verdict"]),
              headline(a["task"], a["metrics"]), phrase(f"adapters.row.{'shared' if a['shared'] else 'private'}"),
              a["owner"])
@@ -74,14 +74,14 @@ def import_files(library: AdapterLibrary, training: TrainingService, files, name
     progress(0.2, desc=phrase("adapters.progress_checking"))
     done = library.import_adapter(received, name, task, base, owner=user_of(request))
     return (table(training, request), done["name"],
-            phrase("adapters.imported", name=done["name"], task=phrase(f"task.{done['task']}"), base=done["base"],
+            phrase("adapters.imported", name=done["name"], task=task_name(done["task"]), base=done["base"],
                    rank=done["rank"], size=done["size_mb"]))
 
 
 def merge(library: AdapterLibrary, name: str, new_name: str, progress=gr.Progress(), request: gr.Request = None):
     progress(0.2, desc=phrase("adapters.progress_merging"))
     done = library.merge_adapter(_chosen(name), new_name, owner=user_of(request))
-    return phrase("adapters.merged", model=done["model"], task=phrase(f"task.{done['task']}"), base=done["base"])
+    return phrase("adapters.merged", model=done["model"], task=task_name(done["task"]), base=done["base"])
 
 
 def export_gguf(library: AdapterLibrary, name: str, quantization: str, progress=gr.Progress(),

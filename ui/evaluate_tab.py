@@ -16,7 +16,7 @@ from ui.adapters_tab import verdict_label
 from ui.train_tab import formats_text
 from ui.api import first_cell, handler, on_load, upload, user_of
 from ui.i18n import (english, in_page_language, localized_columns, marked, phrase, t, task_choices, term,
-                     text_in_page_language)
+                     task_name, text_in_page_language)
 
 BASE_CHOICE = "base model"  # the box that evaluates the base model itself (a label, never an adapter name)
 ACTIVE = ("queued", "running")
@@ -168,7 +168,7 @@ def progress_markdown(status: dict) -> str:
 
 
 def history(service: TrainingService, request: gr.Request = None) -> pd.DataFrame:
-    rows = [(j["job_id"], phrase(f"task.{j['task']}"), phrase(f"train.state.{j['state']}"),
+    rows = [(j["job_id"], task_name(j["task"]), phrase(f"train.state.{j['state']}"),
              text_in_page_language((j["report"] or {}).get("summary", j["error"]))[:160])
             for j in service.evaluations(user_of(request))[:20]]
     return pd.DataFrame(rows, columns=localized_columns("evaluate.column", ["evaluation", "task", "state", "result"]))

@@ -18,7 +18,7 @@ from ui.adapters_tab import adapters_table
 from ui import zerogpu
 from ui.api import endpoint_function, expose, first_cell, handler, on_load, upload, user_of
 from ui.i18n import (english, in_page_language, localized_columns, marked, phrase, sentences_joined, show_info, t,
-                     task_choices, text_in_page_language)
+                     task_choices, task_name, text_in_page_language)
 
 ADVANCED = ["rank", "alpha", "dropout", "target_modules", "learning_rate", "epochs", "max_steps", "batch_size",
             "grad_accum", "max_length", "seed", "precision", "system_prompt", "method", "beta", "rpo_alpha"]
@@ -332,7 +332,7 @@ def refresh(service: TrainingService, job_id: str, request: gr.Request = None):
 
 
 def jobs_table(service: TrainingService, owner: str) -> pd.DataFrame:
-    rows = [(j["job_id"], j["name"], phrase(f"task.{j['task']}"), phrase(f"train.state.{j['state']}"),
+    rows = [(j["job_id"], j["name"], task_name(j["task"]), phrase(f"train.state.{j['state']}"),
              f"{j['step']}/{j['total_steps']}")
             for j in service.jobs(owner)[:20]]
     return pd.DataFrame(rows, columns=localized_columns("train.column", ["job", "adapter", "task", "state", "steps"]))

@@ -291,11 +291,15 @@ def term(value: str) -> str:
     return _term(value, languages().get(page_locale(LocalContext.request.get(None)), {}))
 
 
+def task_name(task_id: str) -> str:
+    """A task's name in the language of the page whose event runs (its id where the dictionaries lack it)."""
+    return phrase(f"task.{task_id}") if f"task.{task_id}" in english() else task_id
+
+
 def task_choices(task_ids: list[str]) -> list[tuple[str, str]]:
     """A task box's choices: each task named in the language of the page whose event runs (Gradio leaves a
     Dropdown's choices untranslated), its id the value."""
-    return [(phrase(f"task.{task_id}") if f"task.{task_id}" in english() else task_id, task_id)
-            for task_id in task_ids]
+    return [(task_name(task_id), task_id) for task_id in task_ids]
 
 
 def localized_columns(prefix: str, names: list[str]) -> list[str]:
