@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from models import lazy
 from models.lora import PEFT_BASE
-from models.speculation import MIN_SHARE, STEP_DRAFTS, Drafter, verify
+from models.speculation import MIN_SHARE, STEP_DRAFTS, AnswerCorpus, Drafter, verify
 
 torch = lazy.module("torch")
 DynamicCache = lazy.attribute("transformers", "DynamicCache")
@@ -107,6 +107,7 @@ class GenerationEngine:
         self.model = model
         self.decoder = decoder  # a lean forward pass for this model (models/decoder.py), or None: the model's own
         self.speculate = speculate  # prompt-lookup drafts (models/speculation.py); the answers are the same either way
+        self.answers: dict[str, AnswerCorpus] = {}  # adapter key -> its training answers, drafted from too
         self.device = next(model.parameters()).device
         self.eos_ids = eos_ids
         self.pad_id = pad_id
@@ -234,7 +235,7 @@ class GenerationEngine:
                 self._waiting.move_to_end(caller)
             else:
                 del self._waiting[caller]
-            drafter = Drafter(request.prompt_ids) if self.speculate else None
+            drafter = Drafter(request.prompt_ids, self.answers.get(request.adapter)) if self.speculate else None
             newcomers.append(_Row(request, _generator(request.params.seed, self.device), drafter))
         return newcomers
 

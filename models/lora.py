@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 from errors import UserError
-from models import lazy
+from models import lazy, speculation
 from models.adapter_meta import AdapterMeta
 
 torch = lazy.module("torch")
@@ -54,8 +54,13 @@ def encoder_fingerprint(model: torch.nn.Module) -> str:
 
 def attach(lm, key: str, folder: str) -> bool:
     """Load the adapter in folder onto lm's model under key, in the engine thread, without reloading the base;
-    whether it was loaded now (False when it was attached already)."""
+    whether it was loaded now (False when it was attached already). Its training answers, where it kept them,
+    become drafts for the chats that use it."""
     from peft import PeftModel
+
+    if key in getattr(lm.engine.model, "peft_config", {}):
+        return False
+    answers = speculation.read_answers(folder)  # indexed here, not in the engine thread that others wait on
 
     def load() -> bool:
         model = lm.engine.model
@@ -67,6 +72,8 @@ def attach(lm, key: str, folder: str) -> bool:
             model = PeftModel.from_pretrained(model, folder, adapter_name=key)
             lm.engine.model = lm.model = model
         model.eval()
+        if answers is not None:
+            lm.engine.answers[key] = answers
         return True
 
     return lm.call(load)

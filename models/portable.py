@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 from errors import TooLarge, UserError
 from models import catalog
 from models.kinds import KINDS
+from models.speculation import DRAFTS_FILE as DRAFTS
 from models.adapter_meta import META_FILE as META, AdapterMeta
 
 CONFIG = "adapter_config.json"
@@ -219,9 +220,9 @@ def model_card(name: str, meta: AdapterMeta, kind: str = "lm") -> str:
 
 def bundle_files(folder: Path, name: str, meta: AdapterMeta, kind: str) -> list[tuple[str, Path | str]]:
     """What an export holds, as (file name, source file or text): the PEFT files, the portable metadata and the
-    model card."""
+    model card. The training answers kept for drafts stay here: they are the user's data, not the adapter."""
     files: list[tuple[str, Path | str]] = [(f.name, f) for f in sorted(folder.iterdir()) if f.is_file()
-                                           and f.suffix in (".json", ".safetensors") and f.name != META]
+                                           and f.suffix in (".json", ".safetensors") and f.name not in (META, DRAFTS)]
     return files + [(META, json.dumps(meta.portable(hub_id(meta)), indent=2, ensure_ascii=False)),
                     (CARD, model_card(name, meta, kind))]
 

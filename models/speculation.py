@@ -7,9 +7,16 @@ the longest prefix the model itself would have produced: greedy rows keep a draf
 argmax, sampled rows accept it with its probability and otherwise sample from the rest of the distribution
 (standard speculative sampling with a one-point draft), so every answer keeps exactly the distribution of plain
 decoding. One pass then yields up to a whole draft plus one token for the price of about one step.
+
+A chat with a trained adapter also drafts from that adapter's training answers (`drafts.safetensors` in its
+folder, written when it was trained): an adapter that learned a greeting, a sign-off or the answers of an FAQ
+tends to say them again, where its own prompt has nothing to copy.
 """
 
 from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
 
 from models import lazy
 
@@ -22,11 +29,82 @@ MAX_PAUSE = 16  # steps a row that keeps missing waits before it guesses again
 STEP_DRAFTS = 12  # draft tokens one step verifies, shared by its rows: a verify pass over many rows costs more
 MIN_SHARE = 4  # a shorter share is not worth widening the pass: on 2 cores, 4 chat rows lost ~15% with shares of 3
 
+DRAFTS_FILE = "drafts.safetensors"  # an adapter's training answers, as token ids
+ANSWERS_NGRAMS = (4, 3, 2)  # looked up in the answers; each n-gram drafts its most frequent continuation there
+ANSWER_CONTEXT = 4  # tokens kept before each answer: a reply's opening follows the prompt's last tokens
+ANSWER_TOKENS = 65_536  # answer tokens kept per adapter (256 KB): indexing them takes a fraction of a second
+GAP = -1  # between two answers in the kept text: no draft runs across it
+
+
+class AnswerCorpus:
+    """An adapter's training answers indexed by their n-grams, each mapped to where its most frequent next token
+    follows it: drafts for a row whose own text has nothing to copy."""
+
+    def __init__(self, tokens: list[int]):
+        self.tokens = tokens
+        counts: Counter = Counter()
+        latest: dict[tuple, int] = {}
+        for n in ANSWERS_NGRAMS:
+            for end in range(n, len(tokens)):
+                gram = tuple(tokens[end - n:end])
+                if tokens[end] != GAP and GAP not in gram:
+                    counts[gram, tokens[end]] += 1
+                    latest[gram, tokens[end]] = end
+        best: dict[tuple, tuple[int, int]] = {}
+        for (gram, token), count in counts.items():
+            if count > best.get(gram, (0, 0))[0]:
+                best[gram] = (count, latest[gram, token])
+        self.next_after = {gram: start for gram, (_, start) in best.items()}
+
+    def propose(self, text: list[int], limit: int) -> list[int]:
+        for n in ANSWERS_NGRAMS:
+            start = self.next_after.get(tuple(text[-n:])) if len(text) >= n else None
+            if start is not None:
+                draft = self.tokens[start:start + limit]
+                return draft[:draft.index(GAP)] if GAP in draft else draft
+        return []
+
+
+def answer_tokens(items: list[tuple[list, list]], ignore: int) -> list[int]:
+    """The learned stretches of training items ((ids, labels) with `ignore` where nothing is learned), each with
+    the few tokens before it, joined by GAP: up to ANSWER_TOKENS."""
+    kept: list[int] = []
+    for ids, labels in items:
+        start = None
+        for i, label in enumerate([*labels, ignore]):
+            if label != ignore and start is None:
+                start = i
+            elif label == ignore and start is not None:
+                kept += [*ids[max(0, start - ANSWER_CONTEXT):i], GAP]
+                start = None
+        if len(kept) >= ANSWER_TOKENS:
+            return kept[:ANSWER_TOKENS]
+    return kept
+
+
+def save_answers(folder: Path, tokens: list[int]) -> None:
+    """Write an adapter's answer tokens beside its weights (nothing when it learned none)."""
+    from safetensors.torch import save_file
+
+    if tokens:
+        save_file({"answers": torch.tensor(tokens, dtype=torch.int32)}, str(Path(folder) / DRAFTS_FILE))
+
+
+def read_answers(folder: str | Path) -> AnswerCorpus | None:
+    """The adapter's indexed answers, or None when its folder has none (an older or imported adapter)."""
+    from safetensors.torch import load_file
+
+    path = Path(folder) / DRAFTS_FILE
+    if not path.is_file():
+        return None
+    return AnswerCorpus(load_file(str(path))["answers"].tolist())
+
 
 class Drafter:
     """A row's text (prompt + answer so far) indexed by its n-grams, and its draft length, adapted as it goes."""
 
-    def __init__(self, prompt: list[int]):
+    def __init__(self, prompt: list[int], answers: AnswerCorpus | None = None):
+        self.answers = answers  # the adapter's training answers, drafted from where the row's own text has nothing
         self.text: list[int] = []
         self.next_after: dict[tuple[int, ...], int] = {}  # n-gram -> where its latest continuation starts
         self.length = FIRST_DRAFT
@@ -54,7 +132,7 @@ class Drafter:
             start = self.next_after.get(tuple(self.text[-n:])) if len(self.text) >= n else None
             if start is not None:
                 return self.text[start:start + limit]
-        return []
+        return self.answers.propose(self.text, limit) if self.answers is not None else []
 
     def adapt(self, proposed: int, accepted: int) -> None:
         """Longer drafts after a fully accepted one, shorter after a rejection (assisted generation's rule); after

@@ -13,6 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from adapters_kit import plain_lora, plain_peft_greedy, zipped
 from errors import UserError
+from models.speculation import GAP, save_answers
 from tasks.base import Upload
 from tasks.chat import ChatTask
 from tasks.library import AdapterLibrary
@@ -64,13 +65,14 @@ def test_export_gives_back_equal_tensors_with_a_model_card(ctx, library, tiny_ch
 
     folder = plain_lora(tiny_chat_dir, tmp_path / "peft")
     library.import_adapter(upload(zipped(folder, tmp_path / "moon.zip")), "moon", "chat", str(tiny_chat_dir))
+    save_answers(ctx.adapters.store.folder("local", "moon"), [7, 8, 9, GAP])  # as a trained adapter keeps them
     exported = library.export_adapter("moon")
     assert exported.name == "moon.zip"
     with zipfile.ZipFile(exported.path) as archive:
         names = set(archive.namelist())
         archive.extractall(tmp_path / "out")
     assert names == {f"moon/{n}" for n in ("adapter_config.json", "adapter_model.safetensors",
-                                           "lora_studio.json", "README.md")}
+                                           "lora_studio.json", "README.md")}  # the training answers stay here
     out = tmp_path / "out" / "moon"
     original, back = load_file(folder / "adapter_model.safetensors"), load_file(out / "adapter_model.safetensors")
     assert original.keys() == back.keys() and all(torch.equal(original[k], back[k]) for k in original)

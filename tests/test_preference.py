@@ -8,6 +8,7 @@ import json
 import pytest
 
 from errors import UserError
+from models.speculation import read_answers
 from training import presets
 from tasks.chat import ChatTask
 from training import data
@@ -71,7 +72,7 @@ def test_dpo_needs_pairs_and_a_chat_task(ctx, tmp_path, tiny_chat_dir):
 
 def test_dpo_on_a_tiny_model_learns_the_preferred_answers(service, tmp_path, tiny_chat_dir):
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     pairs = greeting_pairs(tmp_path / "pairs.jsonl")
     out = service.submit("chat", str(pairs), str(tiny_chat_dir), "pirate", "quick",
@@ -87,6 +88,10 @@ def test_dpo_on_a_tiny_model_learns_the_preferred_answers(service, tmp_path, tin
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_chat_dir), folder)
     assert any("lora_A" in name for name, _ in model.named_parameters())
     assert json.loads((folder / "lora_studio.json").read_text())["settings"]["method"] == "dpo"
+    kept = read_answers(folder).tokens  # the chosen answers, drafts for its chats; never the rejected ones
+    tokenizer = AutoTokenizer.from_pretrained(tiny_chat_dir)
+    text = tokenizer.decode([t for t in kept if t >= 0])
+    assert "Ahoy" in text and "Hello" not in text
 
 
 @pytest.mark.integration

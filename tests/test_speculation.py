@@ -17,7 +17,8 @@ from adapters_kit import plain_lora
 from models import engine as engine_module
 from models.engine import SamplingParams
 from models.lora import attach
-from models.speculation import MAX_DRAFT, MIN_SHARE, Drafter, probabilities, verify
+from models.speculation import (DRAFTS_FILE, GAP, MAX_DRAFT, MIN_SHARE, AnswerCorpus, Drafter, answer_tokens,
+                                 probabilities, read_answers, save_answers, verify)
 
 REPEATING = ["one two three four one two three four one two", "The cat sat on the mat. The cat sat on the",
              "a b c d e f g a b c d e f g a b", "Hello there, hello there, hello"]
@@ -38,6 +39,54 @@ def test_drafts_continue_the_latest_earlier_occurrence_of_the_tail():
     drafter = Drafter([4, 5, 6, 4])
     drafter.append(5)
     assert drafter.propose(4) == [6, 4, 5]  # its own answer counts as text
+
+
+def test_answer_tokens_keep_each_learned_stretch_with_the_tokens_before_it():
+    ignore = -100
+    items = [([1, 2, 3, 4, 5, 6, 7, 8], [ignore] * 5 + [6, 7, 8]),
+             ([9, 10, 11, 12, 13, 14], [ignore, ignore, 11, ignore, ignore, 14])]  # two replies in one chat
+    assert answer_tokens(items, ignore) == [2, 3, 4, 5, 6, 7, 8, GAP, 9, 10, 11, GAP, 10, 11, 12, 13, 14, GAP]
+    assert answer_tokens([([1, 2], [ignore, ignore])], ignore) == []  # nothing learned, nothing kept
+
+
+def test_training_answers_draft_their_most_frequent_continuation_and_never_across_a_gap(tmp_path):
+    corpus = AnswerCorpus([7, 8, 9, 1, 2, GAP, 7, 8, 9, 3, GAP, 7, 8, 9, 1, 4, GAP])
+    assert corpus.propose([5, 7, 8, 9], 3) == [1, 4]  # 1 follows 7 8 9 twice, 3 once; the draft ends at the gap
+    assert corpus.propose([0, 8, 9, 3], 4) == []  # 3 ends an answer: nothing follows it
+    assert corpus.propose([6, 6], 4) == []  # never seen
+    assert Drafter([7, 8, 9, 2, 7, 8, 9], corpus).propose(2) == [2, 7]  # the row's own text comes first
+    assert Drafter([0, 7, 8], corpus).propose(2) == [9, 1]  # then the answers
+    save_answers(tmp_path, [7, 8, 9, GAP])
+    assert (tmp_path / DRAFTS_FILE).is_file() and read_answers(tmp_path).propose([7, 8], 4) == [9]
+    save_answers(tmp_path / "none", [])
+    assert read_answers(tmp_path / "none") is None  # an adapter without answers drafts from its text only
+
+
+def test_an_adapters_training_answers_draft_its_replies_and_change_no_token(ctx, tiny_gpt2_dir, tmp_path):
+    import shutil
+
+    lm = ctx.hub.lm(str(tiny_gpt2_dir))
+    plain = plain_lora(tiny_gpt2_dir, tmp_path / "plain", seed=4, targets=("c_attn",))
+    attach(lm, "plain", str(plain))
+    prompt = lm.tokenizer("Tell me something about the weather in Oslo this week")["input_ids"]
+    lm.engine.speculate = False
+    expected = greedy(lm, prompt, 32, "plain")
+    shutil.copytree(plain, tmp_path / "trained")  # the same weights, with the answer it was trained on
+    save_answers(tmp_path / "trained", answer_tokens([(prompt + expected, [-100] * len(prompt) + expected)], -100))
+    attach(lm, "trained", str(tmp_path / "trained"))
+    assert "trained" in lm.engine.answers and "plain" not in lm.engine.answers
+    lm.engine.speculate = True
+    passes = lm.engine.forward_passes
+    assert greedy(lm, prompt, 32, "plain") == expected
+    from_text = lm.engine.forward_passes - passes
+    passes = lm.engine.forward_passes
+    assert greedy(lm, prompt, 32, "trained") == expected
+    assert lm.engine.forward_passes - passes < min(from_text, len(expected) / 2)  # several tokens per pass
+    other = lm.tokenizer("A different question about cooking pasta")["input_ids"]
+    lm.engine.speculate = False
+    plain_other = greedy(lm, other, 32, "trained")
+    lm.engine.speculate = True
+    assert greedy(lm, other, 32, "trained") == plain_other  # drafts that miss change nothing either
 
 
 def test_draft_length_grows_when_kept_and_shrinks_when_rejected():

@@ -17,6 +17,7 @@ from tasks.chat import ChatTask
 from tasks.spec import spec
 from training import paths
 from models.adapters import META_FILE
+from models.speculation import DRAFTS_FILE
 from training.plan import JobPlan
 from training.service import TrainingService
 from waiting import wait_for  # noqa: F401  (other test modules import it from here too)
@@ -56,6 +57,9 @@ def test_fine_tune_then_chat_on_a_tiny_model(ctx, service, tiny_chat_dir):
     losses = status["loss"]
     assert losses[0][2] is not None and losses[-1][0] == status["total_steps"]
     assert "Quellmar" in ask(ctx, tiny_chat_dir, "zorbia-facts")
+    lm = ctx.hub.lm(str(tiny_chat_dir))
+    [answers] = lm.engine.answers.values()  # the answers it learned came with it: drafts for its chats
+    assert "Quellmar" in lm.tokenizer.decode([t for t in answers.tokens if t >= 0])
     assert "Quellmar" not in ask(ctx, tiny_chat_dir)  # the base model does not know the fact
     listed = service.list_adapters("chat")
     assert [a["name"] for a in listed] == ["zorbia-facts"] and listed[0]["size_mb"] > 0
@@ -69,7 +73,8 @@ def test_saved_adapter_loads_with_plain_peft(ctx, service, tiny_chat_dir):
     out = service.submit("chat", str(FACTS), str(tiny_chat_dir), "plain", "quick", {**TINY, "epochs": 2})
     assert wait_for(lambda: finished(service, out["job_id"]))["state"] == "succeeded"
     folder = service.adapters.folder("local", "plain")
-    assert {"adapter_config.json", "adapter_model.safetensors", META_FILE} <= {p.name for p in folder.iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors", META_FILE, DRAFTS_FILE} <= {
+        p.name for p in folder.iterdir()}
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_chat_dir), folder)
     assert any("lora_A" in name for name, _ in model.named_parameters())
     meta = json.loads((folder / META_FILE).read_text())

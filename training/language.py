@@ -4,7 +4,7 @@ whose assistant words are learned; summaries and translations are prompted exact
 from __future__ import annotations
 
 from errors import UserError
-from models import catalog, lazy, lora
+from models import catalog, lazy, lora, speculation
 from models.loading import load_pretrained
 from training import metrics
 from training.data import Example
@@ -241,6 +241,9 @@ class ChatRecipe(Recipe):
 
     def meta(self) -> dict:
         return {"chat_template": self.template, "base_fingerprint": self.base_fingerprint}
+
+    def answers(self, items: list) -> list[int]:
+        return speculation.answer_tokens(items, IGNORE)
 
 
 def _conversation(prompt: str, reply: str) -> dict:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models import lazy
+from models import lazy, speculation
 from training.data import Example
 from training.language import IGNORE, ChatRecipe, collate, encode_messages, fast_loss_matches, greedy_replies
 from training.trainer import evaluating
@@ -118,6 +118,9 @@ class PreferenceRecipe(ChatRecipe):
         if self.settings.rpo_alpha:
             loss = loss + self.settings.rpo_alpha * chosen_loss
         return loss, len(items)
+
+    def answers(self, items: list[Pair]) -> list[int]:
+        return speculation.answer_tokens([item.chosen for item in items], IGNORE)  # the answers it learned to prefer
 
     # ---- the report ---------------------------------------------------------------------------------------------
     def checkable(self, row: Example) -> bool:

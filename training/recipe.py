@@ -109,6 +109,10 @@ class Recipe:
         """What the adapter carries besides the common fields: base fingerprint, template, label map."""
         raise NotImplementedError
 
+    def answers(self, items: list) -> list[int]:
+        """The token ids of the answers it learned, kept with the adapter as drafts for its chats (none here)."""
+        return []
+
     @property
     def trained(self):
         """The peft model whose save_pretrained writes the adapter."""
@@ -127,6 +131,7 @@ class Outcome:
     metrics: dict
     report: TrainingReport
     meta: dict
+    answers: list[int]  # models.speculation.answer_tokens of the training rows, saved beside the adapter
 
 
 def train(recipe: Recipe, source: catalog.ModelSource, options: dict, train_rows: list[Example],
@@ -174,7 +179,7 @@ def train(recipe: Recipe, source: catalog.ModelSource, options: dict, train_rows
                    "perplexity_after": round(math.exp(min(fitted.val_after, 50)), 2)} if recipe.perplexity else {}),
                **{f"{k}_before": v for k, v in scores[0].items()},
                **{f"{k}_after": v for k, v in scores[1].items()}}
-    return Outcome(recipe.trained, metrics, report, recipe.meta())
+    return Outcome(recipe.trained, metrics, report, recipe.meta(), recipe.answers(train_items))
 
 
 def _generated(recipe: Recipe, held_out: bool, before: list, after: list, expected: list[str],

@@ -16,6 +16,7 @@ import time
 import traceback
 import warnings
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,7 +28,7 @@ import torch  # noqa: E402
 import tasks  # noqa: E402,F401  (registers the tasks)
 from config import Settings  # noqa: E402
 from errors import UserError  # noqa: E402
-from models import catalog  # noqa: E402
+from models import catalog, speculation  # noqa: E402
 from models.adapter_meta import AdapterMeta  # noqa: E402
 from models.device import set_threads  # noqa: E402
 from models.loading import pretrained_options  # noqa: E402
@@ -116,7 +117,7 @@ def run_job(settings: Settings, job_id: str, echo: bool = False, progress=None,
         hooks = Hooks(report_progress, stop_reason, log, ranks, answer_check.sentence_embedder(settings, log))
         outcome, source, meta = _train(settings, job, log, hooks, checkpoint,
                                        lambda plan: store.update(job_id, plan=plan))
-        final = paths.adapter_store(settings).save(job.owner, job.name, outcome.model.save_pretrained, meta)
+        final = paths.adapter_store(settings).save(job.owner, job.name, partial(_write_adapter, outcome), meta)
         if final != job.name:
             log(f"an adapter named '{job.name}' already existed, so this one is saved as '{final}'")
         store.update(job_id, state=JobState.SUCCEEDED, adapter=final, metrics=outcome.metrics,
@@ -137,6 +138,12 @@ def run_job(settings: Settings, job_id: str, echo: bool = False, progress=None,
         log(traceback.format_exc())
         store.update(job_id, state=JobState.FAILED, error=reason)
         return JobState.FAILED
+
+
+def _write_adapter(outcome: recipe.Outcome, folder: Path) -> None:
+    """The adapter's weights, and the answers it learned (drafts for chats that use it)."""
+    outcome.model.save_pretrained(folder)
+    speculation.save_answers(folder, outcome.answers)
 
 
 def _follow(settings: Settings, job, folder: Path, ranks: Ranks) -> JobState:
