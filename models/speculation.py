@@ -91,13 +91,19 @@ def save_answers(folder: Path, tokens: list[int]) -> None:
 
 
 def read_answers(folder: str | Path) -> AnswerCorpus | None:
-    """The adapter's indexed answers, or None when its folder has none (an older or imported adapter)."""
+    """The adapter's indexed answers, or None when its folder has none (an older or imported adapter) or they
+    cannot be read: they only make replies faster, so a damaged file never stops a chat."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     path = Path(folder) / DRAFTS_FILE
     if not path.is_file():
         return None
-    return AnswerCorpus(load_file(str(path))["answers"].tolist())
+    try:
+        answers = load_file(str(path))["answers"]
+    except (OSError, KeyError, SafetensorError):
+        return None
+    return AnswerCorpus(answers.flatten()[:ANSWER_TOKENS].tolist())
 
 
 class Drafter:

@@ -60,6 +60,8 @@ def test_training_answers_draft_their_most_frequent_continuation_and_never_acros
     assert (tmp_path / DRAFTS_FILE).is_file() and read_answers(tmp_path).propose([7, 8], 4) == [9]
     save_answers(tmp_path / "none", [])
     assert read_answers(tmp_path / "none") is None  # an adapter without answers drafts from its text only
+    (tmp_path / DRAFTS_FILE).write_bytes(b"not a safetensors file")
+    assert read_answers(tmp_path) is None  # a damaged file is skipped: the chat goes on without its drafts
 
 
 def test_an_adapters_training_answers_draft_its_replies_and_change_no_token(ctx, tiny_gpt2_dir, tmp_path):

@@ -90,6 +90,15 @@ def collate(rows: list[tuple[list, list]], pad_id: int) -> dict:
     return {"input_ids": input_ids, "labels": labels, "attention_mask": mask}
 
 
+def last_hidden(model, batch: dict) -> tuple[torch.nn.Module, torch.Tensor]:
+    """The plain model under any peft wrapper, and its last hidden states for a batch from `collate`.
+
+    The batch is right-padded, so every real token attends only to earlier tokens, all of them real: the causal
+    mask alone gives the same states there, and attention runs its mask-free kernel (faster on CPU)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base, base.base_model(input_ids=batch["input_ids"], use_cache=False).last_hidden_state
+
+
 def learned_loss(model, batch: dict) -> torch.Tensor:
     """The mean loss over learned tokens, with the output layer run only where a label is learned.
 
@@ -97,9 +106,7 @@ def learned_loss(model, batch: dict) -> torch.Tensor:
     activation memory, and prompt tokens never need it. Models that post-process their logits (soft-capping,
     scaling) must not take this path: `trainer.fast_loss_matches` checks that once per run.
     """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    hidden = base.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                             use_cache=False).last_hidden_state
+    base, hidden = last_hidden(model, batch)
     targets = batch["labels"][:, 1:]
     learned = targets != IGNORE
     if not learned.any():  # every reply was cut off: nothing to learn here, and no NaN

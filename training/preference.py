@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 from models import lazy, speculation
 from training.data import Example
-from training.language import IGNORE, ChatRecipe, collate, encode_messages, fast_loss_matches, greedy_replies
+from training.language import (IGNORE, ChatRecipe, collate, encode_messages, fast_loss_matches, greedy_replies,
+                               last_hidden)
 from training.trainer import evaluating
 
 torch = lazy.module("torch")
@@ -80,9 +81,7 @@ class PreferenceRecipe(ChatRecipe):
         targets = batch["labels"][:, 1:]
         learned = targets != IGNORE
         if self._fast:  # the output layer only where an answer token is scored
-            base = model.get_base_model()
-            hidden = base.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                     use_cache=False).last_hidden_state
+            base, hidden = last_hidden(model, batch)
             logits = base.get_output_embeddings()(hidden[:, :-1][learned])
         else:
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1][learned]
