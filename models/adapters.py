@@ -321,7 +321,8 @@ class AdapterService:
             raise UserError(f"The adapter '{name}' was trained on {files.meta.base_model}, not on {lm.name}: "
                             f"pick {files.meta.base_model} as the model to use it.")
         if lora.attach(lm, files.key, files.folder):
-            self.hub.cache.grow(lm.cache_key, weights_size(files.folder))
+            answers = lm.engine.answers.get(files.key)
+            self.hub.cache.grow(lm.cache_key, weights_size(files.folder) + (answers.memory if answers else 0))
         return files.key, files.meta
 
     def encoder(self, owner: str, kind: str, model: str, adapter: object, task: str, default: str = ""):

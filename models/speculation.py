@@ -38,27 +38,35 @@ GAP = -1  # between two answers in the kept text: no draft runs across it
 
 class AnswerCorpus:
     """An adapter's training answers indexed by their n-grams, each mapped to where its most frequent next token
-    follows it: drafts for a row whose own text has nothing to copy."""
+    follows it: drafts for a row whose own text has nothing to copy. An n-gram is keyed by its hash: two that
+    share one only cost a draft the model rejects."""
 
     def __init__(self, tokens: list[int]):
         self.tokens = tokens
         counts: Counter = Counter()
-        latest: dict[tuple, int] = {}
+        latest: dict[tuple[int, int], int] = {}
         for n in ANSWERS_NGRAMS:
             for end in range(n, len(tokens)):
                 gram = tuple(tokens[end - n:end])
                 if tokens[end] != GAP and GAP not in gram:
-                    counts[gram, tokens[end]] += 1
-                    latest[gram, tokens[end]] = end
-        best: dict[tuple, tuple[int, int]] = {}
+                    key = (hash(gram), tokens[end])
+                    counts[key] += 1
+                    latest[key] = end
+        best: dict[int, tuple[int, int]] = {}
         for (gram, token), count in counts.items():
             if count > best.get(gram, (0, 0))[0]:
                 best[gram] = (count, latest[gram, token])
         self.next_after = {gram: start for gram, (_, start) in best.items()}
 
+    @property
+    def memory(self) -> int:
+        """About how many bytes it holds (measured with tracemalloc: ~110 per n-gram and ~36 per token; ~23 MB for
+        the most kept)."""
+        return 110 * len(self.next_after) + 36 * len(self.tokens)
+
     def propose(self, text: list[int], limit: int) -> list[int]:
         for n in ANSWERS_NGRAMS:
-            start = self.next_after.get(tuple(text[-n:])) if len(text) >= n else None
+            start = self.next_after.get(hash(tuple(text[-n:]))) if len(text) >= n else None
             if start is not None:
                 draft = self.tokens[start:start + limit]
                 return draft[:draft.index(GAP)] if GAP in draft else draft
