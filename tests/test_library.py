@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from adapters_kit import plain_lora, plain_peft_greedy, zipped
 from errors import UserError
-from models.speculation import GAP, save_answers
+from models.speculation import DRAFTS_FILE, GAP, save_answers
 from tasks.base import Upload
 from tasks.chat import ChatTask
 from tasks.library import AdapterLibrary
@@ -57,6 +57,13 @@ def test_plain_peft_adapter_imports_and_answers_as_peft_does(ctx, library, tiny_
     # The folder's files work as well as a zip, and a taken name gets a suffix.
     files = [upload(folder / "adapter_config.json"), upload(folder / "adapter_model.safetensors")]
     assert library.import_adapter(files, "moon", "chat", str(tiny_chat_dir))["name"] == "moon-2"
+
+
+def test_an_uploaded_drafts_file_is_never_kept(ctx, library, tiny_chat_dir, tmp_path):
+    folder = plain_lora(tiny_chat_dir, tmp_path / "peft")
+    save_answers(folder, [7, 8, 9, GAP])  # a stranger's "training answers": drafts come only from training here
+    library.import_adapter(upload(zipped(folder, tmp_path / "moon.zip")), "moon", "chat", str(tiny_chat_dir))
+    assert not (ctx.adapters.store.folder("local", "moon") / DRAFTS_FILE).exists()
 
 
 def test_export_gives_back_equal_tensors_with_a_model_card(ctx, library, tiny_chat_dir, tmp_path):
