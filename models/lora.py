@@ -58,14 +58,17 @@ def attach(lm, key: str, folder: str) -> bool:
     become drafts for the chats that use it."""
     from peft import PeftModel
 
-    if key in getattr(lm.engine.model, "peft_config", {}):
+    def attached() -> bool:
+        return key in getattr(lm.engine.model, "peft_config", {})
+
+    if attached():
         return False
     answers = speculation.read_answers(folder)  # indexed here, not in the engine thread that others wait on
 
     def load() -> bool:
-        model = lm.engine.model
-        if key in getattr(model, "peft_config", {}):
+        if attached():  # another request attached it meanwhile
             return False
+        model = lm.engine.model
         if isinstance(model, PeftModel):
             model.load_adapter(folder, adapter_name=key)
         else:

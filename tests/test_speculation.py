@@ -8,6 +8,7 @@ requests with and without speculation must agree, position by position, on how o
 the greedy one (the same event under the same distribution) within four standard errors.
 """
 
+import shutil
 import threading
 
 import pytest
@@ -65,8 +66,6 @@ def test_training_answers_draft_their_most_frequent_continuation_and_never_acros
 
 
 def test_an_adapters_training_answers_draft_its_replies_and_change_no_token(ctx, tiny_gpt2_dir, tmp_path):
-    import shutil
-
     lm = ctx.hub.lm(str(tiny_gpt2_dir))
     plain = plain_lora(tiny_gpt2_dir, tmp_path / "plain", seed=4, targets=("c_attn",))
     attach(lm, "plain", str(plain))
