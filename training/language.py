@@ -3,6 +3,8 @@ whose assistant words are learned; summaries and translations are prompted exact
 
 from __future__ import annotations
 
+import functools
+
 from errors import UserError
 from models import catalog, lazy, lora, speculation
 from models.loading import load_pretrained
@@ -111,8 +113,53 @@ def learned_loss(model, batch: dict) -> torch.Tensor:
     learned = targets != IGNORE
     if not learned.any():  # every reply was cut off: nothing to learn here, and no NaN
         return hidden.sum() * 0.0
-    logits = base.get_output_embeddings()(hidden[:, :-1][learned])
-    return torch.nn.functional.cross_entropy(logits.float(), targets[learned])
+    return output_loss(base.get_output_embeddings(), hidden[:, :-1][learned], targets[learned])
+
+
+def output_loss(head, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The mean cross-entropy of head(hidden) [tokens, vocabulary] against targets.
+
+    A frozen output layer takes `_OutputLoss`, which never keeps the [tokens, vocabulary] logits: it reads them a
+    slice of tokens at a time and makes their gradient in the same pass. A layer that trains takes the plain way."""
+    if type(head) is torch.nn.Linear and head.bias is None and not head.weight.requires_grad:
+        return _output_loss().apply(hidden, head.weight, targets)
+    return torch.nn.functional.cross_entropy(head(hidden).float(), targets)
+
+
+OUTPUT_SLICE = 1 << 25  # logits read at a time (128 MB in fp32): about 680 tokens over a 49k-word vocabulary
+
+
+@functools.cache
+def _output_loss():
+    class OutputLoss(torch.autograd.Function):
+        """Cross-entropy over hidden·Wᵀ with W frozen; the forward pass also makes d loss / d hidden."""
+
+        @staticmethod
+        def forward(ctx, hidden, weight, targets):
+            count, rows = len(hidden), max(1, OUTPUT_SLICE // weight.shape[0])
+            grad = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
+            total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+            for start in range(0, count, rows):
+                part, wanted = hidden[start:start + rows], targets[start:start + rows, None]
+                logits = (part @ weight.t()).float()  # [rows, vocabulary]
+                top = logits.amax(1, keepdim=True)
+                picked = logits.gather(1, wanted)
+                probs = logits.sub_(top).exp_()  # in place: the slice's logits are not needed again
+                sums = probs.sum(1, keepdim=True)
+                total += (sums.log() + top - picked).sum()  # -log softmax at the target
+                if grad is not None:  # softmax - one-hot: the loss's gradient for these logits
+                    probs.div_(sums).scatter_add_(1, wanted, torch.full_like(picked, -1.0))
+                    grad[start:start + rows] = probs.to(weight.dtype) @ weight
+            ctx.save_for_backward(grad)
+            ctx.count = count
+            return total / count
+
+        @staticmethod
+        def backward(ctx, upstream):
+            (grad,) = ctx.saved_tensors
+            return grad * (upstream / ctx.count), None, None
+
+    return OutputLoss
 
 
 def prompt_and_expected(tokenizer, fields: dict, system_prompt: str) -> tuple[str, list[int], str] | None:
