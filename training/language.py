@@ -119,7 +119,7 @@ def learned_loss(model, batch: dict) -> torch.Tensor:
 def output_loss(head, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """The mean cross-entropy of head(hidden) [tokens, vocabulary] against targets.
 
-    A frozen output layer takes `_OutputLoss`, which never keeps the [tokens, vocabulary] logits: it reads them a
+    A frozen output layer takes `OutputLoss`, which never keeps the [tokens, vocabulary] logits: it reads them a
     slice of tokens at a time and makes their gradient in the same pass. A layer that trains takes the plain way."""
     if type(head) is torch.nn.Linear and head.bias is None and not head.weight.requires_grad:
         return _output_loss().apply(hidden, head.weight, targets)
@@ -131,6 +131,7 @@ OUTPUT_SLICE = 1 << 25  # logits read at a time (128 MB in fp32): about 680 toke
 
 @functools.cache
 def _output_loss():
+    # Made on first use: torch loads lazily, and a lazy stand-in cannot be a base class (models/lazy.py).
     class OutputLoss(torch.autograd.Function):
         """Cross-entropy over hidden·Wᵀ with W frozen; the forward pass also makes d loss / d hidden."""
 
