@@ -345,29 +345,30 @@ def test_fast_loss_equals_the_models_own_loss(tiny_chat_dir):
         assert float(recipe.learned_loss(model, nothing)) == 0.0  # replies cut off: no NaN
 
 
-def test_output_loss_keeps_no_logits_and_matches_the_plain_loss(monkeypatch):
+def test_token_losses_keep_no_logits_and_match_the_plain_loss(monkeypatch):
     from training import language
 
     torch.manual_seed(0)
     head = torch.nn.Linear(64, 1000, bias=False).requires_grad_(False)
     hidden, targets = torch.randn(700, 64), torch.randint(0, 1000, (700,))
+    weights = torch.rand(700)  # each token's loss counts differently, as DPO's per-answer sums do
 
-    def loss_and_grad(loss_of) -> tuple[float, torch.Tensor]:
+    def losses_and_grad(losses_of) -> tuple[torch.Tensor, torch.Tensor]:
         states = hidden.clone().requires_grad_(True)
-        loss = loss_of(states)
-        loss.backward()
-        return float(loss), states.grad
+        losses = losses_of(states)
+        (losses * weights).sum().backward()
+        return losses.detach(), states.grad
 
-    plain = loss_and_grad(lambda h: torch.nn.functional.cross_entropy(head(h), targets))
+    plain = losses_and_grad(lambda h: torch.nn.functional.cross_entropy(head(h), targets, reduction="none"))
     monkeypatch.setattr(language, "OUTPUT_SLICE", 64 * 1000)  # 64 tokens a slice: eleven slices, the last short
-    fused = loss_and_grad(lambda h: language.output_loss(head, h, targets))
-    assert fused[0] == pytest.approx(plain[0], rel=1e-6)
-    assert torch.allclose(fused[1], plain[1], rtol=1e-4, atol=1e-9)
-    assert "OutputLoss" in type(language.output_loss(head, hidden.requires_grad_(True), targets).grad_fn).__name__
+    fused = losses_and_grad(lambda h: language.token_losses(head, h, targets))
+    assert torch.allclose(fused[0], plain[0], rtol=1e-5, atol=1e-6)
+    assert torch.allclose(fused[1], plain[1], rtol=1e-4, atol=1e-8)
+    assert "TokenLosses" in type(language.token_losses(head, hidden.requires_grad_(True), targets).grad_fn).__name__
     with torch.no_grad():
-        assert float(language.output_loss(head, hidden, targets)) == pytest.approx(plain[0], rel=1e-6)
+        assert torch.allclose(language.token_losses(head, hidden, targets), plain[0], rtol=1e-5, atol=1e-6)
     head.weight.requires_grad_(True)  # an output layer that trains takes the plain way, and gets its gradient
-    language.output_loss(head, hidden, targets).backward()
+    language.token_losses(head, hidden, targets).mean().backward()
     assert head.weight.grad is not None
 
 

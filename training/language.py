@@ -113,33 +113,34 @@ def learned_loss(model, batch: dict) -> torch.Tensor:
     learned = targets != IGNORE
     if not learned.any():  # every reply was cut off: nothing to learn here, and no NaN
         return hidden.sum() * 0.0
-    return output_loss(base.get_output_embeddings(), hidden[:, :-1][learned], targets[learned])
+    return token_losses(base.get_output_embeddings(), hidden[:, :-1][learned], targets[learned]).mean()
 
 
-def output_loss(head, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """The mean cross-entropy of head(hidden) [tokens, vocabulary] against targets.
+def token_losses(head, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Each token's cross-entropy of head(hidden) [tokens, vocabulary] against its target: [tokens].
 
-    A frozen output layer takes `OutputLoss`, which never keeps the [tokens, vocabulary] logits: it reads them a
+    A frozen output layer takes `TokenLosses`, which never keeps the [tokens, vocabulary] logits: it reads them a
     slice of tokens at a time and makes their gradient in the same pass. A layer that trains takes the plain way."""
     if type(head) is torch.nn.Linear and head.bias is None and not head.weight.requires_grad:
-        return _output_loss().apply(hidden, head.weight, targets)
-    return torch.nn.functional.cross_entropy(head(hidden).float(), targets)
+        return _token_losses().apply(hidden, head.weight, targets)
+    return torch.nn.functional.cross_entropy(head(hidden).float(), targets, reduction="none")
 
 
 OUTPUT_SLICE = 1 << 25  # logits read at a time (128 MB in fp32): about 680 tokens over a 49k-word vocabulary
 
 
 @functools.cache
-def _output_loss():
+def _token_losses():
     # Made on first use: torch loads lazily, and a lazy stand-in cannot be a base class (models/lazy.py).
-    class OutputLoss(torch.autograd.Function):
-        """Cross-entropy over hidden·Wᵀ with W frozen; the forward pass also makes d loss / d hidden."""
+    class TokenLosses(torch.autograd.Function):
+        """Cross-entropy per token over hidden·Wᵀ with W frozen; the forward pass also makes each token's
+        d loss / d hidden, which depends on that token alone, so backward only scales it."""
 
         @staticmethod
         def forward(ctx, hidden, weight, targets):
             count, rows = len(hidden), max(1, OUTPUT_SLICE // weight.shape[0])
             grad = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
-            total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+            losses = torch.empty(count, dtype=torch.float32, device=hidden.device)
             for start in range(0, count, rows):
                 part, wanted = hidden[start:start + rows], targets[start:start + rows, None]
                 logits = (part @ weight.t()).float()  # [rows, vocabulary]
@@ -147,20 +148,19 @@ def _output_loss():
                 picked = logits.gather(1, wanted)
                 probs = logits.sub_(top).exp_()  # in place: the slice's logits are not needed again
                 sums = probs.sum(1, keepdim=True)
-                total += (sums.log() + top - picked).sum()  # -log softmax at the target
+                losses[start:start + rows] = (sums.log() + top - picked).squeeze(1)  # -log softmax at the target
                 if grad is not None:  # softmax - one-hot: the loss's gradient for these logits
                     probs.div_(sums).scatter_add_(1, wanted, torch.full_like(picked, -1.0))
                     grad[start:start + rows] = probs.to(weight.dtype) @ weight
             ctx.save_for_backward(grad)
-            ctx.count = count
-            return total / count
+            return losses
 
         @staticmethod
         def backward(ctx, upstream):
             (grad,) = ctx.saved_tensors
-            return grad * (upstream / ctx.count), None, None
+            return grad * upstream[:, None].to(grad.dtype), None, None
 
-    return OutputLoss
+    return TokenLosses
 
 
 def prompt_and_expected(tokenizer, fields: dict, system_prompt: str) -> tuple[str, list[int], str] | None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from models import lazy, speculation
 from training.data import Example
 from training.language import (IGNORE, ChatRecipe, collate, encode_messages, fast_loss_matches, greedy_replies,
-                               last_hidden)
+                               last_hidden, token_losses)
 from training.trainer import evaluating
 
 torch = lazy.module("torch")
@@ -80,12 +80,12 @@ class PreferenceRecipe(ChatRecipe):
             self._fast = fast_loss_matches(model, batch)
         targets = batch["labels"][:, 1:]
         learned = targets != IGNORE
-        if self._fast:  # the output layer only where an answer token is scored
+        if self._fast:  # the output layer only where an answer token is scored, its logits never kept whole
             base, hidden = last_hidden(model, batch)
-            logits = base.get_output_embeddings()(hidden[:, :-1][learned])
+            token_logps = -token_losses(base.get_output_embeddings(), hidden[:, :-1][learned], targets[learned])
         else:
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1][learned]
-        token_logps = torch.log_softmax(logits.float(), -1).gather(1, targets[learned][:, None]).squeeze(1)
+            token_logps = torch.log_softmax(logits.float(), -1).gather(1, targets[learned][:, None]).squeeze(1)
         sums = torch.zeros(len(rows), device=token_logps.device, dtype=token_logps.dtype)
         return sums.index_add(0, learned.nonzero()[:, 0], token_logps), learned.sum(1)
 
