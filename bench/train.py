@@ -146,12 +146,12 @@ def in_subprocess(side: str, args, precision: str | None = None) -> dict:
 def median_run(args) -> tuple[dict, dict]:
     """(baseline, ours) of the run with the median speed-up, over args.runs runs of both sides, alternating."""
     runs = []
-    for _ in range(args.runs):
+    for _ in range(max(1, args.runs)):
         base, ours = in_subprocess("baseline", args), in_subprocess("ours", args)
         runs.append((ours["tokens"] / ours["seconds"] / (base["tokens"] / base["seconds"]), base, ours))
-    if args.runs > 1:
+    if len(runs) > 1:
         print("  speed-up of each run: " + ", ".join(f"{r:.2f}x" for r, _, _ in runs))
-    return sorted(runs, key=lambda run: run[0])[len(runs) // 2][1:]
+    return sorted(runs, key=lambda run: run[0])[len(runs) // 2][1:]  # of an even count, the upper middle
 
 
 def main() -> None:
