@@ -250,6 +250,10 @@ def answers_check(reference, candidate, label: str, show: bool) -> int:
     return equal
 
 
+# Each figure's target: issue 36's where torch's kernels stop at AVX2 (there plain generate is slowest), earlier ones
+TARGETS = {"AVX2": (2.5, 2.5, 6, 8), "other": (1.5, 2.5, 3.5, 5)}
+
+
 def main() -> None:
     p = parser(__doc__.split("\n\n")[0])
     p.add_argument("--max-new-tokens", type=int, default=64, help="tokens generated per request")
@@ -269,14 +273,15 @@ def main() -> None:
         plain = PlainServer(folder, Path(scratch), lm.engine.eos_ids, lm.tokenizer.pad_token_id or 0)
         attach_all(lm, plain.adapters)
         figures = [
-            ("one user, chat prompt", *one_user(plain, lm, CHAT, n, repeats, "one user, chat"), 1.5),
-            ("one user, answer copying from the prompt", *one_user(plain, lm, COPYING, n, repeats, "one user, copying"),
-             2.5),
-            ("four users, base + adapters mixed", *many_users(plain, lm, 4, n, repeats, "four users"), 3.5),
-            ("eight users, base + adapters mixed", *many_users(plain, lm, 8, n, repeats, "eight users"), 5),
+            ("one user, chat prompt", *one_user(plain, lm, CHAT, n, repeats, "one user, chat")),
+            ("one user, answer copying from the prompt",
+             *one_user(plain, lm, COPYING, n, repeats, "one user, copying")),
+            ("four users, base + adapters mixed", *many_users(plain, lm, 4, n, repeats, "four users")),
+            ("eight users, base + adapters mixed", *many_users(plain, lm, 8, n, repeats, "eight users")),
         ]
-        print()
-        for label, base, ours, target in figures:
+        capability = torch.backends.cpu.get_cpu_capability()
+        print(f"\ntargets for torch's {capability} kernels")
+        for (label, base, ours), target in zip(figures, TARGETS.get(capability, TARGETS["other"])):
             ratio(label, ("model.generate, greedy, one request at a time", base), ("engine", ours), "tokens/s", target)
         print()
         answers_check(lambda ids, k: plain.generate([(ids, None)], k)[0],

@@ -119,8 +119,14 @@ class Measured:
         self.changed = False
 
 
+# Environment settings that limit the instructions torch's kernels, oneDNN and MKL use (an AVX2 limit on an AVX-512
+# CPU makes other products fastest); read by those libraries as they load
+KERNEL_LIMITS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+
+
 def machine_key() -> str:
-    """What decides which product is fastest here: the CPU's model and flags, torch's version and threads."""
+    """What decides which product is fastest here: the CPU's model and flags, the instructions its kernels may use,
+    torch's version and threads."""
     cpu = {}
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as info:
@@ -130,7 +136,8 @@ def machine_key() -> str:
                     cpu[name.strip()] = " ".join(sorted(value.split()))
     except OSError:
         cpu["model name"] = platform.processor() or platform.machine()
-    described = json.dumps([cpu, torch.__version__, torch.get_num_threads()], sort_keys=True)
+    limits = {name: os.environ[name] for name in KERNEL_LIMITS if os.environ.get(name)}
+    described = json.dumps([cpu, torch.__version__, torch.get_num_threads(), limits], sort_keys=True)
     return hashlib.sha256(described.encode()).hexdigest()[:16]
 
 

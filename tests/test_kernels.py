@@ -241,3 +241,14 @@ def test_a_second_load_takes_the_products_measured_before_on_this_machine(monkey
     monkeypatch.setattr(kernels, "machine_key", lambda: "another CPU, torch or thread count")
     with pytest.raises(AssertionError, match="measured again"):
         kernels.tune(Attention(), measured=kernels.Measured(path))
+
+
+def test_a_limit_on_the_kernels_instructions_is_another_machine(monkeypatch):
+    """An AVX2 limit on an AVX-512 CPU makes other products fastest: its measurements are kept apart."""
+    for name in kernels.KERNEL_LIMITS:
+        monkeypatch.delenv(name, raising=False)
+    plain = kernels.machine_key()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    limited = kernels.machine_key()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "")
+    assert limited != plain and kernels.machine_key() == plain
