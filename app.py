@@ -18,6 +18,7 @@ import config
 if __name__ == "__main__" and sys.argv[1:2] not in (["train"], ["users"]):
     config.parse(sys.argv[1:], "app.py", __doc__)  # `--help` and a wrong flag answer before the UI's libraries load
 
+from ui import quick_gradio  # noqa: F401  (before Gradio's first import: a second off the page's start)
 import gradio as gr
 from starlette.middleware import Middleware
 

@@ -20,6 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 torch.set_num_threads(2)
 
+from ui import quick_gradio  # noqa: E402,F401  (before Gradio's first import, as app.py: faster, no stubs written)
 from config import Settings  # noqa: E402
 from models import offline  # noqa: E402
 from models.loading import ModelHub  # noqa: E402

@@ -1,5 +1,6 @@
 """The launched app, called through gradio_client like any program would."""
 
+import os
 import subprocess
 import sys
 import threading
@@ -42,6 +43,19 @@ def test_help_and_the_page_come_before_the_model_libraries_load(worker_process):
     drawn = subprocess.run([sys.executable, "-c", DRAWN, str(free_port())], cwd=ROOT, capture_output=True, text=True,
                            timeout=300)
     assert "200 []" in drawn.stdout.splitlines(), drawn.stdout + drawn.stderr  # the page, and none of them loaded
+
+
+def test_gradio_imports_without_writing_type_stubs(tmp_path):
+    """Gradio refreshes a .pyi stub beside every component class it imports (a second of the page's start on 2
+    cores); the app imports it without that, and the components still work."""
+    from conftest import ROOT
+
+    (tmp_path / "custom_box.py").write_text("import gradio as gr\n\n\nclass CustomBox(gr.Textbox):\n    pass\n")
+    imported = subprocess.run([sys.executable, "-c", "import app, custom_box; print(custom_box.CustomBox('hi').value)"],
+                              cwd=ROOT, env={**os.environ, "PYTHONPATH": str(tmp_path)}, capture_output=True,
+                              text=True, timeout=120)
+    assert imported.stdout.split() == ["hi"], imported.stderr
+    assert not (tmp_path / "custom_box.pyi").exists()
 
 
 def test_ctrl_c_while_the_app_starts_stops_it_without_a_traceback(worker_process, tmp_path):
