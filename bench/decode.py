@@ -250,7 +250,8 @@ def answers_check(reference, candidate, label: str, show: bool) -> int:
     return equal
 
 
-# Each figure's target: issue 36's where torch's kernels stop at AVX2 (there plain generate is slowest), earlier ones
+# Each figure's target: issue 36's where torch's kernels stop at AVX2 (there plain generate is slowest), else the
+# earlier ones
 TARGETS = {"AVX2": (2.5, 2.5, 6, 8), "other": (1.5, 2.5, 3.5, 5)}
 
 

@@ -40,10 +40,5 @@ def _unchanged(*args, **kwargs) -> None:
     return None
 
 
-def skip_stub_writing() -> None:
-    """Call before the first `import gradio`; once Gradio is imported it changes nothing."""
-    if MODULE not in sys.modules and not any(isinstance(f, _SkipStubs) for f in sys.meta_path):
-        sys.meta_path.insert(0, _SkipStubs())
-
-
-skip_stub_writing()
+if MODULE not in sys.modules:  # once Gradio is imported, its classes are made: nothing left to skip
+    sys.meta_path.insert(0, _SkipStubs())
