@@ -4,8 +4,9 @@ batches padded to the longest (the plain recipe) vs LoRA Studio's training loop.
 Both train LoRA r=8 on q_proj,v_proj over the same mixed-length chat examples (the same token ids and labels:
 replies only), with the same batch size, learning rate, schedule and number of steps, and count real
 (non-padding) tokens per second of training. Each side runs in its own subprocess, so the peak memory (max RSS)
-printed is its own. Our loop: length-grouped batches, the output layer only at learned tokens (its logits never
-kept whole: `language.token_losses`), and bf16 autocast where the hardware runs bf16 fast (`--precision fp32`
+printed is its own. Our loop: length-grouped batches, the tokens every row of a batch begins with (the chat
+template's system prompt: 24 tokens here) run once (`training/shared_prefix.py`), the output layer only at learned
+tokens (its logits never kept whole: `language.token_losses`), and bf16 autocast where the hardware runs bf16 fast (`--precision fp32`
 turns it off). The mean training loss of each run is printed as a sanity check; with --parity our loop also runs
 in fp32 and the two final losses are compared (DESIGN §8: within 2%).
 

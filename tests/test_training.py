@@ -345,6 +345,125 @@ def test_fast_loss_equals_the_models_own_loss(tiny_chat_dir):
         assert float(recipe.learned_loss(model, nothing)) == 0.0  # replies cut off: no NaN
 
 
+SYSTEM = "You are a careful assistant who answers every question in one short sentence."
+
+
+def _lora_chat(tiny_chat_dir, **settings):
+    """The tiny chat model under a LoRA whose B matrices are not zero, as after some training."""
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from training.presets import TrainSettings
+    from training.trainer import lora_config
+
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_chat_dir), lora_config(TrainSettings(**settings)))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.2)
+    return model
+
+
+def test_rows_sharing_a_system_prompt_run_it_once_with_the_same_loss_and_gradients(tiny_chat_dir, monkeypatch):
+    from transformers import AutoTokenizer
+
+    from training import language as recipe
+    from training import shared_prefix
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_chat_dir)
+    model = _lora_chat(tiny_chat_dir, dropout=0.0, target_modules="q_proj,v_proj,o_proj,up_proj")
+    model.train()
+    rows = [recipe.encode(tokenizer, {"messages": [{"role": "user", "content": q},
+                                                   {"role": "assistant", "content": a}]}, SYSTEM, 128)
+            for q, a in [("What is the capital of Zorbia?", "Quellmar."), ("Hi", "Hello there, how are you today?"),
+                         ("Name a colour.", "Teal.")]]
+    batch = recipe.collate(rows, tokenizer.pad_token_id)
+    ids = [row[0] for row in rows]
+    common = next(i for i in range(len(ids[0])) if len({row[i] for row in ids}) > 1)  # up to the user's words
+    assert shared_prefix.shared_length(model.get_base_model(), batch["input_ids"],
+                                       batch["labels"][:, 1:] != recipe.IGNORE) == common > shared_prefix.MIN_SHARED
+
+    def loss_and_gradients():
+        embedded = []  # positions the layers run: the shared ones once, not once per row
+        hook = model.get_input_embeddings().register_forward_hook(lambda m, i, out: embedded.append(out.shape[:2]))
+        loss = recipe.learned_loss(model, batch)
+        loss.backward()
+        hook.remove()
+        grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
+        model.zero_grad()
+        return loss.detach(), grads, sum(r * n for r, n in embedded)
+
+    shared = loss_and_gradients()
+    monkeypatch.setattr(shared_prefix, "MIN_SHARED", 10_000)
+    plain = loss_and_gradients()
+    width = batch["input_ids"].shape[1]
+    assert plain[2] == 3 * width and shared[2] == common + 3 * (width - common)
+    assert float(shared[0]) == pytest.approx(float(plain[0]), rel=1e-6)
+    assert float(shared[0]) == pytest.approx(float(model(**batch).loss.detach()), rel=1e-5)
+    for name, grad in plain[1].items():  # the same sums in another order: equal to float32's rounding
+        assert (shared[1][name] - grad).abs().max() <= 1e-5 * grad.abs().max(), name
+    assert model.get_base_model().config._attn_implementation == "sdpa"  # put back after the shared run
+
+
+def test_a_shared_prefix_stops_before_the_first_learned_token_and_needs_plain_attention(tiny_chat_dir):
+    from transformers import AutoModelForCausalLM
+
+    from training import shared_prefix
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_chat_dir)
+    ids = torch.tensor([[5] * 20 + [6, 7], [5] * 20 + [8, 0]])
+    learned = torch.zeros(2, 21, dtype=torch.bool)
+    assert shared_prefix.shared_length(model, ids, learned) == 20
+    learned[1, 12] = True  # row 1 learns the token after position 12: the states from there on are needed
+    assert shared_prefix.shared_length(model, ids, learned) == 12
+    learned[0, 3] = True  # too little left to share to pay for a second pass
+    assert shared_prefix.shared_length(model, ids, learned) == 0
+    assert shared_prefix.shared_length(model, ids[:1], learned[:1, :0]) == 0  # one row shares with nobody
+    nothing_learned = torch.zeros(2, 21, dtype=torch.bool)
+    model.config._attn_implementation = "eager"
+    assert shared_prefix.shared_length(model, ids, nothing_learned) == 0
+
+
+def test_a_model_whose_states_differ_when_sharing_does_not_share(tiny_chat_dir, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    from training import shared_prefix
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_chat_dir)
+    ids, nothing_learned = torch.tensor([[5] * 20 + [6, 7], [5] * 20 + [8, 0]]), torch.zeros(2, 21, dtype=torch.bool)
+    honest = shared_prefix.hidden_after
+    monkeypatch.setattr(shared_prefix, "hidden_after", lambda *args: honest(*args) * 1.01)  # attention gone wrong
+    assert shared_prefix.shared_length(model, ids, nothing_learned) == 0
+    monkeypatch.setattr(shared_prefix, "hidden_after", honest)
+    assert shared_prefix.shared_length(model, ids, nothing_learned) == 0  # checked once per model: it stays off
+    assert shared_prefix.shared_length(AutoModelForCausalLM.from_pretrained(tiny_chat_dir), ids, nothing_learned) == 20
+
+
+def test_dpo_scores_with_a_shared_system_prompt_equal_the_models_own(tiny_chat_dir):
+    from transformers import AutoTokenizer
+
+    from training import shared_prefix
+    from training.language import IGNORE, collate
+    from training.preference import PreferenceRecipe
+    from training.presets import TrainSettings
+
+    recipe = PreferenceRecipe(TrainSettings(system_prompt=SYSTEM, max_length=128))
+    recipe.tokenizer = AutoTokenizer.from_pretrained(tiny_chat_dir)
+    model = _lora_chat(tiny_chat_dir).eval()
+    prompt = {"prompt": [{"role": "user", "content": "Greet me."}]}
+    rows = [recipe._answer(prompt | {"answer": text}, "answer") for text in ("Ahoy, matey!", "Hello.", "Good day.")]
+    batch = collate(rows, recipe.tokenizer.pad_token_id)
+    assert shared_prefix.shared_length(model.get_base_model(), batch["input_ids"], batch["labels"][:, 1:] != IGNORE)
+    recipe._fast = True
+    with torch.no_grad():
+        sums, counts = recipe._answer_logps(model, rows)
+        recipe._fast = False  # the model's own logits, every position run in every row
+        plain_sums, plain_counts = recipe._answer_logps(model, rows)
+    assert torch.allclose(sums, plain_sums, rtol=1e-5) and torch.equal(counts, plain_counts)
+    assert counts.tolist() == [sum(label != IGNORE for label in labels[1:]) for _, labels in rows]
+
+
 def test_token_losses_keep_no_logits_and_match_the_plain_loss(monkeypatch):
     from training import language
 

@@ -8,7 +8,7 @@ import functools
 from errors import UserError
 from models import catalog, lazy, lora, speculation
 from models.loading import load_pretrained
-from training import metrics
+from training import metrics, shared_prefix
 from training.data import Example
 from training.formats import turns
 from training.recipe import Recipe
@@ -92,13 +92,19 @@ def collate(rows: list[tuple[list, list]], pad_id: int) -> dict:
     return {"input_ids": input_ids, "labels": labels, "attention_mask": mask}
 
 
-def last_hidden(model, batch: dict) -> tuple[torch.nn.Module, torch.Tensor]:
-    """The plain model under any peft wrapper, and its last hidden states for a batch from `collate`.
+def last_hidden(model, batch: dict) -> tuple[torch.nn.Module, torch.Tensor, int]:
+    """The plain model under any peft wrapper, the last hidden states of a batch from `collate` from position
+    `start` on ([rows, width - start, hidden]), and `start`.
 
     The batch is right-padded, so every real token attends only to earlier tokens, all of them real: the causal
-    mask alone gives the same states there, and attention runs its mask-free kernel (faster on CPU)."""
+    mask alone gives the same states, and attention runs its mask-free kernel (faster on CPU). The leading tokens
+    that every row shares, up to the first learned one, run once (`shared_prefix`): `start` is where rows part."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return base, base.base_model(input_ids=batch["input_ids"], use_cache=False).last_hidden_state
+    ids = batch["input_ids"]
+    start = shared_prefix.shared_length(base, ids, batch["labels"][:, 1:] != IGNORE)
+    if start:
+        return base, shared_prefix.hidden_after(base, ids, start), start
+    return base, base.base_model(input_ids=ids, use_cache=False).last_hidden_state, 0
 
 
 def learned_loss(model, batch: dict) -> torch.Tensor:
@@ -108,8 +114,8 @@ def learned_loss(model, batch: dict) -> torch.Tensor:
     activation memory, and prompt tokens never need it. Models that post-process their logits (soft-capping,
     scaling) must not take this path: `trainer.fast_loss_matches` checks that once per run.
     """
-    base, hidden = last_hidden(model, batch)
-    targets = batch["labels"][:, 1:]
+    base, hidden, start = last_hidden(model, batch)
+    targets = batch["labels"][:, start + 1:]
     learned = targets != IGNORE
     if not learned.any():  # every reply was cut off: nothing to learn here, and no NaN
         return hidden.sum() * 0.0

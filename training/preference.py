@@ -78,12 +78,14 @@ class PreferenceRecipe(ChatRecipe):
         batch = {k: v.to(model.device) for k, v in collate(rows, self.tokenizer.pad_token_id).items()}
         if self._fast is None:  # checked once per run, as the chat recipe does
             self._fast = fast_loss_matches(model, batch)
-        targets = batch["labels"][:, 1:]
-        learned = targets != IGNORE
         if self._fast:  # the output layer only where an answer token is scored, its logits never kept whole
-            base, hidden = last_hidden(model, batch)
+            base, hidden, start = last_hidden(model, batch)
+            targets = batch["labels"][:, start + 1:]
+            learned = targets != IGNORE
             token_logps = -token_losses(base.get_output_embeddings(), hidden[:, :-1][learned], targets[learned])
         else:
+            targets = batch["labels"][:, 1:]
+            learned = targets != IGNORE
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1][learned]
             token_logps = torch.log_softmax(logits.float(), -1).gather(1, targets[learned][:, None]).squeeze(1)
         sums = torch.zeros(len(rows), device=token_logps.device, dtype=token_logps.dtype)
