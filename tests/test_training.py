@@ -438,6 +438,8 @@ def test_a_model_whose_states_differ_when_sharing_does_not_share(tiny_chat_dir, 
     monkeypatch.setattr(shared_prefix, "hidden_after", honest)
     assert shared_prefix.shared_length(model, ids, nothing_learned) == 0  # checked once per model: it stays off
     assert shared_prefix.shared_length(AutoModelForCausalLM.from_pretrained(tiny_chat_dir), ids, nothing_learned) == 20
+    bf16 = AutoModelForCausalLM.from_pretrained(tiny_chat_dir, dtype=torch.bfloat16)  # agrees to bf16's rounding
+    assert shared_prefix.shared_length(bf16, ids, nothing_learned) == 20
 
 
 def test_dpo_scores_with_a_shared_system_prompt_equal_the_models_own(tiny_chat_dir):

@@ -51,7 +51,8 @@ def _agrees(base, input_ids: torch.Tensor, length: int) -> bool:
         with evaluating(base), torch.autocast(input_ids.device.type, enabled=False):
             shared = hidden_after(base, input_ids, length)
             plain = base.base_model(input_ids=input_ids, use_cache=False).last_hidden_state[:, length:]
-        _agreed[base] = bool((shared - plain).abs().max() <= 1e-4 * plain.abs().max())
+        tolerance = 1e-4 if plain.dtype == torch.float32 else 1e-2  # bf16 weights round at the third digit
+        _agreed[base] = bool((shared - plain).abs().max() <= tolerance * plain.abs().max())
     return _agreed[base]
 
 
